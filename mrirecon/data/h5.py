@@ -1,0 +1,231 @@
+"""DeepInPy-format HDF5: validated lazy reading and atomic writing.
+
+Keys (N slices, C coils, X x Y pixels):
+    imgs  (N, X, Y)     complex  reference image (coil-combined; real magnitude also accepted)
+    maps  (N, C, X, Y)  complex  coil sensitivities
+    ksp   (N, C, X, Y)  complex  fully sampled centred k-space
+    masks (N, X, Y)     real     sampling pattern in {0, 1}
+Files written by mrirecon add attributes (source, variant, splits, version, creation time).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mrirecon.errors import UserError
+from mrirecon.io import temporary_sibling
+
+KEYS = ("imgs", "maps", "ksp", "masks")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Slice:
+    """One slice: img (X, Y) complex64, maps (C, X, Y) complex64, ksp (C, X, Y) complex64,
+    mask (X, Y) float32 in {0, 1}."""
+
+    img: np.ndarray
+    maps: np.ndarray
+    ksp: np.ndarray
+    mask: np.ndarray
+
+
+def _expected_shapes(n: int, c: int, x: int, y: int) -> dict[str, tuple[int, ...]]:
+    return {"imgs": (n, x, y), "maps": (n, c, x, y), "ksp": (n, c, x, y), "masks": (n, x, y)}
+
+
+class DeepInPyFile:
+    """Read a DeepInPy-format file slice by slice, validating as it goes.
+
+    Metadata (keys, shapes, dtypes) is checked on open; values (finite, binary masks) are
+    checked on each slice read, so a 50 GB file opens instantly. The HDF5 handle is opened
+    lazily in each process, so the object can be handed to DataLoader workers.
+
+    Args:
+        path: the .h5 file.
+        transpose: swap the last two axes of every array on read (e.g. 256x320 -> 320x256).
+    """
+
+    def __init__(self, path: str | os.PathLike, transpose: bool = False) -> None:
+        self.path = Path(path)
+        self.transpose = transpose
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        f = self._handle()
+        missing = [k for k in KEYS if k not in f]
+        if missing:
+            raise UserError(f"{self.path}: missing key '{missing[0]}' (a DeepInPy file needs {', '.join(KEYS)})")
+        for key in KEYS:
+            if not isinstance(f[key], h5py.Dataset):
+                raise UserError(f"{self.path}: key '{key}' is a group, expected an array")
+        if f["maps"].ndim != 4:
+            raise UserError(f"{self.path}: key 'maps' has shape {f['maps'].shape}, expected (N, C, X, Y)")
+        n, c, x, y = f["maps"].shape
+        for key, shape in _expected_shapes(n, c, x, y).items():
+            if f[key].shape != shape:
+                raise UserError(
+                    f"{self.path}: key '{key}' has shape {f[key].shape}, expected {shape} to match 'maps' {f['maps'].shape}"
+                )
+        if min(n, c, x, y) == 0:
+            raise UserError(f"{self.path}: key 'maps' has an empty dimension {f['maps'].shape}")
+        for key in ("maps", "ksp"):
+            if f[key].dtype.kind != "c":
+                raise UserError(f"{self.path}: key '{key}' has dtype {f[key].dtype}, expected complex64 or complex128")
+        for key in ("imgs", "masks"):
+            if f[key].dtype.kind not in "cfiub":
+                raise UserError(f"{self.path}: key '{key}' has dtype {f[key].dtype}, expected a numeric array")
+        self.num_slices, self.num_coils = int(n), int(c)
+        self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
+        self.attrs: dict[str, Any] = dict(f.attrs)
+
+    def _handle(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            if not self.path.is_file():
+                raise UserError(f"{self.path}: file not found")
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise UserError(f"{self.path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+            self._pid = os.getpid()
+        return self._file
+
+    def __len__(self) -> int:
+        return self.num_slices
+
+    def _read(self, key: str, i: int, dtype: type) -> np.ndarray:
+        try:
+            arr = np.asarray(self._handle()[key][i])
+        except (OSError, KeyError) as exc:
+            raise UserError(f"{self.path}: key '{key}' slice {i} cannot be read ({exc})") from None
+        if not np.all(np.isfinite(arr)):
+            raise UserError(f"{self.path}: key '{key}' slice {i} has non-finite values (NaN or Inf)")
+        arr = arr.astype(dtype, copy=False)
+        return np.ascontiguousarray(np.swapaxes(arr, -1, -2)) if self.transpose else arr
+
+    def read(self, i: int) -> Slice:
+        """Slice `i` as copies in memory, converted to complex64 / float32."""
+        if not 0 <= i < self.num_slices:
+            raise IndexError(f"slice {i} out of range for {self.num_slices} slices")
+        mask = self._read("masks", i, np.float32)
+        if not np.all((mask == 0) | (mask == 1)):
+            bad = np.unique(mask[(mask != 0) & (mask != 1)])[:3]
+            raise UserError(f"{self.path}: key 'masks' slice {i} has values {bad.tolist()}, expected only 0 and 1")
+        return Slice(
+            img=self._read("imgs", i, np.complex64),
+            maps=self._read("maps", i, np.complex64),
+            ksp=self._read("ksp", i, np.complex64),
+            mask=mask,
+        )
+
+    def splits(self) -> dict[str, np.ndarray] | None:
+        """The split indices stored by mrirecon (`split_train`, ...), or None if absent."""
+        if not all(f"split_{s}" in self.attrs for s in SPLITS):
+            return None
+        return {s: np.asarray(self.attrs[f"split_{s}"], dtype=np.int64).reshape(-1) for s in SPLITS}
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Slice indices of `split` (train, val, test or all)."""
+        if split == "all":
+            return np.arange(self.num_slices)
+        if split not in SPLITS:
+            raise UserError(f"data.split: unknown split '{split}' (expected train, val, test or all)")
+        splits = self.splits()
+        if splits is None:
+            raise UserError(f"{self.path}: no split indices stored; run 'mrirecon preprocess' or use data.split=all")
+        return splits[split]
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __enter__(self) -> "DeepInPyFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        state["_pid"] = None
+        return state
+
+
+class DeepInPyWriter:
+    """Write a DeepInPy-format file slice by slice to a temporary name; rename on success.
+
+    On any exception inside the `with` block the temporary file is removed and `path` is left
+    as it was. Chunks are one slice, so reading and writing stream in bounded memory.
+
+    Args:
+        path: destination .h5 file.
+        num_slices, num_coils, shape: N, C and (X, Y).
+        attrs: file attributes (provenance); numpy arrays and scalars allowed.
+        compression: h5py compression filter for the large arrays (e.g. "gzip") or None.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        num_slices: int,
+        num_coils: int,
+        shape: tuple[int, int],
+        attrs: dict[str, Any] | None = None,
+        compression: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.n, self.c, self.shape = num_slices, num_coils, tuple(shape)
+        self.attrs = attrs or {}
+        self.compression = compression
+        self._tmp: Path | None = None
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> "DeepInPyWriter":
+        self._tmp = temporary_sibling(self.path)
+        try:
+            self._file = h5py.File(self._tmp, "w")
+        except OSError as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise UserError(f"{self.path}: cannot create ({exc})") from None
+        x, y = self.shape
+        for key, shape in _expected_shapes(self.n, self.c, x, y).items():
+            dtype = np.float32 if key == "masks" else np.complex64
+            self._file.create_dataset(
+                key, shape=shape, dtype=dtype, chunks=(1,) + shape[1:], compression=self.compression
+            )
+        for name, value in self.attrs.items():
+            self._file.attrs[name] = "" if value is None else value
+        return self
+
+    def write(self, i: int, s: Slice) -> None:
+        """Store slice `i`."""
+        assert self._file is not None
+        try:
+            self._file["imgs"][i] = s.img
+            self._file["maps"][i] = s.maps
+            self._file["ksp"][i] = s.ksp
+            self._file["masks"][i] = s.mask
+        except OSError as exc:
+            raise UserError(f"{self.path}: write failed at slice {i} ({exc})") from None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._file is not None and self._tmp is not None
+        try:
+            self._file.close()
+        except OSError as close_exc:
+            exc_type = exc_type or type(close_exc)
+            if exc is None:
+                self._tmp.unlink(missing_ok=True)
+                raise UserError(f"{self.path}: write failed ({close_exc})") from None
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)

@@ -1,0 +1,102 @@
+"""The embedded sample: 15 real knee magnitudes turned into a multi-coil DeepInPy dataset.
+
+Real anatomy (Stanford Fully Sampled 3D FSE Knees, see assets/README.md); simulated smooth
+phase, birdcage coil maps normalised to sum_c |S_c|^2 = 1, and variable-density Poisson-disc
+masks with a fully sampled calibration square. Everything is a deterministic function of the
+seed. It offers the reading interface of `DeepInPyFile` (len, read, shape, splits).
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from mrirecon.data.h5 import Slice
+from mrirecon.data.transforms import fft2c_numpy
+from mrirecon.errors import UserError
+
+ATTRIBUTION = (
+    "Stanford Fully Sampled 3D FSE Knees (mridata.org), slice 160 of 15 subjects, via "
+    "LarsonLab/dnlinv (BSD 3-Clause, (c) 2021 Andrew P. Leynes and The Regents of the "
+    "University of California); phase, coil maps and masks simulated by mrirecon"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def knee_magnitudes() -> np.ndarray:
+    """The 15 real knee slices, (15, 320, 256) float32, each scaled to a maximum of 1."""
+    with resources.files("mrirecon.data").joinpath("assets/knee_rss_320x256.npz").open("rb") as fh:
+        knees = np.load(fh)["knee_rss"].astype(np.float32)
+    return knees / knees.max(axis=(1, 2), keepdims=True)
+
+
+@functools.lru_cache(maxsize=4)
+def birdcage_maps(coils: int, shape: tuple[int, int]) -> np.ndarray:
+    """Simulated birdcage coil maps (coils, X, Y) complex64 with sum_c |S_c|^2 = 1."""
+    import sigpy.mri  # slow import (numba): only when the sample is built
+
+    maps = sigpy.mri.birdcage_maps((coils, *shape))
+    maps = maps / np.sqrt(np.sum(np.abs(maps) ** 2, axis=0, keepdims=True))
+    return maps.astype(np.complex64)
+
+
+@functools.lru_cache(maxsize=64)
+def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) -> np.ndarray:
+    """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre."""
+    import sigpy.mri
+
+    mask = sigpy.mri.poisson(shape, accel, calib=(calib, calib), seed=seed, dtype=np.float32)
+    return (mask != 0).astype(np.float32)
+
+
+def smooth_phase(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random second-order polynomial phase map (X, Y) in radians, like a real B0/receive phase."""
+    u, v = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    coeffs = rng.normal(0.0, [np.pi, 1.0, 1.0, 0.5, 0.5, 0.5])
+    terms = [np.ones_like(u), u, v, u * u, v * v, u * v]
+    return sum(c * t for c, t in zip(coeffs, terms)).astype(np.float32)
+
+
+class SampleSource:
+    """The embedded sample as a read-only dataset.
+
+    Args:
+        accel: target acceleration of the Poisson-disc masks (> 1).
+        calib: side of the fully sampled calibration square (pixels).
+        coils: number of simulated coils.
+        seed: base seed; slice i uses seed + i.
+    """
+
+    def __init__(self, accel: float = 6.0, calib: int = 24, coils: int = 8, seed: int = 723) -> None:
+        if not accel > 1:
+            raise UserError(f"data.sample.accel: {accel} must be > 1")
+        if not 0 <= calib <= 256 or not coils >= 1:
+            raise UserError(f"data.sample: calib {calib} must be in [0, 256] and coils {coils} >= 1")
+        self.accel, self.calib, self.coils, self.seed = float(accel), int(calib), int(coils), int(seed)
+        self.num_slices = knee_magnitudes().shape[0]
+        self.num_coils = self.coils
+        self.shape: tuple[int, int] = tuple(knee_magnitudes().shape[1:])  # type: ignore[assignment]
+        self.path = "sample"
+        self.attrs: dict[str, Any] = {"attribution": ATTRIBUTION}
+
+    def __len__(self) -> int:
+        return self.num_slices
+
+    def read(self, i: int) -> Slice:
+        """Slice i: complex image, maps, fully sampled k-space and mask."""
+        rng = np.random.default_rng(self.seed + i)
+        img = (knee_magnitudes()[i] * np.exp(1j * smooth_phase(self.shape, rng))).astype(np.complex64)
+        maps = birdcage_maps(self.coils, self.shape)
+        ksp = fft2c_numpy(maps * img[None]).astype(np.complex64)
+        mask = poisson_mask(self.shape, self.accel, self.calib, self.seed + i)
+        return Slice(img=img, maps=maps, ksp=ksp, mask=mask)
+
+    def splits(self) -> None:
+        """The sample stores no splits; preprocess makes them (one subject per slice)."""
+        return None
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,82 @@
+"""SENSE forward model A = mask * fft2c(maps * x), its adjoint and normal operator.
+
+Shapes: image x (B, X, Y) complex; coil maps (B, C, X, Y) complex; mask (B, X, Y) or (X, Y)
+real {0, 1}; k-space y (B, C, X, Y) complex, centred. Everything stays on the maps' device.
+For even X and Y the FFT shifts are folded into the stored maps and mask (checkerboard
+identity in `physics.fft`), so every application runs plain FFTs and no copies for shifts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mrirecon.physics.fft import (
+    centring_sign,
+    checkerboard,
+    fft2c,
+    folds_into_checkerboard,
+    ifft2c,
+)
+
+
+class SenseOperator:
+    """Multi-coil Cartesian SENSE operator with a sampling mask.
+
+    Args:
+        maps: coil sensitivities, (B, C, X, Y) complex.
+        mask: sampling pattern, (B, X, Y) or (X, Y), real with values in {0, 1}.
+    """
+
+    def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
+        if maps.ndim != 4 or not maps.is_complex():
+            raise ValueError(f"maps must be complex (B, C, X, Y), got {tuple(maps.shape)} {maps.dtype}")
+        shape = tuple(maps.shape[-2:])
+        if tuple(mask.shape[-2:]) != shape:
+            raise ValueError(f"mask {tuple(mask.shape)} does not match maps {tuple(maps.shape)}")
+        mask = mask.to(device=maps.device, dtype=maps.real.dtype)
+        if mask.ndim == 2:
+            mask = mask.unsqueeze(0)
+        self.mask = mask.unsqueeze(1)  # (B or 1, 1, X, Y): the plain {0,1} mask, A^H A uses it
+        self.folded = folds_into_checkerboard(shape)
+        if self.folded:
+            c = checkerboard(shape, device=maps.device).to(maps.real.dtype)
+            self._maps = maps * c
+            self._signed_mask = self.mask * (c * centring_sign(shape))
+        else:
+            self._maps = maps
+            self._signed_mask = self.mask
+        self._maps_conj = self._maps.conj()
+
+    @property
+    def maps(self) -> torch.Tensor:
+        """The coil maps as given (checkerboard removed), (B, C, X, Y)."""
+        if not self.folded:
+            return self._maps
+        return self._maps * checkerboard(tuple(self._maps.shape[-2:]), self._maps.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A x: image (B, X, Y) -> masked centred k-space (B, C, X, Y)."""
+        coil_images = self._maps * x.unsqueeze(1)
+        if self.folded:
+            return torch.fft.fft2(coil_images, norm="ortho") * self._signed_mask
+        return fft2c(coil_images) * self.mask
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """A^H y: centred k-space (B, C, X, Y) -> image (B, X, Y)."""
+        if self.folded:
+            coil_images = torch.fft.ifft2(y * self._signed_mask, norm="ortho")
+        else:
+            coil_images = ifft2c(y * self.mask)
+        return (self._maps_conj * coil_images).sum(dim=1)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """A^H A x: image (B, X, Y) -> image (B, X, Y), without forming k-space twice."""
+        coil_images = self._maps * x.unsqueeze(1)
+        if self.folded:
+            k = torch.fft.fft2(coil_images, norm="ortho") * self.mask
+            coil_images = torch.fft.ifft2(k, norm="ortho")
+        else:
+            coil_images = ifft2c(fft2c(coil_images) * self.mask)
+        return (self._maps_conj * coil_images).sum(dim=1)
+
+    __call__ = forward

@@ -1,0 +1,1 @@
+"""Iterative solvers on batched complex images."""

@@ -1,0 +1,68 @@
+"""Helpers shared by the tasks: config checks, devices, data opening, run-dir access."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.data.sample import SampleSource
+from mrirecon.errors import UserError
+
+
+def run_dir() -> Path:
+    """The Hydra output folder of the current job."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """The torch device named by `hardware.device`, checked to exist."""
+    name = str(cfg.hardware.device)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"hardware.device: unknown device '{name}' (expected cpu or cuda[:N])") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("hardware=gpu: CUDA is not available on this machine (use hardware=cpu)")
+    return device
+
+
+def variant_of(cfg: DictConfig) -> tuple[int | None, float]:
+    """(bits, scale) of `data`, validated: bits in {4, 8, null}, 0 < scale <= 1."""
+    bits, scale = cfg.data.bits, cfg.data.scale
+    if bits is not None and (isinstance(bits, bool) or bits not in (4, 8)):
+        raise UserError(f"data.bits: {bits!r} is not one of 4, 8 or null")
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise UserError(f"data.scale: {scale!r} is not a number in (0, 1]") from None
+    if not 0 < scale <= 1:
+        raise UserError(f"data.scale: {scale} is not in (0, 1]")
+    return bits, scale
+
+
+def open_source(cfg: DictConfig) -> DeepInPyFile | SampleSource:
+    """The raw input of preprocess: the embedded sample or a DeepInPy-format file."""
+    if str(cfg.data.source) == "sample":
+        s = cfg.data.sample
+        return SampleSource(accel=s.accel, calib=s.calib, coils=s.coils, seed=s.seed)
+    return DeepInPyFile(cfg.data.source, transpose=bool(cfg.data.transpose))
+
+
+def open_processed(cfg: DictConfig) -> DeepInPyFile:
+    """The processed file `data.path`, with a hint when it has not been made yet."""
+    path = Path(str(cfg.data.path))
+    if not path.exists():
+        raise UserError(
+            f"data.path: {path} not found (make it with 'mrirecon preprocess data={cfg.data.name}' or set data.path)"
+        )
+    return DeepInPyFile(path)
+
+
+def plain(cfg: Any) -> Any:
+    """A resolved plain-Python copy of a config node."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg

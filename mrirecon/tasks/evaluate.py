@@ -1,0 +1,157 @@
+"""`mrirecon evaluate runs=[...]`: tables and a comparison figure across reconstruct runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from mrirecon import metrics
+from mrirecon.errors import UserError
+from mrirecon.figures import comparison_figure
+from mrirecon.io import write_text
+from mrirecon.tasks.common import run_dir
+
+log = logging.getLogger(__name__)
+STATS = (*metrics.NAMES, "seconds")
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Reconstruct run dirs under each path (a run dir itself or a multirun dir), sorted."""
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if not path.is_dir():
+            raise UserError(f"runs: {path} is not a folder")
+        here = sorted({p.parent for p in path.rglob("summary.json") if (p.parent / "metrics.csv").is_file()})
+        if not here:
+            raise UserError(f"runs: {path} holds no reconstruct run (no summary.json with metrics.csv)")
+        found += [p for p in here if p not in found]
+    return found
+
+
+def _load_run(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+        with open(path / "metrics.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        per_slice = {k: np.array([float(r[k]) for r in rows]) for k in STATS}
+        slices = [int(r["slice"]) for r in rows]
+        return {"dir": path, "summary": summary, "per_slice": per_slice, "slices": slices,
+                "method": summary["method"], "variant": summary["variant"], "params": summary.get("method_config", {})}
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"runs: {path} has an unreadable summary.json or metrics.csv ({exc})") from None
+
+
+def _swept_params(runs: list[dict[str, Any]]) -> list[str]:
+    """Method parameters that take more than one value among runs of the same method."""
+    values: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for run in runs:
+        for key, value in run["params"].items():
+            if key != "name":
+                values[(run["method"], key)].add(json.dumps(value))
+    return sorted({key for (_, key), vals in values.items() if len(vals) > 1})
+
+
+def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per (variant, method, swept params): mean/std over all slices of its runs."""
+    params = _swept_params(runs)
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        key = (run["variant"], run["method"], *(json.dumps(run["params"].get(p)) for p in params))
+        groups[key].append(run)
+    table = []
+    for key, members in groups.items():
+        row: dict[str, Any] = {"variant": key[0], "method": key[1]}
+        row.update({p: members[0]["params"].get(p, "") for p in params})
+        row["n"] = sum(len(m["slices"]) for m in members)
+        for stat in STATS:
+            pooled = np.concatenate([m["per_slice"][stat] for m in members])
+            row[f"{stat}_mean"], row[f"{stat}_std"] = float(pooled.mean()), float(pooled.std())
+        row["runs"] = members
+        table.append(row)
+    table.sort(key=lambda r: (r["variant"], -r["psnr_mean"]))
+    best: dict[str, float] = {}
+    for row in table:
+        best.setdefault(row["variant"], row["psnr_mean"])
+        row["best"] = "*" if row["psnr_mean"] == best[row["variant"]] else ""
+    return table, params
+
+
+def _columns(params: list[str]) -> list[str]:
+    return ["variant", "method", *params, "n", *(f"{s}_{a}" for s in STATS for a in ("mean", "std")), "best"]
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4g}" if "seconds" in key else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Write results.csv, results.md and comparison.png into the run dir; print the table."""
+    if not cfg.runs:
+        raise UserError("runs: give at least one reconstruct run or multirun folder, e.g. runs=[outputs/multirun/...]")
+    runs = [_load_run(p) for p in find_runs([str(r) for r in cfg.runs])]
+    table, params = summarize(runs)
+    cols = _columns(params)
+    out = run_dir()
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for row in table:
+        writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in cols])
+    write_text(out / "results.csv", buf.getvalue())
+
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |" for row in table]
+    md += ["", f"Metrics: {metrics.CONVENTION}. mean and std over slices; n = number of slices; "
+               "* = best mean PSNR per variant.", ""]
+    write_text(out / "results.md", "\n".join(md))
+
+    _comparison(table, params, int(cfg.figure_slices), out / "comparison.png")
+
+    rich_table = Table(title=f"mrirecon evaluate: {len(runs)} runs")
+    for c in cols:
+        rich_table.add_column(c, justify="left" if c in ("variant", "method") else "right")
+    for row in table:
+        rich_table.add_row(*(_fmt(c, row[c]) for c in cols))
+    Console().print(rich_table)
+    log.info("results: %s, %s, %s", out / "results.csv", out / "results.md", out / "comparison.png")
+    return table
+
+
+def _label(row: dict[str, Any], params: list[str]) -> str:
+    extra = ", ".join(f"{p}={row[p]}" for p in params if row[p] != "")
+    return f"{row['method']}" + (f" ({extra})" if extra else "") + f"\nPSNR {row['psnr_mean']:.2f}"
+
+
+def _comparison(table: list[dict[str, Any]], params: list[str], per_variant: int, path: Path) -> None:
+    """Rows: a few slices of each variant; columns: reference, then each table row's recon."""
+    by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in table:
+        by_variant[row["variant"]].append(row)
+    grid = []
+    for variant, rows in by_variant.items():
+        common = set.intersection(*(set(r["runs"][0]["slices"]) for r in rows))
+        for s in sorted(common)[:per_variant]:
+            reference, cols = None, []
+            for r in rows:
+                with h5py.File(r["runs"][0]["dir"] / "recon.h5", "r") as h5:
+                    k = int(np.flatnonzero(h5["slices"][()] == s)[0])
+                    reference = h5["imgs"][k]
+                    cols.append((_label(r, params), h5["recon"][k]))
+            grid.append((f"{variant} slice {s}", reference, cols))
+    if grid:
+        comparison_figure(grid, path)
