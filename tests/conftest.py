@@ -1,0 +1,35 @@
+"""Shared fixtures. Torch runs on one thread; the CLI runs in subprocesses."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from helpers import run_cli, tiny_arrays, write_h5  # noqa: E402
+
+torch.set_num_threads(1)
+
+SAMPLE_VARIANTS = ("4bit_quarter", "8bit_quarter", "quarter", "full")
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working folder where the embedded sample was preprocessed into SAMPLE_VARIANTS
+    (outputs/data/<variant>.h5), once per test session."""
+    cwd = tmp_path_factory.mktemp("sample")
+    res = run_cli("preprocess", "-m", f"data={','.join(SAMPLE_VARIANTS)}", cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    return cwd
+
+
+@pytest.fixture
+def tiny_h5(tmp_path: Path) -> Path:
+    """A valid 6-slice, 4-coil, 32x24 DeepInPy file (no splits stored)."""
+    return write_h5(tmp_path / "tiny.h5", tiny_arrays())

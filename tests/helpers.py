@@ -1,0 +1,51 @@
+"""Test helpers: tiny DeepInPy files and running the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mrirecon.data.transforms import fft2c_numpy
+
+
+def tiny_arrays(n: int = 6, coils: int = 4, shape: tuple[int, int] = (32, 24), seed: int = 0) -> dict[str, np.ndarray]:
+    """Random but consistent DeepInPy arrays: smooth-ish images, normalised maps, ksp, masks."""
+    rng = np.random.default_rng(seed)
+    x, y = shape
+    u, v = np.meshgrid(np.linspace(-1, 1, x), np.linspace(-1, 1, y), indexing="ij")
+    imgs = np.stack([(np.exp(-(u**2 + v**2) * (2 + i)) + 0.1 * rng.random(shape)) * np.exp(1j * 0.5 * u) for i in range(n)])
+    maps = rng.normal(size=(n, coils, x, y)) + 1j * rng.normal(size=(n, coils, x, y))
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(axis=1, keepdims=True))
+    ksp = fft2c_numpy(maps * imgs[:, None])
+    masks = (rng.random((n, x, y)) < 0.4).astype(np.float32)
+    masks[:, x // 2 - 3 : x // 2 + 3, y // 2 - 3 : y // 2 + 3] = 1
+    return {"imgs": imgs.astype(np.complex64), "maps": maps.astype(np.complex64),
+            "ksp": ksp.astype(np.complex64), "masks": masks}
+
+
+def write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
+    """Write arrays as datasets of an HDF5 file (no validation: tests make bad files too)."""
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f[key] = value
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`mrirecon ARGS` in a subprocess, output captured as text."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
+    return subprocess.run(
+        [sys.executable, "-m", "mrirecon", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def files_under(path: Path) -> set[str]:
+    """All files below `path`, relative, as strings."""
+    return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
