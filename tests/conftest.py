@@ -16,7 +16,7 @@ from helpers import run_cli, tiny_arrays, write_h5  # noqa: E402
 
 torch.set_num_threads(1)
 
-SAMPLE_VARIANTS = ("4bit_quarter", "8bit_quarter", "quarter", "full")
+SAMPLE_VARIANTS = ("4bit_full", "8bit_full", "4bit_quarter", "8bit_quarter", "full", "quarter")
 
 
 @pytest.fixture(scope="session")

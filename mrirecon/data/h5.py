@@ -163,7 +163,8 @@ class DeepInPyWriter:
     """Write a DeepInPy-format file slice by slice to a temporary name; rename on success.
 
     On any exception inside the `with` block the temporary file is removed and `path` is left
-    as it was. Chunks are one slice, so reading and writing stream in bounded memory.
+    as it was. Chunks are one slice, so reading and writing stream in bounded memory. The chunk
+    cache is off, so each slice goes to disk in `write` and a full disk fails there, not later.
 
     Args:
         path: destination .h5 file.
@@ -191,7 +192,7 @@ class DeepInPyWriter:
     def __enter__(self) -> "DeepInPyWriter":
         self._tmp = temporary_sibling(self.path)
         try:
-            self._file = h5py.File(self._tmp, "w")
+            self._file = h5py.File(self._tmp, "w", rdcc_nbytes=0)
         except OSError as exc:
             self._tmp.unlink(missing_ok=True)
             raise UserError(f"{self.path}: cannot create ({exc})") from None
@@ -214,13 +215,14 @@ class DeepInPyWriter:
             self._file["ksp"][i] = s.ksp
             self._file["masks"][i] = s.mask
         except OSError as exc:
-            raise UserError(f"{self.path}: write failed at slice {i} ({exc})") from None
+            reason = os.strerror(exc.errno) if exc.errno else exc  # e.g. 'No space left on device'
+            raise UserError(f"{self.path}: write failed at slice {i} ({reason})") from None
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._file is not None and self._tmp is not None
         try:
             self._file.close()
-        except OSError as close_exc:
+        except (OSError, RuntimeError) as close_exc:  # h5py raises RuntimeError when a flush fails
             exc_type = exc_type or type(close_exc)
             if exc is None:
                 self._tmp.unlink(missing_ok=True)

@@ -58,8 +58,8 @@ class SenseOperator:
         """A x: image (B, X, Y) -> masked centred k-space (B, C, X, Y)."""
         coil_images = self._maps * x.unsqueeze(1)
         if self.folded:
-            return torch.fft.fft2(coil_images, norm="ortho") * self._signed_mask
-        return fft2c(coil_images) * self.mask
+            return torch.fft.fft2(coil_images, norm="ortho").mul_(self._signed_mask)
+        return fft2c(coil_images).mul_(self.mask)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """A^H y: centred k-space (B, C, X, Y) -> image (B, X, Y)."""
@@ -67,16 +67,16 @@ class SenseOperator:
             coil_images = torch.fft.ifft2(y * self._signed_mask, norm="ortho")
         else:
             coil_images = ifft2c(y * self.mask)
-        return (self._maps_conj * coil_images).sum(dim=1)
+        return coil_images.mul_(self._maps_conj).sum(dim=1)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """A^H A x: image (B, X, Y) -> image (B, X, Y), without forming k-space twice."""
         coil_images = self._maps * x.unsqueeze(1)
         if self.folded:
-            k = torch.fft.fft2(coil_images, norm="ortho") * self.mask
+            k = torch.fft.fft2(coil_images, norm="ortho").mul_(self.mask)
             coil_images = torch.fft.ifft2(k, norm="ortho")
         else:
-            coil_images = ifft2c(fft2c(coil_images) * self.mask)
-        return (self._maps_conj * coil_images).sum(dim=1)
+            coil_images = ifft2c(fft2c(coil_images).mul_(self.mask))
+        return coil_images.mul_(self._maps_conj).sum(dim=1)
 
     __call__ = forward

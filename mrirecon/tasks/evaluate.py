@@ -122,14 +122,25 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 
     _comparison(table, params, int(cfg.figure_slices), out / "comparison.png")
 
-    rich_table = Table(title=f"mrirecon evaluate: {len(runs)} runs")
-    for c in cols:
-        rich_table.add_column(c, justify="left" if c in ("variant", "method") else "right")
-    for row in table:
-        rich_table.add_row(*(_fmt(c, row[c]) for c in cols))
-    Console().print(rich_table)
+    _print_table(table, params, len(runs))
     log.info("results: %s, %s, %s", out / "results.csv", out / "results.md", out / "comparison.png")
     return table
+
+
+def _print_table(table: list[dict[str, Any]], params: list[str], num_runs: int) -> None:
+    """The table on the terminal, one 'mean ± std' cell per metric."""
+    rich_table = Table(title=f"mrirecon evaluate: {num_runs} runs")
+    heads = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "seconds": "s/slice"}
+    for c in ["variant", "method", *params, "n", *heads.values(), "best"]:
+        rich_table.add_column(c, justify="left" if c in ("variant", "method") else "right")
+    for row in table:
+        cells = [_fmt(c, row[c]) for c in ("variant", "method", *params, "n")]
+        cells += [f"{_fmt(s + '_mean', row[s + '_mean'])} ± {_fmt(s + '_std', row[s + '_std'])}" for s in heads]
+        rich_table.add_row(*cells, row["best"])
+    console = Console()
+    if not console.is_terminal:  # a log file or pipe: do not squeeze the table to 80 columns
+        console = Console(width=200)
+    console.print(rich_table)
 
 
 def _label(row: dict[str, Any], params: list[str]) -> str:

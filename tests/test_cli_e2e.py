@@ -1,0 +1,169 @@
+"""End-to-end CLI runs on the embedded sample: preprocess -> reconstruct -> evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import SAMPLE_VARIANTS
+from helpers import run_cli, tiny_arrays, write_h5
+from mrirecon.cli import config_dir
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.data.sample import SampleSource
+from mrirecon.tasks import preprocess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sweep(sample_dir: Path) -> Path:
+    """zero_filled and cg_sense on every sample variant, as one multirun."""
+    res = run_cli("reconstruct", "-m", "method=zero_filled,cg_sense", f"data={','.join(SAMPLE_VARIANTS)}",
+                  "hydra.sweep.dir=runs/sweep", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    return sample_dir / "runs" / "sweep"
+
+
+def _summaries(sweep: Path) -> dict[tuple[str, str], dict]:
+    out = {}
+    for p in sweep.glob("*/summary.json"):
+        s = json.loads(p.read_text())
+        out[(s["variant"], s["method"])] = s
+    return out
+
+
+def test_preprocessed_files(sample_dir):
+    for variant in SAMPLE_VARIANTS:
+        f = DeepInPyFile(sample_dir / "outputs" / "data" / f"{variant}.h5")
+        assert f.num_slices == 15 and f.num_coils == 8
+        assert f.shape == ((80, 64) if "quarter" in variant else (320, 256))
+        splits = f.splits()
+        assert sorted(np.concatenate(list(splits.values())).tolist()) == list(range(15))
+        assert len(splits["test"]) == 3 and f.attrs["variant"] == variant and "mrirecon_version" in f.attrs
+        if variant.startswith("4bit"):
+            assert len(np.unique(f.read(0).img.real)) <= 16
+    full = DeepInPyFile(sample_dir / "outputs" / "data" / "full.h5").read(5)
+    assert np.array_equal(full.ksp, SampleSource().read(5).ksp)  # variant `full` keeps k-space untouched
+
+
+def test_reconstruct_outputs(sweep):
+    run = next(p.parent for p in sweep.glob("*/summary.json")
+               if json.loads(p.read_text())["method"] == "cg_sense")
+    with open(run / "metrics.csv", newline="") as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "slice,method,nrmse,psnr,ssim,seconds"
+    rows = list(csv.DictReader(lines))
+    assert [int(r["slice"]) for r in rows] == [12, 13, 14] and {r["method"] for r in rows} == {"cg_sense"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["num_slices"] == 3 and "data_range" in summary["metric_convention"]
+    assert summary["mean"]["nrmse"] == pytest.approx(np.mean([float(r["nrmse"]) for r in rows]), rel=1e-4)
+    with h5py.File(run / "recon.h5") as h5:
+        assert h5["recon"].shape[0] == 3 and h5["slices"][()].tolist() == [12, 13, 14]
+    assert len(list((run / "figures").glob("*.png"))) == 3
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_cg_sense_beats_zero_filled_on_every_variant(sweep):
+    s = _summaries(sweep)
+    for variant in SAMPLE_VARIANTS:
+        cg, zf = s[(variant, "cg_sense")]["mean"], s[(variant, "zero_filled")]["mean"]
+        assert cg["nrmse"] < 0.8 * zf["nrmse"], variant
+        assert cg["psnr"] > zf["psnr"] + 2, variant
+
+
+def test_evaluate_tables_and_figure(sweep, sample_dir):
+    res = run_cli("evaluate", f"runs=[{sweep}]", "hydra.run.dir=runs/eval", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    out = sample_dir / "runs" / "eval"
+    with open(out / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * len(SAMPLE_VARIANTS)
+    assert {"variant", "method", "n", "nrmse_mean", "nrmse_std", "psnr_mean", "ssim_mean"} <= set(rows[0])
+    best = {r["variant"]: r["method"] for r in rows if r["best"] == "*"}
+    assert best == {v: "cg_sense" for v in SAMPLE_VARIANTS}
+    assert "| variant | method |" in (out / "results.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 10_000
+    assert "cg_sense" in res.stdout  # the rich table
+
+
+def test_sweep_parameters_become_columns(sample_dir):
+    res = run_cli("reconstruct", "-m", "method=cg_sense", "data=4bit_quarter", "method.lam=0.001,0.1",
+                  "method.max_iter=5", "hydra.sweep.dir=runs/lam", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    res = run_cli("evaluate", "runs=[runs/lam]", "hydra.run.dir=runs/lam_eval", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    with open(sample_dir / "runs" / "lam_eval" / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(float(r["lam"]) for r in rows) == [0.001, 0.1] and "max_iter" not in rows[0]
+
+
+def test_reconstruct_single_run_with_split_all(sample_dir):
+    res = run_cli("reconstruct", "method=zero_filled", "data=8bit_quarter", "data.split=all", "figures=0",
+                  "hydra.run.dir=runs/all", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    with open(sample_dir / "runs" / "all" / "metrics.csv") as fh:
+        assert len(fh.read().splitlines()) == 16
+    assert not (sample_dir / "runs" / "all" / "figures").exists()
+
+
+def test_preprocess_user_file_with_transpose(tmp_path):
+    src = write_h5(tmp_path / "raw.h5", tiny_arrays(n=5, shape=(24, 32)))
+    res = run_cli("preprocess", "data=8bit_full", f"data.source={src}", "data.transpose=true",
+                  f"data.path={tmp_path / 'p.h5'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    f = DeepInPyFile(tmp_path / "p.h5")
+    assert f.shape == (32, 24) and f.attrs["source"] == str(src)
+    assert len(f.split_indices("train")) + len(f.split_indices("val")) + len(f.split_indices("test")) == 5
+
+
+def _peak_bytes(cfg) -> int:
+    tracemalloc.start()
+    preprocess.run(cfg)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def test_preprocess_memory_does_not_grow_with_slices(tmp_path):
+    peaks = []
+    for n in (4, 32):
+        src = write_h5(tmp_path / f"raw{n}.h5", tiny_arrays(n=n, coils=4, shape=(64, 48)))
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("preprocess", [f"data.source={src}", f"data.path={tmp_path / f'out{n}.h5'}", "data=8bit_quarter"])
+        peaks.append(_peak_bytes(cfg))
+    slice_bytes = 4 * 64 * 48 * 8 * 2  # maps + ksp of one slice
+    assert peaks[1] < peaks[0] + 4 * slice_bytes, peaks
+
+
+def test_help_lists_subcommands(tmp_path):
+    for args in ([], ["--help"]):
+        res = run_cli(*args, cwd=tmp_path)
+        assert res.returncode == 0
+        for sub in ("preprocess", "train", "reconstruct", "evaluate"):
+            assert sub in res.stdout
+
+
+def test_config_found_in_built_wheel(tmp_path):
+    """conf/ ships inside the wheel as mrirecon/conf and is used from there."""
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    wheel = next(tmp_path.glob("mrirecon-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mrirecon/conf/reconstruct.yaml" in names and "mrirecon/conf/data/4bit_full.yaml" in names
+    assert "mrirecon/data/assets/knee_rss_320x256.npz" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = "import mrirecon.cli as c; print(c.config_dir())"
+    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""})
+    assert found.stdout.strip() == str(tmp_path / "site" / "mrirecon" / "conf"), found.stderr

@@ -1,0 +1,147 @@
+"""DeepInPy file reading/writing, transforms, splits and the embedded sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import tiny_arrays, write_h5
+from mrirecon.data.h5 import DeepInPyFile, DeepInPyWriter, Slice
+from mrirecon.data.sample import SampleSource
+from mrirecon.data.splits import make_splits
+from mrirecon.data.transforms import fft2c_numpy, make_variant, quantize, resized_shape
+from mrirecon.errors import UserError
+
+
+def test_read_converts_dtypes_and_copies(tmp_path):
+    arrays = tiny_arrays()
+    arrays = {k: v.astype(np.complex128) if v.dtype.kind == "c" else v.astype(np.float64) for k, v in arrays.items()}
+    f = DeepInPyFile(write_h5(tmp_path / "a.h5", arrays))
+    s = f.read(2)
+    assert (s.img.dtype, s.maps.dtype, s.ksp.dtype, s.mask.dtype) == (np.complex64,) * 3 + (np.float32,)
+    assert np.allclose(s.ksp, arrays["ksp"][2], atol=1e-6)
+    assert f.num_slices == 6 and f.num_coils == 4 and f.shape == (32, 24)
+    f.close()
+    s.img[:] = 0  # a copy: the file is closed and the array is still writable
+
+
+def test_transpose_on_read(tmp_path):
+    arrays = tiny_arrays(shape=(24, 32))
+    f = DeepInPyFile(write_h5(tmp_path / "t.h5", arrays), transpose=True)
+    assert f.shape == (32, 24)
+    s = f.read(0)
+    assert s.maps.shape == (4, 32, 24) and np.array_equal(s.mask, arrays["masks"][0].T)
+    # transposing both image and maps keeps the forward model consistent
+    assert np.allclose(fft2c_numpy(s.maps * s.img), s.ksp, atol=1e-4)
+
+
+def test_writer_round_trip_and_attributes(tmp_path):
+    arrays = tiny_arrays(n=3)
+    out = tmp_path / "w.h5"
+    with DeepInPyWriter(out, 3, 4, (32, 24), {"variant": "x", "split_test": np.array([2])}) as w:
+        for i in range(3):
+            w.write(i, Slice(arrays["imgs"][i], arrays["maps"][i], arrays["ksp"][i], arrays["masks"][i]))
+    f = DeepInPyFile(out)
+    assert f.attrs["variant"] == "x" and np.array_equal(f.read(1).ksp, arrays["ksp"][1])
+    assert list(tmp_path.iterdir()) == [out]
+
+
+def test_writer_failure_leaves_previous_file(tmp_path):
+    out = tmp_path / "w.h5"
+    out.write_bytes(b"previous")
+    with pytest.raises(RuntimeError):
+        with DeepInPyWriter(out, 2, 1, (4, 4)):
+            raise RuntimeError("killed")
+    assert out.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [out]
+
+
+def test_imgs_may_be_real_magnitude(tmp_path):
+    arrays = tiny_arrays()
+    arrays["imgs"] = np.abs(arrays["imgs"]).astype(np.float32)
+    assert DeepInPyFile(write_h5(tmp_path / "r.h5", arrays)).read(0).img.dtype == np.complex64
+
+
+def test_split_indices(tmp_path):
+    path = write_h5(tmp_path / "s.h5", tiny_arrays(), {"split_train": [0, 1, 2], "split_val": [3], "split_test": [4, 5]})
+    f = DeepInPyFile(path)
+    assert f.split_indices("test").tolist() == [4, 5] and f.split_indices("all").tolist() == list(range(6))
+    with pytest.raises(UserError, match="data.split"):
+        f.split_indices("bogus")
+    with pytest.raises(UserError, match="no split"):
+        DeepInPyFile(write_h5(tmp_path / "n.h5", tiny_arrays())).split_indices("test")
+
+
+@pytest.mark.parametrize("n", [3, 15, 4480])
+def test_make_splits_disjoint_and_complete(n):
+    s = make_splits(n, 0.15, 0.2)
+    joined = np.concatenate([s["train"], s["val"], s["test"]])
+    assert sorted(joined.tolist()) == list(range(n))
+    assert len(s["val"]) >= 1 and len(s["test"]) >= 1 and len(s["train"]) >= 1
+    assert s["train"].max() < s["val"].min() < s["test"].min()
+
+
+def test_make_splits_rejects_bad_fractions():
+    with pytest.raises(UserError, match="test_fraction"):
+        make_splits(10, 0.1, 1.5)
+    with pytest.raises(UserError):
+        make_splits(10, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantize_levels(bits):
+    rng = np.random.default_rng(0)
+    q = quantize(rng.random((40, 30)).astype(np.float32) * 7 + 3, bits)
+    levels = np.unique(q)
+    assert q.min() == 0 and q.max() == 1 and len(levels) <= 2**bits
+    assert np.allclose(levels * (2**bits - 1), np.rint(levels * (2**bits - 1)), atol=1e-5)
+    assert np.all(quantize(np.ones((4, 4)), bits) == 0)
+
+
+def test_resized_shape():
+    assert resized_shape((320, 256), 0.25) == (80, 64)
+    assert resized_shape((230, 180), 0.25) == (58, 45)
+
+
+def _slice(shape=(32, 24)) -> Slice:
+    a = tiny_arrays(n=1, shape=shape)
+    return Slice(a["imgs"][0], a["maps"][0], a["ksp"][0] + 0.01, a["masks"][0])  # ksp "acquired": not model-exact
+
+
+def test_full_variant_keeps_acquired_kspace():
+    s = _slice()
+    assert make_variant(s, None, 1.0) is s
+
+
+@pytest.mark.parametrize("bits,scale", [(4, 1.0), (8, 0.25), (None, 0.25), (8, 1.0)])
+def test_variants_are_consistent_with_forward_model(bits, scale):
+    s = _slice()
+    v = make_variant(s, bits, scale)
+    shape = resized_shape((32, 24), scale)
+    assert v.img.shape == shape and v.maps.shape == (4, *shape) and v.ksp.shape == (4, *shape)
+    assert set(np.unique(v.mask)) <= {0.0, 1.0}
+    assert np.allclose(v.ksp, fft2c_numpy(v.maps * v.img), atol=1e-5)
+    if bits is not None:
+        assert np.all(v.img.imag == 0) and v.img.real.min() == 0 and v.img.real.max() == 1
+    else:
+        assert np.abs(v.img.imag).max() > 0  # phase kept
+
+
+def test_sample_is_deterministic_and_physical():
+    a, b = SampleSource(), SampleSource()
+    s, t = a.read(3), b.read(3)
+    assert np.array_equal(s.ksp, t.ksp) and np.array_equal(s.mask, t.mask)
+    assert len(a) == 15 and s.img.shape == (320, 256) and s.maps.shape == (8, 320, 256)
+    assert np.allclose((np.abs(s.maps) ** 2).sum(0), 1, atol=1e-5)
+    assert np.allclose(fft2c_numpy(s.maps * s.img), s.ksp, atol=1e-4)
+    assert np.abs(s.img).max() == pytest.approx(1.0)
+    accel = s.mask.size / s.mask.sum()
+    assert 4.5 < accel < 7.5
+    assert s.mask[160 - 12 : 160 + 12, 128 - 12 : 128 + 12].all()  # calibration region
+    assert not np.array_equal(s.mask, a.read(4).mask)  # each slice its own mask
+    other = SampleSource(accel=3.0).read(3).mask
+    assert other.mean() > 1.5 * s.mask.mean()
+
+
+def test_sample_rejects_bad_acceleration():
+    with pytest.raises(UserError, match="accel"):
+        SampleSource(accel=0.5)

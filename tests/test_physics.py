@@ -1,0 +1,120 @@
+"""Property tests of the centred FFT and the SENSE operator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.data.transforms import fft2c_numpy
+from mrirecon.physics.fft import fft2c, ifft2c
+from mrirecon.physics.sense import SenseOperator
+
+SHAPES = [(32, 24), (33, 25), (16, 15), (80, 64)]  # even sizes fold the shifts, odd ones do not
+
+
+def crandn(*shape: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, dtype=torch.complex64, generator=g)
+
+
+def random_operator(batch: int, coils: int, shape: tuple[int, int], shared_mask: bool = False, seed: int = 0):
+    maps = crandn(batch, coils, *shape, seed=seed)
+    maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
+    g = torch.Generator().manual_seed(seed + 1)
+    mask = (torch.rand((1 if shared_mask else batch, *shape), generator=g) < 0.4).float()
+    return SenseOperator(maps, mask[0] if shared_mask else mask), maps, mask
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().norm() / b.abs().norm())
+
+
+def inner(a: torch.Tensor, b: torch.Tensor) -> complex:
+    return complex((a.conj() * b).sum())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fft2c_matches_numpy_reference(shape):
+    x = crandn(3, *shape)
+    expected = fft2c_numpy(x.numpy().astype(np.complex128))
+    assert np.abs(fft2c(x).numpy() - expected).max() < 1e-5 * np.abs(expected).max()
+    assert rel(ifft2c(fft2c(x)), x) < 1e-6
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fft2c_is_orthonormal_and_centred(shape):
+    x = crandn(2, *shape)
+    assert abs(float(fft2c(x).abs().norm()) - float(x.abs().norm())) < 1e-4 * float(x.abs().norm())
+    ones = torch.ones(shape, dtype=torch.complex64)
+    k = fft2c(ones)  # all energy at the centre sample (X//2, Y//2)
+    assert torch.argmax(k.abs()).item() == (shape[0] // 2) * shape[1] + shape[1] // 2
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shared_mask", [False, True])
+def test_sense_adjointness(shape, shared_mask):
+    op, _, _ = random_operator(3, 4, shape, shared_mask)
+    x, y = crandn(3, *shape, seed=5), crandn(3, 4, *shape, seed=6)
+    lhs, rhs = inner(op.forward(x), y), inner(x, op.adjoint(y))
+    assert abs(lhs - rhs) / abs(lhs) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sense_matches_explicit_definition(shape):
+    op, maps, mask = random_operator(2, 3, shape)
+    x = crandn(2, *shape, seed=3)
+    expected = mask[:, None] * fft2c(maps * x[:, None])
+    assert rel(op.forward(x), expected) < 1e-5
+    y = crandn(2, 3, *shape, seed=4)
+    expected_adj = (maps.conj() * ifft2c(mask[:, None] * y)).sum(1)
+    assert rel(op.adjoint(y), expected_adj) < 1e-5
+    assert rel(op.maps, maps) < 1e-6
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_normal_operator_is_hermitian_psd_and_consistent(shape):
+    op, _, _ = random_operator(2, 4, shape)
+    x, z = crandn(2, *shape, seed=7), crandn(2, *shape, seed=8)
+    assert rel(op.normal(x), op.adjoint(op.forward(x))) < 1e-5
+    a, b = inner(op.normal(x), z), inner(x, op.normal(z))
+    assert abs(a - b) / abs(a) < 1e-5
+    for v in (x, z, crandn(2, *shape, seed=9)):
+        assert inner(v, op.normal(v)).real >= -1e-5
+    # with sum |S|^2 = 1 and a full mask, A^H A is the identity
+    full = SenseOperator(op.maps, torch.ones(shape))
+    assert rel(full.normal(x), x) < 1e-5
+
+
+def test_shapes_broadcast_over_batch():
+    op, _, _ = random_operator(5, 2, (16, 12), shared_mask=True)
+    x = crandn(5, 16, 12)
+    assert op.forward(x).shape == (5, 2, 16, 12)
+    assert op.adjoint(op.forward(x)).shape == (5, 16, 12)
+    assert op.normal(x).dtype == torch.complex64
+    # each batch element is independent: operating on one slice alone gives the same result
+    single = SenseOperator(op.maps[1:2], torch.ones(16, 12) * op.mask[0, 0])
+    assert rel(single.normal(x[1:2]), op.normal(x)[1:2]) < 1e-6
+
+
+def test_gradients_flow_through_operator():
+    op, _, _ = random_operator(2, 3, (16, 12))
+    x = crandn(2, 16, 12).requires_grad_(True)
+    loss = op.normal(x).abs().pow(2).sum()
+    loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad.abs()).all() and x.grad.abs().sum() > 0
+
+
+def test_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        SenseOperator(crandn(2, 16, 12), torch.ones(16, 12))
+    with pytest.raises(ValueError):
+        SenseOperator(crandn(1, 2, 16, 12), torch.ones(16, 10))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sense_on_cuda_matches_cpu():
+    op, maps, mask = random_operator(2, 3, (32, 24))
+    x = crandn(2, 32, 24)
+    gpu = SenseOperator(maps.cuda(), mask.cuda())
+    assert rel(gpu.normal(x.cuda()).cpu(), op.normal(x)) < 1e-5
