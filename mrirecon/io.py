@@ -17,8 +17,9 @@ def temporary_sibling(path: Path) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write here ({exc.strerror})") from None
+    except OSError as exc:  # mkdir on a parent that is a file says 'File exists': name the cause
+        reason = f"{path.parent} is a file, not a folder" if path.parent.is_file() else exc.strerror
+        raise UserError(f"{path}: cannot write here ({reason})") from None
     os.close(fd)
     return Path(tmp)
 

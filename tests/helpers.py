@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -38,11 +39,15 @@ def write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict | None = Non
     return path
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`mrirecon ARGS` in a subprocess, output captured as text."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, preexec_fn: Callable[[], Any] | None = None
+) -> subprocess.CompletedProcess:
+    """`mrirecon ARGS` in a subprocess, output captured as text; `preexec_fn` runs in the child
+    before exec (e.g. to set resource limits)."""
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
     return subprocess.run(
-        [sys.executable, "-m", "mrirecon", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "mrirecon", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout, preexec_fn=preexec_fn,
     )
 
 

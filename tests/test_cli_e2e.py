@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -155,8 +156,12 @@ def test_help_lists_subcommands(tmp_path):
 
 def test_config_found_in_built_wheel(tmp_path):
     """conf/ ships inside the wheel as mrirecon/conf and is used from there."""
+    src = tmp_path / "src"  # build from a copy: setuptools leaves build/ folders behind
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "mrirecon", "conf"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+                          "-w", str(tmp_path), str(src)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     wheel = next(tmp_path.glob("mrirecon-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

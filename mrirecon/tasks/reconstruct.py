@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
     torch.manual_seed(int(cfg.seed))
-    with atomic_path(out / "recon.h5") as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_path(out / "recon.h5") as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
         recon_ds = h5.create_dataset("recon", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
         ref_ds = h5.create_dataset("imgs", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
         h5["slices"] = indices

@@ -1,0 +1,276 @@
+"""End-to-end bad-input tests of the CLI.
+
+The contract: every bad input prints exactly one `error:` line on stderr naming the file, key or
+option and what was expected, exits with code 2, and leaves no partial output: no file at the
+output path, no `.*.tmp` leftovers, no run dir from the failed run, and the input unchanged.
+Each test runs in its own `tmp_path` (cwd) with `hydra.run.dir=<tmp_path>/run`.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from helpers import files_under, run_cli, tiny_arrays, write_h5
+
+SUBCOMMANDS = ("preprocess", "train", "reconstruct", "evaluate")
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path below `root`: a file's bytes, or None for a folder."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in root.rglob("*")}
+
+
+def cli(cwd: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`mrirecon ARGS hydra.run.dir=<cwd>/run` in `cwd`."""
+    return run_cli(*args, f"hydra.run.dir={cwd / 'run'}", cwd=cwd, **kwargs)
+
+
+def assert_refused(res: subprocess.CompletedProcess, cwd: Path, before: dict[str, bytes | None], *names: str) -> str:
+    """Exit 2, one `error:` line mentioning each of `names`, and `cwd` exactly as it was."""
+    err = res.stderr.strip()
+    assert res.returncode == 2, f"exit {res.returncode}\nstdout:\n{res.stdout[-2000:]}\nstderr:\n{res.stderr[-4000:]}"
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got {len(lines)}:\n{err}"
+    assert lines[0].startswith("error:"), err
+    for name in names:
+        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
+    assert not (cwd / "run").exists(), f"run dir left behind: {files_under(cwd / 'run')}"
+    leftovers = [f for f in files_under(cwd) if Path(f).name.startswith(".") and f.endswith(".tmp")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    after = snapshot(cwd)
+    assert sorted(after) == sorted(before), f"paths changed: {sorted(set(after) ^ set(before))}"
+    changed = [k for k in before if after[k] != before[k]]
+    assert not changed, f"inputs changed: {changed}"
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------- preprocess: bad source
+
+
+def _missing_key(key: str) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        arrays = tiny_arrays()
+        del arrays[key]
+        return write_h5(tmp / "src.h5", arrays)
+
+    return make
+
+
+def _modified(**changes: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        arrays = tiny_arrays()
+        for key, change in changes.items():
+            arrays[key] = change(arrays[key].copy())
+        return write_h5(tmp / "src.h5", arrays)
+
+    return make
+
+
+def _set(index: tuple, value: float) -> Callable[[np.ndarray], np.ndarray]:
+    def change(a: np.ndarray) -> np.ndarray:
+        a[index] = value
+        return a
+
+    return change
+
+
+def _text_file(tmp: Path) -> Path:
+    path = tmp / "notes.txt"
+    path.write_text("this is not an HDF5 file\n")
+    return path
+
+
+def _truncated(tmp: Path) -> Path:
+    path = write_h5(tmp / "src.h5", tiny_arrays())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+BAD_SOURCES = {
+    "missing_file": (lambda tmp: tmp / "missing.h5", ("missing.h5", "not found")),
+    "not_hdf5": (_text_file, ("notes.txt", "HDF5")),
+    "truncated": (_truncated, ("src.h5", "HDF5")),
+    **{f"missing_{k}": (_missing_key(k), ("src.h5", f"'{k}'")) for k in ("imgs", "maps", "ksp", "masks")},
+    "ksp_one_coil_fewer": (_modified(ksp=lambda a: a[:, :-1]), ("src.h5", "'ksp'", "(6, 3, 32, 24)", "(6, 4, 32, 24)")),
+    "masks_other_y": (_modified(masks=lambda a: a[:, :, :-2]), ("src.h5", "'masks'", "(6, 32, 22)", "(6, 32, 24)")),
+    "imgs_other_n": (_modified(imgs=lambda a: a[:-1]), ("src.h5", "'imgs'", "(5, 32, 24)")),
+    "nan_in_ksp": (_modified(ksp=_set((4, 1, 3, 5), np.nan)), ("src.h5", "'ksp'", "slice 4", "non-finite")),
+    "inf_in_maps": (_modified(maps=_set((3, 0, 0, 0), np.inf)), ("src.h5", "'maps'", "slice 3", "non-finite")),
+    "mask_not_binary": (_modified(masks=_set((2, 0, 0), 0.5)), ("src.h5", "'masks'", "slice 2", "0.5", "0 and 1")),
+    "ksp_real": (_modified(ksp=lambda a: a.real.astype(np.float32)), ("src.h5", "'ksp'", "float32", "complex")),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_SOURCES))
+def test_preprocess_bad_source(tmp_path: Path, case: str) -> None:
+    make, names = BAD_SOURCES[case]
+    source = make(tmp_path)
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "preprocess", "data=full", f"data.source={source}", f"data.path={tmp_path / 'out.h5'}")
+    assert_refused(res, tmp_path, before, *names)
+
+
+# ---------------------------------------------------------------------------- preprocess: bad options
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("data.bits=5", ("data.bits", "5", "4, 8 or null")),
+        ("data.scale=0", ("data.scale", "(0, 1]")),
+        ("data.scale=-1", ("data.scale", "-1", "(0, 1]")),
+    ],
+)
+def test_preprocess_bad_variant(tiny_h5: Path, tmp_path: Path, override: str, names: tuple[str, ...]) -> None:
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "preprocess", f"data.source={tiny_h5}", f"data.path={tmp_path / 'out.h5'}", override)
+    assert_refused(res, tmp_path, before, *names)
+
+
+def test_preprocess_output_is_source(tiny_h5: Path, tmp_path: Path) -> None:
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "preprocess", "data=full", f"data.source={tiny_h5}", f"data.path={tiny_h5}")
+    assert_refused(res, tmp_path, before, "data.path", "tiny.h5", "source")
+
+
+def test_preprocess_output_under_a_file(tiny_h5: Path, tmp_path: Path) -> None:
+    (tmp_path / "afile.txt").write_text("a file, not a folder\n")
+    before = snapshot(tmp_path)
+    out = tmp_path / "afile.txt" / "out.h5"
+    res = cli(tmp_path, "preprocess", "data=full", f"data.source={tiny_h5}", f"data.path={out}")
+    assert_refused(res, tmp_path, before, "afile.txt/out.h5", "cannot write", "not a folder")
+
+
+def test_preprocess_output_in_read_only_folder(tiny_h5: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        try:
+            (folder / "probe").touch()
+        except PermissionError:
+            pass
+        else:
+            (folder / "probe").unlink()
+            pytest.skip(f"permissions are not enforced for this user (euid {os.geteuid()}, e.g. root)")
+        before = snapshot(tmp_path)
+        res = cli(tmp_path, "preprocess", "data=full", f"data.source={tiny_h5}", f"data.path={folder / 'out.h5'}")
+        assert_refused(res, tmp_path, before, "readonly/out.h5", "cannot write")
+    finally:
+        folder.chmod(0o755)
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def preexec() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return preexec
+
+
+def test_preprocess_disk_full(tmp_path: Path) -> None:
+    """The embedded sample at full size is ~160 MB; writes past 20 MB fail with EFBIG."""
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "preprocess", "data=full", f"data.path={tmp_path / 'out.h5'}",
+              preexec_fn=_file_size_limit(20 * 2**20))
+    assert_refused(res, tmp_path, before, "out.h5", "write failed")
+
+
+# ---------------------------------------------------------------------------- config composition
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (("preprocess", "data=5bit_full"), ("data=5bit_full", "4bit_full")),
+        (("reconstruct", "method=foo"), ("method=foo", "cg_sense")),
+        (("foo",), ("'foo'", "preprocess", "reconstruct")),
+        (("reconstruct", "nosuchkey=1"), ("nosuchkey",)),
+    ],
+    ids=["unknown_variant", "unknown_method", "unknown_subcommand", "unknown_key"],
+)
+def test_bad_config(tmp_path: Path, args: tuple[str, ...], names: tuple[str, ...]) -> None:
+    before = snapshot(tmp_path)
+    assert_refused(cli(tmp_path, *args), tmp_path, before, *names)
+
+
+# ---------------------------------------------------------------------------- reconstruct
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny file preprocessed as variant `full` (must succeed), once for this module."""
+    cwd = tmp_path_factory.mktemp("processed")
+    tiny = write_h5(cwd / "tiny.h5", tiny_arrays())
+    res = run_cli("preprocess", "data=full", f"data.source={tiny}", f"data.path={cwd / 'p.h5'}",
+                  f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    return cwd / "p.h5"
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("method.max_iter=0", ("method.max_iter", "0", "integer >= 1")),
+        ("method.max_iter=-3", ("method.max_iter", "-3", "integer >= 1")),
+        ("method.lam=-1", ("method.lam", "-1", ">= 0")),
+        ("data.split=bogus", ("data.split", "bogus", "train, val, test or all")),
+    ],
+)
+def test_reconstruct_bad_option(processed: Path, tmp_path: Path, override: str, names: tuple[str, ...]) -> None:
+    data = shutil.copy(processed, tmp_path / "p.h5")
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "reconstruct", "data=full", "method=cg_sense", f"data.path={data}", override)
+    assert_refused(res, tmp_path, before, *names)
+
+
+def test_reconstruct_missing_data(tmp_path: Path) -> None:
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "reconstruct", "data=full", f"data.path={tmp_path / 'nope.h5'}")
+    assert_refused(res, tmp_path, before, "data.path", "nope.h5", "not found")
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.parametrize("case", ["nonexistent", "empty_dir", "no_runs"])
+def test_evaluate_bad_runs(tmp_path: Path, case: str) -> None:
+    (tmp_path / "empty").mkdir()
+    runs = {"nonexistent": [f"runs=[{tmp_path / 'nope'}]"], "empty_dir": [f"runs=[{tmp_path / 'empty'}]"],
+            "no_runs": []}[case]
+    names = {"nonexistent": ("runs", "nope", "not a folder"), "empty_dir": ("runs", "empty", "no reconstruct run"),
+             "no_runs": ("runs", "at least one")}[case]
+    before = snapshot(tmp_path)
+    assert_refused(cli(tmp_path, "evaluate", *runs), tmp_path, before, *names)
+
+
+# ---------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("args", [(), ("--help",)], ids=["bare", "help"])
+def test_usage(tmp_path: Path, args: tuple[str, ...]) -> None:
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for name in SUBCOMMANDS:
+        assert name in res.stdout
+    assert not files_under(tmp_path)
+
+
+def test_hydra_help_and_cfg(tmp_path: Path) -> None:
+    res = run_cli("reconstruct", "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "method" in res.stdout and "cg_sense" in res.stdout
+    res = run_cli("reconstruct", "--cfg", "job", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "method:" in res.stdout and "max_iter:" in res.stdout and "data:" in res.stdout
+    assert not files_under(tmp_path)
