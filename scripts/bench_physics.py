@@ -46,18 +46,30 @@ class ReferenceSense:
         return self.adjoint(self.forward(x))
 
 
-def median_seconds(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def paired_times(ref_fn, our_fn, repeats: int, device: torch.device) -> tuple[float, float, float]:
+    """Median reference time, median mrirecon time and median of the per-pair ratios.
+
+    The two run back to back in alternating order, so slow drifts of a shared machine hit
+    both sides of each pair alike."""
+    ref_fn(), our_fn()  # warm-up
+    ref_t, our_t, ratios = [], [], []
+    for k in range(repeats):
+        if k % 2:
+            b, a = _timed(our_fn, device), _timed(ref_fn, device)
+        else:
+            a, b = _timed(ref_fn, device), _timed(our_fn, device)
+        ref_t.append(a), our_t.append(b), ratios.append(b / a)
+    return statistics.median(ref_t), statistics.median(our_t), statistics.median(ratios)
 
 
 def main() -> None:
@@ -93,9 +105,8 @@ def main() -> None:
         }
         with torch.no_grad():
             for name, (ref_fn, our_fn) in cases.items():
-                t_ref = median_seconds(ref_fn, args.repeats, device)
-                t_ours = median_seconds(our_fn, args.repeats, device)
-                print(f"{name:<28}{batch:>6}{t_ref * 1e3:>15.2f}{t_ours * 1e3:>14.2f}{t_ours / t_ref:>8.2f}")
+                t_ref, t_ours, ratio = paired_times(ref_fn, our_fn, args.repeats, device)
+                print(f"{name:<28}{batch:>6}{t_ref * 1e3:>15.2f}{t_ours * 1e3:>14.2f}{ratio:>8.2f}")
 
 
 if __name__ == "__main__":
