@@ -163,8 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     if subcommand not in SUBCOMMANDS:
         return fail(f"unknown subcommand '{subcommand}' (expected one of: {', '.join(SUBCOMMANDS)})")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if subcommand == "train":
-        return fail("no trainable method is available yet (learned methods arrive with dbp/modl and the flow prior)")
     overrides, multirun = _overrides(rest)
     if not _HELP_FLAGS.intersection(rest):
         problem = check_overrides(subcommand, overrides, multirun)

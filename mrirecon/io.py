@@ -52,3 +52,27 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Atomically write `data` as indented JSON."""
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Atomically `torch.save` a checkpoint dict (a kill leaves the previous file intact)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, on the CPU, or raise a UserError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint: {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001  (pickle, zip and torch errors alike)
+        raise UserError(f"checkpoint: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise UserError(f"checkpoint: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
+    return state

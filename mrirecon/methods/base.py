@@ -18,6 +18,7 @@ class Method:
     """
 
     name: str = ""
+    trainable: bool = False  # learned methods take a `denoiser` network and a checkpoint
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex."""
@@ -39,12 +40,15 @@ def register(name: str) -> Callable[[M], M]:
     return add
 
 
-def build_method(cfg: Mapping[str, Any]) -> Method:
-    """Instantiate the method named by cfg['name'] with the remaining keys as arguments."""
+def build_method(cfg: Mapping[str, Any], denoiser: Any = None) -> Method:
+    """Instantiate the method named by cfg['name'] with the remaining keys as arguments;
+    trainable methods also get `denoiser` (an nn.Module)."""
     params = dict(cfg)
     name = params.pop("name", None)
     if name not in REGISTRY:
         raise UserError(f"method.name: unknown method '{name}' (expected one of {', '.join(sorted(REGISTRY))})")
+    if REGISTRY[name].trainable:
+        params["denoiser"] = denoiser
     try:
         return REGISTRY[name](**params)
     except TypeError as exc:

@@ -20,8 +20,9 @@ from mrirecon import __version__, metrics
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
 from mrirecon.figures import reconstruction_figure
-from mrirecon.io import atomic_path, write_json, write_text
-from mrirecon.methods import build_method
+from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
+from mrirecon.methods import REGISTRY, Method, build_method
+from mrirecon.nets import build_net
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
 
@@ -50,7 +51,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     out = run_dir()
     device = device_of(cfg)
-    method = build_method(plain(cfg.method))
+    method, method_config = method_of(cfg, device)
     if int(cfg.batch_size) < 1:
         raise UserError(f"batch_size: {cfg.batch_size} must be >= 1")
     data = open_processed(cfg)
@@ -89,12 +90,38 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         (out / "figures").mkdir(exist_ok=True)
         reconstruction_figure(ref_img, rec_img, title, out / "figures" / f"slice_{i:04d}.png")
     _write_csv(out / "metrics.csv", rows)
-    summary = _summary(cfg, method.name, rows)
+    summary = _summary(cfg, method.name, method_config, rows)
     write_json(out / "summary.json", summary)
     means = summary["mean"]
     log.info("%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
              method.name, cfg.data.name, len(rows), means["nrmse"], means["psnr"], means["ssim"], means["seconds"], out)
     return summary
+
+
+def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, Any]]:
+    """The method to run and its configuration (for learned methods: rebuilt from the
+    checkpoint's own config, with the denoiser's name as `model`)."""
+    name = str(cfg.method.name)
+    checkpoint = cfg.get("checkpoint")
+    if not (name in REGISTRY and REGISTRY[name].trainable):
+        if checkpoint:
+            raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
+        return build_method(plain(cfg.method)), plain(cfg.method)
+    if not checkpoint:
+        raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train method={name}')")
+    ckpt = load_checkpoint(str(checkpoint))
+    if ckpt.get("kind") != "unrolled" or ckpt.get("method") != name:
+        held = ckpt.get("method") or ckpt.get("kind") or "unknown"
+        raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not method={name}")
+    method_cfg, model_cfg = ckpt["config"]["method"], ckpt["config"]["model"]
+    method = build_method(method_cfg, build_net(model_cfg))
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
+    method.to(device).eval()
+    return method, {**method_cfg, "model": model_cfg["name"]}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -106,7 +133,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _summary(cfg: DictConfig, method_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(cfg: DictConfig, method_name: str, method_config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = (*metrics.NAMES, "seconds")
     values = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys}
     return {
@@ -120,7 +147,7 @@ def _summary(cfg: DictConfig, method_name: str, rows: list[dict[str, Any]]) -> d
         "mean": {k: float(v.mean()) for k, v in values.items()},
         "std": {k: float(v.std()) for k, v in values.items()},
         "metric_convention": metrics.CONVENTION,
-        "method_config": plain(cfg.method),
+        "method_config": method_config,
         "checkpoint": cfg.get("checkpoint"),
         "overrides": list(HydraConfig.get().overrides.task),
         "hardware": plain(cfg.hardware),

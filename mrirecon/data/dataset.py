@@ -1,0 +1,41 @@
+"""A torch Dataset over the slices of a DeepInPy file (lazy: one slice read per item)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mrirecon.data.h5 import DeepInPyFile
+
+
+class SliceDataset(Dataset):
+    """Items are dicts of tensors for one slice: 'ksp' (C, X, Y) complex64 fully sampled,
+    'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'index' (), and 'img' (X, Y)
+    complex64 only when `with_reference` (unsupervised training never sees it).
+
+    The file handle opens lazily in each DataLoader worker.
+    """
+
+    def __init__(self, data: DeepInPyFile, indices: Sequence[int], with_reference: bool = True) -> None:
+        self.data = data
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.with_reference = with_reference
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i = int(self.indices[k])
+        s = self.data.read(i)
+        item = {
+            "ksp": torch.from_numpy(s.ksp),
+            "maps": torch.from_numpy(s.maps),
+            "mask": torch.from_numpy(s.mask),
+            "index": torch.tensor(i),
+        }
+        if self.with_reference:
+            item["img"] = torch.from_numpy(s.img)
+        return item

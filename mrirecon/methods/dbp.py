@@ -1,0 +1,56 @@
+"""Deep basis pursuit (Tamir et al. 2019): a learned denoiser inside ADMM with a noise-ball
+data constraint ||A x - y|| <= eps."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrirecon.methods.base import check_nonnegative, check_positive_int, register
+from mrirecon.methods.unrolled import Unrolled
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.solvers.cg import conjugate_gradient
+
+
+def project_ball(v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """Project each batch element of v (B, ...) onto the l2 ball of radius (B,) about 0."""
+    norm = v.abs().pow(2).flatten(1).sum(1).sqrt()
+    scale = torch.where(norm > radius, radius / norm.clamp_min(1e-30), torch.ones_like(norm))
+    return v * scale.reshape((-1,) + (1,) * (v.ndim - 1))
+
+
+@register("dbp")
+class DeepBasisPursuit(Unrolled):
+    """min ||D-residual|| s.t. ||A x - y|| <= eps, eps = sqrt(C * sum(mask)) * stdev.
+
+    Start x = A^H y, z = A x, u = 0. Each unroll: r = D(x), then `num_admm` steps:
+    x = CG solve of (l2lam A^H A + I) x = l2lam A^H (z - u) + r;
+    z = y + proj_eps(A x + u - y); u = u + A x - z. With stdev = 0, z = y (hard consistency).
+
+    Args (besides those of `Unrolled`):
+        num_admm: ADMM steps per unroll (>= 1).
+        stdev: noise standard deviation per k-space sample that sets eps (>= 0).
+    """
+
+    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: float = 0.0, **kwargs) -> None:  # noqa: ANN003
+        super().__init__(denoiser, **kwargs)
+        self.num_admm = check_positive_int("method.num_admm", num_admm)
+        self.stdev = check_nonnegative("method.stdev", stdev)
+
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        lam = self.l2lam
+        coils = y.shape[1]
+        samples = op.mask.flatten(1).sum(1).expand(y.shape[0])
+        eps = (coils * samples).sqrt() * self.stdev
+        x = op.adjoint(y)
+        z = op.forward(x)
+        u = torch.zeros_like(y)
+        for _ in range(self.num_unrolls):
+            r = self.denoise(x)
+            for _ in range(self.num_admm):
+                rhs = op.adjoint(z - u) + r / lam
+                x = conjugate_gradient(op.normal, rhs, x0=x, lam=1 / lam, max_iter=self.cg_max_iter, tol=self.cg_eps)
+                ax = op.forward(x)
+                z = y + project_ball(ax + u - y, eps)
+                u = u + ax - z
+        return x

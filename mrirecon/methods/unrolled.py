@@ -1,0 +1,115 @@
+"""Shared parts of the unrolled methods (DBP, MoDL): a denoiser on complex images and a
+learnable Tikhonov weight."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrirecon.errors import UserError
+from mrirecon.methods.base import Method, check_nonnegative, check_positive_int
+from mrirecon.physics.sense import SenseOperator
+
+
+def to_channels(x: torch.Tensor) -> torch.Tensor:
+    """Complex (B, X, Y) -> real (B, 2, X, Y) with real and imaginary parts as channels."""
+    return torch.view_as_real(x).permute(0, 3, 1, 2)
+
+
+def from_channels(t: torch.Tensor) -> torch.Tensor:
+    """Real (B, 2, X, Y) -> complex (B, X, Y)."""
+    return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous())
+
+
+class Unrolled(nn.Module, Method):
+    """An unrolled network: `num_unrolls` rounds of denoising and CG data consistency.
+
+    Args:
+        denoiser: image-to-image network on (B, 2, X, Y).
+        num_unrolls: rounds of denoiser + data consistency (>= 1), sharing the weights.
+        cg_max_iter: conjugate-gradient iterations per data-consistency step (>= 1).
+        cg_eps: CG relative residual tolerance.
+        l2lam_init: initial Tikhonov weight (> 0).
+        learn_l2lam: train the weight with the network.
+    """
+
+    trainable = True
+
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        num_unrolls: int = 4,
+        cg_max_iter: int = 10,
+        cg_eps: float = 1e-4,
+        l2lam_init: float = 0.1,
+        learn_l2lam: bool = True,
+    ) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+        self.num_unrolls = check_positive_int("method.num_unrolls", num_unrolls)
+        self.cg_max_iter = check_positive_int("method.cg_max_iter", cg_max_iter)
+        self.cg_eps = check_nonnegative("method.cg_eps", cg_eps)
+        if not check_nonnegative("method.l2lam_init", l2lam_init) > 0:
+            raise UserError(f"method.l2lam_init: {l2lam_init!r} must be > 0")
+        self.l2lam_raw = nn.Parameter(torch.tensor(float(l2lam_init)), requires_grad=bool(learn_l2lam))
+
+    @property
+    def l2lam(self) -> torch.Tensor:
+        """The Tikhonov weight, kept positive."""
+        return self.l2lam_raw.abs() + 1e-8
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the denoiser to a complex image batch (B, X, Y)."""
+        return from_channels(self.denoiser(to_channels(x)))
+
+    def forward(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        return self.reconstruct(y, op)
+
+
+def add_noise(ksp: torch.Tensor, stdev: float, generator: torch.Generator) -> torch.Tensor:
+    """ksp + complex Gaussian noise with E|n|^2 = stdev^2 per sample (DeepInPy's `stdev`)."""
+    if stdev == 0:
+        return ksp
+    noise = torch.randn(ksp.shape, dtype=ksp.dtype, generator=generator)  # complex: E|n|^2 = 1
+    return ksp + stdev * noise.to(ksp.device)
+
+
+def split_mask(mask: torch.Tensor, holdout: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split each sampling mask (B, X, Y) into disjoint (input, loss) masks, with a random
+    `holdout` fraction of the measured samples in the loss mask (SSDU, Yaman et al. 2020)."""
+    draw = torch.rand(mask.shape, generator=generator).to(mask.device)
+    loss_mask = mask * (draw < holdout).to(mask.dtype)
+    return mask - loss_mask, loss_mask
+
+
+def training_loss(
+    method: Unrolled,
+    batch: dict[str, torch.Tensor],
+    supervised: bool,
+    generator: torch.Generator,
+    stdev: float = 0.0,
+    holdout: float = 0.0,
+) -> torch.Tensor:
+    """The training objective of an unrolled method on one batch (mean over the batch).
+
+    supervised: sum |x_hat - x|^2 in image space against batch['img'].
+    unsupervised: sum |A x_hat - y|^2 on measured k-space only; batch['img'] is never read.
+    With holdout > 0 the network sees only part of the measured samples and the loss uses
+    the held-out rest (self-supervised data splitting); with 0 it is DeepInPy's loss on all
+    measured samples.
+
+    Args:
+        batch: 'ksp' (B, C, X, Y) fully sampled, 'maps' (B, C, X, Y), 'mask' (B, X, Y)
+            and, for supervised training, 'img' (B, X, Y).
+        generator: CPU generator for the noise and the split (seeded per step).
+        stdev: complex k-space noise added before masking.
+        holdout: fraction of measured samples held out for the unsupervised loss.
+    """
+    ksp, maps, mask = add_noise(batch["ksp"], stdev, generator), batch["maps"], batch["mask"]
+    if supervised:
+        x_hat = method(ksp * mask.unsqueeze(1), SenseOperator(maps, mask))
+        return (x_hat - batch["img"]).abs().pow(2).flatten(1).sum(1).mean()
+    input_mask, loss_mask = split_mask(mask, holdout, generator) if holdout > 0 else (mask, mask)
+    x_hat = method(ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask))
+    residual = SenseOperator(maps, loss_mask).forward(x_hat) - ksp * loss_mask.unsqueeze(1)
+    return residual.abs().pow(2).flatten(1).sum(1).mean()

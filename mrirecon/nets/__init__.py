@@ -1,0 +1,29 @@
+"""Networks: image-to-image denoisers on real tensors (complex images as 2 channels).
+
+They know nothing about k-space or physics. `build_net` maps the `model` config group's
+`name` to a class, the other keys being its keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import nn
+
+from mrirecon.errors import UserError
+from mrirecon.nets.resnet import ResNet
+from mrirecon.nets.unet import UNet
+
+NETS: dict[str, type[nn.Module]] = {"resnet": ResNet, "unet": UNet}
+
+
+def build_net(cfg: Mapping[str, Any]) -> nn.Module:
+    """Instantiate the network named by cfg['name'] with the remaining keys as arguments."""
+    params = dict(cfg)
+    name = params.pop("name", None)
+    if name not in NETS:
+        raise UserError(f"model.name: unknown denoiser '{name}' (expected one of {', '.join(sorted(NETS))})")
+    try:
+        return NETS[name](**params)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model={name}: {exc}") from None

@@ -1,0 +1,131 @@
+"""`mrirecon train`: fit an unrolled method (dbp, modl) with a denoiser on the train split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from mrirecon import metrics
+from mrirecon.data.dataset import SliceDataset
+from mrirecon.errors import UserError
+from mrirecon.methods import REGISTRY, build_method
+from mrirecon.methods.unrolled import Unrolled, training_loss
+from mrirecon.nets import build_net
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
+from mrirecon.training import Settings, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _positive(key: str, value: Any, integer: bool = False) -> Any:
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+    if not ok or value <= 0:
+        raise UserError(f"{key}: {value!r} must be a positive {'integer' if integer else 'number'}")
+    return value
+
+
+def settings_of(cfg: DictConfig) -> Settings:
+    """Loop settings from `train` and `hardware`, validated."""
+    t = cfg.train
+    if t.max_minutes is not None:
+        _positive("train.max_minutes", t.max_minutes)
+    if t.grad_clip is not None:
+        _positive("train.grad_clip", t.grad_clip)
+    return Settings(
+        epochs=_positive("train.epochs", t.epochs, integer=True),
+        batch_size=_positive("train.batch_size", t.batch_size, integer=True),
+        seed=int(cfg.seed),
+        grad_clip=t.grad_clip,
+        max_minutes=t.max_minutes,
+        num_workers=int(cfg.hardware.num_workers),
+    )
+
+
+def resume_path(cfg: DictConfig, out: Path) -> Path | None:
+    """None, or the checkpoint named by train.resume (true: this run dir's last.pt)."""
+    resume = cfg.train.resume
+    if resume is False or resume is None:
+        return None
+    path = out / "checkpoints" / "last.pt" if resume is True else Path(str(resume))
+    if not path.is_file():
+        raise UserError(
+            f"train.resume: no checkpoint at {path} (resume a run with hydra.run.dir=<its run dir> "
+            "train.resume=true, or give train.resume=<path to last.pt>)"
+        )
+    return path
+
+
+def validate_unrolled(method: Unrolled, data: SliceDataset, batch_size: int, device: torch.device):
+    """Mean NRMSE / PSNR / SSIM of `method` on the validation slices, and images of the first."""
+    rows, images = [], {}
+    for batch in DataLoader(data, batch_size=batch_size):
+        ksp, maps, mask = batch["ksp"].to(device), batch["maps"].to(device), batch["mask"].to(device)
+        op = SenseOperator(maps, mask)
+        x = method(ksp * mask.unsqueeze(1), op).cpu().numpy()
+        ref = batch["img"].numpy()
+        rows += [metrics.slice_metrics(x[k], ref[k]) for k in range(len(x))]
+        if not images:
+            scale = float(np.abs(ref[0]).max()) or 1.0
+            zero_filled = op.adjoint(ksp * mask.unsqueeze(1))[0].cpu().numpy()
+            images = {"val/reference": np.abs(ref[0]) / scale, "val/reconstruction": np.abs(x[0]) / scale,
+                      "val/zero_filled": np.abs(zero_filled) / scale}
+    return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in metrics.NAMES}, images
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train `method` with denoiser `model` on `data.path`; write checkpoints/, tensorboard/,
+    metrics.csv (validation per epoch) into the run dir. Returns the final loop state."""
+    out = run_dir()
+    name = str(cfg.method.name)
+    if name in REGISTRY and not REGISTRY[name].trainable:
+        trainable = ", ".join(sorted(k for k, v in REGISTRY.items() if v.trainable))
+        raise UserError(f"method={name} has nothing to train (trainable methods: {trainable})")
+    device = device_of(cfg)
+    settings = settings_of(cfg)
+    t = cfg.train
+    if not 0 <= float(t.holdout) < 1:
+        raise UserError(f"train.holdout: {t.holdout} is not in [0, 1)")
+    if float(t.stdev) < 0:
+        raise UserError(f"train.stdev: {t.stdev} must be >= 0")
+    lr = _positive("train.lr", t.lr)
+    resume = resume_path(cfg, out)
+    torch.manual_seed(settings.seed)  # the same initial weights for the same seed
+    method = build_method(plain(cfg.method), build_net(plain(cfg.model))).to(device)
+    data = open_processed(cfg)
+    train_idx, val_idx = data.split_indices("train"), data.split_indices("val")
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise UserError(f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)")
+    supervised = bool(t.supervised)
+    train_set = SliceDataset(data, train_idx, with_reference=supervised)
+    val_set = SliceDataset(data, val_idx, with_reference=True)
+    optimizer = torch.optim.Adam(method.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, int(t.step_lr.step_size), float(t.step_lr.gamma)) if t.step_lr else None
+
+    def loss_fn(batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(settings.seed * 7919 + step)
+        return training_loss(method, batch, supervised, generator, float(t.stdev), float(t.holdout))
+
+    trainer = Trainer(
+        method, optimizer, scheduler, loss_fn,
+        lambda: validate_unrolled(method, val_set, int(t.val_batch_size), device),
+        train_set, out, plain(cfg), settings, device,
+        scalars=lambda: {"train/l2lam": float(method.l2lam.detach())},
+        extra={"kind": "unrolled", "method": name, "splits": {"train": train_idx.tolist(), "val": val_idx.tolist()},
+               "data_path": str(cfg.data.path)},
+    )
+    log.info("training %s + %s (%s) on %s: %d train / %d val slices, %d parameters -> %s", name, cfg.model.name,
+             "supervised" if supervised else f"unsupervised, holdout {t.holdout}", cfg.data.path, len(train_idx),
+             len(val_idx), sum(p.numel() for p in method.parameters()), out)
+    state = trainer.fit(resume)
+    if state["history"]:
+        last = state["history"][-1]
+        log.info("done: epoch %d, val NRMSE %.4f, PSNR %.2f dB (best val NRMSE %.4f); checkpoints in %s",
+                 last["epoch"], last["val_nrmse"], last["val_psnr"], state["best"], out / "checkpoints")
+    return state
