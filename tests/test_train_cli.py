@@ -1,0 +1,106 @@
+"""End-to-end `mrirecon train` and `reconstruct checkpoint=...` on the embedded sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import run_cli
+
+TINY = ["model.channels=8", "model.num_blocks=1", "method.num_unrolls=2", "method.cg_max_iter=4",
+        "train.batch_size=5"]
+
+
+@pytest.fixture(scope="module")
+def trained(sample_dir: Path) -> Path:
+    res = run_cli("train", "data=4bit_quarter", *TINY, "train.epochs=2", "hydra.run.dir=runs/train", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    return sample_dir / "runs" / "train"
+
+
+def test_train_outputs(trained):
+    assert (trained / "checkpoints" / "last.pt").is_file() and (trained / "checkpoints" / "best.pt").is_file()
+    assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
+    with open(trained / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["val_nrmse"]) > 0
+    ckpt = torch.load(trained / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["method"] == "dbp" and ckpt["config"]["model"]["channels"] == 8
+    assert ckpt["state"]["epoch"] == 2 and "optimizer" in ckpt and "rng" in ckpt
+    assert set(ckpt["splits"]["train"]).isdisjoint(ckpt["splits"]["val"])
+
+
+def test_resume_continues_the_run(trained, sample_dir):
+    res = run_cli("train", "data=4bit_quarter", *TINY, "train.epochs=3", "train.resume=true",
+                  f"hydra.run.dir={trained}", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    with open(trained / "metrics.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+
+
+def test_reconstruct_from_checkpoint_without_repeating_overrides(trained, sample_dir):
+    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={trained}/checkpoints/best.pt",
+                  "hydra.run.dir=runs/rec_dbp", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((sample_dir / "runs" / "rec_dbp" / "summary.json").read_text())
+    assert summary["method"] == "dbp" and summary["method_config"]["model"] == "resnet"
+    assert summary["method_config"]["num_unrolls"] == 2 and summary["num_slices"] == 3
+
+
+def test_checkpoint_works_at_another_size(trained, sample_dir):
+    res = run_cli("reconstruct", "method=dbp", "data=8bit_full", f"checkpoint={trained}/checkpoints/best.pt",
+                  "figures=0", "hydra.run.dir=runs/rec_full", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    with open(sample_dir / "runs" / "rec_full" / "metrics.csv") as fh:
+        assert len(fh.read().splitlines()) == 4
+
+
+def test_unsupervised_modl_unet_trains(sample_dir):
+    res = run_cli("train", "method=modl", "model=unet", "model.base_channels=4", "data=8bit_quarter",
+                  "train.supervised=false", "train.epochs=1", "method.num_unrolls=2", "method.cg_max_iter=4",
+                  "train.batch_size=5", "hydra.run.dir=runs/train_unsup", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    assert (sample_dir / "runs" / "train_unsup" / "checkpoints" / "best.pt").is_file()
+
+
+def _one_error_line(res) -> str:
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]
+
+
+def test_checkpoint_errors(trained, sample_dir, tmp_path):
+    best = f"{trained}/checkpoints/best.pt"
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(Path(best).read_bytes()[:1000])
+    cases = [
+        (["method=modl", f"checkpoint={best}"], "dbp"),
+        (["method=dbp", f"checkpoint={corrupt}"], "corrupt.pt"),
+        (["method=dbp", f"checkpoint={tmp_path / 'missing.pt'}"], "missing.pt"),
+        (["method=dbp"], "checkpoint"),
+        (["method=cg_sense", f"checkpoint={best}"], "checkpoint"),
+    ]
+    for args, named in cases:
+        res = run_cli("reconstruct", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+        assert named in _one_error_line(res)
+        assert not (tmp_path / "run").exists()
+
+
+def test_train_errors(sample_dir, tmp_path):
+    cases = [
+        (["method=cg_sense"], "method=cg_sense"),
+        (["train.resume=true"], "train.resume"),
+        (["train.epochs=0"], "train.epochs"),
+        (["train.lr=-1"], "train.lr"),
+        (["model=foo"], "model"),
+        (["method.num_unrolls=0"], "method.num_unrolls"),
+    ]
+    for args, named in cases:
+        res = run_cli("train", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+        assert named in _one_error_line(res)
+        assert not (tmp_path / "run").exists()

@@ -1,0 +1,194 @@
+"""Denoisers, unrolled methods (DBP, MoDL), their training loss and the shared trainer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import tiny_arrays
+from mrirecon.methods import build_method
+from mrirecon.methods.unrolled import training_loss
+from mrirecon.nets import build_net
+from mrirecon.nets.resnet import ResNet
+from mrirecon.nets.unet import UNet
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.training import Settings, Trainer
+
+
+def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> dict[str, torch.Tensor]:
+    a = tiny_arrays(n=n, coils=4, shape=shape, seed=seed)
+    return {"img": torch.from_numpy(a["imgs"]), "ksp": torch.from_numpy(a["ksp"]),
+            "maps": torch.from_numpy(a["maps"]), "mask": torch.from_numpy(a["masks"])}
+
+
+def small(name: str, model: str = "resnet", **kw):
+    net = build_net({"name": "resnet", "channels": 8, "num_blocks": 1} if model == "resnet"
+                    else {"name": "unet", "base_channels": 4, "depth": 3})
+    return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 5, **kw}, net)
+
+
+@pytest.mark.parametrize("net", [ResNet(channels=8, num_blocks=2), ResNet(channels=4, kernel_size=7, batch_norm=True,
+                                 dropout=0.1, bias=True), UNet(base_channels=4, depth=3), UNet(base_channels=4, depth=4)])
+@pytest.mark.parametrize("shape", [(80, 64), (230, 180), (33, 17)])
+def test_denoisers_keep_any_size(net, shape):
+    x = torch.randn(2, 2, *shape)
+    assert net(x).shape == x.shape
+
+
+def test_denoiser_at_full_size():
+    assert UNet(base_channels=4).eval()(torch.randn(1, 2, 320, 256)).shape == (1, 2, 320, 256)
+
+
+@pytest.mark.parametrize("name", ["dbp", "modl"])
+@pytest.mark.parametrize("model", ["resnet", "unet"])
+def test_gradients_flow_through_cg(name, model):
+    method = small(name, model)
+    batch = tiny_batch()
+    loss = training_loss(method, batch, supervised=True, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    grads = [p.grad for p in method.denoiser.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert method.l2lam_raw.grad is not None and method.l2lam_raw.grad != 0
+
+
+def test_dbp_with_zero_eps_is_data_consistent():
+    batch = tiny_batch()
+    method = small("dbp", num_admm=40, cg_max_iter=60, cg_eps=1e-8, l2lam_init=10.0, stdev=0.0)
+    op = SenseOperator(batch["maps"], batch["mask"])
+    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    with torch.no_grad():
+        x = method(y, op)
+        untrained_denoised = method.denoise(op.adjoint(y))
+    residual = (op.forward(x) - y).abs().norm() / y.abs().norm()
+    assert residual < 1e-4
+    # the denoiser alone is far from consistent, so the constraint did the work
+    assert (op.forward(untrained_denoised) - y).abs().norm() / y.abs().norm() > 10 * residual
+
+
+def test_dbp_noise_ball_radius():
+    batch = tiny_batch()
+    stdev = 0.05
+    method = small("dbp", num_admm=40, cg_max_iter=60, cg_eps=1e-8, l2lam_init=10.0, stdev=stdev)
+    op = SenseOperator(batch["maps"], batch["mask"])
+    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    with torch.no_grad():
+        x = method(y, op)
+    eps = (4 * batch["mask"].flatten(1).sum(1)).sqrt() * stdev
+    dist = (op.forward(x) - y).abs().pow(2).flatten(1).sum(1).sqrt()
+    assert torch.all(dist <= eps * 1.05)
+    assert torch.all(dist > 0.5 * eps)  # the denoiser pulls towards the ball's edge, not to y
+
+
+def test_unsupervised_loss_never_reads_reference():
+    class NoReference(dict):
+        def __getitem__(self, key):
+            assert key != "img", "unsupervised loss read the reference image"
+            return super().__getitem__(key)
+
+    batch = tiny_batch()
+    del batch["img"]
+    for holdout in (0.0, 0.4):
+        loss = training_loss(small("modl"), NoReference(batch), supervised=False,
+                             generator=torch.Generator().manual_seed(1), holdout=holdout)
+        assert torch.isfinite(loss) and loss > 0
+
+
+def test_holdout_splits_measured_samples():
+    from mrirecon.methods.unrolled import split_mask
+
+    mask = tiny_batch()["mask"]
+    inp, held = split_mask(mask, 0.4, torch.Generator().manual_seed(0))
+    assert torch.equal(inp + held, mask) and float((inp * held).sum()) == 0
+    assert 0.3 < float(held.sum() / mask.sum()) < 0.5
+
+
+@pytest.mark.parametrize("supervised", [True, False])
+def test_overfit_one_slice(supervised):
+    torch.manual_seed(0)
+    method = small("modl", num_unrolls=2)
+    batch = tiny_batch(n=1)
+    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731  fixed noise/split: a fixed objective
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = training_loss(method, batch, supervised=supervised, generator=g(), holdout=0.3)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, k):
+        return self.items[k]
+
+
+def make_trainer(out: Path, epochs: int, stop_at_step: int | None = None) -> Trainer:
+    torch.manual_seed(5)
+    method = small("dbp", num_unrolls=1, num_admm=1)
+    b = tiny_batch(n=5, shape=(16, 12))
+    items = [{k: v[i] for k, v in b.items()} for i in range(5)]
+    opt = torch.optim.Adam(method.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.7)
+    trainer: Trainer
+
+    def loss_fn(batch, step):
+        if stop_at_step is not None and step == stop_at_step:
+            trainer._stop_requested = True  # what Ctrl-C does
+        return training_loss(method, batch, True, torch.Generator().manual_seed(step), stdev=0.01)
+
+    def validate():
+        return {"val_nrmse": float(method.l2lam.detach())}, {}
+
+    trainer = Trainer(method, opt, sched, loss_fn, validate, ListDataset(items), out, {"x": 1},
+                      Settings(epochs=epochs, batch_size=2, seed=3), torch.device("cpu"))
+    return trainer
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    full = make_trainer(tmp_path / "a", epochs=3)
+    full.fit()
+    interrupted = make_trainer(tmp_path / "b", epochs=3, stop_at_step=4)  # mid-epoch 2 (3 steps per epoch)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    assert (tmp_path / "b" / "checkpoints" / "last.pt").exists()
+    resumed = make_trainer(tmp_path / "b", epochs=3)
+    resumed.fit(resume_from=tmp_path / "b" / "checkpoints" / "last.pt")
+    for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert resumed.state["step"] == full.state["step"] == 9
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows == (tmp_path / "a" / "metrics.csv").read_text().splitlines()
+    assert math.isfinite(full.state["best"]) and (tmp_path / "a" / "checkpoints" / "best.pt").exists()
+    assert list((tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_time_budget_stops_with_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=1000)
+    trainer.s.max_minutes = 1e-9
+    state = trainer.fit()
+    assert state["step"] == 1 and (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    from mrirecon.errors import UserError
+
+    trainer = make_trainer(tmp_path, epochs=5)
+    trainer.fit()
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    trainer.s.epochs = 6
+    trainer.loss_fn = lambda batch, step: torch.tensor(float("nan"), requires_grad=True)
+    with pytest.raises(UserError, match="diverged"):
+        trainer.fit()
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
