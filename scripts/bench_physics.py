@@ -24,26 +24,7 @@ import torch  # noqa: E402
 
 from mrirecon.physics.sense import SenseOperator  # noqa: E402
 from mrirecon.solvers.cg import conjugate_gradient  # noqa: E402
-
-
-class ReferenceSense:
-    """Textbook SENSE: explicit ifftshift -> fft2 -> fftshift around every transform."""
-
-    def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
-        self.maps, self.mask = maps, mask.unsqueeze(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(self.maps * x.unsqueeze(1), dim=(-2, -1)),
-                                              norm="ortho"), dim=(-2, -1))
-        return self.mask * k
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        im = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(self.mask * y, dim=(-2, -1)), norm="ortho"),
-                                dim=(-2, -1))
-        return (self.maps.conj() * im).sum(dim=1)
-
-    def normal(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adjoint(self.forward(x))
+from bench_reference import ReferenceSense  # noqa: E402  (scripts/ is on sys.path)
 
 
 def _timed(fn, device: torch.device) -> float:

@@ -34,6 +34,7 @@ class Unrolled(nn.Module, Method):
     """
 
     trainable = True
+    amp = False  # run the denoiser under CUDA bf16 autocast (set from hardware.amp)
 
     def __init__(
         self,
@@ -60,6 +61,10 @@ class Unrolled(nn.Module, Method):
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the denoiser to a complex image batch (B, X, Y)."""
+        if self.amp and x.is_cuda:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = self.denoiser(to_channels(x))
+            return from_channels(out.float())
         return from_channels(self.denoiser(to_channels(x)))
 
     def forward(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:

@@ -121,6 +121,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
     method.to(device).eval()
+    method.amp = bool(cfg.hardware.amp)
     return method, {**method_cfg, "model": model_cfg["name"]}
 
 

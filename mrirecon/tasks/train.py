@@ -98,6 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resume = resume_path(cfg, out)
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
     method = build_method(plain(cfg.method), build_net(plain(cfg.model))).to(device)
+    method.amp = bool(cfg.hardware.amp)
     data = open_processed(cfg)
     train_idx, val_idx = data.split_indices("train"), data.split_indices("val")
     if len(train_idx) == 0 or len(val_idx) == 0:
