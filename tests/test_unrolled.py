@@ -104,6 +104,9 @@ def test_holdout_splits_measured_samples():
     inp, held = split_mask(mask, 0.4, torch.Generator().manual_seed(0))
     assert torch.equal(inp + held, mask) and float((inp * held).sum()) == 0
     assert 0.3 < float(held.sum() / mask.sum()) < 0.5
+    inp, held = split_mask(mask, 0.9, torch.Generator().manual_seed(0), keep_center=0.25)
+    assert torch.equal(inp + held, mask)
+    assert float(held[:, 12:20, 9:15].sum()) == 0 and float(held.sum()) > 0  # centre 8x6 of 32x24 kept
 
 
 @pytest.mark.parametrize("supervised", [True, False])
@@ -192,3 +195,28 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     with pytest.raises(UserError, match="diverged"):
         trainer.fit()
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_dataset_loads_lazily_in_worker_processes(tiny_h5):
+    from mrirecon.data.dataset import SliceDataset
+    from mrirecon.data.h5 import DeepInPyFile
+
+    data = DeepInPyFile(tiny_h5)
+    supervised = SliceDataset(data, [1, 3, 5], with_reference=True)
+    unsupervised = SliceDataset(data, [1, 3, 5], with_reference=False)
+    assert "img" in supervised[0] and "img" not in unsupervised[0]
+    loader = torch.utils.data.DataLoader(supervised, batch_size=2, num_workers=2)
+    batches = list(loader)
+    assert [b["index"].tolist() for b in batches] == [[1, 3], [5]]
+    assert batches[0]["ksp"].shape == (2, 4, 32, 24) and batches[0]["ksp"].dtype == torch.complex64
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp", [False, True])
+def test_training_step_on_cuda(amp):
+    method = small("dbp").cuda()
+    method.amp = amp
+    batch = {k: v.cuda() for k, v in tiny_batch().items()}
+    loss = training_loss(method, batch, supervised=False, generator=torch.Generator().manual_seed(0), holdout=0.4)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in method.denoiser.parameters())

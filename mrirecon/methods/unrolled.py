@@ -79,11 +79,20 @@ def add_noise(ksp: torch.Tensor, stdev: float, generator: torch.Generator) -> to
     return ksp + stdev * noise.to(ksp.device)
 
 
-def split_mask(mask: torch.Tensor, holdout: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def split_mask(
+    mask: torch.Tensor, holdout: float, generator: torch.Generator, keep_center: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split each sampling mask (B, X, Y) into disjoint (input, loss) masks, with a random
-    `holdout` fraction of the measured samples in the loss mask (SSDU, Yaman et al. 2020)."""
+    `holdout` fraction of the measured samples in the loss mask (self-supervised data
+    splitting, SSDU, Yaman et al. 2020). Samples in the central `keep_center` fraction of
+    each k-space dimension always stay in the input, as the centre is always measured."""
     draw = torch.rand(mask.shape, generator=generator).to(mask.device)
-    loss_mask = mask * (draw < holdout).to(mask.dtype)
+    held = draw < holdout
+    if keep_center > 0:
+        x, y = mask.shape[-2:]
+        hx, hy = max(1, round(x * keep_center / 2)), max(1, round(y * keep_center / 2))
+        held[..., x // 2 - hx : x // 2 + hx, y // 2 - hy : y // 2 + hy] = False
+    loss_mask = mask * held.to(mask.dtype)
     return mask - loss_mask, loss_mask
 
 
@@ -94,6 +103,7 @@ def training_loss(
     generator: torch.Generator,
     stdev: float = 0.0,
     holdout: float = 0.0,
+    keep_center: float = 0.0,
 ) -> torch.Tensor:
     """The training objective of an unrolled method on one batch (mean over the batch).
 
@@ -109,12 +119,13 @@ def training_loss(
         generator: CPU generator for the noise and the split (seeded per step).
         stdev: complex k-space noise added before masking.
         holdout: fraction of measured samples held out for the unsupervised loss.
+        keep_center: central fraction of k-space (per dimension) never held out.
     """
     ksp, maps, mask = add_noise(batch["ksp"], stdev, generator), batch["maps"], batch["mask"]
     if supervised:
         x_hat = method(ksp * mask.unsqueeze(1), SenseOperator(maps, mask))
         return (x_hat - batch["img"]).abs().pow(2).flatten(1).sum(1).mean()
-    input_mask, loss_mask = split_mask(mask, holdout, generator) if holdout > 0 else (mask, mask)
+    input_mask, loss_mask = split_mask(mask, holdout, generator, keep_center) if holdout > 0 else (mask, mask)
     x_hat = method(ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask))
     residual = SenseOperator(maps, loss_mask).forward(x_hat) - ksp * loss_mask.unsqueeze(1)
     return residual.abs().pow(2).flatten(1).sum(1).mean()

@@ -122,7 +122,8 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
         raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
     method.to(device).eval()
     method.amp = bool(cfg.hardware.amp)
-    return method, {**method_cfg, "model": model_cfg["name"]}
+    supervised = ckpt["config"].get("train", {}).get("supervised")
+    return method, {**method_cfg, "model": model_cfg["name"], "supervised": supervised}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

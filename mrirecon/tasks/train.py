@@ -92,6 +92,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t = cfg.train
     if not 0 <= float(t.holdout) < 1:
         raise UserError(f"train.holdout: {t.holdout} is not in [0, 1)")
+    if not 0 <= float(t.holdout_center) < 1:
+        raise UserError(f"train.holdout_center: {t.holdout_center} is not in [0, 1)")
     if float(t.stdev) < 0:
         raise UserError(f"train.stdev: {t.stdev} must be >= 0")
     lr = _positive("train.lr", t.lr)
@@ -111,7 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     def loss_fn(batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(settings.seed * 7919 + step)
-        return training_loss(method, batch, supervised, generator, float(t.stdev), float(t.holdout))
+        return training_loss(method, batch, supervised, generator, float(t.stdev), float(t.holdout),
+                             float(t.holdout_center))
 
     trainer = Trainer(
         method, optimizer, scheduler, loss_fn,
