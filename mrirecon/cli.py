@@ -115,7 +115,10 @@ def check_overrides(subcommand: str, overrides: list[str], multirun: bool) -> st
 
 
 def _cleanup_run_dir(run_dir: Path) -> None:
-    """Remove what Hydra put into a run dir that ended in an error (nothing else)."""
+    """Remove a run dir that ended in an error if it holds only what Hydra put there (.hydra/
+    and the job log). A dir with anything else (a run being resumed) is left untouched."""
+    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
+        return
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for log in run_dir.glob("*.log"):
         log.unlink(missing_ok=True)

@@ -104,3 +104,13 @@ def test_train_errors(sample_dir, tmp_path):
         res = run_cli("train", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
         assert named in _one_error_line(res)
         assert not (tmp_path / "run").exists()
+
+
+def test_failed_resume_keeps_the_run(trained, sample_dir):
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    res = run_cli("train", "data=4bit_quarter", "model=unet", "train.resume=true", f"hydra.run.dir={trained}",
+                  cwd=sample_dir)
+    assert "does not match" in _one_error_line(res)
+    for path, data in before.items():
+        assert path.read_bytes()[: len(data)] == data  # the job log may grow, nothing is lost
+    assert (trained / ".hydra").is_dir()
