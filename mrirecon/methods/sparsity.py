@@ -1,0 +1,71 @@
+"""Compressed-sensing baselines: L1-wavelet (FISTA or POGM) and isotropic total variation
+(Chambolle-Pock), both min_x 0.5 ||A x - y||^2 + lam R(x) on the shared SENSE operator."""
+
+from __future__ import annotations
+
+import torch
+
+from mrirecon.errors import UserError
+from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, register
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.regularizers import WaveletSparsity, divergence, gradient, project_isotropic
+from mrirecon.solvers.fista import fista, lipschitz, pogm
+from mrirecon.solvers.primal_dual import primal_dual
+
+SOLVERS = {"fista": fista, "pogm": pogm}
+
+
+@register("cs_wavelet")
+class WaveletCS(Method):
+    """min_x 0.5 ||A x - y||^2 + lam ||W x||_1 with an orthogonal wavelet transform W.
+
+    Args:
+        lam: regularisation weight (>= 0), in the units of the image (maps with sum |S|^2 = 1).
+        max_iter: iterations (>= 1); tol: relative-change stopping tolerance.
+        solver: 'fista' or 'pogm'.
+        wavelet: PyWavelets name (default Daubechies 4); levels: decomposition levels.
+    """
+
+    def __init__(self, lam: float = 2e-3, max_iter: int = 100, tol: float = 1e-5, solver: str = "fista",
+                 wavelet: str = "db4", levels: int = 4) -> None:
+        self.lam = check_nonnegative("method.lam", lam)
+        self.max_iter = check_positive_int("method.max_iter", max_iter)
+        self.tol = check_nonnegative("method.tol", tol)
+        if solver not in SOLVERS:
+            raise UserError(f"method.solver: unknown solver '{solver}' (expected fista or pogm)")
+        self.solver = SOLVERS[solver]
+        try:
+            self.sparsity = WaveletSparsity(wavelet, check_positive_int("method.levels", levels))
+        except ValueError as exc:
+            raise UserError(f"method.wavelet: {exc}") from None
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        """0.5 ||A x - y||^2 + lam ||W x||_1 per batch element, (B,)."""
+        return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + self.lam * self.sparsity.norm(x)
+
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        aty = op.adjoint(y)
+        step = 1.0 / lipschitz(op.normal, aty)
+        return self.solver(lambda x: op.normal(x) - aty, lambda v, t: self.sparsity.prox(v, self.lam * t),
+                           aty, step, self.max_iter, self.tol)
+
+
+@register("cs_tv")
+class TotalVariationCS(Method):
+    """min_x 0.5 ||A x - y||^2 + lam TV(x), isotropic TV, Chambolle-Pock primal-dual.
+
+    Args:
+        lam: regularisation weight (>= 0).
+        max_iter: iterations (>= 1); tol: relative-change stopping tolerance.
+    """
+
+    def __init__(self, lam: float = 2e-3, max_iter: int = 200, tol: float = 1e-5) -> None:
+        self.lam = check_nonnegative("method.lam", lam)
+        self.max_iter = check_positive_int("method.max_iter", max_iter)
+        self.tol = check_nonnegative("method.tol", tol)
+
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+        aty = op.adjoint(y)
+        norm_sq = lipschitz(op.normal, aty) + 8.0  # ||grad||^2 <= 8
+        return primal_dual(op.forward, op.adjoint, y, gradient, lambda q: -divergence(q),
+                           lambda q: project_isotropic(q, self.lam), aty, norm_sq, self.max_iter, self.tol)
