@@ -21,13 +21,15 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
 
 
 def reconstruction_figure(
-    reference: np.ndarray, recon: np.ndarray, title: str, path: str | os.PathLike, error_gain: float = 5.0
+    reference: np.ndarray, recon: np.ndarray, title: str, path: str | os.PathLike, error_gain: float = 5.0,
+    reference_label: str = "reference",
 ) -> None:
-    """Reference | reconstruction | error map (x error_gain) of one slice, magnitudes (X, Y)."""
+    """Reference | reconstruction | difference (x error_gain) of one slice, magnitudes (X, Y)."""
     ref, rec = np.abs(reference), np.abs(recon)
     vmax = float(ref.max()) or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
-    panels = [(ref, "reference"), (rec, "reconstruction"), (np.abs(rec - ref) * error_gain, f"|error| x{error_gain:g}")]
+    panels = [(ref, reference_label), (rec, "reconstruction"),
+              (np.abs(rec - ref) * error_gain, f"|difference| x{error_gain:g}")]
     for ax, (img, label) in zip(axes, panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
         ax.set_title(label, fontsize=9)

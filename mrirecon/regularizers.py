@@ -96,7 +96,9 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return gradient(x).abs().pow(2).sum(1).sqrt().flatten(1).sum(1)
 
 
-def project_isotropic(q: torch.Tensor, radius: float) -> torch.Tensor:
-    """Project each pixel's gradient-field vector (over the direction axis 1) onto |q| <= radius."""
+def project_isotropic(q: torch.Tensor, radius: float | torch.Tensor) -> torch.Tensor:
+    """Project each pixel's vector over the direction axis 1 of q (B, 2, X, Y) onto the ball
+    |q| <= radius (a float or a tensor broadcastable to (B, 1, X, Y))."""
     norm = q.abs().pow(2).sum(1, keepdim=True).sqrt()
-    return q / torch.clamp(norm / radius, min=1.0) if radius > 0 else torch.zeros_like(q)
+    radius = torch.as_tensor(radius, dtype=norm.dtype, device=norm.device).clamp_min(1e-30)
+    return q / torch.clamp(norm / radius, min=1.0)

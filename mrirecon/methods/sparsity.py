@@ -1,5 +1,8 @@
 """Compressed-sensing baselines: L1-wavelet (FISTA or POGM) and isotropic total variation
-(Chambolle-Pock), both min_x 0.5 ||A x - y||^2 + lam R(x) on the shared SENSE operator."""
+(Chambolle-Pock), both min_x 0.5 ||A x - y||^2 + lam * s * R(x) on the shared SENSE operator.
+
+s = max |A^H y| of each slice, so `lam` does not depend on the data's intensity units (the
+sample's [0, 1] images and raw scanner k-space take the same lam)."""
 
 from __future__ import annotations
 
@@ -15,18 +18,23 @@ from mrirecon.solvers.primal_dual import primal_dual
 SOLVERS = {"fista": fista, "pogm": pogm}
 
 
+def data_scale(aty: torch.Tensor) -> torch.Tensor:
+    """max |A^H y| per batch element, (B,), floored to avoid a zero weight."""
+    return aty.abs().flatten(1).amax(1).clamp_min(1e-30)
+
+
 @register("cs_wavelet")
 class WaveletCS(Method):
     """min_x 0.5 ||A x - y||^2 + lam ||W x||_1 with an orthogonal wavelet transform W.
 
     Args:
-        lam: regularisation weight (>= 0), in the units of the image (maps with sum |S|^2 = 1).
+        lam: regularisation weight (>= 0), relative to max |A^H y|.
         max_iter: iterations (>= 1); tol: relative-change stopping tolerance.
         solver: 'fista' or 'pogm'.
         wavelet: PyWavelets name (default Daubechies 4); levels: decomposition levels.
     """
 
-    def __init__(self, lam: float = 2e-3, max_iter: int = 100, tol: float = 1e-5, solver: str = "fista",
+    def __init__(self, lam: float = 3e-4, max_iter: int = 100, tol: float = 1e-5, solver: str = "fista",
                  wavelet: str = "db4", levels: int = 4) -> None:
         self.lam = check_nonnegative("method.lam", lam)
         self.max_iter = check_positive_int("method.max_iter", max_iter)
@@ -40,13 +48,15 @@ class WaveletCS(Method):
             raise UserError(f"method.wavelet: {exc}") from None
 
     def objective(self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        """0.5 ||A x - y||^2 + lam ||W x||_1 per batch element, (B,)."""
-        return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + self.lam * self.sparsity.norm(x)
+        """0.5 ||A x - y||^2 + lam s ||W x||_1 per batch element, (B,)."""
+        weight = self.lam * data_scale(op.adjoint(y))
+        return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + weight * self.sparsity.norm(x)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         aty = op.adjoint(y)
+        weight = (self.lam * data_scale(aty)).reshape(-1, 1, 1)
         step = 1.0 / lipschitz(op.normal, aty)
-        return self.solver(lambda x: op.normal(x) - aty, lambda v, t: self.sparsity.prox(v, self.lam * t),
+        return self.solver(lambda x: op.normal(x) - aty, lambda v, t: self.sparsity.prox(v, weight * t),
                            aty, step, self.max_iter, self.tol)
 
 
@@ -55,17 +65,18 @@ class TotalVariationCS(Method):
     """min_x 0.5 ||A x - y||^2 + lam TV(x), isotropic TV, Chambolle-Pock primal-dual.
 
     Args:
-        lam: regularisation weight (>= 0).
+        lam: regularisation weight (>= 0), relative to max |A^H y|.
         max_iter: iterations (>= 1); tol: relative-change stopping tolerance.
     """
 
-    def __init__(self, lam: float = 2e-3, max_iter: int = 200, tol: float = 1e-5) -> None:
+    def __init__(self, lam: float = 1e-3, max_iter: int = 200, tol: float = 1e-5) -> None:
         self.lam = check_nonnegative("method.lam", lam)
         self.max_iter = check_positive_int("method.max_iter", max_iter)
         self.tol = check_nonnegative("method.tol", tol)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         aty = op.adjoint(y)
+        radius = (self.lam * data_scale(aty)).reshape(-1, 1, 1, 1)
         norm_sq = lipschitz(op.normal, aty) + 8.0  # ||grad||^2 <= 8
         return primal_dual(op.forward, op.adjoint, y, gradient, lambda q: -divergence(q),
-                           lambda q: project_isotropic(q, self.lam), aty, norm_sq, self.max_iter, self.tol)
+                           lambda q: project_isotropic(q, radius), aty, norm_sq, self.max_iter, self.tol)

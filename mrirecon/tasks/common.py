@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import h5py
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.data.raw import RawKspaceSource
 from mrirecon.data.sample import SampleSource
 from mrirecon.errors import UserError
 
@@ -45,12 +47,26 @@ def variant_of(cfg: DictConfig) -> tuple[int | None, float]:
     return bits, scale
 
 
-def open_source(cfg: DictConfig) -> DeepInPyFile | SampleSource:
-    """The raw input of preprocess: the embedded sample or a DeepInPy-format file."""
-    if str(cfg.data.source) == "sample":
+def open_source(cfg: DictConfig) -> DeepInPyFile | SampleSource | RawKspaceSource:
+    """The raw input of preprocess: the embedded sample, a DeepInPy-format file, or raw
+    k-space without coil maps (.npy, or .h5 without 'maps': maps estimated by ESPIRiT)."""
+    source = str(cfg.data.source)
+    if source == "sample":
         s = cfg.data.sample
         return SampleSource(accel=s.accel, calib=s.calib, coils=s.coils, seed=s.seed)
-    return DeepInPyFile(cfg.data.source, transpose=bool(cfg.data.transpose))
+    path = Path(source)
+    if path.suffix == ".npy" or _h5_without_maps(path):
+        e = cfg.data.espirit
+        return RawKspaceSource(path, bool(cfg.data.transpose), e.calib_width, e.thresh, e.crop)
+    return DeepInPyFile(path, transpose=bool(cfg.data.transpose))
+
+
+def _h5_without_maps(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return "maps" not in f and "ksp" in f
+    except OSError:
+        return False  # missing or not HDF5: DeepInPyFile reports it
 
 
 def open_processed(cfg: DictConfig) -> DeepInPyFile:

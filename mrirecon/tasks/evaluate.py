@@ -77,14 +77,16 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
         row["n"] = sum(len(m["slices"]) for m in members)
         for stat in STATS:
             pooled = np.concatenate([m["per_slice"][stat] for m in members])
-            row[f"{stat}_mean"], row[f"{stat}_std"] = float(pooled.mean()), float(pooled.std())
+            finite = pooled[np.isfinite(pooled)]  # NaN for data without a reference image
+            row[f"{stat}_mean"] = float(finite.mean()) if finite.size else float("nan")
+            row[f"{stat}_std"] = float(finite.std()) if finite.size else float("nan")
         row["runs"] = members
         table.append(row)
-    table.sort(key=lambda r: (r["variant"], -r["psnr_mean"]))
+    table.sort(key=lambda r: (r["variant"], -np.nan_to_num(r["psnr_mean"], nan=-np.inf)))
     best: dict[str, float] = {}
     for row in table:
         best.setdefault(row["variant"], row["psnr_mean"])
-        row["best"] = "*" if row["psnr_mean"] == best[row["variant"]] else ""
+        row["best"] = "*" if np.isfinite(row["psnr_mean"]) and row["psnr_mean"] == best[row["variant"]] else ""
     return table, params
 
 

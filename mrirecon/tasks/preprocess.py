@@ -30,6 +30,12 @@ def run(cfg: DictConfig) -> Path:
     source = open_source(cfg)
     if str(cfg.data.source) != "sample" and Path(str(cfg.data.source)).resolve() == out.resolve():
         raise UserError(f"data.path: {out} is the source file itself; choose another output path")
+    has_reference = getattr(source, "has_reference", True)
+    if not has_reference and (bits is not None or scale != 1):
+        raise UserError(
+            f"data={cfg.data.name}: {source.path} has no reference image ('imgs'), so only data=full "
+            "(k-space kept as acquired) can be made from it"
+        )
     first = make_variant(source.read(0), bits, scale)
     splits = source.splits() or make_splits(len(source), cfg.data.val_fraction, cfg.data.test_fraction)
     attrs = {
@@ -38,6 +44,7 @@ def run(cfg: DictConfig) -> Path:
         "bits": -1 if bits is None else bits,
         "scale": scale,
         "transpose": bool(cfg.data.transpose),
+        "has_reference": bool(has_reference),
         "mrirecon_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **{f"split_{name}": splits[name] for name in SPLITS},

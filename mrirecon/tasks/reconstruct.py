@@ -56,8 +56,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"batch_size: {cfg.batch_size} must be >= 1")
     data = open_processed(cfg)
     indices = data.split_indices(str(cfg.data.split))
+    if len(indices) == 0:
+        raise UserError(f"data.split: split '{cfg.data.split}' of {data.path} is empty "
+                        f"({data.num_slices} slices in all; data.split=all uses every slice)")
+    has_reference = bool(data.attrs.get("has_reference", True))
     rows: list[dict[str, Any]] = []
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
+    consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
     torch.manual_seed(int(cfg.seed))
     with atomic_path(out / "recon.h5") as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
         recon_ds = h5.create_dataset("recon", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
@@ -70,16 +75,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             for idx in _batches(indices, int(cfg.batch_size)):
                 ref, y, maps, mask = _load(data, idx, device)
                 start = time.perf_counter()
-                x = method.reconstruct(y, SenseOperator(maps, mask))
+                op = SenseOperator(maps, mask)
+                x = method.reconstruct(y, op)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 seconds = (time.perf_counter() - start) / len(idx)
+                consistency = ((op.forward(x) - y).abs().flatten(1).norm(dim=1) / y.abs().flatten(1).norm(dim=1)).tolist()
                 x_np, ref_np = x.cpu().numpy().astype(np.complex64), ref.cpu().numpy()
+                if not has_reference:  # raw data: show the zero-filled image in place of a reference
+                    ref_np = op.adjoint(y).cpu().numpy()
                 for k, i in enumerate(idx):
                     recon_ds[pos], ref_ds[pos] = x_np[k], ref_np[k]
                     pos += 1
-                    rows.append({"slice": int(i), "method": method.name,
-                                 **metrics.slice_metrics(x_np[k], ref_np[k]), "seconds": seconds})
+                    scores = (metrics.slice_metrics(x_np[k], ref_np[k]) if has_reference
+                              else dict.fromkeys(metrics.NAMES, float("nan")))
+                    rows.append({"slice": int(i), "method": method.name, **scores, "seconds": seconds})
+                    consistencies.append(consistency[k])
                     if len(shown) < int(cfg.figures):
                         shown.append((int(i), ref_np[k], x_np[k]))
                 progress.advance(bar, len(idx))
@@ -87,10 +98,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for (i, ref_img, rec_img), m in zip(shown, rows):
         title = (f"{method.name} on {cfg.data.name}, slice {i}: NRMSE {m['nrmse']:.4f}, "
                  f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
+        if not has_reference:
+            title = f"{method.name} on {cfg.data.name}, slice {i} (no reference: left panel is zero-filled)"
         (out / "figures").mkdir(exist_ok=True)
-        reconstruction_figure(ref_img, rec_img, title, out / "figures" / f"slice_{i:04d}.png")
+        reconstruction_figure(ref_img, rec_img, title, out / "figures" / f"slice_{i:04d}.png",
+                              reference_label="reference" if has_reference else "zero-filled")
     _write_csv(out / "metrics.csv", rows)
     summary = _summary(cfg, method.name, method_config, rows)
+    summary["has_reference"] = has_reference
+    summary["data_consistency"] = {"mean": float(np.mean(consistencies)), "max": float(np.max(consistencies)),
+                                   "definition": "||A x_hat - y||_2 / ||y||_2 on the measured samples"}
     write_json(out / "summary.json", summary)
     means = summary["mean"]
     log.info("%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
@@ -146,8 +163,8 @@ def _summary(cfg: DictConfig, method_name: str, method_config: dict[str, Any], r
         "split": str(cfg.data.split),
         "data_path": str(cfg.data.path),
         "num_slices": len(rows),
-        "mean": {k: float(v.mean()) for k, v in values.items()},
-        "std": {k: float(v.std()) for k, v in values.items()},
+        "mean": {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
+        "std": {k: float(np.nanstd(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
         "metric_convention": metrics.CONVENTION,
         "method_config": method_config,
         "checkpoint": cfg.get("checkpoint"),
