@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -76,15 +75,22 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def rss_kb(field: str) -> int:
+    """A memory field of /proc/self/status in KiB (VmRSS: now, VmHWM: peak of this process)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
 def peak_memory_mb(net: str, case: str, device: str, threads: int) -> float:
     """Peak memory of set-up and two steps in a fresh process (CPU: growth of peak RSS over
     the imports; CUDA: max allocated)."""
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork+exec, so a child of this (large)
+    # process would start at the parent's peak and show no growth.
     code = (
-        "import os,sys,resource,torch; sys.path.insert(0, %r); torch.set_num_threads(%d); "
+        "import os,sys,torch; sys.path.insert(0, %r); torch.set_num_threads(%d); "
         "import bench_train as b; d=torch.device(%r); "
-        "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; s=b.make_step(%r,%r,d); s(); s(); "
-        "print((torch.cuda.max_memory_allocated()/2**20) if d.type=='cuda' else "
-        "(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-r0)/1024)"
+        "r0=b.rss_kb('VmRSS'); s=b.make_step(%r,%r,d); s(); s(); "
+        "print((torch.cuda.max_memory_allocated()/2**20) if d.type=='cuda' else (b.rss_kb('VmHWM')-r0)/1024)"
     ) % (os.path.dirname(os.path.abspath(__file__)), threads, device, net, case)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
