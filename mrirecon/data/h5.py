@@ -124,6 +124,12 @@ class DeepInPyFile:
             mask=mask,
         )
 
+    def read_image(self, i: int) -> np.ndarray:
+        """The reference image of slice `i` only, (X, Y) complex64 (no k-space or maps read)."""
+        if not 0 <= i < self.num_slices:
+            raise IndexError(f"slice {i} out of range for {self.num_slices} slices")
+        return self._read("imgs", i, np.complex64)
+
     def splits(self) -> dict[str, np.ndarray] | None:
         """The split indices stored by mrirecon (`split_train`, ...), or None if absent."""
         if not all(f"split_{s}" in self.attrs for s in SPLITS):

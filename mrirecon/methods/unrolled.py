@@ -34,6 +34,7 @@ class Unrolled(nn.Module, Method):
     """
 
     trainable = True
+    checkpoint_kind = "unrolled"
     amp = False  # run the denoiser under CUDA bf16 autocast (set from hardware.amp)
 
     def __init__(

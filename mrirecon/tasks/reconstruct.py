@@ -23,6 +23,7 @@ from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.nets import build_net
+from mrirecon.nets.flow import build_flow
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
 
@@ -120,13 +121,17 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     checkpoint's own config, with the denoiser's name as `model`)."""
     name = str(cfg.method.name)
     checkpoint = cfg.get("checkpoint")
-    if not (name in REGISTRY and REGISTRY[name].trainable):
+    kind = REGISTRY[name].checkpoint_kind if name in REGISTRY else None
+    if kind is None:
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
         return build_method(plain(cfg.method)), plain(cfg.method)
     if not checkpoint:
-        raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train method={name}')")
+        how = "model=flow" if kind == "flow" else f"method={name}"
+        raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {how}')")
     ckpt = load_checkpoint(str(checkpoint))
+    if kind == "flow":
+        return _flow_method(cfg, name, str(checkpoint), ckpt, device)
     if ckpt.get("kind") != "unrolled" or ckpt.get("method") != name:
         held = ckpt.get("method") or ckpt.get("kind") or "unknown"
         raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not method={name}")
@@ -141,6 +146,32 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     method.amp = bool(cfg.hardware.amp)
     supervised = ckpt["config"].get("train", {}).get("supervised")
     return method, {**method_cfg, "model": model_cfg["name"], "supervised": supervised}
+
+
+def _flow_method(cfg: DictConfig, name: str, checkpoint: str, ckpt: dict[str, Any],
+                 device: torch.device) -> tuple[Method, dict[str, Any]]:
+    """A flow-prior method with the flow rebuilt from the checkpoint's own model config."""
+    if ckpt.get("kind") != "flow":
+        held = ckpt.get("method") or ckpt.get("kind") or "unknown"
+        raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not a flow prior for method={name} "
+                        "(train one with 'mrirecon train model=flow')")
+    bits = cfg.data.bits
+    if bits is None:
+        raise UserError(f"data={cfg.data.name}: method={name} uses a flow prior of real magnitude images; this variant "
+                        "keeps complex images (data.bits null): use a quantised variant such as data=4bit_quarter")
+    if int(bits) != int(ckpt["bits"]):
+        log.warning("the flow in %s was trained on %d-bit images, the data are %d-bit (data=%s): the prior does not "
+                    "match the data (the original project's pitfall); results are not comparable",
+                    checkpoint, int(ckpt["bits"]), int(bits), cfg.data.name)
+    model_cfg = ckpt["config"]["model"]
+    flow = build_flow(model_cfg, tuple(ckpt["shape"]))
+    try:
+        flow.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
+    method = build_method(plain(cfg.method), flow=flow.to(device), bits=int(ckpt["bits"]))
+    return method, {**plain(cfg.method), "flow_bits": int(ckpt["bits"]), "flow_checkpoint": checkpoint}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,5 @@
-"""`mrirecon train`: fit an unrolled method (dbp, modl) with a denoiser on the train split."""
+"""`mrirecon train`: fit an unrolled method (dbp, modl) with a denoiser on the train split, or, with
+model=flow, the normalizing-flow prior (tasks/train_flow.py)."""
 
 from __future__ import annotations
 
@@ -82,8 +83,15 @@ def validate_unrolled(method: Unrolled, data: SliceDataset, batch_size: int, dev
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train `method` with denoiser `model` on `data.path`; write checkpoints/, tensorboard/,
     metrics.csv (validation per epoch) into the run dir. Returns the final loop state."""
+    if str(cfg.model.name) == "flow":  # a generative prior: the method group does not apply
+        from mrirecon.tasks import train_flow
+
+        return train_flow.run(cfg)
     out = run_dir()
     name = str(cfg.method.name)
+    if name in REGISTRY and REGISTRY[name].checkpoint_kind == "flow":
+        raise UserError(f"method={name} solves the inverse problem with a flow prior: train the prior with "
+                        f"'mrirecon train model=flow data=<variant>'")
     if name in REGISTRY and not REGISTRY[name].trainable:
         trainable = ", ".join(sorted(k for k, v in REGISTRY.items() if v.trainable))
         raise UserError(f"method={name} has nothing to train (trainable methods: {trainable})")

@@ -1,0 +1,154 @@
+"""A multi-scale neural spline flow (Durkan et al. 2019) over real images (B, C, H, W), built
+from `nflows`. It knows nothing about k-space: it maps images v (centred, about [-0.5, 0.5])
+to latents z (B, D), D = C*H*W, with a standard normal base, and back.
+
+Per level: a squeeze (C, H, W) -> (4C, H/2, W/2), then `steps` of ActNorm -> invertible 1x1
+convolution (LU) -> rational-quadratic spline coupling (mid-split channel mask, linear tails,
+conditioner a residual conv net), then a 1x1 convolution; after every level but the last, half
+the channels leave as latents (multi-scale, RealNVP).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import torch
+from nflows import distributions, flows, transforms
+from nflows.nn.nets import ConvResidualNet
+from nflows.utils import create_mid_split_binary_mask
+from torch import nn
+
+from mrirecon.errors import UserError
+
+# nflows 0.14's LU layers call the deprecated torch.triangular_solve; the result is correct.
+warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
+
+
+class ImageFlow(nn.Module):
+    """Neural spline flow over images of a fixed size.
+
+    Args:
+        shape: image shape (C, H, W); H and W divisible by 2**levels.
+        levels: multi-scale levels (each starts with a squeeze).
+        steps: ActNorm + 1x1 conv + spline coupling steps per level.
+        hidden_channels: channels of the conditioner nets.
+        num_blocks: residual blocks per conditioner.
+        bins: spline bins.
+        tail_bound: the splines act on [-tail_bound, tail_bound], linear outside.
+        dropout: dropout probability in the conditioners.
+        batch_norm: batch norm in the conditioners.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        levels: int = 3,
+        steps: int = 4,
+        hidden_channels: int = 32,
+        num_blocks: int = 1,
+        bins: int = 8,
+        tail_bound: float = 3.0,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        for key, value in (("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
+                           ("num_blocks", num_blocks), ("bins", bins)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"model.{key}: {value!r} must be an integer >= 1")
+        if not float(tail_bound) > 0:
+            raise UserError(f"model.tail_bound: {tail_bound!r} must be > 0")
+        c, h, w = (int(s) for s in shape)
+        if h % 2**levels or w % 2**levels:
+            raise UserError(f"model.levels: {levels} levels need image sides divisible by {2**levels}, "
+                            f"the images are {h}x{w}")
+        self.shape = (c, h, w)
+
+        def conditioner(in_channels: int, out_channels: int) -> nn.Module:
+            return ConvResidualNet(in_channels, out_channels, hidden_channels=hidden_channels, num_blocks=num_blocks,
+                                   dropout_probability=float(dropout), use_batch_norm=bool(batch_norm))
+
+        def step(channels: int) -> transforms.Transform:
+            coupling = transforms.PiecewiseRationalQuadraticCouplingTransform(
+                mask=create_mid_split_binary_mask(channels), transform_net_create_fn=conditioner,
+                num_bins=bins, tails="linear", tail_bound=float(tail_bound))
+            return transforms.CompositeTransform(
+                [transforms.ActNorm(channels), transforms.OneByOneConvolution(channels), coupling])
+
+        multiscale = transforms.MultiscaleCompositeTransform(num_transforms=levels)
+        for _ in range(levels):
+            squeeze = transforms.SqueezeTransform()
+            c, h, w = squeeze.get_output_shape(c, h, w)
+            level = transforms.CompositeTransform(
+                [squeeze, *(step(c) for _ in range(steps)), transforms.OneByOneConvolution(c)])
+            hidden = multiscale.add_transform(level, (c, h, w))
+            if hidden:
+                c, h, w = hidden
+        self.dim = math.prod(self.shape)
+        self.flow = flows.Flow(multiscale, distributions.StandardNormal([self.dim]))
+
+    def log_prob(self, v: torch.Tensor) -> torch.Tensor:
+        """Log density (nats) of images v (B, C, H, W) -> (B,)."""
+        return self.flow.log_prob(v)
+
+    def encode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images v (B, C, H, W) -> latents z (B, D) and log|det dz/dv| (B,)."""
+        return self.flow._transform(v)
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents z (B, D) -> images v (B, C, H, W) and log|det dv/dz| (B,)."""
+        v, logabsdet = self.flow._transform.inverse(z)
+        return v.reshape(z.shape[0], *self.shape), logabsdet
+
+    def base_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Standard normal log density of latents z (B, D) -> (B,)."""
+        return -0.5 * z.pow(2).sum(1) - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n images (n, C, H, W) from z ~ N(0, temperature^2 I)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.dim, generator=generator).to(device) * temperature
+        return self.decode(z)[0]
+
+
+def build_flow(cfg: Mapping[str, Any], shape: tuple[int, int, int]) -> ImageFlow:
+    """The flow described by the `model` config (name 'flow') for images of `shape` (C, H, W)."""
+    params = dict(cfg)
+    name = params.pop("name", None)
+    if name != "flow":
+        raise UserError(f"model.name: '{name}' is not a flow (expected model=flow or model=flow_student)")
+    try:
+        return ImageFlow(shape, **params)
+    except TypeError as exc:
+        raise UserError(f"model=flow: {exc}") from None
+
+
+# -- images in [0, 1] with 2**bits levels <-> the flow's centred space ----------------------------
+def to_flow_space(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Images x in [0, 1] on the levels k / (2**bits - 1) -> v = (k + 1/2) / 2**bits - 1/2,
+    the centre of level k's dequantisation interval, in [-0.5, 0.5]."""
+    levels = 2**bits
+    return (x * (levels - 1) + 0.5) / levels - 0.5
+
+
+def from_flow_space(v: torch.Tensor, bits: int) -> torch.Tensor:
+    """The inverse of `to_flow_space`: flow-space v -> intensities x (about [0, 1])."""
+    levels = 2**bits
+    return ((v + 0.5) * levels - 0.5) / (levels - 1)
+
+
+def dequantize(x: torch.Tensor, bits: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform dequantisation: x in [0, 1] -> level k = round(x (2**bits - 1)) -> v = (k + u) /
+    2**bits - 1/2 with u ~ U[0, 1) (drawn on the CPU from `generator`). Shape kept."""
+    levels = 2**bits
+    k = torch.round(x * (levels - 1)).clamp_(0, levels - 1)
+    u = torch.rand(k.shape, generator=generator, dtype=k.dtype).to(k.device)
+    return (k + u) / levels - 0.5
+
+
+def bits_per_dim(flow: ImageFlow, v: torch.Tensor, bits: int) -> torch.Tensor:
+    """Discrete negative log-likelihood in bits per dimension of dequantised images v (B, C, H, W)
+    -> (B,): -log2 p(v) / D + bits (the density of v lives on bins of width 2**-bits)."""
+    return -flow.log_prob(v) / (flow.dim * math.log(2)) + bits

@@ -1,0 +1,159 @@
+"""The flow prior: invertibility, densities, training signal, the inverse-problem objectives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from helpers import tiny_arrays
+from mrirecon.errors import UserError
+from mrirecon.methods import build_method
+from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space, to_flow_space
+from mrirecon.physics.sense import SenseOperator
+
+TINY = {"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 8, "bins": 4, "tail_bound": 3.0}
+
+
+def tiny_flow(shape=(1, 16, 16), seed: int = 0, **kw) -> ImageFlow:
+    torch.manual_seed(seed)
+    return build_flow({**TINY, **kw}, shape)
+
+
+def trained_tiny_flow(images: torch.Tensor, steps: int = 30) -> ImageFlow:
+    """A tiny flow with a few Adam steps on `images` (B, 1, H, W) in [0, 1] (ActNorm initialised)."""
+    flow = tiny_flow(tuple(images.shape[1:]))
+    opt = torch.optim.Adam(flow.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        opt.zero_grad()
+        bits_per_dim(flow, dequantize(images, 4, g), 4).mean().backward()
+        opt.step()
+    return flow.eval()
+
+
+def test_invertible_z_to_x_to_z():
+    flow = tiny_flow()
+    flow.train()
+    flow.log_prob(torch.rand(4, 1, 16, 16) - 0.5)  # data-dependent ActNorm initialisation
+    flow.eval()
+    z = torch.randn(3, flow.dim) * 0.8
+    with torch.no_grad():
+        v, logdet_inv = flow.decode(z)
+        z2, logdet_fwd = flow.encode(v)
+    assert v.shape == (3, 1, 16, 16)
+    assert torch.allclose(z, z2, atol=1e-4)
+    assert torch.allclose(logdet_inv, -logdet_fwd, atol=1e-2)
+
+
+def test_log_prob_finite_and_consistent_with_decode():
+    flow = tiny_flow(shape=(1, 32, 24)).eval()
+    v = torch.rand(2, 1, 32, 24) - 0.5
+    with torch.no_grad():
+        lp = flow.log_prob(v)
+        z, logdet = flow.encode(v)
+    assert lp.shape == (2,) and torch.isfinite(lp).all()
+    assert torch.allclose(lp, flow.base_log_prob(z) + logdet, rtol=1e-5)
+
+
+def test_bits_per_dim_decreases_in_a_few_steps():
+    flow = tiny_flow()
+    images = torch.rand(4, 1, 16, 16).mul(15).round().div(15)  # 4-bit
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        flow.train()  # the first pass initialises ActNorm from the data
+        before = float(bits_per_dim(flow, dequantize(images, 4, g), 4).mean())
+    flow = trained_tiny_flow(images, steps=25)
+    with torch.no_grad():
+        after = float(bits_per_dim(flow, dequantize(images, 4, torch.Generator().manual_seed(1)), 4).mean())
+    assert math.isfinite(before) and after < before - 0.2
+
+
+def test_dequantisation_stays_in_the_level_bin():
+    x = torch.arange(16).float().div(15).reshape(1, 1, 4, 4)
+    v = dequantize(x, 4, torch.Generator().manual_seed(0))
+    k = torch.arange(16).float().reshape(1, 1, 4, 4)
+    assert ((v + 0.5) * 16 >= k).all() and ((v + 0.5) * 16 < k + 1).all()
+    assert torch.allclose(from_flow_space(to_flow_space(x, 8), 8), x, atol=1e-6)
+    assert torch.allclose(to_flow_space(x, 4), (k + 0.5) / 16 - 0.5)
+
+
+@pytest.mark.parametrize("shape", [(1, 80, 64), (1, 320, 256)])
+def test_default_config_builds_at_quarter_and_full_size(shape):
+    flow = build_flow({"name": "flow", "levels": 3, "steps": 1, "hidden_channels": 4}, shape).eval()
+    with torch.no_grad():
+        v, _ = flow.decode(torch.zeros(1, flow.dim))
+    assert v.shape == (1, *shape)
+
+
+def test_flow_config_errors():
+    with pytest.raises(UserError, match="model.levels"):
+        build_flow({**TINY, "levels": 5}, (1, 80, 64))  # 80 is not divisible by 32
+    with pytest.raises(UserError, match="model.steps"):
+        build_flow({**TINY, "steps": 0}, (1, 16, 16))
+    with pytest.raises(UserError, match="model=flow"):
+        build_flow({**TINY, "colour": 3}, (1, 16, 16))
+
+
+def _problem(n: int = 2, shape=(16, 16)):
+    a = tiny_arrays(n=n, coils=4, shape=shape, seed=3)
+    img = torch.from_numpy(a["imgs"]).abs()
+    img = (img / img.amax(dim=(1, 2), keepdim=True)).mul(15).round().div(15)  # 4-bit magnitude
+    maps, mask = torch.from_numpy(a["maps"]), torch.from_numpy(a["masks"])
+    op = SenseOperator(maps, mask)
+    return img, op.forward(img.to(torch.complex64)), op
+
+
+@pytest.mark.parametrize("method,z_init", [({"name": "flow_l1", "lam": 1e-2}, "zeros"),
+                                           ({"name": "flow_l1", "lam": 1e-2, "z_norm": "l2"}, "random"),
+                                           ({"name": "flow_logprob", "beta": 1e-3}, "forward"),
+                                           ({"name": "flow_combined", "lam": 1e-2, "beta": 1e-3}, "zeros"),
+                                           ({"name": "flow_combined", "lam": 1e-2, "beta": 1e-3}, "forward")])
+def test_each_objective_is_lowered(method, z_init):
+    img, y, op = _problem()
+    flow = trained_tiny_flow(img[:, None], steps=10)
+    solver = build_method({**method, "lr": 0.05, "iterations": 15, "z_init": z_init}, flow=flow, bits=4)
+    with torch.no_grad():
+        z0 = solver.initial_z(y, op)
+        before, _ = solver.objective(z0, y, op)
+        x = solver.reconstruct(y, op)
+        assert x.shape == img.shape and x.is_complex()
+        # the returned image is G(z) for some z: compare its objective through a fresh encode
+        z, _ = flow.encode(to_flow_space(x.real, 4)[:, None])
+        after, _ = solver.objective(z, y, op)
+    assert (after < before * 0.9).all(), (before, after)
+    assert (x.imag == 0).all()
+
+
+def test_objective_terms_follow_the_weights():
+    img, y, op = _problem(n=1)
+    flow = tiny_flow().eval()
+    z = torch.randn(1, flow.dim)
+    with torch.no_grad():
+        dc, _ = build_method({"name": "flow_combined", "lam": 0.0, "beta": 0.0}, flow=flow, bits=4).objective(z, y, op)
+        l1, _ = build_method({"name": "flow_l1", "lam": 0.5}, flow=flow, bits=4).objective(z, y, op)
+        l2, _ = build_method({"name": "flow_l1", "lam": 0.5, "z_norm": "l2"}, flow=flow, bits=4).objective(z, y, op)
+        lp, _ = build_method({"name": "flow_logprob", "beta": 2.0}, flow=flow, bits=4).objective(z, y, op)
+        x, neg_log_p = build_method({"name": "flow_logprob"}, flow=flow, bits=4).image(z)
+    assert torch.allclose(l1 - dc, 0.5 * z.abs().sum(1), rtol=1e-4)
+    assert torch.allclose(l2 - dc, 0.5 * z.pow(2).sum(1), rtol=1e-4)
+    v = to_flow_space(x, 4)[:, None]
+    assert torch.allclose(lp - dc, 2.0 * -flow.log_prob(v), rtol=1e-3)
+
+
+@pytest.mark.parametrize("key,value", [("iterations", 0), ("iterations", -3), ("lam", -1e-3), ("lr", 0.0),
+                                       ("z_init", "ones"), ("z_norm", "l3")])
+def test_bad_method_settings(key, value):
+    cfg = {"name": "flow_combined", "lam": 1e-3, "beta": 1e-4, key: value}
+    with pytest.raises(UserError, match=f"method.{key}"):
+        build_method(cfg, flow=tiny_flow(), bits=4)
+    with pytest.raises(UserError, match="method.beta"):
+        build_method({"name": "flow_logprob", "beta": -1.0}, flow=tiny_flow(), bits=4)
+
+
+def test_size_mismatch_is_a_user_error():
+    img, y, op = _problem(n=1, shape=(32, 24))
+    solver = build_method({"name": "flow_l1"}, flow=tiny_flow(), bits=4)
+    with pytest.raises(UserError, match="16x16"):
+        solver.reconstruct(y, op)
