@@ -105,12 +105,30 @@ def check_overrides(subcommand: str, overrides: list[str], multirun: bool) -> st
         composed = _first_of_sweeps(overrides) if multirun else overrides
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            compose(config_name=subcommand, overrides=composed, return_hydra_config=True)
+                cfg = compose(config_name=subcommand, overrides=composed, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         text = str(exc).strip().splitlines()
         return f"invalid override: {text[0] if text else exc.__class__.__name__}"
     finally:
         GlobalHydra.instance().clear()
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    except OmegaConfBaseException:  # an interpolation only Hydra's run can resolve
+        return None
+    return _unwritable(key, out)
+
+
+def _unwritable(key: str, folder: Path) -> str | None:
+    """Why `folder` cannot be created or written (None if it can): checked before Hydra
+    creates it, so a read-only location gets one error line instead of a traceback."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{key}: cannot create {folder} ({existing} is a file, not a folder)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{key}: cannot write {folder} ({existing} is not writable)"
     return None
 
 

@@ -173,6 +173,10 @@ class Trainer:
 
         if resume_from is not None:
             self.resume(resume_from)
+            # a run killed while writing a checkpoint leaves its temporary file (never the
+            # checkpoint itself half-written): this run dir is ours now, remove them
+            for stale in self.ckpt_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         else:
             torch.manual_seed(self.s.seed)
             np.random.seed(self.s.seed % 2**32)

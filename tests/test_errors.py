@@ -8,13 +8,14 @@ Each test runs in its own `tmp_path` (cwd) with `hydra.run.dir=<tmp_path>/run`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
 import signal
 import subprocess
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -108,6 +109,9 @@ BAD_SOURCES = {
     "nan_in_ksp": (_modified(ksp=_set((4, 1, 3, 5), np.nan)), ("src.h5", "'ksp'", "slice 4", "non-finite")),
     "inf_in_maps": (_modified(maps=_set((3, 0, 0, 0), np.inf)), ("src.h5", "'maps'", "slice 3", "non-finite")),
     "mask_not_binary": (_modified(masks=_set((2, 0, 0), 0.5)), ("src.h5", "'masks'", "slice 2", "0.5", "0 and 1")),
+    "zero_slices": (_modified(imgs=lambda a: a[:0], maps=lambda a: a[:0], ksp=lambda a: a[:0], masks=lambda a: a[:0]),
+                    ("src.h5", "empty dimension")),
+    "zero_coils": (_modified(maps=lambda a: a[:, :0], ksp=lambda a: a[:, :0]), ("src.h5", "empty dimension")),
     "ksp_real": (_modified(ksp=lambda a: a.real.astype(np.float32)), ("src.h5", "'ksp'", "float32", "complex")),
 }
 
@@ -152,23 +156,52 @@ def test_preprocess_output_under_a_file(tiny_h5: Path, tmp_path: Path) -> None:
     assert_refused(res, tmp_path, before, "afile.txt/out.h5", "cannot write", "not a folder")
 
 
-def test_preprocess_output_in_read_only_folder(tiny_h5: Path, tmp_path: Path) -> None:
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make `folder` unwritable: chmod 555, or, where permissions are not enforced (root),
+    the immutable attribute (chattr +i); skip the test if neither takes effect."""
+
+    def writable() -> bool:
         try:
             (folder / "probe").touch()
         except PermissionError:
-            pass
-        else:
-            (folder / "probe").unlink()
-            pytest.skip(f"permissions are not enforced for this user (euid {os.geteuid()}, e.g. root)")
+            return False
+        (folder / "probe").unlink()
+        return True
+
+    folder.chmod(0o555)
+    immutable = False
+    try:
+        if writable() and shutil.which("chattr"):
+            immutable = subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+        if writable():
+            pytest.skip(f"cannot make a folder read-only for this user (euid {os.geteuid()})")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+def test_preprocess_output_in_read_only_folder(tiny_h5: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    with read_only(folder):
         before = snapshot(tmp_path)
         res = cli(tmp_path, "preprocess", "data=full", f"data.source={tiny_h5}", f"data.path={folder / 'out.h5'}")
         assert_refused(res, tmp_path, before, "readonly/out.h5", "cannot write")
-    finally:
-        folder.chmod(0o755)
+
+
+def test_reconstruct_into_read_only_run_dir(processed: Path, tmp_path: Path) -> None:
+    data = shutil.copy(processed, tmp_path / "p.h5")
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    with read_only(folder):
+        before = snapshot(tmp_path)
+        res = run_cli("reconstruct", "data=full", f"data.path={data}", f"hydra.run.dir={folder / 'run'}", cwd=tmp_path)
+        assert res.returncode == 2 and res.stderr.startswith("error:") and "readonly/run" in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert snapshot(tmp_path) == before
 
 
 def _file_size_limit(limit: int) -> Callable[[], None]:

@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Benchmark `mrirecon preprocess` on large DeepInPy-format inputs: throughput and peak memory.
+
+Writes a synthetic DeepInPy file of N slices (8 coils x 320x256, complex64: about 11.5 MB a
+slice, so the default N = 320 makes a 3.7 GB file), built from the embedded sample's 15 real
+slices repeated, with the same slice-by-slice writer as preprocess. Then runs
+`mrirecon preprocess data=<variant>` on it in a fresh process for each variant and reports
+slices per second and the process's peak RSS (VmHWM, polled from /proc). The same is done for
+a file of N / 4 slices: bounded-memory streaming shows as the same peak RSS for both sizes.
+The time for the users' full 4,480-slice set is extrapolated from the larger run.
+
+Usage: python scripts/bench_preprocess.py [--slices 320] [--variants full,4bit_quarter,...]
+       [--dir /tmp/...] [--threads 2] [--compression gzip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from mrirecon.data.h5 import DeepInPyWriter  # noqa: E402
+from mrirecon.data.sample import SampleSource  # noqa: E402
+
+FULL_SET = 4480  # the Stanford knee set: 4,480 slices
+VARIANTS = ("full", "8bit_full", "4bit_full", "quarter", "8bit_quarter", "4bit_quarter")
+
+
+def make_input(path: Path, num_slices: int, slices: list) -> float:
+    """Write `num_slices` slices (the given ones, repeated) to `path`; returns the size in GB."""
+    first = slices[0]
+    with DeepInPyWriter(path, num_slices, first.maps.shape[0], first.img.shape, {"source": "bench_preprocess"}) as w:
+        for i in range(num_slices):
+            w.write(i, slices[i % len(slices)])
+    return path.stat().st_size / 1e9
+
+
+def vm_kb(pid: int, field: str) -> int | None:
+    """A memory field of /proc/<pid>/status in KiB, or None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next((int(line.split()[1]) for line in fh if line.startswith(field + ":")), None)
+    except OSError:
+        return None
+
+
+def preprocess(source: Path, out: Path, variant: str, threads: int, compression: str | None) -> tuple[float, float]:
+    """Run preprocess in a fresh process; returns (wall seconds, peak RSS in MB)."""
+    cmd = [sys.executable, "-m", "mrirecon", "preprocess", f"data={variant}", f"data.source={source}",
+           f"data.path={out}", f"hardware.threads={threads}", f"hydra.run.dir={out.parent / ('run_' + variant)}"]
+    if compression:
+        cmd.append(f"data.compression={compression}")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, vm_kb(proc.pid, "VmHWM") or 0)
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"preprocess {variant} failed: {proc.stderr.read().strip()}")
+    return seconds, peak / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slices", type=int, default=320, help="N of the larger input (the smaller has N // 4)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--dir", default=None, help="working folder (default: a temporary folder, removed)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compression", default=None, help="e.g. gzip (data.compression)")
+    args = parser.parse_args()
+    work = Path(args.dir or tempfile.mkdtemp(prefix="bench_preprocess_"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        sample = SampleSource()
+        slices = [sample.read(i) for i in range(len(sample))]
+        sizes = sorted({max(args.slices // 4, 1), args.slices})
+        variants = args.variants.split(",")
+        print(f"input: 8 coils x 320x256 complex64; threads {args.threads}; compression {args.compression}")
+        print(f"{'variant':<14}{'slices':>7}{'input GB':>10}{'seconds':>9}{'slices/s':>10}{'peak RSS MB':>13}")
+        runs: dict[tuple[str, int], tuple[float, float]] = {}
+        for n in sizes:
+            source = work / f"input_{n}.h5"
+            gb = make_input(source, n, slices)
+            for variant in variants:
+                out = work / f"{variant}_{n}.h5"
+                runs[variant, n] = preprocess(source, out, variant, args.threads, args.compression)
+                seconds, peak = runs[variant, n]
+                print(f"{variant:<14}{n:>7}{gb:>10.2f}{seconds:>9.1f}{n / seconds:>10.2f}{peak:>13.0f}", flush=True)
+                out.unlink()
+                shutil.rmtree(work / f"run_{variant}", ignore_errors=True)
+            source.unlink()
+        if len(sizes) == 2:
+            small, large = sizes
+            print(f"\nsteady state (start-up excluded): slices/s = ({large} - {small}) / (t_{large} - t_{small});"
+                  f" peak RSS ratio = {large} slices / {small} slices; {FULL_SET:,} slices extrapolated")
+            print(f"{'variant':<14}{'slices/s':>10}{'RSS ratio':>11}{f'{FULL_SET} slices':>14}")
+            for variant in variants:
+                (t0, m0), (t1, m1) = runs[variant, small], runs[variant, large]
+                if t1 <= t0:  # too few slices to see past the start-up time
+                    print(f"{variant:<14}{'n/a':>10}{m1 / m0:>11.2f}{'n/a':>14}")
+                    continue
+                rate = (large - small) / (t1 - t0)
+                print(f"{variant:<14}{rate:>10.2f}{m1 / m0:>11.2f}{(t1 + (FULL_SET - large) / rate) / 60:>10.1f} min")
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
