@@ -169,9 +169,26 @@ def _task(subcommand: str) -> Callable[[Any], Any]:
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
+        finally:
+            if "mrirecon.distributed" in sys.modules:
+                sys.modules["mrirecon.distributed"].shutdown()
+            if os.environ.get("MRIRECON_RANK_DIR") == str(run_dir):  # see _torchrun_rank_overrides
+                shutil.rmtree(run_dir, ignore_errors=True)
 
     task.__module__ = __name__
     return task
+
+
+def _torchrun_rank_overrides() -> list[str]:
+    """Under torchrun, ranks other than 0 run Hydra in a throw-away folder: rank 0's run dir
+    (checkpoints, logs) is the run's, and the training task hands it to every rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0":
+        return []
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=f"mrirecon_rank{os.environ['RANK']}_")
+    os.environ["MRIRECON_RANK_DIR"] = folder
+    return [f"hydra.run.dir={folder}"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import hydra
 
+    rank_overrides = _torchrun_rank_overrides()
+    if rank_overrides:
+        rest = [a for a in rest if not a.startswith("hydra.run.dir=")] + rank_overrides
     sys.argv = [f"mrirecon {subcommand}", *rest]
     hydra.main(config_path=str(config_dir()), config_name=subcommand, version_base="1.3")(_task(subcommand))()
     return 0

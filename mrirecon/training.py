@@ -1,7 +1,9 @@
 """The training loop shared by every trainable model: epochs over a Dataset, validation,
 atomic checkpoints (`last.pt` every epoch, `best.pt` by a validation metric), exact resume,
 a time budget, clean Ctrl-C, TensorBoard scalars and images, a rich progress bar and
-metrics.csv. It knows nothing about MRI: the caller supplies the loss and the validation.
+metrics.csv, and data-parallel training across torchrun processes (each rank takes its share
+of every global batch; gradients are all-reduced; rank 0 validates, logs and writes). It knows
+nothing about MRI: the caller supplies the loss and the validation.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from mrirecon import distributed as ddp
 from mrirecon.errors import UserError
 from mrirecon.io import load_checkpoint, save_checkpoint, write_text
 
@@ -72,7 +75,8 @@ class Trainer:
     Args:
         model: the module whose state is checkpointed (its parameters are optimised).
         optimizer, scheduler: torch optimizer and optional epoch-wise LR scheduler.
-        loss_fn: (batch on device, global step) -> scalar loss; `step` seeds its randomness.
+        loss_fn: (batch on device, global step) -> scalar loss, the mean over the batch's
+            items; `step` seeds its randomness.
         validate: () -> (metrics named 'val_*', images (H, W) in [0, 1] for TensorBoard).
         dataset: training items (dicts of tensors), batched by the default collate.
         out_dir: run dir: checkpoints/, tensorboard/ and metrics.csv go here.
@@ -122,8 +126,11 @@ class Trainer:
         }
 
     def save(self, name: str) -> Path:
+        """Write checkpoints/<name> (rank 0 only; every rank waits for it)."""
         path = self.ckpt_dir / name
-        save_checkpoint(path, self._checkpoint())
+        if ddp.is_main():
+            save_checkpoint(path, self._checkpoint())
+        ddp.barrier()
         return path
 
     def resume(self, path: Path) -> None:
@@ -175,7 +182,7 @@ class Trainer:
             self.resume(resume_from)
             # a run killed while writing a checkpoint leaves its temporary file (never the
             # checkpoint itself half-written): this run dir is ours now, remove them
-            for stale in self.ckpt_dir.glob(".*.tmp"):
+            for stale in self.ckpt_dir.glob(".*.tmp") if ddp.is_main() else ():
                 stale.unlink(missing_ok=True)
         else:
             torch.manual_seed(self.s.seed)
@@ -184,7 +191,8 @@ class Trainer:
         n = len(self.dataset)
         steps_per_epoch = math.ceil(n / self.s.batch_size)
         deadline = None if self.s.max_minutes is None else time.monotonic() + 60 * float(self.s.max_minutes)
-        tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state["step"] or None)
+        main = ddp.is_main()
+        tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.state["step"] or None) if main else None
         previous_handler = None
         try:
             previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
@@ -193,53 +201,75 @@ class Trainer:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
         try:
-            with Progress(*columns, transient=True) as progress:
+            with Progress(*columns, transient=True, disable=not main) as progress:
                 bar = progress.add_task("train", total=self.s.epochs * steps_per_epoch,
                                         completed=min(self.state["step"], self.s.epochs * steps_per_epoch), loss="-")
                 while self.state["epoch"] < self.s.epochs:
                     epoch = self.state["epoch"]
                     progress.update(bar, description=f"epoch {epoch + 1}/{self.s.epochs}")
                     batches = _epoch_batches(n, self.s.batch_size, self.s.seed, epoch)[self.state["batch"]:]
-                    loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.s.num_workers)
-                    for batch in loader:
-                        loss = self._step(_to(batch, self.device))
+                    for batch, share in self._local_batches(batches):
+                        loss = self._step(batch, share)
                         progress.update(bar, advance=1, loss=f"{loss:.4g}")
-                        tb.add_scalar("train/loss", loss, self.state["step"])
-                        for name, value in self.scalars().items():
-                            tb.add_scalar(name, value, self.state["step"])
-                        if self._stop_requested:
+                        if tb is not None:
+                            tb.add_scalar("train/loss", loss, self.state["step"])
+                            for name, value in self.scalars().items():
+                                tb.add_scalar(name, value, self.state["step"])
+                        out_of_time = deadline is not None and time.monotonic() > deadline
+                        stop, out_of_time = (ddp.any_rank(self._stop_requested, self.device),
+                                             ddp.any_rank(out_of_time, self.device))
+                        if stop:
                             path = self.save("last.pt")
                             log.warning("interrupted at epoch %d, step %d: saved %s (resume with train.resume=%s)",
                                         epoch + 1, self.state["step"], path, path)
                             raise KeyboardInterrupt
-                        if deadline is not None and time.monotonic() > deadline:
+                        if out_of_time:
                             path = self.save("last.pt")
                             log.info("time budget of %s min reached at epoch %d, step %d: saved %s",
                                      self.s.max_minutes, epoch + 1, self.state["step"], path)
                             return self.state
                     self._end_epoch(tb)
         finally:
-            tb.close()
+            if tb is not None:
+                tb.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
         return self.state
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> float:
+    def _local_batches(self, batches: list[list[int]]):
+        """(batch on device or None, this rank's share of the global batch) for each global
+        batch; a rank whose share is empty (a short last batch) gets None."""
+        mine = [ddp.shard(b) for b in batches]
+        loader = iter(DataLoader(self.dataset, batch_sampler=[m for m in mine if m], num_workers=self.s.num_workers))
+        for items, global_items in zip(mine, batches):
+            yield (_to(next(loader), self.device) if items else None), len(items) / len(global_items)
+
+    def _step(self, batch: dict[str, torch.Tensor] | None, share: float = 1.0) -> float:
+        """One optimisation step on this rank's `batch` (None: nothing to contribute), which
+        holds `share` of the global batch's items. Returns the global batch's mean loss."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(batch, self.state["step"])
-        if not torch.isfinite(loss):
+        local = 0.0
+        if batch is not None:
+            loss = self.loss_fn(batch, self.state["step"])
+            local = float(loss.detach())
+            if math.isfinite(local):
+                loss.backward()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        ddp.reduce_gradients(params, share, self.device)
+        value = ddp.all_sum(share * local, self.device)
+        if not math.isfinite(value):
             kept = self.ckpt_dir / "last.pt"
             raise UserError(
-                f"training diverged: loss is {loss.item()} at epoch {self.state['epoch'] + 1}, step "
+                f"training diverged: loss is {value} at epoch {self.state['epoch'] + 1}, step "
                 f"{self.state['step']} (last good checkpoint: {kept if kept.exists() else 'none yet'}); "
                 "try a lower train.lr or train.grad_clip"
             )
-        loss.backward()
         if self.s.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), float(self.s.grad_clip))
         self.optimizer.step()
-        value = float(loss.detach())
+        if self.state["step"] == 0:  # data-dependent initialisation (ActNorm) saw each rank's own data
+            ddp.broadcast_module(self.model)
         self.state["step"] += 1
         self.state["batch"] += 1
         self.state["loss_sum"] += value
@@ -251,8 +281,11 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         self.model.eval()
-        with torch.no_grad():
-            val, images = self.validate()
+        val, images = {}, {}
+        if ddp.is_main():
+            with torch.no_grad():
+                val, images = self.validate()
+        val = ddp.broadcast_object(val)
         self.model.train()
         state = self.state
         state["epoch"] += 1
@@ -261,17 +294,19 @@ class Trainer:
                "train_loss": state["loss_sum"] / max(state["loss_count"], 1), **val, "lr": lr}
         state["loss_sum"], state["loss_count"] = 0.0, 0
         state["history"] = [*state["history"], row]
+        score = val.get(self.s.select, math.inf)
+        if score < state["best"]:
+            state["best"] = score
+            self.save("best.pt")
+        self.save("last.pt")
+        if tb is None:  # not rank 0
+            return
         for name, value in val.items():
             tb.add_scalar(name.replace("val_", "val/"), value, state["step"])
         tb.add_scalar("train/epoch_loss", row["train_loss"], state["step"])
         tb.add_scalar("train/lr", lr, state["step"])
         for name, img in images.items():
             tb.add_image(name, np.clip(img, 0, 1)[None], state["step"], dataformats="CHW")
-        score = val.get(self.s.select, math.inf)
-        if score < state["best"]:
-            state["best"] = score
-            self.save("best.pt")
-        self.save("last.pt")
         self._write_metrics()
         log.info("epoch %d: train loss %.4g, %s", state["epoch"], row["train_loss"],
                  ", ".join(f"{k} {v:.4g}" for k, v in val.items()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from mrirecon import distributed as ddp
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.raw import RawKspaceSource
 from mrirecon.data.sample import SampleSource
 from mrirecon.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def run_dir() -> Path:
@@ -31,6 +35,21 @@ def device_of(cfg: DictConfig) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("hardware=gpu: CUDA is not available on this machine (use hardware=cpu)")
     return device
+
+
+def training_setup(cfg: DictConfig) -> tuple[Path, torch.device]:
+    """The run dir and device of a training job. With hardware=ddp under torchrun it joins the
+    process group first: every rank then uses rank 0's run dir (to resume from and write to)
+    and its own device, and ranks other than 0 log warnings only."""
+    device = device_of(cfg)
+    if bool(cfg.hardware.get("distributed", False)):
+        if not ddp.launched():
+            log.info("hardware=ddp without torchrun: training in one process "
+                     "(start N with: torchrun --nproc_per_node=N -m mrirecon train hardware=ddp ...)")
+        device = ddp.init(device, str(cfg.hardware.get("backend", "auto")))
+        if not ddp.is_main():
+            logging.getLogger().setLevel(logging.WARNING)
+    return Path(ddp.broadcast_object(str(run_dir()))), device
 
 
 def variant_of(cfg: DictConfig) -> tuple[int | None, float]:

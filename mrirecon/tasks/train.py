@@ -19,7 +19,7 @@ from mrirecon.methods import REGISTRY, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
 from mrirecon.nets import build_net
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
+from mrirecon.tasks.common import open_processed, plain, training_setup
 from mrirecon.training import Settings, Trainer
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         from mrirecon.tasks import train_flow
 
         return train_flow.run(cfg)
-    out = run_dir()
     name = str(cfg.method.name)
     if name in REGISTRY and REGISTRY[name].checkpoint_kind == "flow":
         raise UserError(f"method={name} solves the inverse problem with a flow prior: train the prior with "
@@ -95,7 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if name in REGISTRY and not REGISTRY[name].trainable:
         trainable = ", ".join(sorted(k for k, v in REGISTRY.items() if v.trainable))
         raise UserError(f"method={name} has nothing to train (trainable methods: {trainable})")
-    device = device_of(cfg)
+    out, device = training_setup(cfg)
     settings = settings_of(cfg)
     t = cfg.train
     if not 0 <= float(t.holdout) < 1:

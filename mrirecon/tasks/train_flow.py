@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space
-from mrirecon.tasks.common import device_of, open_processed, plain, run_dir, variant_of
+from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
 from mrirecon.tasks.train import _positive, resume_path, settings_of
 from mrirecon.training import Trainer
 
@@ -66,9 +66,8 @@ def validate_flow(flow: ImageFlow, data: MagnitudeDataset, bits: int, batch_size
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train the flow `model` on the train split of `data.path`; write checkpoints/ (kind 'flow',
     with the config, bit depth, image shape and split indices), tensorboard/ and metrics.csv."""
-    out = run_dir()
     bits = require_magnitude(cfg, "the flow prior")
-    device = device_of(cfg)
+    out, device = training_setup(cfg)
     settings = settings_of(cfg)
     settings.select = "val_bpd"
     t = cfg.train
