@@ -95,6 +95,8 @@ def _columns(params: list[str]) -> list[str]:
 
 
 def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, float) and key.endswith("_std") and abs(value) < 1e-12:
+        value = 0.0  # rounding noise of equal values (e.g. seconds shared by a batch)
     if isinstance(value, float):
         return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4g}" if "seconds" in key else f"{value:.4f}"
     return "" if value is None else str(value)
@@ -145,9 +147,10 @@ def _print_table(table: list[dict[str, Any]], params: list[str], num_runs: int) 
     console.print(rich_table)
 
 
-def _label(row: dict[str, Any], params: list[str]) -> str:
+def _label(row: dict[str, Any], params: list[str], psnr: float) -> str:
+    """Column title: the method, its swept parameters and this slice's PSNR."""
     extra = ", ".join(f"{p}={row[p]}" for p in params if row[p] != "")
-    return f"{row['method']}" + (f" ({extra})" if extra else "") + f"\nPSNR {row['psnr_mean']:.2f}"
+    return f"{row['method']}" + (f" ({extra})" if extra else "") + f"\nPSNR {psnr:.2f}"
 
 
 def _comparison(table: list[dict[str, Any]], params: list[str], per_variant: int, path: Path) -> None:
@@ -161,10 +164,12 @@ def _comparison(table: list[dict[str, Any]], params: list[str], per_variant: int
         for s in sorted(common)[:per_variant]:
             reference, cols = None, []
             for r in rows:
-                with h5py.File(r["runs"][0]["dir"] / "recon.h5", "r") as h5:
+                run = r["runs"][0]
+                psnr = float(run["per_slice"]["psnr"][run["slices"].index(s)])
+                with h5py.File(run["dir"] / "recon.h5", "r") as h5:
                     k = int(np.flatnonzero(h5["slices"][()] == s)[0])
                     reference = h5["imgs"][k]
-                    cols.append((_label(r, params), h5["recon"][k]))
+                    cols.append((_label(r, params, psnr), h5["recon"][k]))
             grid.append((f"{variant} slice {s}", reference, cols))
     if grid:
         comparison_figure(grid, path)
