@@ -72,6 +72,8 @@ def test_sweep_and_evaluate(flow_run, sample_dir):
     psnr = [float(r["psnr_mean"]) for r in rows]
     assert psnr == sorted(psnr, reverse=True)
     assert [r["best"] for r in rows] == ["*", "", "", ""]
+    table = (sample_dir / "runs" / "flow_eval" / "results.md").read_text()
+    assert "| 0.001 |" in table and "| 0.01 |" in table  # swept values readable (not 0.0010 / 0.0000)
 
 
 def test_flow_on_another_bit_depth_warns(flow_run, sample_dir):

@@ -98,7 +98,11 @@ def _fmt(key: str, value: Any) -> str:
     if isinstance(value, float) and key.endswith("_std") and abs(value) < 1e-12:
         value = 0.0  # rounding noise of equal values (e.g. seconds shared by a batch)
     if isinstance(value, float):
-        return f"{value:.2f}" if key.startswith("psnr") else f"{value:.4g}" if "seconds" in key else f"{value:.4f}"
+        if key.startswith("psnr"):
+            return f"{value:.2f}"
+        if key.startswith(metrics.NAMES):
+            return f"{value:.4f}"
+        return f"{value:.4g}"  # seconds and swept parameters (lam 3e-05, not 0.0000)
     return "" if value is None else str(value)
 
 
