@@ -96,9 +96,14 @@ def all_sum(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank if `flag` is true on any rank (e.g. a stop request)."""
-    return all_sum(float(flag), device) > 0
+def any_rank(flags: tuple[bool, ...], device: torch.device) -> tuple[bool, ...]:
+    """Each flag made true on every rank if it is true on any rank (e.g. stop requests), in
+    one all-reduce."""
+    if not dist.is_initialized():
+        return flags
+    t = torch.tensor(flags, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return tuple(bool(v > 0) for v in t.tolist())
 
 
 def broadcast_module(module: torch.nn.Module) -> None:

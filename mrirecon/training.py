@@ -216,8 +216,7 @@ class Trainer:
                             for name, value in self.scalars().items():
                                 tb.add_scalar(name, value, self.state["step"])
                         out_of_time = deadline is not None and time.monotonic() > deadline
-                        stop, out_of_time = (ddp.any_rank(self._stop_requested, self.device),
-                                             ddp.any_rank(out_of_time, self.device))
+                        stop, out_of_time = ddp.any_rank((self._stop_requested, out_of_time), self.device)
                         if stop:
                             path = self.save("last.pt")
                             log.warning("interrupted at epoch %d, step %d: saved %s (resume with train.resume=%s)",

@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from bench_memory import fresh_process_peak_mb  # noqa: E402  (scripts/ is on sys.path)
 from mrirecon.methods import build_method  # noqa: E402
 from mrirecon.nets.flow import bits_per_dim, build_flow, dequantize  # noqa: E402
 from mrirecon.physics.sense import SenseOperator  # noqa: E402
@@ -75,28 +74,6 @@ def make_step(kind: str, batch: int, model: str, device: torch.device):
     return iteration
 
 
-def peak_memory_mb(kind: str, batch: int, model: str, device: str, threads: int) -> float:
-    """Peak memory of set-up and two steps in a fresh process (CPU: growth of VmHWM over the
-    baseline after imports; CUDA: max allocated)."""
-    code = f"""
-import os, torch, json
-torch.set_num_threads({threads})
-import bench_flow as b
-def hwm():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmHWM'):
-            return int(line.split()[1]) / 1024
-dev = torch.device({device!r})
-base = hwm()
-step = b.make_step({kind!r}, {batch}, {model!r}, dev)
-step(); step()
-print(json.dumps(torch.cuda.max_memory_allocated() / 2**20 if dev.type == 'cuda' else hwm() - base))
-"""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -115,7 +92,7 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        mem = peak_memory_mb(kind, batch, args.model, args.device, args.threads)
+        mem = fresh_process_peak_mb("bench_flow", (kind, batch, args.model), args.device, args.threads)
         row = {"case": f"{kind} step" if kind == "train" else "inverse iteration", "batch": batch,
                "shape": "x".join(map(str, SHAPE)), "seconds_median": statistics.median(times),
                "seconds_min": min(times), "peak_mb": round(mem, 1)}

@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from bench_memory import vm_kb  # noqa: E402  (scripts/ is on sys.path)
 from mrirecon.data.h5 import DeepInPyWriter  # noqa: E402
 from mrirecon.data.sample import SampleSource  # noqa: E402
 
@@ -42,15 +43,6 @@ def make_input(path: Path, num_slices: int, slices: list) -> float:
     return path.stat().st_size / 1e9
 
 
-def vm_kb(pid: int, field: str) -> int | None:
-    """A memory field of /proc/<pid>/status in KiB, or None once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            return next((int(line.split()[1]) for line in fh if line.startswith(field + ":")), None)
-    except OSError:
-        return None
-
-
 def preprocess(source: Path, out: Path, variant: str, threads: int, compression: str | None) -> tuple[float, float]:
     """Run preprocess in a fresh process; returns (wall seconds, peak RSS in MB)."""
     cmd = [sys.executable, "-m", "mrirecon", "preprocess", f"data={variant}", f"data.source={source}",
@@ -61,7 +53,7 @@ def preprocess(source: Path, out: Path, variant: str, threads: int, compression:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, vm_kb(proc.pid, "VmHWM") or 0)
+        peak = max(peak, vm_kb("VmHWM", proc.pid) or 0)
         time.sleep(0.05)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:

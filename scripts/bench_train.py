@@ -17,17 +17,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from bench_reference import ReferenceSense  # noqa: E402  (scripts/ is on sys.path)
+from bench_memory import fresh_process_peak_mb  # noqa: E402  (scripts/ is on sys.path)
+from bench_reference import ReferenceSense  # noqa: E402
 from mrirecon.methods import build_method  # noqa: E402
-from mrirecon.methods.unrolled import training_loss  # noqa: E402
 from mrirecon.nets import build_net  # noqa: E402
 from mrirecon.physics.sense import SenseOperator  # noqa: E402
 
@@ -51,7 +49,7 @@ def make_step(net: str, case: str, device: torch.device):
     ksp = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(maps * img[:, None], dim=(-2, -1)), norm="ortho"),
                              dim=(-2, -1))
     torch.manual_seed(0)
-    method = build_method(DBP, build_net(NETS[net])).to(device)
+    method = build_method(DBP, denoiser=build_net(NETS[net])).to(device)
     opt = torch.optim.Adam(method.parameters(), lr=1e-4)
     operator = ReferenceSense if net.startswith("deepinpy") else SenseOperator
     data = {"img": img, "ksp": ksp, "maps": maps, "mask": mask}
@@ -73,27 +71,6 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def rss_kb(field: str) -> int:
-    """A memory field of /proc/self/status in KiB (VmRSS: now, VmHWM: peak of this process)."""
-    with open("/proc/self/status") as fh:
-        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
-
-
-def peak_memory_mb(net: str, case: str, device: str, threads: int) -> float:
-    """Peak memory of set-up and two steps in a fresh process (CPU: growth of peak RSS over
-    the imports; CUDA: max allocated)."""
-    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across fork+exec, so a child of this (large)
-    # process would start at the parent's peak and show no growth.
-    code = (
-        "import os,sys,torch; sys.path.insert(0, %r); torch.set_num_threads(%d); "
-        "import bench_train as b; d=torch.device(%r); "
-        "r0=b.rss_kb('VmRSS'); s=b.make_step(%r,%r,d); s(); s(); "
-        "print((torch.cuda.max_memory_allocated()/2**20) if d.type=='cuda' else (b.rss_kb('VmHWM')-r0)/1024)"
-    ) % (os.path.dirname(os.path.abspath(__file__)), threads, device, net, case)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -119,7 +96,7 @@ def main() -> None:
         ref = statistics.median(times["deepinpy resnet k7"])
         for net in NETS:
             t = statistics.median(times[net])
-            mem = peak_memory_mb(net, case, args.device, args.threads)
+            mem = fresh_process_peak_mb("bench_train", (net, case), args.device, args.threads)
             print(f"{case:<14}{net:<22}{t:>9.3f}{ref / t:>10.2f}{mem:>10.0f}")
 
 

@@ -54,3 +54,11 @@ def run_cli(
 def files_under(path: Path) -> set[str]:
     """All files below `path`, relative, as strings."""
     return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
+
+
+def one_error_line(res: subprocess.CompletedProcess) -> str:
+    """Assert exit code 2 and exactly one `error:` line on stderr; return that line."""
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]

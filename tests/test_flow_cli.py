@@ -13,7 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from helpers import run_cli
+from helpers import one_error_line, run_cli
 from mrirecon.cli import config_dir
 from mrirecon.errors import UserError
 from mrirecon.tasks.reconstruct import method_of
@@ -85,18 +85,11 @@ def test_flow_on_another_bit_depth_warns(flow_run, sample_dir):
     assert summary["method"] == "flow_l1" and summary["method_config"]["flow_bits"] == 4
 
 
-def _one_error_line(res) -> str:
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    return lines[0]
-
-
 def test_cli_errors_leave_nothing(flow_run, sample_dir, tmp_path):
     best = f"{flow_run}/checkpoints/best.pt"
     res = run_cli("reconstruct", "method=flow_l1", "data=quarter", f"checkpoint={best}",
                   f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
-    assert "magnitude" in _one_error_line(res)
+    assert "magnitude" in one_error_line(res)
     assert not (tmp_path / "run").exists()
 
 

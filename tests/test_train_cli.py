@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import run_cli
+from helpers import one_error_line, run_cli
 
 TINY = ["model.channels=8", "model.num_blocks=1", "method.num_unrolls=2", "method.cg_max_iter=4",
         "train.batch_size=5"]
@@ -67,13 +67,6 @@ def test_unsupervised_modl_unet_trains(sample_dir):
     assert (sample_dir / "runs" / "train_unsup" / "checkpoints" / "best.pt").is_file()
 
 
-def _one_error_line(res) -> str:
-    assert res.returncode == 2, (res.stdout, res.stderr)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
-    return lines[0]
-
-
 def test_checkpoint_errors(trained, sample_dir, tmp_path):
     best = f"{trained}/checkpoints/best.pt"
     corrupt = tmp_path / "corrupt.pt"
@@ -87,7 +80,7 @@ def test_checkpoint_errors(trained, sample_dir, tmp_path):
     ]
     for args, named in cases:
         res = run_cli("reconstruct", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
-        assert named in _one_error_line(res)
+        assert named in one_error_line(res)
         assert not (tmp_path / "run").exists()
 
 
@@ -102,7 +95,7 @@ def test_train_errors(sample_dir, tmp_path):
     ]
     for args, named in cases:
         res = run_cli("train", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
-        assert named in _one_error_line(res)
+        assert named in one_error_line(res)
         assert not (tmp_path / "run").exists()
 
 
@@ -110,7 +103,7 @@ def test_failed_resume_keeps_the_run(trained, sample_dir):
     before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file() and ".hydra" not in p.parts}
     res = run_cli("train", "data=4bit_quarter", "model=unet", "train.resume=true", f"hydra.run.dir={trained}",
                   cwd=sample_dir)
-    assert "does not match" in _one_error_line(res)
+    assert "does not match" in one_error_line(res)
     for path, data in before.items():
         assert path.read_bytes()[: len(data)] == data  # the job log may grow, nothing is lost
     assert (trained / ".hydra").is_dir()

@@ -27,7 +27,7 @@ def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> dict[str, torch.Ten
 def small(name: str, model: str = "resnet", **kw):
     net = build_net({"name": "resnet", "channels": 8, "num_blocks": 1} if model == "resnet"
                     else {"name": "unet", "base_channels": 4, "depth": 3})
-    return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 5, **kw}, net)
+    return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 5, **kw}, denoiser=net)
 
 
 @pytest.mark.parametrize("net", [ResNet(channels=8, num_blocks=2), ResNet(channels=4, kernel_size=7, batch_norm=True,

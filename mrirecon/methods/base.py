@@ -18,8 +18,9 @@ class Method:
     """
 
     name: str = ""
-    trainable: bool = False  # learned methods take a `denoiser` network and a checkpoint
-    checkpoint_kind: str | None = None  # the checkpoint 'kind' a method needs (unrolled, flow), None: none
+    # the checkpoint a method needs: 'unrolled' (trained by `mrirecon train method=<name>`),
+    # 'flow' (a prior from `mrirecon train model=flow`), or None (no checkpoint)
+    checkpoint_kind: str | None = None
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
         """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex."""
@@ -41,16 +42,14 @@ def register(name: str) -> Callable[[M], M]:
     return add
 
 
-def build_method(cfg: Mapping[str, Any], denoiser: Any = None, **components: Any) -> Method:
-    """Instantiate the method named by cfg['name'] with the remaining keys as arguments;
-    trainable methods also get `denoiser` (an nn.Module), and every method the keyword
-    `components` (e.g. a flow prior's `flow` and `bits`)."""
+def build_method(cfg: Mapping[str, Any], **components: Any) -> Method:
+    """Instantiate the method named by cfg['name'] with the remaining keys and the keyword
+    `components` (e.g. an unrolled method's `denoiser`, a flow prior's `flow` and `bits`) as
+    arguments."""
     params = dict(cfg)
     name = params.pop("name", None)
     if name not in REGISTRY:
         raise UserError(f"method.name: unknown method '{name}' (expected one of {', '.join(sorted(REGISTRY))})")
-    if REGISTRY[name].trainable:
-        params["denoiser"] = denoiser
     params.update(components)
     try:
         return REGISTRY[name](**params)

@@ -33,7 +33,6 @@ class Unrolled(nn.Module, Method):
         learn_l2lam: train the weight with the network.
     """
 
-    trainable = True
     checkpoint_kind = "unrolled"
     amp = False  # run the denoiser under CUDA bf16 autocast (set from hardware.amp)
 

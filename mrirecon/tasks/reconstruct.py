@@ -136,7 +136,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
         held = ckpt.get("method") or ckpt.get("kind") or "unknown"
         raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not method={name}")
     method_cfg, model_cfg = ckpt["config"]["method"], ckpt["config"]["model"]
-    method = build_method(method_cfg, build_net(model_cfg))
+    method = build_method(method_cfg, denoiser=build_net(model_cfg))
     try:
         method.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

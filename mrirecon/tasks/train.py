@@ -91,8 +91,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if name in REGISTRY and REGISTRY[name].checkpoint_kind == "flow":
         raise UserError(f"method={name} solves the inverse problem with a flow prior: train the prior with "
                         f"'mrirecon train model=flow data=<variant>'")
-    if name in REGISTRY and not REGISTRY[name].trainable:
-        trainable = ", ".join(sorted(k for k, v in REGISTRY.items() if v.trainable))
+    if name in REGISTRY and REGISTRY[name].checkpoint_kind != "unrolled":
+        trainable = ", ".join(sorted(k for k, v in REGISTRY.items() if v.checkpoint_kind == "unrolled"))
         raise UserError(f"method={name} has nothing to train (trainable methods: {trainable})")
     out, device = training_setup(cfg)
     settings = settings_of(cfg)
@@ -106,7 +106,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lr = _positive("train.lr", t.lr)
     resume = resume_path(cfg, out)
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
-    method = build_method(plain(cfg.method), build_net(plain(cfg.model))).to(device)
+    method = build_method(plain(cfg.method), denoiser=build_net(plain(cfg.model))).to(device)
     method.amp = bool(cfg.hardware.amp)
     data = open_processed(cfg)
     train_idx, val_idx = data.split_indices("train"), data.split_indices("val")

@@ -77,8 +77,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     resume = resume_path(cfg, out)
     data = open_processed(cfg)
     file_bits = data.attrs.get("bits")
-    if file_bits is not None and not (isinstance(file_bits, str) and file_bits == "") and int(file_bits) != bits:
-        raise UserError(f"data.path: {data.path} holds {int(file_bits)}-bit images, but data.bits is {bits}")
+    if file_bits is not None and int(file_bits) != bits:  # preprocess stores bits -1 for complex variants
+        held = "complex images (bits null)" if int(file_bits) < 0 else f"{int(file_bits)}-bit images"
+        raise UserError(f"data.path: {data.path} holds {held}, but data.bits is {bits}")
     splits = data.splits()
     if splits is None:
         raise UserError(f"{data.path}: no split indices stored; the flow trains on the train split only "
