@@ -258,6 +258,8 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("method.max_iter=-3", ("method.max_iter", "-3", "integer >= 1")),
         ("method.lam=-1", ("method.lam", "-1", ">= 0")),
         ("data.split=bogus", ("data.split", "bogus", "train, val, test or all")),
+        ("data.bits=5", ("data.bits", "5", "4, 8 or null")),
+        ("data.scale=0", ("data.scale", "(0, 1]")),
     ],
 )
 def test_reconstruct_bad_option(processed: Path, tmp_path: Path, override: str, names: tuple[str, ...]) -> None:

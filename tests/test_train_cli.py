@@ -89,6 +89,7 @@ def test_train_errors(sample_dir, tmp_path):
         (["method=cg_sense"], "method=cg_sense"),
         (["train.resume=true"], "train.resume"),
         (["train.epochs=0"], "train.epochs"),
+        (["data.bits=5"], "data.bits"),
         (["train.lr=-1"], "train.lr"),
         (["model=foo"], "model"),
         (["method.num_unrolls=0"], "method.num_unrolls"),

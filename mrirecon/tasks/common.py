@@ -89,7 +89,10 @@ def _h5_without_maps(path: Path) -> bool:
 
 
 def open_processed(cfg: DictConfig) -> DeepInPyFile:
-    """The processed file `data.path`, with a hint when it has not been made yet."""
+    """The processed file `data.path`, with a hint when it has not been made yet; the `data`
+    options are checked first, as in preprocess (a bad data.bits or data.scale is an error in
+    every subcommand, not only where it is used)."""
+    variant_of(cfg)
     path = Path(str(cfg.data.path))
     if not path.exists():
         raise UserError(
