@@ -8,8 +8,8 @@ import pytest
 from helpers import tiny_arrays, write_h5
 from mrirecon.data.h5 import DeepInPyFile, DeepInPyWriter, Slice
 from mrirecon.data.sample import SampleSource
-from mrirecon.data.splits import make_splits
-from mrirecon.data.transforms import fft2c_numpy, make_variant, quantize, resized_shape
+from mrirecon.data.splits import check_splits, make_splits, subjects_of
+from mrirecon.data.transforms import fft2c_numpy, make_variant, quantize, resize_maps, resized_shape, with_noise
 from mrirecon.errors import UserError
 
 
@@ -38,12 +38,27 @@ def test_transpose_on_read(tmp_path):
 def test_writer_round_trip_and_attributes(tmp_path):
     arrays = tiny_arrays(n=3)
     out = tmp_path / "w.h5"
-    with DeepInPyWriter(out, 3, 4, (32, 24), {"variant": "x", "split_test": np.array([2])}) as w:
+    subjects = np.array([7, 7, 9])
+    with DeepInPyWriter(out, 3, 4, (32, 24), {"variant": "x", "split_test": np.array([2])}, subjects=subjects) as w:
         for i in range(3):
-            w.write(i, Slice(arrays["imgs"][i], arrays["maps"][i], arrays["ksp"][i], arrays["masks"][i]))
+            w.write(i, Slice(arrays["imgs"][i], arrays["maps"][i], arrays["ksp"][i], arrays["masks"][i], 0.5 * i))
     f = DeepInPyFile(out)
     assert f.attrs["variant"] == "x" and np.array_equal(f.read(1).ksp, arrays["ksp"][1])
+    assert f.read(2).noise_std == 1.0 and f.subjects().tolist() == [7, 7, 9]
     assert list(tmp_path.iterdir()) == [out]
+
+
+def test_writer_needs_the_noise_std(tmp_path):
+    arrays = tiny_arrays(n=1)
+    with pytest.raises(ValueError, match="noise_std"):
+        with DeepInPyWriter(tmp_path / "w.h5", 1, 4, (32, 24)) as w:
+            w.write(0, Slice(arrays["imgs"][0], arrays["maps"][0], arrays["ksp"][0], arrays["masks"][0]))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_without_noise_or_subjects_read_as_none(tmp_path):
+    f = DeepInPyFile(write_h5(tmp_path / "a.h5", tiny_arrays()))
+    assert f.read(0).noise_std is None and f.subjects() is None
 
 
 def test_writer_failure_leaves_previous_file(tmp_path):
@@ -71,20 +86,38 @@ def test_split_indices(tmp_path):
         DeepInPyFile(write_h5(tmp_path / "n.h5", tiny_arrays())).split_indices("test")
 
 
-@pytest.mark.parametrize("n", [3, 15, 4480])
-def test_make_splits_disjoint_and_complete(n):
-    s = make_splits(n, 0.15, 0.2)
+@pytest.mark.parametrize("n,per_subject", [(3, None), (15, None), (4480, None), (4480, 320), (60, 4)])
+def test_make_splits_disjoint_complete_and_never_cut_a_subject(n, per_subject):
+    subjects = subjects_of(n, per_subject)
+    s = make_splits(subjects, 0.15, 0.2)
     joined = np.concatenate([s["train"], s["val"], s["test"]])
     assert sorted(joined.tolist()) == list(range(n))
     assert len(s["val"]) >= 1 and len(s["test"]) >= 1 and len(s["train"]) >= 1
     assert s["train"].max() < s["val"].min() < s["test"].min()
+    sets = [set(subjects[s[name]].tolist()) for name in ("train", "val", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    check_splits(s, subjects)  # no error
+    if per_subject == 320:  # 14 whole knee volumes: 9 / 2 / 3 subjects
+        assert [len(x) for x in sets] == [9, 2, 3] and len(s["test"]) == 3 * 320
 
 
-def test_make_splits_rejects_bad_fractions():
-    with pytest.raises(UserError, match="test_fraction"):
-        make_splits(10, 0.1, 1.5)
-    with pytest.raises(UserError):
-        make_splits(10, 0.5, 0.5)
+def test_contiguous_block_splits_would_cut_a_volume():
+    subjects = subjects_of(4480, 320)
+    cut = {"train": np.arange(3584), "val": np.arange(3584, 4000), "test": np.arange(4000, 4480)}  # 80 % / ...
+    with pytest.raises(ValueError, match="subject 11"):
+        check_splits(cut, subjects)
+    with pytest.raises(ValueError, match="shares slices"):
+        check_splits({"train": np.arange(5), "val": np.arange(4, 6), "test": np.arange(6, 8)}, np.arange(8))
+
+
+def test_subjects_of_and_bad_fractions():
+    assert subjects_of(6, 2).tolist() == [0, 0, 1, 1, 2, 2] and subjects_of(3, None).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="whole number"):
+        subjects_of(10, 3)
+    with pytest.raises(ValueError, match="test_fraction"):
+        make_splits(np.arange(10), 0.1, 1.5)
+    with pytest.raises(ValueError):
+        make_splits(np.arange(10), 0.5, 0.5)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -120,10 +153,41 @@ def test_variants_are_consistent_with_forward_model(bits, scale):
     assert v.img.shape == shape and v.maps.shape == (4, *shape) and v.ksp.shape == (4, *shape)
     assert set(np.unique(v.mask)) <= {0.0, 1.0}
     assert np.allclose(v.ksp, fft2c_numpy(v.maps * v.img), atol=1e-5)
+    assert v.noise_std is None  # noiseless: preprocess adds the noise
     if bits is not None:
         assert np.all(v.img.imag == 0) and v.img.real.min() == 0 and v.img.real.max() == 1
     else:
         assert np.abs(v.img.imag).max() > 0  # phase kept
+
+
+@pytest.mark.parametrize("coils", [1, 5, 8, 12])
+def test_resized_maps_are_renormalised_for_any_coil_count(coils):
+    rng = np.random.default_rng(coils)
+    x, y = 230, 180  # a non-integer scale: 230 -> 58, 180 -> 45
+    u, v = np.meshgrid(np.linspace(-1, 1, x), np.linspace(-1, 1, y), indexing="ij")
+    support = u**2 + v**2 < 0.8
+    phase = np.exp(1j * (40 * u + 25 * v))  # fast phase: area averaging loses most of |S|
+    maps = np.stack([rng.random() * phase * np.exp(1j * rng.random() * (u + 2 * v)) for _ in range(coils)])
+    maps = np.where(support, maps / np.sqrt((np.abs(maps) ** 2).sum(0)), 0)
+    small, inside = resize_maps(maps, (58, 45))
+    power = (np.abs(small) ** 2).sum(0)
+    assert small.shape == (coils, 58, 45) and 0.6 < inside.mean() < 0.75
+    assert np.allclose(power[inside], 1, atol=1e-5) and np.all(power[~inside] == 0)
+
+
+def test_resized_variant_is_zero_outside_the_maps_support():
+    s = _slice((40, 32))
+    s.maps[:, :8] = 0  # no coil sees the top rows
+    v = make_variant(s, 8, 0.5)
+    assert np.all(v.img[:4] == 0) and np.all(v.maps[:, :4] == 0) and np.abs(v.img[8:]).max() > 0
+
+
+def test_with_noise_has_the_requested_level():
+    s = _slice((64, 64))
+    n = with_noise(s, 0.3, np.random.default_rng(0))
+    diff = n.ksp - s.ksp
+    assert n.noise_std == 0.3 and np.sqrt(np.mean(np.abs(diff) ** 2)) == pytest.approx(0.3, rel=0.03)
+    assert np.abs(diff.real.std() - diff.imag.std()) < 0.01
 
 
 def test_sample_is_deterministic_and_physical():
@@ -132,7 +196,11 @@ def test_sample_is_deterministic_and_physical():
     assert np.array_equal(s.ksp, t.ksp) and np.array_equal(s.mask, t.mask)
     assert len(a) == 15 and s.img.shape == (320, 256) and s.maps.shape == (8, 320, 256)
     assert np.allclose((np.abs(s.maps) ** 2).sum(0), 1, atol=1e-5)
-    assert np.allclose(fft2c_numpy(s.maps * s.img), s.ksp, atol=1e-4)
+    noise = s.ksp - fft2c_numpy(s.maps * s.img)  # k-space = forward model + noise of the stated level
+    assert s.noise_std == pytest.approx(0.018) and np.sqrt(np.mean(np.abs(noise) ** 2)) == pytest.approx(0.018, rel=0.01)
+    clean = SampleSource(noise=0).read(3)
+    assert clean.noise_std == 0 and np.allclose(fft2c_numpy(clean.maps * clean.img), clean.ksp, atol=1e-4)
+    assert a.subjects().tolist() == list(range(15))
     assert np.abs(s.img).max() == pytest.approx(1.0)
     accel = s.mask.size / s.mask.sum()
     assert 4.5 < accel < 7.5

@@ -134,12 +134,30 @@ def test_preprocess_bad_source(tmp_path: Path, case: str) -> None:
         ("data.bits=5", ("data.bits", "5", "4, 8 or null")),
         ("data.scale=0", ("data.scale", "(0, 1]")),
         ("data.scale=-1", ("data.scale", "-1", "(0, 1]")),
+        ("data.noise=loud", ("data.noise", "loud", "'source' or a number")),
+        ("data.noise=-0.1", ("data.noise", "-0.1")),
+        ("data.slices_per_subject=4", ("data.slices_per_subject", "6 slices", "4 slices", "tiny.h5")),
+        ("data.slices_per_subject=0", ("data.slices_per_subject", "integer >= 1")),
     ],
 )
 def test_preprocess_bad_variant(tiny_h5: Path, tmp_path: Path, override: str, names: tuple[str, ...]) -> None:
     before = snapshot(tmp_path)
     res = cli(tmp_path, "preprocess", f"data.source={tiny_h5}", f"data.path={tmp_path / 'out.h5'}", override)
     assert_refused(res, tmp_path, before, *names)
+
+
+def test_preprocess_refuses_stored_splits_that_cut_a_subject(tmp_path: Path) -> None:
+    from mrirecon.data.h5 import DeepInPyWriter, Slice
+
+    arrays = tiny_arrays()
+    source = tmp_path / "made_by_mrirecon.h5"  # a processed file used as a source: it records subjects
+    attrs = {"split_train": [0, 1, 2], "split_val": [3], "split_test": [4, 5]}
+    with DeepInPyWriter(source, 6, 4, (32, 24), attrs, subjects=np.array([0, 0, 1, 1, 2, 2])) as w:
+        for i in range(6):
+            w.write(i, Slice(arrays["imgs"][i], arrays["maps"][i], arrays["ksp"][i], arrays["masks"][i], 0.0))
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "preprocess", "data=full", f"data.source={source}", f"data.path={tmp_path / 'out.h5'}")
+    assert_refused(res, tmp_path, before, "made_by_mrirecon.h5", "subject 1", "'train'", "'val'")
 
 
 def test_preprocess_output_is_source(tiny_h5: Path, tmp_path: Path) -> None:

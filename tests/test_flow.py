@@ -10,6 +10,7 @@ import torch
 from helpers import tiny_arrays
 from mrirecon.errors import UserError
 from mrirecon.methods import build_method
+from mrirecon.methods.base import data_scale
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space, to_flow_space
 from mrirecon.physics.sense import SenseOperator
 
@@ -114,14 +115,17 @@ def test_each_objective_is_lowered(method, z_init):
     img, y, op = _problem()
     flow = trained_tiny_flow(img[:, None], steps=10)
     solver = build_method({**method, "lr": 0.05, "iterations": 15, "z_init": z_init}, flow=flow, bits=4)
+    sigma = torch.full((2,), 0.05)
+    scale = data_scale(y, op)  # the method works on y / scale, with noise sigma / scale
+    y_n, sigma_n = y / scale.reshape(-1, 1, 1, 1), sigma / scale
     with torch.no_grad():
-        z0 = solver.initial_z(y, op)
-        before, _ = solver.objective(z0, y, op)
-        x = solver.reconstruct(y, op)
+        z0 = solver.initial_z(y_n, op)
+        before, _ = solver.objective(z0, y_n, op, sigma_n)
+        x = solver.reconstruct(y, op, sigma)
         assert x.shape == img.shape and x.is_complex()
-        # the returned image is G(z) for some z: compare its objective through a fresh encode
-        z, _ = flow.encode(to_flow_space(x.real, 4)[:, None])
-        after, _ = solver.objective(z, y, op)
+        # the returned image is scale * G(z) for some z: compare its objective through a fresh encode
+        z, _ = flow.encode(to_flow_space(x.real / scale.reshape(-1, 1, 1), 4)[:, None])
+        after, _ = solver.objective(z, y_n, op, sigma_n)
     assert (after < before * 0.9).all(), (before, after)
     assert (x.imag == 0).all()
 
@@ -130,12 +134,16 @@ def test_objective_terms_follow_the_weights():
     img, y, op = _problem(n=1)
     flow = tiny_flow().eval()
     z = torch.randn(1, flow.dim)
+    sigma = torch.tensor([0.2])
     with torch.no_grad():
-        dc, _ = build_method({"name": "flow_combined", "lam": 0.0, "beta": 0.0}, flow=flow, bits=4).objective(z, y, op)
-        l1, _ = build_method({"name": "flow_l1", "lam": 0.5}, flow=flow, bits=4).objective(z, y, op)
-        l2, _ = build_method({"name": "flow_l1", "lam": 0.5, "z_norm": "l2"}, flow=flow, bits=4).objective(z, y, op)
-        lp, _ = build_method({"name": "flow_logprob", "beta": 2.0}, flow=flow, bits=4).objective(z, y, op)
+        dc, _ = build_method({"name": "flow_combined", "lam": 0.0, "beta": 0.0}, flow=flow, bits=4).objective(z, y, op, sigma)
+        l1, _ = build_method({"name": "flow_l1", "lam": 0.5}, flow=flow, bits=4).objective(z, y, op, sigma)
+        l2, _ = build_method({"name": "flow_l1", "lam": 0.5, "z_norm": "l2"}, flow=flow, bits=4).objective(z, y, op,
+                                                                                                           sigma)
+        lp, _ = build_method({"name": "flow_logprob", "beta": 2.0}, flow=flow, bits=4).objective(z, y, op, sigma)
         x, neg_log_p = build_method({"name": "flow_logprob"}, flow=flow, bits=4).image(z)
+    residual = (op.forward(x.to(y.dtype)) - y).abs().pow(2).sum()
+    assert torch.allclose(dc, residual / (2 * 0.2**2), rtol=1e-4)  # the Gaussian negative log-likelihood
     assert torch.allclose(l1 - dc, 0.5 * z.abs().sum(1), rtol=1e-4)
     assert torch.allclose(l2 - dc, 0.5 * z.pow(2).sum(1), rtol=1e-4)
     v = to_flow_space(x, 4)[:, None]

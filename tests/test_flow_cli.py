@@ -59,11 +59,11 @@ def test_sweep_and_evaluate(flow_run, sample_dir):
     ckpt = flow_run / "checkpoints" / "best.pt"
     sweep = sample_dir / "runs" / "flow_sweep"
     res = run_cli("reconstruct", "-m", "method=flow_combined", "data=4bit_quarter", f"checkpoint={ckpt}", *FAST,
-                  "method.lam=0,1e-2", "method.beta=0,1e-3", f"hydra.sweep.dir={sweep}", cwd=sample_dir)
+                  "method.lam=0,3", "method.beta=0,0.003", f"hydra.sweep.dir={sweep}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
     assert sorted((s["method_config"]["lam"], s["method_config"]["beta"]) for s in summaries) == \
-        [(0, 0), (0, 1e-3), (1e-2, 0), (1e-2, 1e-3)]
+        [(0, 0), (0, 0.003), (3, 0), (3, 0.003)]
     res = run_cli("evaluate", f"runs=[{sweep}]", "hydra.run.dir=runs/flow_eval", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     with open(sample_dir / "runs" / "flow_eval" / "results.csv", newline="") as fh:
@@ -73,7 +73,7 @@ def test_sweep_and_evaluate(flow_run, sample_dir):
     assert psnr == sorted(psnr, reverse=True)
     assert [r["best"] for r in rows] == ["*", "", "", ""]
     table = (sample_dir / "runs" / "flow_eval" / "results.md").read_text()
-    assert "| 0.001 |" in table and "| 0.01 |" in table  # swept values readable (not 0.0010 / 0.0000)
+    assert "| 0.003 |" in table and "| 3 |" in table  # swept values readable (not 0.0030 / 3.0000)
 
 
 def test_flow_on_another_bit_depth_warns(flow_run, sample_dir):

@@ -51,6 +51,26 @@ def test_reconstruct_from_checkpoint_without_repeating_overrides(trained, sample
     assert summary["method_config"]["num_unrolls"] == 2 and summary["num_slices"] == 3
 
 
+def test_reconstruct_refuses_the_training_subjects(trained, sample_dir, tmp_path):
+    best = f"{trained}/checkpoints/best.pt"
+    for data, split in (("4bit_quarter", "train"), ("4bit_quarter", "all"), ("8bit_quarter", "train")):
+        res = run_cli("reconstruct", "method=dbp", f"data={data}", f"data.split={split}", f"checkpoint={best}",
+                      f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+        line = one_error_line(res)
+        assert "belong to subjects" in line and "allow_train_slices=true" in line and f"data.split={split}" in line
+        assert not (tmp_path / "run").exists()
+    res = run_cli("reconstruct", "method=dbp", "data=8bit_quarter", "data.split=train", f"checkpoint={best}",
+                  "allow_train_slices=true", "figures=0", f"hydra.run.dir={tmp_path / 'allowed'}", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    log = res.stdout + res.stderr
+    assert "not a test of generalisation" in log and "not on" in log  # another file: warned
+    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", "data.split=val", f"checkpoint={best}",
+                  "figures=0", f"hydra.run.dir={tmp_path / 'val'}", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    ckpt = torch.load(best, weights_only=False)
+    assert ckpt["train_subjects"] == list(range(10)) and ckpt["source_id"] == "sample"
+
+
 def test_checkpoint_works_at_another_size(trained, sample_dir):
     res = run_cli("reconstruct", "method=dbp", "data=8bit_full", f"checkpoint={trained}/checkpoints/best.pt",
                   "figures=0", "hydra.run.dir=runs/rec_full", cwd=sample_dir)

@@ -21,7 +21,7 @@ from mrirecon.training import Settings, Trainer
 def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> dict[str, torch.Tensor]:
     a = tiny_arrays(n=n, coils=4, shape=shape, seed=seed)
     return {"img": torch.from_numpy(a["imgs"]), "ksp": torch.from_numpy(a["ksp"]),
-            "maps": torch.from_numpy(a["maps"]), "mask": torch.from_numpy(a["masks"])}
+            "maps": torch.from_numpy(a["maps"]), "mask": torch.from_numpy(a["masks"]), "noise_std": torch.zeros(n)}
 
 
 def small(name: str, model: str = "resnet", **kw):

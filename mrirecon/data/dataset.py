@@ -13,8 +13,9 @@ from mrirecon.data.h5 import DeepInPyFile
 
 class SliceDataset(Dataset):
     """Items are dicts of tensors for one slice: 'ksp' (C, X, Y) complex64 fully sampled,
-    'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'index' (), and 'img' (X, Y)
-    complex64 only when `with_reference` (unsupervised training never sees it).
+    'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'noise_std' () float32 (NaN when the
+    file stores none), 'index' (), and 'img' (X, Y) complex64 only when `with_reference`
+    (unsupervised training never sees it).
 
     The file handle opens lazily in each DataLoader worker.
     """
@@ -34,6 +35,7 @@ class SliceDataset(Dataset):
             "ksp": torch.from_numpy(s.ksp),
             "maps": torch.from_numpy(s.maps),
             "mask": torch.from_numpy(s.mask),
+            "noise_std": torch.tensor(float("nan") if s.noise_std is None else s.noise_std, dtype=torch.float32),
             "index": torch.tensor(i),
         }
         if self.with_reference:

@@ -5,7 +5,9 @@ Keys (N slices, C coils, X x Y pixels):
     maps  (N, C, X, Y)  complex  coil sensitivities
     ksp   (N, C, X, Y)  complex  fully sampled centred k-space
     masks (N, X, Y)     real     sampling pattern in {0, 1}
-Files written by mrirecon add attributes (source, variant, splits, version, creation time).
+Files written by mrirecon add two per-slice arrays, `noise_std` (N,) float32 (the estimated noise
+standard deviation per k-space sample) and `subject` (N,) int64 (the subject of each slice), and
+attributes (source, variant, splits, version, creation time).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ SPLITS = ("train", "val", "test")
 @dataclass
 class Slice:
     """One slice: img (X, Y) complex64, maps (C, X, Y) complex64, ksp (C, X, Y) complex64,
-    mask (X, Y) float32 in {0, 1}."""
+    mask (X, Y) float32 in {0, 1}, and the noise standard deviation per k-space sample when it
+    is known (simulated data) or was estimated (processed files); None otherwise."""
 
     img: np.ndarray
     maps: np.ndarray
     ksp: np.ndarray
     mask: np.ndarray
+    noise_std: float | None = None
 
 
 def _expected_shapes(n: int, c: int, x: int, y: int) -> dict[str, tuple[int, ...]]:
@@ -122,7 +126,28 @@ class DeepInPyFile:
             maps=self._read("maps", i, np.complex64),
             ksp=self._read("ksp", i, np.complex64),
             mask=mask,
+            noise_std=self.noise_std(i),
         )
+
+    def noise_std(self, i: int) -> float | None:
+        """The stored noise estimate of slice `i` (files made by mrirecon), or None."""
+        f = self._handle()
+        if "noise_std" not in f:
+            return None
+        value = float(f["noise_std"][i])
+        if not (np.isfinite(value) and value >= 0):
+            raise UserError(f"{self.path}: key 'noise_std' slice {i} is {value}, expected a finite number >= 0")
+        return value
+
+    def subjects(self) -> np.ndarray | None:
+        """The subject of every slice (N,) int64 (files made by mrirecon), or None."""
+        f = self._handle()
+        if "subject" not in f:
+            return None
+        subjects = np.asarray(f["subject"][()], dtype=np.int64).reshape(-1)
+        if subjects.shape != (self.num_slices,):
+            raise UserError(f"{self.path}: key 'subject' has {subjects.size} entries, expected {self.num_slices}")
+        return subjects
 
     def read_image(self, i: int) -> np.ndarray:
         """The reference image of slice `i` only, (X, Y) complex64 (no k-space or maps read)."""
@@ -177,6 +202,7 @@ class DeepInPyWriter:
         num_slices, num_coils, shape: N, C and (X, Y).
         attrs: file attributes (provenance); numpy arrays and scalars allowed.
         compression: h5py compression filter for the large arrays (e.g. "gzip") or None.
+        subjects: the subject of every slice (N,), stored as `subject`; None: one per slice.
     """
 
     def __init__(
@@ -187,11 +213,13 @@ class DeepInPyWriter:
         shape: tuple[int, int],
         attrs: dict[str, Any] | None = None,
         compression: str | None = None,
+        subjects: np.ndarray | None = None,
     ) -> None:
         self.path = Path(path)
         self.n, self.c, self.shape = num_slices, num_coils, tuple(shape)
         self.attrs = attrs or {}
         self.compression = compression
+        self.subjects = np.arange(num_slices) if subjects is None else np.asarray(subjects, dtype=np.int64)
         self._tmp: Path | None = None
         self._file: h5py.File | None = None
 
@@ -208,18 +236,23 @@ class DeepInPyWriter:
             self._file.create_dataset(
                 key, shape=shape, dtype=dtype, chunks=(1,) + shape[1:], compression=self.compression
             )
+        self._file.create_dataset("noise_std", shape=(self.n,), dtype=np.float32)
+        self._file["subject"] = self.subjects
         for name, value in self.attrs.items():
             self._file.attrs[name] = "" if value is None else value
         return self
 
     def write(self, i: int, s: Slice) -> None:
-        """Store slice `i`."""
+        """Store slice `i` (its noise_std must be set)."""
         assert self._file is not None
+        if s.noise_std is None:
+            raise ValueError(f"slice {i}: noise_std is not set")
         try:
             self._file["imgs"][i] = s.img
             self._file["maps"][i] = s.maps
             self._file["ksp"][i] = s.ksp
             self._file["masks"][i] = s.mask
+            self._file["noise_std"][i] = s.noise_std
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else exc  # e.g. 'No space left on device'
             raise UserError(f"{self.path}: write failed at slice {i} ({reason})") from None

@@ -100,6 +100,10 @@ class RawKspaceSource:
     def splits(self) -> None:
         return None
 
+    def subjects(self) -> None:
+        """Raw k-space records no subjects (see data.slices_per_subject)."""
+        return None
+
     def close(self) -> None:
         if isinstance(self._ksp, h5py.Dataset):
             self._ksp.file.close()

@@ -1,9 +1,11 @@
 """The embedded sample: 15 real knee magnitudes turned into a multi-coil DeepInPy dataset.
 
 Real anatomy (Stanford Fully Sampled 3D FSE Knees, see assets/README.md); simulated smooth
-phase, birdcage coil maps normalised to sum_c |S_c|^2 = 1, and variable-density Poisson-disc
-masks with a fully sampled calibration square. Everything is a deterministic function of the
-seed. It offers the reading interface of `DeepInPyFile` (len, read, shape, splits).
+phase, birdcage coil maps normalised to sum_c |S_c|^2 = 1, variable-density Poisson-disc
+masks with a fully sampled calibration square, and complex Gaussian k-space noise at the peak
+SNR of real scans (NOISE: measured on the real scans the tests carry, see the README).
+Everything is a deterministic function of the seed. It offers the reading interface of
+`DeepInPyFile` (len, read, shape, splits, subjects).
 """
 
 from __future__ import annotations
@@ -15,8 +17,13 @@ from typing import Any
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.transforms import fft2c_numpy
+from mrirecon.data.transforms import fft2c_numpy, with_noise
 from mrirecon.errors import UserError
+
+# Noise standard deviation per k-space sample relative to the image maximum (1 / peak SNR).
+# The real scans in tests/data have peak SNR max|x| / sigma of 50-57 (sigma from the k-space
+# periphery, scripts/bench_real.py); 0.018 is about 1 / 55.
+NOISE = 0.018
 
 ATTRIBUTION = (
     "Stanford Fully Sampled 3D FSE Knees (mridata.org), slice 160 of 15 subjects, via "
@@ -68,14 +75,19 @@ class SampleSource:
         calib: side of the fully sampled calibration square (pixels).
         coils: number of simulated coils.
         seed: base seed; slice i uses seed + i.
+        noise: k-space noise standard deviation relative to the image maximum (>= 0; 0: none).
     """
 
-    def __init__(self, accel: float = 6.0, calib: int = 24, coils: int = 8, seed: int = 723) -> None:
+    def __init__(self, accel: float = 6.0, calib: int = 24, coils: int = 8, seed: int = 723,
+                 noise: float = NOISE) -> None:
         if not accel > 1:
             raise UserError(f"data.sample.accel: {accel} must be > 1")
         if not 0 <= calib <= 256 or not coils >= 1:
             raise UserError(f"data.sample: calib {calib} must be in [0, 256] and coils {coils} >= 1")
+        if not 0 <= float(noise) < 1:
+            raise UserError(f"data.sample.noise: {noise} must be in [0, 1)")
         self.accel, self.calib, self.coils, self.seed = float(accel), int(calib), int(coils), int(seed)
+        self.noise = float(noise)
         self.num_slices = knee_magnitudes().shape[0]
         self.num_coils = self.coils
         self.shape: tuple[int, int] = tuple(knee_magnitudes().shape[1:])  # type: ignore[assignment]
@@ -86,17 +98,24 @@ class SampleSource:
         return self.num_slices
 
     def read(self, i: int) -> Slice:
-        """Slice i: complex image, maps, fully sampled k-space and mask."""
+        """Slice i: complex image, maps, fully sampled noisy k-space, mask and noise_std."""
         rng = np.random.default_rng(self.seed + i)
         img = (knee_magnitudes()[i] * np.exp(1j * smooth_phase(self.shape, rng))).astype(np.complex64)
         maps = birdcage_maps(self.coils, self.shape)
         ksp = fft2c_numpy(maps * img[None]).astype(np.complex64)
         mask = poisson_mask(self.shape, self.accel, self.calib, self.seed + i)
-        return Slice(img=img, maps=maps, ksp=ksp, mask=mask)
+        clean = Slice(img=img, maps=maps, ksp=ksp, mask=mask)
+        std = self.noise * float(np.abs(img).max())
+        return with_noise(clean, std, np.random.default_rng((self.seed, i))) if std > 0 else \
+            Slice(img=img, maps=maps, ksp=ksp, mask=mask, noise_std=0.0)
 
     def splits(self) -> None:
-        """The sample stores no splits; preprocess makes them (one subject per slice)."""
+        """The sample stores no splits; preprocess makes them."""
         return None
+
+    def subjects(self) -> np.ndarray:
+        """One subject per slice (each slice comes from another knee)."""
+        return np.arange(self.num_slices, dtype=np.int64)
 
     def close(self) -> None:
         pass

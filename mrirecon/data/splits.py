@@ -1,34 +1,67 @@
-"""Disjoint train / val / test splits of slice indices."""
+"""Subjects of slices, and train / val / test splits that never cut a subject."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mrirecon.errors import UserError
+from mrirecon.data.h5 import SPLITS
 
 
-def make_splits(num_slices: int, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
-    """Contiguous, disjoint blocks: train first, then val, then test.
+def subjects_of(num_slices: int, slices_per_subject: int | None) -> np.ndarray:
+    """The subject of each slice (N,) int64 when every subject's slices are stored together:
+    consecutive blocks of `slices_per_subject` slices; None: every slice is its own subject.
 
-    Slices of one subject are stored next to each other in DeepInPy files, so contiguous blocks
-    keep subjects (almost always) on one side. Each of val and test gets at least one slice
-    when its fraction is positive and there are at least three slices.
+    Raises ValueError when `num_slices` is not a multiple of `slices_per_subject`.
     """
-    for name, frac in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+    if slices_per_subject is None:
+        return np.arange(num_slices, dtype=np.int64)
+    if isinstance(slices_per_subject, bool) or not isinstance(slices_per_subject, int) or slices_per_subject < 1:
+        raise ValueError(f"slices_per_subject must be an integer >= 1, got {slices_per_subject!r}")
+    if num_slices % slices_per_subject:
+        raise ValueError(f"{num_slices} slices are not a whole number of subjects of {slices_per_subject} slices")
+    return np.arange(num_slices, dtype=np.int64) // slices_per_subject
+
+
+def make_splits(subjects: np.ndarray, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
+    """Disjoint train / val / test slice indices made of whole subjects.
+
+    Subjects are taken in order of first appearance: the first ones train, then val, then test
+    (contiguous blocks, as subjects are stored one after the other). Each of val and test gets
+    at least one subject when its fraction is positive and there are at least three subjects.
+
+    Args:
+        subjects: the subject of each slice (N,).
+        val_fraction, test_fraction: fractions of the subjects, each in [0, 1), sum < 1.
+    """
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= frac < 1:
-            raise UserError(f"{name}: {frac} is not in [0, 1)")
+            raise ValueError(f"{name}: {frac} is not in [0, 1)")
     if val_fraction + test_fraction >= 1:
-        raise UserError("data.val_fraction + data.test_fraction must be < 1 to leave training slices")
+        raise ValueError("val_fraction + test_fraction must be < 1 to leave training subjects")
+    subjects = np.asarray(subjects).reshape(-1)
+    _, first = np.unique(subjects, return_index=True)
+    order = subjects[np.sort(first)]
+    n = len(order)
 
     def count(frac: float) -> int:
-        k = int(round(num_slices * frac))
-        return max(k, 1) if frac > 0 and num_slices >= 3 else k
+        k = int(round(n * frac))
+        return max(k, 1) if frac > 0 and n >= 3 else k
 
     n_test, n_val = count(test_fraction), count(val_fraction)
-    n_train = num_slices - n_val - n_test
-    idx = np.arange(num_slices)
-    return {
-        "train": idx[:n_train],
-        "val": idx[n_train : n_train + n_val],
-        "test": idx[n_train + n_val :],
-    }
+    n_train = n - n_val - n_test
+    groups = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
+    return {name: np.flatnonzero(np.isin(subjects, members)) for name, members in groups.items()}
+
+
+def check_splits(splits: dict[str, np.ndarray], subjects: np.ndarray) -> None:
+    """Raise ValueError when a subject has slices in two splits, or the splits overlap."""
+    seen: dict[int, str] = {}
+    used: set[int] = set()
+    for name in SPLITS:
+        indices = np.asarray(splits[name]).reshape(-1)
+        if used.intersection(indices.tolist()):
+            raise ValueError(f"split '{name}' shares slices with another split")
+        used.update(indices.tolist())
+        for subject in np.unique(subjects[indices]).tolist():
+            if seen.setdefault(subject, name) != name:
+                raise ValueError(f"subject {subject} has slices in both the '{seen[subject]}' and '{name}' splits")

@@ -1,8 +1,10 @@
 """Preprocessing transforms of one slice: resize, quantise, regenerate k-space (NumPy, cv2).
 
-These reproduce the seed project's dataset variants (DESIGN.md): resize first (cv2
-INTER_AREA for images and coil maps, INTER_NEAREST for masks), then quantise the magnitude to
-2^bits levels in [0, 1], then regenerate k-space from the processed image and maps.
+These reproduce the seed project's dataset variants: resize first (cv2 INTER_AREA for images and
+coil maps, INTER_NEAREST for masks; coil maps renormalised to sum_c |S_c|^2 = 1 inside their
+support afterwards, image and maps zero outside it), then quantise the magnitude to 2^bits
+levels in [0, 1], then regenerate k-space from the processed image and maps; `with_noise` adds
+complex Gaussian k-space noise to a regenerated slice.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ def resized_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def _resize_real(a: np.ndarray, shape: tuple[int, int], interpolation: int) -> np.ndarray:
-    """Resize a real (X, Y) or channels-first (C, X, Y) float32 array to (..., *shape)."""
+    """Resize a real (X, Y) or channels-first (C, X, Y) float32 array to (..., *shape), one
+    channel at a time (cv2 handles at most 4 channels at some scales)."""
     dsize = (shape[1], shape[0])  # cv2 wants (width, height) = (Y, X)
     if a.ndim == 2:
-        return cv2.resize(a, dsize, interpolation=interpolation)
-    out = cv2.resize(np.ascontiguousarray(a.transpose(1, 2, 0)), dsize, interpolation=interpolation)
-    return np.ascontiguousarray(out.reshape(shape[0], shape[1], -1).transpose(2, 0, 1))
+        return cv2.resize(np.ascontiguousarray(a), dsize, interpolation=interpolation)
+    return np.stack([cv2.resize(np.ascontiguousarray(c), dsize, interpolation=interpolation) for c in a])
 
 
 def resize_complex(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -44,6 +46,24 @@ def resize_complex(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def resize_magnitude(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """INTER_AREA resize of |img|; (X, Y) float32."""
     return _resize_real(np.abs(img).astype(np.float32), shape, cv2.INTER_AREA)
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resized coil maps (C, *shape) complex64, renormalised to sum_c |S_c|^2 = 1 inside their
+    support and zero outside, and that support (*shape) bool.
+
+    The support is where the original maps are non-zero, resized with INTER_AREA and kept where
+    it covers at least half a pixel. Area averaging of real and imaginary parts lowers
+    sum_c |S_c|^2 where the phase varies (to about 0.5 on real ESPIRiT maps), so without the
+    renormalisation A^H A would no longer be the identity at full sampling.
+    """
+    support_before = (np.abs(maps) ** 2).sum(0) > 0
+    support = _resize_real(support_before.astype(np.float32), shape, cv2.INTER_AREA) >= 0.5
+    resized = resize_complex(maps, shape)
+    power = np.sqrt((np.abs(resized) ** 2).sum(0))
+    support &= power > 0
+    normalised = np.where(support, resized / np.where(support, power, 1.0), 0)
+    return normalised.astype(np.complex64), support
 
 
 def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -64,19 +84,21 @@ def quantize(magnitude: np.ndarray, bits: int) -> np.ndarray:
 
 
 def make_variant(s: Slice, bits: int | None, scale: float) -> Slice:
-    """The dataset variant of one slice.
+    """The dataset variant of one slice, noiseless (see `with_noise`; noise_std is None).
 
     `bits` None and `scale` 1 return the slice untouched (acquired k-space stays as acquired).
-    Otherwise the image and maps are resized, the magnitude quantised when `bits` is set (the
-    phase is then dropped), and k-space regenerated as fft2c(maps * img).
+    Otherwise the image and maps are resized (maps renormalised, image zeroed outside the maps'
+    support), the magnitude quantised when `bits` is set (the phase is then dropped), and
+    k-space regenerated as fft2c(maps * img).
     """
     if bits is None and scale == 1:
         return s
     shape = resized_shape(s.img.shape, scale) if scale != 1 else s.img.shape
     if scale != 1:
-        maps = resize_complex(s.maps, shape)
+        maps, support = resize_maps(s.maps, shape)
         mask = resize_mask(s.mask, shape)
         img = resize_magnitude(s.img, shape) if bits is not None else resize_complex(s.img, shape)
+        img = np.where(support, img, 0)
     else:
         maps, mask = s.maps, s.mask
         img = np.abs(s.img).astype(np.float32) if bits is not None else s.img
@@ -85,3 +107,11 @@ def make_variant(s: Slice, bits: int | None, scale: float) -> Slice:
     img = img.astype(np.complex64)
     ksp = fft2c_numpy(maps * img[None]).astype(np.complex64)
     return Slice(img=img, maps=maps.astype(np.complex64), ksp=ksp, mask=mask.astype(np.float32))
+
+
+def with_noise(s: Slice, std: float, rng: np.random.Generator) -> Slice:
+    """The slice with complex Gaussian noise of E|n|^2 = std^2 added to every k-space sample
+    (before masking, as in an acquisition); its noise_std becomes `std`."""
+    noise = rng.standard_normal((2, *s.ksp.shape), dtype=np.float32)
+    ksp = s.ksp + (std / np.sqrt(2)) * (noise[0] + 1j * noise[1])
+    return Slice(img=s.img, maps=s.maps, ksp=ksp.astype(np.complex64), mask=s.mask, noise_std=float(std))

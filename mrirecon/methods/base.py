@@ -7,24 +7,63 @@ from typing import Any, Callable, Mapping, TypeVar
 import torch
 
 from mrirecon.errors import UserError
+from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
+
+AUTO = "auto"
 
 
 class Method:
-    """A reconstruction method: measured k-space and its operator -> image.
+    """A reconstruction method: measured k-space, its operator and its noise level -> image.
 
     Subclasses are built from the `method` config group (keyword arguments = its keys,
-    except `name`) and implement `reconstruct`.
+    except `name`) and implement `reconstruct`. Every method is equivariant to the data's
+    units: reconstructing c * y (with noise c * sigma) gives c * x_hat for any c > 0. Each
+    slice's result depends on that slice only, not on the others in its batch.
     """
 
     name: str = ""
     # the checkpoint a method needs: 'unrolled' (trained by `mrirecon train method=<name>`),
     # 'flow' (a prior from `mrirecon train model=flow`), or None (no checkpoint)
     checkpoint_kind: str | None = None
+    # per-slice values of the settings chosen from the data in the last `reconstruct` (e.g.
+    # lam: auto), for the run's summary
+    chosen: dict[str, torch.Tensor] = {}
 
-    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex."""
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
+        """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex.
+
+        noise_std (B,) is the noise standard deviation per k-space sample of each slice (as
+        stored by preprocess); None or NaN entries are estimated from y (`noise_of`).
+        """
         raise NotImplementedError
+
+
+def noise_of(y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
+    """The noise std (B,) of each slice of y (B, C, X, Y): the given value, or where it is None
+    or NaN, the estimate from the measured samples (physics.noise.estimate_noise_std)."""
+    if noise_std is not None:
+        given = torch.as_tensor(noise_std, dtype=y.real.dtype, device=y.device).reshape(-1).expand(y.shape[0])
+        if not bool(given.isnan().any()):
+            return given
+    estimate = estimate_noise_std(y, op.mask[:, 0].expand(y.shape[0], *y.shape[-2:])).to(y.real.dtype)
+    return estimate if noise_std is None else torch.where(given.isnan(), estimate, given)
+
+
+def data_scale(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    """max |A^H y| of each slice (B,), floored to stay positive: the intensity scale of the
+    measured data, used to make weights and learned methods independent of the data's units."""
+    return op.adjoint(y).abs().flatten(1).amax(1).clamp_min(1e-30)
+
+
+def auto_or_nonnegative(key: str, value: Any) -> str | float:
+    """'auto' or a finite float >= 0 (UserError naming `key` otherwise)."""
+    if value == AUTO:
+        return AUTO
+    try:
+        return check_nonnegative(key, value)
+    except UserError:
+        raise UserError(f"{key}: {value!r} must be 'auto' or a finite number >= 0") from None
 
 
 M = TypeVar("M", bound=type[Method])

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, register
+from mrirecon.methods.base import (
+    AUTO,
+    Method,
+    auto_or_nonnegative,
+    check_nonnegative,
+    check_positive_int,
+    noise_of,
+    register,
+)
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.solvers.cg import conjugate_gradient
 
@@ -13,24 +21,54 @@ from mrirecon.solvers.cg import conjugate_gradient
 class ZeroFilled(Method):
     """x_hat = A^H y: coil-combined inverse FFT of the zero-filled k-space."""
 
-    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         return op.adjoint(y)
+
+
+def residual_norm(op: SenseOperator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """||A x - y|| per slice, (B,)."""
+    return (op.forward(x) - y).abs().flatten(1).norm(dim=1)
 
 
 @register("cg_sense")
 class CGSense(Method):
     """Tikhonov-regularised SENSE: solve (A^H A + lam I) x = A^H y with conjugate gradient.
 
+    With lam=auto (the default) each slice's lam follows the discrepancy principle: the lam
+    whose solution leaves a residual ||A x - y|| equal to the noise, sigma * sqrt(C * M) (C
+    coils, M measured locations), found by bisection of log10(lam) in [1e-4, 10].
+
     Args:
-        lam: Tikhonov weight (>= 0), in the units of A^H A (maps normalised to sum |S|^2 = 1).
+        lam: 'auto' or the Tikhonov weight (>= 0) in the units of A^H A (maps normalised to
+            sum |S|^2 = 1, so it does not depend on the data's intensity units).
         max_iter: CG iterations (>= 1).
         tol: stop when the relative residual falls under this.
+        search_steps: bisection steps of lam=auto (each a warm-started CG of max_iter // 3).
     """
 
-    def __init__(self, lam: float = 1e-3, max_iter: int = 30, tol: float = 1e-6) -> None:
-        self.lam = check_nonnegative("method.lam", lam)
+    def __init__(self, lam: str | float = AUTO, max_iter: int = 30, tol: float = 1e-6, search_steps: int = 8) -> None:
+        self.lam = auto_or_nonnegative("method.lam", lam)
         self.max_iter = check_positive_int("method.max_iter", max_iter)
         self.tol = check_nonnegative("method.tol", tol)
+        self.search_steps = check_positive_int("method.search_steps", search_steps)
 
-    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        return conjugate_gradient(op.normal, op.adjoint(y), lam=self.lam, max_iter=self.max_iter, tol=self.tol)
+    def discrepancy_lam(self, y: torch.Tensor, op: SenseOperator, aty: torch.Tensor,
+                        noise_std: torch.Tensor) -> torch.Tensor:
+        """The lam (B,) whose solution's residual matches the noise level of each slice."""
+        measured = op.mask.flatten(1).sum(1).expand(y.shape[0]) * y.shape[1]
+        target = noise_std * measured.sqrt()
+        low = torch.full_like(target, -4.0)
+        high = torch.full_like(target, 1.0)
+        x = None
+        for _ in range(self.search_steps):
+            mid = (low + high) / 2
+            x = conjugate_gradient(op.normal, aty, x0=x, lam=10**mid, max_iter=max(1, self.max_iter // 3), tol=self.tol)
+            too_smooth = residual_norm(op, x, y) > target
+            high, low = torch.where(too_smooth, mid, high), torch.where(too_smooth, low, mid)
+        return 10 ** ((low + high) / 2)
+
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
+        aty = op.adjoint(y)
+        lam = self.discrepancy_lam(y, op, aty, noise_of(y, op, noise_std)) if self.lam == AUTO else self.lam
+        self.chosen = {"lam": torch.as_tensor(lam).expand(y.shape[0])}
+        return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrirecon.methods.base import check_nonnegative, check_positive_int, register
+from mrirecon.methods.base import AUTO, auto_or_nonnegative, check_positive_int, register
 from mrirecon.methods.unrolled import Unrolled
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.solvers.cg import conjugate_gradient
@@ -29,19 +29,25 @@ class DeepBasisPursuit(Unrolled):
 
     Args (besides those of `Unrolled`):
         num_admm: ADMM steps per unroll (>= 1).
-        stdev: noise standard deviation per k-space sample that sets eps (>= 0).
+        stdev: 'auto' (the slice's noise std: the stored estimate, plus any training noise) or
+            a noise standard deviation per k-space sample in the data's units (>= 0).
     """
 
-    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: float = 0.0, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs) -> None:  # noqa: ANN003
         super().__init__(denoiser, **kwargs)
         self.num_admm = check_positive_int("method.num_admm", num_admm)
-        self.stdev = check_nonnegative("method.stdev", stdev)
+        self.stdev = auto_or_nonnegative("method.stdev", stdev)
 
-    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
+        if self.stdev != AUTO:  # a fixed std in the data's units
+            noise_std = torch.full((y.shape[0],), self.stdev, device=y.device)
+        return super().reconstruct(y, op, noise_std)
+
+    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor) -> torch.Tensor:
         lam = self.l2lam
         coils = y.shape[1]
         samples = op.mask.flatten(1).sum(1).expand(y.shape[0])
-        eps = (coils * samples).sqrt() * self.stdev
+        eps = (coils * samples).sqrt() * noise_std
         x = op.adjoint(y)
         z = op.forward(x)
         u = torch.zeros_like(y)

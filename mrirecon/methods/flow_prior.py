@@ -1,11 +1,14 @@
-"""The inverse problem with a normalizing-flow prior: x = G(z), G the flow's inverse, and
+"""The inverse problem with a normalizing-flow prior: x = s G(z), G the flow's inverse, and
 
-    min_z ||A G(z) - y||^2 + lam R(z) + beta (-log p(G(z)))
+    min_z ||A G(z) - y / s||^2 / (2 sigma^2) + lam R(z) + beta (-log p(G(z)))
 
-with Adam on z, batched over slices (each slice's objective is independent). R(z) = ||z||_1
-(z_norm=l1, the write-up) or ||z||_2^2 (z_norm=l2, what the original code did). -log p is the
-flow's density of the image in its own space: log p(G(z)) = log N(z) - log|det dG/dz|, so one
-pass through the flow gives both the image and its log-density.
+with Adam on z, batched over slices (each slice's objective is independent). s = max |A^H y|
+maps the measured data to the flow's [0, 1] intensities (never the reference), and sigma is the
+slice's noise std over s, so the data term is the Gaussian negative log-likelihood in nats and
+lam, beta weigh the priors against it whatever the noise level. R(z) = ||z||_1 (z_norm=l1, the
+write-up) or ||z||_2^2 (z_norm=l2, what the original code did). -log p is the flow's density
+of the image in its own space: log p(G(z)) = log N(z) - log|det dG/dz|, so one pass through the
+flow gives both the image and its log-density.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import logging
 import torch
 
 from mrirecon.errors import UserError
-from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, register
+from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, noise_of, register
 from mrirecon.nets.flow import ImageFlow, from_flow_space, to_flow_space
 from mrirecon.physics.sense import SenseOperator
 
 log = logging.getLogger(__name__)
 Z_INITS = ("zeros", "random", "forward")
+MIN_NOISE = 1e-3  # floor of sigma / s in the data term (noiseless simulations)
 Z_NORMS = ("l1", "l2")
 
 
@@ -31,11 +35,11 @@ class FlowPrior(Method):
         flow: the trained flow over (1, X, Y) images.
         bits: bit depth of the flow's training images (sets the map from flow space to
             intensities in [0, 1]).
-        lam: weight of R(z) (>= 0).
-        beta: weight of -log p(x) in nats (>= 0).
+        lam: weight of R(z) (>= 0), against the data term in nats.
+        beta: weight of -log p(x) in nats (>= 0); 1 is the posterior mode.
         lr: Adam step size on z.
         iterations: Adam steps (>= 1).
-        z_init: zeros | random (z ~ N(0, I), torch's global RNG) | forward (the flow's forward
+        z_init: zeros | random (z ~ N(0, I), one seeded draw) | forward (the flow's forward
             map of the zero-filled magnitude, clipped to [0, 1]).
         z_norm: l1 | l2.
     """
@@ -65,10 +69,13 @@ class FlowPrior(Method):
         neg_log_p = -(self.flow.base_log_prob(z) - logdet)
         return from_flow_space(v[:, 0], self.bits), neg_log_p
 
-    def objective(self, z: torch.Tensor, y: torch.Tensor, op: SenseOperator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-slice objective (B,) at z (B, D) for measured k-space y (B, C, X, Y), and x (B, X, Y)."""
+    def objective(self, z: torch.Tensor, y: torch.Tensor, op: SenseOperator,
+                  noise_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-slice objective (B,) at z (B, D) for normalised k-space y (B, C, X, Y) with noise
+        std (B,) in the same units, and x (B, X, Y)."""
         x, neg_log_p = self.image(z)
-        loss = (op.forward(x.to(y.dtype)) - y).abs().pow(2).flatten(1).sum(1)
+        residual = (op.forward(x.to(y.dtype)) - y).abs().pow(2).flatten(1).sum(1)
+        loss = residual / (2 * noise_std.clamp_min(MIN_NOISE) ** 2)
         if self.lam > 0:
             loss = loss + self.lam * (z.abs().sum(1) if self.z_norm == "l1" else z.pow(2).sum(1))
         if self.beta > 0:
@@ -80,19 +87,27 @@ class FlowPrior(Method):
         batch, device = y.shape[0], y.device
         if self.z_init == "zeros":
             return torch.zeros(batch, self.flow.dim, device=device)
-        if self.z_init == "random":
-            return torch.randn(batch, self.flow.dim).to(device)
+        if self.z_init == "random":  # one seeded draw for every slice: results do not depend on the batch
+            draw = torch.randn(self.flow.dim, generator=torch.Generator().manual_seed(0))
+            return draw.expand(batch, -1).to(device)
         magnitude = op.adjoint(y).abs().clamp(0, 1)
         z, _ = self.flow.encode(to_flow_space(magnitude, self.bits)[:, None])
         return z
 
-    def reconstruct(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         """y (B, C, X, Y) -> x_hat (B, X, Y) complex (real-valued): the iterate with the lowest
         objective of each slice."""
         shape = tuple(y.shape[-2:])
         if (1, *shape) != tuple(self.flow.shape):
             c, h, w = self.flow.shape
             raise UserError(f"checkpoint: the flow was trained on {h}x{w} images, the data are {shape[0]}x{shape[1]}")
+        scale = data_scale(y, op)
+        sigma = noise_of(y, op, noise_std) / scale
+        x = self.solve(y / scale.reshape(-1, 1, 1, 1).to(y.dtype), op, sigma)
+        return x * scale.reshape(-1, 1, 1).to(x.dtype)
+
+    def solve(self, y: torch.Tensor, op: SenseOperator, sigma: torch.Tensor) -> torch.Tensor:
+        """The optimisation over z for normalised data y with noise std sigma (B,)."""
         with torch.enable_grad():
             z = self.initial_z(y, op).detach().clone().requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=self.lr)
@@ -100,14 +115,14 @@ class FlowPrior(Method):
             best_z = z.detach().clone()
             for _ in range(self.iterations):
                 optimizer.zero_grad(set_to_none=True)
-                loss, _ = self.objective(z, y, op)
+                loss, _ = self.objective(z, y, op, sigma)
                 better = loss.detach() < best_loss
                 best_loss = torch.where(better, loss.detach(), best_loss)
                 best_z[better] = z.detach()[better]
                 loss.sum().backward()
                 optimizer.step()
         with torch.no_grad():
-            loss, x = self.objective(z, y, op)
+            loss, x = self.objective(z, y, op, sigma)
             better = loss < best_loss
             best_z[better] = z.detach()[better]
             x, _ = self.image(best_z)

@@ -1,5 +1,11 @@
-"""Shared parts of the unrolled methods (DBP, MoDL): a denoiser on complex images and a
-learnable Tikhonov weight."""
+"""Shared parts of the unrolled methods (DBP, MoDL): a denoiser on complex images, a learnable
+Tikhonov weight, the normalisation of the data by its own intensity scale, and the training loss.
+
+The network never sees the data's units: y is divided by s = max |A^H y| of its slice (measured
+data only, never the reference), the unrolled iterations run on y / s, and the result is
+multiplied by s. So a network trained on the [0, 1] images of the sample runs on raw scanner
+k-space, and reconstructing c * y gives c * x_hat.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,8 @@ import torch
 from torch import nn
 
 from mrirecon.errors import UserError
-from mrirecon.methods.base import Method, check_nonnegative, check_positive_int
+from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, noise_of
+from mrirecon.physics.noise import complex_noise
 from mrirecon.physics.sense import SenseOperator
 
 
@@ -67,16 +74,18 @@ class Unrolled(nn.Module, Method):
             return from_channels(out.float())
         return from_channels(self.denoiser(to_channels(x)))
 
-    def forward(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        return self.reconstruct(y, op)
+    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor) -> torch.Tensor:
+        """The unrolled iterations on normalised data y (B, C, X, Y) with noise std (B,) -> x (B, X, Y)."""
+        raise NotImplementedError
 
+    def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
+        scale = data_scale(y, op)
+        sigma = noise_of(y, op, noise_std) / scale
+        view = (-1,) + (1,) * (y.ndim - 1)
+        return self.unroll(y / scale.reshape(view).to(y.dtype), op, sigma) * scale.reshape(view[:-1]).to(y.dtype)
 
-def add_noise(ksp: torch.Tensor, stdev: float, generator: torch.Generator) -> torch.Tensor:
-    """ksp + complex Gaussian noise with E|n|^2 = stdev^2 per sample (DeepInPy's `stdev`)."""
-    if stdev == 0:
-        return ksp
-    noise = torch.randn(ksp.shape, dtype=ksp.dtype, generator=generator)  # complex: E|n|^2 = 1
-    return ksp + stdev * noise.to(ksp.device)
+    def forward(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
+        return self.reconstruct(y, op, noise_std)
 
 
 def split_mask(
@@ -105,7 +114,9 @@ def training_loss(
     holdout: float = 0.0,
     keep_center: float = 0.0,
 ) -> torch.Tensor:
-    """The training objective of an unrolled method on one batch (mean over the batch).
+    """The training objective of an unrolled method on one batch (mean over the batch), each
+    slice's term divided by s^2 (s = max |A^H y| of its network input), so slices of any
+    intensity units weigh alike.
 
     supervised: sum |x_hat - x|^2 in image space against batch['img'].
     unsupervised: sum |A x_hat - y|^2 on measured k-space only; batch['img'] is never read.
@@ -114,18 +125,28 @@ def training_loss(
     measured samples.
 
     Args:
-        batch: 'ksp' (B, C, X, Y) fully sampled, 'maps' (B, C, X, Y), 'mask' (B, X, Y)
-            and, for supervised training, 'img' (B, X, Y).
+        batch: 'ksp' (B, C, X, Y) fully sampled (with the data's own noise), 'maps'
+            (B, C, X, Y), 'mask' (B, X, Y), 'noise_std' (B,) (NaN: estimated) and, for
+            supervised training, 'img' (B, X, Y).
         generator: CPU generator for the noise and the split (seeded per step).
-        stdev: complex k-space noise added before masking.
+        stdev: extra complex k-space noise added before masking (augmentation); the method
+            is told the total noise std, sqrt(noise_std^2 + stdev^2).
         holdout: fraction of measured samples held out for the unsupervised loss.
         keep_center: central fraction of k-space (per dimension) never held out.
     """
-    ksp, maps, mask = add_noise(batch["ksp"], stdev, generator), batch["maps"], batch["mask"]
+    ksp, maps, mask = batch["ksp"], batch["maps"], batch["mask"]
+    noise_std = batch["noise_std"].to(ksp.real.dtype)
+    if stdev > 0:
+        ksp = ksp + complex_noise(tuple(ksp.shape), stdev, generator, ksp.dtype).to(ksp.device)
+        noise_std = (noise_std**2 + stdev**2).sqrt()
+    input_mask, loss_mask = split_mask(mask, holdout, generator, keep_center) if not supervised and holdout > 0 \
+        else (mask, mask)
+    y_in, op_in = ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask)
+    weight = data_scale(y_in, op_in).pow(-2)
+    x_hat = method(y_in, op_in, noise_std)
     if supervised:
-        x_hat = method(ksp * mask.unsqueeze(1), SenseOperator(maps, mask))
-        return (x_hat - batch["img"]).abs().pow(2).flatten(1).sum(1).mean()
-    input_mask, loss_mask = split_mask(mask, holdout, generator, keep_center) if holdout > 0 else (mask, mask)
-    x_hat = method(ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask))
-    residual = SenseOperator(maps, loss_mask).forward(x_hat) - ksp * loss_mask.unsqueeze(1)
-    return residual.abs().pow(2).flatten(1).sum(1).mean()
+        error = (x_hat - batch["img"]).abs().pow(2).flatten(1).sum(1)
+    else:
+        residual = SenseOperator(maps, loss_mask).forward(x_hat) - ksp * loss_mask.unsqueeze(1)
+        error = residual.abs().pow(2).flatten(1).sum(1)
+    return (weight * error).mean()

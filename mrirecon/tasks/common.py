@@ -72,7 +72,7 @@ def open_source(cfg: DictConfig) -> DeepInPyFile | SampleSource | RawKspaceSourc
     source = str(cfg.data.source)
     if source == "sample":
         s = cfg.data.sample
-        return SampleSource(accel=s.accel, calib=s.calib, coils=s.coils, seed=s.seed)
+        return SampleSource(accel=s.accel, calib=s.calib, coils=s.coils, seed=s.seed, noise=s.noise)
     path = Path(source)
     if path.suffix == ".npy" or _h5_without_maps(path):
         e = cfg.data.espirit

@@ -48,7 +48,8 @@ def _load_run(path: Path) -> dict[str, Any]:
         per_slice = {k: np.array([float(r[k]) for r in rows]) for k in STATS}
         slices = [int(r["slice"]) for r in rows]
         return {"dir": path, "summary": summary, "per_slice": per_slice, "slices": slices,
-                "method": summary["method"], "variant": summary["variant"], "params": summary.get("method_config", {})}
+                "method": summary["method"], "variant": summary["variant"], "params": summary.get("method_config", {}),
+                "data": str(summary.get("data_path", "")), "split": str(summary.get("split", ""))}
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"runs: {path} has an unreadable summary.json or metrics.csv ({exc})") from None
 
@@ -64,15 +65,16 @@ def _swept_params(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per (variant, method, swept params): mean/std over all slices of its runs."""
+    """One row per (data file, split, variant, method, swept params): mean/std over all slices of
+    its runs. Runs on different files or splits are never pooled."""
     params = _swept_params(runs)
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        key = (run["variant"], run["method"], *(json.dumps(run["params"].get(p)) for p in params))
+        key = (run["data"], run["split"], run["variant"], run["method"], *(json.dumps(run["params"].get(p)) for p in params))
         groups[key].append(run)
     table = []
     for key, members in groups.items():
-        row: dict[str, Any] = {"variant": key[0], "method": key[1]}
+        row: dict[str, Any] = {"data": key[0], "split": key[1], "variant": key[2], "method": key[3]}
         row.update({p: members[0]["params"].get(p, "") for p in params})
         row["n"] = sum(len(m["slices"]) for m in members)
         for stat in STATS:
@@ -82,16 +84,18 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
             row[f"{stat}_std"] = float(finite.std()) if finite.size else float("nan")
         row["runs"] = members
         table.append(row)
-    table.sort(key=lambda r: (r["variant"], -np.nan_to_num(r["psnr_mean"], nan=-np.inf)))
-    best: dict[str, float] = {}
+    table.sort(key=lambda r: (r["data"], r["split"], r["variant"], -np.nan_to_num(r["psnr_mean"], nan=-np.inf)))
+    best: dict[tuple, float] = {}
     for row in table:
-        best.setdefault(row["variant"], row["psnr_mean"])
-        row["best"] = "*" if np.isfinite(row["psnr_mean"]) and row["psnr_mean"] == best[row["variant"]] else ""
+        group = (row["data"], row["split"], row["variant"])
+        best.setdefault(group, row["psnr_mean"])
+        row["best"] = "*" if np.isfinite(row["psnr_mean"]) and row["psnr_mean"] == best[group] else ""
     return table, params
 
 
 def _columns(params: list[str]) -> list[str]:
-    return ["variant", "method", *params, "n", *(f"{s}_{a}" for s in STATS for a in ("mean", "std")), "best"]
+    return ["data", "split", "variant", "method", *params, "n", *(f"{s}_{a}" for s in STATS for a in ("mean", "std")),
+            "best"]
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -125,7 +129,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(_fmt(c, row[c]) for c in cols) + " |" for row in table]
     md += ["", f"Metrics: {metrics.CONVENTION}. mean and std over slices; n = number of slices; "
-               "* = best mean PSNR per variant.", ""]
+               "* = best mean PSNR per data file, split and variant.", ""]
     write_text(out / "results.md", "\n".join(md))
 
     _comparison(table, params, int(cfg.figure_slices), out / "comparison.png")
@@ -139,10 +143,10 @@ def _print_table(table: list[dict[str, Any]], params: list[str], num_runs: int) 
     """The table on the terminal, one 'mean ± std' cell per metric."""
     rich_table = Table(title=f"mrirecon evaluate: {num_runs} runs")
     heads = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM", "seconds": "s/slice"}
-    for c in ["variant", "method", *params, "n", *heads.values(), "best"]:
-        rich_table.add_column(c, justify="left" if c in ("variant", "method") else "right")
+    for c in ["data", "split", "variant", "method", *params, "n", *heads.values(), "best"]:
+        rich_table.add_column(c, justify="left" if c in ("data", "split", "variant", "method") else "right")
     for row in table:
-        cells = [_fmt(c, row[c]) for c in ("variant", "method", *params, "n")]
+        cells = [Path(row["data"]).name, row["split"], *(_fmt(c, row[c]) for c in ("variant", "method", *params, "n"))]
         cells += [f"{_fmt(s + '_mean', row[s + '_mean'])} ± {_fmt(s + '_std', row[s + '_std'])}" for s in heads]
         rich_table.add_row(*cells, row["best"])
     console = Console()
@@ -159,11 +163,11 @@ def _label(row: dict[str, Any], params: list[str], psnr: float) -> str:
 
 def _comparison(table: list[dict[str, Any]], params: list[str], per_variant: int, path: Path) -> None:
     """Rows: a few slices of each variant; columns: reference, then each table row's recon."""
-    by_variant: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_variant: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in table:
-        by_variant[row["variant"]].append(row)
+        by_variant[(row["data"], row["split"], row["variant"])].append(row)
     grid = []
-    for variant, rows in by_variant.items():
+    for (_, _, variant), rows in by_variant.items():
         common = set.intersection(*(set(r["runs"][0]["slices"]) for r in rows))
         for s in sorted(common)[:per_variant]:
             reference, cols = None, []

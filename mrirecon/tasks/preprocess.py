@@ -2,30 +2,110 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
 from mrirecon import __version__
-from mrirecon.data.h5 import SPLITS, DeepInPyWriter
-from mrirecon.data.splits import make_splits
-from mrirecon.data.transforms import make_variant
+from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice
+from mrirecon.data.splits import check_splits, make_splits, subjects_of
+from mrirecon.data.transforms import make_variant, with_noise
 from mrirecon.errors import UserError
+from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.tasks.common import open_source, variant_of
 
 log = logging.getLogger(__name__)
+NOISE_STD = ("noise std per k-space sample: the simulated std where preprocess or the sample added the noise, else "
+             "estimated from the measured data (median of |y|^2 / ln 2 over the outermost 10 % of measured k-space "
+             "locations, per coil; physics/noise.py)")
+
+
+def noise_estimate(s: Slice) -> float:
+    """The noise standard deviation per k-space sample estimated from the slice's measured data."""
+    return float(estimate_noise_std(torch.from_numpy(s.ksp * s.mask), torch.from_numpy(s.mask)))
+
+
+def noise_level(cfg: DictConfig) -> str | float:
+    """`data.noise`, checked: 'source' or a number >= 0."""
+    value = cfg.data.noise
+    if value == "source":
+        return "source"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise UserError(f"data.noise: {value!r} must be 'source' or a number in [0, 1) (noise std relative to "
+                        "each image's maximum)")
+    return float(value)
+
+
+def process(source_slice: Slice, bits: int | None, scale: float, noise: str | float,
+            rng: np.random.Generator) -> Slice:
+    """One slice of the variant, with its noise standard deviation set.
+
+    Acquired k-space (variant full) is kept as it is; its noise_std is the source's when known
+    (the simulated sample) and otherwise estimated from the measured samples. k-space
+    regenerated from a processed image gets new noise at `noise` ('source': the source slice's
+    peak SNR; a number: std relative to the image maximum), and that std is its noise_std.
+    """
+    source_std = source_slice.noise_std
+    if source_std is None:
+        source_std = noise_estimate(source_slice)
+    out = make_variant(source_slice, bits, scale)
+    if out is source_slice:
+        return dataclasses.replace(out, noise_std=source_std)
+    peak = float(np.abs(out.img).max())
+    if noise == "source":
+        source_peak = float(np.abs(source_slice.img).max())
+        std = source_std / source_peak * peak if source_peak > 0 else 0.0
+    else:
+        std = float(noise) * peak
+    return with_noise(out, std, rng) if std > 0 else dataclasses.replace(out, noise_std=0.0)
+
+
+def subjects_and_splits(cfg: DictConfig, source: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The subject of every slice and the train/val/test splits, which never cut a subject:
+    subjects recorded by the source, else blocks of data.slices_per_subject slices, else one per
+    slice; splits stored in the source (checked), else made from whole subjects."""
+    subjects = source.subjects()
+    per_subject = cfg.data.slices_per_subject
+    if subjects is None:
+        try:
+            subjects = subjects_of(len(source), per_subject)
+        except ValueError as exc:
+            raise UserError(f"data.slices_per_subject: {exc} ({source.path})") from None
+        if per_subject is None and len(source) > 50:
+            log.warning("%s does not record subjects: every slice is taken as its own subject, so a split can "
+                        "cut a volume; set data.slices_per_subject (e.g. 320 for whole 3D knee volumes)", source.path)
+    elif per_subject is not None:
+        log.warning("%s records the subject of every slice: data.slices_per_subject=%s is ignored", source.path,
+                    per_subject)
+    splits = source.splits()
+    if splits is None:
+        try:
+            splits = make_splits(subjects, cfg.data.val_fraction, cfg.data.test_fraction)
+        except ValueError as exc:
+            raise UserError(f"data.{exc}") from None
+    else:
+        try:
+            check_splits(splits, subjects)
+        except ValueError as exc:
+            raise UserError(f"data.source: {source.path} stores splits that cut a subject ({exc})") from None
+    return subjects, splits
 
 
 def run(cfg: DictConfig) -> Path:
     """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
 
-    Memory holds one slice at a time. Splits stored in the source are kept; otherwise
-    contiguous train/val/test blocks are made. Returns the written path.
+    Memory holds one slice at a time. Splits are made of whole subjects (or kept from the
+    source, checked); every slice's noise is estimated and stored. Returns the written path.
     """
     bits, scale = variant_of(cfg)
+    noise = noise_level(cfg)
     out = Path(str(cfg.data.path))
     source = open_source(cfg)
     if str(cfg.data.source) != "sample" and Path(str(cfg.data.source)).resolve() == out.resolve():
@@ -36,15 +116,20 @@ def run(cfg: DictConfig) -> Path:
             f"data={cfg.data.name}: {source.path} has no reference image ('imgs'), so only data=full "
             "(k-space kept as acquired) can be made from it"
         )
-    first = make_variant(source.read(0), bits, scale)
-    splits = source.splits() or make_splits(len(source), cfg.data.val_fraction, cfg.data.test_fraction)
+    subjects, splits = subjects_and_splits(cfg, source)
+    seed = int(cfg.seed)
+    first = process(source.read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
+    source_id = "sample" if str(cfg.data.source) == "sample" else str(Path(str(cfg.data.source)).resolve())
     attrs = {
         "source": str(cfg.data.source),
+        "source_id": source_id,
         "variant": str(cfg.data.name),
         "bits": -1 if bits is None else bits,
         "scale": scale,
         "transpose": bool(cfg.data.transpose),
         "has_reference": bool(has_reference),
+        "noise": str(noise),
+        "noise_std_definition": NOISE_STD,
         "mrirecon_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **{f"split_{name}": splits[name] for name in SPLITS},
@@ -53,16 +138,20 @@ def run(cfg: DictConfig) -> Path:
     if str(cfg.data.source) == "sample":
         attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
     compression = cfg.data.compression or None
-    with DeepInPyWriter(out, len(source), source.num_coils, first.img.shape, attrs, compression) as writer:
+    stds = []
+    with DeepInPyWriter(out, len(source), source.num_coils, first.img.shape, attrs, compression, subjects) as writer:
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"preprocess {cfg.data.name}", total=len(source))
             for i in range(len(source)):
-                writer.write(i, first if i == 0 else make_variant(source.read(i), bits, scale))
+                s = first if i == 0 else process(source.read(i), bits, scale, noise, np.random.default_rng((seed, i)))
+                writer.write(i, s)
+                stds.append(s.noise_std)
                 progress.advance(bar)
     source.close()
     log.info(
-        "wrote %s: %d slices, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d)",
-        out, len(source), source.num_coils, *first.img.shape, bits, scale,
-        *(len(splits[s]) for s in SPLITS),
+        "wrote %s: %d slices of %d subjects, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d "
+        "slices), estimated noise std %.3g (median)",
+        out, len(source), len(np.unique(subjects)), source.num_coils, *first.img.shape, bits, scale,
+        *(len(splits[s]) for s in SPLITS), float(np.median(stds)),
     )
     return out

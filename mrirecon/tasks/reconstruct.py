@@ -22,6 +22,7 @@ from mrirecon.errors import UserError
 from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
 from mrirecon.methods import REGISTRY, Method, build_method
+from mrirecon.methods.base import noise_of
 from mrirecon.nets import build_net
 from mrirecon.nets.flow import build_flow
 from mrirecon.physics.sense import SenseOperator
@@ -36,11 +37,40 @@ def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def _load(data: DeepInPyFile, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Stack slices: reference (B,X,Y), measured y = mask*ksp (B,C,X,Y), maps, mask (B,X,Y)."""
+    """Stack slices: reference (B,X,Y), measured y = mask*ksp (B,C,X,Y), maps, mask (B,X,Y) and
+    the stored noise std (B,) (NaN where the file has none: the methods estimate it)."""
     slices = [data.read(int(i)) for i in idx]
     stack = lambda key: torch.from_numpy(np.stack([getattr(s, key) for s in slices])).to(device)  # noqa: E731
     ref, ksp, maps, mask = stack("img"), stack("ksp"), stack("maps"), stack("mask")
-    return ref, ksp * mask.unsqueeze(1), maps, mask
+    noise = torch.tensor([np.nan if s.noise_std is None else s.noise_std for s in slices], dtype=torch.float32)
+    return ref, ksp * mask.unsqueeze(1), maps, mask, noise.to(device)
+
+
+def check_training_subjects(cfg: DictConfig, trained: dict[str, Any], data: DeepInPyFile, indices: np.ndarray) -> None:
+    """Refuse to report on slices of subjects a checkpoint was trained on (unless
+    allow_train_slices=true); warn when the file is not the training file, or when its source
+    differs so that the check cannot be made."""
+    if "train_subjects" not in trained:
+        return
+    here = str(data.attrs.get("source_id", data.attrs.get("source", "")))
+    if here != trained["source_id"]:
+        log.warning("checkpoint %s was trained on %s (source %s); %s comes from source %s: cannot check that no "
+                    "training subject is evaluated", cfg.checkpoint, trained["data_path"], trained["source_id"],
+                    data.path, here or "unknown")
+        return
+    if Path(trained["data_path"]).resolve() != data.path.resolve():
+        log.warning("checkpoint %s was trained on %s, not on %s (same source: training subjects checked)",
+                    cfg.checkpoint, trained["data_path"], data.path)
+    subjects = data.subjects()
+    subjects = np.arange(data.num_slices) if subjects is None else subjects
+    seen = np.isin(subjects[indices], np.asarray(trained["train_subjects"]))
+    if not seen.any():
+        return
+    what = (f"{int(seen.sum())} of the {len(indices)} slices of data.split={cfg.data.split} belong to subjects "
+            f"checkpoint {cfg.checkpoint} was trained on")
+    if not bool(cfg.allow_train_slices):
+        raise UserError(f"{what}; evaluate on data.split=test or val, or set allow_train_slices=true")
+    log.warning("%s (allow_train_slices=true): those results are not a test of generalisation", what)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -52,7 +82,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     out = run_dir()
     device = device_of(cfg)
-    method, method_config = method_of(cfg, device)
+    method, method_config, trained = method_of(cfg, device)
     if int(cfg.batch_size) < 1:
         raise UserError(f"batch_size: {cfg.batch_size} must be >= 1")
     data = open_processed(cfg)
@@ -60,10 +90,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(indices) == 0:
         raise UserError(f"data.split: split '{cfg.data.split}' of {data.path} is empty "
                         f"({data.num_slices} slices in all; data.split=all uses every slice)")
+    check_training_subjects(cfg, trained, data, indices)
     has_reference = bool(data.attrs.get("has_reference", True))
     rows: list[dict[str, Any]] = []
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
     consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
+    noise_stds: list[float] = []  # the noise std each slice was reconstructed with
+    chosen: dict[str, list[float]] = {}  # settings chosen from the data (e.g. lam: auto), per slice
     torch.manual_seed(int(cfg.seed))
     with atomic_path(out / "recon.h5") as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
         recon_ds = h5.create_dataset("recon", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
@@ -74,14 +107,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             bar = progress.add_task(f"{method.name} on {cfg.data.name}", total=len(indices))
             pos = 0
             for idx in _batches(indices, int(cfg.batch_size)):
-                ref, y, maps, mask = _load(data, idx, device)
+                ref, y, maps, mask, noise = _load(data, idx, device)
                 start = time.perf_counter()
                 op = SenseOperator(maps, mask)
-                x = method.reconstruct(y, op)
+                noise = noise_of(y, op, noise)
+                x = method.reconstruct(y, op, noise)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 seconds = (time.perf_counter() - start) / len(idx)
                 consistency = ((op.forward(x) - y).abs().flatten(1).norm(dim=1) / y.abs().flatten(1).norm(dim=1)).tolist()
+                noise_stds += noise.tolist()
+                for key, values in method.chosen.items():
+                    chosen.setdefault(key, []).extend(values.tolist())
                 x_np, ref_np = x.cpu().numpy().astype(np.complex64), ref.cpu().numpy()
                 if not has_reference:  # raw data: show the zero-filled image in place of a reference
                     ref_np = op.adjoint(y).cpu().numpy()
@@ -109,6 +146,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary["has_reference"] = has_reference
     summary["data_consistency"] = {"mean": float(np.mean(consistencies)), "max": float(np.max(consistencies)),
                                    "definition": "||A x_hat - y||_2 / ||y||_2 on the measured samples"}
+    summary["noise_std"] = {"mean": float(np.mean(noise_stds)), "per_slice": noise_stds,
+                            "definition": str(data.attrs.get("noise_std_definition", "estimated from the measured data "
+                                                             "(physics/noise.py): the file stores none"))}
+    summary["chosen"] = {key: {"mean": float(np.mean(v)), "per_slice": v} for key, v in chosen.items()}
     write_json(out / "summary.json", summary)
     means = summary["mean"]
     log.info("%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
@@ -116,22 +157,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, Any]]:
-    """The method to run and its configuration (for learned methods: rebuilt from the
-    checkpoint's own config, with the denoiser's name as `model`)."""
+def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint was trained on: data_path, source_id and train_subjects (when recorded)."""
+    keys = ("data_path", "source_id", "train_subjects")
+    return {k: ckpt[k] for k in keys if k in ckpt} if all(k in ckpt for k in keys) else {}
+
+
+def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, Any], dict[str, Any]]:
+    """The method to run, its configuration (for learned methods: rebuilt from the
+    checkpoint's own config, with the denoiser's name as `model`) and what its checkpoint was
+    trained on (empty for methods without one)."""
     name = str(cfg.method.name)
     checkpoint = cfg.get("checkpoint")
     kind = REGISTRY[name].checkpoint_kind if name in REGISTRY else None
     if kind is None:
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
-        return build_method(plain(cfg.method)), plain(cfg.method)
+        return build_method(plain(cfg.method)), plain(cfg.method), {}
     if not checkpoint:
         how = "model=flow" if kind == "flow" else f"method={name}"
         raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {how}')")
     ckpt = load_checkpoint(str(checkpoint))
     if kind == "flow":
-        return _flow_method(cfg, name, str(checkpoint), ckpt, device)
+        return (*_flow_method(cfg, name, str(checkpoint), ckpt, device), trained_on(ckpt))
     if ckpt.get("kind") != "unrolled" or ckpt.get("method") != name:
         held = ckpt.get("method") or ckpt.get("kind") or "unknown"
         raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not method={name}")
@@ -145,7 +193,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     method.to(device).eval()
     method.amp = bool(cfg.hardware.amp)
     supervised = ckpt["config"].get("train", {}).get("supervised")
-    return method, {**method_cfg, "model": model_cfg["name"], "supervised": supervised}
+    return method, {**method_cfg, "model": model_cfg["name"], "supervised": supervised}, trained_on(ckpt)
 
 
 def _flow_method(cfg: DictConfig, name: str, checkpoint: str, ckpt: dict[str, Any],

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from mrirecon import metrics
 from mrirecon.data.dataset import SliceDataset
+from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
@@ -63,13 +64,23 @@ def resume_path(cfg: DictConfig, out: Path) -> Path | None:
     return path
 
 
+def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:
+    """What a checkpoint records of its training data: the file, its source and the training
+    subjects (so that reconstruct can refuse to report on them)."""
+    subjects = data.subjects()
+    subjects = np.arange(data.num_slices) if subjects is None else subjects
+    return {"data_path": str(data.path.resolve()),
+            "source_id": str(data.attrs.get("source_id", data.attrs.get("source", ""))),
+            "train_subjects": sorted(set(subjects[train_idx].tolist()))}
+
+
 def validate_unrolled(method: Unrolled, data: SliceDataset, batch_size: int, device: torch.device):
     """Mean NRMSE / PSNR / SSIM of `method` on the validation slices, and images of the first."""
     rows, images = [], {}
     for batch in DataLoader(data, batch_size=batch_size):
         ksp, maps, mask = batch["ksp"].to(device), batch["maps"].to(device), batch["mask"].to(device)
         op = SenseOperator(maps, mask)
-        x = method(ksp * mask.unsqueeze(1), op).cpu().numpy()
+        x = method(ksp * mask.unsqueeze(1), op, batch["noise_std"].to(device)).cpu().numpy()
         ref = batch["img"].numpy()
         rows += [metrics.slice_metrics(x[k], ref[k]) for k in range(len(x))]
         if not images:
@@ -129,7 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         train_set, out, plain(cfg), settings, device,
         scalars=lambda: {"train/l2lam": float(method.l2lam.detach())},
         extra={"kind": "unrolled", "method": name, "splits": {"train": train_idx.tolist(), "val": val_idx.tolist()},
-               "data_path": str(cfg.data.path)},
+               **training_data(data, train_idx)},
     )
     log.info("training %s + %s (%s) on %s: %d train / %d val slices, %d parameters -> %s", name, cfg.model.name,
              "supervised" if supervised else f"unsupervised, holdout {t.holdout}", cfg.data.path, len(train_idx),

@@ -16,7 +16,7 @@ from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
-from mrirecon.tasks.train import _positive, resume_path, settings_of
+from mrirecon.tasks.train import _positive, resume_path, settings_of, training_data
 from mrirecon.training import Trainer
 
 log = logging.getLogger(__name__)
@@ -106,8 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         flow, optimizer, scheduler, loss_fn,
         lambda: validate_flow(flow, val_set, bits, int(t.val_batch_size), settings.seed, device, temperature),
         train_set, out, plain(cfg), settings, device,
-        extra={"kind": "flow", "bits": bits, "shape": list(shape), "data_path": str(cfg.data.path),
-               "splits": {s: v.tolist() for s, v in splits.items()}},
+        extra={"kind": "flow", "bits": bits, "shape": list(shape), "splits": {s: v.tolist() for s, v in splits.items()},
+               **training_data(data, train_idx)},
     )
     log.info("training flow (%d levels x %d steps, %d parameters) on %d %dx%d %d-bit train slices of %s "
              "(%d val) -> %s", cfg.model.levels, cfg.model.steps, sum(p.numel() for p in flow.parameters()),

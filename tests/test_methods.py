@@ -1,0 +1,142 @@
+"""Contracts every reconstruction method keeps: results scale with the data's units, do not
+depend on the batch a slice is reconstructed in, and lam/stdev=auto follow the noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import tiny_arrays
+from mrirecon.methods import REGISTRY, build_method
+from mrirecon.methods.sparsity import KAPPA
+from mrirecon.nets import build_net
+from mrirecon.nets.flow import build_flow
+from mrirecon.physics.noise import complex_noise
+from mrirecon.physics.sense import SenseOperator
+
+SHAPE = (32, 24)
+NOISE = 0.02
+
+
+def noisy_slices(n: int = 5) -> tuple[torch.Tensor, SenseOperator, torch.Tensor, torch.Tensor]:
+    """y (n, 4, 32, 24) with complex noise of std NOISE, its operator, the noise std (n,) and the images."""
+    a = tiny_arrays(n=n, coils=4, shape=SHAPE, seed=11)
+    ksp = torch.from_numpy(a["ksp"]) + complex_noise((n, 4, *SHAPE), NOISE, torch.Generator().manual_seed(0))
+    mask = torch.from_numpy(a["masks"])
+    op = SenseOperator(torch.from_numpy(a["maps"]), mask)
+    return ksp * mask.unsqueeze(1), op, torch.full((n,), NOISE), torch.from_numpy(a["imgs"])
+
+
+def method(name: str):
+    """Every registered method, small enough for a unit test (learned ones untrained)."""
+    torch.manual_seed(0)
+    if REGISTRY[name].checkpoint_kind == "unrolled":
+        net = build_net({"name": "unet", "base_channels": 4, "depth": 2})
+        return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 4}, denoiser=net).eval()
+    if REGISTRY[name].checkpoint_kind == "flow":
+        flow = build_flow({"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4}, (1, *SHAPE))
+        flow.train()
+        flow.log_prob(torch.rand(3, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
+        return build_method({"name": name, "iterations": 5, "lam": 1e-2, "beta": 1e-3} if name == "flow_combined"
+                            else {"name": name, "iterations": 5}, flow=flow.eval(), bits=4)
+    return build_method({"name": name, "max_iter": 20} if name != "zero_filled" else {"name": name})
+
+
+def run(m, y: torch.Tensor, op: SenseOperator, noise: torch.Tensor | None) -> torch.Tensor:
+    with torch.no_grad():
+        return m.reconstruct(y, op, noise)
+
+
+def sub(op: SenseOperator, idx: list[int]) -> SenseOperator:
+    return SenseOperator(op.maps[idx], op.mask[idx, 0])
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("factor", [1e-5, 300.0])
+def test_output_scales_with_the_data(name, factor):
+    y, op, noise, _ = noisy_slices(2)
+    m = method(name)
+    x = run(m, y, op, noise)
+    scaled = run(m, factor * y, op, factor * noise)
+    assert torch.allclose(scaled / factor, x, rtol=1e-3, atol=1e-4 * float(x.abs().max())), name
+    estimated = run(m, factor * y, op, None)  # noise estimated from the data scales as well
+    assert torch.allclose(estimated / factor, run(m, y, op, None), rtol=1e-3, atol=1e-4 * float(x.abs().max()))
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_a_slice_does_not_depend_on_its_batch(name):
+    y, op, noise, _ = noisy_slices(5)
+    m = method(name)
+    whole = run(m, y, op, noise)
+    order = [3, 0, 4, 2, 1]
+    for size in (1, 2):
+        parts = [run(m, y[order[i:i + size]], sub(op, order[i:i + size]), noise[order[i:i + size]])
+                 for i in range(0, 5, size)]
+        shuffled = torch.cat(parts)
+        tol = 1e-4 * float(whole.abs().max())
+        assert torch.allclose(shuffled, whole[order], atol=tol, rtol=1e-4), (name, size)
+
+
+def test_cg_sense_auto_lam_leaves_the_noise_as_residual():
+    y, op, noise, _ = noisy_slices(3)
+    m = build_method({"name": "cg_sense"})
+    x = run(m, y, op, noise)
+    residual = (op.forward(x) - y).abs().flatten(1).norm(dim=1)
+    expected = noise * (4 * op.mask.flatten(1).sum(1)).sqrt()
+    assert torch.allclose(residual, expected, rtol=0.05)
+    assert (m.chosen["lam"] > 1e-4).all() and (m.chosen["lam"] < 10).all()
+    fixed = build_method({"name": "cg_sense", "lam": 0.05})
+    assert torch.allclose(run(fixed, y, op, noise), run(build_method({"name": "cg_sense", "lam": 0.05}), y, op, 2 * noise))
+
+
+@pytest.mark.parametrize("name", ["cs_wavelet", "cs_tv"])
+def test_cs_auto_weight_is_a_multiple_of_the_noise(name):
+    y, op, noise, _ = noisy_slices(2)
+    m = build_method({"name": name, "max_iter": 3})
+    run(m, y, op, noise)
+    scale = op.adjoint(y).abs().flatten(1).amax(1)
+    assert torch.allclose(m.chosen["lam"] * scale, KAPPA[name] * noise, rtol=1e-5)
+    louder = build_method({"name": name, "max_iter": 3})
+    run(louder, y, op, 3 * noise)
+    assert torch.allclose(louder.chosen["lam"], 3 * m.chosen["lam"], rtol=1e-5)
+    numeric = build_method({"name": name, "lam": 1e-3, "max_iter": 3})
+    run(numeric, y, op, noise)
+    assert torch.allclose(numeric.chosen["lam"], torch.full((2,), 1e-3))
+
+
+def test_dbp_auto_noise_ball_follows_the_noise():
+    y, op, noise, _ = noisy_slices(2)
+    net = build_net({"name": "resnet", "channels": 4, "num_blocks": 1})
+    m = build_method({"name": "dbp", "num_unrolls": 1, "num_admm": 40, "cg_max_iter": 60, "cg_eps": 1e-8,
+                      "l2lam_init": 10.0}, denoiser=net)
+    x = run(m, y, op, noise)
+    eps = noise * (4 * op.mask.flatten(1).sum(1)).sqrt()
+    dist = (op.forward(x) - y).abs().flatten(1).norm(dim=1)
+    assert torch.all(dist <= 1.05 * eps) and torch.all(dist > 0.5 * eps)
+    hard = build_method({"name": "dbp", "num_unrolls": 1, "num_admm": 40, "cg_max_iter": 60, "cg_eps": 1e-8,
+                         "l2lam_init": 10.0, "stdev": 0.0}, denoiser=net)
+    hard_dist = (op.forward(run(hard, y, op, noise)) - y).abs().flatten(1).norm(dim=1)
+    assert torch.all(hard_dist < 0.8 * dist)  # stdev=0: as close to the (noisy, infeasible) data as it gets
+
+
+@pytest.mark.parametrize("name", ["cg_sense", "cs_wavelet", "cs_tv"])
+def test_auto_beats_zero_filled_on_noisy_data(name):
+    y, op, noise, img = noisy_slices(3)
+    zf = run(build_method({"name": "zero_filled"}), y, op, noise)
+    x = run(build_method({"name": name}), y, op, noise)
+    error = lambda r: float(((r.abs() - img.abs()).norm() / img.abs().norm()))  # noqa: E731
+    assert error(x) < 0.9 * error(zf), name
+
+
+def test_auto_and_numbers_are_accepted_and_bad_values_refused():
+    from mrirecon.errors import UserError
+
+    for name in ("cg_sense", "cs_wavelet", "cs_tv"):
+        assert build_method({"name": name, "lam": "auto"}).lam == "auto"
+        assert build_method({"name": name, "lam": 1e-3}).lam == 1e-3
+        with pytest.raises(UserError, match="method.lam"):
+            build_method({"name": name, "lam": "loud"})
+    with pytest.raises(UserError, match="method.stdev"):
+        build_method({"name": "dbp", "stdev": -1.0}, denoiser=build_net({"name": "resnet"}))
+    assert np.isclose(KAPPA["cs_wavelet"], 0.3)
