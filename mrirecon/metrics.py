@@ -1,4 +1,4 @@
-"""Image-quality metrics, one convention for every table (DESIGN.md).
+"""Image-quality metrics, one convention for every table (README, "Metrics").
 
 Computed per slice on magnitude images, reference |x| and reconstruction |x_hat|, with no
 rescaling of the reconstruction: NRMSE = || |x_hat| - |x| ||_2 / || |x| ||_2; PSNR and SSIM from

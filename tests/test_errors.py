@@ -327,3 +327,26 @@ def test_hydra_help_and_cfg(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "method:" in res.stdout and "max_iter:" in res.stdout and "data:" in res.stdout
     assert not files_under(tmp_path)
+
+
+# ---------------------------------------------------------------------------- hardware
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpu_asked_on_a_machine_without_cuda(processed: Path, tmp_path: Path) -> None:
+    data = shutil.copy(processed, tmp_path / "p.h5")
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "reconstruct", "data=full", f"data.path={data}", "hardware=gpu")
+    assert_refused(res, tmp_path, before, "hardware.device=cuda", "CUDA is not available", "hardware=cpu")
+
+
+def test_device_auto_picks_what_is_there() -> None:
+    import torch
+    from omegaconf import OmegaConf
+
+    from mrirecon.tasks.common import device_of
+
+    for preset in ("ddp", "cpu"):
+        cfg = OmegaConf.create({"hardware": OmegaConf.load(Path(__file__).parents[1] / "conf" / "hardware" / f"{preset}.yaml")})
+        expected = "cuda" if preset == "ddp" and torch.cuda.is_available() else "cpu"
+        assert device_of(cfg).type == expected

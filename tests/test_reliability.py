@@ -108,14 +108,16 @@ def test_slurm_launcher_preset_composes(tmp_path: Path) -> None:
 
 def test_ddp_two_cpu_processes_match_one_process(sample_dir: Path) -> None:
     """torchrun with 2 gloo processes and the same global batch (5: shares of 3 and 2 items)
-    reaches the weights of a single process to floating-point tolerance; only rank 0 writes."""
+    reaches the weights of a single process to floating-point tolerance; only rank 0 writes.
+    On a machine without CUDA, hardware=ddp alone picks the CPU (hardware.device: auto)."""
     args = ["train", "data=4bit_quarter", *TINY, "train.batch_size=5", "train.epochs=2", "hardware.threads=1"]
     one, two = sample_dir / "runs" / "ddp_one", sample_dir / "runs" / "ddp_two"
     res = run_cli(*args, f"hydra.run.dir={one}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "mrirecon", *args, "hardware=ddp", "hardware.device=cpu", "hardware.num_workers=0",
+                          "-m", "mrirecon", *args, "hardware=ddp", "hardware.num_workers=0",
+                          *(["hardware.device=cpu"] if torch.cuda.is_available() else []),
                           f"hydra.run.dir={two}"], cwd=sample_dir, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("training dbp") == 1, "ranks other than 0 must not log"

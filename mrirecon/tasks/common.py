@@ -26,14 +26,18 @@ def run_dir() -> Path:
 
 
 def device_of(cfg: DictConfig) -> torch.device:
-    """The torch device named by `hardware.device`, checked to exist."""
+    """The torch device named by `hardware.device` (auto: cuda when available, else cpu),
+    checked to exist."""
     name = str(cfg.hardware.device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"hardware.device: unknown device '{name}' (expected cpu or cuda[:N])") from None
+        raise UserError(f"hardware.device: unknown device '{name}' (expected auto, cpu or cuda[:N])") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("hardware=gpu: CUDA is not available on this machine (use hardware=cpu)")
+        raise UserError(f"hardware.device={name}: CUDA is not available on this machine (use hardware=cpu, or "
+                        "hardware.device=cpu or auto)")
     return device
 
 

@@ -96,6 +96,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
     consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
     noise_stds: list[float] = []  # the noise std each slice was reconstructed with
+    accelerations: list[float] = []  # effective acceleration: pixels / measured locations
     chosen: dict[str, list[float]] = {}  # settings chosen from the data (e.g. lam: auto), per slice
     torch.manual_seed(int(cfg.seed))
     with atomic_path(out / "recon.h5") as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
@@ -117,6 +118,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 seconds = (time.perf_counter() - start) / len(idx)
                 consistency = ((op.forward(x) - y).abs().flatten(1).norm(dim=1) / y.abs().flatten(1).norm(dim=1)).tolist()
                 noise_stds += noise.tolist()
+                accelerations += (mask[0].numel() / mask.flatten(1).sum(1)).tolist()
                 for key, values in method.chosen.items():
                     chosen.setdefault(key, []).extend(values.tolist())
                 x_np, ref_np = x.cpu().numpy().astype(np.complex64), ref.cpu().numpy()
@@ -150,6 +152,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                             "definition": str(data.attrs.get("noise_std_definition", "estimated from the measured data "
                                                              "(physics/noise.py): the file stores none"))}
     summary["chosen"] = {key: {"mean": float(np.mean(v)), "per_slice": v} for key, v in chosen.items()}
+    summary["acceleration"] = {"mean": float(np.mean(accelerations)), "per_slice": accelerations,
+                               "definition": "pixels / measured k-space locations of each slice's mask"}
     write_json(out / "summary.json", summary)
     means = summary["mean"]
     log.info("%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
