@@ -1,0 +1,106 @@
+"""Every config file composes, and configs and registries agree: each method yaml names a
+registered method (and the other way round), and every method and net builds from its own yaml
+and runs one forward pass on tiny data."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from helpers import tiny_arrays
+from mrirecon.cli import config_dir
+from mrirecon.methods import REGISTRY, build_method
+from mrirecon.nets import NETS, build_net
+from mrirecon.nets.flow import build_flow
+from mrirecon.physics.sense import SenseOperator
+
+CONF = config_dir()
+PRIMARY = ("preprocess", "reconstruct", "train", "evaluate")
+SHAPE = (16, 16)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def composed(primary: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(primary, overrides)
+
+
+def test_every_method_config_is_registered_and_every_registered_method_has_a_config():
+    assert set(options("method")) == set(REGISTRY)
+    for name in options("method"):
+        assert OmegaConf.load(CONF / "method" / f"{name}.yaml").name == name, f"conf/method/{name}.yaml: name"
+
+
+def test_every_model_config_names_a_known_net():
+    for name in options("model"):
+        net = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+        net_name = net.model.name if "model" in net else net.name
+        assert net_name == "flow" or net_name in NETS, f"conf/model/{name}.yaml names '{net_name}'"
+
+
+@pytest.mark.parametrize("primary", PRIMARY)
+def test_every_primary_config_composes_with_every_group_option(primary):
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF / f"{primary}.yaml").defaults)
+    groups = {group: options(group) for entry in defaults if isinstance(entry, dict) for group in entry}
+    assert "hardware" in groups, primary
+    for group, values in groups.items():
+        for value in values:
+            cfg = composed(primary, [f"{group}={value}"])
+            # every interpolation resolves (evaluate has no data group: its data.* keys are unused)
+            keys = [k for k in cfg if k != "data" or "data" in groups]
+            resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                        for k in keys}
+            assert resolved["seed"] == cfg.seed
+            if group == "data":
+                assert cfg.data.name == value
+
+
+def tiny_problem() -> tuple[torch.Tensor, SenseOperator]:
+    a = tiny_arrays(n=2, coils=2, shape=SHAPE, seed=3)
+    mask = torch.from_numpy(a["masks"])
+    return torch.from_numpy(a["ksp"]) * mask.unsqueeze(1), SenseOperator(torch.from_numpy(a["maps"]), mask)
+
+
+def small(cfg: dict, keys: dict) -> dict:
+    """cfg with the iteration counts of a unit test (only keys the config already has)."""
+    return {**cfg, **{k: v for k, v in keys.items() if k in cfg}}
+
+
+@pytest.mark.parametrize("method_name, model_name", [
+    (m, d) for m, d in itertools.product(options("method"), options("model"))
+    if (REGISTRY[m].checkpoint_kind == "flow") == d.startswith("flow") and (REGISTRY[m].checkpoint_kind or d == "resnet")
+])
+def test_every_method_builds_from_its_config_and_runs(method_name, model_name):
+    cfg = composed("train" if REGISTRY[method_name].checkpoint_kind else "reconstruct",
+                   [f"method={method_name}", f"model={model_name}"] if REGISTRY[method_name].checkpoint_kind
+                   else [f"method={method_name}"])
+    method_cfg = small(OmegaConf.to_container(cfg.method, resolve=True),
+                       {"max_iter": 3, "iterations": 2, "num_unrolls": 1, "cg_max_iter": 2, "search_steps": 2})
+    kind = REGISTRY[method_name].checkpoint_kind
+    components = {}
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True) if "model" in cfg else None
+    if kind == "unrolled":
+        components["denoiser"] = build_net(small(model_cfg, {"channels": 4, "base_channels": 4, "num_blocks": 1,
+                                                             "depth": 2}))
+    elif kind == "flow":
+        flow = build_flow(small(model_cfg, {"levels": 2, "steps": 1, "hidden_channels": 4, "num_blocks": 1,
+                                            "bins": 4}), (1, *SHAPE))
+        flow.log_prob(torch.rand(2, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
+        components.update(flow=flow.eval(), bits=4)
+    method = build_method(method_cfg, **components)
+    y, op = tiny_problem()
+    with torch.no_grad():
+        x = method.reconstruct(y, op, torch.full((2,), 1e-3))
+    assert x.shape == (2, *SHAPE) and torch.isfinite(x).all(), method_name
+
+
+def test_config_dir_is_the_shipped_conf():
+    assert (Path(CONF) / "base.yaml").is_file()
