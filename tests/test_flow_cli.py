@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import pytest
@@ -16,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from helpers import one_error_line, run_cli
 from mrirecon.cli import config_dir
 from mrirecon.errors import UserError
-from mrirecon.tasks.reconstruct import method_of
+from mrirecon.tasks.reconstruct import check_flow_size, method_of
 from mrirecon.tasks.train_flow import require_magnitude
 
 TINY = ["model.levels=2", "model.steps=1", "model.hidden_channels=8", "model.bins=4", "train.batch_size=5"]
@@ -134,6 +135,7 @@ def test_bad_input_names_the_key(flow_run, tmp_path):
         cfg = _compose(["data=4bit_quarter", *overrides])
         with pytest.raises(UserError, match=named.replace("(", r"\(")):
             method_of(cfg, torch.device("cpu"))
-    with pytest.raises(UserError, match="checkpoint"):  # a flow that does not fit the data size
-        method = method_of(_compose(["data=4bit_full", "method=flow_l1", f"checkpoint={best}"]), torch.device("cpu"))[0]
-        method.reconstruct(torch.zeros(1, 2, 320, 256, dtype=torch.complex64), None)
+    cfg = _compose(["data=4bit_full", "method=flow_l1", f"checkpoint={best}"])  # a flow that does not fit the data
+    method_config = method_of(cfg, torch.device("cpu"))[1]
+    with pytest.raises(UserError, match="checkpoint: the flow .* trained on 80x64 images, .* holds 320x256"):
+        check_flow_size(cfg, method_config, SimpleNamespace(shape=(320, 256), path="4bit_full.h5"))

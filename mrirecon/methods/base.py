@@ -6,7 +6,6 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 
-from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
 
@@ -57,13 +56,13 @@ def data_scale(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
 
 
 def auto_or_nonnegative(key: str, value: Any) -> str | float:
-    """'auto' or a finite float >= 0 (UserError naming `key` otherwise)."""
+    """'auto' or a finite float >= 0 (ValueError naming `key` otherwise)."""
     if value == AUTO:
         return AUTO
     try:
         return check_nonnegative(key, value)
-    except UserError:
-        raise UserError(f"{key}: {value!r} must be 'auto' or a finite number >= 0") from None
+    except ValueError:
+        raise ValueError(f"{key}: {value!r} must be 'auto' or a finite number >= 0") from None
 
 
 M = TypeVar("M", bound=type[Method])
@@ -88,27 +87,27 @@ def build_method(cfg: Mapping[str, Any], **components: Any) -> Method:
     params = dict(cfg)
     name = params.pop("name", None)
     if name not in REGISTRY:
-        raise UserError(f"method.name: unknown method '{name}' (expected one of {', '.join(sorted(REGISTRY))})")
+        raise ValueError(f"name: unknown method '{name}' (expected one of {', '.join(sorted(REGISTRY))})")
     params.update(components)
     try:
         return REGISTRY[name](**params)
     except TypeError as exc:
-        raise UserError(f"method={name}: {exc}") from None
+        raise TypeError(f"unknown or missing parameter of method '{name}' ({exc})") from None
 
 
 def check_positive_int(key: str, value: Any) -> int:
-    """An integer >= 1 or a UserError naming `key`."""
+    """An integer >= 1 or a ValueError naming `key`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{key}: {value!r} must be an integer >= 1")
+        raise ValueError(f"{key}: {value!r} must be an integer >= 1")
     return value
 
 
 def check_nonnegative(key: str, value: Any) -> float:
-    """A finite float >= 0 or a UserError naming `key`."""
+    """A finite float >= 0 or a ValueError naming `key`."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"{key}: {value!r} must be a number >= 0") from None
+        raise ValueError(f"{key}: {value!r} must be a number >= 0") from None
     if not v >= 0 or v == float("inf"):
-        raise UserError(f"{key}: {value!r} must be a finite number >= 0")
+        raise ValueError(f"{key}: {value!r} must be a finite number >= 0")
     return v

@@ -47,10 +47,10 @@ class CGSense(Method):
     """
 
     def __init__(self, lam: str | float = AUTO, max_iter: int = 30, tol: float = 1e-6, search_steps: int = 8) -> None:
-        self.lam = auto_or_nonnegative("method.lam", lam)
-        self.max_iter = check_positive_int("method.max_iter", max_iter)
-        self.tol = check_nonnegative("method.tol", tol)
-        self.search_steps = check_positive_int("method.search_steps", search_steps)
+        self.lam = auto_or_nonnegative("lam", lam)
+        self.max_iter = check_positive_int("max_iter", max_iter)
+        self.tol = check_nonnegative("tol", tol)
+        self.search_steps = check_positive_int("search_steps", search_steps)
 
     def discrepancy_lam(self, y: torch.Tensor, op: SenseOperator, aty: torch.Tensor,
                         noise_std: torch.Tensor) -> torch.Tensor:

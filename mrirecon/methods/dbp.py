@@ -35,8 +35,8 @@ class DeepBasisPursuit(Unrolled):
 
     def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs) -> None:  # noqa: ANN003
         super().__init__(denoiser, **kwargs)
-        self.num_admm = check_positive_int("method.num_admm", num_admm)
-        self.stdev = auto_or_nonnegative("method.stdev", stdev)
+        self.num_admm = check_positive_int("num_admm", num_admm)
+        self.stdev = auto_or_nonnegative("stdev", stdev)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         if self.stdev != AUTO:  # a fixed std in the data's units

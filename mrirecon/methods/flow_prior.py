@@ -17,7 +17,6 @@ import logging
 
 import torch
 
-from mrirecon.errors import UserError
 from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, noise_of, register
 from mrirecon.nets.flow import ImageFlow, from_flow_space, to_flow_space
 from mrirecon.physics.sense import SenseOperator
@@ -50,16 +49,16 @@ class FlowPrior(Method):
                  iterations: int = 100, z_init: str = "forward", z_norm: str = "l1") -> None:
         self.flow = flow.eval().requires_grad_(False)
         self.bits = int(bits)
-        self.lam = check_nonnegative("method.lam", lam)
-        self.beta = check_nonnegative("method.beta", beta)
-        if not check_nonnegative("method.lr", lr) > 0:
-            raise UserError(f"method.lr: {lr!r} must be > 0")
+        self.lam = check_nonnegative("lam", lam)
+        self.beta = check_nonnegative("beta", beta)
+        if not check_nonnegative("lr", lr) > 0:
+            raise ValueError(f"lr: {lr!r} must be > 0")
         self.lr = float(lr)
-        self.iterations = check_positive_int("method.iterations", iterations)
+        self.iterations = check_positive_int("iterations", iterations)
         if z_init not in Z_INITS:
-            raise UserError(f"method.z_init: unknown '{z_init}' (expected one of {', '.join(Z_INITS)})")
+            raise ValueError(f"z_init: unknown '{z_init}' (expected one of {', '.join(Z_INITS)})")
         if z_norm not in Z_NORMS:
-            raise UserError(f"method.z_norm: unknown '{z_norm}' (expected one of {', '.join(Z_NORMS)})")
+            raise ValueError(f"z_norm: unknown '{z_norm}' (expected one of {', '.join(Z_NORMS)})")
         self.z_init, self.z_norm = z_init, z_norm
 
     def image(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,7 +99,7 @@ class FlowPrior(Method):
         shape = tuple(y.shape[-2:])
         if (1, *shape) != tuple(self.flow.shape):
             c, h, w = self.flow.shape
-            raise UserError(f"checkpoint: the flow was trained on {h}x{w} images, the data are {shape[0]}x{shape[1]}")
+            raise ValueError(f"y: the flow was trained on {h}x{w} images, the data are {shape[0]}x{shape[1]}")
         scale = data_scale(y, op)
         sigma = noise_of(y, op, noise_std) / scale
         x = self.solve(y / scale.reshape(-1, 1, 1, 1).to(y.dtype), op, sigma)

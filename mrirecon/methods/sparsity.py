@@ -15,7 +15,6 @@ import math
 
 import torch
 
-from mrirecon.errors import UserError
 from mrirecon.methods.base import (
     AUTO,
     Method,
@@ -69,18 +68,18 @@ class WaveletCS(Method):
 
     def __init__(self, lam: str | float = AUTO, max_iter: int = 100, tol: float = 1e-5, solver: str = "fista",
                  wavelet: str = "db2", levels: str | int = AUTO, cycle_spin: bool = True) -> None:
-        self.lam = auto_or_nonnegative("method.lam", lam)
-        self.max_iter = check_positive_int("method.max_iter", max_iter)
-        self.tol = check_nonnegative("method.tol", tol)
+        self.lam = auto_or_nonnegative("lam", lam)
+        self.max_iter = check_positive_int("max_iter", max_iter)
+        self.tol = check_nonnegative("tol", tol)
         if solver not in SOLVERS:
-            raise UserError(f"method.solver: unknown solver '{solver}' (expected fista or pogm)")
+            raise ValueError(f"solver: unknown solver '{solver}' (expected fista or pogm)")
         self.solver = SOLVERS[solver]
         self.cycle_spin, self.wavelet = bool(cycle_spin), wavelet
-        self.levels = levels if levels == AUTO else check_positive_int("method.levels", levels)
+        self.levels = levels if levels == AUTO else check_positive_int("levels", levels)
         try:
             WaveletSparsity(wavelet, 1)
         except ValueError as exc:
-            raise UserError(f"method.wavelet: {exc}") from None
+            raise ValueError(f"wavelet: {exc}") from None
         self._transforms: dict[int, WaveletSparsity] = {}
 
     def sparsity(self, shape: tuple[int, int]) -> tuple[WaveletSparsity, int]:
@@ -124,9 +123,9 @@ class TotalVariationCS(Method):
     """
 
     def __init__(self, lam: str | float = AUTO, max_iter: int = 200, tol: float = 1e-5) -> None:
-        self.lam = auto_or_nonnegative("method.lam", lam)
-        self.max_iter = check_positive_int("method.max_iter", max_iter)
-        self.tol = check_nonnegative("method.tol", tol)
+        self.lam = auto_or_nonnegative("lam", lam)
+        self.max_iter = check_positive_int("max_iter", max_iter)
+        self.tol = check_nonnegative("tol", tol)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrirecon.errors import UserError
 from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, noise_of
 from mrirecon.physics.noise import complex_noise
 from mrirecon.physics.sense import SenseOperator
@@ -54,11 +53,11 @@ class Unrolled(nn.Module, Method):
     ) -> None:
         super().__init__()
         self.denoiser = denoiser
-        self.num_unrolls = check_positive_int("method.num_unrolls", num_unrolls)
-        self.cg_max_iter = check_positive_int("method.cg_max_iter", cg_max_iter)
-        self.cg_eps = check_nonnegative("method.cg_eps", cg_eps)
-        if not check_nonnegative("method.l2lam_init", l2lam_init) > 0:
-            raise UserError(f"method.l2lam_init: {l2lam_init!r} must be > 0")
+        self.num_unrolls = check_positive_int("num_unrolls", num_unrolls)
+        self.cg_max_iter = check_positive_int("cg_max_iter", cg_max_iter)
+        self.cg_eps = check_nonnegative("cg_eps", cg_eps)
+        if not check_nonnegative("l2lam_init", l2lam_init) > 0:
+            raise ValueError(f"l2lam_init: {l2lam_init!r} must be > 0")
         self.l2lam_raw = nn.Parameter(torch.tensor(float(l2lam_init)), requires_grad=bool(learn_l2lam))
 
     @property

@@ -10,7 +10,6 @@ from typing import Any, Mapping
 
 from torch import nn
 
-from mrirecon.errors import UserError
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
 
@@ -22,11 +21,11 @@ def build_net(cfg: Mapping[str, Any]) -> nn.Module:
     params = dict(cfg)
     name = params.pop("name", None)
     if name == "flow":
-        raise UserError("model=flow is a generative prior, not a denoiser: train it with 'mrirecon train model=flow' "
-                        "and use it with method=flow_l1|flow_logprob|flow_combined")
+        raise ValueError("name: 'flow' is a generative prior, not a denoiser (train it with 'mrirecon train "
+                         "model=flow' and use it with method=flow_l1|flow_logprob|flow_combined)")
     if name not in NETS:
-        raise UserError(f"model.name: unknown denoiser '{name}' (expected one of {', '.join(sorted(NETS))})")
+        raise ValueError(f"name: unknown denoiser '{name}' (expected one of {', '.join(sorted(NETS))})")
     try:
         return NETS[name](**params)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"model={name}: {exc}") from None
+    except TypeError as exc:
+        raise TypeError(f"unknown or missing parameter of network '{name}' ({exc})") from None

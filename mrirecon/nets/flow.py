@@ -20,7 +20,6 @@ from nflows.nn.nets import ConvResidualNet
 from nflows.utils import create_mid_split_binary_mask
 from torch import nn
 
-from mrirecon.errors import UserError
 
 # nflows 0.14's LU layers call the deprecated torch.triangular_solve; the result is correct.
 warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
@@ -57,12 +56,12 @@ class ImageFlow(nn.Module):
         for key, value in (("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
                            ("num_blocks", num_blocks), ("bins", bins)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"model.{key}: {value!r} must be an integer >= 1")
+                raise ValueError(f"{key}: {value!r} must be an integer >= 1")
         if not float(tail_bound) > 0:
-            raise UserError(f"model.tail_bound: {tail_bound!r} must be > 0")
+            raise ValueError(f"tail_bound: {tail_bound!r} must be > 0")
         c, h, w = (int(s) for s in shape)
         if h % 2**levels or w % 2**levels:
-            raise UserError(f"model.levels: {levels} levels need image sides divisible by {2**levels}, "
+            raise ValueError(f"levels: {levels} levels need image sides divisible by {2**levels}, "
                             f"the images are {h}x{w}")
         self.shape = (c, h, w)
 
@@ -118,11 +117,11 @@ def build_flow(cfg: Mapping[str, Any], shape: tuple[int, int, int]) -> ImageFlow
     params = dict(cfg)
     name = params.pop("name", None)
     if name != "flow":
-        raise UserError(f"model.name: '{name}' is not a flow (expected model=flow or model=flow_student)")
+        raise ValueError(f"name: '{name}' is not a flow (expected flow)")
     try:
         return ImageFlow(shape, **params)
     except TypeError as exc:
-        raise UserError(f"model=flow: {exc}") from None
+        raise TypeError(f"unknown or missing parameter of the flow ({exc})") from None
 
 
 # -- images in [0, 1] with 2**bits levels <-> the flow's centred space ----------------------------

@@ -30,7 +30,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 2, base_channels: int = 32, depth: int = 3, residual: bool = True) -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+            raise ValueError(f"depth: {depth!r} must be an integer >= 1")
         chans = [base_channels * 2**i for i in range(depth)]
         self.down = nn.ModuleList([_double_conv(in_channels, chans[0])])
         self.down.extend(_double_conv(chans[i - 1], chans[i]) for i in range(1, depth))

@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from mrirecon import __version__, metrics
 from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.errors import UserError
+from mrirecon.errors import UserError, configured
 from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
 from mrirecon.methods import REGISTRY, Method, build_method
@@ -73,6 +73,14 @@ def check_training_subjects(cfg: DictConfig, trained: dict[str, Any], data: Deep
     log.warning("%s (allow_train_slices=true): those results are not a test of generalisation", what)
 
 
+def check_flow_size(cfg: DictConfig, method_config: dict[str, Any], data: DeepInPyFile) -> None:
+    """A flow prior works only at its training image size: refuse other data up front."""
+    if "flow_shape" in method_config and tuple(method_config["flow_shape"][1:]) != tuple(data.shape):
+        h, w = method_config["flow_shape"][1:]
+        raise UserError(f"checkpoint: the flow in {cfg.checkpoint} was trained on {h}x{w} images, {data.path} holds "
+                        f"{data.shape[0]}x{data.shape[1]} (data={cfg.data.name}): a flow works only at its training size")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Reconstruct `data.split` of `data.path` with `method`; write the run dir's outputs.
 
@@ -91,6 +99,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"data.split: split '{cfg.data.split}' of {data.path} is empty "
                         f"({data.num_slices} slices in all; data.split=all uses every slice)")
     check_training_subjects(cfg, trained, data, indices)
+    check_flow_size(cfg, method_config, data)
     has_reference = bool(data.attrs.get("has_reference", True))
     rows: list[dict[str, Any]] = []
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
@@ -177,7 +186,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     if kind is None:
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
-        return build_method(plain(cfg.method)), plain(cfg.method), {}
+        return configured("method", build_method, plain(cfg.method)), plain(cfg.method), {}
     if not checkpoint:
         how = "model=flow" if kind == "flow" else f"method={name}"
         raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {how}')")
@@ -188,7 +197,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
         held = ckpt.get("method") or ckpt.get("kind") or "unknown"
         raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not method={name}")
     method_cfg, model_cfg = ckpt["config"]["method"], ckpt["config"]["model"]
-    method = build_method(method_cfg, denoiser=build_net(model_cfg))
+    method = configured("method", build_method, method_cfg, denoiser=configured("model", build_net, model_cfg))
     try:
         method.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
@@ -216,14 +225,15 @@ def _flow_method(cfg: DictConfig, name: str, checkpoint: str, ckpt: dict[str, An
                     "match the data (the original project's pitfall); results are not comparable",
                     checkpoint, int(ckpt["bits"]), int(bits), cfg.data.name)
     model_cfg = ckpt["config"]["model"]
-    flow = build_flow(model_cfg, tuple(ckpt["shape"]))
+    flow = configured("model", build_flow, model_cfg, tuple(ckpt["shape"]))
     try:
         flow.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
-    method = build_method(plain(cfg.method), flow=flow.to(device), bits=int(ckpt["bits"]))
-    return method, {**plain(cfg.method), "flow_bits": int(ckpt["bits"]), "flow_checkpoint": checkpoint}
+    method = configured("method", build_method, plain(cfg.method), flow=flow.to(device), bits=int(ckpt["bits"]))
+    return method, {**plain(cfg.method), "flow_bits": int(ckpt["bits"]), "flow_shape": list(ckpt["shape"]),
+                    "flow_checkpoint": checkpoint}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

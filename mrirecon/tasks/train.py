@@ -4,7 +4,6 @@ model=flow, the normalizing-flow prior (tasks/train_flow.py)."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,64 +13,16 @@ from torch.utils.data import DataLoader
 
 from mrirecon import metrics
 from mrirecon.data.dataset import SliceDataset
-from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.errors import UserError
+from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
 from mrirecon.nets import build_net
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import open_processed, plain, training_setup
-from mrirecon.training import Settings, Trainer
+from mrirecon.tasks.train_common import positive, resume_path, settings_of, training_data
+from mrirecon.training import Trainer
 
 log = logging.getLogger(__name__)
-
-
-def _positive(key: str, value: Any, integer: bool = False) -> Any:
-    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
-    if not ok or value <= 0:
-        raise UserError(f"{key}: {value!r} must be a positive {'integer' if integer else 'number'}")
-    return value
-
-
-def settings_of(cfg: DictConfig) -> Settings:
-    """Loop settings from `train` and `hardware`, validated."""
-    t = cfg.train
-    if t.max_minutes is not None:
-        _positive("train.max_minutes", t.max_minutes)
-    if t.grad_clip is not None:
-        _positive("train.grad_clip", t.grad_clip)
-    return Settings(
-        epochs=_positive("train.epochs", t.epochs, integer=True),
-        batch_size=_positive("train.batch_size", t.batch_size, integer=True),
-        seed=int(cfg.seed),
-        grad_clip=t.grad_clip,
-        max_minutes=t.max_minutes,
-        num_workers=int(cfg.hardware.num_workers),
-    )
-
-
-def resume_path(cfg: DictConfig, out: Path) -> Path | None:
-    """None, or the checkpoint named by train.resume (true: this run dir's last.pt)."""
-    resume = cfg.train.resume
-    if resume is False or resume is None:
-        return None
-    path = out / "checkpoints" / "last.pt" if resume is True else Path(str(resume))
-    if not path.is_file():
-        raise UserError(
-            f"train.resume: no checkpoint at {path} (resume a run with hydra.run.dir=<its run dir> "
-            "train.resume=true, or give train.resume=<path to last.pt>)"
-        )
-    return path
-
-
-def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:
-    """What a checkpoint records of its training data: the file, its source and the training
-    subjects (so that reconstruct can refuse to report on them)."""
-    subjects = data.subjects()
-    subjects = np.arange(data.num_slices) if subjects is None else subjects
-    return {"data_path": str(data.path.resolve()),
-            "source_id": str(data.attrs.get("source_id", data.attrs.get("source", ""))),
-            "train_subjects": sorted(set(subjects[train_idx].tolist()))}
 
 
 def validate_unrolled(method: Unrolled, data: SliceDataset, batch_size: int, device: torch.device):
@@ -114,10 +65,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"train.holdout_center: {t.holdout_center} is not in [0, 1)")
     if float(t.stdev) < 0:
         raise UserError(f"train.stdev: {t.stdev} must be >= 0")
-    lr = _positive("train.lr", t.lr)
+    lr = positive("train.lr", t.lr)
     resume = resume_path(cfg, out)
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
-    method = build_method(plain(cfg.method), denoiser=build_net(plain(cfg.model))).to(device)
+    method = configured("method", build_method, plain(cfg.method),
+                        denoiser=configured("model", build_net, plain(cfg.model))).to(device)
     method.amp = bool(cfg.hardware.amp)
     data = open_processed(cfg)
     train_idx, val_idx = data.split_indices("train"), data.split_indices("val")

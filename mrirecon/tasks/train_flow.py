@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.errors import UserError
+from mrirecon.errors import UserError, configured
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
-from mrirecon.tasks.train import _positive, resume_path, settings_of, training_data
+from mrirecon.tasks.train_common import positive, resume_path, settings_of, training_data
 from mrirecon.training import Trainer
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     settings = settings_of(cfg)
     settings.select = "val_bpd"
     t = cfg.train
-    lr = _positive("train.lr", t.lr)
+    lr = positive("train.lr", t.lr)
     flip = bool(t.get("flip", False))
     temperature = float(t.get("sample_temperature", 0.7))
     resume = resume_path(cfg, out)
@@ -89,7 +89,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)")
     shape = (1, *data.shape)
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
-    flow = build_flow(plain(cfg.model), shape).to(device)
+    flow = configured("model", build_flow, plain(cfg.model), shape).to(device)
     train_set, val_set = MagnitudeDataset(data, train_idx), MagnitudeDataset(data, val_idx)
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
