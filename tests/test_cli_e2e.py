@@ -63,7 +63,7 @@ def test_reconstruct_outputs(sweep):
                if json.loads(p.read_text())["method"] == "cg_sense")
     with open(run / "metrics.csv", newline="") as fh:
         lines = fh.read().splitlines()
-    assert lines[0] == "slice,method,nrmse,psnr,ssim,seconds"
+    assert lines[0] == "slice,subject,method,nrmse,psnr,ssim,seconds"
     rows = list(csv.DictReader(lines))
     assert [int(r["slice"]) for r in rows] == [12, 13, 14] and {r["method"] for r in rows} == {"cg_sense"}
     summary = json.loads((run / "summary.json").read_text())
