@@ -67,11 +67,11 @@ def comparison_figure(
 
 
 def axis_scale(values: Sequence[float]) -> str:
-    """'log' for positive values spanning two decades or more, 'symlog' when such values also
+    """'log' for positive values spanning a decade or more, 'symlog' when such values also
     include 0, else 'linear'."""
     v = np.asarray([float(x) for x in values])
     positive = v[v > 0]
-    if positive.size < 2 or np.any(v < 0) or positive.max() / positive.min() < 100:
+    if positive.size < 2 or np.any(v < 0) or positive.max() / positive.min() < 10:
         return "linear"
     return "symlog" if np.any(v == 0) else "log"
 

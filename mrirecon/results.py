@@ -21,13 +21,14 @@ RANK_BY = "psnr"
 
 
 def swept_params(runs: list[dict[str, Any]]) -> list[str]:
-    """Method parameters that take more than one value among runs of the same method."""
+    """Method parameters that take more than one value among runs of the same method, in the
+    order of the methods' configs (lam before beta)."""
     values: dict[tuple[str, str], set[str]] = defaultdict(set)
     for run in runs:
         for key, value in run["params"].items():
             if key != "name":
                 values[(run["method"], key)].add(json.dumps(value))
-    return sorted({key for (_, key), vals in values.items() if len(vals) > 1})
+    return list(dict.fromkeys(key for (_, key), vals in values.items() if len(vals) > 1))
 
 
 def group_of(row: dict[str, Any]) -> tuple[str, str, str]:
