@@ -128,17 +128,18 @@ def _img(path: Path) -> str:
 
 
 def _html_table(head: Sequence[str], lines: Sequence[Sequence[tuple[str, bool]]]) -> str:
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
+    out = ["<div class='wide'><table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for line in lines:
         cells = (f"<td><b>{html.escape(t)}</b></td>" if bold else f"<td>{html.escape(t)}</td>" for t, bold in line)
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "\n".join(out)
 
 
 CSS = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fff; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+div.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
 th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: right; white-space: nowrap; }
 th { background: #eef; } td:nth-child(-n+4) { text-align: left; }
