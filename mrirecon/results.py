@@ -136,7 +136,7 @@ def comparisons(table: list[dict[str, Any]], params: list[str], baseline: str | 
         if base:
             references.append(("baseline", base[0]))
         for kind, ref in references:
-            for row in rows:
+            for row in ranked:
                 if row is ref:
                     continue
                 for metric in METRICS:
@@ -147,7 +147,7 @@ def comparisons(table: list[dict[str, Any]], params: list[str], baseline: str | 
                                 "result": result})
                     if kind == "best" and metric == RANK_BY and not result.resolved:
                         row["best"] = ref["best"] = "tied"
-        if ranked[0]["best"] != "tied" and len(rows) > 1:
+        if ranked[0]["best"] != "tied" and len(ranked) > 1:
             ranked[0]["best"] = "*"
     return out
 
@@ -165,11 +165,12 @@ def sweeps(table: list[dict[str, Any]], params: list[str]) -> tuple[dict[str, li
     for rows in series.values():
         varying = [p for p in params if len({json.dumps(r[p]) for r in rows}) > 1]
         if len(varying) == 1:
-            lines[varying[0]].append(sorted(rows, key=lambda r: _sort_key(r[varying[0]])))
+            lines[varying[0]].append(sorted(rows, key=lambda r: sort_key(r[varying[0]])))
         elif len(varying) == 2:
             grids.append((varying[0], varying[1], rows))
     return dict(lines), grids
 
 
-def _sort_key(value: Any) -> tuple:
+def sort_key(value: Any) -> tuple:
+    """Order of parameter values: numbers by value, then other values by their text."""
     return (0, float(value), "") if _numeric(value) else (1, 0.0, str(value))

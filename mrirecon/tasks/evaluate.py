@@ -159,8 +159,8 @@ def _sweep_plots(table: list[dict[str, Any]], params: list[str], out: Path) -> l
         sweep_figure(param, data, path)
         written.append(("Sweeps", f"metrics vs {param}: mean over slices with a 95 % bootstrap band", path))
     for p1, p2, rows in grids:
-        v1 = sorted({r[p1] for r in rows}, key=results._sort_key)
-        v2 = sorted({r[p2] for r in rows}, key=results._sort_key)
+        v1 = sorted({r[p1] for r in rows}, key=results.sort_key)
+        v2 = sorted({r[p2] for r in rows}, key=results.sort_key)
         maps = {}
         for m in METRICS:
             grid = np.full((len(v1), len(v2)), np.nan)
