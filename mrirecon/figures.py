@@ -14,9 +14,10 @@ import numpy as np  # noqa: E402
 from mrirecon.io import atomic_path  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+def _save(fig: plt.Figure, path: str | os.PathLike, tight: bool = True) -> None:
+    """Write `fig` as PNG; `tight` crops to the drawn content (slow for figures of many axes)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight" if tight else None)
     plt.close(fig)
 
 
@@ -62,8 +63,10 @@ def comparison_figure(
                 bottom[c].imshow(np.abs(np.abs(img) - np.abs(ref)) * error_gain, cmap="gray", vmin=0, vmax=vmax)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
-    _save(fig, path)
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.3 / width, right=0.99, bottom=0.05 / height, top=1 - 0.35 / height,
+                        wspace=0.05, hspace=0.35)
+    _save(fig, path, tight=False)
 
 
 def axis_scale(values: Sequence[float]) -> str:
