@@ -188,8 +188,8 @@ def _print_table(table: list[dict[str, Any]], params: list[str], num_runs: int) 
     for row in table:
         cells = [Path(row["data"]).name, row["split"],
                  *(report.fmt(c, row[c]) for c in ("variant", "method", *params, "slices", "subjects", "R"))]
-        cells += [f"{report.fmt(s + '_mean', row[s + '_mean'])} ± {report.fmt(s + '_std', row[s + '_std'])}"
-                  for s in heads]
+        cells += [" ± ".join(filter(None, (report.fmt(f"{s}_{a}", row[f"{s}_{a}"]) for a in ("mean", "std"))))
+                  for s in heads]  # a single slice has no std
         rich_table.add_row(*cells, report.fmt("seconds_mean", row["seconds_mean"]), row["best"])
     console = Console()
     if not console.is_terminal:  # a log file or pipe: do not squeeze the table to 80 columns
