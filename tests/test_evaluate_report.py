@@ -31,7 +31,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     variant offset: a = b + 0.5 dB on each of 3 slices (resolved, interval [0.5, 0.5]);
     variant noise: c and d differ by noise only, 20 slices (tied, interval covers 0);
     variant noisy_offset: e = f + 0.5 dB + noise, 20 slices of 5 subjects (resolved, covers 0.5);
-    variant sweep: flow_combined over 4 lam x 3 beta and cg_sense over 4 lam (3 slices each)."""
+    variant sweep: flow_combined over 4 lam x 3 beta and cg_sense over 4 lam (3 slices each);
+    and a train run."""
     root = tmp_path_factory.mktemp("eval")
     rng = np.random.default_rng(12)
     runs = root / "runs"
@@ -49,7 +50,9 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
             peak = 35 - 40 * (np.log10(lam) + 3.5) ** 2 / 10 + 10 * beta
             fake_run(runs / f"flow_{i}{j}", "flow_combined", "sweep", base3 + peak, {"lam": lam, "beta": beta})
         fake_run(runs / f"cg_{i}", "cg_sense", "sweep", base3 + 30 + i, {"lam": lam})
-    res = run_cli("evaluate", f"runs=[{runs}]", "baseline=b", "hydra.run.dir=out", cwd=root, timeout=120)
+    fake_train_run(root / "train" / "run1")  # runs= may mix train and reconstruct runs
+    res = run_cli("evaluate", f"runs=[{runs},{root / 'train'}]", "baseline=b", "figure_slices=1", "hydra.run.dir=out",
+                  cwd=root, timeout=120)
     assert res.returncode == 0, res.stderr
     return root / "out", res
 
@@ -97,9 +100,9 @@ def test_sweep_plots(evaluated):
 def test_report_is_self_contained(evaluated):
     out, res = evaluated
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 3  # the line plot, the heat map and the comparison
+    assert page.count("data:image/png;base64,") == 4  # line plot, heat map, comparison, training curves
     assert "<script" not in page and 'src="http' not in page and "href=" not in page
-    for text in ("Paired comparisons", "Sweeps", "Per-slice comparison", "flow_combined", "tied"):
+    for text in ("Paired comparisons", "Sweeps", "Per-slice comparison", "Training curves", "flow_combined", "tied"):
         assert text in page
     assert "cg_sense" in res.stdout and not re.search(r"± 0(?![.\d])", res.stdout)  # seconds: a plain mean
 
@@ -120,18 +123,24 @@ def test_report_in_a_headless_browser(evaluated, tmp_path):
     assert colours > 200 and img.std() > 0.05  # text, tables and the embedded images, not a blank page
 
 
-def test_training_curves(tmp_path):
-    train = tmp_path / "train" / "run1"
-    (train / ".hydra").mkdir(parents=True)
-    (train / ".hydra" / "config.yaml").write_text("method:\n  name: dbp\nmodel:\n  name: unet\ntrain:\n  supervised: true\n")
+def fake_train_run(path: Path) -> Path:
+    """A train run dir: .hydra/config.yaml and a metrics.csv of 10 epochs."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("method:\n  name: dbp\nmodel:\n  name: unet\ntrain:\n  supervised: true\n")
     lines = ["epoch,step,train_loss,val_nrmse,val_psnr,val_ssim,lr"]
     lines += [f"{e},{3 * e},{1 / e:.4g},{0.3 / e:.4g},{25 + e:.4g},{0.5 + e / 40:.4g},0.001" for e in range(1, 11)]
-    (train / "metrics.csv").write_text("\n".join(lines) + "\n")
+    (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_training_curves_of_a_train_run(tmp_path):
+    fake_train_run(tmp_path / "train" / "run1")
     res = run_cli("evaluate", f"runs=[{tmp_path / 'train'}]", "hydra.run.dir=out", cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     assert (out / "training_curves.png").stat().st_size > 10_000 and not (out / "results.csv").exists()
     page = (out / "report.html").read_text()
+    assert "0 reconstruct runs, 1 train runs" in page
     assert "Training curves" in page and "dbp + unet supervised" in page and page.count("data:image/png") == 1
 
 
