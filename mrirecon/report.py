@@ -28,8 +28,8 @@ COMPARISON_NOTE = (
     "Paired differences (method minus reference) over the slices both were run on: mean, 95 % bootstrap interval "
     "(expanded percentile, 10,000 resamples of slices; of subjects, as clusters, when the data file records "
     "them: then the interval shown and the decision are over subjects) and the two-sided Wilcoxon signed-rank p-value over slices (nan: fewer than 2 "
-    "slices; 1: all differences 0). Bold: resolved, the interval excludes 0. With 3 slices the interval is the "
-    "range of the differences and p is at least 0.25: only a method better on every slice is resolved."
+    "slices; 1: all differences 0). Bold: resolved, the interval excludes 0 and p < 0.05. The smallest two-sided "
+    "p is 2 / 2^slices, so fewer than 6 slices resolve nothing (3 slices: p >= 0.25)."
 )
 
 

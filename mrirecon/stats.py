@@ -4,8 +4,11 @@ Intervals are percentile bootstrap intervals of the mean with Hesterberg's "expa
 correction for small samples (the percentiles are widened so that the interval matches a
 t-interval's coverage; with 2 or 3 values it is the range of the bootstrap means, i.e. of the
 values). With `clusters` (the subject of each slice) a cluster bootstrap resamples whole subjects
-instead of slices. A difference is `resolved` when its interval excludes 0 and rests on at least
-two slices (or subjects): one value resolves nothing.
+instead of slices. A difference is `resolved` when its interval excludes 0 and the Wilcoxon
+signed-rank test rejects "no difference" at `ALPHA` (two-sided). The second condition keeps
+small samples honest: a bootstrap interval over 2 or 3 values excludes 0 whenever one method wins
+on every slice, which happens by chance with probability 1/2 or 1/4; the smallest two-sided
+Wilcoxon p is 2 / 2^n, so at least 6 slices are needed to resolve anything.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 from scipy import stats as sps
 
 RESAMPLES = 10_000
+ALPHA = 0.05
 SEED = 0
 
 
@@ -91,7 +95,7 @@ class Paired:
     low_subjects: float  # interval over subjects (cluster bootstrap); nan when not recorded
     high_subjects: float
     p: float  # Wilcoxon signed-rank over slices
-    resolved: bool  # the interval over subjects (if recorded, else over slices) excludes 0; needs >= 2 of them
+    resolved: bool  # the interval over subjects (if recorded, else over slices) excludes 0 and p < ALPHA
 
 
 def paired(a: np.ndarray, b: np.ndarray, subjects: np.ndarray | None = None, level: float = 0.95,
@@ -112,6 +116,7 @@ def paired(a: np.ndarray, b: np.ndarray, subjects: np.ndarray | None = None, lev
         groups = int(len(np.unique(labels)))
         low_s, high_s = bootstrap_ci(d, labels, level, resamples, seed)
         decide, units = (low_s, high_s), groups
-    resolved = bool(units >= 2 and (decide[0] > 0 or decide[1] < 0))
+    p = wilcoxon_p(d)
+    resolved = bool(units >= 2 and (decide[0] > 0 or decide[1] < 0) and p < ALPHA)
     mean = float(d.mean()) if d.size else float("nan")
-    return Paired(int(d.size), groups, mean, low, high, low_s, high_s, wilcoxon_p(d), resolved)
+    return Paired(int(d.size), groups, mean, low, high, low_s, high_s, p, resolved)

@@ -28,7 +28,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Known answers in one evaluate (baseline=b):
-    variant offset: a = b + 0.5 dB on each of 3 slices (resolved, interval [0.5, 0.5]);
+    variant offset: a = b + 0.5 dB on each of 8 slices (resolved, interval [0.5, 0.5]);
     variant noise: c and d differ by noise only, 20 slices (tied, interval covers 0);
     variant noisy_offset: e = f + 0.5 dB + noise, 20 slices of 5 subjects (resolved, covers 0.5);
     variant sweep: flow_combined over 4 lam x 3 beta and cg_sense over 4 lam (3 slices each);
@@ -37,8 +37,9 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     rng = np.random.default_rng(12)
     runs = root / "runs"
     base3 = np.round(30 + 3 * rng.random(3), 4)
-    fake_run(runs / "a", "a", "offset", base3 + 0.5)
-    fake_run(runs / "b", "b", "offset", base3)
+    base8 = np.round(30 + 3 * rng.random(8), 4)
+    fake_run(runs / "a", "a", "offset", base8 + 0.5)
+    fake_run(runs / "b", "b", "offset", base8)
     base20 = np.round(30 + 3 * rng.random(20), 4)
     fake_run(runs / "c", "c", "noise", base20 + rng.normal(0, 0.3, 20))
     fake_run(runs / "d", "d", "noise", base20)
@@ -63,7 +64,7 @@ def test_known_answers(evaluated):
     assert rows[("offset", "a")]["best"] == "*" and rows[("offset", "b")]["best"] == ""
     assert rows[("noise", "c")]["best"] == rows[("noise", "d")]["best"] == "tied"
     assert rows[("noisy_offset", "e")]["best"] == "*"
-    assert rows[("offset", "a")]["slices"] == "3" and rows[("offset", "a")]["subjects"] == ""
+    assert rows[("offset", "a")]["slices"] == "8" and rows[("offset", "a")]["subjects"] == ""
     assert rows[("noisy_offset", "e")]["subjects"] == "5" and float(rows[("noisy_offset", "b")]["R"]) == 4.0
     assert float(rows[("offset", "a")]["seconds_mean"]) == 0.25 and "seconds_std" not in rows[("offset", "a")]
     comps = {(c["variant"], c["method"], c["reference"], c["metric"]): c for c in read_csv(out / "comparisons.csv")}
@@ -152,6 +153,8 @@ def test_paired_statistics_library():
     assert stats.wilcoxon_p(np.zeros(5)) == 1.0 and np.isnan(stats.wilcoxon_p(np.ones(1)))
     one = stats.paired(np.array([2.0]), np.array([1.0]))
     assert not one.resolved and one.slices == 1  # one slice resolves nothing
+    three = stats.paired(np.array([31.0, 32.0, 33.0]), np.array([30.0, 30.5, 31.0]))
+    assert three.low > 0 and three.p >= 0.25 and not three.resolved  # winning on all 3 slices: chance 1/4
     clustered = stats.paired(np.arange(6.0) + 1, np.zeros(6), subjects=np.array([0, 0, 0, 1, 1, 1]))
     assert clustered.subjects == 2 and (clustered.low_subjects, clustered.high_subjects) == (2.0, 5.0)  # subject means
     with pytest.raises(ValueError, match="a, b"):
