@@ -130,20 +130,20 @@ class FlowPrior(Method):
 
 @register("flow_l1")
 class FlowL1(FlowPrior):
-    """min ||A G(z) - y||^2 + lam R(z) (beta = 0)."""
+    """min ||A G(z) - y||^2 / (2 sigma^2) + lam R(z) (beta = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, lam: float = 1e-3, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, flow: ImageFlow, bits: int, lam: float = 0.5, **kwargs) -> None:  # noqa: ANN003
         super().__init__(flow, bits, lam=lam, beta=0.0, **kwargs)
 
 
 @register("flow_logprob")
 class FlowLogProb(FlowPrior):
-    """min ||A G(z) - y||^2 + beta (-log p(G(z))) (lam = 0)."""
+    """min ||A G(z) - y||^2 / (2 sigma^2) + beta (-log p(G(z))) (lam = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, beta: float = 1e-4, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.3, **kwargs) -> None:  # noqa: ANN003
         super().__init__(flow, bits, lam=0.0, beta=beta, **kwargs)
 
 
 @register("flow_combined")
 class FlowCombined(FlowPrior):
-    """min ||A G(z) - y||^2 + lam R(z) + beta (-log p(G(z)))."""
+    """min ||A G(z) - y||^2 / (2 sigma^2) + lam R(z) + beta (-log p(G(z)))."""
