@@ -36,8 +36,8 @@ from mrirecon.methods import build_method  # noqa: E402
 from mrirecon.physics.sense import SenseOperator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS_GRID = [3e-5, 1e-4, 3e-4, 1e-3]
-BART_GRID = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+OURS_GRID = [1e-3, 3e-3, 1e-2, 3e-2]  # w = lam * max|A^H y|; the noisy sample needs 1e-3 and up
+BART_GRID = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
 
 def write_cfl(base: Path, array: np.ndarray) -> None:
