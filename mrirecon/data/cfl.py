@@ -100,7 +100,7 @@ class CflImageWriter:
     def write(self, i: int, image: np.ndarray) -> None:
         """Store image i (X, Y)."""
         assert self._map is not None
-        self._map[:, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i] = image
+        self._map[:, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i, 0, 0] = image
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._map is not None and self._tmp is not None

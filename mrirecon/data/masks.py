@@ -13,6 +13,10 @@ import numpy as np
 KINDS = ("poisson", "fastmri_random", "fastmri_equispaced")
 
 
+class MaskError(ValueError):
+    """A mask that cannot be made with the parameters given (the message names the parameter)."""
+
+
 def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) -> np.ndarray:
     """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre."""
     import sigpy.mri  # slow import (numba): only when a mask is made
@@ -57,7 +61,7 @@ def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: flo
 
 def make_mask(kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float,
               seed: int) -> np.ndarray:
-    """An undersampling mask (X, Y) float32 in {0, 1}.
+    """An undersampling mask (X, Y) float32 in {0, 1}; MaskError (a ValueError) when impossible.
 
     Args:
         kind: poisson, fastmri_random or fastmri_equispaced.
@@ -68,19 +72,19 @@ def make_mask(kind: str, shape: tuple[int, int], accel: float, calib: int, cente
         seed: the random seed.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
+        raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
     if isinstance(accel, bool) or not isinstance(accel, (int, float)) or not accel > 1:
-        raise ValueError(f"accel: {accel!r} must be a number > 1")
+        raise MaskError(f"accel: {accel!r} must be a number > 1")
     if kind == "poisson":
         if isinstance(calib, bool) or not isinstance(calib, int) or not 0 <= calib <= min(shape):
-            raise ValueError(f"calib: {calib!r} must be an integer in [0, {min(shape)}]")
+            raise MaskError(f"calib: {calib!r} must be an integer in [0, {min(shape)}]")
         try:
             return poisson_mask(tuple(shape), float(accel), calib, seed)
         except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
-            raise ValueError(f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "
+            raise MaskError(f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "
                              f"calibration square fits {shape[0]}x{shape[1]} (lower calib or accel)") from None
     if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 < center_fraction < 1:
-        raise ValueError(f"center_fraction: {center_fraction!r} must be a number in (0, 1)")
+        raise MaskError(f"center_fraction: {center_fraction!r} must be a number in (0, 1)")
     columns = (fastmri_random_columns if kind == "fastmri_random" else fastmri_equispaced_columns)(
         shape[1], float(accel), float(center_fraction), seed)
     return np.broadcast_to(columns[None, :], shape).astype(np.float32)

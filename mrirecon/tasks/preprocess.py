@@ -17,7 +17,8 @@ from mrirecon import __version__
 from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
 from mrirecon.data.transforms import make_variant, with_noise
-from mrirecon.errors import UserError, configured
+from mrirecon.data.masks import MaskError
+from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.data.source import source_files
 from mrirecon.tasks.common import open_source, source_spec, variant_of
@@ -121,7 +122,13 @@ def run(cfg: DictConfig) -> Path:
         )
     subjects, splits = subjects_and_splits(cfg, source)
     seed = int(cfg.seed)
-    read = lambda i: configured("data.undersampling", source.read, i)  # noqa: E731  (mask errors name the key)
+
+    def read(i: int) -> Slice:
+        try:
+            return source.read(i)
+        except MaskError as exc:  # a mask for fully sampled k-space: name the config key
+            raise UserError(f"data.undersampling.{exc}") from None
+
     first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
     source_id = "sample" if spec == "sample" else ",".join(str(Path(p).resolve()) for p in files)
     attrs = {
