@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from formats_helpers import centred_fftn, centred_ifftn, phantom_coils, write_ismrmrd
+from formats_helpers import centred_fftn, centred_ifftn, phantom_coils, write_fastmri, write_ismrmrd
 from helpers import run_cli, tiny_arrays, write_h5
 from mrirecon.data import masks
 from mrirecon.data.cfl import read_cfl, write_cfl
@@ -194,31 +194,6 @@ def test_ismrmrd_several_subjects_folder(tmp_path):
 
 
 # ---------------------------------------------------------------------------- fastMRI
-
-
-def fastmri_header(enc: tuple[int, int], recon: tuple[int, int]) -> bytes:
-    """A minimal fastMRI-style ISMRMRD XML header (encodedSpace and reconSpace)."""
-    def space(name, x, y):
-        return (f"<{name}><matrixSize><x>{x}</x><y>{y}</y><z>1</z></matrixSize>"
-                f"<fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></{name}>")
-    return (f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
-            f"<encoding>{space('encodedSpace', *enc)}{space('reconSpace', *recon)}"
-            f"<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>").encode()
-
-
-def write_fastmri(path: Path, coils: np.ndarray, recon: tuple[int, int], rss: bool = True) -> np.ndarray:
-    """fastMRI multi-coil layout from coil images (N, C, H, W): kspace, ismrmrd_header,
-    reconstruction_rss (root-sum-of-squares of the centre crop), attrs; returns the k-space."""
-    kspace = centred_fftn(coils, (-2, -1)).astype(np.complex64)
-    h, w = coils.shape[-2:]
-    crop = coils[..., (h - recon[0]) // 2 : (h - recon[0]) // 2 + recon[0], (w - recon[1]) // 2 : (w - recon[1]) // 2 + recon[1]]
-    with h5py.File(path, "w") as f:
-        f["kspace"] = kspace
-        f["ismrmrd_header"] = fastmri_header((h, w), recon)
-        if rss:
-            f["reconstruction_rss"] = np.sqrt((np.abs(crop) ** 2).sum(1)).astype(np.float32)
-        f.attrs.update({"acquisition": "CORPD_FBK", "max": 1.0, "norm": 1.0, "patient_id": "abc123"})
-    return kspace
 
 
 @pytest.fixture(scope="module")
