@@ -9,6 +9,8 @@ files of each kind are refused with the usual contract (test_errors.assert_refus
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -114,6 +116,23 @@ def test_cfl_round_trip_and_bart_order(tmp_path):
     back = read_cfl(tmp_path / "a.cfl")
     assert back.shape == (5, 4, 1, 3) + (1,) * 12 and np.array_equal(back[..., 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], a)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(shutil.which("bart") is None, reason="BART is not installed (optional check)")
+def test_bart_agrees_on_dimension_order(tmp_path):
+    """BART reads what write_cfl writes (its root-sum-of-squares over dim 3, the coils, matches
+    NumPy's) and CflSource reads what BART writes (a 4-coil phantom: 1 slice, 4 coils, 32x32)."""
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal((6, 5, 1, 3)) + 1j * rng.standard_normal((6, 5, 1, 3))).astype(np.complex64)
+    write_cfl(tmp_path / "a", a)
+    subprocess.run(["bart", "rss", "8", str(tmp_path / "a"), str(tmp_path / "r")], check=True, capture_output=True)
+    r = np.asarray(read_cfl(tmp_path / "r")).reshape(6, 5, order="F")
+    assert np.allclose(r, np.sqrt((np.abs(a[:, :, 0]) ** 2).sum(-1)), rtol=1e-5)
+    subprocess.run(["bart", "phantom", "-x", "32", "-k", "-s", "4", str(tmp_path / "k")], check=True, capture_output=True)
+    source = open_source(str(tmp_path / "k"), ReadOptions())
+    assert (len(source), source.num_coils, source.shape) == (1, 4, (32, 32))
+    assert np.allclose(source._slice_ksp(0), np.moveaxis(np.asarray(read_cfl(tmp_path / "k"))[:, :, 0, :, 0, 0, 0, 0, 0, 0,
+                                                                                                 0, 0, 0, 0, 0, 0], -1, 0))
 
 
 # ---------------------------------------------------------------------------- detection
@@ -242,11 +261,12 @@ def test_fastmri_undersampled_file_keeps_its_mask(tmp_path):
     with h5py.File(tmp_path / "test_file.h5", "a") as f:
         f["kspace"][...] = kspace * cols
         f["mask"] = cols
-    f = preprocess(tmp_path, "test_file.h5", "out.h5", "data.espirit.calib_width=8")
+    f = open_source(str(tmp_path / "test_file.h5"), ReadOptions(calib_width=8))  # in-process: no CLI start-up
     assert f.shape == (16, 24) and not f.has_reference and not f.has_rss
     s = f.read(1)
     hybrid = centred_ifftn(kspace[1] * cols, (-2,))[:, 8:24]
     assert close(s.ksp, centred_fftn(hybrid, (-2,)) * cols) and np.array_equal(s.mask[0], cols)
+    assert not s.img.any()  # no reference for undersampled data
 
 
 # ---------------------------------------------------------------------------- BART cfl
@@ -279,11 +299,13 @@ def test_cfl_source_with_maps_through_cli(tmp_path):
 
 
 def test_cfl_espirit_maps(tmp_path):
+    """Without maps: ESPIRiT maps, and the reference is the SENSE combine with them (in-process)."""
     coils = phantom_coils(4, (32, 32), seed=3)
     write_cfl(tmp_path / "k", centred_fftn(coils, (-2, -1)).transpose(1, 2, 0)[:, :, None])
-    f = preprocess(tmp_path, "k", "out.h5", "data.espirit.calib_width=8", "data.undersampling.calib=8")
-    s = f.read(0)
+    s = open_source(str(tmp_path / "k"), ReadOptions(calib_width=8, calib=8)).read(0)
     assert close(s.img, sense(s.ksp, s.maps)) and close(s.ksp, centred_fftn(coils, (-2, -1)))
+    power = (np.abs(s.maps) ** 2).sum(0)
+    assert power.max() < 1.01 and (power > 0.9).mean() > 0.3
 
 
 # ---------------------------------------------------------------------------- bad files

@@ -18,11 +18,21 @@ class MaskError(ValueError):
 
 
 def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) -> np.ndarray:
-    """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre."""
+    """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre.
+
+    sigpy's generator misses the acceleration for an occasional seed (e.g. 160x128, accel 6,
+    seed 740); then seed + 10^6, seed + 2 * 10^6, ... are tried (4 more); ValueError if all fail.
+    """
     import sigpy.mri  # slow import (numba): only when a mask is made
 
-    mask = sigpy.mri.poisson(tuple(shape), accel, calib=(calib, calib), seed=seed, dtype=np.float32)
-    return (mask != 0).astype(np.float32)
+    for attempt in range(5):
+        try:
+            mask = sigpy.mri.poisson(tuple(shape), accel, calib=(calib, calib), seed=seed + attempt * 10**6,
+                                     dtype=np.float32)
+            return (mask != 0).astype(np.float32)
+        except ValueError:
+            continue
+    raise ValueError(f"Cannot generate mask to satisfy accel={accel}.")
 
 
 def _low_frequencies(num_cols: int, center_fraction: float) -> tuple[int, int]:
