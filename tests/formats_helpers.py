@@ -8,7 +8,6 @@ from typing import Callable, Sequence
 import h5py
 import numpy as np
 
-from mrirecon.data.transforms import fft2c_numpy
 
 
 def phantom_coils(coils: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

@@ -13,16 +13,18 @@ center_sample (a partial echo is zero-filled), ACQ_IS_REVERSE; noise, navigator,
 correction, feedback, dummy and phase-stabilisation readouts are skipped; repeated (ky, kz)
 lines (averages) are averaged. The subject is subjectInformation/patientID, else the file stem.
 
-Memory: a header pass on open (only the readout headers); slices are then made in slabs of as
-many slices as fit in half of `buffer_mb`, each slab by one pass over the readouts in chunks,
-so memory does not grow with the file (a file is read once per slab).
+Memory: a header pass on open (the readout headers, read in chunks); slices are then made in
+slabs of as many slices as fit in half of `buffer_mb`, each slab by one pass over the readouts
+in chunks of an eighth of it, with the file reopened for each pass (HDF5's caches of
+variable-length data grow over repeated passes of one handle), so memory does not grow with
+the file; the file is read once per slab.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -58,9 +60,9 @@ class IsmrmrdSource:
             raise UserError(f"{self.path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
         try:
             self._open()
-        except BaseException:
-            self._file.close()
-            raise
+        finally:
+            self._file.close()  # reopened for every slab: HDF5's caches would otherwise grow with each pass
+            del self._file
         self._slab: tuple[int, int, np.ndarray] | None = None
 
     def _error(self, message: str) -> UserError:
@@ -113,10 +115,16 @@ class IsmrmrdSource:
             skip_mask |= _bit(flag)
         keep, lin, reverse, first_ns = [], [], [], None
         self.num_coils = 0
-        chunk = 65536
+        try:  # size the chunks of rows by the first row
+            first = ds[0]["head"]
+            row_bytes = 8 * int(first["active_channels"]) * int(first["number_of_samples"]) + 512
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc.__class__.__name__})") from None
+        self._n_acq = n_acq
+        self._chunk = max(1, int(self.options.buffer_mb * 2**20 / 8 // row_bytes))
         try:
-            for a in range(0, n_acq, chunk):
-                head = ds.fields("head")[a : a + chunk]
+            for a, rows in self._blocks():
+                head = rows["head"]
                 flags = head["flags"].astype(np.uint64)
                 k = (flags & skip_mask) == 0
                 k &= head["encoding_space_ref"] == 0
@@ -169,7 +177,17 @@ class IsmrmrdSource:
         self.shape = (ry, rz) if self.has_reference else (ey, ez)
         slice_bytes = self.num_coils * ey * ez * 8
         self.slab = max(1, int(self.options.buffer_mb * 2**20 / 2 // slice_bytes))
-        self._chunk = max(1, int(self.options.buffer_mb * 2**20 / 8 // (self.num_coils * ex * 8)))
+
+    def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) of dataset/data in chunks of `_chunk` whole rows (header and
+        samples). The file is reopened every 4 chunks (about buffer_mb / 2 read): h5py's
+        reads of variable-length data grow HDF5's caches until the handle closes, and reading
+        the header field alone (Dataset.fields) leaks the samples, so neither is used."""
+        for block in range(0, self._n_acq, 4 * self._chunk):
+            with h5py.File(self.path, "r") as f:
+                ds = f["dataset/data"]
+                for a in range(block, min(block + 4 * self._chunk, self._n_acq), self._chunk):
+                    yield a, ds[a : a + self._chunk]
 
     def __len__(self) -> int:
         return self.num_slices
@@ -179,37 +197,45 @@ class IsmrmrdSource:
         ex, ey, ez = self.encoded
         stop = min(start + self.slab, self.num_slices)
         x0 = (ex - self.recon[0]) // 2 + start
-        pre, end, offset = self._readout
-        c = self.num_coils
-        buf = np.zeros((stop - start, c, ey * ez), np.complex64)
-        ds = self._file["dataset/data"]
-        duplicates = bool(self._counts.max() > 1)
-        for a in range(0, len(self._keep), self._chunk):
-            sel = np.flatnonzero(self._keep[a : a + self._chunk])
-            if not len(sel):
-                continue
-            try:
-                rows = ds.fields("data")[a : a + self._chunk]
-                data = np.stack([rows[j] for j in sel]).view(np.complex64).reshape(len(sel), c, -1)
-            except (OSError, ValueError) as exc:
-                raise self._error(f"acquisitions {a}..{a + self._chunk} cannot be read ({exc})") from None
-            line = np.zeros((len(sel), c, ex), np.complex64)
-            line[..., offset : offset + end - pre] = data[..., pre:end]
-            rev = self._reverse[a + sel]
-            if rev.any():
-                line[rev] = line[rev][..., ::-1]
-            if not np.all(np.isfinite(line)):
-                raise self._error(f"acquisitions {a}..{a + self._chunk} hold non-finite values (NaN or Inf)")
-            hybrid = ifft1c_numpy(line, axis=-1)[..., x0 : x0 + stop - start].astype(np.complex64)
-            values = np.transpose(hybrid, (2, 1, 0))  # (x, C, lines)
-            lin = self._lin[a + sel]
-            if duplicates:
-                np.add.at(buf, (slice(None), slice(None), lin), values)
-            else:
-                buf[:, :, lin] = values
-        if duplicates:
+        buf = np.zeros((stop - start, self.num_coils, ey * ez), np.complex64)
+        self._fill(buf, start, stop, x0)
+        if self._counts.max() > 1:
             buf /= np.maximum(self._counts, 1).astype(np.float32)
         return start, stop, buf
+
+    def _fill(self, buf: np.ndarray, start: int, stop: int, x0: int) -> None:
+        """Add every kept readout's inverse-FFT'd samples at x0 .. x0 + stop - start into buf."""
+        duplicates = bool(self._counts.max() > 1)
+        try:
+            for a, rows in self._blocks():
+                sel = np.flatnonzero(self._keep[a : a + self._chunk])
+                if len(sel):
+                    self._add(rows["data"], sel, a, buf, stop - start, x0, duplicates)
+        except (OSError, ValueError) as exc:
+            raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc})") from None
+
+    def _add(self, samples: np.ndarray, sel: np.ndarray, a: int, buf: np.ndarray, count: int, x0: int,
+             duplicates: bool) -> None:
+        """Inverse-FFT the readouts `sel` of the chunk starting at row `a` and add readout
+        positions x0 .. x0 + count into buf (count, C, ky * kz)."""
+        ex = self.encoded[0]
+        pre, end, offset = self._readout
+        c = self.num_coils
+        data = np.stack([samples[j] for j in sel]).view(np.complex64).reshape(len(sel), c, -1)
+        line = np.zeros((len(sel), c, ex), np.complex64)
+        line[..., offset : offset + end - pre] = data[..., pre:end]
+        rev = self._reverse[a + sel]
+        if rev.any():
+            line[rev] = line[rev][..., ::-1]
+        if not np.all(np.isfinite(line)):
+            raise self._error(f"acquisitions {a}..{a + self._chunk} hold non-finite values (NaN or Inf)")
+        hybrid = ifft1c_numpy(line, axis=-1)[..., x0 : x0 + count].astype(np.complex64)
+        values = np.transpose(hybrid, (2, 1, 0))  # (x, C, lines)
+        lin = self._lin[a + sel]
+        if duplicates:
+            np.add.at(buf, (slice(None), slice(None), lin), values)
+        else:
+            buf[:, :, lin] = values
 
     def read(self, i: int) -> Slice:
         """Slice i (readout position i of the recon FOV): (ky, kz) k-space with ESPIRiT maps."""
@@ -233,4 +259,3 @@ class IsmrmrdSource:
 
     def close(self) -> None:
         self._slab = None
-        self._file.close()
