@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "preprocess": "make a dataset variant (bits x scale) from a DeepInPy HDF5 file or the embedded sample",
     "train": "train a learned reconstruction method",
     "reconstruct": "reconstruct a split with one method; write metrics.csv, summary.json, recon.h5, figures",
-    "evaluate": "compare reconstruct runs: results.csv, results.md, comparison.png",
+    "evaluate": "compare runs: results.csv, comparisons.csv (paired statistics), plots, report.html",
 }
 EXIT_USAGE = 2
 _HELP_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -14,9 +14,10 @@ import numpy as np  # noqa: E402
 from mrirecon.io import atomic_path  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+def _save(fig: plt.Figure, path: str | os.PathLike, tight: bool = True) -> None:
+    """Write `fig` as PNG; `tight` crops to the drawn content (slow for figures of many axes)."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight" if tight else None)
     plt.close(fig)
 
 
@@ -39,20 +40,129 @@ def reconstruction_figure(
 
 
 def comparison_figure(
-    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]], path: str | os.PathLike
+    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]], path: str | os.PathLike,
+    error_gain: float | None = 5.0,
 ) -> None:
-    """A grid: one row per (row label, reference, [(column label, recon), ...]); magnitudes."""
+    """A grid: for each (row label, reference, [(column label, recon), ...]) a row of magnitudes
+    and, if `error_gain`, a row of |recon - reference| x error_gain under it."""
     ncols = 1 + max(len(cols) for _, _, cols in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.4 * ncols, 2.8 * len(rows)), squeeze=False)
+    per = 2 if error_gain else 1
+    fig, axes = plt.subplots(per * len(rows), ncols, figsize=(2.4 * ncols, 2.8 * per * len(rows)), squeeze=False)
     for r, (label, ref, cols) in enumerate(rows):
         vmax = float(np.abs(ref).max()) or 1.0
+        top = axes[per * r]
         for c, (title, img) in enumerate([("reference", ref), *cols]):
-            ax = axes[r, c]
-            ax.imshow(np.abs(img), cmap="gray", vmin=0, vmax=vmax)
-            ax.set_title(title, fontsize=7)
-            ax.axis("off")
-        axes[r, 0].text(-0.08, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
-        for c in range(1 + len(cols), ncols):
-            axes[r, c].axis("off")
+            top[c].imshow(np.abs(img), cmap="gray", vmin=0, vmax=vmax)
+            top[c].set_title(title, fontsize=7)
+        top[0].text(-0.08, 0.5, label, transform=top[0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+        if error_gain:
+            bottom = axes[per * r + 1]
+            bottom[0].text(0.5, 0.5, f"|error| x{error_gain:g}", transform=bottom[0].transAxes, ha="center",
+                           va="center", fontsize=8)
+            for c, (_, img) in enumerate(cols, start=1):
+                bottom[c].imshow(np.abs(np.abs(img) - np.abs(ref)) * error_gain, cmap="gray", vmin=0, vmax=vmax)
+    for ax in axes.flat:
+        ax.axis("off")
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.3 / width, right=0.99, bottom=0.05 / height, top=1 - 0.35 / height,
+                        wspace=0.05, hspace=0.35)
+    _save(fig, path, tight=False)
+
+
+def axis_scale(values: Sequence[float]) -> str:
+    """'log' for positive values spanning a decade or more, 'symlog' when such values also
+    include 0, else 'linear'."""
+    v = np.asarray([float(x) for x in values])
+    positive = v[v > 0]
+    if positive.size < 2 or np.any(v < 0) or positive.max() / positive.min() < 10:
+        return "linear"
+    return "symlog" if np.any(v == 0) else "log"
+
+
+def _set_scale(ax: plt.Axes, values: Sequence[float], axis: str = "x") -> None:
+    scale = axis_scale(values)
+    setter = ax.set_xscale if axis == "x" else ax.set_yscale
+    if scale == "symlog":
+        setter("symlog", linthresh=float(min(v for v in values if v > 0)))
+    elif scale == "log":
+        setter("log")
+
+
+def sweep_figure(
+    param: str, series: Sequence[tuple[str, Sequence[Any], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
+    path: str | os.PathLike,
+) -> None:
+    """Metric vs `param`, one panel per metric: each series (label, x values, {metric: (mean,
+    low, high)}) is a line with a band from low to high. Numeric x values get a log axis when
+    they span decades; other values are placed in order as categories."""
+    names = list(series[0][2])
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    all_x = [x for _, xs, _ in series for x in xs]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in all_x)
+    categories = list(dict.fromkeys(str(x) for x in all_x))
+    for ax, name in zip(axes[0], names):
+        for text, xs, values in series:
+            x = np.asarray(xs, dtype=float) if numeric else np.array([categories.index(str(v)) for v in xs], float)
+            mean, low, high = values[name]
+            line, = ax.plot(x, mean, marker="o", label=text)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if numeric:
+            _set_scale(ax, all_x)
+        else:
+            ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel(param)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"sweep over {param} (bands: 95 % bootstrap interval of the mean over slices)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def heatmap_figure(
+    row_param: str, col_param: str, row_values: Sequence[Any], col_values: Sequence[Any],
+    grids: dict[str, tuple[np.ndarray, tuple[int, int] | None]], title: str, path: str | os.PathLike,
+) -> None:
+    """One heat map per metric: grids maps a metric to (values (rows, cols), best cell or None),
+    rows are `row_param` values, columns `col_param` values; the best cell is outlined."""
+    size = (max(4.0, 1.5 + 0.9 * len(col_values)) * len(grids), 1.6 + 0.6 * len(row_values))
+    fig, axes = plt.subplots(1, len(grids), figsize=size, squeeze=False)
+    fmt = lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)  # noqa: E731
+    for ax, (name, (values, best)) in zip(axes[0], grids.items()):
+        image = ax.imshow(values, cmap="viridis", aspect="auto")
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_xticks(range(len(col_values)), [fmt(v) for v in col_values], fontsize=8)
+        ax.set_yticks(range(len(row_values)), [fmt(v) for v in row_values], fontsize=8)
+        ax.set_xlabel(col_param)
+        ax.set_ylabel(row_param)
+        ax.set_title(name, fontsize=10)
+        finite = values[np.isfinite(values)]
+        middle = float(np.median(finite)) if finite.size else 0.0
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.4g}", ha="center", va="center", fontsize=7,
+                        color="black" if v > middle else "white")
+        if best is not None:
+            i, j = best
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+    fig.suptitle(f"{title} (red: best cell)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def training_figure(
+    curves: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike
+) -> None:
+    """Per-epoch curves: one panel per column name, one line per run (label, epochs, {column: values})."""
+    names = list(dict.fromkeys(name for _, _, cols in curves for name in cols))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for text, epochs, cols in curves:
+            if name in cols:
+                ax.plot(epochs, cols[name], marker="." if len(epochs) < 50 else None, label=text)
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="best")
     fig.tight_layout()
     _save(fig, path)

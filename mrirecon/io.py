@@ -20,8 +20,16 @@ def temporary_sibling(path: Path) -> Path:
     except OSError as exc:  # mkdir on a parent that is a file says 'File exists': name the cause
         reason = f"{path.parent} is a file, not a folder" if path.parent.is_file() else exc.strerror
         raise UserError(f"{path}: cannot write here ({reason})") from None
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private
     os.close(fd)
     return Path(tmp)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,3 +63,26 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
     return lines[0]
+
+
+def fake_run(path: Path, method: str, variant: str, psnr: np.ndarray, params: dict[str, Any] | None = None,
+             subjects: list[int] | None = None, accel: float = 6.0, shape: tuple[int, int] = (16, 16)) -> Path:
+    """A reconstruct run dir: metrics.csv from per-slice PSNR (NRMSE and SSIM derived from it),
+    summary.json and recon.h5 with images whose error grows as PSNR falls."""
+    path.mkdir(parents=True)
+    slices = list(range(len(psnr)))
+    nrmse, ssim = 10 ** (-psnr / 20), 1 - 10 ** (-psnr / 10)
+    rows = ["slice,subject,method,nrmse,psnr,ssim,seconds"]
+    rows += [f"{s},{'' if subjects is None else subjects[k]},{method},{nrmse[k]:.6g},{psnr[k]:.6g},{ssim[k]:.6g},0.25"
+             for k, s in enumerate(slices)]
+    (path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    summary = {"method": method, "variant": variant, "split": "test", "data_path": f"outputs/data/{variant}.h5",
+               "method_config": {"name": method, **(params or {})},
+               "acceleration": {"mean": accel, "per_slice": [accel] * len(slices)}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    u, v = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
+    ref = np.exp(-3 * (u**2 + v**2))[None].repeat(len(slices), 0)
+    noise = np.random.default_rng(len(path.name)).normal(size=ref.shape) * 10 ** (-psnr / 20)[:, None, None]
+    with h5py.File(path / "recon.h5", "w") as h5:
+        h5["recon"], h5["imgs"], h5["slices"] = (ref + noise).astype(np.complex64), ref.astype(np.complex64), slices
+    return path

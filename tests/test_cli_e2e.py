@@ -63,7 +63,7 @@ def test_reconstruct_outputs(sweep):
                if json.loads(p.read_text())["method"] == "cg_sense")
     with open(run / "metrics.csv", newline="") as fh:
         lines = fh.read().splitlines()
-    assert lines[0] == "slice,method,nrmse,psnr,ssim,seconds"
+    assert lines[0] == "slice,subject,method,nrmse,psnr,ssim,seconds"
     rows = list(csv.DictReader(lines))
     assert [int(r["slice"]) for r in rows] == [12, 13, 14] and {r["method"] for r in rows} == {"cg_sense"}
     summary = json.loads((run / "summary.json").read_text())
@@ -103,11 +103,18 @@ def test_evaluate_tables_and_figure(sweep, sample_dir):
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * len(SAMPLE_VARIANTS)
-    assert {"variant", "method", "n", "nrmse_mean", "nrmse_std", "psnr_mean", "ssim_mean"} <= set(rows[0])
-    best = {r["variant"]: r["method"] for r in rows if r["best"] == "*"}
-    assert best == {v: "cg_sense" for v in SAMPLE_VARIANTS}
+    assert {"variant", "method", "slices", "subjects", "R", "nrmse_mean", "nrmse_std", "psnr_mean", "ssim_mean",
+            "seconds_mean"} <= set(rows[0])
+    assert {(r["slices"], r["subjects"]) for r in rows} == {("3", "3")} and all(float(r["R"]) > 1 for r in rows)
+    # cg_sense first (best mean PSNR) on every variant; 3 slices resolve it only where it wins on each slice
+    first = {}
+    for r in rows:
+        first.setdefault(r["variant"], r)
+    assert {v: (r["method"], r["best"] in ("*", "tied")) for v, r in first.items()} == \
+        {v: ("cg_sense", True) for v in SAMPLE_VARIANTS}
     assert "| variant | method |" in (out / "results.md").read_text()
     assert (out / "comparison.png").stat().st_size > 10_000
+    assert (out / "comparisons.csv").is_file() and "data:image/png;base64," in (out / "report.html").read_text()
     assert "cg_sense" in res.stdout  # the rich table
 
 
@@ -223,5 +230,5 @@ def test_evaluate_never_pools_splits_or_files(sample_dir):
     assert res.returncode == 0, res.stderr
     with open(sample_dir / "runs" / "pool_eval" / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert sorted((Path(r["data"]).name, r["split"], r["n"]) for r in rows) == [
+    assert sorted((Path(r["data"]).name, r["split"], r["slices"]) for r in rows) == [
         ("4bit_quarter.h5", "test", "3"), ("8bit_quarter.h5", "test", "3"), ("8bit_quarter.h5", "val", "2")]

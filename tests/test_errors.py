@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pytest
 
-from helpers import files_under, one_error_line, run_cli, tiny_arrays, write_h5
+from helpers import fake_run, files_under, one_error_line, run_cli, tiny_arrays, write_h5
 
 SUBCOMMANDS = ("preprocess", "train", "reconstruct", "evaluate")
 
@@ -305,6 +305,14 @@ def test_evaluate_bad_runs(tmp_path: Path, case: str) -> None:
              "no_runs": ("runs", "at least one")}[case]
     before = snapshot(tmp_path)
     assert_refused(cli(tmp_path, "evaluate", *runs), tmp_path, before, *names)
+
+
+def test_evaluate_bad_baseline(tmp_path: Path) -> None:
+    for method in ("cg_sense", "zero_filled"):
+        fake_run(tmp_path / "runs" / method, method, "4bit_quarter", np.array([30.0, 31.0, 32.0]))
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "evaluate", f"runs=[{tmp_path / 'runs'}]", "baseline=cs_tv")
+    assert_refused(res, tmp_path, before, "baseline", "cs_tv", "cg_sense, zero_filled")
 
 
 # ---------------------------------------------------------------------------- help

@@ -31,7 +31,7 @@ from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
 
 log = logging.getLogger(__name__)
-CSV_HEADER = ("slice", "method", "nrmse", "psnr", "ssim", "seconds")
+CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
 
 
 def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
@@ -105,6 +105,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_flow_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
     has_reference = bool(data.attrs.get("has_reference", True))
+    subjects = data.subjects()  # None: the file records no subjects (the column stays empty)
     rows: list[dict[str, Any]] = []
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
     consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
@@ -147,7 +148,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     pos += 1
                     scores = (metrics.slice_metrics(x_np[k], ref_np[k]) if has_reference
                               else dict.fromkeys(metrics.NAMES, float("nan")))
-                    rows.append({"slice": int(i), "method": method.name, **scores, "seconds": seconds})
+                    subject = "" if subjects is None else int(subjects[i])
+                    rows.append({"slice": int(i), "subject": subject, "method": method.name, **scores,
+                                 "seconds": seconds})
                     consistencies.append(consistency[k])
                     if len(shown) < int(cfg.figures):
                         shown.append((int(i), ref_np[k], x_np[k]))
