@@ -36,6 +36,8 @@ def sense(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 
 def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-5) -> bool:
+    """max |a - b| <= tol * max |b|, with b not all zero (zero maps would make both zero)."""
+    assert float(np.abs(b).max()) > 0, "the expected array is all zeros"
     return float(np.abs(a - b).max()) <= tol * float(np.abs(b).max())
 
 
@@ -200,13 +202,14 @@ def test_ismrmrd_several_subjects_folder(tmp_path):
         ksp = centred_fftn(phantom_coils(4, (8, 24, 16), seed=10 + k), (1, 2, 3)).astype(np.complex64)
         write_ismrmrd(folder / f"{name}.h5", ksp, patient=None, bulk=(k != 0))
     f = preprocess(tmp_path, "raw", "multi.h5", "data.val_fraction=0.34", "data.test_fraction=0.34",
-                   "data.espirit.calib_width=8", "data.mask=fastmri_equispaced", "data.undersampling.accel=3")
+                   "data.espirit.calib_width=12", "data.mask=fastmri_equispaced", "data.undersampling.accel=3")
     assert len(f) == 24 and json.loads(f.attrs["source_subject_ids"]) == ["A", "B", "C"]
+    assert (np.abs(f.read(12).maps) ** 2).sum(0).max() > 0.9  # ESPIRiT found the coils
     assert np.array_equal(f.subjects(), np.repeat([0, 1, 2], 8))
     splits = f.splits()
     assert [np.unique(f.subjects()[splits[s]]).tolist() for s in ("train", "val", "test")] == [[0], [1], [2]]
     res = run_cli("preprocess", "data=full", "data.source=[raw/A.h5,raw/C.h5]", "data.path=two.h5",
-                  "data.espirit.calib_width=8", "data.mask=fastmri_equispaced", "data.undersampling.accel=3",
+                  "data.espirit.calib_width=12", "data.mask=fastmri_equispaced", "data.undersampling.accel=3",
                   "hydra.run.dir=two", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert len(DeepInPyFile(tmp_path / "two.h5")) == 16
@@ -261,7 +264,7 @@ def test_fastmri_undersampled_file_keeps_its_mask(tmp_path):
     with h5py.File(tmp_path / "test_file.h5", "a") as f:
         f["kspace"][...] = kspace * cols
         f["mask"] = cols
-    f = open_source(str(tmp_path / "test_file.h5"), ReadOptions(calib_width=8))  # in-process: no CLI start-up
+    f = open_source(str(tmp_path / "test_file.h5"), ReadOptions(calib_width=12))  # in-process: no CLI start-up
     assert f.shape == (16, 24) and not f.has_reference and not f.has_rss
     s = f.read(1)
     hybrid = centred_ifftn(kspace[1] * cols, (-2,))[:, 8:24]
@@ -302,7 +305,7 @@ def test_cfl_espirit_maps(tmp_path):
     """Without maps: ESPIRiT maps, and the reference is the SENSE combine with them (in-process)."""
     coils = phantom_coils(4, (32, 32), seed=3)
     write_cfl(tmp_path / "k", centred_fftn(coils, (-2, -1)).transpose(1, 2, 0)[:, :, None])
-    s = open_source(str(tmp_path / "k"), ReadOptions(calib_width=8, calib=8)).read(0)
+    s = open_source(str(tmp_path / "k"), ReadOptions(calib_width=12, calib=8)).read(0)
     assert close(s.img, sense(s.ksp, s.maps)) and close(s.ksp, centred_fftn(coils, (-2, -1)))
     power = (np.abs(s.maps) ** 2).sum(0)
     assert power.max() < 1.01 and (power > 0.9).mean() > 0.3
