@@ -125,9 +125,14 @@ def run(cfg: DictConfig) -> Path:
 
     def read(i: int) -> Slice:
         try:
-            return source.read(i)
+            s = source.read(i)
         except MaskError as exc:  # a mask for fully sampled k-space: name the config key
             raise UserError(f"data.undersampling.{exc}") from None
+        if not np.any(s.maps):
+            log.warning("%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
+                        "data.espirit.calib_width, now %s, or lower data.espirit.thresh)", source.path, i,
+                        cfg.data.espirit.calib_width)
+        return s
 
     first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
     source_id = "sample" if spec == "sample" else ",".join(str(Path(p).resolve()) for p in files)
