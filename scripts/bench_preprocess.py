@@ -9,8 +9,15 @@ slices per second and the process's peak RSS (VmHWM, polled from /proc). The sam
 a file of N / 4 slices: bounded-memory streaming shows as the same peak RSS for both sizes.
 The time for the users' full 4,480-slice set is extrapolated from the larger run.
 
+With `--formats ismrmrd,fastmri` it measures the field's raw formats instead (variant full, in
+fresh processes, peak RSS at two N): an ISMRMRD 3D Cartesian acquisition (8 coils, readout N x
+ky 160 x kz 128, one file written with the ismrmrd package; `data.ismrmrd_buffer_mb` 32, smaller
+than the larger file) and a fastMRI multi-coil file (N slices, 8 coils, 320 x 184 k-space,
+recon 160 x 160). The data are smooth phantoms (tests/formats_helpers.py); ESPIRiT runs on
+every slice, so these runs measure the readers plus map estimation.
+
 Usage: python scripts/bench_preprocess.py [--slices 320] [--variants full,4bit_quarter,...]
-       [--dir /tmp/...] [--threads 2] [--compression gzip]
+       [--dir /tmp/...] [--threads 2] [--compression gzip] [--formats ismrmrd,fastmri]
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # formats_helpers: the test files' writers
+
+import numpy as np  # noqa: E402
 
 from bench_memory import vm_kb  # noqa: E402  (scripts/ is on sys.path)
 from mrirecon.data.h5 import DeepInPyWriter  # noqa: E402
@@ -43,10 +53,12 @@ def make_input(path: Path, num_slices: int, slices: list) -> float:
     return path.stat().st_size / 1e9
 
 
-def preprocess(source: Path, out: Path, variant: str, threads: int, compression: str | None) -> tuple[float, float]:
+def preprocess(source: Path, out: Path, variant: str, threads: int, compression: str | None,
+               extra: list[str] | None = None) -> tuple[float, float]:
     """Run preprocess in a fresh process; returns (wall seconds, peak RSS in MB)."""
     cmd = [sys.executable, "-m", "mrirecon", "preprocess", f"data={variant}", f"data.source={source}",
-           f"data.path={out}", f"hardware.threads={threads}", f"hydra.run.dir={out.parent / ('run_' + variant)}"]
+           f"data.path={out}", f"hardware.threads={threads}", f"hydra.run.dir={out.parent / ('run_' + variant)}",
+           *(extra or [])]
     if compression:
         cmd.append(f"data.compression={compression}")
     start = time.perf_counter()
@@ -61,6 +73,54 @@ def preprocess(source: Path, out: Path, variant: str, threads: int, compression:
     return seconds, peak / 1024
 
 
+def make_ismrmrd(path: Path, num_slices: int) -> float:
+    """An ISMRMRD 3D acquisition with readout `num_slices` x 160 x 128, 8 coils; size in GB."""
+    from formats_helpers import phantom_coils, write_ismrmrd_lines
+
+    k2d = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(phantom_coils(8, (160, 128)), axes=(-2, -1)), norm="ortho"),
+                          axes=(-2, -1))
+    x = np.linspace(-1, 1, num_slices)
+    profile = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(np.exp(-x**2 / 0.3)), norm="ortho")).astype(np.complex64)
+    write_ismrmrd_lines(path, (num_slices, 160, 128), lambda ky, kz: k2d[:, ky, kz, None] * profile[None, :])
+    return path.stat().st_size / 1e9
+
+
+def make_fastmri(path: Path, num_slices: int) -> float:
+    """A fastMRI-layout multi-coil file: num_slices x 8 coils x 320 x 184, recon 160 x 160; size in GB."""
+    from formats_helpers import phantom_coils, write_fastmri
+
+    write_fastmri(path, [phantom_coils(8, (320, 184), seed=i % 4) for i in range(num_slices)], (160, 160))
+    return path.stat().st_size / 1e9
+
+
+FORMAT_INPUTS = {"ismrmrd": (make_ismrmrd, ["data.ismrmrd_buffer_mb=32"]), "fastmri": (make_fastmri, [])}
+
+
+def run_formats(work: Path, formats: list[str], large: int, threads: int) -> None:
+    """Peak RSS of `preprocess data=full` on each raw format at N = large // 4 and large slices."""
+    sizes = sorted({max(large // 4, 1), large})
+    print(f"raw formats, variant full; threads {threads}")
+    print(f"{'format':<10}{'slices':>7}{'input GB':>10}{'seconds':>9}{'slices/s':>10}{'peak RSS MB':>13}")
+    runs: dict[tuple[str, int], tuple[float, float]] = {}
+    for fmt in formats:
+        make, extra = FORMAT_INPUTS[fmt]
+        for n in sizes:
+            source = work / f"{fmt}_{n}.h5"
+            gb = make(source, n)
+            out = work / f"out_{fmt}_{n}.h5"
+            runs[fmt, n] = preprocess(source, out, "full", threads, None, extra)
+            seconds, peak = runs[fmt, n]
+            print(f"{fmt:<10}{n:>7}{gb:>10.3f}{seconds:>9.1f}{n / seconds:>10.2f}{peak:>13.0f}", flush=True)
+            out.unlink()
+            source.unlink()
+            shutil.rmtree(work / "run_full", ignore_errors=True)
+    if len(sizes) == 2:
+        small, big = sizes
+        print(f"\npeak RSS ratio = {big} slices / {small} slices (1.00: memory flat in N)")
+        for fmt in formats:
+            print(f"{fmt:<10}{runs[fmt, big][1] / runs[fmt, small][1]:>8.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=320, help="N of the larger input (the smaller has N // 4)")
@@ -68,10 +128,17 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="working folder (default: a temporary folder, removed)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compression", default=None, help="e.g. gzip (data.compression)")
+    parser.add_argument("--formats", default=None, help="ismrmrd,fastmri: measure the raw-format readers instead")
     args = parser.parse_args()
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_preprocess_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        if args.formats:
+            unknown = set(args.formats.split(",")) - set(FORMAT_INPUTS)
+            if unknown:
+                raise SystemExit(f"--formats: unknown {sorted(unknown)} (expected {', '.join(FORMAT_INPUTS)})")
+            run_formats(work, args.formats.split(","), args.slices, args.threads)
+            return
         sample = SampleSource()
         slices = [sample.read(i) for i in range(len(sample))]
         sizes = sorted({max(args.slices // 4, 1), args.slices})

@@ -5,7 +5,8 @@ Keys (N slices, C coils, X x Y pixels):
     maps  (N, C, X, Y)  complex  coil sensitivities
     ksp   (N, C, X, Y)  complex  fully sampled centred k-space
     masks (N, X, Y)     real     sampling pattern in {0, 1}
-Files written by mrirecon add two per-slice arrays, `noise_std` (N,) float32 (the estimated noise
+Files written by mrirecon may add `rss` (N, X, Y) float32, a second reference (fastMRI's
+`reconstruction_rss`), and always add two per-slice arrays, `noise_std` (N,) float32 (the estimated noise
 standard deviation per k-space sample) and `subject` (N,) int64 (the subject of each slice), and
 attributes (source, variant, splits, version, creation time).
 """
@@ -31,14 +32,16 @@ SPLITS = ("train", "val", "test")
 @dataclass
 class Slice:
     """One slice: img (X, Y) complex64, maps (C, X, Y) complex64, ksp (C, X, Y) complex64,
-    mask (X, Y) float32 in {0, 1}, and the noise standard deviation per k-space sample when it
-    is known (simulated data) or was estimated (processed files); None otherwise."""
+    mask (X, Y) float32 in {0, 1}, the noise standard deviation per k-space sample when it
+    is known (simulated data) or was estimated (processed files), None otherwise, and an optional
+    second reference `rss` (X, Y) float32 (fastMRI's root-sum-of-squares reconstruction)."""
 
     img: np.ndarray
     maps: np.ndarray
     ksp: np.ndarray
     mask: np.ndarray
     noise_std: float | None = None
+    rss: np.ndarray | None = None
 
 
 def _expected_shapes(n: int, c: int, x: int, y: int) -> dict[str, tuple[int, ...]]:
@@ -88,6 +91,8 @@ class DeepInPyFile:
         self.num_slices, self.num_coils = int(n), int(c)
         self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
         self.attrs: dict[str, Any] = dict(f.attrs)
+        self.has_reference = bool(self.attrs.get("has_reference", True))
+        self.has_rss = "rss" in f and f["rss"].shape == (n, x, y)
 
     def _handle(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
@@ -127,6 +132,7 @@ class DeepInPyFile:
             ksp=self._read("ksp", i, np.complex64),
             mask=mask,
             noise_std=self.noise_std(i),
+            rss=self._read("rss", i, np.float32) if self.has_rss else None,
         )
 
     def noise_std(self, i: int) -> float | None:
@@ -203,6 +209,7 @@ class DeepInPyWriter:
         attrs: file attributes (provenance); numpy arrays and scalars allowed.
         compression: h5py compression filter for the large arrays (e.g. "gzip") or None.
         subjects: the subject of every slice (N,), stored as `subject`; None: one per slice.
+        rss: also store the slices' second reference `rss` (N, X, Y) float32.
     """
 
     def __init__(
@@ -214,12 +221,14 @@ class DeepInPyWriter:
         attrs: dict[str, Any] | None = None,
         compression: str | None = None,
         subjects: np.ndarray | None = None,
+        rss: bool = False,
     ) -> None:
         self.path = Path(path)
         self.n, self.c, self.shape = num_slices, num_coils, tuple(shape)
         self.attrs = attrs or {}
         self.compression = compression
         self.subjects = np.arange(num_slices) if subjects is None else np.asarray(subjects, dtype=np.int64)
+        self.rss = rss
         self._tmp: Path | None = None
         self._file: h5py.File | None = None
 
@@ -236,6 +245,9 @@ class DeepInPyWriter:
             self._file.create_dataset(
                 key, shape=shape, dtype=dtype, chunks=(1,) + shape[1:], compression=self.compression
             )
+        if self.rss:
+            self._file.create_dataset("rss", shape=(self.n, x, y), dtype=np.float32, chunks=(1, x, y),
+                                      compression=self.compression)
         self._file.create_dataset("noise_std", shape=(self.n,), dtype=np.float32)
         self._file["subject"] = self.subjects
         for name, value in self.attrs.items():
@@ -253,6 +265,10 @@ class DeepInPyWriter:
             self._file["ksp"][i] = s.ksp
             self._file["masks"][i] = s.mask
             self._file["noise_std"][i] = s.noise_std
+            if self.rss:
+                if s.rss is None:
+                    raise ValueError(f"slice {i}: rss is not set")
+                self._file["rss"][i] = s.rss
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else exc  # e.g. 'No space left on device'
             raise UserError(f"{self.path}: write failed at slice {i} ({reason})") from None

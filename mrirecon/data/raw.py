@@ -17,15 +17,8 @@ import h5py
 import numpy as np
 
 from mrirecon.data.h5 import Slice
+from mrirecon.data.source import espirit_maps
 from mrirecon.errors import UserError
-
-
-def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float) -> np.ndarray:
-    """ESPIRiT coil maps (C, X, Y) complex64 from centred k-space (C, X, Y)."""
-    import sigpy.mri
-
-    maps = sigpy.mri.app.EspiritCalib(ksp, calib_width=calib_width, thresh=thresh, crop=crop, show_pbar=False).run()
-    return np.asarray(maps, dtype=np.complex64)
 
 
 class RawKspaceSource:
@@ -73,6 +66,7 @@ class RawKspaceSource:
         self.num_slices, self.num_coils = int(n), int(c)
         self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
         self.has_reference = self._imgs is not None
+        self.has_rss = False
         self.attrs: dict[str, Any] = {}
 
     def __len__(self) -> int:

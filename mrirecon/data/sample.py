@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from mrirecon.data import masks
 from mrirecon.data.h5 import Slice
 from mrirecon.data.transforms import fft2c_numpy, with_noise
 from mrirecon.errors import UserError
@@ -52,11 +53,8 @@ def birdcage_maps(coils: int, shape: tuple[int, int]) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) -> np.ndarray:
-    """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre."""
-    import sigpy.mri
-
-    mask = sigpy.mri.poisson(shape, accel, calib=(calib, calib), seed=seed, dtype=np.float32)
-    return (mask != 0).astype(np.float32)
+    """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre (cached)."""
+    return masks.poisson_mask(shape, accel, calib, seed)
 
 
 def smooth_phase(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -92,6 +90,8 @@ class SampleSource:
         self.num_coils = self.coils
         self.shape: tuple[int, int] = tuple(knee_magnitudes().shape[1:])  # type: ignore[assignment]
         self.path = "sample"
+        self.has_reference = True
+        self.has_rss = False
         self.attrs: dict[str, Any] = {"attribution": ATTRIBUTION}
 
     def __len__(self) -> int:

@@ -22,6 +22,27 @@ def fft2c_numpy(x: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=_AXES), norm="ortho"), axes=_AXES)
 
 
+def ifft2c_numpy(k: np.ndarray) -> np.ndarray:
+    """Centred orthonormal 2-D inverse FFT over the last two axes (the inverse of fft2c_numpy)."""
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=_AXES), norm="ortho"), axes=_AXES)
+
+
+def ifft1c_numpy(k: np.ndarray, axis: int) -> np.ndarray:
+    """Centred orthonormal 1-D inverse FFT along `axis`."""
+    return np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(k, axes=axis), axis=axis, norm="ortho"), axes=axis)
+
+
+def fft1c_numpy(x: np.ndarray, axis: int) -> np.ndarray:
+    """Centred orthonormal 1-D FFT along `axis`."""
+    return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(x, axes=axis), axis=axis, norm="ortho"), axes=axis)
+
+
+def center_crop(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The centre of the last len(shape) axes of `x` (fastMRI's convention: start (n - m) // 2)."""
+    index = tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(x.shape[-len(shape):], shape))
+    return x[(Ellipsis, *index)]
+
+
 def resized_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
     """rint(shape * scale), e.g. (320, 256) x 0.25 -> (80, 64)."""
     return int(np.rint(shape[0] * scale)), int(np.rint(shape[1] * scale))
@@ -94,6 +115,7 @@ def make_variant(s: Slice, bits: int | None, scale: float) -> Slice:
     if bits is None and scale == 1:
         return s
     shape = resized_shape(s.img.shape, scale) if scale != 1 else s.img.shape
+    rss = s.rss if s.rss is None or scale == 1 else resize_magnitude(s.rss, shape)
     if scale != 1:
         maps, support = resize_maps(s.maps, shape)
         mask = resize_mask(s.mask, shape)
@@ -106,7 +128,7 @@ def make_variant(s: Slice, bits: int | None, scale: float) -> Slice:
         img = quantize(img, bits)
     img = img.astype(np.complex64)
     ksp = fft2c_numpy(maps * img[None]).astype(np.complex64)
-    return Slice(img=img, maps=maps.astype(np.complex64), ksp=ksp, mask=mask.astype(np.float32))
+    return Slice(img=img, maps=maps.astype(np.complex64), ksp=ksp, mask=mask.astype(np.float32), rss=rss)
 
 
 def with_noise(s: Slice, std: float, rng: np.random.Generator) -> Slice:
@@ -114,4 +136,4 @@ def with_noise(s: Slice, std: float, rng: np.random.Generator) -> Slice:
     (before masking, as in an acquisition); its noise_std becomes `std`."""
     noise = rng.standard_normal((2, *s.ksp.shape), dtype=np.float32)
     ksp = s.ksp + (std / np.sqrt(2)) * (noise[0] + 1j * noise[1])
-    return Slice(img=s.img, maps=s.maps, ksp=ksp.astype(np.complex64), mask=s.mask, noise_std=float(std))
+    return Slice(img=s.img, maps=s.maps, ksp=ksp.astype(np.complex64), mask=s.mask, noise_std=float(std), rss=s.rss)

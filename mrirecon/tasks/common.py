@@ -6,15 +6,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import h5py
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrirecon import distributed as ddp
 from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.data.raw import RawKspaceSource
+from mrirecon.data.masks import KINDS
 from mrirecon.data.sample import SampleSource
+from mrirecon.data.source import ReadOptions, Source
+from mrirecon.data import source as sources
 from mrirecon.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -70,26 +71,46 @@ def variant_of(cfg: DictConfig) -> tuple[int | None, float]:
     return bits, scale
 
 
-def open_source(cfg: DictConfig) -> DeepInPyFile | SampleSource | RawKspaceSource:
-    """The raw input of preprocess: the embedded sample, a DeepInPy-format file, or raw
-    k-space without coil maps (.npy, or .h5 without 'maps': maps estimated by ESPIRiT)."""
-    source = str(cfg.data.source)
-    if source == "sample":
+def source_spec(cfg: DictConfig) -> str | list[str]:
+    """data.source as a path string, a list of path strings, or 'sample'."""
+    value = cfg.data.source
+    if isinstance(value, ListConfig):
+        return [str(v) for v in value]
+    return str(value)
+
+
+def read_options(cfg: DictConfig) -> ReadOptions:
+    """The `data.*` keys that readers use, checked here so that errors name the config key."""
+    e, u = cfg.data.espirit, cfg.data.undersampling
+    if str(cfg.data.mask) not in KINDS:
+        raise UserError(f"data.mask: unknown mask '{cfg.data.mask}' (expected {', '.join(KINDS)})")
+    for key in ("accel", "calib", "center_fraction"):
+        value = u[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"data.undersampling.{key}: {value!r} is not a number")
+    if not u.accel > 1:
+        raise UserError(f"data.undersampling.accel: {u.accel} must be > 1")
+    if not isinstance(u.calib, int) or u.calib < 0:
+        raise UserError(f"data.undersampling.calib: {u.calib} must be an integer >= 0")
+    if not 0 < u.center_fraction < 1:
+        raise UserError(f"data.undersampling.center_fraction: {u.center_fraction} must be in (0, 1)")
+    buffer_mb = cfg.data.ismrmrd_buffer_mb
+    if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float)) or not buffer_mb > 0:
+        raise UserError(f"data.ismrmrd_buffer_mb: {buffer_mb!r} must be a number > 0 (MB)")
+    return ReadOptions(transpose=bool(cfg.data.transpose), calib_width=int(e.calib_width), thresh=float(e.thresh),
+                       crop=float(e.crop), mask=str(cfg.data.mask), accel=float(u.accel), calib=int(u.calib),
+                       center_fraction=float(u.center_fraction), seed=int(u.seed), buffer_mb=float(buffer_mb),
+                       maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps))
+
+
+def open_source(cfg: DictConfig) -> Source:
+    """The raw input of preprocess: the embedded sample, or the file(s) of data.source read by
+    the reader their content calls for (data/source.py)."""
+    spec = source_spec(cfg)
+    if spec == "sample":
         s = cfg.data.sample
         return SampleSource(accel=s.accel, calib=s.calib, coils=s.coils, seed=s.seed, noise=s.noise)
-    path = Path(source)
-    if path.suffix == ".npy" or _h5_without_maps(path):
-        e = cfg.data.espirit
-        return RawKspaceSource(path, bool(cfg.data.transpose), e.calib_width, e.thresh, e.crop)
-    return DeepInPyFile(path, transpose=bool(cfg.data.transpose))
-
-
-def _h5_without_maps(path: Path) -> bool:
-    try:
-        with h5py.File(path, "r") as f:
-            return "maps" not in f and "ksp" in f
-    except OSError:
-        return False  # missing or not HDF5: DeepInPyFile reports it
+    return sources.open_source(spec, read_options(cfg))
 
 
 def open_processed(cfg: DictConfig) -> DeepInPyFile:

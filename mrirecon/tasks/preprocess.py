@@ -1,4 +1,4 @@
-"""`mrirecon preprocess`: stream a raw DeepInPy file (or the sample) into a dataset variant."""
+"""`mrirecon preprocess`: stream raw data (any format data/source.py reads, or the sample) into a dataset variant."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from mrirecon import __version__
 from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
 from mrirecon.data.transforms import make_variant, with_noise
+from mrirecon.data.masks import MaskError
 from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
-from mrirecon.tasks.common import open_source, variant_of
+from mrirecon.data.source import source_files
+from mrirecon.tasks.common import open_source, source_spec, variant_of
 
 log = logging.getLogger(__name__)
 NOISE_STD = ("noise std per k-space sample: the simulated std where preprocess or the sample added the noise, else "
@@ -107,21 +109,35 @@ def run(cfg: DictConfig) -> Path:
     bits, scale = variant_of(cfg)
     noise = noise_level(cfg)
     out = Path(str(cfg.data.path))
-    source = open_source(cfg)
-    if str(cfg.data.source) != "sample" and Path(str(cfg.data.source)).resolve() == out.resolve():
+    spec = source_spec(cfg)
+    files = [] if spec == "sample" else source_files(spec)
+    if any(Path(p).resolve() == out.resolve() for p in files):
         raise UserError(f"data.path: {out} is the source file itself; choose another output path")
-    has_reference = getattr(source, "has_reference", True)
+    source = open_source(cfg)
+    has_reference = source.has_reference
     if not has_reference and (bits is not None or scale != 1):
         raise UserError(
-            f"data={cfg.data.name}: {source.path} has no reference image ('imgs'), so only data=full "
-            "(k-space kept as acquired) can be made from it"
+            f"data={cfg.data.name}: {source.path} has no reference image (raw undersampled k-space), so only "
+            "data=full (k-space kept as acquired) can be made from it"
         )
     subjects, splits = subjects_and_splits(cfg, source)
     seed = int(cfg.seed)
-    first = process(source.read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
-    source_id = "sample" if str(cfg.data.source) == "sample" else str(Path(str(cfg.data.source)).resolve())
+
+    def read(i: int) -> Slice:
+        try:
+            s = source.read(i)
+        except MaskError as exc:  # a mask for fully sampled k-space: name the config key
+            raise UserError(f"data.undersampling.{exc}") from None
+        if not np.any(s.maps):
+            log.warning("%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
+                        "data.espirit.calib_width, now %s, or lower data.espirit.thresh)", source.path, i,
+                        cfg.data.espirit.calib_width)
+        return s
+
+    first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
+    source_id = "sample" if spec == "sample" else ",".join(str(Path(p).resolve()) for p in files)
     attrs = {
-        "source": str(cfg.data.source),
+        "source": spec if isinstance(spec, str) else ",".join(spec),
         "source_id": source_id,
         "variant": str(cfg.data.name),
         "bits": -1 if bits is None else bits,
@@ -135,15 +151,16 @@ def run(cfg: DictConfig) -> Path:
         **{f"split_{name}": splits[name] for name in SPLITS},
         **{f"source_{k}": v for k, v in source.attrs.items() if isinstance(v, (str, int, float))},
     }
-    if str(cfg.data.source) == "sample":
+    if spec == "sample":
         attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
     compression = cfg.data.compression or None
     stds = []
-    with DeepInPyWriter(out, len(source), source.num_coils, first.img.shape, attrs, compression, subjects) as writer:
+    with DeepInPyWriter(out, len(source), source.num_coils, first.img.shape, attrs, compression, subjects,
+                        rss=source.has_rss) as writer:
         with Progress(transient=True) as progress:
             bar = progress.add_task(f"preprocess {cfg.data.name}", total=len(source))
             for i in range(len(source)):
-                s = first if i == 0 else process(source.read(i), bits, scale, noise, np.random.default_rng((seed, i)))
+                s = first if i == 0 else process(read(i), bits, scale, noise, np.random.default_rng((seed, i)))
                 writer.write(i, s)
                 stds.append(s.noise_std)
                 progress.advance(bar)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from rich.progress import Progress
 
 from mrirecon import __version__, metrics
+from mrirecon.data.cfl import CflImageWriter
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.figures import reconstruction_figure
@@ -85,7 +87,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Reconstruct `data.split` of `data.path` with `method`; write the run dir's outputs.
 
     Writes metrics.csv (one row per slice), summary.json (means, std, config, metric
-    convention), recon.h5 (recon and reference images, slice indices) and figures/.
+    convention), recon.h5 (recon and reference images, slice indices), figures/, and with
+    output.cfl=true recon.cfl/.hdr (the recon images for BART, in the order of recon.h5).
     Returns the summary.
     """
     out = run_dir()
@@ -100,6 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                         f"({data.num_slices} slices in all; data.split=all uses every slice)")
     check_training_subjects(cfg, trained, data, indices)
     check_flow_size(cfg, method_config, data)
+    write_cfl = bool(cfg.output.cfl)
     has_reference = bool(data.attrs.get("has_reference", True))
     subjects = data.subjects()  # None: the file records no subjects (the column stays empty)
     rows: list[dict[str, Any]] = []
@@ -109,7 +113,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     accelerations: list[float] = []  # effective acceleration: pixels / measured locations
     chosen: dict[str, list[float]] = {}  # settings chosen from the data (e.g. lam: auto), per slice
     torch.manual_seed(int(cfg.seed))
-    with atomic_path(out / "recon.h5") as tmp, h5py.File(tmp, "w", rdcc_nbytes=0) as h5:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(out / "recon.h5"))
+        h5 = stack.enter_context(h5py.File(tmp, "w", rdcc_nbytes=0))
+        cfl = stack.enter_context(CflImageWriter(out / "recon", len(indices), data.shape)) if write_cfl else None
         recon_ds = h5.create_dataset("recon", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
         ref_ds = h5.create_dataset("imgs", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
         h5["slices"] = indices
@@ -136,6 +143,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     ref_np = op.adjoint(y).cpu().numpy()
                 for k, i in enumerate(idx):
                     recon_ds[pos], ref_ds[pos] = x_np[k], ref_np[k]
+                    if cfl is not None:
+                        cfl.write(pos, x_np[k])
                     pos += 1
                     scores = (metrics.slice_metrics(x_np[k], ref_np[k]) if has_reference
                               else dict.fromkeys(metrics.NAMES, float("nan")))

@@ -1,0 +1,194 @@
+"""BART .cfl/.hdr: reading raw k-space (and optional maps), writing images, atomically.
+
+A BART array is two files: `<base>.hdr`, text '# Dimensions' then the sizes of its (usually 16)
+dimensions, and `<base>.cfl`, the complex64 values in column-major (Fortran) order. BART's
+dimension order: 0 x (readout), 1 y, 2 z, 3 coils, 4 maps, ..., 13 slices. mrirecon reads 2D
+multi-coil k-space (x, y, 1, coils, 1, ..., slices) as slices (coils, x, y) and writes images
+(x, y, 1, ..., slices).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from mrirecon.data.h5 import Slice
+from mrirecon.data.source import ReadOptions, complete_slice, fully_sampled
+from mrirecon.errors import UserError
+from mrirecon.io import atomic_path, temporary_sibling
+
+SLICE_DIM = 13  # BART's SLICE_DIM
+BART_DIMS = 16
+
+
+def _base(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".cfl", ".hdr") else path
+
+
+def read_dims(path: str | os.PathLike) -> list[int]:
+    """The dimensions in `<base>.hdr`; ValueError when the header is malformed."""
+    hdr = _base(path).with_name(_base(path).name + ".hdr")
+    lines = [ln.strip() for ln in hdr.read_text(errors="replace").splitlines()]
+    if not lines or lines[0] != "# Dimensions" or len(lines) < 2:
+        raise ValueError(f"{hdr}: not a BART header (expected '# Dimensions' then the sizes)")
+    try:
+        dims = [int(v) for v in lines[1].split()]
+    except ValueError:
+        raise ValueError(f"{hdr}: dimensions '{lines[1]}' are not integers") from None
+    if not dims or min(dims) < 1:
+        raise ValueError(f"{hdr}: dimensions {dims} must be >= 1")
+    return dims
+
+
+def read_cfl(path: str | os.PathLike) -> np.ndarray:
+    """The array of a .cfl/.hdr pair, memory-mapped read-only, shape = its dims (Fortran order).
+
+    Raises ValueError when the header is malformed or the .cfl size does not match it.
+    """
+    base = _base(path)
+    dims = read_dims(base)
+    cfl = base.with_name(base.name + ".cfl")
+    if not cfl.is_file():
+        raise ValueError(f"{cfl}: not found (a BART array needs both .hdr and .cfl)")
+    expected = int(np.prod(dims)) * 8
+    if cfl.stat().st_size != expected:
+        raise ValueError(f"{cfl}: {cfl.stat().st_size} bytes, expected {expected} for dimensions {dims} "
+                         "(complex64; truncated?)")
+    return np.memmap(cfl, dtype=np.complex64, mode="r", shape=tuple(dims), order="F")
+
+
+def _header(dims: tuple[int, ...]) -> str:
+    return "# Dimensions\n" + " ".join(str(d) for d in dims) + "\n"
+
+
+def write_cfl(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write `array` (its shape taken as BART dims, padded to 16) to `<base>.cfl/.hdr`, each
+    file atomically (temporary name, then rename; the .cfl first)."""
+    base = _base(path)
+    dims = tuple(array.shape) + (1,) * max(0, BART_DIMS - array.ndim)
+    with atomic_path(base.with_name(base.name + ".cfl")) as tmp:
+        np.asfortranarray(array, dtype=np.complex64).reshape(-1, order="F").tofile(tmp)
+    with atomic_path(base.with_name(base.name + ".hdr")) as tmp:
+        tmp.write_text(_header(dims))
+
+
+class CflImageWriter:
+    """Write N images (X, Y) one at a time as a BART array (X, Y, 1, ..., N in dim 13).
+
+    The .cfl is filled through a memory map at a temporary name and renamed on success, then
+    the .hdr is written atomically; on an exception nothing is left.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_images: int, shape: tuple[int, int]) -> None:
+        self.base = _base(path)
+        dims = [1] * BART_DIMS
+        dims[0], dims[1], dims[SLICE_DIM] = shape[0], shape[1], num_images
+        self.dims = tuple(dims)
+        self._tmp: Path | None = None
+        self._map: np.memmap | None = None
+
+    def __enter__(self) -> "CflImageWriter":
+        self._tmp = temporary_sibling(self.base.with_name(self.base.name + ".cfl"))
+        self._map = np.memmap(self._tmp, dtype=np.complex64, mode="w+", shape=self.dims, order="F")
+        return self
+
+    def write(self, i: int, image: np.ndarray) -> None:
+        """Store image i (X, Y)."""
+        assert self._map is not None
+        self._map[:, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i, 0, 0] = image
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._map is not None and self._tmp is not None
+        try:
+            if exc_type is None:
+                self._map.flush()
+            del self._map
+            self._map = None
+            if exc_type is None:
+                os.replace(self._tmp, self.base.with_name(self.base.name + ".cfl"))
+                with atomic_path(self.base.with_name(self.base.name + ".hdr")) as tmp:
+                    tmp.write_text(_header(self.dims))
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def _as_slices(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
+    """A BART array (x, y, 1, coils, maps, 1, ..., slices) viewed as (x, y, coils, maps, slices)."""
+    dims = list(arr.shape) + [1] * max(0, BART_DIMS - arr.ndim)
+    extra = [d for k, d in enumerate(dims) if k not in (0, 1, 2, 3, 4, SLICE_DIM) and d != 1]
+    if dims[2] != 1:
+        raise UserError(f"{path}: {what} has z = {dims[2]} (dims {dims[:arr.ndim]}): mrirecon reads 2D slices "
+                        f"(x, y, 1, coils, ..., slices in dim {SLICE_DIM}); for 3D k-space transform the readout "
+                        "first ('bart fft -i -u 1') and move z to the slice dim ('bart transpose 2 13')")
+    if extra:
+        raise UserError(f"{path}: {what} has dims {dims[:arr.ndim]}, expected (x, y, 1, coils, maps, 1, ..., "
+                        f"slices in dim {SLICE_DIM}) with every other dimension 1")
+    full = arr.reshape(dims[:BART_DIMS], order="F")  # a view: trailing dimensions are 1
+    return full[:, :, 0, :, :, 0, 0, 0, 0, 0, 0, 0, 0, :, 0, 0]
+
+
+class CflSource:
+    """Raw k-space from a BART .cfl/.hdr pair, slice by slice (memory-mapped).
+
+    k-space dims (x, y, 1, coils, 1, ..., slices); optional maps (x, y, 1, coils, maps, ...,
+    slices or 1) from `options.maps` (the first map set is used); otherwise ESPIRiT. Fully
+    sampled k-space gets a reference and a generated mask (see source.complete_slice).
+    """
+
+    def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
+        self.path = _base(path)
+        self.options = options
+        try:
+            self._ksp = _as_slices(read_cfl(self.path), "k-space", self.path)
+        except (ValueError, OSError) as exc:
+            raise UserError(str(exc)) from None
+        x, y, c, m, n = self._ksp.shape
+        if m != 1:
+            raise UserError(f"{self.path}: k-space has {m} entries in the maps dimension (4), expected 1")
+        self._maps = None
+        if options.maps:
+            maps_path = _base(options.maps)
+            try:
+                self._maps = _as_slices(read_cfl(maps_path), "maps", maps_path)
+            except (ValueError, OSError) as exc:
+                raise UserError(f"maps: {exc}") from None
+            mx, my, mc, _, mn = self._maps.shape
+            if (mx, my, mc) != (x, y, c) or mn not in (1, n):
+                raise UserError(f"{maps_path}: maps of {mx}x{my}, {mc} coils, {mn} slices do not match k-space "
+                                f"{self.path} ({x}x{y}, {c} coils, {n} slices)")
+        self.num_slices, self.num_coils, self.shape = n, c, (x, y)
+        self.has_reference = fully_sampled(self._slice_ksp(0))
+        self.has_rss = False
+        self.attrs: dict[str, Any] = {"format": "bart_cfl", "subject_id": self.path.name}
+
+    def _slice_ksp(self, i: int) -> np.ndarray:
+        k = np.ascontiguousarray(np.transpose(np.asarray(self._ksp[:, :, :, 0, i]), (2, 0, 1)), dtype=np.complex64)
+        if not np.all(np.isfinite(k)):
+            raise UserError(f"{self.path}: k-space slice {i} has non-finite values (NaN or Inf)")
+        return k
+
+    def __len__(self) -> int:
+        return self.num_slices
+
+    def read(self, i: int) -> Slice:
+        """Slice i: k-space (C, X, Y) with the given or ESPIRiT maps."""
+        maps = None
+        if self._maps is not None:
+            j = i if self._maps.shape[-1] > 1 else 0
+            maps = np.ascontiguousarray(np.transpose(np.asarray(self._maps[:, :, :, 0, j]), (2, 0, 1)))
+        return complete_slice(self._slice_ksp(i), i, self.options, maps=maps)
+
+    def splits(self) -> None:
+        return None
+
+    def subjects(self) -> np.ndarray:
+        """One subject: the file."""
+        return np.zeros(self.num_slices, dtype=np.int64)
+
+    def close(self) -> None:
+        self._ksp = self._maps = None

@@ -1,0 +1,100 @@
+"""Undersampling masks for fully sampled k-space: Poisson disc (sigpy) and fastMRI's masks.
+
+`fastmri_random` and `fastmri_equispaced` follow fastMRI's `subsample.py` (RandomMaskFunc and
+the equispaced mask with adjusted spacing): columns (the last axis, phase encodes) are chosen
+and every row of a chosen column is sampled; the central `round(W * center_fraction)` columns
+are always sampled. Every mask is a deterministic function of its seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+KINDS = ("poisson", "fastmri_random", "fastmri_equispaced")
+
+
+class MaskError(ValueError):
+    """A mask that cannot be made with the parameters given (the message names the parameter)."""
+
+
+def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) -> np.ndarray:
+    """Variable-density Poisson-disc mask (X, Y) float32 in {0, 1} with a calib x calib centre.
+
+    sigpy's generator misses the acceleration for an occasional seed (e.g. 160x128, accel 6,
+    seed 740); then seed + 10^6, seed + 2 * 10^6, ... are tried (4 more); ValueError if all fail.
+    """
+    import sigpy.mri  # slow import (numba): only when a mask is made
+
+    for attempt in range(5):
+        try:
+            mask = sigpy.mri.poisson(tuple(shape), accel, calib=(calib, calib), seed=seed + attempt * 10**6,
+                                     dtype=np.float32)
+            return (mask != 0).astype(np.float32)
+        except ValueError:
+            continue
+    raise ValueError(f"Cannot generate mask to satisfy accel={accel}.")
+
+
+def _low_frequencies(num_cols: int, center_fraction: float) -> tuple[int, int]:
+    """(number of central columns, first central column), as fastMRI computes them."""
+    num_low = int(round(num_cols * center_fraction))
+    return num_low, (num_cols - num_low + 1) // 2
+
+
+def fastmri_random_columns(num_cols: int, accel: float, center_fraction: float, seed: int) -> np.ndarray:
+    """fastMRI's RandomMaskFunc: (num_cols,) bool. Outside the centre each column is kept with
+    probability (num_cols / accel - num_low) / (num_cols - num_low)."""
+    rng = np.random.RandomState(seed)
+    num_low, pad = _low_frequencies(num_cols, center_fraction)
+    prob = (num_cols / accel - num_low) / (num_cols - num_low) if num_cols > num_low else 1.0
+    mask = rng.uniform(size=num_cols) < prob
+    mask[pad : pad + num_low] = True
+    return mask
+
+
+def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: float, seed: int) -> np.ndarray:
+    """fastMRI's equispaced mask: (num_cols,) bool. The centre, plus columns at a random offset
+    spaced by the adjusted acceleration accel (num_low - W) / (num_low accel - W), so that about
+    num_cols / accel columns are sampled in all."""
+    rng = np.random.RandomState(seed)
+    num_low, pad = _low_frequencies(num_cols, center_fraction)
+    mask = np.zeros(num_cols, dtype=bool)
+    mask[pad : pad + num_low] = True
+    denominator = num_low * accel - num_cols
+    if denominator < 0:  # otherwise the centre alone reaches the acceleration
+        adjusted = accel * (num_low - num_cols) / denominator
+        offset = rng.randint(0, max(int(round(adjusted)), 1))
+        picked = np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.int64)
+        mask[picked[picked < num_cols]] = True
+    return mask
+
+
+def make_mask(kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float,
+              seed: int) -> np.ndarray:
+    """An undersampling mask (X, Y) float32 in {0, 1}; MaskError (a ValueError) when impossible.
+
+    Args:
+        kind: poisson, fastmri_random or fastmri_equispaced.
+        shape: (X, Y); fastMRI masks choose columns of Y (the phase-encode axis).
+        accel: target acceleration (> 1).
+        calib: side of the Poisson mask's fully sampled square (pixels, >= 0).
+        center_fraction: fraction of central columns of the fastMRI masks, in (0, 1).
+        seed: the random seed.
+    """
+    if kind not in KINDS:
+        raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
+    if isinstance(accel, bool) or not isinstance(accel, (int, float)) or not accel > 1:
+        raise MaskError(f"accel: {accel!r} must be a number > 1")
+    if kind == "poisson":
+        if isinstance(calib, bool) or not isinstance(calib, int) or not 0 <= calib <= min(shape):
+            raise MaskError(f"calib: {calib!r} must be an integer in [0, {min(shape)}]")
+        try:
+            return poisson_mask(tuple(shape), float(accel), calib, seed)
+        except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
+            raise MaskError(f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "
+                             f"calibration square fits {shape[0]}x{shape[1]} (lower calib or accel)") from None
+    if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 < center_fraction < 1:
+        raise MaskError(f"center_fraction: {center_fraction!r} must be a number in (0, 1)")
+    columns = (fastmri_random_columns if kind == "fastmri_random" else fastmri_equispaced_columns)(
+        shape[1], float(accel), float(center_fraction), seed)
+    return np.broadcast_to(columns[None, :], shape).astype(np.float32)

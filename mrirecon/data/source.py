@@ -1,0 +1,324 @@
+"""One interface over every raw input of `preprocess`, and format detection by content.
+
+A `Source` yields DeepInPy slices (img, maps, ksp, mask; optional second reference `rss`) one
+at a time. Readers: the embedded sample, DeepInPy HDF5, raw k-space (.npy or HDF5 `ksp`
+without maps), fastMRI multi-coil HDF5, ISMRMRD raw HDF5 and BART .cfl/.hdr. `open_source`
+picks the reader from the file's content (HDF5 signature and keys, the .npy magic, BART's text
+header), not from its suffix; several files or a folder become one `MultiSource`.
+
+Fully sampled k-space from fastMRI, ISMRMRD and BART is completed by `complete_slice`: ESPIRiT
+maps, the SENSE-combined reference sum_c conj(S_c) ifft2c(k_c), and an undersampling mask from
+`data/masks.py`. Undersampled k-space keeps its own pattern as the mask and has no reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import h5py
+import numpy as np
+
+from mrirecon.data.h5 import Slice
+from mrirecon.data.masks import make_mask
+from mrirecon.data.transforms import ifft2c_numpy
+from mrirecon.errors import UserError
+
+
+class Source(Protocol):
+    """What preprocess reads: N slices of C coils, (X, Y) pixels each.
+
+    Attributes: path (a name for messages), num_slices, num_coils, shape (X, Y), has_reference
+    (slices carry a reference image), has_rss (slices carry `rss`), attrs (provenance).
+    """
+
+    path: Any
+    num_slices: int
+    num_coils: int
+    shape: tuple[int, int]
+    has_reference: bool
+    has_rss: bool
+    attrs: dict[str, Any]
+
+    def __len__(self) -> int: ...
+
+    def read(self, i: int) -> Slice:
+        """Slice i: img (X, Y), maps and ksp (C, X, Y) complex64, mask (X, Y) float32."""
+
+    def splits(self) -> dict[str, np.ndarray] | None:
+        """Train / val / test indices stored in the source, or None."""
+
+    def subjects(self) -> np.ndarray | None:
+        """The subject of every slice (N,) int64, or None when the source does not record it."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How readers complete and shape the data (the `data.*` keys preprocess passes on).
+
+    transpose: swap the last two axes (DeepInPy and raw readers).
+    calib_width, thresh, crop: ESPIRiT's calibration width (pixels), threshold and crop.
+    mask, accel, calib, center_fraction, seed: the undersampling mask of fully sampled k-space
+        (see masks.make_mask); slice i of each file uses seed + i.
+    buffer_mb: memory for the ISMRMRD reader's slab of slices (MB).
+    maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
+    """
+
+    transpose: bool = False
+    calib_width: int = 24
+    thresh: float = 0.02
+    crop: float = 0.95
+    mask: str = "poisson"
+    accel: float = 6.0
+    calib: int = 24
+    center_fraction: float = 0.08
+    seed: int = 723
+    buffer_mb: float = 256.0
+    maps: str | None = None
+
+
+def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float) -> np.ndarray:
+    """ESPIRiT coil maps (C, X, Y) complex64 from centred k-space (C, X, Y) (sigpy)."""
+    import sigpy.mri
+
+    maps = sigpy.mri.app.EspiritCalib(ksp, calib_width=calib_width, thresh=thresh, crop=crop, show_pbar=False).run()
+    return np.asarray(maps, dtype=np.complex64)
+
+
+def fully_sampled(ksp: np.ndarray) -> bool:
+    """True when every k-space location (X, Y) of `ksp` (C, X, Y) holds data in some coil."""
+    return bool(np.all(np.abs(ksp).sum(0) > 0))
+
+
+def sense_combine(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """sum_c conj(S_c) ifft2c(k_c): (X, Y) complex64 from ksp and maps (C, X, Y)."""
+    return np.sum(np.conj(maps) * ifft2c_numpy(ksp), axis=0).astype(np.complex64)
+
+
+def complete_slice(ksp: np.ndarray, index: int, options: ReadOptions, maps: np.ndarray | None = None,
+                   rss: np.ndarray | None = None) -> Slice:
+    """A DeepInPy slice from k-space (C, X, Y): maps (given, or ESPIRiT), and when `ksp` is fully
+    sampled the SENSE-combined reference and a `options.mask` mask with seed options.seed + index;
+    otherwise a zero reference and the acquired pattern as the mask."""
+    ksp = np.ascontiguousarray(ksp, dtype=np.complex64)
+    if maps is None:
+        maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop)
+    if fully_sampled(ksp):
+        img = sense_combine(ksp, maps)
+        mask = make_mask(options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction,
+                         options.seed + index)
+    else:
+        img = np.zeros(ksp.shape[1:], np.complex64)
+        mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
+    return Slice(img=img, maps=np.asarray(maps, np.complex64), ksp=ksp, mask=mask,
+                 rss=None if rss is None else np.asarray(rss, np.float32))
+
+
+# ---------------------------------------------------------------------------- format detection
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _head(path: Path, size: int = 16) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(size)
+
+
+@functools.lru_cache(maxsize=32)
+def _hdf5_keys_cached(path: str, mtime: float) -> frozenset[str]:
+    try:
+        with h5py.File(path, "r") as f:
+            keys = set(f.keys())
+            if "dataset" in f and isinstance(f["dataset"], h5py.Group):
+                keys |= {f"dataset/{k}" for k in f["dataset"].keys()}
+            return frozenset(keys)
+    except OSError as exc:
+        raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}: truncated or corrupt?)") from None
+
+
+def hdf5_keys(path: Path) -> frozenset[str] | None:
+    """The top-level keys of an HDF5 file (plus `dataset/<key>` for ISMRMRD), or None when the
+    file is not HDF5; raises UserError when it has the HDF5 signature but cannot be read."""
+    if not h5py.is_hdf5(path) and _head(path, 8) != HDF5_SIGNATURE:
+        return None
+    return _hdf5_keys_cached(str(path), path.stat().st_mtime)
+
+
+def cfl_base(path: Path) -> Path | None:
+    """The BART base name (without .cfl/.hdr) when `path` names a .cfl/.hdr pair whose header
+    starts with '# Dimensions', else None."""
+    base = path.with_suffix("") if path.suffix in (".cfl", ".hdr") else path
+    hdr = base.with_name(base.name + ".hdr")
+    try:
+        return base if hdr.is_file() and _head(hdr, 12) == b"# Dimensions" else None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Format:
+    """A reader: its description for messages, a content test, and a constructor."""
+
+    name: str
+    sniff: Callable[[Path], bool]
+    open: Callable[[Path, ReadOptions], Source]
+
+
+def _keys(path: Path) -> frozenset[str]:
+    return (hdf5_keys(path) or frozenset()) if path.is_file() else frozenset()
+
+
+def _open_ismrmrd(path: Path, options: ReadOptions) -> Source:
+    from mrirecon.data.ismrmrd_raw import IsmrmrdSource
+
+    return IsmrmrdSource(path, options)
+
+
+def _open_fastmri(path: Path, options: ReadOptions) -> Source:
+    from mrirecon.data.fastmri import FastMRISource
+
+    return FastMRISource(path, options)
+
+
+def _open_raw(path: Path, options: ReadOptions) -> Source:
+    from mrirecon.data.raw import RawKspaceSource
+
+    return RawKspaceSource(path, options.transpose, options.calib_width, options.thresh, options.crop)
+
+
+def _open_deepinpy(path: Path, options: ReadOptions) -> Source:
+    from mrirecon.data.h5 import DeepInPyFile
+
+    return DeepInPyFile(path, transpose=options.transpose)
+
+
+def _open_cfl(path: Path, options: ReadOptions) -> Source:
+    from mrirecon.data.cfl import CflSource
+
+    return CflSource(cfl_base(path) or path, options)
+
+
+def _is_npy(path: Path) -> bool:
+    return path.is_file() and _head(path, 6) == NPY_MAGIC
+
+
+FORMATS: tuple[Format, ...] = (
+    Format("ISMRMRD raw HDF5 (dataset/data, dataset/xml)", lambda p: "dataset/data" in _keys(p) or "dataset/xml" in _keys(p),
+           _open_ismrmrd),
+    Format("fastMRI multi-coil HDF5 (kspace, ismrmrd_header)", lambda p: "kspace" in _keys(p), _open_fastmri),
+    Format("raw k-space HDF5 (ksp without maps) or .npy (C, X, Y) / (N, C, X, Y)",
+           lambda p: _is_npy(p) or ("ksp" in _keys(p) and "maps" not in _keys(p)), _open_raw),
+    Format("DeepInPy HDF5 (imgs, maps, ksp, masks)", lambda p: bool({"imgs", "maps", "ksp", "masks"} & _keys(p)),
+           _open_deepinpy),
+    Format("BART .cfl/.hdr pair", lambda p: cfl_base(p) is not None, _open_cfl),
+)
+
+
+def detect(path: Path) -> Format:
+    """The format of `path` by content, or a UserError naming what was expected."""
+    if not path.exists() and cfl_base(path) is None:
+        raise UserError(f"{path}: file not found")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder (a folder of raw files is read only as data.source itself)")
+    for fmt in FORMATS:
+        if fmt.sniff(path):
+            return fmt
+    keys = hdf5_keys(path) if path.is_file() else None
+    what = f"an HDF5 file with keys {sorted(keys)}" if keys is not None else "not HDF5, .npy or BART .cfl/.hdr"
+    expected = "; ".join(f.name for f in FORMATS)
+    raise UserError(f"{path}: {what}, which is none of the formats mrirecon reads (expected: {expected})")
+
+
+def source_files(spec: str | Sequence[str]) -> list[Path]:
+    """The files named by data.source: one path, a list of paths, or a folder (its .h5, .npy and
+    .cfl files, sorted by name)."""
+    if isinstance(spec, (list, tuple)):
+        if not spec:
+            raise UserError("data.source: the list of files is empty")
+        return [Path(str(p)) for p in spec]
+    path = Path(str(spec))
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".h5", ".hdf5", ".npy", ".cfl"))
+        if not files:
+            raise UserError(f"data.source: folder {path} holds no .h5, .npy or .cfl files")
+        return files
+    return [path]
+
+
+def open_source(spec: str | Sequence[str], options: ReadOptions) -> Source:
+    """The reader for data.source (one file, a list, or a folder), chosen by content."""
+    files = source_files(spec)
+    sources: list[Source] = []
+    try:
+        for path in files:
+            sources.append(detect(path).open(path, options))
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise
+    return sources[0] if len(sources) == 1 else MultiSource(sources)
+
+
+# ---------------------------------------------------------------------------- several files
+
+
+class MultiSource:
+    """Several sources (one per subject, typically) read as one: slices in file order.
+
+    Every file's slices keep their own subjects; a file that records none is one subject per
+    slice. The subject names (each file's attrs 'subject_id', else its stem) go to attrs.
+    """
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        first = sources[0]
+        for s in sources[1:]:
+            if (s.num_coils, tuple(s.shape)) != (first.num_coils, tuple(first.shape)):
+                raise UserError(f"data.source: {s.path} has {s.num_coils} coils of {s.shape[0]}x{s.shape[1]}, "
+                                f"{first.path} {first.num_coils} coils of {first.shape[0]}x{first.shape[1]}: "
+                                "files read together must match")
+            if s.has_reference != first.has_reference:
+                raise UserError(f"data.source: {s.path} and {first.path} differ in sampling (one fully sampled, the "
+                                "other not): files read together must match")
+        self.sources = list(sources)
+        self.path = ",".join(str(s.path) for s in sources)
+        self.num_slices = sum(len(s) for s in sources)
+        self.num_coils, self.shape = first.num_coils, tuple(first.shape)
+        self.has_reference = first.has_reference
+        self.has_rss = all(s.has_rss for s in sources)
+        self._starts = np.cumsum([0] + [len(s) for s in sources])
+        names = [str(s.attrs.get("subject_id", Path(str(s.path)).stem)) for s in sources]
+        self.attrs: dict[str, Any] = {"files": json.dumps([str(s.path) for s in sources]),
+                                      "subject_ids": json.dumps(names)}
+
+    def __len__(self) -> int:
+        return self.num_slices
+
+    def read(self, i: int) -> Slice:
+        k = int(np.searchsorted(self._starts, i, side="right") - 1)
+        s = self.sources[k].read(int(i - self._starts[k]))
+        return s if self.has_rss else Slice(s.img, s.maps, s.ksp, s.mask, s.noise_std)
+
+    def splits(self) -> None:
+        """Splits stored in the single files do not apply to their concatenation."""
+        return None
+
+    def subjects(self) -> np.ndarray:
+        out, offset = [], 0
+        for s in self.sources:
+            own = s.subjects()
+            own = np.arange(len(s), dtype=np.int64) if own is None else np.asarray(own, dtype=np.int64)
+            _, own = np.unique(own, return_inverse=True)
+            out.append(own + offset)
+            offset += int(own.max()) + 1
+        return np.concatenate(out)
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+

@@ -1,0 +1,154 @@
+"""Builders of small raw files in each field format (ISMRMRD, fastMRI, BART cfl) for the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import h5py
+import numpy as np
+
+
+
+def phantom_coils(coils: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Smooth complex coil images (coils, *shape) complex64: a few Gaussian blobs times smooth
+    coil sensitivities, with noise, so that ESPIRiT has something to estimate."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    obj = np.zeros(shape)
+    for _ in range(4):
+        c = rng.uniform(-0.4, 0.4, len(shape))
+        w = rng.uniform(0.2, 0.5)
+        obj += np.exp(-sum((g - ci) ** 2 for g, ci in zip(grids, c)) / w**2)
+    obj = obj * np.exp(1j * 0.7 * grids[0])
+    out = []
+    for k in range(coils):
+        angle = 2 * np.pi * k / coils
+        centre = 1.2 * np.array([np.cos(angle), np.sin(angle)] + [0.0] * (len(shape) - 2))
+        sens = np.exp(-sum((g - ci) ** 2 for g, ci in zip(grids, centre)) / 2.0) * np.exp(1j * angle)
+        out.append(obj * sens)
+    noise = 0.01 * (rng.standard_normal((coils, *shape)) + 1j * rng.standard_normal((coils, *shape)))
+    return (np.stack(out) + noise).astype(np.complex64)
+
+
+def centred_fftn(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho"), axes=axes)
+
+
+def centred_ifftn(k: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(k, axes=axes), axes=axes, norm="ortho"), axes=axes)
+
+
+def write_ismrmrd(path: Path, ksp: np.ndarray, recon_x: int | None = None, patient: str | None = "P1",
+                  trajectory: str = "cartesian", bulk: bool = True) -> Path:
+    """An ISMRMRD file of a 3D Cartesian acquisition, ksp (coils, x, ky, kz), one readout per
+    (ky, kz) (see write_ismrmrd_lines); recon_x < x declares readout oversampling."""
+    c, ex, ey, ez = ksp.shape
+    return write_ismrmrd_lines(path, (ex, ey, ez), lambda ky, kz: ksp[:, :, ky, kz], c, recon_x, patient,
+                               trajectory, bulk)
+
+
+def write_ismrmrd_lines(path: Path, shape: tuple[int, int, int], line: Callable[[int, int], np.ndarray],
+                        coils: int = 8, recon_x: int | None = None, patient: str | None = "P1",
+                        trajectory: str = "cartesian", bulk: bool = True) -> Path:
+    """An ISMRMRD 3D Cartesian file of encoded matrix shape (x, ky, kz): a noise readout, then
+    one readout `line(ky, kz)` (coils, x) per phase encode, ky fastest. Made with the ismrmrd
+    package (XML header, Acquisition objects, the package's HDF5 row type); bulk=False appends
+    each readout with Dataset.append_acquisition (the package's own writer, about 4 ms a
+    readout), bulk=True writes the same rows in blocks with h5py (memory: one block)."""
+    import ismrmrd
+    import ismrmrd.xsd as xsd
+    from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
+
+    ex, ey, ez = shape
+    c = coils
+    size = lambda x, y, z: xsd.matrixSizeType(x=x, y=y, z=z)  # noqa: E731
+    fov = xsd.fieldOfViewMm(x=160.0, y=160.0, z=120.0)
+    header = xsd.ismrmrdHeader(
+        subjectInformation=xsd.subjectInformationType(patientID=patient) if patient else None,
+        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=127_000_000),
+        acquisitionSystemInformation=xsd.acquisitionSystemInformationType(receiverChannels=c),
+        encoding=[xsd.encodingType(
+            trajectory=xsd.trajectoryType(trajectory),
+            encodedSpace=xsd.encodingSpaceType(matrixSize=size(ex, ey, ez), fieldOfView_mm=fov),
+            reconSpace=xsd.encodingSpaceType(matrixSize=size(recon_x or ex, ey, ez), fieldOfView_mm=fov),
+            encodingLimits=xsd.encodingLimitsType(
+                kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=ey - 1, center=ey // 2),
+                kspace_encoding_step_2=xsd.limitType(minimum=0, maximum=ez - 1, center=ez // 2)),
+        )],
+    )
+    dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    dset.write_xml_header(xsd.ToXML(header, "utf-8"))
+    noise = ismrmrd.Acquisition(data=np.ones((c, ex), np.complex64))  # a noise readout: must be skipped
+    noise.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+
+    def acquisitions():
+        yield noise
+        for kz in range(ez):
+            for ky in range(ey):
+                acq = ismrmrd.Acquisition(data=np.ascontiguousarray(line(ky, kz), dtype=np.complex64))
+                acq.idx.kspace_encode_step_1 = ky
+                acq.idx.kspace_encode_step_2 = kz
+                acq.center_sample = ex // 2
+                yield acq
+
+    if not bulk:
+        for acq in acquisitions():
+            dset.append_acquisition(acq)
+        dset.close()
+        return path
+    dset.close()
+    with h5py.File(path, "a") as f:
+        ds = f["dataset"].create_dataset("data", shape=(0,), maxshape=(None,), dtype=acquisition_dtype, chunks=(1024,))
+        block: list = []
+
+        def flush() -> None:
+            rows = np.empty(len(block), dtype=acquisition_dtype)
+            for j, acq in enumerate(block):
+                rows[j]["head"] = np.frombuffer(acq.getHead(), dtype=acquisition_header_dtype)[0]
+                rows[j]["data"] = acq.data.view(np.float32).reshape(-1)
+                rows[j]["traj"] = np.zeros(0, np.float32)
+            n = ds.shape[0]
+            ds.resize((n + len(rows),))
+            ds[n:] = rows
+            block.clear()
+
+        for acq in acquisitions():
+            block.append(acq)
+            if len(block) == 4096:
+                flush()
+        if block:
+            flush()
+    return path
+
+
+def fastmri_header(enc: tuple[int, int], recon: tuple[int, int]) -> bytes:
+    """A minimal fastMRI-style ISMRMRD XML header (encodedSpace and reconSpace)."""
+    def space(name: str, x: int, y: int) -> str:
+        return (f"<{name}><matrixSize><x>{x}</x><y>{y}</y><z>1</z></matrixSize>"
+                f"<fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></{name}>")
+    return (f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
+            f"<encoding>{space('encodedSpace', *enc)}{space('reconSpace', *recon)}"
+            f"<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>").encode()
+
+
+def write_fastmri(path: Path, coils: Sequence[np.ndarray], recon: tuple[int, int], rss: bool = True) -> np.ndarray | None:
+    """fastMRI's multi-coil layout from coil images, one (C, H, W) per slice: `kspace`
+    (N, C, H, W) complex64, `ismrmrd_header`, `reconstruction_rss` (N, h, w) (root-sum-of-squares
+    of the centre crop) and attributes, written slice by slice. Returns the k-space when the
+    input is one array (the tests), else None."""
+    n = len(coils)
+    c, h, w = coils[0].shape
+    top, left = (h - recon[0]) // 2, (w - recon[1]) // 2
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("kspace", (n, c, h, w), np.complex64, chunks=(1, c, h, w))
+        f["ismrmrd_header"] = fastmri_header((h, w), recon)
+        if rss:
+            f.create_dataset("reconstruction_rss", (n, *recon), np.float32)
+        for i in range(n):
+            ds[i] = centred_fftn(np.asarray(coils[i]), (-2, -1))
+            if rss:
+                crop = np.asarray(coils[i])[:, top : top + recon[0], left : left + recon[1]]
+                f["reconstruction_rss"][i] = np.sqrt((np.abs(crop) ** 2).sum(0))
+        f.attrs.update({"acquisition": "CORPD_FBK", "max": 1.0, "norm": 1.0, "patient_id": "abc123"})
+    return centred_fftn(coils, (-2, -1)).astype(np.complex64) if isinstance(coils, np.ndarray) else None
