@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.source import ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import ReadOptions, complete_slice, fully_sampled
 from mrirecon.errors import UserError
 from mrirecon.io import atomic_path, temporary_sibling
 

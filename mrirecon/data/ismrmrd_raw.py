@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.source import ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import ReadOptions, complete_slice, fully_sampled
 from mrirecon.data.transforms import center_crop, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
 

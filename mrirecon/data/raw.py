@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.source import espirit_maps
+from mrirecon.data.completion import espirit_maps
 from mrirecon.errors import UserError
 
 

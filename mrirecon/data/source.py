@@ -6,7 +6,7 @@ without maps), fastMRI multi-coil HDF5, ISMRMRD raw HDF5 and BART .cfl/.hdr. `op
 picks the reader from the file's content (HDF5 signature and keys, the .npy magic, BART's text
 header), not from its suffix; several files or a folder become one `MultiSource`.
 
-Fully sampled k-space from fastMRI, ISMRMRD and BART is completed by `complete_slice`: ESPIRiT
+Fully sampled k-space from fastMRI, ISMRMRD and BART is completed by `completion.complete_slice`: ESPIRiT
 maps, the SENSE-combined reference sum_c conj(S_c) ifft2c(k_c), and an undersampling mask from
 `data/masks.py`. Undersampled k-space keeps its own pattern as the mask and has no reference.
 """
@@ -22,10 +22,11 @@ from typing import Any, Callable, Protocol, Sequence
 import h5py
 import numpy as np
 
+from mrirecon.data.completion import ReadOptions
 from mrirecon.data.h5 import Slice
-from mrirecon.data.masks import make_mask
-from mrirecon.data.transforms import ifft2c_numpy
 from mrirecon.errors import UserError
+
+__all__ = ["FORMATS", "Format", "MultiSource", "ReadOptions", "Source", "detect", "open_source", "source_files"]
 
 
 class Source(Protocol):
@@ -55,68 +56,6 @@ class Source(Protocol):
         """The subject of every slice (N,) int64, or None when the source does not record it."""
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ReadOptions:
-    """How readers complete and shape the data (the `data.*` keys preprocess passes on).
-
-    transpose: swap the last two axes (DeepInPy and raw readers).
-    calib_width, thresh, crop: ESPIRiT's calibration width (pixels), threshold and crop.
-    mask, accel, calib, center_fraction, seed: the undersampling mask of fully sampled k-space
-        (see masks.make_mask); slice i of each file uses seed + i.
-    buffer_mb: memory for the ISMRMRD reader's slab of slices (MB).
-    maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
-    """
-
-    transpose: bool = False
-    calib_width: int = 24
-    thresh: float = 0.02
-    crop: float = 0.95
-    mask: str = "poisson"
-    accel: float = 6.0
-    calib: int = 24
-    center_fraction: float = 0.08
-    seed: int = 723
-    buffer_mb: float = 256.0
-    maps: str | None = None
-
-
-def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float) -> np.ndarray:
-    """ESPIRiT coil maps (C, X, Y) complex64 from centred k-space (C, X, Y) (sigpy)."""
-    import sigpy.mri
-
-    maps = sigpy.mri.app.EspiritCalib(ksp, calib_width=calib_width, thresh=thresh, crop=crop, show_pbar=False).run()
-    return np.asarray(maps, dtype=np.complex64)
-
-
-def fully_sampled(ksp: np.ndarray) -> bool:
-    """True when every k-space location (X, Y) of `ksp` (C, X, Y) holds data in some coil."""
-    return bool(np.all(np.abs(ksp).sum(0) > 0))
-
-
-def sense_combine(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """sum_c conj(S_c) ifft2c(k_c): (X, Y) complex64 from ksp and maps (C, X, Y)."""
-    return np.sum(np.conj(maps) * ifft2c_numpy(ksp), axis=0).astype(np.complex64)
-
-
-def complete_slice(ksp: np.ndarray, index: int, options: ReadOptions, maps: np.ndarray | None = None,
-                   rss: np.ndarray | None = None) -> Slice:
-    """A DeepInPy slice from k-space (C, X, Y): maps (given, or ESPIRiT), and when `ksp` is fully
-    sampled the SENSE-combined reference and a `options.mask` mask with seed options.seed + index;
-    otherwise a zero reference and the acquired pattern as the mask."""
-    ksp = np.ascontiguousarray(ksp, dtype=np.complex64)
-    if maps is None:
-        maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop)
-    if fully_sampled(ksp):
-        img = sense_combine(ksp, maps)
-        mask = make_mask(options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction,
-                         options.seed + index)
-    else:
-        img = np.zeros(ksp.shape[1:], np.complex64)
-        mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
-    return Slice(img=img, maps=np.asarray(maps, np.complex64), ksp=ksp, mask=mask,
-                 rss=None if rss is None else np.asarray(rss, np.float32))
 
 
 # ---------------------------------------------------------------------------- format detection
