@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.completion import ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
 from mrirecon.errors import UserError
 from mrirecon.io import atomic_path, temporary_sibling
 
@@ -132,7 +132,7 @@ def _as_slices(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
     return full[:, :, 0, :, :, 0, 0, 0, 0, 0, 0, 0, 0, :, 0, 0]
 
 
-class CflSource:
+class CflSource(OneSubjectFile):
     """Raw k-space from a BART .cfl/.hdr pair, slice by slice (memory-mapped).
 
     k-space dims (x, y, 1, coils, 1, ..., slices); optional maps (x, y, 1, coils, maps, ...,
@@ -182,13 +182,6 @@ class CflSource:
             j = i if self._maps.shape[-1] > 1 else 0
             maps = np.ascontiguousarray(np.transpose(np.asarray(self._maps[:, :, :, 0, j]), (2, 0, 1)))
         return complete_slice(self._slice_ksp(i), i, self.options, maps=maps)
-
-    def splits(self) -> None:
-        return None
-
-    def subjects(self) -> np.ndarray:
-        """One subject: the file."""
-        return np.zeros(self.num_slices, dtype=np.int64)
 
     def close(self) -> None:
         self._ksp = self._maps = None

@@ -77,3 +77,16 @@ def complete_slice(ksp: np.ndarray, index: int, options: ReadOptions, maps: np.n
         mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
     return Slice(img=img, maps=np.asarray(maps, np.complex64), ksp=ksp, mask=mask,
                  rss=None if rss is None else np.asarray(rss, np.float32))
+
+
+class OneSubjectFile:
+    """Mixin for readers of one acquisition per file: no stored splits, every slice one subject
+    (the file). Needs `num_slices`."""
+
+    num_slices: int
+
+    def splits(self) -> None:
+        return None
+
+    def subjects(self) -> np.ndarray:
+        return np.zeros(self.num_slices, dtype=np.int64)

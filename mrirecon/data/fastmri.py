@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.completion import ReadOptions, complete_slice
+from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
 from mrirecon.data.transforms import center_crop, fft1c_numpy, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
 
@@ -47,7 +47,7 @@ def recon_size(header: bytes | str) -> tuple[int, int]:
     raise ValueError("header: no encoding/reconSpace/matrixSize x and y")
 
 
-class FastMRISource:
+class FastMRISource(OneSubjectFile):
     """Read a fastMRI multi-coil file slice by slice (see the module docstring).
 
     Args:
@@ -119,13 +119,6 @@ class FastMRISource:
         ksp = fft1c_numpy(center_crop(ifft1c_numpy(k, axis=-2), (self.recon[0], k.shape[-1])), axis=-2)
         ksp = ksp * self._mask  # the readout crop spreads nothing across columns: keep zeros exact
         return complete_slice(ksp, i, self.options)
-
-    def splits(self) -> None:
-        return None
-
-    def subjects(self) -> np.ndarray:
-        """One subject: the file."""
-        return np.zeros(self.num_slices, dtype=np.int64)
 
     def close(self) -> None:
         self._file.close()

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from mrirecon.data.h5 import Slice
-from mrirecon.data.completion import ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
 from mrirecon.data.transforms import center_crop, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
 
@@ -43,7 +43,7 @@ def _bit(flag: int) -> np.uint64:
     return np.uint64(1) << np.uint64(flag - 1)
 
 
-class IsmrmrdSource:
+class IsmrmrdSource(OneSubjectFile):
     """Read an ISMRMRD 3D Cartesian raw file as 2D slices (see the module docstring).
 
     Args:
@@ -249,13 +249,6 @@ class IsmrmrdSource:
         if self.has_reference and fully_sampled(ksp) and self.shape != tuple(self.encoded[1:]):
             ksp = fft2c_numpy(center_crop(ifft2c_numpy(ksp), self.shape))
         return complete_slice(ksp, i, self.options)
-
-    def splits(self) -> None:
-        return None
-
-    def subjects(self) -> np.ndarray:
-        """One subject: the acquisition."""
-        return np.zeros(self.num_slices, dtype=np.int64)
 
     def close(self) -> None:
         self._slab = None
