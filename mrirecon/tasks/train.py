@@ -12,13 +12,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from mrirecon import distributed as ddp
 from mrirecon.callbacks import standard_callbacks
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
 from mrirecon.tasks.train_common import positive, resume_path, settings_of, training_data
-from mrirecon import distributed as ddp
 from mrirecon.trainables import TRAINABLES, family_for
 from mrirecon.training import Trainer
 
