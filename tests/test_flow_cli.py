@@ -106,10 +106,11 @@ def _compose(overrides: list[str], name: str = "reconstruct"):
 
 def test_train_config_and_errors():
     cfg = _compose(["model=flow"], "train")  # the alias: model=flow trains the flow prior
-    assert cfg.model.name == "flow" and cfg.train.batch_size == 8
+    assert cfg.model.name == "flow" and cfg.train.batch_size == 8 and cfg.train.epochs == 500 and cfg.train.flip
+    assert _compose(["model=flow", "train.epochs=3"], "train").train.epochs == 3  # the command line wins
     assert family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
     cfg = _compose(["method=flow_prior", "model=flow_student"], "train")
-    assert cfg.model.levels == 4 and family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
+    assert cfg.model.levels == 4 and cfg.train.lr == 1.5e-3 and family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
     assert family_for("dbp", "resnet") is TRAINABLES["unrolled"] and family_for("cg_sense", "resnet") is None
     assert _compose([], "train").train.epochs == 20  # the unrolled defaults are untouched
     with pytest.raises(ValueError, match="bits: null.*magnitude"):

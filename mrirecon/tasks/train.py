@@ -66,7 +66,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise UserError(f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)")
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
-    trainable = family.from_config(plain(cfg.method), plain(cfg.model), plain(cfg.train), shape=tuple(data.shape),
+    model = plain(cfg.model)
+    model.pop("train_defaults", None)  # read by the train.* keys (conf/train.yaml), not an argument of the model
+    trainable = family.from_config(plain(cfg.method), model, plain(cfg.train), shape=tuple(data.shape),
                                    bits=bits, seed=settings.seed, amp=bool(cfg.hardware.amp))
     trainable.module.to(device)
     optimizer = torch.optim.Adam(trainable.module.parameters(), lr=lr)
