@@ -31,9 +31,11 @@ CASES = [(kind, batch) for kind in ("train", "inverse") for batch in (8, 1)]
 
 
 def model_config(name: str) -> dict:
-    """The `model` section of conf/model/<name>.yaml."""
+    """conf/model/<name>.yaml without its training defaults."""
     path = Path(__file__).resolve().parent.parent / "conf" / "model" / f"{name}.yaml"
-    return yaml.safe_load(path.read_text())["model"]
+    config = yaml.safe_load(path.read_text())
+    config.pop("train_defaults", None)
+    return config
 
 
 def make_step(kind: str, batch: int, model: str, device: torch.device):

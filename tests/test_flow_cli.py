@@ -1,4 +1,4 @@
-"""End to end: `mrirecon train model=flow`, reconstruct with the flow methods, a lam x beta
+"""End to end: `mrirecon train method=flow_prior model=flow` (and its alias `model=flow`), reconstruct with the flow methods, a lam x beta
 sweep and its evaluate table, at tiny size on the embedded sample; bad input."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from helpers import one_error_line, run_cli
 from mrirecon.cli import config_dir
 from mrirecon.errors import UserError
 from mrirecon.tasks.reconstruct import check_flow_size, method_of
-from mrirecon.tasks.train_flow import require_magnitude
+from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 TINY = ["model.levels=2", "model.steps=1", "model.hidden_channels=8", "model.bins=4", "train.batch_size=5"]
 FAST = ["method.iterations=3", "figures=0"]
@@ -26,7 +26,8 @@ FAST = ["method.iterations=3", "figures=0"]
 
 @pytest.fixture(scope="module")
 def flow_run(sample_dir: Path) -> Path:
-    res = run_cli("train", "model=flow", "data=4bit_quarter", *TINY, "train.epochs=2", "hydra.run.dir=runs/flow",
+    res = run_cli("train", "method=flow_prior", "model=flow", "data=4bit_quarter", *TINY, "train.epochs=2",
+                  "hydra.run.dir=runs/flow",
                   cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     return sample_dir / "runs" / "flow"
@@ -48,7 +49,7 @@ def test_train_flow_outputs_and_no_leakage(flow_run, sample_dir):
     assert ckpt["state"]["step"] == 2 * -(-len(stored["train"]) // 5)
 
 
-def test_resume_flow(flow_run, sample_dir):
+def test_resume_flow(flow_run, sample_dir):  # with the alias model=flow
     res = run_cli("train", "model=flow", "data=4bit_quarter", *TINY, "train.epochs=3", "train.resume=true",
                   f"hydra.run.dir={flow_run}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
@@ -104,14 +105,29 @@ def _compose(overrides: list[str], name: str = "reconstruct"):
 
 
 def test_train_config_and_errors():
-    cfg = _compose(["model=flow"], "train")  # as written in the README: the method group is ignored
-    assert cfg.model.name == "flow" and cfg.method.name == "dbp" and cfg.train.batch_size == 8
-    assert _compose(["model=flow_student"], "train").model.levels == 4
+    cfg = _compose(["model=flow"], "train")  # the alias: model=flow trains the flow prior
+    assert cfg.model.name == "flow" and cfg.train.batch_size == 8 and cfg.train.epochs == 500 and cfg.train.flip
+    assert _compose(["model=flow", "train.epochs=3"], "train").train.epochs == 3  # the command line wins
+    assert family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
+    cfg = _compose(["method=flow_prior", "model=flow_student"], "train")
+    assert cfg.model.levels == 4 and cfg.train.lr == 1.5e-3 and family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
+    assert family_for("dbp", "resnet") is TRAINABLES["unrolled"] and family_for("cg_sense", "resnet") is None
     assert _compose([], "train").train.epochs == 20  # the unrolled defaults are untouched
-    for variant in ("full", "quarter"):
-        with pytest.raises(UserError, match=f"data={variant}.*magnitude"):
-            require_magnitude(_compose(["model=flow", f"data={variant}"], "train"), "the flow prior")
-    assert require_magnitude(_compose(["model=flow", "data=8bit_quarter"], "train"), "the flow prior") == 8
+    with pytest.raises(ValueError, match="bits: null.*magnitude"):
+        TRAINABLES["flow"].check_bits(None)
+    TRAINABLES["flow"].check_bits(8)
+
+
+def test_flow_rebuilds_from_its_checkpoint_alone(flow_run):
+    best = flow_run / "checkpoints" / "best.pt"
+    ckpt = torch.load(best, weights_only=False)
+    trained = rebuild(ckpt, best, "flow", "flow_l1")
+    assert trained.bits == 4 and trained.module.shape == (1, 80, 64)
+    for name, value in ckpt["model"].items():
+        assert torch.equal(trained.module.state_dict()[name], value), name
+    cfg = _compose(["data=4bit_quarter", "method=flow_l1", f"checkpoint={best}"])  # no model group at all
+    method, method_config, trained_on = method_of(cfg, torch.device("cpu"))
+    assert method.bits == 4 and method_config["flow_shape"] == [1, 80, 64] and trained_on["source_id"] == "sample"
 
 
 def test_bad_input_names_the_key(flow_run, tmp_path):
@@ -123,7 +139,7 @@ def test_bad_input_names_the_key(flow_run, tmp_path):
         (["method=dbp", f"checkpoint={best}"], "holds a 'flow' model"),
         (["method=flow_combined", f"checkpoint={tmp_path / 'missing.pt'}"], "missing.pt"),
         (["method=flow_logprob"], "needs checkpoint"),
-        (["method=flow_l1", "data=quarter", f"checkpoint={best}"], "data.bits null"),
+        (["method=flow_l1", "data=quarter", f"checkpoint={best}"], "data.bits: null"),
         (["method=flow_l1", "data=full", f"checkpoint={best}"], "magnitude"),
         (["method=flow_l1", "method.iterations=0", f"checkpoint={best}"], "method.iterations"),
         (["method=flow_l1", "method.lam=-1e-3", f"checkpoint={best}"], "method.lam"),

@@ -128,3 +128,25 @@ def test_failed_resume_keeps_the_run(trained, sample_dir):
     for path, data in before.items():
         assert path.read_bytes()[: len(data)] == data  # the job log may grow, nothing is lost
     assert (trained / ".hydra").is_dir()
+
+
+def test_unrolled_rebuilds_from_its_checkpoint_alone(trained):
+    from mrirecon.trainables import rebuild
+
+    best = trained / "checkpoints" / "best.pt"
+    ckpt = torch.load(best, weights_only=False)
+    assert ckpt["kind"] == "unrolled" and ckpt["method_config"]["num_unrolls"] == 2
+    model = rebuild(ckpt, best, "unrolled", "dbp").module
+    for name, value in ckpt["model"].items():
+        assert torch.equal(model.state_dict()[name], value), name
+
+
+def test_checkpoint_from_before_the_trainable_format_is_refused(trained, sample_dir, tmp_path):
+    ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
+    old = tmp_path / "old.pt"
+    torch.save({k: v for k, v in ckpt.items() if k != "format"}, old)
+    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={old}",
+                  f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+    line = one_error_line(res)
+    assert str(old) in line and "retrain it with 'mrirecon train method=dbp'" in line
+    assert not (tmp_path / "run").exists()

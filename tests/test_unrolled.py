@@ -15,6 +15,7 @@ from mrirecon.nets import build_net
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.training import Settings, Trainer
 
 
@@ -137,26 +138,44 @@ class ListDataset(torch.utils.data.Dataset):
         return self.items[k]
 
 
-def make_trainer(out: Path, epochs: int, stop_at_step: int | None = None) -> Trainer:
+class TinyTrainable:
+    """A Trainable over a small dbp: the training loss with noise, l2lam as the 'metric'."""
+
+    kind, select = "tiny", "val_nrmse"
+
+    def __init__(self, method, stop=None, stop_at_step=None):
+        self.module, self.stop, self.stop_at_step = method, stop, stop_at_step
+
+    def loss(self, batch, generator):
+        return training_loss(self.module, batch, True, generator, stdev=0.01)
+
+    def after_step(self, step):
+        if self.stop is not None and step == self.stop_at_step:
+            self.stop.request()  # what Ctrl-C does
+
+    def validate(self, batch):
+        return {"val_nrmse": float(self.module.l2lam.detach())}
+
+    def images(self, batch):
+        return {}
+
+    def checkpoint_state(self):
+        return {"kind": self.kind}
+
+
+def make_trainer(out: Path, epochs: int, stop_at_step: int | None = None, max_minutes: float | None = None) -> Trainer:
     torch.manual_seed(5)
     method = small("dbp", num_unrolls=1, num_admm=1)
     b = tiny_batch(n=5, shape=(16, 12))
     items = [{k: v[i] for k, v in b.items()} for i in range(5)]
     opt = torch.optim.Adam(method.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.7)
-    trainer: Trainer
-
-    def loss_fn(batch, step):
-        if stop_at_step is not None and step == stop_at_step:
-            trainer._stop_requested = True  # what Ctrl-C does
-        return training_loss(method, batch, True, torch.Generator().manual_seed(step), stdev=0.01)
-
-    def validate():
-        return {"val_nrmse": float(method.l2lam.detach())}, {}
-
-    trainer = Trainer(method, opt, sched, loss_fn, validate, ListDataset(items), out, {"x": 1},
-                      Settings(epochs=epochs, batch_size=2, seed=3), torch.device("cpu"))
-    return trainer
+    settings = Settings(epochs=epochs, batch_size=2, seed=3)
+    hooks = standard_callbacks(True, max_minutes)
+    stop = next(h for h in hooks if isinstance(h, Interrupt))
+    return Trainer(trainable=TinyTrainable(method, stop, stop_at_step), optimizer=opt, scheduler=sched,
+                   train_set=ListDataset(items), val_set=ListDataset(items[:2]), out_dir=out, config={"x": 1},
+                   settings=settings, device=torch.device("cpu"), callbacks=hooks)
 
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path):
@@ -178,8 +197,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
 
 
 def test_time_budget_stops_with_checkpoint(tmp_path):
-    trainer = make_trainer(tmp_path, epochs=1000)
-    trainer.s.max_minutes = 1e-9
+    trainer = make_trainer(tmp_path, epochs=1000, max_minutes=1e-9)
     state = trainer.fit()
     assert state["step"] == 1 and (tmp_path / "checkpoints" / "last.pt").exists()
 
@@ -190,8 +208,8 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, epochs=5)
     trainer.fit()
     before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
-    trainer.s.epochs = 6
-    trainer.loss_fn = lambda batch, step: torch.tensor(float("nan"), requires_grad=True)
+    trainer.settings.epochs = 6
+    trainer.trainable.loss = lambda batch, generator: torch.tensor(float("nan"), requires_grad=True)
     with pytest.raises(UserError, match="diverged"):
         trainer.fit()
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before

@@ -22,8 +22,8 @@ class Method:
     """
 
     name: str = ""
-    # the checkpoint a method needs: 'unrolled' (trained by `mrirecon train method=<name>`),
-    # 'flow' (a prior from `mrirecon train model=flow`), or None (no checkpoint)
+    # the trainable family (mrirecon.trainables, by its kind) whose checkpoint the method needs,
+    # or None (no checkpoint); set by the family's methods
     checkpoint_kind: str | None = None
     # per-slice values of the settings chosen from the data in the last `reconstruct` (e.g.
     # lam: auto), for the run's summary

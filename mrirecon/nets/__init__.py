@@ -20,9 +20,6 @@ def build_net(cfg: Mapping[str, Any]) -> nn.Module:
     """Instantiate the network named by cfg['name'] with the remaining keys as arguments."""
     params = dict(cfg)
     name = params.pop("name", None)
-    if name == "flow":
-        raise ValueError("name: 'flow' is a generative prior, not a denoiser (train it with 'mrirecon train "
-                         "model=flow' and use it with method=flow_l1|flow_logprob|flow_combined)")
     if name not in NETS:
         raise ValueError(f"name: unknown denoiser '{name}' (expected one of {', '.join(sorted(NETS))})")
     try:

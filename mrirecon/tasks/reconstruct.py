@@ -25,10 +25,9 @@ from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.base import noise_of
-from mrirecon.nets import build_net
-from mrirecon.nets.flow import build_flow
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
+from mrirecon.trainables import TRAINABLES, rebuild
 
 log = logging.getLogger(__name__)
 CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
@@ -189,9 +188,9 @@ def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, Any], dict[str, Any]]:
-    """The method to run, its configuration (for learned methods: rebuilt from the
-    checkpoint's own config, with the denoiser's name as `model`) and what its checkpoint was
-    trained on (empty for methods without one)."""
+    """The method to run, its configuration (for learned methods: the trained family rebuilt from
+    the checkpoint alone, via the trainables registry) and what its checkpoint was trained on
+    (empty for methods without one)."""
     name = str(cfg.method.name)
     checkpoint = cfg.get("checkpoint")
     kind = REGISTRY[name].checkpoint_kind if name in REGISTRY else None
@@ -199,53 +198,16 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
         return configured("method", build_method, plain(cfg.method)), plain(cfg.method), {}
+    family = TRAINABLES[kind]
     if not checkpoint:
-        how = "model=flow" if kind == "flow" else f"method={name}"
-        raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {how}')")
+        raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {family.train_hint(name)}')")
     ckpt = load_checkpoint(str(checkpoint))
-    if kind == "flow":
-        return (*_flow_method(cfg, name, str(checkpoint), ckpt, device), trained_on(ckpt))
-    if ckpt.get("kind") != "unrolled" or ckpt.get("method") != name:
-        held = ckpt.get("method") or ckpt.get("kind") or "unknown"
-        raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not method={name}")
-    method_cfg, model_cfg = ckpt["config"]["method"], ckpt["config"]["model"]
-    method = configured("method", build_method, method_cfg, denoiser=configured("model", build_net, model_cfg))
-    try:
-        method.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
-    method.to(device).eval()
-    method.amp = bool(cfg.hardware.amp)
-    supervised = ckpt["config"].get("train", {}).get("supervised")
-    return method, {**method_cfg, "model": model_cfg["name"], "supervised": supervised}, trained_on(ckpt)
-
-
-def _flow_method(cfg: DictConfig, name: str, checkpoint: str, ckpt: dict[str, Any],
-                 device: torch.device) -> tuple[Method, dict[str, Any]]:
-    """A flow-prior method with the flow rebuilt from the checkpoint's own model config."""
-    if ckpt.get("kind") != "flow":
-        held = ckpt.get("method") or ckpt.get("kind") or "unknown"
-        raise UserError(f"checkpoint: {checkpoint} holds a '{held}' model, not a flow prior for method={name} "
-                        "(train one with 'mrirecon train model=flow')")
-    bits = cfg.data.bits
-    if bits is None:
-        raise UserError(f"data={cfg.data.name}: method={name} uses a flow prior of real magnitude images; this variant "
-                        "keeps complex images (data.bits null): use a quantised variant such as data=4bit_quarter")
-    if int(bits) != int(ckpt["bits"]):
-        log.warning("the flow in %s was trained on %d-bit images, the data are %d-bit (data=%s): the prior does not "
-                    "match the data (the original project's pitfall); results are not comparable",
-                    checkpoint, int(ckpt["bits"]), int(bits), cfg.data.name)
-    model_cfg = ckpt["config"]["model"]
-    flow = configured("model", build_flow, model_cfg, tuple(ckpt["shape"]))
-    try:
-        flow.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise UserError(f"checkpoint: {checkpoint} does not match its own config ({first})") from None
-    method = configured("method", build_method, plain(cfg.method), flow=flow.to(device), bits=int(ckpt["bits"]))
-    return method, {**plain(cfg.method), "flow_bits": int(ckpt["bits"]), "flow_shape": list(ckpt["shape"]),
-                    "flow_checkpoint": checkpoint}
+    trained = configured("checkpoint", rebuild, ckpt, str(checkpoint), kind, name)
+    configured("data", family.check_bits, cfg.data.bits)
+    trained.module.to(device).eval()
+    method, method_config = configured("method", trained.reconstructor, plain(cfg.method), cfg.data.bits,
+                                       bool(cfg.hardware.amp))
+    return method, method_config, trained_on(ckpt)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

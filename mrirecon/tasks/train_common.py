@@ -35,6 +35,7 @@ def settings_of(cfg: DictConfig) -> Settings:
         grad_clip=t.grad_clip,
         max_minutes=t.max_minutes,
         num_workers=int(cfg.hardware.num_workers),
+        val_batch_size=positive("train.val_batch_size", t.val_batch_size, integer=True),
     )
 
 

@@ -1,0 +1,125 @@
+"""The `Trainable` protocol (what `mrirecon train` fits and `reconstruct` rebuilds) and the
+registry of trainable families, keyed by the `kind` their checkpoints record.
+
+A family's module (trainables/<family>.py) is the only code that names its kind: it builds the
+trainable from the `method`, `model` and `train` config sections, defines its loss, validation
+and checkpoint entries, and rebuilds itself, and the reconstruction method it serves, from a
+checkpoint alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.methods.base import Method
+
+# checkpoints record this format; those without it predate the Trainable path
+FORMAT = 2
+
+
+class Trainable(Protocol):
+    """A learned family: its module (weights, optimised and checkpointed) and how to train it."""
+
+    kind: ClassVar[str]  # recorded in checkpoints; the key of TRAINABLES
+    select: ClassVar[str]  # the validation metric that picks best.pt (smaller is better)
+    module: nn.Module
+
+    @classmethod
+    def trains(cls, method: str, model: str) -> bool:
+        """Whether `mrirecon train method=<method> model=<model>` trains this family."""
+
+    @classmethod
+    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
+                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> Trainable:
+        """A fresh trainable from plain config sections, for images of `shape` and bit depth `bits`,
+        `seed` seeding its validation (raises UserError naming the config key)."""
+
+    @classmethod
+    def check_bits(cls, bits: int | None) -> None:
+        """Raise ValueError('bits: ...') when the family cannot model data of this bit depth."""
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> Trainable:
+        """The trained family from a checkpoint's own entries (raises ValueError)."""
+
+    @classmethod
+    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
+        """Whether a checkpoint of this family serves `reconstruct method=<method>`."""
+
+    @classmethod
+    def train_hint(cls, method: str) -> str:
+        """The `mrirecon train` arguments that make a checkpoint for `method`."""
+
+    def describe(self) -> str:
+        """One phrase for the log, e.g. 'dbp + resnet (supervised)'."""
+
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+        """Items (dicts of tensors) of the slices `indices` for training or validation."""
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+        """An epoch-wise LR scheduler, or None."""
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """The scalar training loss (mean over the batch); `generator` seeds its randomness."""
+
+    def after_step(self, step: int) -> None:
+        """Called on every rank after optimizer step `step` (e.g. sync a data-dependent init)."""
+
+    def scalars(self) -> dict[str, float]:
+        """Extra per-step scalars for TensorBoard."""
+
+    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Metrics 'val_*' of one validation batch (means over its items)."""
+
+    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """Images (H, W) in [0, 1] for TensorBoard, from the first validation batch."""
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Entries stored in every checkpoint: kind, format and this trainable's resolved config."""
+
+    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+        """The reconstruction method `method` (plain config) using these weights, and the method
+        config to record in the run's summary."""
+
+
+T = TypeVar("T", bound=type)
+TRAINABLES: dict[str, type] = {}
+
+
+def register_trainable(cls: T) -> T:
+    """Class decorator: make a trainable family known under its `kind`."""
+    TRAINABLES[cls.kind] = cls
+    return cls
+
+
+def family_for(method: str, model: str) -> type | None:
+    """The family that `mrirecon train method=<method> model=<model>` trains, or None."""
+    for family in TRAINABLES.values():
+        if family.trains(method, model):
+            return family
+    return None
+
+
+def rebuild(ckpt: dict[str, Any], path: str | Path, kind: str, method: str) -> Trainable:
+    """The trainable of family `kind` stored in checkpoint `path` (already loaded as `ckpt`) for
+    `reconstruct method=<method>`; ValueError messages start with the path."""
+    family = TRAINABLES[kind]
+    if ckpt.get("kind") != kind or not family.accepts(ckpt, method):
+        held = ckpt.get("method") or ckpt.get("kind") or "unknown"
+        raise ValueError(f"{path} holds a '{held}' model, not one for method={method} "
+                         f"(train one with 'mrirecon train {family.train_hint(method)}')")
+    if ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} was written by an older mrirecon (checkpoint format {ckpt.get('format', 1)}, "
+                         f"this version reads {FORMAT}): retrain it with 'mrirecon train {family.train_hint(method)}'")
+    try:
+        return family.from_checkpoint(ckpt)
+    except (KeyError, RuntimeError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise ValueError(f"{path} does not match its own config ({first})") from None

@@ -1,0 +1,146 @@
+"""The flow-prior family: a normalizing flow over the magnitude images of the train split,
+trained by `mrirecon train method=flow_prior model=flow` (alias: `model=flow`), loss and
+validation in bits/dim; reconstruct uses it through method=flow_l1|flow_logprob|flow_combined."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mrirecon import distributed as ddp
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.errors import UserError, configured
+from mrirecon.methods import Method, build_method
+from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space
+from mrirecon.trainables.base import FORMAT, register_trainable
+
+log = logging.getLogger(__name__)
+KIND = "flow"
+TRAIN_METHOD = "flow_prior"  # `mrirecon train method=flow_prior`: this family
+
+
+class MagnitudeDataset(Dataset):
+    """Items: 'img' (1, X, Y) float32, the magnitude of the reference image, and 'index' ()."""
+
+    def __init__(self, data: DeepInPyFile, indices: np.ndarray) -> None:
+        self.data, self.indices = data, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i = int(self.indices[k])
+        img = np.abs(self.data.read_image(i)).astype(np.float32)
+        return {"img": torch.from_numpy(img)[None], "index": torch.tensor(i)}
+
+
+@register_trainable
+class FlowTrainable:
+    """A flow over (1, H, W) images of bit depth `bits`.
+
+    Args:
+        flow: the flow.
+        model_config: the plain config it was built from (stored in checkpoints).
+        bits: bit depth of the training images.
+        seed: seeds the validation's dequantisation noise and samples.
+        flip: random left-right flips in training.
+        sample_temperature: temperature of the samples shown in TensorBoard.
+    """
+
+    kind = KIND
+    select = "val_bpd"
+
+    def __init__(self, flow: ImageFlow, model_config: dict[str, Any], bits: int, seed: int = 723,
+                 flip: bool = False, sample_temperature: float = 0.7) -> None:
+        self.module, self.model_config, self.bits = flow, model_config, int(bits)
+        self.seed, self.flip, self.temperature = int(seed), bool(flip), float(sample_temperature)
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def trains(cls, method: str, model: str) -> bool:
+        if model == "flow" and method != TRAIN_METHOD:
+            log.info("model=flow trains the flow prior (method=%s; method=%s does not apply)", TRAIN_METHOD, method)
+        return method == TRAIN_METHOD or model == "flow"
+
+    @classmethod
+    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
+                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> FlowTrainable:
+        configured("data", cls.check_bits, bits)
+        if model.get("name") != "flow":
+            raise UserError(f"model={model.get('name')}: method={TRAIN_METHOD} trains a flow (model=flow or "
+                            "model=flow_student)")
+        flow = configured("model", build_flow, model, (1, *shape))
+        return cls(flow, model, int(bits), seed, bool(train.get("flip", False)),
+                   float(train.get("sample_temperature", 0.7)))
+
+    @classmethod
+    def check_bits(cls, bits: int | None) -> None:
+        if bits is None:
+            raise ValueError("bits: null (complex images): the flow prior models real magnitude images of a "
+                             "quantised variant (bits 4 or 8, e.g. data=4bit_quarter)")
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> FlowTrainable:
+        flow = build_flow(ckpt["model_config"], tuple(ckpt["shape"]))
+        flow.load_state_dict(ckpt["model"])
+        return cls(flow, ckpt["model_config"], ckpt["bits"])
+
+    @classmethod
+    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
+        return True
+
+    @classmethod
+    def train_hint(cls, method: str) -> str:
+        return f"method={TRAIN_METHOD} model=flow"
+
+    def describe(self) -> str:
+        c = self.model_config
+        return f"flow prior ({c.get('levels')} levels x {c.get('steps')} steps, {self.bits}-bit images)"
+
+    # -- training --------------------------------------------------------------------------------
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+        return MagnitudeDataset(data, indices)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        x = batch["img"]
+        if self.flip:  # random left-right flips
+            flips = torch.rand(x.shape[0], generator=generator).to(x.device) < 0.5
+            x = torch.where(flips[:, None, None, None], x.flip(-1), x)
+        return bits_per_dim(self.module, dequantize(x, self.bits, generator), self.bits).mean()
+
+    def after_step(self, step: int) -> None:
+        if step == 0:  # ActNorm's data-dependent initialisation saw each rank's own data: take rank 0's
+            ddp.broadcast_module(self.module)
+
+    def scalars(self) -> dict[str, float]:
+        return {}
+
+    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(self.seed)  # fixed dequantisation noise
+        return {"val_bpd": float(bits_per_dim(self.module, dequantize(batch["img"], self.bits, generator),
+                                              self.bits).mean())}
+
+    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        samples = from_flow_space(self.module.sample(4, self.temperature, torch.Generator().manual_seed(self.seed)),
+                                  self.bits)
+        s = samples.clamp(0, 1)[:, 0].cpu().numpy()
+        return {"samples": np.block([[s[0], s[1]], [s[2], s[3]]])}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"kind": KIND, "format": FORMAT, "bits": self.bits, "shape": list(self.module.shape),
+                "model_config": self.model_config}
+
+    # -- reconstruction ------------------------------------------------------------------------
+    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+        if data_bits is not None and int(data_bits) != self.bits:
+            log.warning("the flow was trained on %d-bit images, the data are %d-bit: the prior does not match the "
+                        "data (the original project's pitfall); results are not comparable", self.bits, int(data_bits))
+        built = build_method(method, flow=self.module, bits=self.bits)
+        return built, {**method, "flow_bits": self.bits, "flow_shape": list(self.module.shape)}

@@ -1,0 +1,136 @@
+"""The unrolled family (dbp, modl with a denoiser): trained by `mrirecon train method=<dbp|modl>
+model=<resnet|unet>`; its checkpoint is the whole method (denoiser and learned weight)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mrirecon import metrics
+from mrirecon.data.dataset import SliceDataset
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.errors import UserError, configured
+from mrirecon.methods import REGISTRY, Method, build_method
+from mrirecon.methods.unrolled import Unrolled, training_loss
+from mrirecon.nets import NETS, build_net
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.trainables.base import FORMAT, register_trainable
+
+KIND = "unrolled"
+
+
+@register_trainable
+class UnrolledTrainable:
+    """An unrolled method with its denoiser, and its training objective (`training_loss`).
+
+    Args:
+        method: the method (its denoiser inside).
+        method_config, model_config: the plain configs it was built from (stored in checkpoints).
+        supervised, stdev, holdout, holdout_center: the loss's settings (`training_loss`).
+        step_lr: None or {step_size, gamma} for a StepLR schedule.
+    """
+
+    kind = KIND
+    select = "val_nrmse"
+
+    def __init__(self, method: Unrolled, method_config: dict[str, Any], model_config: dict[str, Any],
+                 supervised: bool = True, stdev: float = 0.0, holdout: float = 0.0, holdout_center: float = 0.0,
+                 step_lr: dict[str, Any] | None = None) -> None:
+        self.module = method
+        self.method_config, self.model_config = method_config, model_config
+        self.supervised, self.stdev = bool(supervised), float(stdev)
+        self.holdout, self.holdout_center = float(holdout), float(holdout_center)
+        self.step_lr = step_lr
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def trains(cls, method: str, model: str) -> bool:
+        return method in REGISTRY and REGISTRY[method].checkpoint_kind == KIND and model in NETS
+
+    @classmethod
+    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
+                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> UnrolledTrainable:
+        for key in ("holdout", "holdout_center"):
+            if not 0 <= float(train[key]) < 1:
+                raise UserError(f"train.{key}: {train[key]} is not in [0, 1)")
+        if float(train["stdev"]) < 0:
+            raise UserError(f"train.stdev: {train['stdev']} must be >= 0")
+        built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
+        built.amp = bool(amp)
+        return cls(built, method, model, train["supervised"], train["stdev"], train["holdout"],
+                   train["holdout_center"], train.get("step_lr"))
+
+    @classmethod
+    def check_bits(cls, bits: int | None) -> None:
+        return None  # complex and magnitude variants alike
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> UnrolledTrainable:
+        method_config, model_config = ckpt["method_config"], ckpt["model_config"]
+        method = build_method(method_config, denoiser=build_net(model_config))
+        method.load_state_dict(ckpt["model"])
+        return cls(method.eval(), method_config, model_config, ckpt["supervised"])
+
+    @classmethod
+    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
+        return ckpt.get("method") == method
+
+    @classmethod
+    def train_hint(cls, method: str) -> str:
+        return f"method={method}"
+
+    def describe(self) -> str:
+        how = "supervised" if self.supervised else f"unsupervised, holdout {self.holdout}"
+        return f"{self.method_config['name']} + {self.model_config['name']} ({how})"
+
+    # -- training --------------------------------------------------------------------------------
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+        return SliceDataset(data, indices, with_reference=self.supervised or not training)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+        if not self.step_lr:
+            return None
+        return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        return training_loss(self.module, batch, self.supervised, generator, self.stdev, self.holdout,
+                             self.holdout_center)
+
+    def after_step(self, step: int) -> None:
+        return None
+
+    def scalars(self) -> dict[str, float]:
+        return {"train/l2lam": float(self.module.l2lam.detach())}
+
+    def _reconstruct(self, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, SenseOperator]:
+        op = SenseOperator(batch["maps"], batch["mask"])
+        y = batch["ksp"] * batch["mask"].unsqueeze(1)
+        return self.module(y, op, batch["noise_std"]).cpu().numpy(), op
+
+    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        x, _ = self._reconstruct(batch)
+        ref = batch["img"].cpu().numpy()
+        rows = [metrics.slice_metrics(x[k], ref[k]) for k in range(len(x))]
+        return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in metrics.NAMES}
+
+    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        first = {k: v[:1] for k, v in batch.items()}
+        x, op = self._reconstruct(first)
+        ref = first["img"].cpu().numpy()
+        scale = float(np.abs(ref[0]).max()) or 1.0
+        zero_filled = op.adjoint(first["ksp"] * first["mask"].unsqueeze(1))[0].cpu().numpy()
+        return {"val/reference": np.abs(ref[0]) / scale, "val/reconstruction": np.abs(x[0]) / scale,
+                "val/zero_filled": np.abs(zero_filled) / scale}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
+                "method_config": self.method_config, "model_config": self.model_config,
+                "supervised": self.supervised}
+
+    # -- reconstruction ------------------------------------------------------------------------
+    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+        self.module.amp = bool(amp)
+        return self.module, {**self.method_config, "model": self.model_config["name"], "supervised": self.supervised}
