@@ -141,12 +141,24 @@ def test_unrolled_rebuilds_from_its_checkpoint_alone(trained):
         assert torch.equal(model.state_dict()[name], value), name
 
 
-def test_checkpoint_from_before_the_trainable_format_is_refused(trained, sample_dir, tmp_path):
+def test_checkpoint_from_before_the_trainable_format(trained, sample_dir, tmp_path):
+    """A format-1 checkpoint (no format, method_config, model_config, supervised: only the run
+    config) still reconstructs, to the same numbers; one without even the config is refused."""
     ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
     old = tmp_path / "old.pt"
-    torch.save({k: v for k, v in ckpt.items() if k != "format"}, old)
-    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={old}",
+    torch.save({k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")},
+               old)
+    runs = {}
+    for name, path in (("new", trained / "checkpoints" / "best.pt"), ("old", old)):
+        res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={path}", "figures=0",
+                      f"hydra.run.dir={tmp_path / name}", cwd=sample_dir)
+        assert res.returncode == 0, res.stderr
+        runs[name] = [line.split(",")[:6] for line in (tmp_path / name / "metrics.csv").read_text().splitlines()]
+    assert runs["old"] == runs["new"]  # slice, subject, method, nrmse, psnr, ssim (not the seconds)
+    bare = tmp_path / "bare.pt"
+    torch.save({k: v for k, v in ckpt.items() if k not in ("format", "config")}, bare)
+    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={bare}",
                   f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
     line = one_error_line(res)
-    assert str(old) in line and "retrain it with 'mrirecon train method=dbp'" in line
+    assert str(bare) in line and "not an mrirecon checkpoint" in line
     assert not (tmp_path / "run").exists()

@@ -107,6 +107,17 @@ def family_for(method: str, model: str) -> type | None:
     return None
 
 
+def upgrade(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 checkpoint (written before the Trainable path) as format 2: its trainable's
+    entries come from the run config that every checkpoint stored. Trained runs stay usable."""
+    config = ckpt["config"]
+    new = {**ckpt, "format": FORMAT, "model_config": config.get("model")}
+    if isinstance(config.get("method"), dict):
+        new["method_config"] = config["method"]
+    new["supervised"] = bool(config.get("train", {}).get("supervised", True))
+    return new
+
+
 def rebuild(ckpt: dict[str, Any], path: str | Path, kind: str, method: str) -> Trainable:
     """The trainable of family `kind` stored in checkpoint `path` (already loaded as `ckpt`) for
     `reconstruct method=<method>`; ValueError messages start with the path."""
@@ -115,6 +126,8 @@ def rebuild(ckpt: dict[str, Any], path: str | Path, kind: str, method: str) -> T
         held = ckpt.get("method") or ckpt.get("kind") or "unknown"
         raise ValueError(f"{path} holds a '{held}' model, not one for method={method} "
                          f"(train one with 'mrirecon train {family.train_hint(method)}')")
+    if ckpt.get("format") is None and isinstance(ckpt.get("config"), dict):
+        ckpt = upgrade(ckpt)
     if ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} was written by an older mrirecon (checkpoint format {ckpt.get('format', 1)}, "
                          f"this version reads {FORMAT}): retrain it with 'mrirecon train {family.train_hint(method)}'")
