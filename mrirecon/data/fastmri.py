@@ -20,7 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.h5 import Slice
+from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
 from mrirecon.data.transforms import center_crop, fft1c_numpy, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
@@ -58,10 +58,7 @@ class FastMRISource(OneSubjectFile):
     def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
         self.path = Path(path)
         self.options = options
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise UserError(f"{self.path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+        self._file = open_hdf5(self.path)
         f = self._file
         try:
             if not isinstance(f.get("kspace"), h5py.Dataset):

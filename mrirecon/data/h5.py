@@ -44,6 +44,14 @@ class Slice:
     rss: np.ndarray | None = None
 
 
+def open_hdf5(path: Path) -> h5py.File:
+    """`path` opened read-only, or a UserError naming it when it is not a readable HDF5 file."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+
+
 def _expected_shapes(n: int, c: int, x: int, y: int) -> dict[str, tuple[int, ...]]:
     return {"imgs": (n, x, y), "maps": (n, c, x, y), "ksp": (n, c, x, y), "masks": (n, x, y)}
 
@@ -98,10 +106,7 @@ class DeepInPyFile:
         if self._file is None or self._pid != os.getpid():
             if not self.path.is_file():
                 raise UserError(f"{self.path}: file not found")
-            try:
-                self._file = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise UserError(f"{self.path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+            self._file = open_hdf5(self.path)
             self._pid = os.getpid()
         return self._file
 

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from mrirecon.data.h5 import Slice
+from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
 from mrirecon.data.transforms import center_crop, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
@@ -54,10 +54,7 @@ class IsmrmrdSource(OneSubjectFile):
     def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
         self.path = Path(path)
         self.options = options
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as exc:
-            raise UserError(f"{self.path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+        self._file = open_hdf5(self.path)
         try:
             self._open()
         finally:

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.h5 import Slice
+from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.completion import espirit_maps
 from mrirecon.errors import UserError
 
@@ -46,10 +46,7 @@ class RawKspaceSource:
                 raise UserError(f"{self.path}: not a readable .npy array ({exc})") from None
             self._ksp = ksp[None] if ksp.ndim == 3 else ksp
         else:
-            try:
-                f = h5py.File(self.path, "r")
-            except OSError as exc:
-                raise UserError(f"{self.path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
+            f = open_hdf5(self.path)
             if "ksp" not in f:
                 raise UserError(f"{self.path}: missing key 'ksp' (raw k-space of shape (N, C, X, Y))")
             self._ksp = f["ksp"]
