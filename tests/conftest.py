@@ -16,6 +16,14 @@ from helpers import run_cli, tiny_arrays, write_h5  # noqa: E402
 
 torch.set_num_threads(1)
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that run the CLI on the preprocessed sample are end-to-end runs: mark them slow
+    (`scripts/test -m "not slow"` is the quick run)."""
+    for item in items:
+        if "sample_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 SAMPLE_VARIANTS = ("4bit_full", "8bit_full", "4bit_quarter", "8bit_quarter", "full", "quarter")
 
 

@@ -5,19 +5,23 @@ and runs one forward pass on tiny data."""
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from torch.utils.data import default_collate
 
 from helpers import tiny_arrays
 from mrirecon.cli import config_dir
+from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.nets import NETS, build_net
 from mrirecon.nets.flow import build_flow
-from mrirecon.trainables import family_for
+from mrirecon.trainables import TRAINABLES, family_for
 from mrirecon.physics.sense import SenseOperator
 
 CONF = config_dir()
@@ -35,12 +39,26 @@ def composed(primary: str, overrides: list[str]):
         return compose(primary, overrides)
 
 
+def registry_mismatch(conf: Path) -> set[str]:
+    """Method names that have a yaml in conf/method but no registered method, or the other way
+    round (the methods that only `train` knows, a trainable family's, count as registered)."""
+    return {p.stem for p in (conf / "method").glob("*.yaml")} ^ (set(REGISTRY) | TRAIN_ONLY)
+
+
 def test_every_method_config_is_registered_and_every_registered_method_has_a_config():
-    # reconstruction methods, plus the methods that only `train` knows (a trainable family's)
-    assert set(options("method")) == set(REGISTRY) | TRAIN_ONLY
+    assert registry_mismatch(CONF) == set()
     assert all(family_for(m, "flow") is not None for m in TRAIN_ONLY)
     for name in options("method"):
         assert OmegaConf.load(CONF / "method" / f"{name}.yaml").name == name, f"conf/method/{name}.yaml: name"
+
+
+def test_the_registry_check_fails_when_a_config_and_the_registry_disagree(tmp_path):
+    shutil.copytree(CONF, tmp_path / "conf")
+    (tmp_path / "conf" / "method" / "vit_image.yaml").write_text("name: vit_image\n")
+    assert registry_mismatch(tmp_path / "conf") == {"vit_image"}
+    (tmp_path / "conf" / "method" / "vit_image.yaml").unlink()
+    (tmp_path / "conf" / "method" / "automap.yaml").unlink()
+    assert registry_mismatch(tmp_path / "conf") == {"automap"}
 
 
 def test_every_model_config_names_a_known_net():
@@ -80,14 +98,17 @@ def small(cfg: dict, keys: dict) -> dict:
 
 @pytest.mark.parametrize("method_name, model_name", [
     (m, d) for m, d in itertools.product(sorted(REGISTRY), options("model"))
-    if (REGISTRY[m].checkpoint_kind == "flow") == d.startswith("flow") and (REGISTRY[m].checkpoint_kind or d == "resnet")
+    if (REGISTRY[m].checkpoint_kind == "flow") == d.startswith("flow")
+    and (REGISTRY[m].checkpoint_kind not in (None, "direct") or d == "resnet")  # the others ignore `model`
 ])
 def test_every_method_builds_from_its_config_and_runs(method_name, model_name):
     cfg = composed("train" if REGISTRY[method_name].checkpoint_kind else "reconstruct",
                    [f"method={method_name}", f"model={model_name}"] if REGISTRY[method_name].checkpoint_kind
                    else [f"method={method_name}"])
     method_cfg = small(OmegaConf.to_container(cfg.method, resolve=True),
-                       {"max_iter": 3, "iterations": 2, "num_unrolls": 1, "cg_max_iter": 2, "search_steps": 2})
+                       {"max_iter": 3, "iterations": 2, "num_unrolls": 1, "cg_max_iter": 2, "search_steps": 2,
+                        "conv_channels": 4})
+    method_cfg.pop("train_defaults", None)  # read by train.*, not an argument of the method
     kind = REGISTRY[method_name].checkpoint_kind
     components = {}
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True) if "model" in cfg else None
@@ -95,12 +116,17 @@ def test_every_method_builds_from_its_config_and_runs(method_name, model_name):
         model_cfg.pop("train_defaults", None)  # read by train.*, not an argument of the net
     if kind == "unrolled":
         components["denoiser"] = build_net(small(model_cfg, {"channels": 4, "base_channels": 4, "num_blocks": 1,
-                                                             "depth": 2}))
+                                                             "depth": 2, "chans": 4, "num_pools": 2}))
     elif kind == "flow":
         flow = build_flow(small(model_cfg, {"levels": 2, "steps": 1, "hidden_channels": 4, "num_blocks": 1,
                                             "bins": 4}), (1, *SHAPE))
         flow.log_prob(torch.rand(2, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
         components.update(flow=flow.eval(), bits=4)
+    elif kind == "direct":
+        if "net" in method_cfg:
+            method_cfg["net"] = small(method_cfg["net"], {"chans": 4, "num_pools": 2})
+        if REGISTRY[method_name].fixed_shape:
+            components["shape"] = SHAPE
     method = build_method(method_cfg, **components)
     y, op = tiny_problem()
     with torch.no_grad():
@@ -110,3 +136,47 @@ def test_every_method_builds_from_its_config_and_runs(method_name, model_name):
 
 def test_config_dir_is_the_shipped_conf():
     assert (Path(CONF) / "base.yaml").is_file()
+
+
+# what `mrirecon train` can be asked to train: each learned method (the model group for the
+# unrolled ones) and the flow prior; together they cover every trainable family
+TRAIN_TARGETS = [(m, "resnet") for m in sorted(REGISTRY) if REGISTRY[m].checkpoint_kind in ("unrolled", "direct")] \
+    + [("flow_prior", "flow")]
+
+
+def test_the_train_targets_cover_every_trainable_family():
+    assert {family_for(m, d).kind for m, d in TRAIN_TARGETS} == set(TRAINABLES)
+
+
+@pytest.mark.parametrize("method_name, model_name", TRAIN_TARGETS)
+def test_every_trainable_takes_a_training_step_and_rebuilds_from_its_checkpoint(method_name, model_name, tiny_h5):
+    cfg = composed("train", [f"method={method_name}", f"model={model_name}"])
+    method = small(OmegaConf.to_container(cfg.method, resolve=True), {"num_unrolls": 1, "cg_max_iter": 2,
+                                                                       "conv_channels": 4})
+    if "net" in method:
+        method["net"] = small(method["net"], {"chans": 4, "num_pools": 2})
+    model = small(OmegaConf.to_container(cfg.model, resolve=True), {"channels": 4, "num_blocks": 1, "levels": 2,
+                                                                     "steps": 1, "hidden_channels": 4, "bins": 4})
+    for section in (method, model):
+        section.pop("train_defaults", None)
+    family = family_for(method_name, model_name)
+    torch.manual_seed(0)
+    trainable = family.from_config(method, model, OmegaConf.to_container(cfg.train, resolve=True), shape=(32, 24),
+                                   bits=4, seed=0, amp=False)
+    data = DeepInPyFile(tiny_h5)
+    batch = default_collate([trainable.dataset(data, np.arange(4), training=True)[k] for k in range(2)])
+    before = {k: v.clone() for k, v in trainable.module.state_dict().items()}
+    optimizer = torch.optim.Adam(trainable.module.parameters(), lr=1e-3)
+    loss = trainable.loss(batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    optimizer.step()
+    trainable.after_step(0)
+    assert torch.isfinite(loss) and any(not torch.equal(before[k], v) for k, v in trainable.module.state_dict().items())
+    with torch.no_grad():
+        val = trainable.validate(default_collate([trainable.dataset(data, np.arange(4, 6), training=False)[k]
+                                                  for k in range(2)]))
+    assert val and all(np.isfinite(v) for v in val.values()) and family.select in val
+    ckpt = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
+    rebuilt = family.from_checkpoint(ckpt)
+    for key, value in trainable.module.state_dict().items():
+        assert torch.equal(rebuilt.module.state_dict()[key], value), key

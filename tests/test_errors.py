@@ -247,8 +247,12 @@ def test_preprocess_disk_full(tmp_path: Path) -> None:
         (("reconstruct", "method=foo"), ("method=foo", "cg_sense")),
         (("foo",), ("'foo'", "preprocess", "reconstruct")),
         (("reconstruct", "nosuchkey=1"), ("nosuchkey",)),
+        (("reconstruct", "method=flow_prior"), ("method=flow_prior", "trained, not reconstructed",
+                                                "method=flow_combined | flow_l1 | flow_logprob")),
+        (("train", "train.optimizer=sgd"), ("train.optimizer", "'sgd'", "adam, rmsprop")),
     ],
-    ids=["unknown_variant", "unknown_method", "unknown_subcommand", "unknown_key"],
+    ids=["unknown_variant", "unknown_method", "unknown_subcommand", "unknown_key", "train_only_method",
+         "unknown_optimizer"],
 )
 def test_bad_config(tmp_path: Path, args: tuple[str, ...], names: tuple[str, ...]) -> None:
     before = snapshot(tmp_path)

@@ -16,6 +16,8 @@ from helpers import fake_run, run_cli
 from mrirecon import stats
 from mrirecon.figures import axis_scale
 
+pytestmark = pytest.mark.slow  # evaluate runs, figures and a browser
+
 LAMS = (1e-4, 3e-4, 1e-3, 3e-3)
 BETAS = (0.0, 3e-5, 1e-4)
 

@@ -26,6 +26,8 @@ from mrirecon.data.source import FORMATS, ReadOptions, detect, open_source
 from mrirecon.errors import UserError
 from test_errors import assert_refused, cli, snapshot
 
+pytestmark = pytest.mark.slow  # readers run through preprocess and reconstruct
+
 # Small ESPIRiT calibration and Poisson calibration square for the small test images.
 SMALL = ("data.espirit.calib_width=12", "data.undersampling.calib=12")
 

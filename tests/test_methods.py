@@ -40,6 +40,10 @@ def method(name: str):
         flow.log_prob(torch.rand(3, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
         return build_method({"name": name, "iterations": 5, "lam": 1e-2, "beta": 1e-3} if name == "flow_combined"
                             else {"name": name, "iterations": 5}, flow=flow.eval(), bits=4)
+    if REGISTRY[name].checkpoint_kind == "direct":
+        cfg = {"name": name, "conv_channels": 4} if REGISTRY[name].fixed_shape else \
+            {"name": name, "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
+        return build_method(cfg, **({"shape": SHAPE} if REGISTRY[name].fixed_shape else {})).eval()
     return build_method({"name": name, "max_iter": 20} if name != "zero_filled" else {"name": name})
 
 

@@ -1,4 +1,4 @@
-"""Networks: image-to-image denoisers on real tensors (complex images as 2 channels).
+"""Networks: image-to-image networks on real tensors (complex images as 2 channels).
 
 They know nothing about k-space or physics. `build_net` maps the `model` config group's
 `name` to a class, the other keys being its keyword arguments.
@@ -10,10 +10,11 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from mrirecon.nets.fastmri_unet import FastMRIUNet
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
 
-NETS: dict[str, type[nn.Module]] = {"resnet": ResNet, "unet": UNet}
+NETS: dict[str, type[nn.Module]] = {"resnet": ResNet, "unet": UNet, "fastmri_unet": FastMRIUNet}
 
 
 def build_net(cfg: Mapping[str, Any]) -> nn.Module:

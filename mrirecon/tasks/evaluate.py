@@ -87,8 +87,13 @@ def _load_training(path: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"runs: {path} has an unreadable metrics.csv ({exc})") from None
     what = path.name
-    config = path / ".hydra" / "config.yaml"
-    if config.is_file():
+    config, described = path / ".hydra" / "config.yaml", path / "training.json"
+    if described.is_file():  # written by train: its family's own description
+        try:
+            what = f"{json.loads(described.read_text())['trains']} ({path.parent.name}/{path.name})"
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"runs: {described} is unreadable ({exc})") from None
+    elif config.is_file():  # train runs from before training.json
         cfg = OmegaConf.load(config)
         model = str(OmegaConf.select(cfg, "model.name", default=""))
         method = str(OmegaConf.select(cfg, "method.name", default=""))

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
 from mrirecon import __version__, metrics
@@ -27,7 +27,7 @@ from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.base import noise_of
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
-from mrirecon.trainables import TRAINABLES, rebuild
+from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 log = logging.getLogger(__name__)
 CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
@@ -194,6 +194,11 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     name = str(cfg.method.name)
     checkpoint = cfg.get("checkpoint")
     kind = REGISTRY[name].checkpoint_kind if name in REGISTRY else None
+    trained_by = family_for(name, str(OmegaConf.select(cfg, "model.name", default="")))
+    if name not in REGISTRY and trained_by is not None:  # a method that only `train` knows (e.g. flow_prior)
+        served = sorted(m for m, c in REGISTRY.items() if c.checkpoint_kind == trained_by.kind)
+        raise UserError(f"method={name} is trained, not reconstructed: reconstruct with its checkpoint and "
+                        f"method={' | '.join(served)}")
     if kind is None:
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")

@@ -16,6 +16,7 @@ from mrirecon import distributed as ddp
 from mrirecon.callbacks import standard_callbacks
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
+from mrirecon.io import write_json
 from mrirecon.methods import REGISTRY
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
 from mrirecon.tasks.train_common import positive, resume_path, settings_of, training_data
@@ -23,6 +24,7 @@ from mrirecon.trainables import TRAINABLES, family_for
 from mrirecon.training import Trainer
 
 log = logging.getLogger(__name__)
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
 
 def _family(cfg: DictConfig) -> type:
@@ -55,6 +57,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out, device = training_setup(cfg)
     settings = settings_of(cfg)
     lr = positive("train.lr", cfg.train.lr)
+    optimizer_name = str(cfg.train.optimizer)
+    if optimizer_name not in OPTIMIZERS:
+        raise UserError(f"train.optimizer: '{optimizer_name}' is not one of {', '.join(OPTIMIZERS)}")
     resume = resume_path(cfg, out)
     data = open_processed(cfg)
     _check_file_bits(data, bits)
@@ -66,12 +71,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise UserError(f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)")
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
-    model = plain(cfg.model)
-    model.pop("train_defaults", None)  # read by the train.* keys (conf/train.yaml), not an argument of the model
-    trainable = family.from_config(plain(cfg.method), model, plain(cfg.train), shape=tuple(data.shape),
+    method, model = plain(cfg.method), plain(cfg.model)
+    for section in (method, model):
+        section.pop("train_defaults", None)  # read by the train.* keys (conf/train.yaml), not an argument
+    trainable = family.from_config(method, model, plain(cfg.train), shape=tuple(data.shape),
                                    bits=bits, seed=settings.seed, amp=bool(cfg.hardware.amp))
     trainable.module.to(device)
-    optimizer = torch.optim.Adam(trainable.module.parameters(), lr=lr)
+    optimizer = OPTIMIZERS[optimizer_name](trainable.module.parameters(), lr=lr)
     trainer = Trainer(
         trainable=trainable, optimizer=optimizer, scheduler=trainable.scheduler(optimizer, settings.epochs),
         train_set=trainable.dataset(data, train_idx, training=True),
@@ -80,8 +86,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         callbacks=standard_callbacks(ddp.is_main(), settings.max_minutes, trainable.scalars),
         extra={"splits": {s: v.tolist() for s, v in splits.items()}, **training_data(data, train_idx)},
     )
+    parameters = sum(p.numel() for p in trainable.module.parameters())
+    if ddp.is_main():  # what this run trains, for evaluate's training curves
+        write_json(out / "training.json", {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters})
     log.info("training %s on %s: %d train / %d val slices, %d parameters -> %s", trainable.describe(), cfg.data.path,
-             len(train_idx), len(val_idx), sum(p.numel() for p in trainable.module.parameters()), out)
+             len(train_idx), len(val_idx), parameters, out)
     state = trainer.fit(resume)
     if state["history"]:
         last = state["history"][-1]

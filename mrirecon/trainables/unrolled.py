@@ -9,15 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mrirecon import metrics
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
 from mrirecon.nets import NETS, build_net
-from mrirecon.physics.sense import SenseOperator
 from mrirecon.trainables.base import FORMAT, register_trainable
+from mrirecon.trainables.validation import validation_images, validation_metrics
 
 KIND = "unrolled"
 
@@ -105,25 +104,11 @@ class UnrolledTrainable:
     def scalars(self) -> dict[str, float]:
         return {"train/l2lam": float(self.module.l2lam.detach())}
 
-    def _reconstruct(self, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, SenseOperator]:
-        op = SenseOperator(batch["maps"], batch["mask"])
-        y = batch["ksp"] * batch["mask"].unsqueeze(1)
-        return self.module(y, op, batch["noise_std"]).cpu().numpy(), op
-
     def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        x, _ = self._reconstruct(batch)
-        ref = batch["img"].cpu().numpy()
-        rows = [metrics.slice_metrics(x[k], ref[k]) for k in range(len(x))]
-        return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in metrics.NAMES}
+        return validation_metrics(self.module, batch)
 
     def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        first = {k: v[:1] for k, v in batch.items()}
-        x, op = self._reconstruct(first)
-        ref = first["img"].cpu().numpy()
-        scale = float(np.abs(ref[0]).max()) or 1.0
-        zero_filled = op.adjoint(first["ksp"] * first["mask"].unsqueeze(1))[0].cpu().numpy()
-        return {"val/reference": np.abs(ref[0]) / scale, "val/reconstruction": np.abs(x[0]) / scale,
-                "val/zero_filled": np.abs(zero_filled) / scale}
+        return validation_images(self.module, batch)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],

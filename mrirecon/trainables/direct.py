@@ -1,0 +1,123 @@
+"""The direct family (unet_image, automap: mrirecon.methods.direct): one network from the
+measured data to the image, trained supervised by `mrirecon train method=<name>`; its checkpoint
+is the whole method (its network's config inside the method's)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from mrirecon.data.dataset import SliceDataset
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.errors import configured
+from mrirecon.methods import REGISTRY, Method, build_method
+from mrirecon.methods.base import data_scale
+from mrirecon.methods.direct import Direct
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.trainables.base import FORMAT, register_trainable
+from mrirecon.trainables.validation import validation_images, validation_metrics
+
+log = logging.getLogger(__name__)
+KIND = "direct"
+
+
+def _build(method_config: dict[str, Any], shape: tuple[int, int]) -> Direct:
+    """The direct method of `method_config`; those made for one image size get `shape`."""
+    fixed = getattr(REGISTRY.get(method_config.get("name")), "fixed_shape", False)
+    return build_method(method_config, **({"shape": tuple(shape)} if fixed else {}))
+
+
+@register_trainable
+class DirectTrainable:
+    """A direct method and its supervised loss (the method's own: `Direct.training_error`).
+
+    Args:
+        method: the method (its network inside).
+        method_config: the plain config it was built from (stored in checkpoints).
+        shape: (X, Y) of the training images.
+        step_lr: None or {step_size, gamma} for a StepLR schedule.
+    """
+
+    kind = KIND
+    select = "val_nrmse"
+
+    def __init__(self, method: Direct, method_config: dict[str, Any], shape: tuple[int, int],
+                 step_lr: dict[str, Any] | None = None) -> None:
+        self.module, self.method_config = method, method_config
+        self.shape, self.step_lr = (int(shape[0]), int(shape[1])), step_lr
+
+    # -- building ------------------------------------------------------------------------------
+    @classmethod
+    def trains(cls, method: str, model: str) -> bool:
+        return method in REGISTRY and REGISTRY[method].checkpoint_kind == KIND
+
+    @classmethod
+    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
+                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> DirectTrainable:
+        log.info("method=%s brings its own network (method.%s); the model group is not used",
+                 method.get("name"), "net" if "net" in method else "*")
+        built = configured("method", _build, method, shape)
+        built.amp = bool(amp)
+        return cls(built, method, shape, train.get("step_lr"))
+
+    @classmethod
+    def check_bits(cls, bits: int | None) -> None:
+        return None  # complex and magnitude variants alike
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> DirectTrainable:
+        method = _build(ckpt["method_config"], ckpt["shape"])
+        method.load_state_dict(ckpt["model"])
+        return cls(method.eval(), ckpt["method_config"], ckpt["shape"])
+
+    @classmethod
+    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
+        return ckpt.get("method") == method
+
+    @classmethod
+    def train_hint(cls, method: str) -> str:
+        return f"method={method}"
+
+    def describe(self) -> str:
+        net = self.method_config.get("net", {}).get("name", "")
+        return f"{self.method_config['name']}{' + ' + net if net else ''} (supervised, {self.module.loss} loss)"
+
+    # -- training --------------------------------------------------------------------------------
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+        return SliceDataset(data, indices, with_reference=True)
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+        if not self.step_lr:
+            return None
+        return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        op = SenseOperator(batch["maps"], batch["mask"])
+        y = batch["ksp"] * batch["mask"].unsqueeze(1)
+        x_hat = self.module(y, op, batch["noise_std"])
+        return self.module.training_error(x_hat, batch["img"], data_scale(y, op)).mean()
+
+    def after_step(self, step: int) -> None:
+        return None
+
+    def scalars(self) -> dict[str, float]:
+        return {}
+
+    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return validation_metrics(self.module, batch)
+
+    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return validation_images(self.module, batch)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
+                "method_config": self.method_config, "shape": list(self.shape)}
+
+    # -- reconstruction ------------------------------------------------------------------------
+    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+        self.module.amp = bool(amp)
+        return self.module, {**self.method_config, "trained_shape": list(self.shape)}

@@ -1,0 +1,127 @@
+"""The direct methods (unet_image: fastMRI's U-Net; automap: AUTOMAP) and their nets: the
+architectures as published, sizes refused before allocation, training that learns, the CLI path
+(train, resume, reconstruct from the checkpoint alone)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import one_error_line, run_cli, tiny_arrays
+from mrirecon.methods import build_method
+from mrirecon.methods.base import data_scale
+from mrirecon.nets.automap import Automap, automap_weights, training_bytes
+from mrirecon.nets.fastmri_unet import FastMRIUNet
+from mrirecon.physics.sense import SenseOperator
+
+
+def fastmri_unet_weights(cin: int, cout: int, chans: int, pools: int) -> int:
+    """fastMRI's U-Net weight count, from its description: per level two bias-free 3x3 convs
+    (instance norm without affine weights), a bias-free 2x2 transposed conv up, a 1x1 output conv."""
+    widths = [chans * 2**i for i in range(pools + 1)]
+    count = 9 * (cin * widths[0] + widths[0] ** 2)
+    count += sum(9 * (widths[i] * widths[i + 1] + widths[i + 1] ** 2) for i in range(pools))
+    count += sum(4 * widths[i + 1] * widths[i] + 9 * (2 * widths[i] * widths[i] + widths[i] ** 2) for i in range(pools))
+    return count + widths[0] * cout + cout
+
+
+def test_fastmri_unet_is_fastmris_architecture():
+    net = FastMRIUNet(in_channels=1, out_channels=1)  # the fastMRI baseline: 32 channels, 4 pools
+    n = sum(p.numel() for p in net.parameters())
+    assert n == fastmri_unet_weights(1, 1, 32, 4) == 7_756_097
+    kinds = [type(m) for m in net.modules()]
+    assert kinds.count(nn.InstanceNorm2d) == 2 * 9 + 4 and nn.BatchNorm2d not in kinds and nn.ReLU not in kinds
+    assert {m.negative_slope for m in net.modules() if isinstance(m, nn.LeakyReLU)} == {0.2}
+
+
+@pytest.mark.parametrize("shape", [(80, 64), (37, 29), (16, 16)])
+def test_fastmri_unet_keeps_any_size(shape):
+    net = FastMRIUNet(chans=4, num_pools=3)
+    assert net(torch.randn(2, 2, *shape)).shape == (2, 2, *shape)
+
+
+def test_automap_counts_its_weights_and_refuses_sizes_that_do_not_fit():
+    net = Automap((12, 10), conv_channels=4)
+    assert sum(p.numel() for p in net.parameters()) == automap_weights((12, 10), conv_channels=4)
+    assert net(torch.randn(3, 2, 12, 10)).shape == (3, 2, 12, 10)
+    with pytest.raises(ValueError, match="shape: this AUTOMAP was made for 12x10 images, not 12x12"):
+        net(torch.randn(1, 2, 12, 12))
+    assert 1.2e9 < training_bytes((80, 64)) < 1.4e9 and automap_weights((320, 256)) > 2e10
+    with pytest.raises(ValueError, match=r"shape: AUTOMAP for 320x256 images has 20,13\d,\d{3},\d{3} weights and "
+                                         r"needs 322\.\d GB to train, more than the 1\.0 GB allowed"):
+        build_method({"name": "automap", "memory_limit_gb": 1}, shape=(320, 256))  # refused before allocating
+    with pytest.raises(ValueError, match="more than the"):
+        build_method({"name": "automap"}, shape=(2000, 2000))  # more than any machine's memory
+
+
+def test_unet_image_input_options_and_errors():
+    net = {"name": "fastmri_unet", "chans": 4, "num_pools": 2}
+    with pytest.raises(ValueError, match="input: 'cs_tv' must be 'zero_filled' or 'cg_sense'"):
+        build_method({"name": "unet_image", "net": net, "input": "cs_tv"})
+    with pytest.raises(ValueError, match="net.name: unknown denoiser 'vit'"):
+        build_method({"name": "unet_image", "net": {"name": "vit"}})
+    with pytest.raises(ValueError, match="loss: 'l3'"):
+        build_method({"name": "unet_image", "net": net, "loss": "l3"})
+
+
+def tiny_batch(n: int = 2, shape=(32, 24)) -> dict[str, torch.Tensor]:
+    a = tiny_arrays(n=n, coils=4, shape=shape, seed=1)
+    return {"img": torch.from_numpy(a["imgs"]), "ksp": torch.from_numpy(a["ksp"]),
+            "maps": torch.from_numpy(a["maps"]), "mask": torch.from_numpy(a["masks"]), "noise_std": torch.zeros(n)}
+
+
+@pytest.mark.parametrize("name", ["unet_image", "automap"])
+def test_training_beats_the_zero_filled_image_on_the_slices_it_saw(name):
+    torch.manual_seed(0)
+    shape = (16, 12)
+    cfg = {"name": name, "net": {"name": "fastmri_unet", "chans": 8, "num_pools": 2}} if name == "unet_image" \
+        else {"name": name, "conv_channels": 8}
+    method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
+    batch = tiny_batch(2, shape)
+    op = SenseOperator(batch["maps"], batch["mask"])
+    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    opt = torch.optim.RMSprop(method.parameters(), lr=1e-3 if name == "unet_image" else 1e-4)
+    for _ in range(150):
+        opt.zero_grad()
+        loss = method.training_error(method(y, op), batch["img"], data_scale(y, op)).mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        error = (method(y, op) - batch["img"]).norm()
+    assert error < 0.5 * (op.adjoint(y) - batch["img"]).norm(), name
+
+
+def test_unet_image_trains_resumes_and_reconstructs_from_its_checkpoint(sample_dir: Path):
+    tiny = ["method=unet_image", "data=8bit_quarter", "method.net.chans=4", "method.net.num_pools=2"]
+    res = run_cli("train", *tiny, "train.epochs=2", "hydra.run.dir=runs/unet_image", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    run = sample_dir / "runs" / "unet_image"
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert ckpt["kind"] == "direct" and ckpt["method"] == "unet_image" and ckpt["method_config"]["net"]["chans"] == 4
+    assert "train_defaults" not in ckpt["method_config"] and isinstance(ckpt["optimizer"]["state"], dict)
+    assert ckpt["config"]["train"]["optimizer"] == "rmsprop"  # fastMRI's, from the method's train_defaults
+    res = run_cli("train", *tiny, "train.epochs=3", "train.resume=true", f"hydra.run.dir={run}", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    with open(run / "metrics.csv", newline="") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
+    res = run_cli("reconstruct", "method=unet_image", "data=8bit_quarter", f"checkpoint={run}/checkpoints/best.pt",
+                  "hydra.run.dir=runs/rec_unet_image", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((sample_dir / "runs" / "rec_unet_image" / "summary.json").read_text())
+    assert summary["method_config"]["net"]["num_pools"] == 2 and summary["num_slices"] == 3
+    res = run_cli("reconstruct", "method=automap", "data=8bit_quarter", f"checkpoint={run}/checkpoints/best.pt",
+                  "hydra.run.dir=runs/rec_wrong", cwd=sample_dir)
+    assert "holds a 'unet_image' model, not one for method=automap" in one_error_line(res)
+
+
+def test_automap_too_large_for_its_memory_limit_is_one_error_line(sample_dir: Path):
+    res = run_cli("train", "method=automap", "data=8bit_quarter", "method.memory_limit_gb=0.5",
+                  "hydra.run.dir=runs/automap_big", cwd=sample_dir)
+    line = one_error_line(res)
+    assert line.startswith("error: method.shape: AUTOMAP for 80x64 images has 78,763,842 weights"), line
+    assert "1.3 GB to train" in line and "0.5 GB allowed" in line
