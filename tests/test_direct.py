@@ -125,3 +125,19 @@ def test_automap_too_large_for_its_memory_limit_is_one_error_line(sample_dir: Pa
     line = one_error_line(res)
     assert line.startswith("error: method.shape: AUTOMAP for 80x64 images has 78,763,842 weights"), line
     assert "1.3 GB to train" in line and "0.5 GB allowed" in line
+
+
+@pytest.mark.parametrize("name", ["unet_image", "automap"])
+def test_residual_starts_from_the_classical_image(name):
+    torch.manual_seed(0)
+    shape = (16, 12)
+    cfg = {"name": name, "residual": True}
+    cfg.update({"net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}} if name == "unet_image"
+               else {"conv_channels": 4})
+    method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
+    batch = tiny_batch(2, shape)
+    op = SenseOperator(batch["maps"], batch["mask"])
+    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    assert torch.allclose(method(y, op), op.adjoint(y), atol=1e-6)  # zero_filled is the input of both
+    with pytest.raises(ValueError, match="residual: 'yes' must be true or false"):
+        build_method({**cfg, "residual": "yes"}, **({"shape": shape} if name == "automap" else {}))

@@ -59,4 +59,4 @@ class AutomapMethod(Direct):
     def map(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
         x0 = op.adjoint(y)
         x = from_channels(self.run_network(self.net, to_channels(fft2c(x0))))
-        return x0 + x if self.residual else x
+        return self.combine(x0, x)

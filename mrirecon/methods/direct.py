@@ -23,8 +23,9 @@ class Direct(nn.Module, Method):
     Args:
         loss: the training loss against the reference, per pixel of the normalised image:
             'l1' (mean |x_hat - x|, fastMRI) or 'mse' (mean |x_hat - x|^2).
-        residual: the network learns a correction added to a classical image (see the
-            subclass) instead of the whole image (the published methods: False).
+        residual: the network learns a correction added to a classical image x0 (see the
+            subclass) instead of the whole image (the published methods: False): x0 + g N(.),
+            with a learned gate g that starts at 0, so training starts from x0 itself.
     """
 
     checkpoint_kind = "direct"
@@ -38,6 +39,12 @@ class Direct(nn.Module, Method):
         if not isinstance(residual, bool):
             raise ValueError(f"residual: {residual!r} must be true or false")
         self.loss, self.residual = loss, residual
+        if residual:
+            self.gate = nn.Parameter(torch.zeros(()))
+
+    def combine(self, x0: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The network's output `out` as the image: x0 + gate * out when residual, else out."""
+        return x0 + self.gate * out if self.residual else out
 
     def map(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
         """Normalised masked k-space y (B, C, X, Y) -> image (B, X, Y) complex, in the units of y."""

@@ -43,4 +43,4 @@ class ImageUNet(Direct):
         with torch.no_grad():
             x0 = self.input.reconstruct(y, op, noise_std)
         x = from_channels(self.run_network(self.net, to_channels(x0)))
-        return x0 + x if self.residual else x
+        return self.combine(x0, x)
