@@ -3,6 +3,7 @@ model=<resnet|unet>`; its checkpoint is the whole method (denoiser and learned w
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mrirecon import metrics
+from mrirecon.data.augment import augment
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
@@ -20,6 +22,7 @@ from mrirecon.physics.sense import SenseOperator
 from mrirecon.trainables.base import FORMAT, register_trainable
 
 KIND = "unrolled"
+log = logging.getLogger(__name__)
 
 
 @register_trainable
@@ -31,6 +34,8 @@ class UnrolledTrainable:
         method_config, model_config: the plain configs it was built from (stored in checkpoints).
         supervised, stdev, holdout, holdout_center: the loss's settings (`training_loss`).
         step_lr: None or {step_size, gamma} for a StepLR schedule.
+        random_masks, flip, random_phase: training augmentations (`mrirecon.data.augment`),
+            applied to every training batch before the loss; validation never augments.
     """
 
     kind = KIND
@@ -38,12 +43,15 @@ class UnrolledTrainable:
 
     def __init__(self, method: Unrolled, method_config: dict[str, Any], model_config: dict[str, Any],
                  supervised: bool = True, stdev: float = 0.0, holdout: float = 0.0, holdout_center: float = 0.0,
-                 step_lr: dict[str, Any] | None = None) -> None:
+                 step_lr: dict[str, Any] | None = None, random_masks: bool = False, flip: bool = False,
+                 random_phase: bool = False) -> None:
         self.module = method
         self.method_config, self.model_config = method_config, model_config
         self.supervised, self.stdev = bool(supervised), float(stdev)
         self.holdout, self.holdout_center = float(holdout), float(holdout_center)
         self.step_lr = step_lr
+        self.augmentations = {"random_masks": bool(random_masks), "flip": bool(flip),
+                              "random_phase": bool(random_phase)}
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
@@ -60,8 +68,13 @@ class UnrolledTrainable:
             raise UserError(f"train.stdev: {train['stdev']} must be >= 0")
         built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
         built.amp = bool(amp)
+        random_phase = bool(train.get("random_phase", False))
+        if random_phase and bits is not None:
+            log.info("train.random_phase skipped: the %d-bit variant has real (magnitude) images", bits)
+            random_phase = False
         return cls(built, method, model, train["supervised"], train["stdev"], train["holdout"],
-                   train["holdout_center"], train.get("step_lr"))
+                   train["holdout_center"], train.get("step_lr"), bool(train.get("random_masks", False)),
+                   bool(train.get("flip", False)), random_phase)
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -84,6 +97,9 @@ class UnrolledTrainable:
 
     def describe(self) -> str:
         how = "supervised" if self.supervised else f"unsupervised, holdout {self.holdout}"
+        extra = [name for name, on in self.augmentations.items() if on]
+        if extra:
+            how += ", augmented: " + ", ".join(extra)
         return f"{self.method_config['name']} + {self.model_config['name']} ({how})"
 
     # -- training --------------------------------------------------------------------------------
@@ -96,6 +112,7 @@ class UnrolledTrainable:
         return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        batch = augment(batch, generator, **self.augmentations)
         return training_loss(self.module, batch, self.supervised, generator, self.stdev, self.holdout,
                              self.holdout_center)
 
