@@ -150,6 +150,22 @@ def test_a_dbp_training_step_with_all_three(caplog):
     assert _trainable(None).augmentations == dict.fromkeys(ALL, False)
 
 
+def test_checkpoints_record_the_augmentations_and_reconstruct_reports_them():
+    trainable = _trainable(None, random_masks=True, flip=True)
+    ckpt = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
+    back = UnrolledTrainable.from_checkpoint(ckpt)
+    assert back.augmentations == {**ALL, "random_phase": False}
+    assert back.reconstructor({}, None, False)[1]["augment"] == "random_masks+flip"
+    # checkpoints written before the record: the stored run config says it
+    old = {k: v for k, v in ckpt.items() if k != "augmentations"}
+    config = {"train": {"random_masks": False, "flip": True, "random_phase": True}, "data": {"bits": 8}}
+    assert UnrolledTrainable.from_checkpoint({**old, "config": config}).augmentations == {
+        "random_masks": False, "flip": True, "random_phase": False}
+    # older configs had train.flip for the flow prior only: no augmentation, nothing reported
+    plain = UnrolledTrainable.from_checkpoint({**old, "config": {"train": {"flip": True}}})
+    assert not any(plain.augmentations.values()) and "augment" not in plain.reconstructor({}, None, False)[1]
+
+
 @pytest.mark.parametrize("flag", sorted(ALL))
 def test_train_yaml_has_the_keys(flag):
     train = OmegaConf.load(CONF / "train.yaml").train

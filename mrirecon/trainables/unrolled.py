@@ -85,7 +85,7 @@ class UnrolledTrainable:
         method_config, model_config = ckpt["method_config"], ckpt["model_config"]
         method = build_method(method_config, denoiser=build_net(model_config))
         method.load_state_dict(ckpt["model"])
-        return cls(method.eval(), method_config, model_config, ckpt["supervised"])
+        return cls(method.eval(), method_config, model_config, ckpt["supervised"], **_trained_augmentations(ckpt))
 
     @classmethod
     def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
@@ -145,9 +145,26 @@ class UnrolledTrainable:
     def checkpoint_state(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
                 "method_config": self.method_config, "model_config": self.model_config,
-                "supervised": self.supervised}
+                "supervised": self.supervised, "augmentations": self.augmentations}
 
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         self.module.amp = bool(amp)
-        return self.module, {**self.method_config, "model": self.model_config["name"], "supervised": self.supervised}
+        used = [name for name, on in self.augmentations.items() if on]
+        augmented = {"augment": "+".join(used)} if used else {}  # recorded in summary.json: tells runs apart
+        return self.module, {**self.method_config, "model": self.model_config["name"], "supervised": self.supervised,
+                             **augmented}
+
+
+def _trained_augmentations(ckpt: dict[str, Any]) -> dict[str, bool]:
+    """The training augmentations of a checkpoint: its own record, else (checkpoints written
+    before it) the stored run config's train.* keys; none in configs older than them (there
+    train.flip was the flow prior's alone)."""
+    if "augmentations" in ckpt:
+        return {k: bool(v) for k, v in ckpt["augmentations"].items()}
+    config = ckpt.get("config") or {}
+    train, bits = config.get("train") or {}, (config.get("data") or {}).get("bits")
+    if "random_masks" not in train:
+        return {}
+    return {"random_masks": bool(train.get("random_masks", False)), "flip": bool(train.get("flip", False)),
+            "random_phase": bool(train.get("random_phase", False)) and bits is None}
