@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrirecon.data.augment import augment, augmentation_label, augmentations_for
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import configured
@@ -40,15 +41,18 @@ class DirectTrainable:
         method_config: the plain config it was built from (stored in checkpoints).
         shape: (X, Y) of the training images.
         step_lr: None or {step_size, gamma} for a StepLR schedule.
+        augmentations: keyword arguments of `mrirecon.data.augment.augment`, applied to every
+            training batch; validation never augments.
     """
 
     kind = KIND
     select = "val_nrmse"
 
     def __init__(self, method: Direct, method_config: dict[str, Any], shape: tuple[int, int],
-                 step_lr: dict[str, Any] | None = None) -> None:
+                 step_lr: dict[str, Any] | None = None, augmentations: dict[str, bool] | None = None) -> None:
         self.module, self.method_config = method, method_config
         self.shape, self.step_lr = (int(shape[0]), int(shape[1])), step_lr
+        self.augmentations = dict(augmentations or {})
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
@@ -62,7 +66,7 @@ class DirectTrainable:
                  method.get("name"), "net" if "net" in method else "*")
         built = configured("method", _build, method, shape)
         built.amp = bool(amp)
-        return cls(built, method, shape, train.get("step_lr"))
+        return cls(built, method, shape, train.get("step_lr"), augmentations_for(train, bits))
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -72,7 +76,7 @@ class DirectTrainable:
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> DirectTrainable:
         method = _build(ckpt["method_config"], ckpt["shape"])
         method.load_state_dict(ckpt["model"])
-        return cls(method.eval(), ckpt["method_config"], ckpt["shape"])
+        return cls(method.eval(), ckpt["method_config"], ckpt["shape"], augmentations=ckpt.get("augmentations"))
 
     @classmethod
     def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
@@ -84,7 +88,8 @@ class DirectTrainable:
 
     def describe(self) -> str:
         net = self.method_config.get("net", {}).get("name", "")
-        return f"{self.method_config['name']}{' + ' + net if net else ''} (supervised, {self.module.loss} loss)"
+        used = "".join(f", {name}" for name, on in self.augmentations.items() if on)
+        return f"{self.method_config['name']}{' + ' + net if net else ''} (supervised, {self.module.loss} loss{used})"
 
     # -- training --------------------------------------------------------------------------------
     def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
@@ -96,6 +101,7 @@ class DirectTrainable:
         return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        batch = augment(batch, generator, **self.augmentations)
         op = SenseOperator(batch["maps"], batch["mask"])
         y = batch["ksp"] * batch["mask"].unsqueeze(1)
         x_hat = self.module(y, op, batch["noise_std"])
@@ -115,9 +121,10 @@ class DirectTrainable:
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
-                "method_config": self.method_config, "shape": list(self.shape)}
+                "method_config": self.method_config, "shape": list(self.shape), "augmentations": self.augmentations}
 
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         self.module.amp = bool(amp)
-        return self.module, {**self.method_config, "trained_shape": list(self.shape)}
+        return self.module, {**self.method_config, "trained_shape": list(self.shape),
+                             **augmentation_label(self.augmentations)}

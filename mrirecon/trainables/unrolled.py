@@ -3,12 +3,14 @@ model=<resnet|unet>`; its checkpoint is the whole method (denoiser and learned w
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrirecon.data.augment import augment, augmentation_label, augmentations_for
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
@@ -19,6 +21,7 @@ from mrirecon.trainables.base import FORMAT, register_trainable
 from mrirecon.trainables.validation import validation_images, validation_metrics
 
 KIND = "unrolled"
+log = logging.getLogger(__name__)
 
 
 @register_trainable
@@ -30,6 +33,8 @@ class UnrolledTrainable:
         method_config, model_config: the plain configs it was built from (stored in checkpoints).
         supervised, stdev, holdout, holdout_center: the loss's settings (`training_loss`).
         step_lr: None or {step_size, gamma} for a StepLR schedule.
+        random_masks, flip, random_phase: training augmentations (`mrirecon.data.augment`),
+            applied to every training batch before the loss; validation never augments.
     """
 
     kind = KIND
@@ -37,12 +42,15 @@ class UnrolledTrainable:
 
     def __init__(self, method: Unrolled, method_config: dict[str, Any], model_config: dict[str, Any],
                  supervised: bool = True, stdev: float = 0.0, holdout: float = 0.0, holdout_center: float = 0.0,
-                 step_lr: dict[str, Any] | None = None) -> None:
+                 step_lr: dict[str, Any] | None = None, random_masks: bool = False, flip: bool = False,
+                 random_phase: bool = False) -> None:
         self.module = method
         self.method_config, self.model_config = method_config, model_config
         self.supervised, self.stdev = bool(supervised), float(stdev)
         self.holdout, self.holdout_center = float(holdout), float(holdout_center)
         self.step_lr = step_lr
+        self.augmentations = {"random_masks": bool(random_masks), "flip": bool(flip),
+                              "random_phase": bool(random_phase)}
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
@@ -60,7 +68,7 @@ class UnrolledTrainable:
         built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
         built.amp = bool(amp)
         return cls(built, method, model, train["supervised"], train["stdev"], train["holdout"],
-                   train["holdout_center"], train.get("step_lr"))
+                   train["holdout_center"], train.get("step_lr"), **augmentations_for(train, bits))
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -71,7 +79,7 @@ class UnrolledTrainable:
         method_config, model_config = ckpt["method_config"], ckpt["model_config"]
         method = build_method(method_config, denoiser=build_net(model_config))
         method.load_state_dict(ckpt["model"])
-        return cls(method.eval(), method_config, model_config, ckpt["supervised"])
+        return cls(method.eval(), method_config, model_config, ckpt["supervised"], **_trained_augmentations(ckpt))
 
     @classmethod
     def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
@@ -83,6 +91,9 @@ class UnrolledTrainable:
 
     def describe(self) -> str:
         how = "supervised" if self.supervised else f"unsupervised, holdout {self.holdout}"
+        extra = [name for name, on in self.augmentations.items() if on]
+        if extra:
+            how += ", augmented: " + ", ".join(extra)
         return f"{self.method_config['name']} + {self.model_config['name']} ({how})"
 
     # -- training --------------------------------------------------------------------------------
@@ -95,6 +106,7 @@ class UnrolledTrainable:
         return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        batch = augment(batch, generator, **self.augmentations)
         return training_loss(self.module, batch, self.supervised, generator, self.stdev, self.holdout,
                              self.holdout_center)
 
@@ -113,9 +125,24 @@ class UnrolledTrainable:
     def checkpoint_state(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
                 "method_config": self.method_config, "model_config": self.model_config,
-                "supervised": self.supervised}
+                "supervised": self.supervised, "augmentations": self.augmentations}
 
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         self.module.amp = bool(amp)
-        return self.module, {**self.method_config, "model": self.model_config["name"], "supervised": self.supervised}
+        return self.module, {**self.method_config, "model": self.model_config["name"], "supervised": self.supervised,
+                             **augmentation_label(self.augmentations)}
+
+
+def _trained_augmentations(ckpt: dict[str, Any]) -> dict[str, bool]:
+    """The training augmentations of a checkpoint: its own record, else (checkpoints written
+    before it) the stored run config's train.* keys; none in configs older than them (there
+    train.flip was the flow prior's alone)."""
+    if "augmentations" in ckpt:
+        return {k: bool(v) for k, v in ckpt["augmentations"].items()}
+    config = ckpt.get("config") or {}
+    train, bits = config.get("train") or {}, (config.get("data") or {}).get("bits")
+    if "random_masks" not in train:
+        return {}
+    return {"random_masks": bool(train.get("random_masks", False)), "flip": bool(train.get("flip", False)),
+            "random_phase": bool(train.get("random_phase", False)) and bits is None}

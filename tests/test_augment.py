@@ -1,0 +1,186 @@
+"""Training augmentations (mrirecon.data.augment): random masks, exact flips, smooth phase."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from helpers import tiny_arrays
+from mrirecon.data.augment import augment, calibration_size, central_columns, is_column_mask, random_mask_like
+from mrirecon.data.masks import make_mask, poisson_mask
+from mrirecon.physics.fft import fft2c
+from mrirecon.trainables.unrolled import UnrolledTrainable
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ALL = {"random_masks": True, "flip": True, "random_phase": True}
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def noiseless_batch(n: int = 3, shape: tuple[int, int] = (40, 32), masks: np.ndarray | None = None) -> dict:
+    """ksp = fft2c(maps * img) exactly (float64 precision kept in complex128)."""
+    a = tiny_arrays(n=n, coils=3, shape=shape, seed=1)
+    img = torch.from_numpy(a["imgs"]).to(torch.complex128)
+    maps = torch.from_numpy(a["maps"]).to(torch.complex128)
+    mask = torch.from_numpy(a["masks"] if masks is None else masks)
+    return {"ksp": fft2c(maps * img[:, None]), "maps": maps, "mask": mask, "img": img,
+            "noise_std": torch.full((n,), 0.01), "index": torch.arange(n)}
+
+
+def test_poisson_masks_keep_density_and_calibration():
+    shape = (80, 64)
+    own = np.stack([poisson_mask(shape, 6.0, 10, seed) for seed in range(3)])
+    batch = {"ksp": torch.zeros(3, 2, *shape, dtype=torch.complex64), "maps": torch.zeros(3, 2, *shape, dtype=torch.complex64),
+             "mask": torch.from_numpy(own)}
+    out = augment(batch, gen(), random_masks=True)
+    new = out["mask"].numpy()
+    assert out["mask"].dtype == batch["mask"].dtype and new.shape == own.shape
+    assert set(np.unique(new)) <= {0.0, 1.0}
+    for k in range(3):
+        assert not np.array_equal(new[k], own[k])
+        assert abs(new[k].sum() / own[k].sum() - 1) < 0.04
+        assert calibration_size(own[k]) == 10 and calibration_size(new[k]) == 10
+        assert not is_column_mask(new[k])
+    assert not np.array_equal(new[0], new[1])  # each slice its own draw
+    assert out["ksp"] is batch["ksp"] and out["maps"] is batch["maps"]  # fully sampled: nothing else changes
+
+
+def test_column_masks_stay_column_masks_with_the_same_count_and_centre():
+    shape = (40, 64)
+    own = np.stack([make_mask("fastmri_random", shape, 4.0, 0, 0.125, seed) for seed in range(4)])
+    new = augment({"ksp": torch.zeros(4, 1, *shape, dtype=torch.complex64), "maps": torch.zeros(4, 1, *shape, dtype=torch.complex64),
+                   "mask": torch.from_numpy(own)}, gen(3), random_masks=True)["mask"].numpy()
+    for k in range(4):
+        assert is_column_mask(new[k]) and new[k].sum() == own[k].sum()
+        assert central_columns(own[k][0] > 0) == central_columns(new[k][0] > 0) >= 8
+        assert not np.array_equal(new[k], own[k])
+
+
+def test_calibration_size_of_known_masks():
+    mask = np.zeros((20, 16), dtype=np.float32)
+    assert calibration_size(mask) == 0
+    mask[10 - 3 : 10 + 3, 8 - 3 : 8 + 3] = 1  # sigpy's placement of a 6x6 square
+    assert calibration_size(mask) == 6
+    mask[7, 5:11] = 1
+    assert calibration_size(mask) == 6  # one extra row is not a bigger square
+
+
+def test_flip_is_exact():
+    batch = noiseless_batch()
+    out = augment(batch, gen(5), flip=True)
+    assert torch.equal(out["mask"], batch["mask"])
+    flipped_any = False
+    for k in range(3):
+        assert torch.allclose(out["ksp"][k], fft2c(out["maps"][k] * out["img"][k]), atol=1e-10)
+        same = [torch.equal(out["img"][k], torch.flip(batch["img"][k], d)) for d in ([], [-1], [-2], [-2, -1])]
+        assert sum(same) == 1
+        flipped_any |= not same[0]
+    assert flipped_any
+    # the noise in k-space stays white: the transform is unitary
+    noise = torch.randn(3, 3, 40, 32, dtype=torch.complex128, generator=gen(1))
+    moved = augment({**batch, "ksp": noise}, gen(5), flip=True)["ksp"]
+    assert torch.allclose(moved.abs().pow(2).sum(), noise.abs().pow(2).sum())
+
+
+def test_random_phase_keeps_magnitude_and_forward_model_and_is_smooth():
+    batch = noiseless_batch(shape=(64, 48))
+    out = augment(batch, gen(2), random_phase=True)
+    assert torch.allclose(out["img"].abs(), batch["img"].abs(), atol=1e-12)
+    assert torch.equal(out["maps"], batch["maps"])
+    for k in range(3):
+        assert torch.allclose(out["ksp"][k], fft2c(out["maps"][k] * out["img"][k]), atol=1e-10)
+        phase = torch.angle(out["img"][k] * batch["img"][k].conj())
+        rot = torch.exp(1j * phase)
+        # smooth: neighbouring pixels differ by a small angle (wrapping handled by the product)
+        dx = torch.angle(rot[1:] * rot[:-1].conj()).abs().max()
+        dy = torch.angle(rot[:, 1:] * rot[:, :-1].conj()).abs().max()
+        assert dx < 0.35 and dy < 0.35
+        assert phase.std() > 1e-3 or phase.abs().max() > 1e-3  # not the identity
+    phases = [torch.angle(out["img"][k] * batch["img"][k].conj()) for k in range(3)]
+    assert not torch.allclose(phases[0], phases[1])
+
+
+def test_same_seed_same_batch_and_no_option_is_identity():
+    batch = noiseless_batch()
+    a, b = augment(batch, gen(7), **ALL), augment(batch, gen(7), **ALL)
+    for key in batch:
+        assert torch.equal(a[key], b[key]), key
+    c = augment(batch, gen(8), **ALL)
+    assert not torch.equal(a["ksp"], c["ksp"])
+    assert augment(batch, gen(7)) is batch
+    assert torch.equal(batch["img"], noiseless_batch()["img"])  # input untouched
+
+
+def test_unsupervised_batch_without_img():
+    batch = noiseless_batch()
+    del batch["img"]
+    out = augment(batch, gen(4), **ALL)
+    assert "img" not in out and out["ksp"].shape == batch["ksp"].shape and torch.equal(out["index"], batch["index"])
+
+
+def _trainable(bits, **train) -> UnrolledTrainable:
+    method = OmegaConf.to_container(OmegaConf.load(CONF / "method" / "dbp.yaml"))
+    model = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "resnet.yaml"))
+    method.update(num_unrolls=1, cg_max_iter=3)
+    model.update(channels=4, num_blocks=1)
+    settings = {"supervised": True, "stdev": 0.0, "holdout": 0.4, "holdout_center": 0.1, "step_lr": None, **train}
+    return UnrolledTrainable.from_config(method, model, settings, shape=(40, 32), bits=bits, seed=0, amp=False)
+
+
+def test_a_dbp_training_step_with_all_three(caplog):
+    trainable = _trainable(None, **ALL)
+    assert trainable.augmentations == ALL and "random_phase" in trainable.describe()
+    batch = {k: (v.to(torch.complex64) if v.is_complex() else v) for k, v in noiseless_batch(n=2).items()}
+    loss = trainable.loss(batch, gen(0))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in trainable.module.parameters() if p.requires_grad)
+    # magnitude variants skip the phase with one info line
+    with caplog.at_level(logging.INFO, logger="mrirecon.data.augment"):
+        magnitude = _trainable(8, **ALL)
+    assert magnitude.augmentations == {**ALL, "random_phase": False}
+    assert sum("random_phase" in r.getMessage() for r in caplog.records) == 1
+    assert _trainable(None).augmentations == dict.fromkeys(ALL, False)
+
+
+def test_checkpoints_record_the_augmentations_and_reconstruct_reports_them():
+    trainable = _trainable(None, random_masks=True, flip=True)
+    ckpt = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
+    back = UnrolledTrainable.from_checkpoint(ckpt)
+    assert back.augmentations == {**ALL, "random_phase": False}
+    assert back.reconstructor({}, None, False)[1]["augment"] == "random_masks+flip"
+    # checkpoints written before the record: the stored run config says it
+    old = {k: v for k, v in ckpt.items() if k != "augmentations"}
+    config = {"train": {"random_masks": False, "flip": True, "random_phase": True}, "data": {"bits": 8}}
+    assert UnrolledTrainable.from_checkpoint({**old, "config": config}).augmentations == {
+        "random_masks": False, "flip": True, "random_phase": False}
+    # older configs had train.flip for the flow prior only: no augmentation, nothing reported
+    plain = UnrolledTrainable.from_checkpoint({**old, "config": {"train": {"flip": True}}})
+    assert not any(plain.augmentations.values()) and "augment" not in plain.reconstructor({}, None, False)[1]
+
+
+@pytest.mark.parametrize("flag", sorted(ALL))
+def test_train_yaml_has_the_keys(flag):
+    train = OmegaConf.load(CONF / "train.yaml").train
+    assert flag in train
+
+
+def test_the_direct_family_augments_too():
+    from mrirecon.trainables.direct import DirectTrainable
+
+    method = {"name": "unet_image", "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
+    trainable = DirectTrainable.from_config(method, {}, {**ALL, "step_lr": None}, shape=(32, 24), bits=None, seed=0,
+                                            amp=False)
+    assert trainable.augmentations == ALL and "random_masks" in trainable.describe()
+    batch = {k: (v.to(torch.complex64) if v.is_complex() else v) for k, v in noiseless_batch(n=2).items()}
+    assert torch.isfinite(trainable.loss(batch, gen(0)))
+    ckpt = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
+    back = DirectTrainable.from_checkpoint(ckpt)
+    assert back.augmentations == ALL and back.reconstructor({}, None, False)[1]["augment"] == "random_masks+flip+random_phase"
