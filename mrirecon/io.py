@@ -70,6 +70,19 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
+def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Atomically make `dest` a file with the content of `source`: a hard link (instant, no
+    second write of a large checkpoint) where the file system allows, else a copy. A later
+    atomic rewrite of `source` gives it a new file, so `dest` keeps this content."""
+    import shutil
+
+    with atomic_path(dest) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by `save_checkpoint`, on the CPU, or raise a UserError."""
     import torch

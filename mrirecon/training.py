@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from mrirecon import distributed as ddp
 from mrirecon.callbacks import BUDGET, INTERRUPT, Callback
 from mrirecon.errors import UserError
-from mrirecon.io import load_checkpoint, save_checkpoint
+from mrirecon.io import link_or_copy, load_checkpoint, save_checkpoint
 from mrirecon.trainables.base import Trainable
 
 log = logging.getLogger(__name__)
@@ -278,8 +278,12 @@ class Trainer:
         state["loss_sum"], state["loss_count"] = 0.0, 0
         state["history"] = [*state["history"], row]
         score = val.get(self.trainable.select, math.inf)
-        if score < state["best"]:
+        improved = score < state["best"]
+        if improved:
             state["best"] = score
-            self.save("best.pt")
-        self.save("last.pt")
+        last = self.save("last.pt")
+        if improved:  # the same state: best.pt is last.pt's file (one write instead of two)
+            if ddp.is_main():
+                link_or_copy(last, self.ckpt_dir / "best.pt")
+            ddp.barrier()
         self._emit("on_epoch_end", row, images)

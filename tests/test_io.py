@@ -28,3 +28,15 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
         raise RuntimeError("interrupted")
     assert dest.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_link_or_copy_keeps_its_content_when_the_source_is_rewritten(tmp_path):
+    from mrirecon.io import link_or_copy, write_text
+
+    write_text(tmp_path / "last.pt", "epoch 3")
+    link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")
+    write_text(tmp_path / "last.pt", "epoch 4")  # atomic rewrite: a new file
+    assert (tmp_path / "best.pt").read_text() == "epoch 3" and (tmp_path / "last.pt").read_text() == "epoch 4"
+    link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")
+    assert (tmp_path / "best.pt").read_text() == "epoch 4"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
