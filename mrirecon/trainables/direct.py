@@ -20,7 +20,7 @@ from mrirecon.methods.base import data_scale
 from mrirecon.methods.direct import Direct
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.trainables.base import FORMAT, register_trainable
-from mrirecon.trainables.validation import validation_images, validation_metrics
+from mrirecon.trainables.reconstructors import ReconstructorFamily
 
 log = logging.getLogger(__name__)
 KIND = "direct"
@@ -33,7 +33,7 @@ def _build(method_config: dict[str, Any], shape: tuple[int, int]) -> Direct:
 
 
 @register_trainable
-class DirectTrainable:
+class DirectTrainable(ReconstructorFamily):
     """A direct method and its supervised loss (the method's own: `Direct.training_error`).
 
     Args:
@@ -46,7 +46,6 @@ class DirectTrainable:
     """
 
     kind = KIND
-    select = "val_nrmse"
 
     def __init__(self, method: Direct, method_config: dict[str, Any], shape: tuple[int, int],
                  step_lr: dict[str, Any] | None = None, augmentations: dict[str, bool] | None = None) -> None:
@@ -78,14 +77,6 @@ class DirectTrainable:
         method.load_state_dict(ckpt["model"])
         return cls(method.eval(), ckpt["method_config"], ckpt["shape"], augmentations=ckpt.get("augmentations"))
 
-    @classmethod
-    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
-        return ckpt.get("method") == method
-
-    @classmethod
-    def train_hint(cls, method: str) -> str:
-        return f"method={method}"
-
     def describe(self) -> str:
         net = self.method_config.get("net", {}).get("name", "")
         used = "".join(f", {name}" for name, on in self.augmentations.items() if on)
@@ -95,11 +86,6 @@ class DirectTrainable:
     def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
         return SliceDataset(data, indices, with_reference=True)
 
-    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
-        if not self.step_lr:
-            return None
-        return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
-
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         batch = augment(batch, generator, **self.augmentations)
         op = SenseOperator(batch["maps"], batch["mask"])
@@ -107,17 +93,8 @@ class DirectTrainable:
         x_hat = self.module(y, op, batch["noise_std"])
         return self.module.training_error(x_hat, batch["img"], data_scale(y, op)).mean()
 
-    def after_step(self, step: int) -> None:
-        return None
-
     def scalars(self) -> dict[str, float]:
         return {}
-
-    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        return validation_metrics(self.module, batch)
-
-    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return validation_images(self.module, batch)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],

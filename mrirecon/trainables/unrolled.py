@@ -18,14 +18,14 @@ from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
 from mrirecon.nets import NETS, build_net
 from mrirecon.trainables.base import FORMAT, register_trainable
-from mrirecon.trainables.validation import validation_images, validation_metrics
+from mrirecon.trainables.reconstructors import ReconstructorFamily
 
 KIND = "unrolled"
 log = logging.getLogger(__name__)
 
 
 @register_trainable
-class UnrolledTrainable:
+class UnrolledTrainable(ReconstructorFamily):
     """An unrolled method with its denoiser, and its training objective (`training_loss`).
 
     Args:
@@ -38,7 +38,6 @@ class UnrolledTrainable:
     """
 
     kind = KIND
-    select = "val_nrmse"
 
     def __init__(self, method: Unrolled, method_config: dict[str, Any], model_config: dict[str, Any],
                  supervised: bool = True, stdev: float = 0.0, holdout: float = 0.0, holdout_center: float = 0.0,
@@ -81,14 +80,6 @@ class UnrolledTrainable:
         method.load_state_dict(ckpt["model"])
         return cls(method.eval(), method_config, model_config, ckpt["supervised"], **_trained_augmentations(ckpt))
 
-    @classmethod
-    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
-        return ckpt.get("method") == method
-
-    @classmethod
-    def train_hint(cls, method: str) -> str:
-        return f"method={method}"
-
     def describe(self) -> str:
         how = "supervised" if self.supervised else f"unsupervised, holdout {self.holdout}"
         extra = [name for name, on in self.augmentations.items() if on]
@@ -100,27 +91,13 @@ class UnrolledTrainable:
     def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
         return SliceDataset(data, indices, with_reference=self.supervised or not training)
 
-    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
-        if not self.step_lr:
-            return None
-        return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
-
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         batch = augment(batch, generator, **self.augmentations)
         return training_loss(self.module, batch, self.supervised, generator, self.stdev, self.holdout,
                              self.holdout_center)
 
-    def after_step(self, step: int) -> None:
-        return None
-
     def scalars(self) -> dict[str, float]:
         return {"train/l2lam": float(self.module.l2lam.detach())}
-
-    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        return validation_metrics(self.module, batch)
-
-    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        return validation_images(self.module, batch)
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],

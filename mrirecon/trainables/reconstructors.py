@@ -1,7 +1,10 @@
-"""Validation shared by the families whose module reconstructs images from k-space (unrolled,
-direct): metrics against the reference and TensorBoard images of the first slice."""
+"""What the families whose module is itself a reconstruction method (unrolled, direct) share:
+validation metrics against the reference, TensorBoard images of the first slice, and the
+checkpoint matching, schedule and hooks of a `ReconstructorFamily`."""
 
 from __future__ import annotations
+
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,3 +38,35 @@ def validation_images(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict
     zero_filled = op.adjoint(first["ksp"] * first["mask"].unsqueeze(1))[0].cpu().numpy()
     return {"val/reference": np.abs(ref[0]) / scale, "val/reconstruction": np.abs(x[0]) / scale,
             "val/zero_filled": np.abs(zero_filled) / scale}
+
+
+class ReconstructorFamily:
+    """Mixin of a trainable whose `module` is the reconstruction method `method_config['name']`:
+    its checkpoints serve that method only, an optional StepLR schedule (`step_lr`), no per-step
+    hook, validation by `validation_metrics` (best.pt by the lowest NRMSE)."""
+
+    select: ClassVar[str] = "val_nrmse"
+    module: nn.Module
+    step_lr: dict[str, Any] | None
+
+    @classmethod
+    def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
+        return ckpt.get("method") == method
+
+    @classmethod
+    def train_hint(cls, method: str) -> str:
+        return f"method={method}"
+
+    def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+        if not self.step_lr:
+            return None
+        return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
+
+    def after_step(self, step: int) -> None:
+        return None
+
+    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return validation_metrics(self.module, batch)
+
+    def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        return validation_images(self.module, batch)
