@@ -137,14 +137,17 @@ def fake_train_run(path: Path) -> Path:
 
 
 def test_training_curves_of_a_train_run(tmp_path):
-    fake_train_run(tmp_path / "train" / "run1")
+    fake_train_run(tmp_path / "train" / "run1")  # from before training.json: labelled from its config
+    described = fake_train_run(tmp_path / "train" / "run2")
+    (described / "training.json").write_text('{"trains": "unet_image + fastmri_unet (supervised, l1 loss)"}')
     res = run_cli("evaluate", f"runs=[{tmp_path / 'train'}]", "hydra.run.dir=out", cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     assert (out / "training_curves.png").stat().st_size > 10_000 and not (out / "results.csv").exists()
     page = (out / "report.html").read_text()
-    assert "0 reconstruct runs, 1 train runs" in page
-    assert "Training curves" in page and "dbp + unet supervised" in page and page.count("data:image/png") == 1
+    assert "0 reconstruct runs, 2 train runs" in page
+    assert "Training curves" in page and "unrolled family: method=dbp model=unet (train/run1)" in page
+    assert "unet_image + fastmri_unet (supervised, l1 loss) (train/run2)" in page and page.count("data:image/png") == 1
 
 
 def test_paired_statistics_library():

@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from helpers import one_error_line, run_cli
 from mrirecon.cli import config_dir
 from mrirecon.errors import UserError
-from mrirecon.tasks.reconstruct import check_flow_size, method_of
+from mrirecon.tasks.reconstruct import check_trained_size, method_of
 from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 TINY = ["model.levels=2", "model.steps=1", "model.hidden_channels=8", "model.bins=4", "train.batch_size=5"]
@@ -153,5 +153,5 @@ def test_bad_input_names_the_key(flow_run, tmp_path):
             method_of(cfg, torch.device("cpu"))
     cfg = _compose(["data=4bit_full", "method=flow_l1", f"checkpoint={best}"])  # a flow that does not fit the data
     method_config = method_of(cfg, torch.device("cpu"))[1]
-    with pytest.raises(UserError, match="checkpoint: the flow .* trained on 80x64 images, .* holds 320x256"):
-        check_flow_size(cfg, method_config, SimpleNamespace(shape=(320, 256), path="4bit_full.h5"))
+    with pytest.raises(UserError, match="checkpoint: the model in .* was trained on 80x64 images, .* holds 320x256 .*method=flow_l1 works only"):
+        check_trained_size(cfg, method_config, SimpleNamespace(shape=(320, 256), path="4bit_full.h5"))

@@ -97,9 +97,10 @@ def _load_training(path: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
         cfg = OmegaConf.load(config)
         model = str(OmegaConf.select(cfg, "model.name", default=""))
         method = str(OmegaConf.select(cfg, "method.name", default=""))
-        supervised = OmegaConf.select(cfg, "train.supervised", default=None)
-        what = "flow prior" if model == "flow" else f"{method} + {model}" + (
-            "" if supervised is None else (" supervised" if supervised else " unsupervised"))
+        from mrirecon.trainables import family_for  # torch and the nets: only for these old runs
+
+        family = family_for(method, model)
+        what = f"{family.kind if family else 'unknown'} family: method={method} model={model}"
         what += f" ({path.parent.name}/{path.name})"
     return what, epochs, columns
 

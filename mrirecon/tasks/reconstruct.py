@@ -74,12 +74,14 @@ def check_training_subjects(cfg: DictConfig, trained: dict[str, Any], data: Deep
     log.warning("%s (allow_train_slices=true): those results are not a test of generalisation", what)
 
 
-def check_flow_size(cfg: DictConfig, method_config: dict[str, Any], data: DeepInPyFile) -> None:
-    """A flow prior works only at its training image size: refuse other data up front."""
-    if "flow_shape" in method_config and tuple(method_config["flow_shape"][1:]) != tuple(data.shape):
-        h, w = method_config["flow_shape"][1:]
-        raise UserError(f"checkpoint: the flow in {cfg.checkpoint} was trained on {h}x{w} images, {data.path} holds "
-                        f"{data.shape[0]}x{data.shape[1]} (data={cfg.data.name}): a flow works only at its training size")
+def check_trained_size(cfg: DictConfig, method_config: dict[str, Any], data: DeepInPyFile) -> None:
+    """A method whose config records `fixed_shape` (a flow prior, AUTOMAP) works only at the image
+    size it was trained at: refuse other data up front."""
+    fixed = method_config.get("fixed_shape")
+    if fixed is not None and tuple(fixed) != tuple(data.shape):
+        raise UserError(f"checkpoint: the model in {cfg.checkpoint} was trained on {fixed[0]}x{fixed[1]} images, "
+                        f"{data.path} holds {data.shape[0]}x{data.shape[1]} (data={cfg.data.name}): "
+                        f"method={cfg.method.name} works only at its training size")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(f"data.split: split '{cfg.data.split}' of {data.path} is empty "
                         f"({data.num_slices} slices in all; data.split=all uses every slice)")
     check_training_subjects(cfg, trained, data, indices)
-    check_flow_size(cfg, method_config, data)
+    check_trained_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
     has_reference = bool(data.attrs.get("has_reference", True))
     subjects = data.subjects()  # None: the file records no subjects (the column stays empty)

@@ -103,5 +103,6 @@ class DirectTrainable(ReconstructorFamily):
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         self.module.amp = bool(amp)
-        return self.module, {**self.method_config, "trained_shape": list(self.shape),
+        fixed = {"fixed_shape": list(self.shape)} if self.module.fixed_shape else {}  # reconstruct checks it
+        return self.module, {**self.method_config, "trained_shape": list(self.shape), **fixed,
                              **augmentation_label(self.augmentations)}

@@ -143,4 +143,5 @@ class FlowTrainable:
             log.warning("the flow was trained on %d-bit images, the data are %d-bit: the prior does not match the "
                         "data (the original project's pitfall); results are not comparable", self.bits, int(data_bits))
         built = build_method(method, flow=self.module, bits=self.bits)
-        return built, {**method, "flow_bits": self.bits, "flow_shape": list(self.module.shape)}
+        return built, {**method, "flow_bits": self.bits, "flow_shape": list(self.module.shape),
+                       "fixed_shape": list(self.module.shape[1:])}
