@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mrirecon.io import write_text
+from mrirecon.io import write_json, write_text
 
 log = logging.getLogger(__name__)
 Trainer = Any  # training.Trainer (not imported: it imports these hooks)
@@ -154,6 +154,17 @@ class Interrupt(Callback):
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+
+
+class RunInfo(Callback):
+    """Write `info` as JSON to `path` when the fit starts (after a resume succeeded, so a failed
+    resume leaves the run dir as it was)."""
+
+    def __init__(self, path: Any, info: dict[str, Any]) -> None:
+        self.path, self.info = path, info
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        write_json(self.path, self.info)
 
 
 def standard_callbacks(main: bool, max_minutes: float | None, scalars: Any = None) -> list[Callback]:

@@ -105,6 +105,8 @@ def test_unet_image_trains_resumes_and_reconstructs_from_its_checkpoint(sample_d
     assert ckpt["kind"] == "direct" and ckpt["method"] == "unet_image" and ckpt["method_config"]["net"]["chans"] == 4
     assert "train_defaults" not in ckpt["method_config"] and isinstance(ckpt["optimizer"]["state"], dict)
     assert ckpt["config"]["train"]["optimizer"] == "rmsprop"  # fastMRI's, from the method's train_defaults
+    info = json.loads((run / "training.json").read_text())
+    assert info["kind"] == "direct" and info["trains"].startswith("unet_image + fastmri_unet (supervised, l1 loss")
     res = run_cli("train", *tiny, "train.epochs=3", "train.resume=true", f"hydra.run.dir={run}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     with open(run / "metrics.csv", newline="") as fh:

@@ -13,10 +13,9 @@ import torch
 from omegaconf import DictConfig
 
 from mrirecon import distributed as ddp
-from mrirecon.callbacks import standard_callbacks
+from mrirecon.callbacks import RunInfo, standard_callbacks
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
-from mrirecon.io import write_json
 from mrirecon.methods import REGISTRY
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
 from mrirecon.tasks.train_common import positive, resume_path, settings_of, training_data
@@ -78,17 +77,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                    bits=bits, seed=settings.seed, amp=bool(cfg.hardware.amp))
     trainable.module.to(device)
     optimizer = OPTIMIZERS[optimizer_name](trainable.module.parameters(), lr=lr)
+    parameters = sum(p.numel() for p in trainable.module.parameters())
+    hooks = standard_callbacks(ddp.is_main(), settings.max_minutes, trainable.scalars)
+    if ddp.is_main():  # what this run trains, for evaluate's training curves
+        hooks.append(RunInfo(out / "training.json", {"trains": trainable.describe(), "kind": family.kind,
+                                                     "parameters": parameters}))
     trainer = Trainer(
         trainable=trainable, optimizer=optimizer, scheduler=trainable.scheduler(optimizer, settings.epochs),
         train_set=trainable.dataset(data, train_idx, training=True),
         val_set=trainable.dataset(data, val_idx, training=False),
         out_dir=out, config=plain(cfg), settings=settings, device=device,
-        callbacks=standard_callbacks(ddp.is_main(), settings.max_minutes, trainable.scalars),
+        callbacks=hooks,
         extra={"splits": {s: v.tolist() for s, v in splits.items()}, **training_data(data, train_idx)},
     )
-    parameters = sum(p.numel() for p in trainable.module.parameters())
-    if ddp.is_main():  # what this run trains, for evaluate's training curves
-        write_json(out / "training.json", {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters})
     log.info("training %s on %s: %d train / %d val slices, %d parameters -> %s", trainable.describe(), cfg.data.path,
              len(train_idx), len(val_idx), parameters, out)
     state = trainer.fit(resume)
