@@ -22,6 +22,8 @@ import pytest
 
 from helpers import fake_run, files_under, one_error_line, run_cli, tiny_arrays, write_h5
 
+pytestmark = pytest.mark.slow  # each case runs the CLI in a subprocess
+
 SUBCOMMANDS = ("preprocess", "train", "reconstruct", "evaluate")
 
 
