@@ -13,9 +13,8 @@ import os
 
 import torch
 
-from mrirecon.methods.base import AUTO, register
+from mrirecon.methods.base import AUTO, from_channels, register, to_channels
 from mrirecon.methods.direct import Direct
-from mrirecon.methods.unrolled import from_channels, to_channels
 from mrirecon.nets.automap import Automap, automap_weights, training_bytes
 from mrirecon.physics.fft import fft2c
 from mrirecon.physics.sense import SenseOperator

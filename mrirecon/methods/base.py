@@ -55,6 +55,16 @@ def data_scale(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
     return op.adjoint(y).abs().flatten(1).amax(1).clamp_min(1e-30)
 
 
+def to_channels(x: torch.Tensor) -> torch.Tensor:
+    """Complex (B, X, Y) -> real (B, 2, X, Y) with real and imaginary parts as channels."""
+    return torch.view_as_real(x).permute(0, 3, 1, 2)
+
+
+def from_channels(t: torch.Tensor) -> torch.Tensor:
+    """Real (B, 2, X, Y) -> complex (B, X, Y)."""
+    return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous())
+
+
 def auto_or_nonnegative(key: str, value: Any) -> str | float:
     """'auto' or a finite float >= 0 (ValueError naming `key` otherwise)."""
     if value == AUTO:

@@ -7,9 +7,8 @@ from typing import Any, Mapping
 
 import torch
 
-from mrirecon.methods.base import REGISTRY, register
+from mrirecon.methods.base import REGISTRY, from_channels, register, to_channels
 from mrirecon.methods.direct import Direct
-from mrirecon.methods.unrolled import from_channels, to_channels
 from mrirecon.nets import build_net
 from mrirecon.physics.sense import SenseOperator
 

@@ -12,19 +12,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, noise_of
+from mrirecon.methods.base import (
+    Method,
+    check_nonnegative,
+    check_positive_int,
+    data_scale,
+    from_channels,
+    noise_of,
+    to_channels,
+)
 from mrirecon.physics.noise import complex_noise
 from mrirecon.physics.sense import SenseOperator
-
-
-def to_channels(x: torch.Tensor) -> torch.Tensor:
-    """Complex (B, X, Y) -> real (B, 2, X, Y) with real and imaginary parts as channels."""
-    return torch.view_as_real(x).permute(0, 3, 1, 2)
-
-
-def from_channels(t: torch.Tensor) -> torch.Tensor:
-    """Real (B, 2, X, Y) -> complex (B, X, Y)."""
-    return torch.view_as_complex(t.permute(0, 2, 3, 1).contiguous())
 
 
 class Unrolled(nn.Module, Method):
