@@ -55,15 +55,19 @@ class MetricsLog(Callback):
         writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
         write_text(trainer.out_dir / "metrics.csv", buf.getvalue())
         val = {k: v for k, v in row.items() if k.startswith("val_")}
-        log.info("epoch %d: train loss %.4g, %s", row["epoch"], row["train_loss"],
-                 ", ".join(f"{k} {v:.4g}" for k, v in val.items()))
+        log.info(
+            "epoch %d: train loss %.4g, %s",
+            row["epoch"],
+            row["train_loss"],
+            ", ".join(f"{k} {v:.4g}" for k, v in val.items()),
+        )
 
 
 class TensorBoard(Callback):
     """Per-step loss and scalars, per-epoch validation metrics, LR and images under tensorboard/."""
 
     def __init__(self, scalars: Any = None) -> None:
-        self.scalars = scalars or (lambda: {})
+        self.scalars = scalars or (dict)
         self.writer: Any = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -96,8 +100,13 @@ class ProgressBar(Callback):
     """A rich progress bar over all steps of the run (disabled on ranks other than 0)."""
 
     def __init__(self, enabled: bool = True) -> None:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeRemainingColumn(),
+        )
         self.progress = Progress(*columns, transient=True, disable=not enabled)
         self.bar: Any = None
 

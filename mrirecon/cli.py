@@ -8,11 +8,13 @@ after the subcommand. A `UserError` raised by a task becomes one `error:` line a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SUBCOMMANDS = {
     "preprocess": "make a dataset variant (bits x scale) from a DeepInPy HDF5 file or the embedded sample",
@@ -22,8 +24,19 @@ SUBCOMMANDS = {
 }
 EXIT_USAGE = 2
 _HELP_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun"}
+_FLAGS_WITH_VALUE = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
 
 
 def config_dir() -> Path:
@@ -105,7 +118,7 @@ def check_overrides(subcommand: str, overrides: list[str], multirun: bool) -> st
         composed = _first_of_sweeps(overrides) if multirun else overrides
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-                cfg = compose(config_name=subcommand, overrides=composed, return_hydra_config=True)
+            cfg = compose(config_name=subcommand, overrides=composed, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         text = str(exc).strip().splitlines()
         return f"invalid override: {text[0] if text else exc.__class__.__name__}"
@@ -140,10 +153,8 @@ def _cleanup_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     for log in run_dir.glob("*.log"):
         log.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):
         run_dir.rmdir()  # only if empty: never removes a user's files
-    except OSError:
-        pass
 
 
 def _task(subcommand: str) -> Callable[[Any], Any]:

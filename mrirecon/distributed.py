@@ -42,8 +42,9 @@ def init(device: torch.device, backend: str = "auto") -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if backend == "auto" and device.type == "cuda" else
-                            "gloo" if backend == "auto" else backend)
+    dist.init_process_group(
+        "nccl" if backend == "auto" and device.type == "cuda" else "gloo" if backend == "auto" else backend
+    )
     return device
 
 
@@ -68,7 +69,7 @@ def barrier() -> None:
 
 def shard(items: list[int]) -> list[int]:
     """This rank's part of a global batch: items rank, rank + W, rank + 2W, ..."""
-    return items[rank():: world_size()]
+    return items[rank() :: world_size()]
 
 
 def reduce_gradients(params: list[torch.nn.Parameter], weight: float, device: torch.device) -> None:
@@ -83,7 +84,7 @@ def reduce_gradients(params: list[torch.nn.Parameter], weight: float, device: to
     offset = 0
     for p, g in zip(params, grads):
         n = g.numel()
-        p.grad = flat[offset: offset + n].view_as(g).to(g.device)
+        p.grad = flat[offset : offset + n].view_as(g).to(g.device)
         offset += n
 
 

@@ -4,7 +4,8 @@ layer's translation of library errors (named by parameter) into it (named by con
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -21,4 +22,6 @@ def configured(group: str, build: Callable[..., T], *args: Any, **kwargs: Any) -
         return build(*args, **kwargs)
     except (ValueError, TypeError) as exc:
         message = str(exc)
-        raise UserError(f"{group}.{message}" if re.match(r"[A-Za-z_]\w*: ", message) else f"{group}: {message}") from None
+        raise UserError(
+            f"{group}.{message}" if re.match(r"[A-Za-z_]\w*: ", message) else f"{group}: {message}"
+        ) from None

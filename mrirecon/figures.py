@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from mrirecon.io import atomic_path  # noqa: E402
+from mrirecon.io import atomic_path
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike, tight: bool = True) -> None:
@@ -22,15 +23,22 @@ def _save(fig: plt.Figure, path: str | os.PathLike, tight: bool = True) -> None:
 
 
 def reconstruction_figure(
-    reference: np.ndarray, recon: np.ndarray, title: str, path: str | os.PathLike, error_gain: float = 5.0,
+    reference: np.ndarray,
+    recon: np.ndarray,
+    title: str,
+    path: str | os.PathLike,
+    error_gain: float = 5.0,
     reference_label: str = "reference",
 ) -> None:
     """Reference | reconstruction | difference (x error_gain) of one slice, magnitudes (X, Y)."""
     ref, rec = np.abs(reference), np.abs(recon)
     vmax = float(ref.max()) or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
-    panels = [(ref, reference_label), (rec, "reconstruction"),
-              (np.abs(rec - ref) * error_gain, f"|difference| x{error_gain:g}")]
+    panels = [
+        (ref, reference_label),
+        (rec, "reconstruction"),
+        (np.abs(rec - ref) * error_gain, f"|difference| x{error_gain:g}"),
+    ]
     for ax, (img, label) in zip(axes, panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
         ax.set_title(label, fontsize=9)
@@ -40,7 +48,8 @@ def reconstruction_figure(
 
 
 def comparison_figure(
-    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]], path: str | os.PathLike,
+    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]],
+    path: str | os.PathLike,
     error_gain: float | None = 5.0,
 ) -> None:
     """A grid: for each (row label, reference, [(column label, recon), ...]) a row of magnitudes
@@ -57,15 +66,23 @@ def comparison_figure(
         top[0].text(-0.08, 0.5, label, transform=top[0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
         if error_gain:
             bottom = axes[per * r + 1]
-            bottom[0].text(0.5, 0.5, f"|error| x{error_gain:g}", transform=bottom[0].transAxes, ha="center",
-                           va="center", fontsize=8)
+            bottom[0].text(
+                0.5,
+                0.5,
+                f"|error| x{error_gain:g}",
+                transform=bottom[0].transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
             for c, (_, img) in enumerate(cols, start=1):
                 bottom[c].imshow(np.abs(np.abs(img) - np.abs(ref)) * error_gain, cmap="gray", vmin=0, vmax=vmax)
     for ax in axes.flat:
         ax.axis("off")
     width, height = fig.get_size_inches()
-    fig.subplots_adjust(left=0.3 / width, right=0.99, bottom=0.05 / height, top=1 - 0.35 / height,
-                        wspace=0.05, hspace=0.35)
+    fig.subplots_adjust(
+        left=0.3 / width, right=0.99, bottom=0.05 / height, top=1 - 0.35 / height, wspace=0.05, hspace=0.35
+    )
     _save(fig, path, tight=False)
 
 
@@ -89,7 +106,8 @@ def _set_scale(ax: plt.Axes, values: Sequence[float], axis: str = "x") -> None:
 
 
 def sweep_figure(
-    param: str, series: Sequence[tuple[str, Sequence[Any], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
+    param: str,
+    series: Sequence[tuple[str, Sequence[Any], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
     path: str | os.PathLike,
 ) -> None:
     """Metric vs `param`, one panel per metric: each series (label, x values, {metric: (mean,
@@ -104,7 +122,7 @@ def sweep_figure(
         for text, xs, values in series:
             x = np.asarray(xs, dtype=float) if numeric else np.array([categories.index(str(v)) for v in xs], float)
             mean, low, high = values[name]
-            line, = ax.plot(x, mean, marker="o", label=text)
+            (line,) = ax.plot(x, mean, marker="o", label=text)
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         if numeric:
             _set_scale(ax, all_x)
@@ -120,8 +138,13 @@ def sweep_figure(
 
 
 def heatmap_figure(
-    row_param: str, col_param: str, row_values: Sequence[Any], col_values: Sequence[Any],
-    grids: dict[str, tuple[np.ndarray, tuple[int, int] | None]], title: str, path: str | os.PathLike,
+    row_param: str,
+    col_param: str,
+    row_values: Sequence[Any],
+    col_values: Sequence[Any],
+    grids: dict[str, tuple[np.ndarray, tuple[int, int] | None]],
+    title: str,
+    path: str | os.PathLike,
 ) -> None:
     """One heat map per metric: grids maps a metric to (values (rows, cols), best cell or None),
     rows are `row_param` values, columns `col_param` values; the best cell is outlined."""
@@ -140,8 +163,9 @@ def heatmap_figure(
         middle = float(np.median(finite)) if finite.size else 0.0
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.4g}", ha="center", va="center", fontsize=7,
-                        color="black" if v > middle else "white")
+                ax.text(
+                    j, i, f"{v:.4g}", ha="center", va="center", fontsize=7, color="black" if v > middle else "white"
+                )
         if best is not None:
             i, j = best
             ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
@@ -150,9 +174,7 @@ def heatmap_figure(
     _save(fig, path)
 
 
-def training_figure(
-    curves: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike
-) -> None:
+def training_figure(curves: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike) -> None:
     """Per-epoch curves: one panel per column name, one line per run (label, epochs, {column: values})."""
     names = list(dict.fromkeys(name for _, _, cols in curves for name in cols))
     fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names), 3.2), squeeze=False)

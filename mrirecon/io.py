@@ -6,8 +6,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mrirecon.errors import UserError
 
@@ -92,8 +93,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"checkpoint: {path} not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001  (pickle, zip and torch errors alike)
-        raise UserError(f"checkpoint: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})") from None
+    except Exception as exc:
+        raise UserError(
+            f"checkpoint: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"checkpoint: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
     return state

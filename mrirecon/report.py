@@ -7,16 +7,26 @@ import base64
 import csv
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mrirecon.metrics import CONVENTION
 from mrirecon.metrics import NAMES as METRICS
 
-COMPARISON_COLUMNS = ("slices", "subjects", "mean_diff", "ci_low", "ci_high", "ci_low_subjects", "ci_high_subjects",
-                      "p", "resolved")
+COMPARISON_COLUMNS = (
+    "slices",
+    "subjects",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "ci_low_subjects",
+    "ci_high_subjects",
+    "p",
+    "resolved",
+)
 TABLE_NOTE = (
     f"Metrics: {CONVENTION}. Mean and sample std (ddof=1) over slices; slices, subjects: numbers of slices and of "
     "subjects (empty: the data file records none); R: mean effective acceleration (pixels / measured k-space "
@@ -35,8 +45,19 @@ COMPARISON_NOTE = (
 
 def results_columns(params: Sequence[str]) -> list[str]:
     """The columns of results.csv and results.md."""
-    return ["data", "split", "variant", "method", *params, "slices", "subjects", "R",
-            *(f"{m}_{a}" for m in METRICS for a in ("mean", "std")), "seconds_mean", "best"]
+    return [
+        "data",
+        "split",
+        "variant",
+        "method",
+        *params,
+        "slices",
+        "subjects",
+        "R",
+        *(f"{m}_{a}" for m in METRICS for a in ("mean", "std")),
+        "seconds_mean",
+        "best",
+    ]
 
 
 def fmt(key: str, value: Any) -> str:
@@ -70,16 +91,38 @@ def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def comparison_rows(comparisons: Sequence[dict[str, Any]], params: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+def comparison_rows(
+    comparisons: Sequence[dict[str, Any]], params: Sequence[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
     """The columns and flat rows of comparisons.csv."""
-    columns = ["data", "split", "variant", "method", *params, "reference", "reference_label", "metric",
-               *COMPARISON_COLUMNS]
+    columns = [
+        "data",
+        "split",
+        "variant",
+        "method",
+        *params,
+        "reference",
+        "reference_label",
+        "metric",
+        *COMPARISON_COLUMNS,
+    ]
     rows = []
     for c in comparisons:
         r = c["result"]
-        rows.append({**c, "slices": r.slices, "subjects": "" if r.subjects is None else r.subjects,
-                     "mean_diff": r.mean, "ci_low": r.low, "ci_high": r.high, "ci_low_subjects": r.low_subjects,
-                     "ci_high_subjects": r.high_subjects, "p": r.p, "resolved": str(r.resolved).lower()})
+        rows.append(
+            {
+                **c,
+                "slices": r.slices,
+                "subjects": "" if r.subjects is None else r.subjects,
+                "mean_diff": r.mean,
+                "ci_low": r.low,
+                "ci_high": r.high,
+                "ci_low_subjects": r.low_subjects,
+                "ci_high_subjects": r.high_subjects,
+                "p": r.p,
+                "resolved": str(r.resolved).lower(),
+            }
+        )
     return columns, rows
 
 
@@ -102,8 +145,15 @@ def _comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str],
         if key not in lines:
             vs = f"{c['reference']}: {c['reference_label']}"
             subjects = "" if r.subjects is None else str(r.subjects)
-            lines[key] = [(c["variant"], False), (c["split"], False), (c["label"], False), (vs, False),
-                          (str(r.slices), False), (subjects, False), *[("", False)] * len(METRICS)]
+            lines[key] = [
+                (c["variant"], False),
+                (c["split"], False),
+                (c["label"], False),
+                (vs, False),
+                (str(r.slices), False),
+                (subjects, False),
+                *[("", False)] * len(METRICS),
+            ]
         lines[key][6 + METRICS.index(c["metric"])] = _diff_cell(c["metric"], r)
     return head, list(lines.values())
 
@@ -149,21 +199,34 @@ img { max-width: 100%; border: 1px solid #ddd; }
 """
 
 
-def html_report(title: str, table: Sequence[dict[str, Any]], params: Sequence[str],
-                comparisons: Sequence[dict[str, Any]], figures: Sequence[tuple[str, str, Path]]) -> str:
+def html_report(
+    title: str,
+    table: Sequence[dict[str, Any]],
+    params: Sequence[str],
+    comparisons: Sequence[dict[str, Any]],
+    figures: Sequence[tuple[str, str, Path]],
+) -> str:
     """report.html: the results table, the paired comparisons, and figures (section, caption, PNG
     path) embedded as base64; one file, readable offline."""
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
     if table:
         cols = results_columns(params)
-        parts += ["<h2>Results</h2>", _html_table(cols, [[(fmt(c, row[c]), c == "best" and row[c] == "*")
-                                                          for c in cols] for row in table]),
-                  f"<p class='note'>{html.escape(TABLE_NOTE)}</p>"]
+        parts += [
+            "<h2>Results</h2>",
+            _html_table(cols, [[(fmt(c, row[c]), c == "best" and row[c] == "*") for c in cols] for row in table]),
+            f"<p class='note'>{html.escape(TABLE_NOTE)}</p>",
+        ]
     if comparisons:
         head, lines = _comparison_table(comparisons)
-        parts += ["<h2>Paired comparisons</h2>", _html_table(head, lines),
-                  f"<p class='note'>{html.escape(COMPARISON_NOTE)}</p>"]
+        parts += [
+            "<h2>Paired comparisons</h2>",
+            _html_table(head, lines),
+            f"<p class='note'>{html.escape(COMPARISON_NOTE)}</p>",
+        ]
     section = None
     for name, caption, path in figures:
         if name != section:

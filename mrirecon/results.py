@@ -80,7 +80,13 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
     params = swept_params(runs)
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        key = (run["data"], run["split"], run["variant"], run["method"], *(json.dumps(run["params"].get(p)) for p in params))
+        key = (
+            run["data"],
+            run["split"],
+            run["variant"],
+            run["method"],
+            *(json.dumps(run["params"].get(p)) for p in params),
+        )
         groups[key].append(run)
     table = []
     for key, members in groups.items():
@@ -90,7 +96,10 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
         order = sorted(per_slice)
         row["slices"] = len(order)
         row["subjects"] = len(set(subjects.values())) if subjects is not None else ""
-        column = lambda name: np.array([per_slice[s].get(name, np.nan) for s in order])  # noqa: E731
+
+        def column(name: str, per_slice: dict = per_slice, order: list = order) -> np.ndarray:
+            return np.array([per_slice[s].get(name, np.nan) for s in order])
+
         row["R"] = _mean(column("R"))
         clusters = None if subjects is None else np.array([subjects[s] for s in order])
         for name in METRICS:
@@ -98,7 +107,8 @@ def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[st
             row[f"{name}_mean"], row[f"{name}_std"] = _mean(values), _std(values)
             keep = np.isfinite(values)
             row[f"{name}_low"], row[f"{name}_high"] = stats.bootstrap_ci(
-                values[keep], None if clusters is None else clusters[keep])
+                values[keep], None if clusters is None else clusters[keep]
+            )
         row["seconds_mean"] = _mean(column("seconds"))
         row["best"] = ""
         row["per_slice"], row["subject_of"], row["runs"] = per_slice, subjects, members
@@ -141,10 +151,20 @@ def comparisons(table: list[dict[str, Any]], params: list[str], baseline: str | 
                     continue
                 for metric in METRICS:
                     result = compare(row, ref, metric)
-                    out.append({"data": row["data"], "split": row["split"], "variant": row["variant"],
-                                "method": row["method"], **{p: row[p] for p in params}, "label": label(row, params),
-                                "reference": kind, "reference_label": label(ref, params), "metric": metric,
-                                "result": result})
+                    out.append(
+                        {
+                            "data": row["data"],
+                            "split": row["split"],
+                            "variant": row["variant"],
+                            "method": row["method"],
+                            **{p: row[p] for p in params},
+                            "label": label(row, params),
+                            "reference": kind,
+                            "reference_label": label(ref, params),
+                            "metric": metric,
+                            "result": result,
+                        }
+                    )
                     if kind == "best" and metric == RANK_BY and not result.resolved:
                         row["best"] = ref["best"] = "tied"
         if ranked[0]["best"] != "tied" and len(ranked) > 1:
@@ -152,8 +172,9 @@ def comparisons(table: list[dict[str, Any]], params: list[str], baseline: str | 
     return out
 
 
-def sweeps(table: list[dict[str, Any]], params: list[str]) -> tuple[dict[str, list[list[dict[str, Any]]]],
-                                                                     list[tuple[str, str, list[dict[str, Any]]]]]:
+def sweeps(
+    table: list[dict[str, Any]], params: list[str]
+) -> tuple[dict[str, list[list[dict[str, Any]]]], list[tuple[str, str, list[dict[str, Any]]]]]:
     """Sweeps in the table: for each (data, split, variant, method) the swept params that vary
     among its rows. One varying param: a line (rows sorted by its value), collected per param
     name; two: a grid (param1, param2, rows). Methods varying in three or more are left out."""

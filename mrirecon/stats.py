@@ -35,7 +35,10 @@ def expanded_level(n: int, level: float = 0.95) -> float:
 
 
 def bootstrap_ci(
-    values: np.ndarray, clusters: np.ndarray | None = None, level: float = 0.95, resamples: int = RESAMPLES,
+    values: np.ndarray,
+    clusters: np.ndarray | None = None,
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> tuple[float, float]:
     """Expanded-percentile bootstrap interval of the mean of `values` (finite, 1-D).
@@ -98,8 +101,14 @@ class Paired:
     resolved: bool  # the interval over subjects (if recorded, else over slices) excludes 0 and p < ALPHA
 
 
-def paired(a: np.ndarray, b: np.ndarray, subjects: np.ndarray | None = None, level: float = 0.95,
-           resamples: int = RESAMPLES, seed: int = SEED) -> Paired:
+def paired(
+    a: np.ndarray,
+    b: np.ndarray,
+    subjects: np.ndarray | None = None,
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> Paired:
     """Paired comparison of per-slice values `a` and `b` (same slices, same order); pairs with a
     non-finite value are left out. `subjects`: the subject of each slice, or None."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -113,7 +122,7 @@ def paired(a: np.ndarray, b: np.ndarray, subjects: np.ndarray | None = None, lev
         decide, units = (low, high), int(d.size)
     else:
         labels = np.asarray(subjects)[keep]
-        groups = int(len(np.unique(labels)))
+        groups = len(np.unique(labels))
         low_s, high_s = bootstrap_ci(d, labels, level, resamples, seed)
         decide, units = (low_s, high_s), groups
     p = wilcoxon_p(d)

@@ -103,8 +103,15 @@ class Trainer:
         self.extra = extra or {}
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
-        self.state: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "best": math.inf, "history": [],
-                                      "loss_sum": 0.0, "loss_count": 0}
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "batch": 0,
+            "step": 0,
+            "best": math.inf,
+            "history": [],
+            "loss_sum": 0.0,
+            "loss_count": 0,
+        }
 
     # -- checkpoints ---------------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
@@ -113,8 +120,12 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "state": dict(self.state),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
             "config": self.config,
             **self.trainable.checkpoint_state(),
             **self.extra,
@@ -182,20 +193,30 @@ class Trainer:
             while self.state["epoch"] < s.epochs:
                 epoch = self.state["epoch"]
                 self._emit("on_epoch_start")
-                batches = _epoch_batches(len(self.train_set), s.batch_size, s.seed, epoch)[self.state["batch"]:]
+                batches = _epoch_batches(len(self.train_set), s.batch_size, s.seed, epoch)[self.state["batch"] :]
                 for batch, share in self._local_batches(batches):
                     loss = self._step(batch, share)
                     self._emit("on_step", loss)
                     stop, out_of_time = self._agreed_stop()
                     if stop:
                         path = self.save("last.pt")
-                        log.warning("interrupted at epoch %d, step %d: saved %s (resume with train.resume=%s)",
-                                    epoch + 1, self.state["step"], path, path)
+                        log.warning(
+                            "interrupted at epoch %d, step %d: saved %s (resume with train.resume=%s)",
+                            epoch + 1,
+                            self.state["step"],
+                            path,
+                            path,
+                        )
                         raise KeyboardInterrupt
                     if out_of_time:
                         path = self.save("last.pt")
-                        log.info("time budget of %s min reached at epoch %d, step %d: saved %s",
-                                 s.max_minutes, epoch + 1, self.state["step"], path)
+                        log.info(
+                            "time budget of %s min reached at epoch %d, step %d: saved %s",
+                            s.max_minutes,
+                            epoch + 1,
+                            self.state["step"],
+                            path,
+                        )
                         return self.state
                 self._end_epoch()
         finally:
@@ -206,8 +227,9 @@ class Trainer:
         """(batch on device or None, this rank's share of the global batch) for each global
         batch; a rank whose share is empty (a short last batch) gets None."""
         mine = [ddp.shard(b) for b in batches]
-        loader = iter(DataLoader(self.train_set, batch_sampler=[m for m in mine if m],
-                                 num_workers=self.settings.num_workers))
+        loader = iter(
+            DataLoader(self.train_set, batch_sampler=[m for m in mine if m], num_workers=self.settings.num_workers)
+        )
         for items, global_items in zip(mine, batches):
             yield (_to(next(loader), self.device) if items else None), len(items) / len(global_items)
 
@@ -273,8 +295,13 @@ class Trainer:
         state = self.state
         state["epoch"] += 1
         state["batch"] = 0
-        row = {"epoch": state["epoch"], "step": state["step"],
-               "train_loss": state["loss_sum"] / max(state["loss_count"], 1), **val, "lr": lr}
+        row = {
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "train_loss": state["loss_sum"] / max(state["loss_count"], 1),
+            **val,
+            "lr": lr,
+        }
         state["loss_sum"], state["loss_count"] = 0.0, 0
         state["history"] = [*state["history"], row]
         score = val.get(self.trainable.select, math.inf)

@@ -26,14 +26,14 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from mrirecon import metrics  # noqa: E402
-from mrirecon.data.raw import RawKspaceSource  # noqa: E402
-from mrirecon.data.sample import SampleSource  # noqa: E402
-from mrirecon.methods import build_method  # noqa: E402
-from mrirecon.physics.sense import SenseOperator  # noqa: E402
+from mrirecon import metrics
+from mrirecon.data.raw import RawKspaceSource
+from mrirecon.data.sample import SampleSource
+from mrirecon.methods import build_method
+from mrirecon.physics.sense import SenseOperator
 
 ROOT = Path(__file__).resolve().parents[1]
 OURS_GRID = [1e-3, 3e-3, 1e-2, 3e-2]  # w = lam * max|A^H y|; the noisy sample needs 1e-3 and up
@@ -59,14 +59,20 @@ def bart_pics(y: np.ndarray, maps: np.ndarray, reg: list[str], iters: int, threa
         write_cfl(t / "maps", np.transpose(maps, (1, 2, 0))[:, :, None, :])
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         start = time.perf_counter()
-        subprocess.run(["bart", "pics", "-S", "-i", str(iters), *reg, str(t / "ksp"), str(t / "maps"), str(t / "out")],
-                       check=True, capture_output=True, env=env)
+        subprocess.run(
+            ["bart", "pics", "-S", "-i", str(iters), *reg, str(t / "ksp"), str(t / "maps"), str(t / "out")],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         seconds = time.perf_counter() - start
         out = read_cfl(t / "out")
         return out.reshape(out.shape[0], out.shape[1]), seconds
 
 
-def ours(name: str, lam: float, y: np.ndarray, maps: np.ndarray, mask: np.ndarray, iters: int) -> tuple[np.ndarray, float]:
+def ours(
+    name: str, lam: float, y: np.ndarray, maps: np.ndarray, mask: np.ndarray, iters: int
+) -> tuple[np.ndarray, float]:
     method = build_method({"name": name, "lam": lam, "max_iter": iters, "tol": 0.0})
     op = SenseOperator(torch.from_numpy(maps[None]), torch.from_numpy(mask[None]))
     start = time.perf_counter()
@@ -117,20 +123,26 @@ def main() -> None:
                 mean = {k: float(np.mean([m[k] for m, _ in recs])) for k in metrics.NAMES}
                 scored.append((mean["psnr"], lam, mean, float(np.mean([s for _, s in recs]))))
             if scored:
-                psnr, lam, mean, sec = max(scored)
+                _psnr, lam, mean, sec = max(scored)
                 rows[tool] = (lam, mean, sec)
                 best_lams[(name, tool)] = lam
-                print(f"{name:<12}{tool:<10}{lam:>10.0e}{mean['psnr']:>8.2f}{mean['nrmse']:>8.4f}{mean['ssim']:>8.4f}"
-                      f"{sec:>9.3f}")
+                print(
+                    f"{name:<12}{tool:<10}{lam:>10.0e}{mean['psnr']:>8.2f}{mean['nrmse']:>8.4f}{mean['ssim']:>8.4f}"
+                    f"{sec:>9.3f}"
+                )
         if "bart" in rows:
             dpsnr = rows["mrirecon"][1]["psnr"] - rows["bart"][1]["psnr"]
-            print(f"{name:<12}{'':<10}PSNR mrirecon - BART: {dpsnr:+.2f} dB; BART / mrirecon time: "
-                  f"{rows['bart'][2] / rows['mrirecon'][2]:.2f}")
+            print(
+                f"{name:<12}{'':<10}PSNR mrirecon - BART: {dpsnr:+.2f} dB; BART / mrirecon time: "
+                f"{rows['bart'][2] / rows['mrirecon'][2]:.2f}"
+            )
 
     brain = RawKspaceSource(ROOT / "tests" / "data" / "brain_8coil_ksp_poisson8x.npy").read(0)
     y, maps, mask = brain.ksp * brain.mask, brain.maps, brain.mask
-    print("\nreal brain k-space (8 coils, 230x180, 8x Poisson; ESPIRiT maps; no reference), each tool at its best "
-          "sample weight")
+    print(
+        "\nreal brain k-space (8 coils, 230x180, 8x Poisson; ESPIRiT maps; no reference), each tool at its best "
+        "sample weight"
+    )
     print(f"{'method':<12}{'tool':<10}{'DC error':>10}{'s/slice':>9}{'  |ours - bart| / |bart|':>26}")
     for name in tools:
         x, sec = ours(name, best_lams[(name, "mrirecon")], y, maps, mask, args.iters)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
+from bench_memory import fresh_process_peak_mb
 
-from bench_memory import fresh_process_peak_mb  # noqa: E402  (scripts/ is on sys.path)
-from mrirecon.methods import build_method  # noqa: E402
-from mrirecon.nets.flow import bits_per_dim, build_flow, dequantize  # noqa: E402
-from mrirecon.physics.sense import SenseOperator  # noqa: E402
+from mrirecon.methods import build_method
+from mrirecon.nets.flow import bits_per_dim, build_flow, dequantize
+from mrirecon.physics.sense import SenseOperator
 
 SHAPE = (1, 80, 64)
 CASES = [(kind, batch) for kind in ("train", "inverse") for batch in (8, 1)]
@@ -95,12 +95,20 @@ def main() -> None:
             fn()
             times.append(time.perf_counter() - start)
         mem = fresh_process_peak_mb("bench_flow", (kind, batch, args.model), args.device, args.threads)
-        row = {"case": f"{kind} step" if kind == "train" else "inverse iteration", "batch": batch,
-               "shape": "x".join(map(str, SHAPE)), "seconds_median": statistics.median(times),
-               "seconds_min": min(times), "peak_mb": round(mem, 1)}
+        row = {
+            "case": f"{kind} step" if kind == "train" else "inverse iteration",
+            "batch": batch,
+            "shape": "x".join(map(str, SHAPE)),
+            "seconds_median": statistics.median(times),
+            "seconds_min": min(times),
+            "peak_mb": round(mem, 1),
+        }
         results.append(row)
-        print(f"{row['case']:<18} batch {batch}: {row['seconds_median']:.4f} s (min {row['seconds_min']:.4f}), "
-              f"peak {row['peak_mb']:.0f} MB", flush=True)
+        print(
+            f"{row['case']:<18} batch {batch}: {row['seconds_median']:.4f} s (min {row['seconds_min']:.4f}), "
+            f"peak {row['peak_mb']:.0f} MB",
+            flush=True,
+        )
     print(json.dumps({"model": args.model, "device": args.device, "threads": args.threads, "results": results}))
 
 

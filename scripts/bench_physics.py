@@ -20,11 +20,11 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
+from bench_reference import ReferenceSense
 
-from mrirecon.physics.sense import SenseOperator  # noqa: E402
-from mrirecon.solvers.cg import conjugate_gradient  # noqa: E402
-from bench_reference import ReferenceSense  # noqa: E402  (scripts/ is on sys.path)
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.solvers.cg import conjugate_gradient
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -64,8 +64,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
-    print(f"device {device}, threads {args.threads}, {args.coils} coils x {args.shape[0]}x{args.shape[1]}, "
-          f"median of {args.repeats}")
+    print(
+        f"device {device}, threads {args.threads}, {args.coils} coils x {args.shape[0]}x{args.shape[1]}, "
+        f"median of {args.repeats}"
+    )
     print(f"{'case':<28}{'batch':>6}{'reference ms':>15}{'mrirecon ms':>14}{'ratio':>8}")
     for batch in (1, 4):
         shape = (batch, args.coils, *args.shape)

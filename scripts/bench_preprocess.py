@@ -34,11 +34,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # formats_helpers: the test files' writers
 
-import numpy as np  # noqa: E402
+import numpy as np
+from bench_memory import vm_kb
 
-from bench_memory import vm_kb  # noqa: E402  (scripts/ is on sys.path)
-from mrirecon.data.h5 import DeepInPyWriter  # noqa: E402
-from mrirecon.data.sample import SampleSource  # noqa: E402
+from mrirecon.data.h5 import DeepInPyWriter
+from mrirecon.data.sample import SampleSource
 
 FULL_SET = 4480  # the Stanford knee set: 4,480 slices
 VARIANTS = ("full", "8bit_full", "4bit_full", "quarter", "8bit_quarter", "4bit_quarter")
@@ -53,12 +53,22 @@ def make_input(path: Path, num_slices: int, slices: list) -> float:
     return path.stat().st_size / 1e9
 
 
-def preprocess(source: Path, out: Path, variant: str, threads: int, compression: str | None,
-               extra: list[str] | None = None) -> tuple[float, float]:
+def preprocess(
+    source: Path, out: Path, variant: str, threads: int, compression: str | None, extra: list[str] | None = None
+) -> tuple[float, float]:
     """Run preprocess in a fresh process; returns (wall seconds, peak RSS in MB)."""
-    cmd = [sys.executable, "-m", "mrirecon", "preprocess", f"data={variant}", f"data.source={source}",
-           f"data.path={out}", f"hardware.threads={threads}", f"hydra.run.dir={out.parent / ('run_' + variant)}",
-           *(extra or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mrirecon",
+        "preprocess",
+        f"data={variant}",
+        f"data.source={source}",
+        f"data.path={out}",
+        f"hardware.threads={threads}",
+        f"hydra.run.dir={out.parent / ('run_' + variant)}",
+        *(extra or []),
+    ]
     if compression:
         cmd.append(f"data.compression={compression}")
     start = time.perf_counter()
@@ -77,10 +87,11 @@ def make_ismrmrd(path: Path, num_slices: int) -> float:
     """An ISMRMRD 3D acquisition with readout `num_slices` x 160 x 128, 8 coils; size in GB."""
     from formats_helpers import phantom_coils, write_ismrmrd_lines
 
-    k2d = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(phantom_coils(8, (160, 128)), axes=(-2, -1)), norm="ortho"),
-                          axes=(-2, -1))
+    k2d = np.fft.fftshift(
+        np.fft.fft2(np.fft.ifftshift(phantom_coils(8, (160, 128)), axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
     x = np.linspace(-1, 1, num_slices)
-    profile = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(np.exp(-x**2 / 0.3)), norm="ortho")).astype(np.complex64)
+    profile = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(np.exp(-(x**2) / 0.3)), norm="ortho")).astype(np.complex64)
     write_ismrmrd_lines(path, (num_slices, 160, 128), lambda ky, kz: k2d[:, ky, kz, None] * profile[None, :])
     return path.stat().st_size / 1e9
 
@@ -159,8 +170,10 @@ def main() -> None:
             source.unlink()
         if len(sizes) == 2:
             small, large = sizes
-            print(f"\nsteady state (start-up excluded): slices/s = ({large} - {small}) / (t_{large} - t_{small});"
-                  f" peak RSS ratio = {large} slices / {small} slices; {FULL_SET:,} slices extrapolated")
+            print(
+                f"\nsteady state (start-up excluded): slices/s = ({large} - {small}) / (t_{large} - t_{small});"
+                f" peak RSS ratio = {large} slices / {small} slices; {FULL_SET:,} slices extrapolated"
+            )
             print(f"{'variant':<14}{'slices/s':>10}{'RSS ratio':>11}{f'{FULL_SET} slices':>14}")
             for variant in variants:
                 (t0, m0), (t1, m1) = runs[variant, small], runs[variant, large]

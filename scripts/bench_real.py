@@ -29,19 +29,19 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import sigpy.mri  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import sigpy.mri
+import torch
 
-from mrirecon import metrics  # noqa: E402
-from mrirecon.data.raw import espirit_maps  # noqa: E402
-from mrirecon.methods import build_method  # noqa: E402
-from mrirecon.physics.noise import estimate_noise_std  # noqa: E402
-from mrirecon.physics.sense import SenseOperator  # noqa: E402
+from mrirecon import metrics
+from mrirecon.data.raw import espirit_maps
+from mrirecon.methods import build_method
+from mrirecon.physics.noise import estimate_noise_std
+from mrirecon.physics.sense import SenseOperator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_cs import bart_pics  # noqa: E402
+from bench_cs import bart_pics
 
 DATA = ROOT / "tests" / "data"
 METHODS = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
@@ -57,7 +57,9 @@ def ifft2c(k: np.ndarray) -> np.ndarray:
 
 def corner_noise(ksp: np.ndarray, width: int = 24) -> float:
     """The true noise of fully sampled k-space: RMS of its four corners (no signal there)."""
-    parts = [ksp[:, a, b] for a in (slice(0, width), slice(-width, None)) for b in (slice(0, width), slice(-width, None))]
+    parts = [
+        ksp[:, a, b] for a in (slice(0, width), slice(-width, None)) for b in (slice(0, width), slice(-width, None))
+    ]
     return float(np.sqrt(np.mean(np.concatenate([np.abs(p).ravel() ** 2 for p in parts]))))
 
 
@@ -83,20 +85,32 @@ def consistency(x: np.ndarray, y: np.ndarray, maps: np.ndarray, mask: np.ndarray
 
 def phantom_case(accel: float, seed: int) -> dict:
     full = np.load(DATA / "phantom_4coil_gre_256.npy")
-    mask = (sigpy.mri.poisson(full.shape[1:], accel, calib=(24, 24), seed=seed, dtype=np.float32) != 0)
+    mask = sigpy.mri.poisson(full.shape[1:], accel, calib=(24, 24), seed=seed, dtype=np.float32) != 0
     mask = mask.astype(np.float32)
     y = (full * mask).astype(np.complex64)
     maps = espirit_maps(y, 24, 0.02, 0.95)  # from the undersampled data, as preprocess does
     ref = (np.conj(maps) * ifft2c(full)).sum(0).astype(np.complex64)
-    return {"name": f"phantom R={mask.size / mask.sum():.1f}", "y": y, "maps": maps, "mask": mask, "ref": ref,
-            "truth": corner_noise(full)}
+    return {
+        "name": f"phantom R={mask.size / mask.sum():.1f}",
+        "y": y,
+        "maps": maps,
+        "mask": mask,
+        "ref": ref,
+        "truth": corner_noise(full),
+    }
 
 
 def brain_case() -> dict:
     y = np.load(DATA / "brain_8coil_ksp_poisson8x.npy")
     mask = (np.abs(y).sum(0) > 0).astype(np.float32)
-    return {"name": "brain R=8.0", "y": y, "maps": espirit_maps(y, 24, 0.02, 0.95), "mask": mask, "ref": None,
-            "truth": None}
+    return {
+        "name": "brain R=8.0",
+        "y": y,
+        "maps": espirit_maps(y, 24, 0.02, 0.95),
+        "mask": mask,
+        "ref": None,
+        "truth": None,
+    }
 
 
 def main() -> None:
@@ -118,11 +132,17 @@ def main() -> None:
         line = f"\n== {case['name']}: noise std estimated {sigma:.4g}"
         if case["truth"] is not None:
             line += f" (k-space corners of the full scan: {case['truth']:.4g}, ratio {sigma / case['truth']:.3f})"
-            checks.append((f"{case['name']}: noise estimate within 10 % of the truth",
-                           abs(sigma / case["truth"] - 1) <= 0.10))
+            checks.append(
+                (f"{case['name']}: noise estimate within 10 % of the truth", abs(sigma / case["truth"] - 1) <= 0.10)
+            )
         print(line + f"; peak SNR max|x| / sigma {peak / sigma:.0f}")
-        scale = float(np.abs(SenseOperator(torch.from_numpy(maps[None]), torch.from_numpy(mask[None])).adjoint(
-            torch.from_numpy(y[None]))).max())
+        scale = float(
+            np.abs(
+                SenseOperator(torch.from_numpy(maps[None]), torch.from_numpy(mask[None])).adjoint(
+                    torch.from_numpy(y[None])
+                )
+            ).max()
+        )
 
         def score(x: np.ndarray) -> str:
             dc = consistency(x, y, maps, mask, sigma)
@@ -133,8 +153,13 @@ def main() -> None:
 
         defaults = {}
         for name in METHODS:
-            cfg = {"name": name} if name == "zero_filled" else {"name": name, "max_iter": args.iters} \
-                if name != "cg_sense" else {"name": name}
+            cfg = (
+                {"name": name}
+                if name == "zero_filled"
+                else {"name": name, "max_iter": args.iters}
+                if name != "cg_sense"
+                else {"name": name}
+            )
             x = reconstruct(cfg, y, maps, mask, sigma)
             defaults[name] = metrics.psnr(x, ref) if ref is not None else float("nan")
             print(f"  {name:<12} default (lam auto)        {score(x)}")
@@ -143,18 +168,27 @@ def main() -> None:
         for name, grid in grids.items():
             results = []
             for lam in grid:
-                cfg = {"name": name, "lam": lam} if name == "cg_sense" else {"name": name, "lam": lam, "max_iter": args.iters}
+                cfg = (
+                    {"name": name, "lam": lam}
+                    if name == "cg_sense"
+                    else {"name": name, "lam": lam, "max_iter": args.iters}
+                )
                 x = reconstruct(cfg, y, maps, mask, sigma)
                 results.append((metrics.psnr(x, ref) if ref is not None else float("nan"), lam, x))
             if ref is None:
-                print(f"  {name:<12} grid: " + "  ".join(f"{lam:g}: {consistency(x, y, maps, mask, sigma):.3f}"
-                                                          for _, lam, x in results) + "  (DC/noise)")
+                print(
+                    f"  {name:<12} grid: "
+                    + "  ".join(f"{lam:g}: {consistency(x, y, maps, mask, sigma):.3f}" for _, lam, x in results)
+                    + "  (DC/noise)"
+                )
                 continue
             psnr, lam, x = max(results, key=lambda r: r[0])
             best[name] = psnr
             unit = "" if name == "cg_sense" else f" (= {lam * scale / sigma:.2f} sigma)"
-            print(f"  {name:<12} best of grid lam {lam:<7g}{unit:<14} {score(x)}   default - best: "
-                  f"{defaults[name] - psnr:+.2f} dB")
+            print(
+                f"  {name:<12} best of grid lam {lam:<7g}{unit:<14} {score(x)}   default - best: "
+                f"{defaults[name] - psnr:+.2f} dB"
+            )
         if have_bart:
             results = []
             for lam in BART_GRID:
@@ -165,21 +199,37 @@ def main() -> None:
                 best["bart"] = psnr
                 print(f"  {'bart -l1':<12} best of grid -r {lam:<8g}{'':<13} {score(x)}")
             else:
-                print(f"  {'bart -l1':<12} grid: " + "  ".join(
-                    f"{lam:g}: {consistency(x, y, maps, mask, sigma):.3f}" for _, lam, x in results) + "  (DC/noise)")
+                print(
+                    f"  {'bart -l1':<12} grid: "
+                    + "  ".join(f"{lam:g}: {consistency(x, y, maps, mask, sigma):.3f}" for _, lam, x in results)
+                    + "  (DC/noise)"
+                )
         if ref is None:
             continue
         name = case["name"]
         for method in METHODS[1:]:
             checks.append((f"{name}: {method} default beats zero_filled", defaults[method] > defaults["zero_filled"]))
-            checks.append((f"{name}: {method} default within 0.5 dB of cg_sense or better",
-                           defaults[method] >= defaults["cg_sense"] - 0.5))
+            checks.append(
+                (
+                    f"{name}: {method} default within 0.5 dB of cg_sense or better",
+                    defaults[method] >= defaults["cg_sense"] - 0.5,
+                )
+            )
         for method in grids:
-            checks.append((f"{name}: {method} lam=auto within 0.3 dB of its best grid weight",
-                           defaults[method] >= best[method] - 0.3))
+            checks.append(
+                (
+                    f"{name}: {method} lam=auto within 0.3 dB of its best grid weight",
+                    defaults[method] >= best[method] - 0.3,
+                )
+            )
         if "bart" in best:
-            checks.append((f"{name}: cs_wavelet default within 0.5 dB of BART pics -l1 at its best weight "
-                           f"({defaults['cs_wavelet'] - best['bart']:+.2f} dB)", defaults["cs_wavelet"] >= best["bart"] - 0.5))
+            checks.append(
+                (
+                    f"{name}: cs_wavelet default within 0.5 dB of BART pics -l1 at its best weight "
+                    f"({defaults['cs_wavelet'] - best['bart']:+.2f} dB)",
+                    defaults["cs_wavelet"] >= best["bart"] - 0.5,
+                )
+            )
     print("\nchecks (real data):")
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'FAIL'}] {text}")

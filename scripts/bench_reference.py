@@ -14,13 +14,15 @@ class ReferenceSense:
         self.mask = (mask if mask.ndim == 3 else mask.unsqueeze(0)).unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(self.maps * x.unsqueeze(1), dim=(-2, -1)),
-                                              norm="ortho"), dim=(-2, -1))
+        k = torch.fft.fftshift(
+            torch.fft.fft2(torch.fft.ifftshift(self.maps * x.unsqueeze(1), dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+        )
         return self.mask * k
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        im = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(self.mask * y, dim=(-2, -1)), norm="ortho"),
-                                dim=(-2, -1))
+        im = torch.fft.fftshift(
+            torch.fft.ifft2(torch.fft.ifftshift(self.mask * y, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+        )
         return (self.maps.conj() * im).sum(dim=1)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,13 +21,13 @@ import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch
+from bench_memory import fresh_process_peak_mb
+from bench_reference import ReferenceSense
 
-from bench_memory import fresh_process_peak_mb  # noqa: E402  (scripts/ is on sys.path)
-from bench_reference import ReferenceSense  # noqa: E402
-from mrirecon.methods import build_method  # noqa: E402
-from mrirecon.nets import build_net  # noqa: E402
-from mrirecon.physics.sense import SenseOperator  # noqa: E402
+from mrirecon.methods import build_method
+from mrirecon.nets import build_net
+from mrirecon.physics.sense import SenseOperator
 
 DBP = {"name": "dbp", "num_unrolls": 4, "num_admm": 2, "cg_max_iter": 10, "cg_eps": 0.0}
 NETS = {
@@ -46,8 +46,9 @@ def make_step(net: str, case: str, device: torch.device):
     maps = (maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()).to(device)
     mask = (torch.rand(batch, x, y, generator=g) < 0.2).float().to(device)
     img = torch.randn(batch, x, y, dtype=torch.complex64, generator=g).to(device)
-    ksp = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(maps * img[:, None], dim=(-2, -1)), norm="ortho"),
-                             dim=(-2, -1))
+    ksp = torch.fft.fftshift(
+        torch.fft.fft2(torch.fft.ifftshift(maps * img[:, None], dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+    )
     torch.manual_seed(0)
     method = build_method(DBP, denoiser=build_net(NETS[net])).to(device)
     opt = torch.optim.Adam(method.parameters(), lr=1e-4)
@@ -84,7 +85,7 @@ def main() -> None:
     device = torch.device(args.device)
     print(f"device {device}, threads {args.threads}, DBP {json.dumps(DBP)}; median of {args.repeats} steps")
     print(f"{'case':<14}{'net':<22}{'s/step':>9}{'speed-up':>10}{'peak MB':>10}")
-    for case in (["5x8x80x64"] if args.quick else CASES):
+    for case in ["5x8x80x64"] if args.quick else CASES:
         steps = {net: make_step(net, case, device) for net in NETS}
         for fn in steps.values():
             fn()  # warm-up

@@ -7,14 +7,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from helpers import run_cli, tiny_arrays, write_h5  # noqa: E402
+import pytest
+import torch
+from helpers import run_cli, tiny_arrays, write_h5
 
 torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that run the CLI on the preprocessed sample are end-to-end runs: mark them slow

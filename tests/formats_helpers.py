@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import h5py
 import numpy as np
-
 
 
 def phantom_coils(coils: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -39,18 +38,32 @@ def centred_ifftn(k: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(k, axes=axes), axes=axes, norm="ortho"), axes=axes)
 
 
-def write_ismrmrd(path: Path, ksp: np.ndarray, recon_x: int | None = None, patient: str | None = "P1",
-                  trajectory: str = "cartesian", bulk: bool = True) -> Path:
+def write_ismrmrd(
+    path: Path,
+    ksp: np.ndarray,
+    recon_x: int | None = None,
+    patient: str | None = "P1",
+    trajectory: str = "cartesian",
+    bulk: bool = True,
+) -> Path:
     """An ISMRMRD file of a 3D Cartesian acquisition, ksp (coils, x, ky, kz), one readout per
     (ky, kz) (see write_ismrmrd_lines); recon_x < x declares readout oversampling."""
     c, ex, ey, ez = ksp.shape
-    return write_ismrmrd_lines(path, (ex, ey, ez), lambda ky, kz: ksp[:, :, ky, kz], c, recon_x, patient,
-                               trajectory, bulk)
+    return write_ismrmrd_lines(
+        path, (ex, ey, ez), lambda ky, kz: ksp[:, :, ky, kz], c, recon_x, patient, trajectory, bulk
+    )
 
 
-def write_ismrmrd_lines(path: Path, shape: tuple[int, int, int], line: Callable[[int, int], np.ndarray],
-                        coils: int = 8, recon_x: int | None = None, patient: str | None = "P1",
-                        trajectory: str = "cartesian", bulk: bool = True) -> Path:
+def write_ismrmrd_lines(
+    path: Path,
+    shape: tuple[int, int, int],
+    line: Callable[[int, int], np.ndarray],
+    coils: int = 8,
+    recon_x: int | None = None,
+    patient: str | None = "P1",
+    trajectory: str = "cartesian",
+    bulk: bool = True,
+) -> Path:
     """An ISMRMRD 3D Cartesian file of encoded matrix shape (x, ky, kz): a noise readout, then
     one readout `line(ky, kz)` (coils, x) per phase encode, ky fastest. Made with the ismrmrd
     package (XML header, Acquisition objects, the package's HDF5 row type); bulk=False appends
@@ -68,14 +81,17 @@ def write_ismrmrd_lines(path: Path, shape: tuple[int, int, int], line: Callable[
         subjectInformation=xsd.subjectInformationType(patientID=patient) if patient else None,
         experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=127_000_000),
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(receiverChannels=c),
-        encoding=[xsd.encodingType(
-            trajectory=xsd.trajectoryType(trajectory),
-            encodedSpace=xsd.encodingSpaceType(matrixSize=size(ex, ey, ez), fieldOfView_mm=fov),
-            reconSpace=xsd.encodingSpaceType(matrixSize=size(recon_x or ex, ey, ez), fieldOfView_mm=fov),
-            encodingLimits=xsd.encodingLimitsType(
-                kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=ey - 1, center=ey // 2),
-                kspace_encoding_step_2=xsd.limitType(minimum=0, maximum=ez - 1, center=ez // 2)),
-        )],
+        encoding=[
+            xsd.encodingType(
+                trajectory=xsd.trajectoryType(trajectory),
+                encodedSpace=xsd.encodingSpaceType(matrixSize=size(ex, ey, ez), fieldOfView_mm=fov),
+                reconSpace=xsd.encodingSpaceType(matrixSize=size(recon_x or ex, ey, ez), fieldOfView_mm=fov),
+                encodingLimits=xsd.encodingLimitsType(
+                    kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=ey - 1, center=ey // 2),
+                    kspace_encoding_step_2=xsd.limitType(minimum=0, maximum=ez - 1, center=ez // 2),
+                ),
+            )
+        ],
     )
     dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
     dset.write_xml_header(xsd.ToXML(header, "utf-8"))
@@ -124,15 +140,23 @@ def write_ismrmrd_lines(path: Path, shape: tuple[int, int, int], line: Callable[
 
 def fastmri_header(enc: tuple[int, int], recon: tuple[int, int]) -> bytes:
     """A minimal fastMRI-style ISMRMRD XML header (encodedSpace and reconSpace)."""
+
     def space(name: str, x: int, y: int) -> str:
-        return (f"<{name}><matrixSize><x>{x}</x><y>{y}</y><z>1</z></matrixSize>"
-                f"<fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></{name}>")
-    return (f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
-            f"<encoding>{space('encodedSpace', *enc)}{space('reconSpace', *recon)}"
-            f"<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>").encode()
+        return (
+            f"<{name}><matrixSize><x>{x}</x><y>{y}</y><z>1</z></matrixSize>"
+            f"<fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></{name}>"
+        )
+
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
+        f"<encoding>{space('encodedSpace', *enc)}{space('reconSpace', *recon)}"
+        f"<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
+    ).encode()
 
 
-def write_fastmri(path: Path, coils: Sequence[np.ndarray], recon: tuple[int, int], rss: bool = True) -> np.ndarray | None:
+def write_fastmri(
+    path: Path, coils: Sequence[np.ndarray], recon: tuple[int, int], rss: bool = True
+) -> np.ndarray | None:
     """fastMRI's multi-coil layout from coil images, one (C, H, W) per slice: `kspace`
     (N, C, H, W) complex64, `ismrmrd_header`, `reconstruction_rss` (N, h, w) (root-sum-of-squares
     of the centre crop) and attributes, written slice by slice. Returns the k-space when the

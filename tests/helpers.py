@@ -6,8 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -20,14 +21,20 @@ def tiny_arrays(n: int = 6, coils: int = 4, shape: tuple[int, int] = (32, 24), s
     rng = np.random.default_rng(seed)
     x, y = shape
     u, v = np.meshgrid(np.linspace(-1, 1, x), np.linspace(-1, 1, y), indexing="ij")
-    imgs = np.stack([(np.exp(-(u**2 + v**2) * (2 + i)) + 0.1 * rng.random(shape)) * np.exp(1j * 0.5 * u) for i in range(n)])
+    imgs = np.stack(
+        [(np.exp(-(u**2 + v**2) * (2 + i)) + 0.1 * rng.random(shape)) * np.exp(1j * 0.5 * u) for i in range(n)]
+    )
     maps = rng.normal(size=(n, coils, x, y)) + 1j * rng.normal(size=(n, coils, x, y))
     maps /= np.sqrt((np.abs(maps) ** 2).sum(axis=1, keepdims=True))
     ksp = fft2c_numpy(maps * imgs[:, None])
     masks = (rng.random((n, x, y)) < 0.4).astype(np.float32)
     masks[:, x // 2 - 3 : x // 2 + 3, y // 2 - 3 : y // 2 + 3] = 1
-    return {"imgs": imgs.astype(np.complex64), "maps": maps.astype(np.complex64),
-            "ksp": ksp.astype(np.complex64), "masks": masks}
+    return {
+        "imgs": imgs.astype(np.complex64),
+        "maps": maps.astype(np.complex64),
+        "ksp": ksp.astype(np.complex64),
+        "masks": masks,
+    }
 
 
 def write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
@@ -47,8 +54,13 @@ def run_cli(
     before exec (e.g. to set resource limits)."""
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
     return subprocess.run(
-        [sys.executable, "-m", "mrirecon", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout, preexec_fn=preexec_fn,
+        [sys.executable, "-m", "mrirecon", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -65,20 +77,35 @@ def one_error_line(res: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def fake_run(path: Path, method: str, variant: str, psnr: np.ndarray, params: dict[str, Any] | None = None,
-             subjects: list[int] | None = None, accel: float = 6.0, shape: tuple[int, int] = (16, 16)) -> Path:
+def fake_run(
+    path: Path,
+    method: str,
+    variant: str,
+    psnr: np.ndarray,
+    params: dict[str, Any] | None = None,
+    subjects: list[int] | None = None,
+    accel: float = 6.0,
+    shape: tuple[int, int] = (16, 16),
+) -> Path:
     """A reconstruct run dir: metrics.csv from per-slice PSNR (NRMSE and SSIM derived from it),
     summary.json and recon.h5 with images whose error grows as PSNR falls."""
     path.mkdir(parents=True)
     slices = list(range(len(psnr)))
     nrmse, ssim = 10 ** (-psnr / 20), 1 - 10 ** (-psnr / 10)
     rows = ["slice,subject,method,nrmse,psnr,ssim,seconds"]
-    rows += [f"{s},{'' if subjects is None else subjects[k]},{method},{nrmse[k]:.6g},{psnr[k]:.6g},{ssim[k]:.6g},0.25"
-             for k, s in enumerate(slices)]
+    rows += [
+        f"{s},{'' if subjects is None else subjects[k]},{method},{nrmse[k]:.6g},{psnr[k]:.6g},{ssim[k]:.6g},0.25"
+        for k, s in enumerate(slices)
+    ]
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
-    summary = {"method": method, "variant": variant, "split": "test", "data_path": f"outputs/data/{variant}.h5",
-               "method_config": {"name": method, **(params or {})},
-               "acceleration": {"mean": accel, "per_slice": [accel] * len(slices)}}
+    summary = {
+        "method": method,
+        "variant": variant,
+        "split": "test",
+        "data_path": f"outputs/data/{variant}.h5",
+        "method_config": {"name": method, **(params or {})},
+        "acceleration": {"mean": accel, "per_slice": [accel] * len(slices)},
+    }
     (path / "summary.json").write_text(json.dumps(summary))
     u, v = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
     ref = np.exp(-3 * (u**2 + v**2))[None].repeat(len(slices), 0)

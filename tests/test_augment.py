@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_arrays
 from omegaconf import OmegaConf
 
-from helpers import tiny_arrays
-from mrirecon.data.augment import augment, calibration_size, central_columns, is_column_mask, random_mask_like
+from mrirecon.data.augment import augment, calibration_size, central_columns, is_column_mask
 from mrirecon.data.masks import make_mask, poisson_mask
 from mrirecon.physics.fft import fft2c
 from mrirecon.trainables.unrolled import UnrolledTrainable
@@ -30,15 +30,24 @@ def noiseless_batch(n: int = 3, shape: tuple[int, int] = (40, 32), masks: np.nda
     img = torch.from_numpy(a["imgs"]).to(torch.complex128)
     maps = torch.from_numpy(a["maps"]).to(torch.complex128)
     mask = torch.from_numpy(a["masks"] if masks is None else masks)
-    return {"ksp": fft2c(maps * img[:, None]), "maps": maps, "mask": mask, "img": img,
-            "noise_std": torch.full((n,), 0.01), "index": torch.arange(n)}
+    return {
+        "ksp": fft2c(maps * img[:, None]),
+        "maps": maps,
+        "mask": mask,
+        "img": img,
+        "noise_std": torch.full((n,), 0.01),
+        "index": torch.arange(n),
+    }
 
 
 def test_poisson_masks_keep_density_and_calibration():
     shape = (80, 64)
     own = np.stack([poisson_mask(shape, 6.0, 10, seed) for seed in range(3)])
-    batch = {"ksp": torch.zeros(3, 2, *shape, dtype=torch.complex64), "maps": torch.zeros(3, 2, *shape, dtype=torch.complex64),
-             "mask": torch.from_numpy(own)}
+    batch = {
+        "ksp": torch.zeros(3, 2, *shape, dtype=torch.complex64),
+        "maps": torch.zeros(3, 2, *shape, dtype=torch.complex64),
+        "mask": torch.from_numpy(own),
+    }
     out = augment(batch, gen(), random_masks=True)
     new = out["mask"].numpy()
     assert out["mask"].dtype == batch["mask"].dtype and new.shape == own.shape
@@ -55,8 +64,15 @@ def test_poisson_masks_keep_density_and_calibration():
 def test_column_masks_stay_column_masks_with_the_same_count_and_centre():
     shape = (40, 64)
     own = np.stack([make_mask("fastmri_random", shape, 4.0, 0, 0.125, seed) for seed in range(4)])
-    new = augment({"ksp": torch.zeros(4, 1, *shape, dtype=torch.complex64), "maps": torch.zeros(4, 1, *shape, dtype=torch.complex64),
-                   "mask": torch.from_numpy(own)}, gen(3), random_masks=True)["mask"].numpy()
+    new = augment(
+        {
+            "ksp": torch.zeros(4, 1, *shape, dtype=torch.complex64),
+            "maps": torch.zeros(4, 1, *shape, dtype=torch.complex64),
+            "mask": torch.from_numpy(own),
+        },
+        gen(3),
+        random_masks=True,
+    )["mask"].numpy()
     for k in range(4):
         assert is_column_mask(new[k]) and new[k].sum() == own[k].sum()
         assert central_columns(own[k][0] > 0) == central_columns(new[k][0] > 0) >= 8
@@ -160,7 +176,10 @@ def test_checkpoints_record_the_augmentations_and_reconstruct_reports_them():
     old = {k: v for k, v in ckpt.items() if k != "augmentations"}
     config = {"train": {"random_masks": False, "flip": True, "random_phase": True}, "data": {"bits": 8}}
     assert UnrolledTrainable.from_checkpoint({**old, "config": config}).augmentations == {
-        "random_masks": False, "flip": True, "random_phase": False}
+        "random_masks": False,
+        "flip": True,
+        "random_phase": False,
+    }
     # older configs had train.flip for the flow prior only: no augmentation, nothing reported
     plain = UnrolledTrainable.from_checkpoint({**old, "config": {"train": {"flip": True}}})
     assert not any(plain.augmentations.values()) and "augment" not in plain.reconstructor({}, None, False)[1]
@@ -176,11 +195,15 @@ def test_the_direct_family_augments_too():
     from mrirecon.trainables.direct import DirectTrainable
 
     method = {"name": "unet_image", "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
-    trainable = DirectTrainable.from_config(method, {}, {**ALL, "step_lr": None}, shape=(32, 24), bits=None, seed=0,
-                                            amp=False)
+    trainable = DirectTrainable.from_config(
+        method, {}, {**ALL, "step_lr": None}, shape=(32, 24), bits=None, seed=0, amp=False
+    )
     assert trainable.augmentations == ALL and "random_masks" in trainable.describe()
     batch = {k: (v.to(torch.complex64) if v.is_complex() else v) for k, v in noiseless_batch(n=2).items()}
     assert torch.isfinite(trainable.loss(batch, gen(0)))
     ckpt = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
     back = DirectTrainable.from_checkpoint(ckpt)
-    assert back.augmentations == ALL and back.reconstructor({}, None, False)[1]["augment"] == "random_masks+flip+random_phase"
+    assert (
+        back.augmentations == ALL
+        and back.reconstructor({}, None, False)[1]["augment"] == "random_masks+flip+random_phase"
+    )

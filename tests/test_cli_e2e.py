@@ -14,10 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-
 from conftest import SAMPLE_VARIANTS
 from helpers import run_cli, tiny_arrays, write_h5
+from hydra import compose, initialize_config_dir
+
 from mrirecon.cli import config_dir
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.sample import SampleSource
@@ -29,8 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def sweep(sample_dir: Path) -> Path:
     """zero_filled and cg_sense on every sample variant, as one multirun."""
-    res = run_cli("reconstruct", "-m", "method=zero_filled,cg_sense", f"data={','.join(SAMPLE_VARIANTS)}",
-                  "hydra.sweep.dir=runs/sweep", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "-m",
+        "method=zero_filled,cg_sense",
+        f"data={','.join(SAMPLE_VARIANTS)}",
+        "hydra.sweep.dir=runs/sweep",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     return sample_dir / "runs" / "sweep"
 
@@ -59,8 +65,7 @@ def test_preprocessed_files(sample_dir):
 
 
 def test_reconstruct_outputs(sweep):
-    run = next(p.parent for p in sweep.glob("*/summary.json")
-               if json.loads(p.read_text())["method"] == "cg_sense")
+    run = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["method"] == "cg_sense")
     with open(run / "metrics.csv", newline="") as fh:
         lines = fh.read().splitlines()
     assert lines[0] == "slice,subject,method,nrmse,psnr,ssim,seconds"
@@ -103,15 +108,26 @@ def test_evaluate_tables_and_figure(sweep, sample_dir):
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * len(SAMPLE_VARIANTS)
-    assert {"variant", "method", "slices", "subjects", "R", "nrmse_mean", "nrmse_std", "psnr_mean", "ssim_mean",
-            "seconds_mean"} <= set(rows[0])
+    assert {
+        "variant",
+        "method",
+        "slices",
+        "subjects",
+        "R",
+        "nrmse_mean",
+        "nrmse_std",
+        "psnr_mean",
+        "ssim_mean",
+        "seconds_mean",
+    } <= set(rows[0])
     assert {(r["slices"], r["subjects"]) for r in rows} == {("3", "3")} and all(float(r["R"]) > 1 for r in rows)
     # cg_sense first (best mean PSNR) on every variant; 3 slices resolve it only where it wins on each slice
     first = {}
     for r in rows:
         first.setdefault(r["variant"], r)
-    assert {v: (r["method"], r["best"] in ("*", "tied")) for v, r in first.items()} == \
-        {v: ("cg_sense", True) for v in SAMPLE_VARIANTS}
+    assert {v: (r["method"], r["best"] in ("*", "tied")) for v, r in first.items()} == {
+        v: ("cg_sense", True) for v in SAMPLE_VARIANTS
+    }
     assert "| variant | method |" in (out / "results.md").read_text()
     assert (out / "comparison.png").stat().st_size > 10_000
     assert (out / "comparisons.csv").is_file() and "data:image/png;base64," in (out / "report.html").read_text()
@@ -119,8 +135,16 @@ def test_evaluate_tables_and_figure(sweep, sample_dir):
 
 
 def test_sweep_parameters_become_columns(sample_dir):
-    res = run_cli("reconstruct", "-m", "method=cg_sense", "data=4bit_quarter", "method.lam=0.001,0.1",
-                  "method.max_iter=5", "hydra.sweep.dir=runs/lam", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "-m",
+        "method=cg_sense",
+        "data=4bit_quarter",
+        "method.lam=0.001,0.1",
+        "method.max_iter=5",
+        "hydra.sweep.dir=runs/lam",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     res = run_cli("evaluate", "runs=[runs/lam]", "hydra.run.dir=runs/lam_eval", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
@@ -130,8 +154,15 @@ def test_sweep_parameters_become_columns(sample_dir):
 
 
 def test_reconstruct_single_run_with_split_all(sample_dir):
-    res = run_cli("reconstruct", "method=zero_filled", "data=8bit_quarter", "data.split=all", "figures=0",
-                  "hydra.run.dir=runs/all", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=zero_filled",
+        "data=8bit_quarter",
+        "data.split=all",
+        "figures=0",
+        "hydra.run.dir=runs/all",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     with open(sample_dir / "runs" / "all" / "metrics.csv") as fh:
         assert len(fh.read().splitlines()) == 16
@@ -140,8 +171,15 @@ def test_reconstruct_single_run_with_split_all(sample_dir):
 
 def test_preprocess_user_file_with_transpose(tmp_path):
     src = write_h5(tmp_path / "raw.h5", tiny_arrays(n=5, shape=(24, 32)))
-    res = run_cli("preprocess", "data=8bit_full", f"data.source={src}", "data.transpose=true",
-                  f"data.path={tmp_path / 'p.h5'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    res = run_cli(
+        "preprocess",
+        "data=8bit_full",
+        f"data.source={src}",
+        "data.transpose=true",
+        f"data.path={tmp_path / 'p.h5'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     f = DeepInPyFile(tmp_path / "p.h5")
     assert f.shape == (32, 24) and f.attrs["source"] == str(src)
@@ -161,7 +199,9 @@ def test_preprocess_memory_does_not_grow_with_slices(tmp_path):
     for n in (4, 32):
         src = write_h5(tmp_path / f"raw{n}.h5", tiny_arrays(n=n, coils=4, shape=(64, 48)))
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose("preprocess", [f"data.source={src}", f"data.path={tmp_path / f'out{n}.h5'}", "data=8bit_quarter"])
+            cfg = compose(
+                "preprocess", [f"data.source={src}", f"data.path={tmp_path / f'out{n}.h5'}", "data=8bit_quarter"]
+            )
         peaks.append(_peak_bytes(cfg))
     slice_bytes = 4 * 64 * 48 * 8 * 2  # maps + ksp of one slice
     assert peaks[1] < peaks[0] + 4 * slice_bytes, peaks
@@ -181,8 +221,22 @@ def test_config_found_in_built_wheel(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "mrirecon", "conf"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(src)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     wheel = next(tmp_path.glob("mrirecon-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -190,28 +244,51 @@ def test_config_found_in_built_wheel(tmp_path):
     assert "mrirecon/data/assets/knee_rss_320x256.npz" in names
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = "import mrirecon.cli as c; print(c.config_dir())"
-    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                           env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""})
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""},
+    )
     assert found.stdout.strip() == str(tmp_path / "site" / "mrirecon" / "conf"), found.stderr
 
 
 def test_subjects_splits_and_noise_of_a_user_file(tmp_path):
     source = write_h5(tmp_path / "volumes.h5", tiny_arrays(n=12))  # 4 subjects of 3 slices
-    res = run_cli("preprocess", "data=8bit_full", f"data.source={source}", "data.slices_per_subject=3",
-                  "data.path=out.h5", "data.noise=0.05", "hydra.run.dir=run", cwd=tmp_path)
+    res = run_cli(
+        "preprocess",
+        "data=8bit_full",
+        f"data.source={source}",
+        "data.slices_per_subject=3",
+        "data.path=out.h5",
+        "data.noise=0.05",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     f = DeepInPyFile(tmp_path / "out.h5")
     assert f.subjects().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert {k: v.tolist() for k, v in f.splits().items()} == {"train": [0, 1, 2, 3, 4, 5], "val": [6, 7, 8],
-                                                              "test": [9, 10, 11]}
+    assert {k: v.tolist() for k, v in f.splits().items()} == {
+        "train": [0, 1, 2, 3, 4, 5],
+        "val": [6, 7, 8],
+        "test": [9, 10, 11],
+    }
     s = f.read(4)  # regenerated k-space: forward model of the processed image + noise 0.05 x its maximum
     from mrirecon.data.transforms import fft2c_numpy
 
     noise = s.ksp - fft2c_numpy(s.maps * s.img)
     assert s.noise_std == pytest.approx(0.05 * np.abs(s.img).max(), rel=1e-5)
     assert np.sqrt(np.mean(np.abs(noise) ** 2)) == pytest.approx(s.noise_std, rel=0.1)
-    res = run_cli("preprocess", "data=8bit_full", f"data.source={source}", "data.path=clean.h5", "data.noise=0",
-                  "hydra.run.dir=run2", cwd=tmp_path)
+    res = run_cli(
+        "preprocess",
+        "data=8bit_full",
+        f"data.source={source}",
+        "data.path=clean.h5",
+        "data.noise=0",
+        "hydra.run.dir=run2",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     clean = DeepInPyFile(tmp_path / "clean.h5").read(4)
     assert clean.noise_std == 0 and np.allclose(clean.ksp, fft2c_numpy(clean.maps * clean.img), atol=1e-5)
@@ -220,15 +297,32 @@ def test_subjects_splits_and_noise_of_a_user_file(tmp_path):
 
 def test_evaluate_never_pools_splits_or_files(sample_dir):
     for split in ("val", "test"):
-        res = run_cli("reconstruct", "method=zero_filled", "data=8bit_quarter", f"data.split={split}", "figures=0",
-                      f"hydra.run.dir=runs/pool/{split}", cwd=sample_dir)
+        res = run_cli(
+            "reconstruct",
+            "method=zero_filled",
+            "data=8bit_quarter",
+            f"data.split={split}",
+            "figures=0",
+            f"hydra.run.dir=runs/pool/{split}",
+            cwd=sample_dir,
+        )
         assert res.returncode == 0, res.stderr
-    res = run_cli("reconstruct", "method=zero_filled", "data=8bit_quarter", "data.path=outputs/data/4bit_quarter.h5",
-                  "figures=0", "hydra.run.dir=runs/pool/other_file", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=zero_filled",
+        "data=8bit_quarter",
+        "data.path=outputs/data/4bit_quarter.h5",
+        "figures=0",
+        "hydra.run.dir=runs/pool/other_file",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     res = run_cli("evaluate", "runs=[runs/pool]", "hydra.run.dir=runs/pool_eval", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     with open(sample_dir / "runs" / "pool_eval" / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((Path(r["data"]).name, r["split"], r["slices"]) for r in rows) == [
-        ("4bit_quarter.h5", "test", "3"), ("8bit_quarter.h5", "test", "3"), ("8bit_quarter.h5", "val", "2")]
+        ("4bit_quarter.h5", "test", "3"),
+        ("8bit_quarter.h5", "test", "3"),
+        ("8bit_quarter.h5", "val", "2"),
+    ]

@@ -11,18 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_arrays
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.utils.data import default_collate
 
-from helpers import tiny_arrays
 from mrirecon.cli import config_dir
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.nets import NETS, build_net
 from mrirecon.nets.flow import build_flow
-from mrirecon.trainables import TRAINABLES, family_for
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.trainables import TRAINABLES, family_for
 
 CONF = config_dir()
 PRIMARY = ("preprocess", "reconstruct", "train", "evaluate")
@@ -78,8 +78,9 @@ def test_every_primary_config_composes_with_every_group_option(primary):
             cfg = composed(primary, [f"{group}={value}"])
             # every interpolation resolves (evaluate has no data group: its data.* keys are unused)
             keys = [k for k in cfg if k != "data" or "data" in groups]
-            resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                        for k in keys}
+            resolved = {
+                k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in keys
+            }
             assert resolved["seed"] == cfg.seed
             if group == "data":
                 assert cfg.data.name == value
@@ -96,18 +97,26 @@ def small(cfg: dict, keys: dict) -> dict:
     return {**cfg, **{k: v for k, v in keys.items() if k in cfg}}
 
 
-@pytest.mark.parametrize("method_name, model_name", [
-    (m, d) for m, d in itertools.product(sorted(REGISTRY), options("model"))
-    if (REGISTRY[m].checkpoint_kind == "flow") == d.startswith("flow")
-    and (REGISTRY[m].checkpoint_kind not in (None, "direct") or d == "resnet")  # the others ignore `model`
-])
+@pytest.mark.parametrize(
+    "method_name, model_name",
+    [
+        (m, d)
+        for m, d in itertools.product(sorted(REGISTRY), options("model"))
+        if (REGISTRY[m].checkpoint_kind == "flow") == d.startswith("flow")
+        and (REGISTRY[m].checkpoint_kind not in (None, "direct") or d == "resnet")  # the others ignore `model`
+    ],
+)
 def test_every_method_builds_from_its_config_and_runs(method_name, model_name):
-    cfg = composed("train" if REGISTRY[method_name].checkpoint_kind else "reconstruct",
-                   [f"method={method_name}", f"model={model_name}"] if REGISTRY[method_name].checkpoint_kind
-                   else [f"method={method_name}"])
-    method_cfg = small(OmegaConf.to_container(cfg.method, resolve=True),
-                       {"max_iter": 3, "iterations": 2, "num_unrolls": 1, "cg_max_iter": 2, "search_steps": 2,
-                        "conv_channels": 4})
+    cfg = composed(
+        "train" if REGISTRY[method_name].checkpoint_kind else "reconstruct",
+        [f"method={method_name}", f"model={model_name}"]
+        if REGISTRY[method_name].checkpoint_kind
+        else [f"method={method_name}"],
+    )
+    method_cfg = small(
+        OmegaConf.to_container(cfg.method, resolve=True),
+        {"max_iter": 3, "iterations": 2, "num_unrolls": 1, "cg_max_iter": 2, "search_steps": 2, "conv_channels": 4},
+    )
     method_cfg.pop("train_defaults", None)  # read by train.*, not an argument of the method
     kind = REGISTRY[method_name].checkpoint_kind
     components = {}
@@ -115,11 +124,15 @@ def test_every_method_builds_from_its_config_and_runs(method_name, model_name):
     if model_cfg is not None:
         model_cfg.pop("train_defaults", None)  # read by train.*, not an argument of the net
     if kind == "unrolled":
-        components["denoiser"] = build_net(small(model_cfg, {"channels": 4, "base_channels": 4, "num_blocks": 1,
-                                                             "depth": 2, "chans": 4, "num_pools": 2}))
+        components["denoiser"] = build_net(
+            small(
+                model_cfg, {"channels": 4, "base_channels": 4, "num_blocks": 1, "depth": 2, "chans": 4, "num_pools": 2}
+            )
+        )
     elif kind == "flow":
-        flow = build_flow(small(model_cfg, {"levels": 2, "steps": 1, "hidden_channels": 4, "num_blocks": 1,
-                                            "bins": 4}), (1, *SHAPE))
+        flow = build_flow(
+            small(model_cfg, {"levels": 2, "steps": 1, "hidden_channels": 4, "num_blocks": 1, "bins": 4}), (1, *SHAPE)
+        )
         flow.log_prob(torch.rand(2, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
         components.update(flow=flow.eval(), bits=4)
     elif kind == "direct":
@@ -140,8 +153,9 @@ def test_config_dir_is_the_shipped_conf():
 
 # what `mrirecon train` can be asked to train: each learned method (the model group for the
 # unrolled ones) and the flow prior; together they cover every trainable family
-TRAIN_TARGETS = [(m, "resnet") for m in sorted(REGISTRY) if REGISTRY[m].checkpoint_kind in ("unrolled", "direct")] \
-    + [("flow_prior", "flow")]
+TRAIN_TARGETS = [(m, "resnet") for m in sorted(REGISTRY) if REGISTRY[m].checkpoint_kind in ("unrolled", "direct")] + [
+    ("flow_prior", "flow")
+]
 
 
 def test_the_train_targets_cover_every_trainable_family():
@@ -151,18 +165,22 @@ def test_the_train_targets_cover_every_trainable_family():
 @pytest.mark.parametrize("method_name, model_name", TRAIN_TARGETS)
 def test_every_trainable_takes_a_training_step_and_rebuilds_from_its_checkpoint(method_name, model_name, tiny_h5):
     cfg = composed("train", [f"method={method_name}", f"model={model_name}"])
-    method = small(OmegaConf.to_container(cfg.method, resolve=True), {"num_unrolls": 1, "cg_max_iter": 2,
-                                                                       "conv_channels": 4})
+    method = small(
+        OmegaConf.to_container(cfg.method, resolve=True), {"num_unrolls": 1, "cg_max_iter": 2, "conv_channels": 4}
+    )
     if "net" in method:
         method["net"] = small(method["net"], {"chans": 4, "num_pools": 2})
-    model = small(OmegaConf.to_container(cfg.model, resolve=True), {"channels": 4, "num_blocks": 1, "levels": 2,
-                                                                     "steps": 1, "hidden_channels": 4, "bins": 4})
+    model = small(
+        OmegaConf.to_container(cfg.model, resolve=True),
+        {"channels": 4, "num_blocks": 1, "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4},
+    )
     for section in (method, model):
         section.pop("train_defaults", None)
     family = family_for(method_name, model_name)
     torch.manual_seed(0)
-    trainable = family.from_config(method, model, OmegaConf.to_container(cfg.train, resolve=True), shape=(32, 24),
-                                   bits=4, seed=0, amp=False)
+    trainable = family.from_config(
+        method, model, OmegaConf.to_container(cfg.train, resolve=True), shape=(32, 24), bits=4, seed=0, amp=False
+    )
     data = DeepInPyFile(tiny_h5)
     batch = default_collate([trainable.dataset(data, np.arange(4), training=True)[k] for k in range(2)])
     before = {k: v.clone() for k, v in trainable.module.state_dict().items()}
@@ -173,8 +191,9 @@ def test_every_trainable_takes_a_training_step_and_rebuilds_from_its_checkpoint(
     trainable.after_step(0)
     assert torch.isfinite(loss) and any(not torch.equal(before[k], v) for k, v in trainable.module.state_dict().items())
     with torch.no_grad():
-        val = trainable.validate(default_collate([trainable.dataset(data, np.arange(4, 6), training=False)[k]
-                                                  for k in range(2)]))
+        val = trainable.validate(
+            default_collate([trainable.dataset(data, np.arange(4, 6), training=False)[k] for k in range(2)])
+        )
     assert val and all(np.isfinite(v) for v in val.values()) and family.select in val
     ckpt = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
     rebuilt = family.from_checkpoint(ckpt)

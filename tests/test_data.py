@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import tiny_arrays, write_h5
+
 from mrirecon.data.h5 import DeepInPyFile, DeepInPyWriter, Slice
 from mrirecon.data.sample import SampleSource
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
@@ -77,7 +77,9 @@ def test_imgs_may_be_real_magnitude(tmp_path):
 
 
 def test_split_indices(tmp_path):
-    path = write_h5(tmp_path / "s.h5", tiny_arrays(), {"split_train": [0, 1, 2], "split_val": [3], "split_test": [4, 5]})
+    path = write_h5(
+        tmp_path / "s.h5", tiny_arrays(), {"split_train": [0, 1, 2], "split_val": [3], "split_test": [4, 5]}
+    )
     f = DeepInPyFile(path)
     assert f.split_indices("test").tolist() == [4, 5] and f.split_indices("all").tolist() == list(range(6))
     with pytest.raises(UserError, match="data.split"):
@@ -197,7 +199,9 @@ def test_sample_is_deterministic_and_physical():
     assert len(a) == 15 and s.img.shape == (320, 256) and s.maps.shape == (8, 320, 256)
     assert np.allclose((np.abs(s.maps) ** 2).sum(0), 1, atol=1e-5)
     noise = s.ksp - fft2c_numpy(s.maps * s.img)  # k-space = forward model + noise of the stated level
-    assert s.noise_std == pytest.approx(0.018) and np.sqrt(np.mean(np.abs(noise) ** 2)) == pytest.approx(0.018, rel=0.01)
+    assert s.noise_std == pytest.approx(0.018) and np.sqrt(np.mean(np.abs(noise) ** 2)) == pytest.approx(
+        0.018, rel=0.01
+    )
     clean = SampleSource(noise=0).read(3)
     assert clean.noise_std == 0 and np.allclose(fft2c_numpy(clean.maps * clean.img), clean.ksp, atol=1e-4)
     assert a.subjects().tolist() == list(range(15))

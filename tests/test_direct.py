@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_error_line, run_cli, tiny_arrays
 from torch import nn
 
-from helpers import one_error_line, run_cli, tiny_arrays
 from mrirecon.methods import build_method
 from mrirecon.methods.base import data_scale
 from mrirecon.nets.automap import Automap, automap_weights, training_bytes
@@ -52,8 +52,11 @@ def test_automap_counts_its_weights_and_refuses_sizes_that_do_not_fit():
     with pytest.raises(ValueError, match="shape: this AUTOMAP was made for 12x10 images, not 12x12"):
         net(torch.randn(1, 2, 12, 12))
     assert 1.2e9 < training_bytes((80, 64)) < 1.4e9 and automap_weights((320, 256)) > 2e10
-    with pytest.raises(ValueError, match=r"shape: AUTOMAP for 320x256 images has 20,13\d,\d{3},\d{3} weights and "
-                                         r"needs 322\.\d GB to train, more than the 1\.0 GB allowed"):
+    with pytest.raises(
+        ValueError,
+        match=r"shape: AUTOMAP for 320x256 images has 20,13\d,\d{3},\d{3} weights and "
+        r"needs 322\.\d GB to train, more than the 1\.0 GB allowed",
+    ):
         build_method({"name": "automap", "memory_limit_gb": 1}, shape=(320, 256))  # refused before allocating
     with pytest.raises(ValueError, match="more than the"):
         build_method({"name": "automap"}, shape=(2000, 2000))  # more than any machine's memory
@@ -71,16 +74,24 @@ def test_unet_image_input_options_and_errors():
 
 def tiny_batch(n: int = 2, shape=(32, 24)) -> dict[str, torch.Tensor]:
     a = tiny_arrays(n=n, coils=4, shape=shape, seed=1)
-    return {"img": torch.from_numpy(a["imgs"]), "ksp": torch.from_numpy(a["ksp"]),
-            "maps": torch.from_numpy(a["maps"]), "mask": torch.from_numpy(a["masks"]), "noise_std": torch.zeros(n)}
+    return {
+        "img": torch.from_numpy(a["imgs"]),
+        "ksp": torch.from_numpy(a["ksp"]),
+        "maps": torch.from_numpy(a["maps"]),
+        "mask": torch.from_numpy(a["masks"]),
+        "noise_std": torch.zeros(n),
+    }
 
 
 @pytest.mark.parametrize("name", ["unet_image", "automap"])
 def test_training_beats_the_zero_filled_image_on_the_slices_it_saw(name):
     torch.manual_seed(0)
     shape = (16, 12)
-    cfg = {"name": name, "net": {"name": "fastmri_unet", "chans": 8, "num_pools": 2}} if name == "unet_image" \
+    cfg = (
+        {"name": name, "net": {"name": "fastmri_unet", "chans": 8, "num_pools": 2}}
+        if name == "unet_image"
         else {"name": name, "conv_channels": 8}
+    )
     method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
     batch = tiny_batch(2, shape)
     op = SenseOperator(batch["maps"], batch["mask"])
@@ -111,19 +122,37 @@ def test_unet_image_trains_resumes_and_reconstructs_from_its_checkpoint(sample_d
     assert res.returncode == 0, res.stderr
     with open(run / "metrics.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
-    res = run_cli("reconstruct", "method=unet_image", "data=8bit_quarter", f"checkpoint={run}/checkpoints/best.pt",
-                  "hydra.run.dir=runs/rec_unet_image", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=unet_image",
+        "data=8bit_quarter",
+        f"checkpoint={run}/checkpoints/best.pt",
+        "hydra.run.dir=runs/rec_unet_image",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((sample_dir / "runs" / "rec_unet_image" / "summary.json").read_text())
     assert summary["method_config"]["net"]["num_pools"] == 2 and summary["num_slices"] == 3
-    res = run_cli("reconstruct", "method=automap", "data=8bit_quarter", f"checkpoint={run}/checkpoints/best.pt",
-                  "hydra.run.dir=runs/rec_wrong", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=automap",
+        "data=8bit_quarter",
+        f"checkpoint={run}/checkpoints/best.pt",
+        "hydra.run.dir=runs/rec_wrong",
+        cwd=sample_dir,
+    )
     assert "holds a 'unet_image' model, not one for method=automap" in one_error_line(res)
 
 
 def test_automap_too_large_for_its_memory_limit_is_one_error_line(sample_dir: Path):
-    res = run_cli("train", "method=automap", "data=8bit_quarter", "method.memory_limit_gb=0.5",
-                  "hydra.run.dir=runs/automap_big", cwd=sample_dir)
+    res = run_cli(
+        "train",
+        "method=automap",
+        "data=8bit_quarter",
+        "method.memory_limit_gb=0.5",
+        "hydra.run.dir=runs/automap_big",
+        cwd=sample_dir,
+    )
     line = one_error_line(res)
     assert line.startswith("error: method.shape: AUTOMAP for 80x64 images has 78,763,842 weights"), line
     assert "1.3 GB to train" in line and "0.5 GB allowed" in line
@@ -134,8 +163,9 @@ def test_residual_starts_from_the_classical_image(name):
     torch.manual_seed(0)
     shape = (16, 12)
     cfg = {"name": name, "residual": True}
-    cfg.update({"net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}} if name == "unet_image"
-               else {"conv_channels": 4})
+    cfg.update(
+        {"net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}} if name == "unet_image" else {"conv_channels": 4}
+    )
     method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
     batch = tiny_batch(2, shape)
     op = SenseOperator(batch["maps"], batch["mask"])

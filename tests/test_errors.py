@@ -14,12 +14,11 @@ import resource
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-
 from helpers import fake_run, files_under, one_error_line, run_cli, tiny_arrays, write_h5
 
 pytestmark = pytest.mark.slow  # each case runs the CLI in a subprocess
@@ -111,8 +110,10 @@ BAD_SOURCES = {
     "nan_in_ksp": (_modified(ksp=_set((4, 1, 3, 5), np.nan)), ("src.h5", "'ksp'", "slice 4", "non-finite")),
     "inf_in_maps": (_modified(maps=_set((3, 0, 0, 0), np.inf)), ("src.h5", "'maps'", "slice 3", "non-finite")),
     "mask_not_binary": (_modified(masks=_set((2, 0, 0), 0.5)), ("src.h5", "'masks'", "slice 2", "0.5", "0 and 1")),
-    "zero_slices": (_modified(imgs=lambda a: a[:0], maps=lambda a: a[:0], ksp=lambda a: a[:0], masks=lambda a: a[:0]),
-                    ("src.h5", "empty dimension")),
+    "zero_slices": (
+        _modified(imgs=lambda a: a[:0], maps=lambda a: a[:0], ksp=lambda a: a[:0], masks=lambda a: a[:0]),
+        ("src.h5", "empty dimension"),
+    ),
     "zero_coils": (_modified(maps=lambda a: a[:, :0], ksp=lambda a: a[:, :0]), ("src.h5", "empty dimension")),
     "ksp_real": (_modified(ksp=lambda a: a.real.astype(np.float32)), ("src.h5", "'ksp'", "float32", "complex")),
 }
@@ -234,8 +235,9 @@ def _file_size_limit(limit: int) -> Callable[[], None]:
 def test_preprocess_disk_full(tmp_path: Path) -> None:
     """The embedded sample at full size is ~160 MB; writes past 20 MB fail with EFBIG."""
     before = snapshot(tmp_path)
-    res = cli(tmp_path, "preprocess", "data=full", f"data.path={tmp_path / 'out.h5'}",
-              preexec_fn=_file_size_limit(20 * 2**20))
+    res = cli(
+        tmp_path, "preprocess", "data=full", f"data.path={tmp_path / 'out.h5'}", preexec_fn=_file_size_limit(20 * 2**20)
+    )
     assert_refused(res, tmp_path, before, "out.h5", "write failed")
 
 
@@ -249,12 +251,20 @@ def test_preprocess_disk_full(tmp_path: Path) -> None:
         (("reconstruct", "method=foo"), ("method=foo", "cg_sense")),
         (("foo",), ("'foo'", "preprocess", "reconstruct")),
         (("reconstruct", "nosuchkey=1"), ("nosuchkey",)),
-        (("reconstruct", "method=flow_prior"), ("method=flow_prior", "trained, not reconstructed",
-                                                "method=flow_combined | flow_l1 | flow_logprob")),
+        (
+            ("reconstruct", "method=flow_prior"),
+            ("method=flow_prior", "trained, not reconstructed", "method=flow_combined | flow_l1 | flow_logprob"),
+        ),
         (("train", "train.optimizer=sgd"), ("train.optimizer", "'sgd'", "adam, rmsprop")),
     ],
-    ids=["unknown_variant", "unknown_method", "unknown_subcommand", "unknown_key", "train_only_method",
-         "unknown_optimizer"],
+    ids=[
+        "unknown_variant",
+        "unknown_method",
+        "unknown_subcommand",
+        "unknown_key",
+        "train_only_method",
+        "unknown_optimizer",
+    ],
 )
 def test_bad_config(tmp_path: Path, args: tuple[str, ...], names: tuple[str, ...]) -> None:
     before = snapshot(tmp_path)
@@ -269,8 +279,14 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny file preprocessed as variant `full` (must succeed), once for this module."""
     cwd = tmp_path_factory.mktemp("processed")
     tiny = write_h5(cwd / "tiny.h5", tiny_arrays())
-    res = run_cli("preprocess", "data=full", f"data.source={tiny}", f"data.path={cwd / 'p.h5'}",
-                  f"hydra.run.dir={cwd / 'run'}", cwd=cwd)
+    res = run_cli(
+        "preprocess",
+        "data=full",
+        f"data.source={tiny}",
+        f"data.path={cwd / 'p.h5'}",
+        f"hydra.run.dir={cwd / 'run'}",
+        cwd=cwd,
+    )
     assert res.returncode == 0, res.stderr
     return cwd / "p.h5"
 
@@ -305,10 +321,16 @@ def test_reconstruct_missing_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize("case", ["nonexistent", "empty_dir", "no_runs"])
 def test_evaluate_bad_runs(tmp_path: Path, case: str) -> None:
     (tmp_path / "empty").mkdir()
-    runs = {"nonexistent": [f"runs=[{tmp_path / 'nope'}]"], "empty_dir": [f"runs=[{tmp_path / 'empty'}]"],
-            "no_runs": []}[case]
-    names = {"nonexistent": ("runs", "nope", "not a folder"), "empty_dir": ("runs", "empty", "no reconstruct run"),
-             "no_runs": ("runs", "at least one")}[case]
+    runs = {
+        "nonexistent": [f"runs=[{tmp_path / 'nope'}]"],
+        "empty_dir": [f"runs=[{tmp_path / 'empty'}]"],
+        "no_runs": [],
+    }[case]
+    names = {
+        "nonexistent": ("runs", "nope", "not a folder"),
+        "empty_dir": ("runs", "empty", "no reconstruct run"),
+        "no_runs": ("runs", "at least one"),
+    }[case]
     before = snapshot(tmp_path)
     assert_refused(cli(tmp_path, "evaluate", *runs), tmp_path, before, *names)
 
@@ -361,6 +383,8 @@ def test_device_auto_picks_what_is_there() -> None:
     from mrirecon.tasks.common import device_of
 
     for preset in ("ddp", "cpu"):
-        cfg = OmegaConf.create({"hardware": OmegaConf.load(Path(__file__).parents[1] / "conf" / "hardware" / f"{preset}.yaml")})
+        cfg = OmegaConf.create(
+            {"hardware": OmegaConf.load(Path(__file__).parents[1] / "conf" / "hardware" / f"{preset}.yaml")}
+        )
         expected = "cuda" if preset == "ddp" and torch.cuda.is_available() else "cpu"
         assert device_of(cfg).type == expected

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import fake_run, run_cli
+
 from mrirecon import stats
 from mrirecon.figures import axis_scale
 
@@ -54,8 +54,15 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
             fake_run(runs / f"flow_{i}{j}", "flow_combined", "sweep", base3 + peak, {"lam": lam, "beta": beta})
         fake_run(runs / f"cg_{i}", "cg_sense", "sweep", base3 + 30 + i, {"lam": lam})
     fake_train_run(root / "train" / "run1")  # runs= may mix train and reconstruct runs
-    res = run_cli("evaluate", f"runs=[{runs},{root / 'train'}]", "baseline=b", "figure_slices=1", "hydra.run.dir=out",
-                  cwd=root, timeout=120)
+    res = run_cli(
+        "evaluate",
+        f"runs=[{runs},{root / 'train'}]",
+        "baseline=b",
+        "figure_slices=1",
+        "hydra.run.dir=out",
+        cwd=root,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     return root / "out", res
 
@@ -73,7 +80,7 @@ def test_known_answers(evaluated):
     offset = comps[("offset", "b", "best", "psnr")]
     assert offset["resolved"] == "true" and float(offset["mean_diff"]) == pytest.approx(-0.5, abs=1e-3)
     assert float(offset["ci_low"]) == pytest.approx(-0.5, abs=1e-3) == float(offset["ci_high"])
-    noise, = [c for c in comps.values() if c["variant"] == "noise" and c["metric"] == "psnr"]
+    (noise,) = [c for c in comps.values() if c["variant"] == "noise" and c["metric"] == "psnr"]
     assert noise["resolved"] == "false" and float(noise["ci_low"]) < 0 < float(noise["ci_high"])
     assert 0.05 < float(noise["p"]) <= 1
     noisy = comps[("noisy_offset", "b", "best", "psnr")]
@@ -115,9 +122,20 @@ def test_report_in_a_headless_browser(evaluated, tmp_path):
     if browser is None:
         pytest.skip("no headless browser (chromium) installed")
     shot = tmp_path / "report.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1200,3000", f"--user-data-dir={tmp_path / 'profile'}",
-                    (evaluated[0] / "report.html").as_uri()], capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            (evaluated[0] / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+    )
     import matplotlib.image
 
     img = matplotlib.image.imread(shot)[..., :3]
@@ -129,7 +147,9 @@ def test_report_in_a_headless_browser(evaluated, tmp_path):
 def fake_train_run(path: Path) -> Path:
     """A train run dir: .hydra/config.yaml and a metrics.csv of 10 epochs."""
     (path / ".hydra").mkdir(parents=True)
-    (path / ".hydra" / "config.yaml").write_text("method:\n  name: dbp\nmodel:\n  name: unet\ntrain:\n  supervised: true\n")
+    (path / ".hydra" / "config.yaml").write_text(
+        "method:\n  name: dbp\nmodel:\n  name: unet\ntrain:\n  supervised: true\n"
+    )
     lines = ["epoch,step,train_loss,val_nrmse,val_psnr,val_ssim,lr"]
     lines += [f"{e},{3 * e},{1 / e:.4g},{0.3 / e:.4g},{25 + e:.4g},{0.5 + e / 40:.4g},0.001" for e in range(1, 11)]
     (path / "metrics.csv").write_text("\n".join(lines) + "\n")
@@ -152,8 +172,10 @@ def test_training_curves_of_a_train_run(tmp_path):
 
 def test_paired_statistics_library():
     rng = np.random.default_rng(3)
-    covered = sum(lo <= 0 <= hi for lo, hi in (stats.bootstrap_ci(rng.normal(size=10), resamples=2000, seed=i)
-                                               for i in range(200)))
+    covered = sum(
+        lo <= 0 <= hi
+        for lo, hi in (stats.bootstrap_ci(rng.normal(size=10), resamples=2000, seed=i) for i in range(200))
+    )
     assert 180 <= covered <= 200  # 95 % nominal
     assert stats.wilcoxon_p(np.zeros(5)) == 1.0 and np.isnan(stats.wilcoxon_p(np.ones(1)))
     one = stats.paired(np.array([2.0]), np.array([1.0]))

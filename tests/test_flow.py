@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from helpers import tiny_arrays
+
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import build_method
 from mrirecon.methods.base import data_scale
@@ -108,11 +108,16 @@ def _problem(n: int = 2, shape=(16, 16)):
     return img, op.forward(img.to(torch.complex64)), op
 
 
-@pytest.mark.parametrize("method,z_init", [({"name": "flow_l1", "lam": 1e-2}, "zeros"),
-                                           ({"name": "flow_l1", "lam": 1e-2, "z_norm": "l2"}, "random"),
-                                           ({"name": "flow_logprob", "beta": 1e-3}, "forward"),
-                                           ({"name": "flow_combined", "lam": 1e-2, "beta": 1e-3}, "zeros"),
-                                           ({"name": "flow_combined", "lam": 1e-2, "beta": 1e-3}, "forward")])
+@pytest.mark.parametrize(
+    "method,z_init",
+    [
+        ({"name": "flow_l1", "lam": 1e-2}, "zeros"),
+        ({"name": "flow_l1", "lam": 1e-2, "z_norm": "l2"}, "random"),
+        ({"name": "flow_logprob", "beta": 1e-3}, "forward"),
+        ({"name": "flow_combined", "lam": 1e-2, "beta": 1e-3}, "zeros"),
+        ({"name": "flow_combined", "lam": 1e-2, "beta": 1e-3}, "forward"),
+    ],
+)
 def test_each_objective_is_lowered(method, z_init):
     img, y, op = _problem()
     flow = trained_tiny_flow(img[:, None], steps=10)
@@ -133,17 +138,20 @@ def test_each_objective_is_lowered(method, z_init):
 
 
 def test_objective_terms_follow_the_weights():
-    img, y, op = _problem(n=1)
+    _img, y, op = _problem(n=1)
     flow = tiny_flow().eval()
     z = torch.randn(1, flow.dim)
     sigma = torch.tensor([0.2])
     with torch.no_grad():
-        dc, _ = build_method({"name": "flow_combined", "lam": 0.0, "beta": 0.0}, flow=flow, bits=4).objective(z, y, op, sigma)
+        dc, _ = build_method({"name": "flow_combined", "lam": 0.0, "beta": 0.0}, flow=flow, bits=4).objective(
+            z, y, op, sigma
+        )
         l1, _ = build_method({"name": "flow_l1", "lam": 0.5}, flow=flow, bits=4).objective(z, y, op, sigma)
-        l2, _ = build_method({"name": "flow_l1", "lam": 0.5, "z_norm": "l2"}, flow=flow, bits=4).objective(z, y, op,
-                                                                                                           sigma)
+        l2, _ = build_method({"name": "flow_l1", "lam": 0.5, "z_norm": "l2"}, flow=flow, bits=4).objective(
+            z, y, op, sigma
+        )
         lp, _ = build_method({"name": "flow_logprob", "beta": 2.0}, flow=flow, bits=4).objective(z, y, op, sigma)
-        x, neg_log_p = build_method({"name": "flow_logprob"}, flow=flow, bits=4).image(z)
+        x, _neg_log_p = build_method({"name": "flow_logprob"}, flow=flow, bits=4).image(z)
     residual = (op.forward(x.to(y.dtype)) - y).abs().pow(2).sum()
     assert torch.allclose(dc, residual / (2 * 0.2**2), rtol=1e-4)  # the Gaussian negative log-likelihood
     assert torch.allclose(l1 - dc, 0.5 * z.abs().sum(1), rtol=1e-4)
@@ -152,8 +160,10 @@ def test_objective_terms_follow_the_weights():
     assert torch.allclose(lp - dc, 2.0 * -flow.log_prob(v), rtol=1e-3)
 
 
-@pytest.mark.parametrize("key,value", [("iterations", 0), ("iterations", -3), ("lam", -1e-3), ("lr", 0.0),
-                                       ("z_init", "ones"), ("z_norm", "l3")])
+@pytest.mark.parametrize(
+    "key,value",
+    [("iterations", 0), ("iterations", -3), ("lam", -1e-3), ("lr", 0.0), ("z_init", "ones"), ("z_norm", "l3")],
+)
 def test_bad_method_settings(key, value):
     cfg = {"name": "flow_combined", "lam": 1e-3, "beta": 1e-4, key: value}
     with pytest.raises(ValueError, match=f"^{key}: "):
@@ -163,7 +173,7 @@ def test_bad_method_settings(key, value):
 
 
 def test_size_mismatch_is_an_error():
-    img, y, op = _problem(n=1, shape=(32, 24))
+    _img, y, op = _problem(n=1, shape=(32, 24))
     solver = build_method({"name": "flow_l1"}, flow=tiny_flow(), bits=4)
     with pytest.raises(ValueError, match="16x16"):
         solver.reconstruct(y, op)

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import h5py
 import pytest
 import torch
+from helpers import one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from helpers import one_error_line, run_cli
 from mrirecon.cli import config_dir
 from mrirecon.errors import UserError
 from mrirecon.tasks.reconstruct import check_trained_size, method_of
@@ -26,9 +26,16 @@ FAST = ["method.iterations=3", "figures=0"]
 
 @pytest.fixture(scope="module")
 def flow_run(sample_dir: Path) -> Path:
-    res = run_cli("train", "method=flow_prior", "model=flow", "data=4bit_quarter", *TINY, "train.epochs=2",
-                  "hydra.run.dir=runs/flow",
-                  cwd=sample_dir)
+    res = run_cli(
+        "train",
+        "method=flow_prior",
+        "model=flow",
+        "data=4bit_quarter",
+        *TINY,
+        "train.epochs=2",
+        "hydra.run.dir=runs/flow",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     return sample_dir / "runs" / "flow"
 
@@ -50,8 +57,16 @@ def test_train_flow_outputs_and_no_leakage(flow_run, sample_dir):
 
 
 def test_resume_flow(flow_run, sample_dir):  # with the alias model=flow
-    res = run_cli("train", "model=flow", "data=4bit_quarter", *TINY, "train.epochs=3", "train.resume=true",
-                  f"hydra.run.dir={flow_run}", cwd=sample_dir)
+    res = run_cli(
+        "train",
+        "model=flow",
+        "data=4bit_quarter",
+        *TINY,
+        "train.epochs=3",
+        "train.resume=true",
+        f"hydra.run.dir={flow_run}",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     with open(flow_run / "metrics.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
@@ -60,12 +75,26 @@ def test_resume_flow(flow_run, sample_dir):  # with the alias model=flow
 def test_sweep_and_evaluate(flow_run, sample_dir):
     ckpt = flow_run / "checkpoints" / "best.pt"
     sweep = sample_dir / "runs" / "flow_sweep"
-    res = run_cli("reconstruct", "-m", "method=flow_combined", "data=4bit_quarter", f"checkpoint={ckpt}", *FAST,
-                  "method.lam=0,3", "method.beta=0,0.003", f"hydra.sweep.dir={sweep}", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "-m",
+        "method=flow_combined",
+        "data=4bit_quarter",
+        f"checkpoint={ckpt}",
+        *FAST,
+        "method.lam=0,3",
+        "method.beta=0,0.003",
+        f"hydra.sweep.dir={sweep}",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
-    assert sorted((s["method_config"]["lam"], s["method_config"]["beta"]) for s in summaries) == \
-        [(0, 0), (0, 0.003), (3, 0), (3, 0.003)]
+    assert sorted((s["method_config"]["lam"], s["method_config"]["beta"]) for s in summaries) == [
+        (0, 0),
+        (0, 0.003),
+        (3, 0),
+        (3, 0.003),
+    ]
     res = run_cli("evaluate", f"runs=[{sweep}]", "hydra.run.dir=runs/flow_eval", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     with open(sample_dir / "runs" / "flow_eval" / "results.csv", newline="") as fh:
@@ -79,8 +108,15 @@ def test_sweep_and_evaluate(flow_run, sample_dir):
 
 
 def test_flow_on_another_bit_depth_warns(flow_run, sample_dir):
-    res = run_cli("reconstruct", "method=flow_l1", "data=8bit_quarter", f"checkpoint={flow_run}/checkpoints/best.pt",
-                  *FAST, "hydra.run.dir=runs/flow_8bit", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=flow_l1",
+        "data=8bit_quarter",
+        f"checkpoint={flow_run}/checkpoints/best.pt",
+        *FAST,
+        "hydra.run.dir=runs/flow_8bit",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     assert "trained on 4-bit images, the data are 8-bit" in res.stdout + res.stderr
     summary = json.loads((sample_dir / "runs" / "flow_8bit" / "summary.json").read_text())
@@ -89,8 +125,14 @@ def test_flow_on_another_bit_depth_warns(flow_run, sample_dir):
 
 def test_cli_errors_leave_nothing(flow_run, sample_dir, tmp_path):
     best = f"{flow_run}/checkpoints/best.pt"
-    res = run_cli("reconstruct", "method=flow_l1", "data=quarter", f"checkpoint={best}",
-                  f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=flow_l1",
+        "data=quarter",
+        f"checkpoint={best}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=sample_dir,
+    )
     assert "magnitude" in one_error_line(res)
     assert not (tmp_path / "run").exists()
 
@@ -110,7 +152,11 @@ def test_train_config_and_errors():
     assert _compose(["model=flow", "train.epochs=3"], "train").train.epochs == 3  # the command line wins
     assert family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
     cfg = _compose(["method=flow_prior", "model=flow_student"], "train")
-    assert cfg.model.levels == 4 and cfg.train.lr == 1.5e-3 and family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
+    assert (
+        cfg.model.levels == 4
+        and cfg.train.lr == 1.5e-3
+        and family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
+    )
     assert family_for("dbp", "resnet") is TRAINABLES["unrolled"] and family_for("cg_sense", "resnet") is None
     assert _compose([], "train").train.epochs == 20  # the unrolled defaults are untouched
     with pytest.raises(ValueError, match="bits: null.*magnitude"):
@@ -153,5 +199,8 @@ def test_bad_input_names_the_key(flow_run, tmp_path):
             method_of(cfg, torch.device("cpu"))
     cfg = _compose(["data=4bit_full", "method=flow_l1", f"checkpoint={best}"])  # a flow that does not fit the data
     method_config = method_of(cfg, torch.device("cpu"))[1]
-    with pytest.raises(UserError, match="checkpoint: the model in .* was trained on 80x64 images, .* holds 320x256 .*method=flow_l1 works only"):
+    with pytest.raises(
+        UserError,
+        match="checkpoint: the model in .* was trained on 80x64 images, .* holds 320x256 .*method=flow_l1 works only",
+    ):
         check_trained_size(cfg, method_config, SimpleNamespace(shape=(320, 256), path="4bit_full.h5"))

@@ -16,15 +16,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from formats_helpers import centred_fftn, centred_ifftn, phantom_coils, write_fastmri, write_ismrmrd
 from helpers import run_cli, tiny_arrays, write_h5
+from test_errors import assert_refused, cli, snapshot
+
 from mrirecon.data import masks
 from mrirecon.data.cfl import read_cfl, write_cfl
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.source import FORMATS, ReadOptions, detect, open_source
 from mrirecon.errors import UserError
-from test_errors import assert_refused, cli, snapshot
 
 pytestmark = pytest.mark.slow  # readers run through preprocess and reconstruct
 
@@ -44,15 +44,32 @@ def close(a: np.ndarray, b: np.ndarray, tol: float = 1e-5) -> bool:
 
 
 def preprocess(cwd: Path, source: str, out: str = "out.h5", *extra: str) -> DeepInPyFile:
-    res = run_cli("preprocess", "data=full", f"data.source={source}", f"data.path={out}", *SMALL, *extra,
-                  f"hydra.run.dir=pre_{out}", cwd=cwd)
+    res = run_cli(
+        "preprocess",
+        "data=full",
+        f"data.source={source}",
+        f"data.path={out}",
+        *SMALL,
+        *extra,
+        f"hydra.run.dir=pre_{out}",
+        cwd=cwd,
+    )
     assert res.returncode == 0, res.stderr
     return DeepInPyFile(cwd / out)
 
 
 def reconstruct(cwd: Path, data: str, *extra: str) -> dict:
-    res = run_cli("reconstruct", "method=cg_sense", "data=full", f"data.path={data}", "data.split=all",
-                  "figures=1", *extra, f"hydra.run.dir=rec_{data}", cwd=cwd)
+    res = run_cli(
+        "reconstruct",
+        "method=cg_sense",
+        "data=full",
+        f"data.path={data}",
+        "data.split=all",
+        "figures=1",
+        *extra,
+        f"hydra.run.dir=rec_{data}",
+        cwd=cwd,
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((cwd / f"rec_{data}" / "summary.json").read_text())
     assert np.isfinite(summary["mean"]["nrmse"]) and summary["mean"]["nrmse"] < 0.5
@@ -132,11 +149,15 @@ def test_bart_agrees_on_dimension_order(tmp_path):
     subprocess.run(["bart", "rss", "8", str(tmp_path / "a"), str(tmp_path / "r")], check=True, capture_output=True)
     r = np.asarray(read_cfl(tmp_path / "r")).reshape(6, 5, order="F")
     assert np.allclose(r, np.sqrt((np.abs(a[:, :, 0]) ** 2).sum(-1)), rtol=1e-5)
-    subprocess.run(["bart", "phantom", "-x", "32", "-k", "-s", "4", str(tmp_path / "k")], check=True, capture_output=True)
+    subprocess.run(
+        ["bart", "phantom", "-x", "32", "-k", "-s", "4", str(tmp_path / "k")], check=True, capture_output=True
+    )
     source = open_source(str(tmp_path / "k"), ReadOptions())
     assert (len(source), source.num_coils, source.shape) == (1, 4, (32, 32))
-    assert np.allclose(source._slice_ksp(0), np.moveaxis(np.asarray(read_cfl(tmp_path / "k"))[:, :, 0, :, 0, 0, 0, 0, 0, 0,
-                                                                                                 0, 0, 0, 0, 0, 0], -1, 0))
+    assert np.allclose(
+        source._slice_ksp(0),
+        np.moveaxis(np.asarray(read_cfl(tmp_path / "k"))[:, :, 0, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], -1, 0),
+    )
 
 
 # ---------------------------------------------------------------------------- detection
@@ -153,10 +174,19 @@ def test_formats_detected_by_content_not_suffix(tmp_path):
     ism = write_ismrmrd(tmp_path / "ism.raw", centred_fftn(phantom_coils(2, (4, 4, 4)), (1, 2, 3)))
     names = {f.name.split(" ")[0] for f in FORMATS}
     assert names == {"ISMRMRD", "fastMRI", "raw", "DeepInPy", "BART"}
-    found = {p.name: detect(p).name.split(" ")[0] for p in
-             (deepinpy, raw, fast, tmp_path / "k.cfl", tmp_path / "k", tmp_path / "npy_without_suffix", ism)}
-    assert found == {"deepinpy.dat": "DeepInPy", "raw.bin": "raw", "fast.xyz": "fastMRI", "k.cfl": "BART",
-                     "k": "BART", "npy_without_suffix": "raw", "ism.raw": "ISMRMRD"}
+    found = {
+        p.name: detect(p).name.split(" ")[0]
+        for p in (deepinpy, raw, fast, tmp_path / "k.cfl", tmp_path / "k", tmp_path / "npy_without_suffix", ism)
+    }
+    assert found == {
+        "deepinpy.dat": "DeepInPy",
+        "raw.bin": "raw",
+        "fast.xyz": "fastMRI",
+        "k.cfl": "BART",
+        "k": "BART",
+        "npy_without_suffix": "raw",
+        "ism.raw": "ISMRMRD",
+    }
 
 
 # ---------------------------------------------------------------------------- ISMRMRD
@@ -174,7 +204,7 @@ def ismrmrd_run(tmp_path_factory):
 
 
 def test_ismrmrd_slices_match_numpy(ismrmrd_run):
-    cwd, ksp, f = ismrmrd_run
+    _cwd, ksp, f = ismrmrd_run
     assert len(f) == 32 and f.num_coils == 8 and f.shape == (64, 48)
     hybrid = centred_ifftn(ksp, (1,))[:, 16:48]  # readout transformed, oversampling removed
     for i in range(32):
@@ -203,16 +233,32 @@ def test_ismrmrd_several_subjects_folder(tmp_path):
     for k, name in enumerate(("A", "B", "C")):
         ksp = centred_fftn(phantom_coils(4, (8, 24, 16), seed=10 + k), (1, 2, 3)).astype(np.complex64)
         write_ismrmrd(folder / f"{name}.h5", ksp, patient=None, bulk=(k != 0))
-    f = preprocess(tmp_path, "raw", "multi.h5", "data.val_fraction=0.34", "data.test_fraction=0.34",
-                   "data.espirit.calib_width=12", "data.mask=fastmri_equispaced", "data.undersampling.accel=3")
+    f = preprocess(
+        tmp_path,
+        "raw",
+        "multi.h5",
+        "data.val_fraction=0.34",
+        "data.test_fraction=0.34",
+        "data.espirit.calib_width=12",
+        "data.mask=fastmri_equispaced",
+        "data.undersampling.accel=3",
+    )
     assert len(f) == 24 and json.loads(f.attrs["source_subject_ids"]) == ["A", "B", "C"]
     assert (np.abs(f.read(12).maps) ** 2).sum(0).max() > 0.9  # ESPIRiT found the coils
     assert np.array_equal(f.subjects(), np.repeat([0, 1, 2], 8))
     splits = f.splits()
     assert [np.unique(f.subjects()[splits[s]]).tolist() for s in ("train", "val", "test")] == [[0], [1], [2]]
-    res = run_cli("preprocess", "data=full", "data.source=[raw/A.h5,raw/C.h5]", "data.path=two.h5",
-                  "data.espirit.calib_width=12", "data.mask=fastmri_equispaced", "data.undersampling.accel=3",
-                  "hydra.run.dir=two", cwd=tmp_path)
+    res = run_cli(
+        "preprocess",
+        "data=full",
+        "data.source=[raw/A.h5,raw/C.h5]",
+        "data.path=two.h5",
+        "data.espirit.calib_width=12",
+        "data.mask=fastmri_equispaced",
+        "data.undersampling.accel=3",
+        "hydra.run.dir=two",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     assert len(DeepInPyFile(tmp_path / "two.h5")) == 16
 
@@ -231,7 +277,7 @@ def fastmri_run(tmp_path_factory):
 
 
 def test_fastmri_slices_match_numpy(fastmri_run):
-    cwd, kspace, f = fastmri_run
+    _cwd, kspace, f = fastmri_run
     assert len(f) == 4 and f.num_coils == 8 and f.shape == (32, 32) and f.has_rss
     for i in range(4):
         s = f.read(i)
@@ -282,17 +328,28 @@ def test_cfl_source_with_maps_through_cli(tmp_path):
     combine with the given maps; reconstruct writes recon.cfl back for BART."""
     coils = np.stack([phantom_coils(4, (32, 24), seed=40 + i) for i in range(3)])
     rss = np.sqrt((np.abs(coils) ** 2).sum(1, keepdims=True))
-    a = {"ksp": centred_fftn(coils, (-2, -1)).astype(np.complex64), "maps": (coils / rss).astype(np.complex64),
-         "imgs": rss[:, 0].astype(np.complex64)}
+    a = {
+        "ksp": centred_fftn(coils, (-2, -1)).astype(np.complex64),
+        "maps": (coils / rss).astype(np.complex64),
+        "imgs": rss[:, 0].astype(np.complex64),
+    }
     bart = lambda arr: np.moveaxis(arr, 1, -1)  # noqa: E731  (N, C, X, Y) -> (N, X, Y, C)
     k = bart(a["ksp"])  # (N, X, Y, C)
     kdims = np.zeros((32, 24, 1, 4) + (1,) * 9 + (3,), np.complex64)
     kdims[:, :, 0, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, :] = np.moveaxis(k, 0, -1)
     write_cfl(tmp_path / "ksp", kdims)
-    write_cfl(tmp_path / "maps", np.moveaxis(bart(a["maps"]), 0, -1)[:, :, None, :, None, None, None, None,
-                                                                    None, None, None, None, None, :])
-    f = preprocess(tmp_path, "ksp.cfl", "out.h5", "data.cfl_maps=maps", "data.undersampling.calib=6",
-                   "data.undersampling.accel=2.5")
+    write_cfl(
+        tmp_path / "maps",
+        np.moveaxis(bart(a["maps"]), 0, -1)[:, :, None, :, None, None, None, None, None, None, None, None, None, :],
+    )
+    f = preprocess(
+        tmp_path,
+        "ksp.cfl",
+        "out.h5",
+        "data.cfl_maps=maps",
+        "data.undersampling.calib=6",
+        "data.undersampling.accel=2.5",
+    )
     assert len(f) == 3 and f.shape == (32, 24) and f.num_coils == 4
     for i in range(3):
         s = f.read(i)
@@ -376,8 +433,10 @@ BAD_FILES = {
     "ismrmrd_missing_xml": (_ismrmrd_without_xml, ("src.h5", "dataset/xml")),
     "ismrmrd_2d": (_ismrmrd_2d, ("src.h5", "not 3D")),
     "fastmri_missing_header": (lambda t: _fastmri(t, drop="ismrmrd_header"), ("src.h5", "'ismrmrd_header'")),
-    "fastmri_wrong_dims": (lambda t: _fastmri(t, kspace=np.ones((2, 8, 8), np.complex64)),
-                           ("src.h5", "'kspace'", "(2, 8, 8)", "(slices, coils, H, W)")),
+    "fastmri_wrong_dims": (
+        lambda t: _fastmri(t, kspace=np.ones((2, 8, 8), np.complex64)),
+        ("src.h5", "'kspace'", "(2, 8, 8)", "(slices, coils, H, W)"),
+    ),
     "fastmri_real_kspace": (lambda t: _fastmri(t, kspace=np.ones((1, 2, 8, 8), np.float32)), ("src.h5", "complex")),
     "fastmri_truncated": (lambda t: _truncated(_fastmri(t)), ("src.h5", "HDF5")),
     "cfl_truncated": (_cfl_truncated, ("src.cfl", "truncated")),
@@ -409,13 +468,24 @@ def test_bad_files_refused_by_the_cli(tmp_path: Path, case: str) -> None:
     assert_refused(res, tmp_path, before, *names)
 
 
-@pytest.mark.parametrize("override, names", [
-    ("data.mask=radial", ("data.mask", "radial", "fastmri_random")),
-    ("data.undersampling.accel=20", ("data.undersampling.accel", "Poisson", "16x16")),
-])
+@pytest.mark.parametrize(
+    "override, names",
+    [
+        ("data.mask=radial", ("data.mask", "radial", "fastmri_random")),
+        ("data.undersampling.accel=20", ("data.undersampling.accel", "Poisson", "16x16")),
+    ],
+)
 def test_bad_mask_options_refused(tmp_path: Path, override: str, names: tuple[str, ...]) -> None:
     write_cfl(tmp_path / "src", centred_fftn(phantom_coils(2, (16, 16)), (-2, -1)).transpose(1, 2, 0)[:, :, None])
     before = snapshot(tmp_path)
-    res = cli(tmp_path, "preprocess", "data=full", f"data.source={tmp_path / 'src'}", f"data.path={tmp_path / 'out.h5'}",
-              "data.espirit.calib_width=8", "data.undersampling.calib=12", override)
+    res = cli(
+        tmp_path,
+        "preprocess",
+        "data=full",
+        f"data.source={tmp_path / 'src'}",
+        f"data.path={tmp_path / 'out.h5'}",
+        "data.espirit.calib_width=8",
+        "data.undersampling.calib=12",
+        override,
+    )
     assert_refused(res, tmp_path, before, *names)

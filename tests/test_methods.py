@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from helpers import tiny_arrays
+
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.methods.sparsity import KAPPA
 from mrirecon.nets import build_net
@@ -38,11 +38,19 @@ def method(name: str):
         flow = build_flow({"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4}, (1, *SHAPE))
         flow.train()
         flow.log_prob(torch.rand(3, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
-        return build_method({"name": name, "iterations": 5, "lam": 1e-2, "beta": 1e-3} if name == "flow_combined"
-                            else {"name": name, "iterations": 5}, flow=flow.eval(), bits=4)
+        return build_method(
+            {"name": name, "iterations": 5, "lam": 1e-2, "beta": 1e-3}
+            if name == "flow_combined"
+            else {"name": name, "iterations": 5},
+            flow=flow.eval(),
+            bits=4,
+        )
     if REGISTRY[name].checkpoint_kind == "direct":
-        cfg = {"name": name, "conv_channels": 4} if REGISTRY[name].fixed_shape else \
-            {"name": name, "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
+        cfg = (
+            {"name": name, "conv_channels": 4}
+            if REGISTRY[name].fixed_shape
+            else {"name": name, "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
+        )
         return build_method(cfg, **({"shape": SHAPE} if REGISTRY[name].fixed_shape else {})).eval()
     return build_method({"name": name, "max_iter": 20} if name != "zero_filled" else {"name": name})
 
@@ -75,8 +83,10 @@ def test_a_slice_does_not_depend_on_its_batch(name):
     whole = run(m, y, op, noise)
     order = [3, 0, 4, 2, 1]
     for size in (1, 2):
-        parts = [run(m, y[order[i:i + size]], sub(op, order[i:i + size]), noise[order[i:i + size]])
-                 for i in range(0, 5, size)]
+        parts = [
+            run(m, y[order[i : i + size]], sub(op, order[i : i + size]), noise[order[i : i + size]])
+            for i in range(0, 5, size)
+        ]
         shuffled = torch.cat(parts)
         tol = 1e-4 * float(whole.abs().max())
         assert torch.allclose(shuffled, whole[order], atol=tol, rtol=1e-4), (name, size)
@@ -91,7 +101,9 @@ def test_cg_sense_auto_lam_leaves_the_noise_as_residual():
     assert torch.allclose(residual, expected, rtol=0.05)
     assert (m.chosen["lam"] > 1e-4).all() and (m.chosen["lam"] < 10).all()
     fixed = build_method({"name": "cg_sense", "lam": 0.05})
-    assert torch.allclose(run(fixed, y, op, noise), run(build_method({"name": "cg_sense", "lam": 0.05}), y, op, 2 * noise))
+    assert torch.allclose(
+        run(fixed, y, op, noise), run(build_method({"name": "cg_sense", "lam": 0.05}), y, op, 2 * noise)
+    )
 
 
 @pytest.mark.parametrize("name", ["cs_wavelet", "cs_tv"])
@@ -112,14 +124,26 @@ def test_cs_auto_weight_is_a_multiple_of_the_noise(name):
 def test_dbp_auto_noise_ball_follows_the_noise():
     y, op, noise, _ = noisy_slices(2)
     net = build_net({"name": "resnet", "channels": 4, "num_blocks": 1})
-    m = build_method({"name": "dbp", "num_unrolls": 1, "num_admm": 40, "cg_max_iter": 60, "cg_eps": 1e-8,
-                      "l2lam_init": 10.0}, denoiser=net)
+    m = build_method(
+        {"name": "dbp", "num_unrolls": 1, "num_admm": 40, "cg_max_iter": 60, "cg_eps": 1e-8, "l2lam_init": 10.0},
+        denoiser=net,
+    )
     x = run(m, y, op, noise)
     eps = noise * (4 * op.mask.flatten(1).sum(1)).sqrt()
     dist = (op.forward(x) - y).abs().flatten(1).norm(dim=1)
     assert torch.all(dist <= 1.05 * eps) and torch.all(dist > 0.5 * eps)
-    hard = build_method({"name": "dbp", "num_unrolls": 1, "num_admm": 40, "cg_max_iter": 60, "cg_eps": 1e-8,
-                         "l2lam_init": 10.0, "stdev": 0.0}, denoiser=net)
+    hard = build_method(
+        {
+            "name": "dbp",
+            "num_unrolls": 1,
+            "num_admm": 40,
+            "cg_max_iter": 60,
+            "cg_eps": 1e-8,
+            "l2lam_init": 10.0,
+            "stdev": 0.0,
+        },
+        denoiser=net,
+    )
     hard_dist = (op.forward(run(hard, y, op, noise)) - y).abs().flatten(1).norm(dim=1)
     assert torch.all(hard_dist < 0.8 * dist)  # stdev=0: as close to the (noisy, infeasible) data as it gets
 
@@ -129,7 +153,7 @@ def test_auto_beats_zero_filled_on_noisy_data(name):
     y, op, noise, img = noisy_slices(3)
     zf = run(build_method({"name": "zero_filled"}), y, op, noise)
     x = run(build_method({"name": name}), y, op, noise)
-    error = lambda r: float(((r.abs() - img.abs()).norm() / img.abs().norm()))  # noqa: E731
+    error = lambda r: float((r.abs() - img.abs()).norm() / img.abs().norm())  # noqa: E731
     assert error(x) < 0.9 * error(zf), name
 
 

@@ -19,7 +19,9 @@ BRAIN = np.load(DATA / "brain_8coil_ksp_poisson8x.npy")
 
 def corner_noise(ksp: np.ndarray, width: int = 24) -> float:
     """Independent truth for fully sampled data: RMS of the four k-space corners (no signal)."""
-    corners = [ksp[:, a, b] for a in (slice(0, width), slice(-width, None)) for b in (slice(0, width), slice(-width, None))]
+    corners = [
+        ksp[:, a, b] for a in (slice(0, width), slice(-width, None)) for b in (slice(0, width), slice(-width, None))
+    ]
     return float(np.sqrt(np.mean(np.concatenate([np.abs(c).ravel() ** 2 for c in corners]))))
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from helpers import run_cli, tiny_arrays, write_h5
+
 from mrirecon.data.h5 import DeepInPyFile
 
 pytestmark = pytest.mark.slow  # raw k-space through the CLI
@@ -36,8 +36,16 @@ def test_preprocess_estimates_maps(brain):
 
 
 def test_reconstruct_raw_data(brain):
-    res = run_cli("reconstruct", "-m", "method=zero_filled,cg_sense,cs_wavelet", "data=full", "data.path=brain.h5",
-                  "data.split=all", "hydra.sweep.dir=rec", cwd=brain)
+    res = run_cli(
+        "reconstruct",
+        "-m",
+        "method=zero_filled,cg_sense,cs_wavelet",
+        "data=full",
+        "data.path=brain.h5",
+        "data.split=all",
+        "hydra.sweep.dir=rec",
+        cwd=brain,
+    )
     assert res.returncode == 0, res.stderr
     found = {}
     for summary in (brain / "rec").glob("*/summary.json"):
@@ -56,20 +64,29 @@ def test_reconstruct_raw_data(brain):
 
 
 def test_raw_data_without_reference_only_makes_full(brain):
-    res = run_cli("preprocess", "data=4bit_full", f"data.source={BRAIN}", "data.path=x.h5", "hydra.run.dir=bad",
-                  cwd=brain)
+    res = run_cli(
+        "preprocess", "data=4bit_full", f"data.source={BRAIN}", "data.path=x.h5", "hydra.run.dir=bad", cwd=brain
+    )
     assert res.returncode == 2 and "no reference" in res.stderr and res.stderr.count("\n") == 1
     assert not (brain / "x.h5").exists()
-    res = run_cli("reconstruct", "method=zero_filled", "data=full", "data.path=brain.h5", "hydra.run.dir=bad2",
-                  cwd=brain)
+    res = run_cli(
+        "reconstruct", "method=zero_filled", "data=full", "data.path=brain.h5", "hydra.run.dir=bad2", cwd=brain
+    )
     assert res.returncode == 2 and "empty" in res.stderr
 
 
 def test_h5_without_maps_with_reference(tmp_path):
     a = tiny_arrays(n=3, shape=(32, 24))
     src = write_h5(tmp_path / "nomaps.h5", {"ksp": a["ksp"], "imgs": a["imgs"], "masks": a["masks"]})
-    res = run_cli("preprocess", "data=8bit_full", f"data.source={src}", "data.espirit.calib_width=6",
-                  "data.path=out.h5", "hydra.run.dir=run", cwd=tmp_path)
+    res = run_cli(
+        "preprocess",
+        "data=8bit_full",
+        f"data.source={src}",
+        "data.espirit.calib_width=6",
+        "data.path=out.h5",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     f = DeepInPyFile(tmp_path / "out.h5")
     assert f.attrs["has_reference"] == 1 and f.read(0).maps.shape == (4, 32, 24)

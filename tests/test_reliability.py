@@ -15,7 +15,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from helpers import run_cli
 
 TINY = ["model.channels=8", "model.num_blocks=1", "method.num_unrolls=2", "method.cg_max_iter=4"]
@@ -37,8 +36,13 @@ def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(sample_di
 
     run = sample_dir / "runs" / "kill_me"
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
-    proc = subprocess.Popen([sys.executable, "-m", "mrirecon", *args, f"hydra.run.dir={run}"], cwd=sample_dir,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mrirecon", *args, f"hydra.run.dir={run}"],
+        cwd=sample_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = run / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -74,8 +78,15 @@ def test_same_reconstruct_command_twice_gives_identical_metrics(sample_dir: Path
     (all of metrics.csv but the wall time)."""
     runs = [sample_dir / "runs" / f"rec_twice_{k}" for k in range(2)]
     for run in runs:
-        res = run_cli("reconstruct", "method=cs_wavelet", "data=4bit_quarter", "figures=0", "method.max_iter=20",
-                      f"hydra.run.dir={run}", cwd=sample_dir)
+        res = run_cli(
+            "reconstruct",
+            "method=cs_wavelet",
+            "data=4bit_quarter",
+            "figures=0",
+            "method.max_iter=20",
+            f"hydra.run.dir={run}",
+            cwd=sample_dir,
+        )
         assert res.returncode == 0, res.stderr
     first, second = (read_rows(r / "metrics.csv", drop=("seconds",)) for r in runs)
     assert first == second and len(first) == 3
@@ -85,23 +96,32 @@ def test_same_reconstruct_command_twice_gives_identical_metrics(sample_dir: Path
 
 def test_joblib_sweep_runs_two_jobs_in_parallel_processes(sample_dir: Path) -> None:
     sweep = sample_dir / "runs" / "joblib_sweep"
-    res = run_cli("reconstruct", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                  "method=zero_filled,cg_sense", "data=4bit_quarter", "figures=0", "hardware.threads=1",
-                  f"hydra.sweep.dir={sweep}", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "method=zero_filled,cg_sense",
+        "data=4bit_quarter",
+        "figures=0",
+        "hardware.threads=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     assert "Joblib.Parallel(n_jobs=2" in res.stdout + res.stderr
     methods = {read_rows(sweep / str(k) / "metrics.csv")[0]["method"] for k in range(2)}
     assert methods == {"zero_filled", "cg_sense"}
-    res = run_cli("evaluate", f"runs=[{sweep}]", f"hydra.run.dir={sample_dir / 'runs' / 'joblib_eval'}",
-                  cwd=sample_dir)
+    res = run_cli("evaluate", f"runs=[{sweep}]", f"hydra.run.dir={sample_dir / 'runs' / 'joblib_eval'}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     rows = read_rows(sample_dir / "runs" / "joblib_eval" / "results.csv")
     assert [r["method"] for r in rows] == ["cg_sense", "zero_filled"]
 
 
 def test_slurm_launcher_preset_composes(tmp_path: Path) -> None:
-    res = run_cli("train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hardware=gpu", "--cfg", "hydra",
-                  cwd=tmp_path)
+    res = run_cli(
+        "train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hardware=gpu", "--cfg", "hydra", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     assert "SlurmLauncher" in res.stdout and "partition: gpu" in res.stdout and "gpus_per_node: 1" in res.stdout
 
@@ -115,14 +135,33 @@ def test_ddp_two_cpu_processes_match_one_process(sample_dir: Path) -> None:
     res = run_cli(*args, f"hydra.run.dir={one}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "mrirecon", *args, "hardware=ddp", "hardware.num_workers=0",
-                          *(["hardware.device=cpu"] if torch.cuda.is_available() else []),
-                          f"hydra.run.dir={two}"], cwd=sample_dir, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mrirecon",
+            *args,
+            "hardware=ddp",
+            "hardware.num_workers=0",
+            *(["hardware.device=cpu"] if torch.cuda.is_available() else []),
+            f"hydra.run.dir={two}",
+        ],
+        cwd=sample_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert res.stdout.count("training dbp") == 1, "ranks other than 0 must not log"
-    a, b = torch.load(one / "checkpoints" / "last.pt", weights_only=False), torch.load(
-        two / "checkpoints" / "last.pt", weights_only=False)
+    a, b = (
+        torch.load(one / "checkpoints" / "last.pt", weights_only=False),
+        torch.load(two / "checkpoints" / "last.pt", weights_only=False),
+    )
     assert a["state"]["step"] == b["state"]["step"] == 4
     for name, value in a["model"].items():
         torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)

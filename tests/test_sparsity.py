@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_physics import crandn, random_operator
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods import build_method
@@ -18,7 +19,6 @@ from mrirecon.regularizers import (
     soft_threshold,
     total_variation,
 )
-from test_physics import crandn, random_operator
 
 
 @pytest.mark.parametrize("shape", [(32, 24), (33, 25)])
@@ -58,7 +58,7 @@ def test_gradient_divergence_adjoint_and_tv_of_constant():
 
 @pytest.fixture
 def problem():
-    op, maps, mask = random_operator(2, 4, (32, 24))
+    op, _maps, _mask = random_operator(2, 4, (32, 24))
     x = torch.zeros(2, 32, 24, dtype=torch.complex64)
     x[:, 8:24, 6:18] = 1.0  # piecewise constant: sparse in wavelets and gradients
     y = op.forward(x)
@@ -70,8 +70,17 @@ def test_solvers_decrease_the_objective(problem, solver):
     op, _, y = problem
     objectives = []
     for iters in (1, 5, 50):
-        m = build_method({"name": "cs_wavelet", "lam": 0.01, "max_iter": iters, "tol": 0.0, "solver": solver,
-                          "levels": 2, "cycle_spin": False})
+        m = build_method(
+            {
+                "name": "cs_wavelet",
+                "lam": 0.01,
+                "max_iter": iters,
+                "tol": 0.0,
+                "solver": solver,
+                "levels": 2,
+                "cycle_spin": False,
+            }
+        )
         objectives.append(m.objective(m.reconstruct(y, op), y, op))
     start = build_method({"name": "cs_wavelet", "lam": 0.01, "levels": 2}).objective(op.adjoint(y), y, op)
     assert torch.all(objectives[2] < objectives[1]) and torch.all(objectives[1] < start)

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import one_error_line, run_cli
 
-TINY = ["model.channels=8", "model.num_blocks=1", "method.num_unrolls=2", "method.cg_max_iter=4",
-        "train.batch_size=5"]
+TINY = ["model.channels=8", "model.num_blocks=1", "method.num_unrolls=2", "method.cg_max_iter=4", "train.batch_size=5"]
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +33,29 @@ def test_train_outputs(trained):
 
 
 def test_resume_continues_the_run(trained, sample_dir):
-    res = run_cli("train", "data=4bit_quarter", *TINY, "train.epochs=3", "train.resume=true",
-                  f"hydra.run.dir={trained}", cwd=sample_dir)
+    res = run_cli(
+        "train",
+        "data=4bit_quarter",
+        *TINY,
+        "train.epochs=3",
+        "train.resume=true",
+        f"hydra.run.dir={trained}",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     with open(trained / "metrics.csv", newline="") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3"]
 
 
 def test_reconstruct_from_checkpoint_without_repeating_overrides(trained, sample_dir):
-    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={trained}/checkpoints/best.pt",
-                  "hydra.run.dir=runs/rec_dbp", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=dbp",
+        "data=4bit_quarter",
+        f"checkpoint={trained}/checkpoints/best.pt",
+        "hydra.run.dir=runs/rec_dbp",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((sample_dir / "runs" / "rec_dbp" / "summary.json").read_text())
     assert summary["method"] == "dbp" and summary["method_config"]["model"] == "resnet"
@@ -54,35 +65,77 @@ def test_reconstruct_from_checkpoint_without_repeating_overrides(trained, sample
 def test_reconstruct_refuses_the_training_subjects(trained, sample_dir, tmp_path):
     best = f"{trained}/checkpoints/best.pt"
     for data, split in (("4bit_quarter", "train"), ("4bit_quarter", "all"), ("8bit_quarter", "train")):
-        res = run_cli("reconstruct", "method=dbp", f"data={data}", f"data.split={split}", f"checkpoint={best}",
-                      f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+        res = run_cli(
+            "reconstruct",
+            "method=dbp",
+            f"data={data}",
+            f"data.split={split}",
+            f"checkpoint={best}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            cwd=sample_dir,
+        )
         line = one_error_line(res)
         assert "belong to subjects" in line and "allow_train_slices=true" in line and f"data.split={split}" in line
         assert not (tmp_path / "run").exists()
-    res = run_cli("reconstruct", "method=dbp", "data=8bit_quarter", "data.split=train", f"checkpoint={best}",
-                  "allow_train_slices=true", "figures=0", f"hydra.run.dir={tmp_path / 'allowed'}", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=dbp",
+        "data=8bit_quarter",
+        "data.split=train",
+        f"checkpoint={best}",
+        "allow_train_slices=true",
+        "figures=0",
+        f"hydra.run.dir={tmp_path / 'allowed'}",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     log = res.stdout + res.stderr
     assert "not a test of generalisation" in log and "not on" in log  # another file: warned
-    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", "data.split=val", f"checkpoint={best}",
-                  "figures=0", f"hydra.run.dir={tmp_path / 'val'}", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=dbp",
+        "data=4bit_quarter",
+        "data.split=val",
+        f"checkpoint={best}",
+        "figures=0",
+        f"hydra.run.dir={tmp_path / 'val'}",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     ckpt = torch.load(best, weights_only=False)
     assert ckpt["train_subjects"] == list(range(10)) and ckpt["source_id"] == "sample"
 
 
 def test_checkpoint_works_at_another_size(trained, sample_dir):
-    res = run_cli("reconstruct", "method=dbp", "data=8bit_full", f"checkpoint={trained}/checkpoints/best.pt",
-                  "figures=0", "hydra.run.dir=runs/rec_full", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=dbp",
+        "data=8bit_full",
+        f"checkpoint={trained}/checkpoints/best.pt",
+        "figures=0",
+        "hydra.run.dir=runs/rec_full",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     with open(sample_dir / "runs" / "rec_full" / "metrics.csv") as fh:
         assert len(fh.read().splitlines()) == 4
 
 
 def test_unsupervised_modl_unet_trains(sample_dir):
-    res = run_cli("train", "method=modl", "model=unet", "model.base_channels=4", "data=8bit_quarter",
-                  "train.supervised=false", "train.epochs=1", "method.num_unrolls=2", "method.cg_max_iter=4",
-                  "train.batch_size=5", "hydra.run.dir=runs/train_unsup", cwd=sample_dir)
+    res = run_cli(
+        "train",
+        "method=modl",
+        "model=unet",
+        "model.base_channels=4",
+        "data=8bit_quarter",
+        "train.supervised=false",
+        "train.epochs=1",
+        "method.num_unrolls=2",
+        "method.cg_max_iter=4",
+        "train.batch_size=5",
+        "hydra.run.dir=runs/train_unsup",
+        cwd=sample_dir,
+    )
     assert res.returncode == 0, res.stderr
     assert (sample_dir / "runs" / "train_unsup" / "checkpoints" / "best.pt").is_file()
 
@@ -122,8 +175,9 @@ def test_train_errors(sample_dir, tmp_path):
 
 def test_failed_resume_keeps_the_run(trained, sample_dir):
     before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    res = run_cli("train", "data=4bit_quarter", "model=unet", "train.resume=true", f"hydra.run.dir={trained}",
-                  cwd=sample_dir)
+    res = run_cli(
+        "train", "data=4bit_quarter", "model=unet", "train.resume=true", f"hydra.run.dir={trained}", cwd=sample_dir
+    )
     assert "does not match" in one_error_line(res)
     for path, data in before.items():
         assert path.read_bytes()[: len(data)] == data  # the job log may grow, nothing is lost
@@ -146,19 +200,33 @@ def test_checkpoint_from_before_the_trainable_format(trained, sample_dir, tmp_pa
     config) still reconstructs, to the same numbers; one without even the config is refused."""
     ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
     old = tmp_path / "old.pt"
-    torch.save({k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")},
-               old)
+    torch.save(
+        {k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")}, old
+    )
     runs = {}
     for name, path in (("new", trained / "checkpoints" / "best.pt"), ("old", old)):
-        res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={path}", "figures=0",
-                      f"hydra.run.dir={tmp_path / name}", cwd=sample_dir)
+        res = run_cli(
+            "reconstruct",
+            "method=dbp",
+            "data=4bit_quarter",
+            f"checkpoint={path}",
+            "figures=0",
+            f"hydra.run.dir={tmp_path / name}",
+            cwd=sample_dir,
+        )
         assert res.returncode == 0, res.stderr
         runs[name] = [line.split(",")[:6] for line in (tmp_path / name / "metrics.csv").read_text().splitlines()]
     assert runs["old"] == runs["new"]  # slice, subject, method, nrmse, psnr, ssim (not the seconds)
     bare = tmp_path / "bare.pt"
     torch.save({k: v for k, v in ckpt.items() if k not in ("format", "config")}, bare)
-    res = run_cli("reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={bare}",
-                  f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+    res = run_cli(
+        "reconstruct",
+        "method=dbp",
+        "data=4bit_quarter",
+        f"checkpoint={bare}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=sample_dir,
+    )
     line = one_error_line(res)
     assert str(bare) in line and "not an mrirecon checkpoint" in line
     assert not (tmp_path / "run").exists()

@@ -7,32 +7,47 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import tiny_arrays
+
+from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.training import Settings, Trainer
 
 
 def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> dict[str, torch.Tensor]:
     a = tiny_arrays(n=n, coils=4, shape=shape, seed=seed)
-    return {"img": torch.from_numpy(a["imgs"]), "ksp": torch.from_numpy(a["ksp"]),
-            "maps": torch.from_numpy(a["maps"]), "mask": torch.from_numpy(a["masks"]), "noise_std": torch.zeros(n)}
+    return {
+        "img": torch.from_numpy(a["imgs"]),
+        "ksp": torch.from_numpy(a["ksp"]),
+        "maps": torch.from_numpy(a["maps"]),
+        "mask": torch.from_numpy(a["masks"]),
+        "noise_std": torch.zeros(n),
+    }
 
 
 def small(name: str, model: str = "resnet", **kw):
-    net = build_net({"name": "resnet", "channels": 8, "num_blocks": 1} if model == "resnet"
-                    else {"name": "unet", "base_channels": 4, "depth": 3})
+    net = build_net(
+        {"name": "resnet", "channels": 8, "num_blocks": 1}
+        if model == "resnet"
+        else {"name": "unet", "base_channels": 4, "depth": 3}
+    )
     return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 5, **kw}, denoiser=net)
 
 
-@pytest.mark.parametrize("net", [ResNet(channels=8, num_blocks=2), ResNet(channels=4, kernel_size=7, batch_norm=True,
-                                 dropout=0.1, bias=True), UNet(base_channels=4, depth=3), UNet(base_channels=4, depth=4)])
+@pytest.mark.parametrize(
+    "net",
+    [
+        ResNet(channels=8, num_blocks=2),
+        ResNet(channels=4, kernel_size=7, batch_norm=True, dropout=0.1, bias=True),
+        UNet(base_channels=4, depth=3),
+        UNet(base_channels=4, depth=4),
+    ],
+)
 @pytest.mark.parametrize("shape", [(80, 64), (230, 180), (33, 17)])
 def test_denoisers_keep_any_size(net, shape):
     x = torch.randn(2, 2, *shape)
@@ -93,8 +108,13 @@ def test_unsupervised_loss_never_reads_reference():
     batch = tiny_batch()
     del batch["img"]
     for holdout in (0.0, 0.4):
-        loss = training_loss(small("modl"), NoReference(batch), supervised=False,
-                             generator=torch.Generator().manual_seed(1), holdout=holdout)
+        loss = training_loss(
+            small("modl"),
+            NoReference(batch),
+            supervised=False,
+            generator=torch.Generator().manual_seed(1),
+            holdout=holdout,
+        )
         assert torch.isfinite(loss) and loss > 0
 
 
@@ -173,9 +193,18 @@ def make_trainer(out: Path, epochs: int, stop_at_step: int | None = None, max_mi
     settings = Settings(epochs=epochs, batch_size=2, seed=3)
     hooks = standard_callbacks(True, max_minutes)
     stop = next(h for h in hooks if isinstance(h, Interrupt))
-    return Trainer(trainable=TinyTrainable(method, stop, stop_at_step), optimizer=opt, scheduler=sched,
-                   train_set=ListDataset(items), val_set=ListDataset(items[:2]), out_dir=out, config={"x": 1},
-                   settings=settings, device=torch.device("cpu"), callbacks=hooks)
+    return Trainer(
+        trainable=TinyTrainable(method, stop, stop_at_step),
+        optimizer=opt,
+        scheduler=sched,
+        train_set=ListDataset(items),
+        val_set=ListDataset(items[:2]),
+        out_dir=out,
+        config={"x": 1},
+        settings=settings,
+        device=torch.device("cpu"),
+        callbacks=hooks,
+    )
 
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path):

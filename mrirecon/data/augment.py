@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ def _uniform(generator: torch.Generator, low: float, high: float, n: int = 1) ->
 # -- masks ----------------------------------------------------------------------------------------
 def _centred_start(size: int, side: int) -> int:
     """First index of a centred block of `side` in `size` (sigpy's placement of the calibration)."""
-    return int(math.floor(size / 2 - side / 2))
+    return math.floor(size / 2 - side / 2)
 
 
 def calibration_size(mask: np.ndarray) -> int:
@@ -77,7 +78,7 @@ def random_mask_like(mask: np.ndarray, generator: torch.Generator) -> np.ndarray
     mask = np.asarray(mask)
     x, y = mask.shape
     samples = int((mask != 0).sum())
-    if samples == 0 or samples == mask.size:
+    if samples in (0, mask.size):
         return mask.astype(np.float32)
     if is_column_mask(mask):
         columns = mask[0] != 0
@@ -100,8 +101,13 @@ def random_mask_like(mask: np.ndarray, generator: torch.Generator) -> np.ndarray
 
 
 # -- phase ----------------------------------------------------------------------------------------
-def smooth_phase(shape: tuple[int, int], generator: torch.Generator, amplitude: float = math.pi,
-                 waves: int = 3, max_cycles: float = 1.0) -> torch.Tensor:
+def smooth_phase(
+    shape: tuple[int, int],
+    generator: torch.Generator,
+    amplitude: float = math.pi,
+    waves: int = 3,
+    max_cycles: float = 1.0,
+) -> torch.Tensor:
     """A random smooth phase field phi (X, Y) float32 in radians: a uniform constant in
     [-pi, pi) plus a sum of `waves` random cosines of at most `max_cycles` cycles per field of
     view along each axis, scaled so that its largest magnitude is uniform in [0, amplitude]."""
@@ -120,8 +126,14 @@ def smooth_phase(shape: tuple[int, int], generator: torch.Generator, amplitude: 
 
 
 # -- the batch ------------------------------------------------------------------------------------
-def augment(batch: dict[str, torch.Tensor], generator: torch.Generator, *, random_masks: bool = False,
-            flip: bool = False, random_phase: bool = False) -> dict[str, torch.Tensor]:
+def augment(
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    *,
+    random_masks: bool = False,
+    flip: bool = False,
+    random_phase: bool = False,
+) -> dict[str, torch.Tensor]:
     """Augment one training batch; returns a new dict (the input tensors are not modified).
 
     Args:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.data.h5 import Slice
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.h5 import Slice
 from mrirecon.errors import UserError
 from mrirecon.io import atomic_path, temporary_sibling
 
@@ -57,8 +57,9 @@ def read_cfl(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{cfl}: not found (a BART array needs both .hdr and .cfl)")
     expected = int(np.prod(dims)) * 8
     if cfl.stat().st_size != expected:
-        raise ValueError(f"{cfl}: {cfl.stat().st_size} bytes, expected {expected} for dimensions {dims} "
-                         "(complex64; truncated?)")
+        raise ValueError(
+            f"{cfl}: {cfl.stat().st_size} bytes, expected {expected} for dimensions {dims} (complex64; truncated?)"
+        )
     return np.memmap(cfl, dtype=np.complex64, mode="r", shape=tuple(dims), order="F")
 
 
@@ -92,7 +93,7 @@ class CflImageWriter:
         self._tmp: Path | None = None
         self._map: np.memmap | None = None
 
-    def __enter__(self) -> "CflImageWriter":
+    def __enter__(self) -> CflImageWriter:
         self._tmp = temporary_sibling(self.base.with_name(self.base.name + ".cfl"))
         self._map = np.memmap(self._tmp, dtype=np.complex64, mode="w+", shape=self.dims, order="F")
         return self
@@ -122,12 +123,16 @@ def _as_slices(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
     dims = list(arr.shape) + [1] * max(0, BART_DIMS - arr.ndim)
     extra = [d for k, d in enumerate(dims) if k not in (0, 1, 2, 3, 4, SLICE_DIM) and d != 1]
     if dims[2] != 1:
-        raise UserError(f"{path}: {what} has z = {dims[2]} (dims {dims[:arr.ndim]}): mrirecon reads 2D slices "
-                        f"(x, y, 1, coils, ..., slices in dim {SLICE_DIM}); for 3D k-space transform the readout "
-                        "first ('bart fft -i -u 1') and move z to the slice dim ('bart transpose 2 13')")
+        raise UserError(
+            f"{path}: {what} has z = {dims[2]} (dims {dims[: arr.ndim]}): mrirecon reads 2D slices "
+            f"(x, y, 1, coils, ..., slices in dim {SLICE_DIM}); for 3D k-space transform the readout "
+            "first ('bart fft -i -u 1') and move z to the slice dim ('bart transpose 2 13')"
+        )
     if extra:
-        raise UserError(f"{path}: {what} has dims {dims[:arr.ndim]}, expected (x, y, 1, coils, maps, 1, ..., "
-                        f"slices in dim {SLICE_DIM}) with every other dimension 1")
+        raise UserError(
+            f"{path}: {what} has dims {dims[: arr.ndim]}, expected (x, y, 1, coils, maps, 1, ..., "
+            f"slices in dim {SLICE_DIM}) with every other dimension 1"
+        )
     full = arr.reshape(dims[:BART_DIMS], order="F")  # a view: trailing dimensions are 1
     return full[:, :, 0, :, :, 0, 0, 0, 0, 0, 0, 0, 0, :, 0, 0]
 
@@ -159,8 +164,10 @@ class CflSource(OneSubjectFile):
                 raise UserError(f"maps: {exc}") from None
             mx, my, mc, _, mn = self._maps.shape
             if (mx, my, mc) != (x, y, c) or mn not in (1, n):
-                raise UserError(f"{maps_path}: maps of {mx}x{my}, {mc} coils, {mn} slices do not match k-space "
-                                f"{self.path} ({x}x{y}, {c} coils, {n} slices)")
+                raise UserError(
+                    f"{maps_path}: maps of {mx}x{my}, {mc} coils, {mn} slices do not match k-space "
+                    f"{self.path} ({x}x{y}, {c} coils, {n} slices)"
+                )
         self.num_slices, self.num_coils, self.shape = n, c, (x, y)
         self.has_reference = fully_sampled(self._slice_ksp(0))
         self.has_rss = False

@@ -60,8 +60,9 @@ def sense_combine(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return np.sum(np.conj(maps) * ifft2c_numpy(ksp), axis=0).astype(np.complex64)
 
 
-def complete_slice(ksp: np.ndarray, index: int, options: ReadOptions, maps: np.ndarray | None = None,
-                   rss: np.ndarray | None = None) -> Slice:
+def complete_slice(
+    ksp: np.ndarray, index: int, options: ReadOptions, maps: np.ndarray | None = None, rss: np.ndarray | None = None
+) -> Slice:
     """A DeepInPy slice from k-space (C, X, Y): maps (given, or ESPIRiT), and when `ksp` is fully
     sampled the SENSE-combined reference and a `options.mask` mask with seed options.seed + index;
     otherwise a zero reference and the acquired pattern as the mask."""
@@ -70,13 +71,19 @@ def complete_slice(ksp: np.ndarray, index: int, options: ReadOptions, maps: np.n
         maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop)
     if fully_sampled(ksp):
         img = sense_combine(ksp, maps)
-        mask = make_mask(options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction,
-                         options.seed + index)
+        mask = make_mask(
+            options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction, options.seed + index
+        )
     else:
         img = np.zeros(ksp.shape[1:], np.complex64)
         mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
-    return Slice(img=img, maps=np.asarray(maps, np.complex64), ksp=ksp, mask=mask,
-                 rss=None if rss is None else np.asarray(rss, np.float32))
+    return Slice(
+        img=img,
+        maps=np.asarray(maps, np.complex64),
+        ksp=ksp,
+        mask=mask,
+        rss=None if rss is None else np.asarray(rss, np.float32),
+    )
 
 
 class OneSubjectFile:

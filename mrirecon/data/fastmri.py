@@ -20,8 +20,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
+from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.transforms import center_crop, fft1c_numpy, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
 
@@ -64,12 +64,16 @@ class FastMRISource(OneSubjectFile):
             if not isinstance(f.get("kspace"), h5py.Dataset):
                 raise UserError(f"{self.path}: key 'kspace' is not an array (fastMRI: (slices, coils, H, W) complex)")
             if "ismrmrd_header" not in f:
-                raise UserError(f"{self.path}: missing key 'ismrmrd_header' (fastMRI files carry the ISMRMRD XML "
-                                "header with the reconstruction size)")
+                raise UserError(
+                    f"{self.path}: missing key 'ismrmrd_header' (fastMRI files carry the ISMRMRD XML "
+                    "header with the reconstruction size)"
+                )
             self._ksp = f["kspace"]
             if self._ksp.ndim != 4 or min(self._ksp.shape) == 0:
-                raise UserError(f"{self.path}: key 'kspace' has shape {self._ksp.shape}, expected (slices, coils, H, W) "
-                                "(multi-coil; single-coil files are not supported)")
+                raise UserError(
+                    f"{self.path}: key 'kspace' has shape {self._ksp.shape}, expected (slices, coils, H, W) "
+                    "(multi-coil; single-coil files are not supported)"
+                )
             if self._ksp.dtype.kind != "c":
                 raise UserError(f"{self.path}: key 'kspace' has dtype {self._ksp.dtype}, expected complex64")
             n, c, h, w = (int(v) for v in self._ksp.shape)
@@ -81,22 +85,27 @@ class FastMRISource(OneSubjectFile):
             if "mask" in f:
                 mask = np.asarray(f["mask"][()]).reshape(-1)
                 if mask.shape != (w,) or not np.all((mask == 0) | (mask == 1)):
-                    raise UserError(f"{self.path}: key 'mask' has shape {mask.shape} or values other than 0 and 1, "
-                                    f"expected ({w},) in {{0, 1}}")
+                    raise UserError(
+                        f"{self.path}: key 'mask' has shape {mask.shape} or values other than 0 and 1, "
+                        f"expected ({w},) in {{0, 1}}"
+                    )
                 self._mask = mask.astype(np.float32)
             self.has_reference = self._mask is None
             self.recon = (min(rx, h), min(ry, w) if self.has_reference else w)
             self._rss = f.get("reconstruction_rss")
-            self.has_rss = bool(self.has_reference and isinstance(self._rss, h5py.Dataset)
-                                and self._rss.shape == (n, *self.recon))
+            self.has_rss = bool(
+                self.has_reference and isinstance(self._rss, h5py.Dataset) and self._rss.shape == (n, *self.recon)
+            )
         except BaseException:
             f.close()
             raise
         self.num_slices, self.num_coils = n, c
         self.shape = self.recon
-        self.attrs: dict[str, Any] = {"format": "fastmri",
-                                      "subject_id": str(f.attrs.get("patient_id", self.path.stem)),
-                                      "acquisition": str(f.attrs.get("acquisition", ""))}
+        self.attrs: dict[str, Any] = {
+            "format": "fastmri",
+            "subject_id": str(f.attrs.get("patient_id", self.path.stem)),
+            "acquisition": str(f.attrs.get("acquisition", "")),
+        }
 
     def __len__(self) -> int:
         return self.num_slices

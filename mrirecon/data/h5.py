@@ -188,7 +188,7 @@ class DeepInPyFile:
             self._file.close()
         self._file = None
 
-    def __enter__(self) -> "DeepInPyFile":
+    def __enter__(self) -> DeepInPyFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -237,7 +237,7 @@ class DeepInPyWriter:
         self._tmp: Path | None = None
         self._file: h5py.File | None = None
 
-    def __enter__(self) -> "DeepInPyWriter":
+    def __enter__(self) -> DeepInPyWriter:
         self._tmp = temporary_sibling(self.path)
         try:
             self._file = h5py.File(self._tmp, "w", rdcc_nbytes=0)
@@ -248,11 +248,12 @@ class DeepInPyWriter:
         for key, shape in _expected_shapes(self.n, self.c, x, y).items():
             dtype = np.float32 if key == "masks" else np.complex64
             self._file.create_dataset(
-                key, shape=shape, dtype=dtype, chunks=(1,) + shape[1:], compression=self.compression
+                key, shape=shape, dtype=dtype, chunks=(1, *shape[1:]), compression=self.compression
             )
         if self.rss:
-            self._file.create_dataset("rss", shape=(self.n, x, y), dtype=np.float32, chunks=(1, x, y),
-                                      compression=self.compression)
+            self._file.create_dataset(
+                "rss", shape=(self.n, x, y), dtype=np.float32, chunks=(1, x, y), compression=self.compression
+            )
         self._file.create_dataset("noise_std", shape=(self.n,), dtype=np.float32)
         self._file["subject"] = self.subjects
         for name, value in self.attrs.items():

@@ -23,14 +23,15 @@ the file; the file is read once per slab.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 
-from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.transforms import center_crop, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
 from mrirecon.errors import UserError
 
@@ -77,17 +78,22 @@ class IsmrmrdSource(OneSubjectFile):
             header = ismrmrd.xsd.CreateFromDocument(xml)
             enc = header.encoding[0]
             e, r = enc.encodedSpace.matrixSize, enc.reconSpace.matrixSize
-        except Exception as exc:  # noqa: BLE001  (xsdata, h5py and lookup errors alike)
-            raise self._error(f"header in 'dataset/xml' does not parse ({exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0][:120] if str(exc) else ''})") from None
+        except Exception as exc:
+            raise self._error(
+                f"header in 'dataset/xml' does not parse ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else ''})"
+            ) from None
         trajectory = getattr(enc.trajectory, "value", str(enc.trajectory))
         if trajectory != "cartesian":
-            raise self._error(f"trajectory is '{trajectory}': only Cartesian acquisitions are read (non-Cartesian "
-                              "data needs gridding, e.g. with BART or sigpy)")
+            raise self._error(
+                f"trajectory is '{trajectory}': only Cartesian acquisitions are read (non-Cartesian "
+                "data needs gridding, e.g. with BART or sigpy)"
+            )
         ex, ey, ez = int(e.x), int(e.y), int(e.z)
         if ez < 2:
-            raise self._error(f"encoded matrix {ex}x{ey}x{ez} is not 3D: only 3D Cartesian acquisitions (readout x "
-                              "ky x kz) are read")
+            raise self._error(
+                f"encoded matrix {ex}x{ey}x{ez} is not 3D: only 3D Cartesian acquisitions (readout x ky x kz) are read"
+            )
         limits = enc.encodingLimits
         centre = []
         for name, size in (("kspace_encoding_step_1", ey), ("kspace_encoding_step_2", ez)):
@@ -96,9 +102,12 @@ class IsmrmrdSource(OneSubjectFile):
         self.encoded = (ex, ey, ez)
         self.recon = (min(int(r.x), ex), min(int(r.y), ey), min(int(r.z), ez))
         subject = header.subjectInformation.patientID if header.subjectInformation is not None else None
-        self.attrs: dict[str, Any] = {"format": "ismrmrd", "subject_id": str(subject or self.path.stem),
-                                      "encoded_matrix": f"{ex}x{ey}x{ez}",
-                                      "recon_matrix": "x".join(map(str, self.recon))}
+        self.attrs: dict[str, Any] = {
+            "format": "ismrmrd",
+            "subject_id": str(subject or self.path.stem),
+            "encoded_matrix": f"{ex}x{ey}x{ez}",
+            "recon_matrix": "x".join(map(str, self.recon)),
+        }
         self._header_pass(ex, ey, ez, centre)
 
     def _header_pass(self, ex: int, ey: int, ez: int, centre: list[int]) -> None:
@@ -144,9 +153,11 @@ class IsmrmrdSource(OneSubjectFile):
                 bad = k & ((ky < 0) | (ky >= ey) | (kz < 0) | (kz >= ez))
                 if bad.any():
                     j = int(np.flatnonzero(bad)[0])
-                    raise self._error(f"acquisition {a + j}: encode steps ({idx['kspace_encode_step_1'][j]}, "
-                                      f"{idx['kspace_encode_step_2'][j]}) lie outside the encoded matrix {ey}x{ez} "
-                                      "and the header's encoding limits")
+                    raise self._error(
+                        f"acquisition {a + j}: encode steps ({idx['kspace_encode_step_1'][j]}, "
+                        f"{idx['kspace_encode_step_2'][j]}) lie outside the encoded matrix {ey}x{ez} "
+                        "and the header's encoding limits"
+                    )
                 keep.append(k)
                 lin.append(np.where(k, ky * ez + kz, 0))
                 reverse.append((flags & _bit(REVERSE_FLAG)) != 0)
@@ -159,7 +170,7 @@ class IsmrmrdSource(OneSubjectFile):
         if kept > ex:
             raise self._error(f"readouts of {kept} samples exceed the encoded matrix x = {ex}")
         # Place the samples so that the echo centre lands at ex // 2 (partial echo: zero-filled).
-        offset = ex // 2 - (centre_sample - pre) if 0 < centre_sample and kept < ex else (ex - kept) // 2
+        offset = ex // 2 - (centre_sample - pre) if centre_sample > 0 and kept < ex else (ex - kept) // 2
         if not 0 <= offset <= ex - kept:
             raise self._error(f"center_sample {centre_sample} does not fit readouts of {kept} samples in x = {ex}")
         self._readout = (pre, ns - post, offset)
@@ -211,8 +222,9 @@ class IsmrmrdSource(OneSubjectFile):
         except (OSError, ValueError) as exc:
             raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc})") from None
 
-    def _add(self, samples: np.ndarray, sel: np.ndarray, a: int, buf: np.ndarray, count: int, x0: int,
-             duplicates: bool) -> None:
+    def _add(
+        self, samples: np.ndarray, sel: np.ndarray, a: int, buf: np.ndarray, count: int, x0: int, duplicates: bool
+    ) -> None:
         """Inverse-FFT the readouts `sel` of the chunk starting at row `a` and add readout
         positions x0 .. x0 + count into buf (count, C, ky * kz)."""
         ex = self.encoded[0]

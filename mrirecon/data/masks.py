@@ -27,8 +27,9 @@ def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) ->
 
     for attempt in range(5):
         try:
-            mask = sigpy.mri.poisson(tuple(shape), accel, calib=(calib, calib), seed=seed + attempt * 10**6,
-                                     dtype=np.float32)
+            mask = sigpy.mri.poisson(
+                tuple(shape), accel, calib=(calib, calib), seed=seed + attempt * 10**6, dtype=np.float32
+            )
             return (mask != 0).astype(np.float32)
         except ValueError:
             continue
@@ -37,7 +38,7 @@ def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) ->
 
 def _low_frequencies(num_cols: int, center_fraction: float) -> tuple[int, int]:
     """(number of central columns, first central column), as fastMRI computes them."""
-    num_low = int(round(num_cols * center_fraction))
+    num_low = round(num_cols * center_fraction)
     return num_low, (num_cols - num_low + 1) // 2
 
 
@@ -63,14 +64,15 @@ def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: flo
     denominator = num_low * accel - num_cols
     if denominator < 0:  # otherwise the centre alone reaches the acceleration
         adjusted = accel * (num_low - num_cols) / denominator
-        offset = rng.randint(0, max(int(round(adjusted)), 1))
+        offset = rng.randint(0, max(round(adjusted), 1))
         picked = np.around(np.arange(offset, num_cols - 1, adjusted)).astype(np.int64)
         mask[picked[picked < num_cols]] = True
     return mask
 
 
-def make_mask(kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float,
-              seed: int) -> np.ndarray:
+def make_mask(
+    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: int
+) -> np.ndarray:
     """An undersampling mask (X, Y) float32 in {0, 1}; MaskError (a ValueError) when impossible.
 
     Args:
@@ -91,10 +93,17 @@ def make_mask(kind: str, shape: tuple[int, int], accel: float, calib: int, cente
         try:
             return poisson_mask(tuple(shape), float(accel), calib, seed)
         except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
-            raise MaskError(f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "
-                             f"calibration square fits {shape[0]}x{shape[1]} (lower calib or accel)") from None
-    if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) or not 0 < center_fraction < 1:
+            raise MaskError(
+                f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "
+                f"calibration square fits {shape[0]}x{shape[1]} (lower calib or accel)"
+            ) from None
+    if (
+        isinstance(center_fraction, bool)
+        or not isinstance(center_fraction, (int, float))
+        or not 0 < center_fraction < 1
+    ):
         raise MaskError(f"center_fraction: {center_fraction!r} must be a number in (0, 1)")
     columns = (fastmri_random_columns if kind == "fastmri_random" else fastmri_equispaced_columns)(
-        shape[1], float(accel), float(center_fraction), seed)
+        shape[1], float(accel), float(center_fraction), seed
+    )
     return np.broadcast_to(columns[None, :], shape).astype(np.float32)

@@ -16,8 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.completion import espirit_maps
+from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.errors import UserError
 
 
@@ -31,8 +31,14 @@ class RawKspaceSource:
         thresh, crop: ESPIRiT's eigenvalue threshold and eigenvalue crop.
     """
 
-    def __init__(self, path: str | os.PathLike, transpose: bool = False, calib_width: int = 24,
-                 thresh: float = 0.02, crop: float = 0.95) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        transpose: bool = False,
+        calib_width: int = 24,
+        thresh: float = 0.02,
+        crop: float = 0.95,
+    ) -> None:
         self.path = Path(path)
         self.transpose = transpose
         self.espirit = (int(calib_width), float(thresh), float(crop))
@@ -50,8 +56,8 @@ class RawKspaceSource:
             if "ksp" not in f:
                 raise UserError(f"{self.path}: missing key 'ksp' (raw k-space of shape (N, C, X, Y))")
             self._ksp = f["ksp"]
-            self._imgs = f["imgs"] if "imgs" in f else None
-            self._masks = f["masks"] if "masks" in f else None
+            self._imgs = f.get("imgs", None)
+            self._masks = f.get("masks", None)
         if self._ksp.ndim != 4 or min(self._ksp.shape) == 0:
             raise UserError(f"{self.path}: k-space has shape {self._ksp.shape}, expected (C, X, Y) or (N, C, X, Y)")
         if self._ksp.dtype.kind != "c":
@@ -84,7 +90,11 @@ class RawKspaceSource:
                 raise UserError(f"{self.path}: key 'masks' slice {i} has values other than 0 and 1")
         else:
             mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
-        img = self._get(self._imgs, "imgs", i, np.complex64) if self._imgs is not None else np.zeros(ksp.shape[1:], np.complex64)
+        img = (
+            self._get(self._imgs, "imgs", i, np.complex64)
+            if self._imgs is not None
+            else np.zeros(ksp.shape[1:], np.complex64)
+        )
         maps = espirit_maps(ksp * mask, *self.espirit)
         return Slice(img=img, maps=maps, ksp=ksp, mask=mask)
 
@@ -93,7 +103,7 @@ class RawKspaceSource:
 
     def subjects(self) -> None:
         """Raw k-space records no subjects (see data.slices_per_subject)."""
-        return None
+        return
 
     def close(self) -> None:
         if isinstance(self._ksp, h5py.Dataset):

@@ -76,8 +76,9 @@ class SampleSource:
         noise: k-space noise standard deviation relative to the image maximum (>= 0; 0: none).
     """
 
-    def __init__(self, accel: float = 6.0, calib: int = 24, coils: int = 8, seed: int = 723,
-                 noise: float = NOISE) -> None:
+    def __init__(
+        self, accel: float = 6.0, calib: int = 24, coils: int = 8, seed: int = 723, noise: float = NOISE
+    ) -> None:
         if not accel > 1:
             raise UserError(f"data.sample.accel: {accel} must be > 1")
         if not 0 <= calib <= 256 or not coils >= 1:
@@ -106,12 +107,15 @@ class SampleSource:
         mask = poisson_mask(self.shape, self.accel, self.calib, self.seed + i)
         clean = Slice(img=img, maps=maps, ksp=ksp, mask=mask)
         std = self.noise * float(np.abs(img).max())
-        return with_noise(clean, std, np.random.default_rng((self.seed, i))) if std > 0 else \
-            Slice(img=img, maps=maps, ksp=ksp, mask=mask, noise_std=0.0)
+        return (
+            with_noise(clean, std, np.random.default_rng((self.seed, i)))
+            if std > 0
+            else Slice(img=img, maps=maps, ksp=ksp, mask=mask, noise_std=0.0)
+        )
 
     def splits(self) -> None:
         """The sample stores no splits; preprocess makes them."""
-        return None
+        return
 
     def subjects(self) -> np.ndarray:
         """One subject per slice (each slice comes from another knee)."""

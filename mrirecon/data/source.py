@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -75,7 +76,7 @@ def _hdf5_keys_cached(path: str, mtime: float) -> frozenset[str]:
         with h5py.File(path, "r") as f:
             keys = set(f.keys())
             if "dataset" in f and isinstance(f["dataset"], h5py.Group):
-                keys |= {f"dataset/{k}" for k in f["dataset"].keys()}
+                keys |= {f"dataset/{k}" for k in f["dataset"]}
             return frozenset(keys)
     except OSError as exc:
         raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}: truncated or corrupt?)") from None
@@ -148,13 +149,22 @@ def _is_npy(path: Path) -> bool:
 
 
 FORMATS: tuple[Format, ...] = (
-    Format("ISMRMRD raw HDF5 (dataset/data, dataset/xml)", lambda p: "dataset/data" in _keys(p) or "dataset/xml" in _keys(p),
-           _open_ismrmrd),
+    Format(
+        "ISMRMRD raw HDF5 (dataset/data, dataset/xml)",
+        lambda p: "dataset/data" in _keys(p) or "dataset/xml" in _keys(p),
+        _open_ismrmrd,
+    ),
     Format("fastMRI multi-coil HDF5 (kspace, ismrmrd_header)", lambda p: "kspace" in _keys(p), _open_fastmri),
-    Format("raw k-space HDF5 (ksp without maps) or .npy (C, X, Y) / (N, C, X, Y)",
-           lambda p: _is_npy(p) or ("ksp" in _keys(p) and "maps" not in _keys(p)), _open_raw),
-    Format("DeepInPy HDF5 (imgs, maps, ksp, masks)", lambda p: bool({"imgs", "maps", "ksp", "masks"} & _keys(p)),
-           _open_deepinpy),
+    Format(
+        "raw k-space HDF5 (ksp without maps) or .npy (C, X, Y) / (N, C, X, Y)",
+        lambda p: _is_npy(p) or ("ksp" in _keys(p) and "maps" not in _keys(p)),
+        _open_raw,
+    ),
+    Format(
+        "DeepInPy HDF5 (imgs, maps, ksp, masks)",
+        lambda p: bool({"imgs", "maps", "ksp", "masks"} & _keys(p)),
+        _open_deepinpy,
+    ),
     Format("BART .cfl/.hdr pair", lambda p: cfl_base(p) is not None, _open_cfl),
 )
 
@@ -218,12 +228,16 @@ class MultiSource:
         first = sources[0]
         for s in sources[1:]:
             if (s.num_coils, tuple(s.shape)) != (first.num_coils, tuple(first.shape)):
-                raise UserError(f"data.source: {s.path} has {s.num_coils} coils of {s.shape[0]}x{s.shape[1]}, "
-                                f"{first.path} {first.num_coils} coils of {first.shape[0]}x{first.shape[1]}: "
-                                "files read together must match")
+                raise UserError(
+                    f"data.source: {s.path} has {s.num_coils} coils of {s.shape[0]}x{s.shape[1]}, "
+                    f"{first.path} {first.num_coils} coils of {first.shape[0]}x{first.shape[1]}: "
+                    "files read together must match"
+                )
             if s.has_reference != first.has_reference:
-                raise UserError(f"data.source: {s.path} and {first.path} differ in sampling (one fully sampled, the "
-                                "other not): files read together must match")
+                raise UserError(
+                    f"data.source: {s.path} and {first.path} differ in sampling (one fully sampled, the "
+                    "other not): files read together must match"
+                )
         self.sources = list(sources)
         self.path = ",".join(str(s.path) for s in sources)
         self.num_slices = sum(len(s) for s in sources)
@@ -232,8 +246,10 @@ class MultiSource:
         self.has_rss = all(s.has_rss for s in sources)
         self._starts = np.cumsum([0] + [len(s) for s in sources])
         names = [str(s.attrs.get("subject_id", Path(str(s.path)).stem)) for s in sources]
-        self.attrs: dict[str, Any] = {"files": json.dumps([str(s.path) for s in sources]),
-                                      "subject_ids": json.dumps(names)}
+        self.attrs: dict[str, Any] = {
+            "files": json.dumps([str(s.path) for s in sources]),
+            "subject_ids": json.dumps(names),
+        }
 
     def __len__(self) -> int:
         return self.num_slices
@@ -245,7 +261,7 @@ class MultiSource:
 
     def splits(self) -> None:
         """Splits stored in the single files do not apply to their concatenation."""
-        return None
+        return
 
     def subjects(self) -> np.ndarray:
         out, offset = [], 0
@@ -260,4 +276,3 @@ class MultiSource:
     def close(self) -> None:
         for s in self.sources:
             s.close()
-

@@ -44,7 +44,7 @@ def make_splits(subjects: np.ndarray, val_fraction: float, test_fraction: float)
     n = len(order)
 
     def count(frac: float) -> int:
-        k = int(round(n * frac))
+        k = round(n * frac)
         return max(k, 1) if frac > 0 and n >= 3 else k
 
     n_test, n_val = count(test_fraction), count(val_fraction)

@@ -39,7 +39,7 @@ def fft1c_numpy(x: np.ndarray, axis: int) -> np.ndarray:
 
 def center_crop(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The centre of the last len(shape) axes of `x` (fastMRI's convention: start (n - m) // 2)."""
-    index = tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(x.shape[-len(shape):], shape))
+    index = tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(x.shape[-len(shape) :], shape))
     return x[(Ellipsis, *index)]
 
 

@@ -41,8 +41,15 @@ class AutomapMethod(Direct):
 
     fixed_shape = True  # built for one image size: the trainable family passes `shape`
 
-    def __init__(self, shape: tuple[int, int], width: int = 1, conv_channels: int = 64,
-                 memory_limit_gb: str | float = AUTO, loss: str = "mse", residual: bool = False) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        width: int = 1,
+        conv_channels: int = 64,
+        memory_limit_gb: str | float = AUTO,
+        loss: str = "mse",
+        residual: bool = False,
+    ) -> None:
         super().__init__(loss, residual)
         shape = (int(shape[0]), int(shape[1]))
         limit = machine_memory() if memory_limit_gb == AUTO else float(memory_limit_gb) * GB
@@ -52,7 +59,8 @@ class AutomapMethod(Direct):
                 f"shape: AUTOMAP for {shape[0]}x{shape[1]} images has {automap_weights(shape, width, conv_channels):,} "
                 f"weights and needs {need / GB:,.1f} GB to train, more than the {limit / GB:,.1f} GB allowed "
                 f"(memory_limit_gb: {memory_limit_gb}); its dense layers grow with the square of the pixel count: "
-                "use a quarter-scale variant (80x64 needs about 1.3 GB)")
+                "use a quarter-scale variant (80x64 needs about 1.3 GB)"
+            )
         self.net = Automap(shape, width, conv_channels)
 
     def map(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 
@@ -27,7 +28,7 @@ class Method:
     checkpoint_kind: str | None = None
     # per-slice values of the settings chosen from the data in the last `reconstruct` (e.g.
     # lam: auto), for the run's summary
-    chosen: dict[str, torch.Tensor] = {}
+    chosen: dict[str, torch.Tensor] = {}  # noqa: RUF012  (issue 26: make it per instance)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex.

@@ -52,8 +52,9 @@ class CGSense(Method):
         self.tol = check_nonnegative("tol", tol)
         self.search_steps = check_positive_int("search_steps", search_steps)
 
-    def discrepancy_lam(self, y: torch.Tensor, op: SenseOperator, aty: torch.Tensor,
-                        noise_std: torch.Tensor) -> torch.Tensor:
+    def discrepancy_lam(
+        self, y: torch.Tensor, op: SenseOperator, aty: torch.Tensor, noise_std: torch.Tensor
+    ) -> torch.Tensor:
         """The lam (B,) whose solution's residual matches the noise level of each slice."""
         measured = op.mask.flatten(1).sum(1).expand(y.shape[0]) * y.shape[1]
         target = noise_std * measured.sqrt()

@@ -33,7 +33,7 @@ class DeepBasisPursuit(Unrolled):
             a noise standard deviation per k-space sample in the data's units (>= 0).
     """
 
-    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs) -> None:
         super().__init__(denoiser, **kwargs)
         self.num_admm = check_positive_int("num_admm", num_admm)
         self.stdev = auto_or_nonnegative("stdev", stdev)

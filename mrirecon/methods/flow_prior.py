@@ -45,8 +45,17 @@ class FlowPrior(Method):
 
     checkpoint_kind = "flow"
 
-    def __init__(self, flow: ImageFlow, bits: int, lam: float = 0.0, beta: float = 0.0, lr: float = 0.05,
-                 iterations: int = 100, z_init: str = "forward", z_norm: str = "l1") -> None:
+    def __init__(
+        self,
+        flow: ImageFlow,
+        bits: int,
+        lam: float = 0.0,
+        beta: float = 0.0,
+        lr: float = 0.05,
+        iterations: int = 100,
+        z_init: str = "forward",
+        z_norm: str = "l1",
+    ) -> None:
         self.flow = flow.eval().requires_grad_(False)
         self.bits = int(bits)
         self.lam = check_nonnegative("lam", lam)
@@ -68,8 +77,9 @@ class FlowPrior(Method):
         neg_log_p = -(self.flow.base_log_prob(z) - logdet)
         return from_flow_space(v[:, 0], self.bits), neg_log_p
 
-    def objective(self, z: torch.Tensor, y: torch.Tensor, op: SenseOperator,
-                  noise_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(
+        self, z: torch.Tensor, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-slice objective (B,) at z (B, D) for normalised k-space y (B, C, X, Y) with noise
         std (B,) in the same units, and x (B, X, Y)."""
         x, neg_log_p = self.image(z)
@@ -98,7 +108,7 @@ class FlowPrior(Method):
         objective of each slice."""
         shape = tuple(y.shape[-2:])
         if (1, *shape) != tuple(self.flow.shape):
-            c, h, w = self.flow.shape
+            _c, h, w = self.flow.shape
             raise ValueError(f"y: the flow was trained on {h}x{w} images, the data are {shape[0]}x{shape[1]}")
         scale = data_scale(y, op)
         sigma = noise_of(y, op, noise_std) / scale
@@ -132,7 +142,7 @@ class FlowPrior(Method):
 class FlowL1(FlowPrior):
     """min ||A G(z) - y||^2 / (2 sigma^2) + lam R(z) (beta = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, lam: float = 0.5, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, flow: ImageFlow, bits: int, lam: float = 0.5, **kwargs) -> None:
         super().__init__(flow, bits, lam=lam, beta=0.0, **kwargs)
 
 
@@ -140,7 +150,7 @@ class FlowL1(FlowPrior):
 class FlowLogProb(FlowPrior):
     """min ||A G(z) - y||^2 / (2 sigma^2) + beta (-log p(G(z))) (lam = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.3, **kwargs) -> None:  # noqa: ANN003
+    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.3, **kwargs) -> None:
         super().__init__(flow, bits, lam=0.0, beta=beta, **kwargs)
 
 

@@ -34,8 +34,9 @@ SOLVERS = {"fista": fista, "pogm": pogm}
 KAPPA = {"cs_wavelet": 0.3, "cs_tv": 0.2}  # lam=auto: weight = KAPPA * sigma
 
 
-def weights(method: Method, lam: str | float, y: torch.Tensor, op: SenseOperator,
-            noise_std: torch.Tensor | None) -> torch.Tensor:
+def weights(
+    method: Method, lam: str | float, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None
+) -> torch.Tensor:
     """The regularisation weight w (B,) of each slice for `lam` (auto or relative to max |A^H y|);
     records lam relative to max |A^H y| in method.chosen."""
     scale = data_scale(y, op)
@@ -47,7 +48,7 @@ def weights(method: Method, lam: str | float, y: torch.Tensor, op: SenseOperator
 def auto_levels(shape: tuple[int, int]) -> int:
     """Wavelet levels that leave a coarsest band of at least 4 pixels on the shorter side
     (6 at 320x256, 4 at 80x64, 5 at 230x180)."""
-    return max(1, int(math.floor(math.log2(min(shape) / 4))))
+    return max(1, math.floor(math.log2(min(shape) / 4)))
 
 
 @register("cs_wavelet")
@@ -66,8 +67,16 @@ class WaveletCS(Method):
             The shifts follow a fixed seed, the same for every slice.
     """
 
-    def __init__(self, lam: str | float = AUTO, max_iter: int = 100, tol: float = 1e-5, solver: str = "fista",
-                 wavelet: str = "db2", levels: str | int = AUTO, cycle_spin: bool = True) -> None:
+    def __init__(
+        self,
+        lam: str | float = AUTO,
+        max_iter: int = 100,
+        tol: float = 1e-5,
+        solver: str = "fista",
+        wavelet: str = "db2",
+        levels: str | int = AUTO,
+        cycle_spin: bool = True,
+    ) -> None:
         self.lam = auto_or_nonnegative("lam", lam)
         self.max_iter = check_positive_int("max_iter", max_iter)
         self.tol = check_nonnegative("tol", tol)
@@ -89,8 +98,9 @@ class WaveletCS(Method):
             self._transforms[levels] = WaveletSparsity(self.wavelet, levels)
         return self._transforms[levels], levels
 
-    def objective(self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator,
-                  noise_std: torch.Tensor | None = None) -> torch.Tensor:
+    def objective(
+        self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """0.5 ||A x - y||^2 + w ||W x||_1 per batch element, (B,)."""
         w = weights(self, self.lam, y, op, noise_std)
         sparsity, _ = self.sparsity(tuple(x.shape[-2:]))
@@ -131,5 +141,15 @@ class TotalVariationCS(Method):
         aty = op.adjoint(y)
         radius = weights(self, self.lam, y, op, noise_std).reshape(-1, 1, 1, 1)
         norm_sq = lipschitz(op.normal, aty) + 8.0  # ||grad||^2 <= 8
-        return primal_dual(op.forward, op.adjoint, y, gradient, lambda q: -divergence(q),
-                           lambda q: project_isotropic(q, radius), aty, norm_sq, self.max_iter, self.tol)
+        return primal_dual(
+            op.forward,
+            op.adjoint,
+            y,
+            gradient,
+            lambda q: -divergence(q),
+            lambda q: project_isotropic(q, radius),
+            aty,
+            norm_sq,
+            self.max_iter,
+            self.tol,
+        )

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -25,8 +26,9 @@ class ImageUNet(Direct):
         loss, residual: see `Direct`.
     """
 
-    def __init__(self, net: Mapping[str, Any], input: str = "zero_filled", loss: str = "l1",  # noqa: A002
-                 residual: bool = False) -> None:
+    def __init__(
+        self, net: Mapping[str, Any], input: str = "zero_filled", loss: str = "l1", residual: bool = False
+    ) -> None:
         super().__init__(loss, residual)
         if input not in ("zero_filled", "cg_sense"):
             raise ValueError(f"input: {input!r} must be 'zero_filled' or 'cg_sense'")

@@ -136,8 +136,9 @@ def training_loss(
     if stdev > 0:
         ksp = ksp + complex_noise(tuple(ksp.shape), stdev, generator, ksp.dtype).to(ksp.device)
         noise_std = (noise_std**2 + stdev**2).sqrt()
-    input_mask, loss_mask = split_mask(mask, holdout, generator, keep_center) if not supervised and holdout > 0 \
-        else (mask, mask)
+    input_mask, loss_mask = (
+        split_mask(mask, holdout, generator, keep_center) if not supervised and holdout > 0 else (mask, mask)
+    )
     y_in, op_in = ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask)
     weight = data_scale(y_in, op_in).pow(-2)
     x_hat = method(y_in, op_in, noise_std)

@@ -6,7 +6,8 @@ They know nothing about k-space or physics. `build_net` maps the `model` config 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from torch import nn
 

@@ -19,7 +19,12 @@ def automap_weights(shape: tuple[int, int], width: int = 1, conv_channels: int =
     """The number of weights of an AUTOMAP for images of `shape` (X, Y)."""
     n = int(shape[0]) * int(shape[1])
     dense = (2 * n + 1) * width * n + (width * n + 1) * n
-    conv = (25 + 1) * conv_channels + (25 * conv_channels + 1) * conv_channels + 49 * conv_channels * out_channels + out_channels
+    conv = (
+        (25 + 1) * conv_channels
+        + (25 * conv_channels + 1) * conv_channels
+        + 49 * conv_channels * out_channels
+        + out_channels
+    )
     return dense + conv
 
 
@@ -50,14 +55,18 @@ class Automap(nn.Module):
         n = self.shape[0] * self.shape[1]
         self.dense = nn.Sequential(nn.Linear(2 * n, width * n), nn.Tanh(), nn.Linear(width * n, n), nn.Tanh())
         self.conv = nn.Sequential(
-            nn.Conv2d(1, conv_channels, 5, padding=2), nn.ReLU(inplace=True),
-            nn.Conv2d(conv_channels, conv_channels, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(1, conv_channels, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(conv_channels, conv_channels, 5, padding=2),
+            nn.ReLU(inplace=True),
             nn.ConvTranspose2d(conv_channels, out_channels, 7, padding=3),
         )
 
     def forward(self, k: torch.Tensor) -> torch.Tensor:
         if tuple(k.shape[-2:]) != self.shape:
-            raise ValueError(f"shape: this AUTOMAP was made for {self.shape[0]}x{self.shape[1]} images, "
-                             f"not {k.shape[-2]}x{k.shape[-1]}")
+            raise ValueError(
+                f"shape: this AUTOMAP was made for {self.shape[0]}x{self.shape[1]} images, "
+                f"not {k.shape[-2]}x{k.shape[-1]}"
+            )
         h = self.dense(k.flatten(1)).reshape(k.shape[0], 1, *self.shape)
         return self.conv(h)

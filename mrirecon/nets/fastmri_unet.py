@@ -14,14 +14,19 @@ from torch import nn
 def _conv_block(cin: int, cout: int, drop_prob: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in ((cin, cout), (cout, cout)):
-        layers += [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.InstanceNorm2d(b),
-                   nn.LeakyReLU(0.2, inplace=True), nn.Dropout2d(drop_prob)]
+        layers += [
+            nn.Conv2d(a, b, 3, padding=1, bias=False),
+            nn.InstanceNorm2d(b),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Dropout2d(drop_prob),
+        ]
     return nn.Sequential(*layers)
 
 
 def _up_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False), nn.InstanceNorm2d(cout),
-                         nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(cin, cout, 2, stride=2, bias=False), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)
+    )
 
 
 class FastMRIUNet(nn.Module):
@@ -36,8 +41,14 @@ class FastMRIUNet(nn.Module):
         drop_prob: dropout probability (fastMRI: 0).
     """
 
-    def __init__(self, in_channels: int = 2, out_channels: int | None = None, chans: int = 32, num_pools: int = 4,
-                 drop_prob: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int = 2,
+        out_channels: int | None = None,
+        chans: int = 32,
+        num_pools: int = 4,
+        drop_prob: float = 0.0,
+    ) -> None:
         super().__init__()
         for key, value in (("in_channels", in_channels), ("chans", chans), ("num_pools", num_pools)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -57,8 +68,10 @@ class FastMRIUNet(nn.Module):
         h, w = x.shape[-2:]
         m = 2**self.num_pools
         if min(h + (-h) % m, w + (-w) % m) < 2 * m:  # instance norm needs >= 2x2 pixels at the bottom
-            raise ValueError(f"num_pools: {self.num_pools} pooling levels need images of at least {2 * m}x{2 * m} "
-                             f"pixels, not {h}x{w} (use fewer pools)")
+            raise ValueError(
+                f"num_pools: {self.num_pools} pooling levels need images of at least {2 * m}x{2 * m} "
+                f"pixels, not {h}x{w} (use fewer pools)"
+            )
         y = F.pad(x, (0, (-w) % m, 0, (-h) % m))
         skips = []
         for i, block in enumerate(self.down):

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from nflows import distributions, flows, transforms
 from nflows.nn.nets import ConvResidualNet
 from nflows.utils import create_mid_split_binary_mask
 from torch import nn
-
 
 # nflows 0.14's LU layers call the deprecated torch.triangular_solve; the result is correct.
 warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
@@ -53,35 +53,53 @@ class ImageFlow(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        for key, value in (("levels", levels), ("steps", steps), ("hidden_channels", hidden_channels),
-                           ("num_blocks", num_blocks), ("bins", bins)):
+        for key, value in (
+            ("levels", levels),
+            ("steps", steps),
+            ("hidden_channels", hidden_channels),
+            ("num_blocks", num_blocks),
+            ("bins", bins),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key}: {value!r} must be an integer >= 1")
         if not float(tail_bound) > 0:
             raise ValueError(f"tail_bound: {tail_bound!r} must be > 0")
         c, h, w = (int(s) for s in shape)
         if h % 2**levels or w % 2**levels:
-            raise ValueError(f"levels: {levels} levels need image sides divisible by {2**levels}, "
-                            f"the images are {h}x{w}")
+            raise ValueError(
+                f"levels: {levels} levels need image sides divisible by {2**levels}, the images are {h}x{w}"
+            )
         self.shape = (c, h, w)
 
         def conditioner(in_channels: int, out_channels: int) -> nn.Module:
-            return ConvResidualNet(in_channels, out_channels, hidden_channels=hidden_channels, num_blocks=num_blocks,
-                                   dropout_probability=float(dropout), use_batch_norm=bool(batch_norm))
+            return ConvResidualNet(
+                in_channels,
+                out_channels,
+                hidden_channels=hidden_channels,
+                num_blocks=num_blocks,
+                dropout_probability=float(dropout),
+                use_batch_norm=bool(batch_norm),
+            )
 
         def step(channels: int) -> transforms.Transform:
             coupling = transforms.PiecewiseRationalQuadraticCouplingTransform(
-                mask=create_mid_split_binary_mask(channels), transform_net_create_fn=conditioner,
-                num_bins=bins, tails="linear", tail_bound=float(tail_bound))
+                mask=create_mid_split_binary_mask(channels),
+                transform_net_create_fn=conditioner,
+                num_bins=bins,
+                tails="linear",
+                tail_bound=float(tail_bound),
+            )
             return transforms.CompositeTransform(
-                [transforms.ActNorm(channels), transforms.OneByOneConvolution(channels), coupling])
+                [transforms.ActNorm(channels), transforms.OneByOneConvolution(channels), coupling]
+            )
 
         multiscale = transforms.MultiscaleCompositeTransform(num_transforms=levels)
         for _ in range(levels):
             squeeze = transforms.SqueezeTransform()
             c, h, w = squeeze.get_output_shape(c, h, w)
             level = transforms.CompositeTransform(
-                [squeeze, *(step(c) for _ in range(steps)), transforms.OneByOneConvolution(c)])
+                [squeeze, *(step(c) for _ in range(steps)), transforms.OneByOneConvolution(c)]
+            )
             hidden = multiscale.add_transform(level, (c, h, w))
             if hidden:
                 c, h, w = hidden

@@ -29,8 +29,9 @@ def _radius(shape: tuple[int, int], device: torch.device) -> torch.Tensor:
     return torch.sqrt(kx[:, None] ** 2 + ky[None, :] ** 2)
 
 
-def estimate_noise_std(ksp: torch.Tensor, mask: torch.Tensor, outer: float = 0.1,
-                       min_locations: int = 64) -> torch.Tensor:
+def estimate_noise_std(
+    ksp: torch.Tensor, mask: torch.Tensor, outer: float = 0.1, min_locations: int = 64
+) -> torch.Tensor:
     """Noise standard deviation per complex k-space sample, from measured multi-coil data.
 
     Takes the outermost `outer` fraction of the measured locations (at least `min_locations`),
@@ -73,8 +74,12 @@ def estimate_noise_std(ksp: torch.Tensor, mask: torch.Tensor, outer: float = 0.1
     return out[0] if unbatched else out
 
 
-def complex_noise(shape: tuple[int, ...], std: torch.Tensor | float, generator: torch.Generator | None = None,
-                  dtype: torch.dtype = torch.complex64) -> torch.Tensor:
+def complex_noise(
+    shape: tuple[int, ...],
+    std: torch.Tensor | float,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.complex64,
+) -> torch.Tensor:
     """Complex Gaussian noise with E|n|^2 = std^2 per sample, drawn on the CPU.
 
     Args:

@@ -9,7 +9,7 @@ So each element's result is what it would be alone in its batch.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -49,8 +49,9 @@ def _freeze(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch
     return torch.where(batch_view(active, new), new, old)
 
 
-def fista(grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter: int = 100,
-          tol: float = 0.0) -> torch.Tensor:
+def fista(
+    grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter: int = 100, tol: float = 0.0
+) -> torch.Tensor:
     """FISTA (Beck & Teboulle 2009) with per-element steps `step` (B,) <= 1/L."""
     step = batch_view(step, x0)
     x, z, t = x0, x0, 1.0
@@ -67,8 +68,9 @@ def fista(grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter
     return x
 
 
-def pogm(grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter: int = 100,
-         tol: float = 0.0) -> torch.Tensor:
+def pogm(
+    grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter: int = 100, tol: float = 0.0
+) -> torch.Tensor:
     """Proximal optimised gradient method (Taylor et al. 2017; Kim & Fessler 2018), about
     twice as fast as FISTA in the worst case; per-element steps `step` (B,) <= 1/L."""
     step = batch_view(step, x0)
@@ -81,8 +83,12 @@ def pogm(grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter:
         theta_new = (1 + math.sqrt(1 + factor * theta * theta)) / 2
         gamma_new = step * (2 * theta + theta_new - 1) / theta_new
         w_new = x - step * grad(x)
-        z_new = (w_new + ((theta - 1) / theta_new) * (w_new - w) + (theta / theta_new) * (w_new - x)
-                 + ((theta - 1) / theta_new) * (step / gamma) * (z - x))
+        z_new = (
+            w_new
+            + ((theta - 1) / theta_new) * (w_new - w)
+            + (theta / theta_new) * (w_new - x)
+            + ((theta - 1) / theta_new) * (step / gamma) * (z - x)
+        )
         x_new = prox(z_new, gamma_new)
         converged = relative_change(x_new, x) <= tol if tol > 0 else torch.zeros_like(active)
         x, w, z = _freeze(active, x_new, x), _freeze(active, w_new, w), _freeze(active, z_new, z)

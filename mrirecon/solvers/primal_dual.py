@@ -7,7 +7,7 @@ its own step sizes and stops on its own, so its result does not depend on its ba
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -11,11 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrirecon import distributed as ddp
+from mrirecon.data import source as sources
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.masks import KINDS
 from mrirecon.data.sample import SampleSource
 from mrirecon.data.source import ReadOptions, Source
-from mrirecon.data import source as sources
 from mrirecon.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ def device_of(cfg: DictConfig) -> torch.device:
     except RuntimeError:
         raise UserError(f"hardware.device: unknown device '{name}' (expected auto, cpu or cuda[:N])") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"hardware.device={name}: CUDA is not available on this machine (use hardware=cpu, or "
-                        "hardware.device=cpu or auto)")
+        raise UserError(
+            f"hardware.device={name}: CUDA is not available on this machine (use hardware=cpu, or "
+            "hardware.device=cpu or auto)"
+        )
     return device
 
 
@@ -49,8 +51,10 @@ def training_setup(cfg: DictConfig) -> tuple[Path, torch.device]:
     device = device_of(cfg)
     if bool(cfg.hardware.get("distributed", False)):
         if not ddp.launched():
-            log.info("hardware=ddp without torchrun: training in one process "
-                     "(start N with: torchrun --nproc_per_node=N -m mrirecon train hardware=ddp ...)")
+            log.info(
+                "hardware=ddp without torchrun: training in one process "
+                "(start N with: torchrun --nproc_per_node=N -m mrirecon train hardware=ddp ...)"
+            )
         device = ddp.init(device, str(cfg.hardware.get("backend", "auto")))
         if not ddp.is_main():
             logging.getLogger().setLevel(logging.WARNING)
@@ -97,10 +101,19 @@ def read_options(cfg: DictConfig) -> ReadOptions:
     buffer_mb = cfg.data.ismrmrd_buffer_mb
     if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float)) or not buffer_mb > 0:
         raise UserError(f"data.ismrmrd_buffer_mb: {buffer_mb!r} must be a number > 0 (MB)")
-    return ReadOptions(transpose=bool(cfg.data.transpose), calib_width=int(e.calib_width), thresh=float(e.thresh),
-                       crop=float(e.crop), mask=str(cfg.data.mask), accel=float(u.accel), calib=int(u.calib),
-                       center_fraction=float(u.center_fraction), seed=int(u.seed), buffer_mb=float(buffer_mb),
-                       maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps))
+    return ReadOptions(
+        transpose=bool(cfg.data.transpose),
+        calib_width=int(e.calib_width),
+        thresh=float(e.thresh),
+        crop=float(e.crop),
+        mask=str(cfg.data.mask),
+        accel=float(u.accel),
+        calib=int(u.calib),
+        center_fraction=float(u.center_fraction),
+        seed=int(u.seed),
+        buffer_mb=float(buffer_mb),
+        maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps),
+    )
 
 
 def open_source(cfg: DictConfig) -> Source:

@@ -39,11 +39,18 @@ def find_runs(paths: list[str]) -> tuple[list[Path], list[Path]]:
         if not path.is_dir():
             raise UserError(f"runs: {path} is not a folder")
         here = sorted({p.parent for p in path.rglob("summary.json") if (p.parent / "metrics.csv").is_file()})
-        train = sorted({p.parent for p in path.rglob("metrics.csv")
-                        if not (p.parent / "summary.json").exists() and _is_training_log(p)})
+        train = sorted(
+            {
+                p.parent
+                for p in path.rglob("metrics.csv")
+                if not (p.parent / "summary.json").exists() and _is_training_log(p)
+            }
+        )
         if not here and not train:
-            raise UserError(f"runs: {path} holds no reconstruct run (summary.json with metrics.csv) and no train "
-                            "run (metrics.csv of epochs)")
+            raise UserError(
+                f"runs: {path} holds no reconstruct run (summary.json with metrics.csv) and no train "
+                "run (metrics.csv of epochs)"
+            )
         found += [p for p in here if p not in found]
         trained += [p for p in train if p not in trained]
     return found, trained
@@ -68,10 +75,18 @@ def _load_run(path: Path) -> dict[str, Any]:
         accel = summary.get("acceleration", {}).get("per_slice", [])
         per_slice["R"] = np.array(accel, dtype=float) if len(accel) == len(rows) else np.full(len(rows), np.nan)
         subjects = [r.get("subject") or None for r in rows]
-        return {"dir": path, "summary": summary, "per_slice": per_slice, "slices": [int(r["slice"]) for r in rows],
-                "subjects": None if None in subjects else [int(s) for s in subjects],
-                "method": summary["method"], "variant": summary["variant"], "params": summary.get("method_config", {}),
-                "data": str(summary.get("data_path", "")), "split": str(summary.get("split", ""))}
+        return {
+            "dir": path,
+            "summary": summary,
+            "per_slice": per_slice,
+            "slices": [int(r["slice"]) for r in rows],
+            "subjects": None if None in subjects else [int(s) for s in subjects],
+            "method": summary["method"],
+            "variant": summary["variant"],
+            "params": summary.get("method_config", {}),
+            "data": str(summary.get("data_path", "")),
+            "split": str(summary.get("split", "")),
+        }
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(f"runs: {path} has an unreadable summary.json or metrics.csv ({exc})") from None
 
@@ -116,7 +131,9 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     baseline = cfg.get("baseline")
     methods = sorted({r["method"] for r in runs})
     if baseline is not None and str(baseline) not in methods:
-        raise UserError(f"baseline: '{baseline}' is not a method of these runs (methods: {', '.join(methods) or 'none'})")
+        raise UserError(
+            f"baseline: '{baseline}' is not a method of these runs (methods: {', '.join(methods) or 'none'})"
+        )
     out = run_dir()
     table, params = results.summarize(runs)
     comps = results.comparisons(table, params, None if baseline is None else str(baseline))
@@ -127,14 +144,24 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         write_text(out / "results.md", report.markdown(table, params, comps))
         figures += _sweep_plots(table, params, out)
         if _comparison(table, params, int(cfg.figure_slices), out / "comparison.png"):
-            figures.append(("Per-slice comparison", "reference, each method (PSNR of the slice) and |error| x5 "
-                            "under it, on the same grey scale", out / "comparison.png"))
+            figures.append(
+                (
+                    "Per-slice comparison",
+                    "reference, each method (PSNR of the slice) and |error| x5 under it, on the same grey scale",
+                    out / "comparison.png",
+                )
+            )
         _print_table(table, params, len(runs))
     if curves:
         training_figure(curves, out / "training_curves.png")
         names = "; ".join(label for label, _, _ in curves)
-        figures.append(("Training curves", f"per epoch, from the metrics.csv of {names} (TensorBoard is the live "
-                        "view)", out / "training_curves.png"))
+        figures.append(
+            (
+                "Training curves",
+                f"per epoch, from the metrics.csv of {names} (TensorBoard is the live view)",
+                out / "training_curves.png",
+            )
+        )
     title = f"mrirecon evaluate: {len(runs)} reconstruct runs" + (f", {len(curves)} train runs" if curves else "")
     write_text(out / "report.html", report.html_report(title, table, params, comps, figures))
     log.info("results in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir() if p.suffix in OUTPUTS)))
@@ -158,9 +185,14 @@ def _sweep_plots(table: list[dict[str, Any]], params: list[str], out: Path) -> l
 
     lines, grids = results.sweeps(table, params)
     for param, series in lines.items():
-        data = [(f"{rows[0]['method']} on {where(rows[0])}", [r[param] for r in rows],
-                 {m: tuple(np.array([r[f"{m}_{k}"] for r in rows]) for k in ("mean", "low", "high")) for m in METRICS})
-                for rows in series]
+        data = [
+            (
+                f"{rows[0]['method']} on {where(rows[0])}",
+                [r[param] for r in rows],
+                {m: tuple(np.array([r[f"{m}_{k}"] for r in rows]) for k in ("mean", "low", "high")) for m in METRICS},
+            )
+            for rows in series
+        ]
         path = out / f"sweep_{_slug(param)}.png"
         sweep_figure(param, data, path)
         written.append(("Sweeps", f"metrics vs {param}: mean over slices with a 95 % bootstrap band", path))
@@ -188,14 +220,29 @@ def _print_table(table: list[dict[str, Any]], params: list[str], num_runs: int) 
     """The table on the terminal, one 'mean ± std' cell per metric."""
     rich_table = Table(title=f"mrirecon evaluate: {num_runs} runs")
     heads = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM"}
-    for c in ["data", "split", "variant", "method", *params, "slices", "subjects", "R", *heads.values(), "s/slice",
-              "best"]:
+    for c in [
+        "data",
+        "split",
+        "variant",
+        "method",
+        *params,
+        "slices",
+        "subjects",
+        "R",
+        *heads.values(),
+        "s/slice",
+        "best",
+    ]:
         rich_table.add_column(c, justify="left" if c in ("data", "split", "variant", "method") else "right")
     for row in table:
-        cells = [Path(row["data"]).name, row["split"],
-                 *(report.fmt(c, row[c]) for c in ("variant", "method", *params, "slices", "subjects", "R"))]
-        cells += [" ± ".join(filter(None, (report.fmt(f"{s}_{a}", row[f"{s}_{a}"]) for a in ("mean", "std"))))
-                  for s in heads]  # a single slice has no std
+        cells = [
+            Path(row["data"]).name,
+            row["split"],
+            *(report.fmt(c, row[c]) for c in ("variant", "method", *params, "slices", "subjects", "R")),
+        ]
+        cells += [
+            " ± ".join(filter(None, (report.fmt(f"{s}_{a}", row[f"{s}_{a}"]) for a in ("mean", "std")))) for s in heads
+        ]  # a single slice has no std
         rich_table.add_row(*cells, report.fmt("seconds_mean", row["seconds_mean"]), row["best"])
     console = Console()
     if not console.is_terminal:  # a log file or pipe: do not squeeze the table to 80 columns

@@ -15,18 +15,20 @@ from rich.progress import Progress
 
 from mrirecon import __version__
 from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice
+from mrirecon.data.masks import MaskError
+from mrirecon.data.source import source_files
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
 from mrirecon.data.transforms import make_variant, with_noise
-from mrirecon.data.masks import MaskError
 from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
-from mrirecon.data.source import source_files
 from mrirecon.tasks.common import open_source, source_spec, variant_of
 
 log = logging.getLogger(__name__)
-NOISE_STD = ("noise std per k-space sample: the simulated std where preprocess or the sample added the noise, else "
-             "estimated from the measured data (median of |y|^2 / ln 2 over the outermost 10 % of measured k-space "
-             "locations, per coil; physics/noise.py)")
+NOISE_STD = (
+    "noise std per k-space sample: the simulated std where preprocess or the sample added the noise, else "
+    "estimated from the measured data (median of |y|^2 / ln 2 over the outermost 10 % of measured k-space "
+    "locations, per coil; physics/noise.py)"
+)
 
 
 def noise_estimate(s: Slice) -> float:
@@ -40,13 +42,13 @@ def noise_level(cfg: DictConfig) -> str | float:
     if value == "source":
         return "source"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise UserError(f"data.noise: {value!r} must be 'source' or a number in [0, 1) (noise std relative to "
-                        "each image's maximum)")
+        raise UserError(
+            f"data.noise: {value!r} must be 'source' or a number in [0, 1) (noise std relative to each image's maximum)"
+        )
     return float(value)
 
 
-def process(source_slice: Slice, bits: int | None, scale: float, noise: str | float,
-            rng: np.random.Generator) -> Slice:
+def process(source_slice: Slice, bits: int | None, scale: float, noise: str | float, rng: np.random.Generator) -> Slice:
     """One slice of the variant, with its noise standard deviation set.
 
     Acquired k-space (variant full) is kept as it is; its noise_std is the source's when known
@@ -81,11 +83,15 @@ def subjects_and_splits(cfg: DictConfig, source: Any) -> tuple[np.ndarray, dict[
         except ValueError as exc:
             raise UserError(f"data.slices_per_subject: {exc} ({source.path})") from None
         if per_subject is None and len(source) > 50:
-            log.warning("%s does not record subjects: every slice is taken as its own subject, so a split can "
-                        "cut a volume; set data.slices_per_subject (e.g. 320 for whole 3D knee volumes)", source.path)
+            log.warning(
+                "%s does not record subjects: every slice is taken as its own subject, so a split can "
+                "cut a volume; set data.slices_per_subject (e.g. 320 for whole 3D knee volumes)",
+                source.path,
+            )
     elif per_subject is not None:
-        log.warning("%s records the subject of every slice: data.slices_per_subject=%s is ignored", source.path,
-                    per_subject)
+        log.warning(
+            "%s records the subject of every slice: data.slices_per_subject=%s is ignored", source.path, per_subject
+        )
     splits = source.splits()
     if splits is None:
         try:
@@ -129,9 +135,13 @@ def run(cfg: DictConfig) -> Path:
         except MaskError as exc:  # a mask for fully sampled k-space: name the config key
             raise UserError(f"data.undersampling.{exc}") from None
         if not np.any(s.maps):
-            log.warning("%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
-                        "data.espirit.calib_width, now %s, or lower data.espirit.thresh)", source.path, i,
-                        cfg.data.espirit.calib_width)
+            log.warning(
+                "%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
+                "data.espirit.calib_width, now %s, or lower data.espirit.thresh)",
+                source.path,
+                i,
+                cfg.data.espirit.calib_width,
+            )
         return s
 
     first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
@@ -155,20 +165,30 @@ def run(cfg: DictConfig) -> Path:
         attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
     compression = cfg.data.compression or None
     stds = []
-    with DeepInPyWriter(out, len(source), source.num_coils, first.img.shape, attrs, compression, subjects,
-                        rss=source.has_rss) as writer:
-        with Progress(transient=True) as progress:
-            bar = progress.add_task(f"preprocess {cfg.data.name}", total=len(source))
-            for i in range(len(source)):
-                s = first if i == 0 else process(read(i), bits, scale, noise, np.random.default_rng((seed, i)))
-                writer.write(i, s)
-                stds.append(s.noise_std)
-                progress.advance(bar)
+    with (
+        DeepInPyWriter(
+            out, len(source), source.num_coils, first.img.shape, attrs, compression, subjects, rss=source.has_rss
+        ) as writer,
+        Progress(transient=True) as progress,
+    ):
+        bar = progress.add_task(f"preprocess {cfg.data.name}", total=len(source))
+        for i in range(len(source)):
+            s = first if i == 0 else process(read(i), bits, scale, noise, np.random.default_rng((seed, i)))
+            writer.write(i, s)
+            stds.append(s.noise_std)
+            progress.advance(bar)
     source.close()
     log.info(
         "wrote %s: %d slices of %d subjects, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d "
         "slices), estimated noise std %.3g (median)",
-        out, len(source), len(np.unique(subjects)), source.num_coils, *first.img.shape, bits, scale,
-        *(len(splits[s]) for s in SPLITS), float(np.median(stds)),
+        out,
+        len(source),
+        len(np.unique(subjects)),
+        source.num_coils,
+        *first.img.shape,
+        bits,
+        scale,
+        *(len(splits[s]) for s in SPLITS),
+        float(np.median(stds)),
     )
     return out

@@ -55,20 +55,32 @@ def check_training_subjects(cfg: DictConfig, trained: dict[str, Any], data: Deep
         return
     here = str(data.attrs.get("source_id", data.attrs.get("source", "")))
     if here != trained["source_id"]:
-        log.warning("checkpoint %s was trained on %s (source %s); %s comes from source %s: cannot check that no "
-                    "training subject is evaluated", cfg.checkpoint, trained["data_path"], trained["source_id"],
-                    data.path, here or "unknown")
+        log.warning(
+            "checkpoint %s was trained on %s (source %s); %s comes from source %s: cannot check that no "
+            "training subject is evaluated",
+            cfg.checkpoint,
+            trained["data_path"],
+            trained["source_id"],
+            data.path,
+            here or "unknown",
+        )
         return
     if Path(trained["data_path"]).resolve() != data.path.resolve():
-        log.warning("checkpoint %s was trained on %s, not on %s (same source: training subjects checked)",
-                    cfg.checkpoint, trained["data_path"], data.path)
+        log.warning(
+            "checkpoint %s was trained on %s, not on %s (same source: training subjects checked)",
+            cfg.checkpoint,
+            trained["data_path"],
+            data.path,
+        )
     subjects = data.subjects()
     subjects = np.arange(data.num_slices) if subjects is None else subjects
     seen = np.isin(subjects[indices], np.asarray(trained["train_subjects"]))
     if not seen.any():
         return
-    what = (f"{int(seen.sum())} of the {len(indices)} slices of data.split={cfg.data.split} belong to subjects "
-            f"checkpoint {cfg.checkpoint} was trained on")
+    what = (
+        f"{int(seen.sum())} of the {len(indices)} slices of data.split={cfg.data.split} belong to subjects "
+        f"checkpoint {cfg.checkpoint} was trained on"
+    )
     if not bool(cfg.allow_train_slices):
         raise UserError(f"{what}; evaluate on data.split=test or val, or set allow_train_slices=true")
     log.warning("%s (allow_train_slices=true): those results are not a test of generalisation", what)
@@ -79,9 +91,11 @@ def check_trained_size(cfg: DictConfig, method_config: dict[str, Any], data: Dee
     size it was trained at: refuse other data up front."""
     fixed = method_config.get("fixed_shape")
     if fixed is not None and tuple(fixed) != tuple(data.shape):
-        raise UserError(f"checkpoint: the model in {cfg.checkpoint} was trained on {fixed[0]}x{fixed[1]} images, "
-                        f"{data.path} holds {data.shape[0]}x{data.shape[1]} (data={cfg.data.name}): "
-                        f"method={cfg.method.name} works only at its training size")
+        raise UserError(
+            f"checkpoint: the model in {cfg.checkpoint} was trained on {fixed[0]}x{fixed[1]} images, "
+            f"{data.path} holds {data.shape[0]}x{data.shape[1]} (data={cfg.data.name}): "
+            f"method={cfg.method.name} works only at its training size"
+        )
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -100,8 +114,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     data = open_processed(cfg)
     indices = data.split_indices(str(cfg.data.split))
     if len(indices) == 0:
-        raise UserError(f"data.split: split '{cfg.data.split}' of {data.path} is empty "
-                        f"({data.num_slices} slices in all; data.split=all uses every slice)")
+        raise UserError(
+            f"data.split: split '{cfg.data.split}' of {data.path} is empty "
+            f"({data.num_slices} slices in all; data.split=all uses every slice)"
+        )
     check_training_subjects(cfg, trained, data, indices)
     check_trained_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
@@ -134,7 +150,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 seconds = (time.perf_counter() - start) / len(idx)
-                consistency = ((op.forward(x) - y).abs().flatten(1).norm(dim=1) / y.abs().flatten(1).norm(dim=1)).tolist()
+                consistency = (
+                    (op.forward(x) - y).abs().flatten(1).norm(dim=1) / y.abs().flatten(1).norm(dim=1)
+                ).tolist()
                 noise_stds += noise.tolist()
                 accelerations += (mask[0].numel() / mask.flatten(1).sum(1)).tolist()
                 for key, values in method.chosen.items():
@@ -147,39 +165,71 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     if cfl is not None:
                         cfl.write(pos, x_np[k])
                     pos += 1
-                    scores = (metrics.slice_metrics(x_np[k], ref_np[k]) if has_reference
-                              else dict.fromkeys(metrics.NAMES, float("nan")))
+                    scores = (
+                        metrics.slice_metrics(x_np[k], ref_np[k])
+                        if has_reference
+                        else dict.fromkeys(metrics.NAMES, float("nan"))
+                    )
                     subject = "" if subjects is None else int(subjects[i])
-                    rows.append({"slice": int(i), "subject": subject, "method": method.name, **scores,
-                                 "seconds": seconds})
+                    rows.append(
+                        {"slice": int(i), "subject": subject, "method": method.name, **scores, "seconds": seconds}
+                    )
                     consistencies.append(consistency[k])
                     if len(shown) < int(cfg.figures):
                         shown.append((int(i), ref_np[k], x_np[k]))
                 progress.advance(bar, len(idx))
     data.close()
     for (i, ref_img, rec_img), m in zip(shown, rows):
-        title = (f"{method.name} on {cfg.data.name}, slice {i}: NRMSE {m['nrmse']:.4f}, "
-                 f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}")
+        title = (
+            f"{method.name} on {cfg.data.name}, slice {i}: NRMSE {m['nrmse']:.4f}, "
+            f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
+        )
         if not has_reference:
             title = f"{method.name} on {cfg.data.name}, slice {i} (no reference: left panel is zero-filled)"
         (out / "figures").mkdir(exist_ok=True)
-        reconstruction_figure(ref_img, rec_img, title, out / "figures" / f"slice_{i:04d}.png",
-                              reference_label="reference" if has_reference else "zero-filled")
+        reconstruction_figure(
+            ref_img,
+            rec_img,
+            title,
+            out / "figures" / f"slice_{i:04d}.png",
+            reference_label="reference" if has_reference else "zero-filled",
+        )
     _write_csv(out / "metrics.csv", rows)
     summary = _summary(cfg, method.name, method_config, rows)
     summary["has_reference"] = has_reference
-    summary["data_consistency"] = {"mean": float(np.mean(consistencies)), "max": float(np.max(consistencies)),
-                                   "definition": "||A x_hat - y||_2 / ||y||_2 on the measured samples"}
-    summary["noise_std"] = {"mean": float(np.mean(noise_stds)), "per_slice": noise_stds,
-                            "definition": str(data.attrs.get("noise_std_definition", "estimated from the measured data "
-                                                             "(physics/noise.py): the file stores none"))}
+    summary["data_consistency"] = {
+        "mean": float(np.mean(consistencies)),
+        "max": float(np.max(consistencies)),
+        "definition": "||A x_hat - y||_2 / ||y||_2 on the measured samples",
+    }
+    summary["noise_std"] = {
+        "mean": float(np.mean(noise_stds)),
+        "per_slice": noise_stds,
+        "definition": str(
+            data.attrs.get(
+                "noise_std_definition", "estimated from the measured data (physics/noise.py): the file stores none"
+            )
+        ),
+    }
     summary["chosen"] = {key: {"mean": float(np.mean(v)), "per_slice": v} for key, v in chosen.items()}
-    summary["acceleration"] = {"mean": float(np.mean(accelerations)), "per_slice": accelerations,
-                               "definition": "pixels / measured k-space locations of each slice's mask"}
+    summary["acceleration"] = {
+        "mean": float(np.mean(accelerations)),
+        "per_slice": accelerations,
+        "definition": "pixels / measured k-space locations of each slice's mask",
+    }
     write_json(out / "summary.json", summary)
     means = summary["mean"]
-    log.info("%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
-             method.name, cfg.data.name, len(rows), means["nrmse"], means["psnr"], means["ssim"], means["seconds"], out)
+    log.info(
+        "%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
+        method.name,
+        cfg.data.name,
+        len(rows),
+        means["nrmse"],
+        means["psnr"],
+        means["ssim"],
+        means["seconds"],
+        out,
+    )
     return summary
 
 
@@ -199,21 +249,26 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     trained_by = family_for(name, str(OmegaConf.select(cfg, "model.name", default="")))
     if name not in REGISTRY and trained_by is not None:  # a method that only `train` knows (e.g. flow_prior)
         served = sorted(m for m, c in REGISTRY.items() if c.checkpoint_kind == trained_by.kind)
-        raise UserError(f"method={name} is trained, not reconstructed: reconstruct with its checkpoint and "
-                        f"method={' | '.join(served)}")
+        raise UserError(
+            f"method={name} is trained, not reconstructed: reconstruct with its checkpoint and "
+            f"method={' | '.join(served)}"
+        )
     if kind is None:
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
         return configured("method", build_method, plain(cfg.method)), plain(cfg.method), {}
     family = TRAINABLES[kind]
     if not checkpoint:
-        raise UserError(f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {family.train_hint(name)}')")
+        raise UserError(
+            f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {family.train_hint(name)}')"
+        )
     ckpt = load_checkpoint(str(checkpoint))
     trained = configured("checkpoint", rebuild, ckpt, str(checkpoint), kind, name)
     configured("data", family.check_bits, cfg.data.bits)
     trained.module.to(device).eval()
-    method, method_config = configured("method", trained.reconstructor, plain(cfg.method), cfg.data.bits,
-                                       bool(cfg.hardware.amp))
+    method, method_config = configured(
+        "method", trained.reconstructor, plain(cfg.method), cfg.data.bits, bool(cfg.hardware.amp)
+    )
     return method, method_config, trained_on(ckpt)
 
 
@@ -226,7 +281,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
-def _summary(cfg: DictConfig, method_name: str, method_config: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(
+    cfg: DictConfig, method_name: str, method_config: dict[str, Any], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
     keys = (*metrics.NAMES, "seconds")
     values = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in keys}
     return {

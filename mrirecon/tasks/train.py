@@ -33,8 +33,7 @@ def _family(cfg: DictConfig) -> type:
     if family is None:
         served = sorted(k for k, v in REGISTRY.items() if v.checkpoint_kind is not None)
         hints = sorted({TRAINABLES[REGISTRY[k].checkpoint_kind].train_hint(k) for k in served})
-        raise UserError(f"method={name} model={model}: nothing to train (trainable: "
-                        f"{'; '.join(hints)})")
+        raise UserError(f"method={name} model={model}: nothing to train (trainable: {'; '.join(hints)})")
     return family
 
 
@@ -64,40 +63,71 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _check_file_bits(data, bits)
     splits = data.splits()
     if splits is None:
-        raise UserError(f"{data.path}: no split indices stored; training uses the train split only "
-                        "(run 'mrirecon preprocess')")
+        raise UserError(
+            f"{data.path}: no split indices stored; training uses the train split only (run 'mrirecon preprocess')"
+        )
     train_idx, val_idx = splits["train"], splits["val"]
     if len(train_idx) == 0 or len(val_idx) == 0:
-        raise UserError(f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)")
+        raise UserError(
+            f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)"
+        )
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed
     method, model = plain(cfg.method), plain(cfg.model)
     for section in (method, model):
         section.pop("train_defaults", None)  # read by the train.* keys (conf/train.yaml), not an argument
-    trainable = family.from_config(method, model, plain(cfg.train), shape=tuple(data.shape),
-                                   bits=bits, seed=settings.seed, amp=bool(cfg.hardware.amp))
+    trainable = family.from_config(
+        method,
+        model,
+        plain(cfg.train),
+        shape=tuple(data.shape),
+        bits=bits,
+        seed=settings.seed,
+        amp=bool(cfg.hardware.amp),
+    )
     trainable.module.to(device)
     optimizer = OPTIMIZERS[optimizer_name](trainable.module.parameters(), lr=lr)
     parameters = sum(p.numel() for p in trainable.module.parameters())
     hooks = standard_callbacks(ddp.is_main(), settings.max_minutes, trainable.scalars)
     if ddp.is_main():  # what this run trains, for evaluate's training curves
-        hooks.append(RunInfo(out / "training.json", {"trains": trainable.describe(), "kind": family.kind,
-                                                     "parameters": parameters}))
+        hooks.append(
+            RunInfo(
+                out / "training.json", {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters}
+            )
+        )
     trainer = Trainer(
-        trainable=trainable, optimizer=optimizer, scheduler=trainable.scheduler(optimizer, settings.epochs),
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=trainable.scheduler(optimizer, settings.epochs),
         train_set=trainable.dataset(data, train_idx, training=True),
         val_set=trainable.dataset(data, val_idx, training=False),
-        out_dir=out, config=plain(cfg), settings=settings, device=device,
+        out_dir=out,
+        config=plain(cfg),
+        settings=settings,
+        device=device,
         callbacks=hooks,
         extra={"splits": {s: v.tolist() for s, v in splits.items()}, **training_data(data, train_idx)},
     )
-    log.info("training %s on %s: %d train / %d val slices, %d parameters -> %s", trainable.describe(), cfg.data.path,
-             len(train_idx), len(val_idx), parameters, out)
+    log.info(
+        "training %s on %s: %d train / %d val slices, %d parameters -> %s",
+        trainable.describe(),
+        cfg.data.path,
+        len(train_idx),
+        len(val_idx),
+        parameters,
+        out,
+    )
     state = trainer.fit(resume)
     if state["history"]:
         last = state["history"][-1]
         val = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_"))
-        log.info("done: epoch %d, %s (best %s %.4f); checkpoints in %s", last["epoch"], val, family.select,
-                 state["best"], out / "checkpoints")
+        log.info(
+            "done: epoch %d, %s (best %s %.4f); checkpoints in %s",
+            last["epoch"],
+            val,
+            family.select,
+            state["best"],
+            out / "checkpoints",
+        )
     if not math.isfinite(state["best"]):
         log.warning("no epoch finished: best.pt was not written (raise train.max_minutes)")
     return state

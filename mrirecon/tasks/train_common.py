@@ -58,6 +58,8 @@ def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:
     subjects (so that reconstruct can refuse to report on them)."""
     subjects = data.subjects()
     subjects = np.arange(data.num_slices) if subjects is None else subjects
-    return {"data_path": str(data.path.resolve()),
-            "source_id": str(data.attrs.get("source_id", data.attrs.get("source", ""))),
-            "train_subjects": sorted(set(subjects[train_idx].tolist()))}
+    return {
+        "data_path": str(data.path.resolve()),
+        "source_id": str(data.attrs.get("source_id", data.attrs.get("source", ""))),
+        "train_subjects": sorted(set(subjects[train_idx].tolist())),
+    }

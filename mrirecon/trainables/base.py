@@ -36,8 +36,17 @@ class Trainable(Protocol):
         """Whether `mrirecon train method=<method> model=<model>` trains this family."""
 
     @classmethod
-    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
-                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> Trainable:
+    def from_config(
+        cls,
+        method: dict[str, Any],
+        model: dict[str, Any],
+        train: dict[str, Any],
+        *,
+        shape: tuple[int, int],
+        bits: int | None,
+        seed: int,
+        amp: bool,
+    ) -> Trainable:
         """A fresh trainable from plain config sections, for images of `shape` and bit depth `bits`,
         `seed` seeding its validation (raises UserError naming the config key)."""
 
@@ -124,13 +133,17 @@ def rebuild(ckpt: dict[str, Any], path: str | Path, kind: str, method: str) -> T
     family = TRAINABLES[kind]
     if ckpt.get("kind") != kind or not family.accepts(ckpt, method):
         held = ckpt.get("method") or ckpt.get("kind") or "unknown"
-        raise ValueError(f"{path} holds a '{held}' model, not one for method={method} "
-                         f"(train one with 'mrirecon train {family.train_hint(method)}')")
+        raise ValueError(
+            f"{path} holds a '{held}' model, not one for method={method} "
+            f"(train one with 'mrirecon train {family.train_hint(method)}')"
+        )
     if ckpt.get("format") is None and isinstance(ckpt.get("config"), dict):
         ckpt = upgrade(ckpt)
     if ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} was written by an older mrirecon (checkpoint format {ckpt.get('format', 1)}, "
-                         f"this version reads {FORMAT}): retrain it with 'mrirecon train {family.train_hint(method)}'")
+        raise ValueError(
+            f"{path} was written by an older mrirecon (checkpoint format {ckpt.get('format', 1)}, "
+            f"this version reads {FORMAT}): retrain it with 'mrirecon train {family.train_hint(method)}'"
+        )
     try:
         return family.from_checkpoint(ckpt)
     except (KeyError, RuntimeError, TypeError) as exc:

@@ -47,8 +47,14 @@ class DirectTrainable(ReconstructorFamily):
 
     kind = KIND
 
-    def __init__(self, method: Direct, method_config: dict[str, Any], shape: tuple[int, int],
-                 step_lr: dict[str, Any] | None = None, augmentations: dict[str, bool] | None = None) -> None:
+    def __init__(
+        self,
+        method: Direct,
+        method_config: dict[str, Any],
+        shape: tuple[int, int],
+        step_lr: dict[str, Any] | None = None,
+        augmentations: dict[str, bool] | None = None,
+    ) -> None:
         self.module, self.method_config = method, method_config
         self.shape, self.step_lr = (int(shape[0]), int(shape[1])), step_lr
         self.augmentations = dict(augmentations or {})
@@ -59,10 +65,22 @@ class DirectTrainable(ReconstructorFamily):
         return method in REGISTRY and REGISTRY[method].checkpoint_kind == KIND
 
     @classmethod
-    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
-                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> DirectTrainable:
-        log.info("method=%s brings its own network (method.%s); the model group is not used",
-                 method.get("name"), "net" if "net" in method else "*")
+    def from_config(
+        cls,
+        method: dict[str, Any],
+        model: dict[str, Any],
+        train: dict[str, Any],
+        *,
+        shape: tuple[int, int],
+        bits: int | None,
+        seed: int,
+        amp: bool,
+    ) -> DirectTrainable:
+        log.info(
+            "method=%s brings its own network (method.%s); the model group is not used",
+            method.get("name"),
+            "net" if "net" in method else "*",
+        )
         built = configured("method", _build, method, shape)
         built.amp = bool(amp)
         return cls(built, method, shape, train.get("step_lr"), augmentations_for(train, bits))
@@ -97,12 +115,22 @@ class DirectTrainable(ReconstructorFamily):
         return {}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
-                "method_config": self.method_config, "shape": list(self.shape), "augmentations": self.augmentations}
+        return {
+            "kind": KIND,
+            "format": FORMAT,
+            "method": self.method_config["name"],
+            "method_config": self.method_config,
+            "shape": list(self.shape),
+            "augmentations": self.augmentations,
+        }
 
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         self.module.amp = bool(amp)
         fixed = {"fixed_shape": list(self.shape)} if self.module.fixed_shape else {}  # reconstruct checks it
-        return self.module, {**self.method_config, "trained_shape": list(self.shape), **fixed,
-                             **augmentation_label(self.augmentations)}
+        return self.module, {
+            **self.method_config,
+            "trained_shape": list(self.shape),
+            **fixed,
+            **augmentation_label(self.augmentations),
+        }

@@ -54,8 +54,15 @@ class FlowTrainable:
     kind = KIND
     select = "val_bpd"
 
-    def __init__(self, flow: ImageFlow, model_config: dict[str, Any], bits: int, seed: int = 723,
-                 flip: bool = False, sample_temperature: float = 0.7) -> None:
+    def __init__(
+        self,
+        flow: ImageFlow,
+        model_config: dict[str, Any],
+        bits: int,
+        seed: int = 723,
+        flip: bool = False,
+        sample_temperature: float = 0.7,
+    ) -> None:
         self.module, self.model_config, self.bits = flow, model_config, int(bits)
         self.seed, self.flip, self.temperature = int(seed), bool(flip), float(sample_temperature)
 
@@ -67,21 +74,34 @@ class FlowTrainable:
         return method == TRAIN_METHOD or model == "flow"
 
     @classmethod
-    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
-                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> FlowTrainable:
+    def from_config(
+        cls,
+        method: dict[str, Any],
+        model: dict[str, Any],
+        train: dict[str, Any],
+        *,
+        shape: tuple[int, int],
+        bits: int | None,
+        seed: int,
+        amp: bool,
+    ) -> FlowTrainable:
         configured("data", cls.check_bits, bits)
         if model.get("name") != "flow":
-            raise UserError(f"model={model.get('name')}: method={TRAIN_METHOD} trains a flow (model=flow or "
-                            "model=flow_student)")
+            raise UserError(
+                f"model={model.get('name')}: method={TRAIN_METHOD} trains a flow (model=flow or model=flow_student)"
+            )
         flow = configured("model", build_flow, model, (1, *shape))
-        return cls(flow, model, int(bits), seed, bool(train.get("flip", False)),
-                   float(train.get("sample_temperature", 0.7)))
+        return cls(
+            flow, model, int(bits), seed, bool(train.get("flip", False)), float(train.get("sample_temperature", 0.7))
+        )
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
         if bits is None:
-            raise ValueError("bits: null (complex images): the flow prior models real magnitude images of a "
-                             "quantised variant (bits 4 or 8, e.g. data=4bit_quarter)")
+            raise ValueError(
+                "bits: null (complex images): the flow prior models real magnitude images of a "
+                "quantised variant (bits 4 or 8, e.g. data=4bit_quarter)"
+            )
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> FlowTrainable:
@@ -124,24 +144,41 @@ class FlowTrainable:
 
     def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         generator = torch.Generator().manual_seed(self.seed)  # fixed dequantisation noise
-        return {"val_bpd": float(bits_per_dim(self.module, dequantize(batch["img"], self.bits, generator),
-                                              self.bits).mean())}
+        return {
+            "val_bpd": float(
+                bits_per_dim(self.module, dequantize(batch["img"], self.bits, generator), self.bits).mean()
+            )
+        }
 
     def images(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        samples = from_flow_space(self.module.sample(4, self.temperature, torch.Generator().manual_seed(self.seed)),
-                                  self.bits)
+        samples = from_flow_space(
+            self.module.sample(4, self.temperature, torch.Generator().manual_seed(self.seed)), self.bits
+        )
         s = samples.clamp(0, 1)[:, 0].cpu().numpy()
         return {"samples": np.block([[s[0], s[1]], [s[2], s[3]]])}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"kind": KIND, "format": FORMAT, "bits": self.bits, "shape": list(self.module.shape),
-                "model_config": self.model_config}
+        return {
+            "kind": KIND,
+            "format": FORMAT,
+            "bits": self.bits,
+            "shape": list(self.module.shape),
+            "model_config": self.model_config,
+        }
 
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         if data_bits is not None and int(data_bits) != self.bits:
-            log.warning("the flow was trained on %d-bit images, the data are %d-bit: the prior does not match the "
-                        "data (the original project's pitfall); results are not comparable", self.bits, int(data_bits))
+            log.warning(
+                "the flow was trained on %d-bit images, the data are %d-bit: the prior does not match the "
+                "data (the original project's pitfall); results are not comparable",
+                self.bits,
+                int(data_bits),
+            )
         built = build_method(method, flow=self.module, bits=self.bits)
-        return built, {**method, "flow_bits": self.bits, "flow_shape": list(self.module.shape),
-                       "fixed_shape": list(self.module.shape[1:])}
+        return built, {
+            **method,
+            "flow_bits": self.bits,
+            "flow_shape": list(self.module.shape),
+            "fixed_shape": list(self.module.shape[1:]),
+        }

@@ -36,8 +36,11 @@ def validation_images(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict
     ref = first["img"].cpu().numpy()
     scale = float(np.abs(ref[0]).max()) or 1.0
     zero_filled = op.adjoint(first["ksp"] * first["mask"].unsqueeze(1))[0].cpu().numpy()
-    return {"val/reference": np.abs(ref[0]) / scale, "val/reconstruction": np.abs(x[0]) / scale,
-            "val/zero_filled": np.abs(zero_filled) / scale}
+    return {
+        "val/reference": np.abs(ref[0]) / scale,
+        "val/reconstruction": np.abs(x[0]) / scale,
+        "val/zero_filled": np.abs(zero_filled) / scale,
+    }
 
 
 class ReconstructorFamily:

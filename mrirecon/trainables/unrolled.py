@@ -39,17 +39,30 @@ class UnrolledTrainable(ReconstructorFamily):
 
     kind = KIND
 
-    def __init__(self, method: Unrolled, method_config: dict[str, Any], model_config: dict[str, Any],
-                 supervised: bool = True, stdev: float = 0.0, holdout: float = 0.0, holdout_center: float = 0.0,
-                 step_lr: dict[str, Any] | None = None, random_masks: bool = False, flip: bool = False,
-                 random_phase: bool = False) -> None:
+    def __init__(
+        self,
+        method: Unrolled,
+        method_config: dict[str, Any],
+        model_config: dict[str, Any],
+        supervised: bool = True,
+        stdev: float = 0.0,
+        holdout: float = 0.0,
+        holdout_center: float = 0.0,
+        step_lr: dict[str, Any] | None = None,
+        random_masks: bool = False,
+        flip: bool = False,
+        random_phase: bool = False,
+    ) -> None:
         self.module = method
         self.method_config, self.model_config = method_config, model_config
         self.supervised, self.stdev = bool(supervised), float(stdev)
         self.holdout, self.holdout_center = float(holdout), float(holdout_center)
         self.step_lr = step_lr
-        self.augmentations = {"random_masks": bool(random_masks), "flip": bool(flip),
-                              "random_phase": bool(random_phase)}
+        self.augmentations = {
+            "random_masks": bool(random_masks),
+            "flip": bool(flip),
+            "random_phase": bool(random_phase),
+        }
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
@@ -57,8 +70,17 @@ class UnrolledTrainable(ReconstructorFamily):
         return method in REGISTRY and REGISTRY[method].checkpoint_kind == KIND and model in NETS
 
     @classmethod
-    def from_config(cls, method: dict[str, Any], model: dict[str, Any], train: dict[str, Any], *,
-                    shape: tuple[int, int], bits: int | None, seed: int, amp: bool) -> UnrolledTrainable:
+    def from_config(
+        cls,
+        method: dict[str, Any],
+        model: dict[str, Any],
+        train: dict[str, Any],
+        *,
+        shape: tuple[int, int],
+        bits: int | None,
+        seed: int,
+        amp: bool,
+    ) -> UnrolledTrainable:
         for key in ("holdout", "holdout_center"):
             if not 0 <= float(train[key]) < 1:
                 raise UserError(f"train.{key}: {train[key]} is not in [0, 1)")
@@ -66,8 +88,17 @@ class UnrolledTrainable(ReconstructorFamily):
             raise UserError(f"train.stdev: {train['stdev']} must be >= 0")
         built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
         built.amp = bool(amp)
-        return cls(built, method, model, train["supervised"], train["stdev"], train["holdout"],
-                   train["holdout_center"], train.get("step_lr"), **augmentations_for(train, bits))
+        return cls(
+            built,
+            method,
+            model,
+            train["supervised"],
+            train["stdev"],
+            train["holdout"],
+            train["holdout_center"],
+            train.get("step_lr"),
+            **augmentations_for(train, bits),
+        )
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -93,22 +124,33 @@ class UnrolledTrainable(ReconstructorFamily):
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         batch = augment(batch, generator, **self.augmentations)
-        return training_loss(self.module, batch, self.supervised, generator, self.stdev, self.holdout,
-                             self.holdout_center)
+        return training_loss(
+            self.module, batch, self.supervised, generator, self.stdev, self.holdout, self.holdout_center
+        )
 
     def scalars(self) -> dict[str, float]:
         return {"train/l2lam": float(self.module.l2lam.detach())}
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"kind": KIND, "format": FORMAT, "method": self.method_config["name"],
-                "method_config": self.method_config, "model_config": self.model_config,
-                "supervised": self.supervised, "augmentations": self.augmentations}
+        return {
+            "kind": KIND,
+            "format": FORMAT,
+            "method": self.method_config["name"],
+            "method_config": self.method_config,
+            "model_config": self.model_config,
+            "supervised": self.supervised,
+            "augmentations": self.augmentations,
+        }
 
     # -- reconstruction ------------------------------------------------------------------------
     def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
         self.module.amp = bool(amp)
-        return self.module, {**self.method_config, "model": self.model_config["name"], "supervised": self.supervised,
-                             **augmentation_label(self.augmentations)}
+        return self.module, {
+            **self.method_config,
+            "model": self.model_config["name"],
+            "supervised": self.supervised,
+            **augmentation_label(self.augmentations),
+        }
 
 
 def _trained_augmentations(ckpt: dict[str, Any]) -> dict[str, bool]:
@@ -121,5 +163,8 @@ def _trained_augmentations(ckpt: dict[str, Any]) -> dict[str, bool]:
     train, bits = config.get("train") or {}, (config.get("data") or {}).get("bits")
     if "random_masks" not in train:
         return {}
-    return {"random_masks": bool(train.get("random_masks", False)), "flip": bool(train.get("flip", False)),
-            "random_phase": bool(train.get("random_phase", False)) and bits is None}
+    return {
+        "random_masks": bool(train.get("random_masks", False)),
+        "flip": bool(train.get("flip", False)),
+        "random_phase": bool(train.get("random_phase", False)) and bits is None,
+    }
