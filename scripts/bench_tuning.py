@@ -74,7 +74,7 @@ def grid_trials(case: str, grid: dict[tuple[float, ...], float], target: float) 
     """Trials of the smallest nested log-spaced grid reaching `target`, and that grid's best."""
     space, points = CASES[case]
     axes = [sorted({k[j] for k in grid}) for j in range(len(space))]
-    for step in sorted({(points - 1) // n for n in range(1, points)}, reverse=True):
+    for step in [s for s in range(points - 1, 0, -1) if (points - 1) % s == 0]:
         sub = [a[::step] for a in axes]
         best = max(grid[key] for key in itertools.product(*sub))
         if best >= target:
@@ -115,9 +115,14 @@ def main() -> None:
     parser.add_argument("--data", default="4bit_quarter")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="outputs/bench_tuning")
+    parser.add_argument("--dense", type=int, default=None, help="dense grid values per parameter (2^k + 1)")
+    parser.add_argument("--overrides", default="", help="extra reconstruct overrides, e.g. method.iterations=60")
     args = parser.parse_args()
     out = Path(args.out)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.dense:
+        for case in CASES:
+            CASES[case] = (CASES[case][0], args.dense)
     if not Path(f"outputs/data/{args.data}.h5").is_file():
         mrirecon(["preprocess", f"data={args.data}"])
     rows = []
@@ -141,7 +146,8 @@ def main() -> None:
         n_grid, grid_best = grid_trials(case, grid, target)
         tpe = [tpe_trials(case, s, args.trials, common, out, target) for s in seeds]
         rows.append((case, len(grid), best, n_grid, grid_best, tpe))
-    print(f"\nval split of {args.data}; target: within {args.tol} dB of the dense grid's best mean PSNR")
+    extra = f", {args.overrides}" if args.overrides else ""
+    print(f"\nval split of {args.data}{extra}; target: within {args.tol} dB of the dense grid's best mean PSNR")
     print(
         "| method (parameters) | dense grid: trials, best PSNR | grid search: trials to target | TPE: trials to target (median, per seed) | TPE best after "
         f"{args.trials} (median) |"

@@ -6,7 +6,8 @@ One training step (forward, backward, Adam) at batch 1 x 8 coils x 320x256 with 
 denoiser (ResNet, 64 channels, 3 blocks, kernel 3), 10 CG iterations (no early stop), for
 num_unrolls 2, 4, 8, 16. Each configuration runs in a fresh process: peak memory is CUDA's
 max_memory_allocated on a GPU, else the growth of the process's peak RSS (VmHWM) over its RSS
-once the data and model are built; step time is the median of the steps after a warm-up. The
+once the data and model are built, with glibc's mmap threshold fixed at 64 KiB so that freed
+tensors are returned to the system and the RSS follows live tensor memory; step time is the median of the steps after a warm-up. The
 table ends with the ratio of peak memory at 16 and 2 unrolls (8x the unrolls).
 
 Usage: python scripts/bench_unroll_memory.py [--methods dbp,modl] [--unrolls 2,4,8,16]
@@ -66,8 +67,8 @@ def measure(method: str, unrolls: int, checkpointed: bool, shape: tuple[int, int
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    step()
-    times = [step() for _ in range(steps)]
+    times = [step()]  # the first step is timed when no more are asked for
+    times = [step() for _ in range(steps)] or times
     peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else ((vm_kb("VmHWM") or 0) - base) / 1024
     return {"peak_mb": peak, "seconds": statistics.median(times)}
 
@@ -78,7 +79,10 @@ def in_fresh_process(args: argparse.Namespace, method: str, unrolls: int, checkp
         f"import bench_unroll_memory as b; print(json.dumps(b.measure({method!r}, {unrolls}, {checkpointed}, "
         f"{tuple(args.shape)!r}, {args.steps}, {args.device!r})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # glibc: every allocation of 64 KiB or more is its own mapping, returned to the system when
+    # freed, so the peak RSS follows the peak of live tensor memory (no allocator caching)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -87,7 +91,7 @@ def main() -> None:
     parser.add_argument("--methods", default="dbp,modl")
     parser.add_argument("--unrolls", default="2,4,8,16")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step (0: time the first)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shape", type=int, nargs=2, default=(320, 256))
     args = parser.parse_args()

@@ -41,7 +41,7 @@ class Unrolled(nn.Module, Method):
     """
 
     checkpoint_kind = "unrolled"
-    amp = False  # run the denoiser under CUDA bf16 autocast (set from hardware.amp)
+    amp = False  # run the denoiser under bf16 autocast, CUDA or CPU (set from hardware.amp)
     checkpoint_unrolls = False  # recompute each unroll in the backward pass (set from train.checkpoint_unrolls)
 
     def __init__(
@@ -68,9 +68,11 @@ class Unrolled(nn.Module, Method):
         return self.l2lam_raw.abs() + 1e-8
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the denoiser to a complex image batch (B, X, Y)."""
-        if self.amp and x.is_cuda:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+        """Apply the denoiser to a complex image batch (B, X, Y); with `amp`, its convolutions
+        run in bfloat16 (autocast; about 2x faster on CPUs with AVX512-BF16 or AMX) and its
+        output returns to float32, so physics and CG stay in full precision."""
+        if self.amp:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
                 out = self.denoiser(to_channels(x))
             return from_channels(out.float())
         return from_channels(self.denoiser(to_channels(x)))
