@@ -100,7 +100,7 @@ class DeepInPyResNet(nn.Module):
     Args:
         in_channels: image channels (2 for real/imaginary parts).
         channels: latent channels (DeepInPy: 64).
-        num_blocks: residual blocks, >= 2 (DeepInPy: 3).
+        num_blocks: residual blocks (DeepInPy: 3; 1 gives one block in -> channels -> in).
         kernel_size: convolution size (DeepInPy: 7).
         batch_norm, dropout, bias: as DeepInPy (off, 0, off).
         padding_mode: "reflect" (DeepInPy's ReflectionPad2d) or "zeros".
@@ -118,8 +118,8 @@ class DeepInPyResNet(nn.Module):
         padding_mode: str = "reflect",
     ) -> None:
         super().__init__()
-        if num_blocks < 2:
-            raise ValueError(f"num_blocks: {num_blocks} must be >= 2 (a first and a last block)")
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks: {num_blocks} must be >= 1")
         sizes = [in_channels] + [channels] * (num_blocks - 1) + [in_channels]
         self.blocks = nn.Sequential(
             *(
