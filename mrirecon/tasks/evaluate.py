@@ -51,7 +51,7 @@ def options(cfg: DictConfig) -> Options:
         [str(r) for r in runs] if isinstance(runs, (ListConfig, list, tuple)) else [] if runs is None else [str(runs)]
     )
     if not paths or any(not p for p in paths):
-        raise UserError("runs: give a reconstruct run or multirun folder, or a list: runs=DIR or runs=[DIR,...]")
+        raise UserError("runs: give at least one reconstruct run or multirun folder: runs=DIR or runs=[DIR,...]")
     level = str(cfg.get("level", "slice"))
     if level not in LEVELS:
         raise UserError(f"level: '{level}' is not one of {', '.join(LEVELS)}")
