@@ -135,6 +135,18 @@ def test_evaluate_tables_and_figure(sweep, sample_dir):
     assert len(figures) == len(SAMPLE_VARIANTS) and all(f.stat().st_size > 10_000 for f in figures)
     assert (out / "comparisons.csv").is_file() and "data:image/png;base64," in (out / "report.html").read_text()
     assert "cg_sense" in res.stdout  # the rich table
+    # level=volume from recon.h5's images: the sample's volumes are one slice each, so the
+    # fastMRI per-volume metrics equal metrics.csv's per-slice ones (recon.h5 holds those images)
+    res = run_cli("evaluate", f"runs={sweep}", "level=volume", "hydra.run.dir=runs/eval_volume", cwd=sample_dir)
+    assert res.returncode == 0, res.stderr
+    with open(sample_dir / "runs" / "eval_volume" / "results.csv", newline="") as fh:
+        volumes = {(r["variant"], r["method"]): r for r in csv.DictReader(fh)}
+    for r in rows:
+        v = volumes[(r["variant"], r["method"])]
+        assert v["level"] == "volume" and v["unit"] == "volumes" and v["subjects"] == "3"
+        for name in ("nrmse_mean", "psnr_mean", "ssim_mean"):
+            assert float(v[name]) == pytest.approx(float(r[name]), rel=1e-4), (r["variant"], r["method"], name)
+    assert "Level: volume" in (sample_dir / "runs" / "eval_volume" / "results.md").read_text()
 
 
 def test_sweep_parameters_become_columns(sample_dir):
