@@ -48,42 +48,41 @@ def reconstruction_figure(
     _save(fig, path)
 
 
+def _bare(ax: plt.Axes) -> None:
+    """No ticks or frame, but keep the axis labels (so that a layout engine makes room for them)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def comparison_figure(
     rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]],
     path: str | os.PathLike,
     error_gain: float | None = 5.0,
 ) -> None:
-    """A grid: for each (row label, reference, [(column label, recon), ...]) a row of magnitudes
-    and, if `error_gain`, a row of |recon - reference| x error_gain under it."""
+    """A grid: for each (row label, reference, [(column title, recon), ...]) a row of magnitudes
+    and, if `error_gain`, a row of |recon - reference| x error_gain under it. Column titles may
+    span several lines; the constrained layout makes room for them and the row labels."""
     ncols = 1 + max(len(cols) for _, _, cols in rows)
     per = 2 if error_gain else 1
-    fig, axes = plt.subplots(per * len(rows), ncols, figsize=(2.4 * ncols, 2.8 * per * len(rows)), squeeze=False)
+    lines = max(title.count("\n") + 1 for _, _, cols in rows for title, _ in cols)
+    size = (2.2 * ncols + 0.4, (2.4 + 0.12 * lines) * len(rows) + (2.3 * len(rows) if error_gain else 0))
+    fig, axes = plt.subplots(per * len(rows), ncols, figsize=size, squeeze=False, layout="constrained")
     for r, (label, ref, cols) in enumerate(rows):
         vmax = float(np.abs(ref).max()) or 1.0
         top = axes[per * r]
         for c, (title, img) in enumerate([("reference", ref), *cols]):
             top[c].imshow(np.abs(img), cmap="gray", vmin=0, vmax=vmax)
             top[c].set_title(title, fontsize=7)
-        top[0].text(-0.08, 0.5, label, transform=top[0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+        top[0].set_ylabel(label, fontsize=8)
         if error_gain:
             bottom = axes[per * r + 1]
-            bottom[0].text(
-                0.5,
-                0.5,
-                f"|error| x{error_gain:g}",
-                transform=bottom[0].transAxes,
-                ha="center",
-                va="center",
-                fontsize=8,
-            )
+            bottom[0].set_ylabel(f"|error| x{error_gain:g}", fontsize=8)
             for c, (_, img) in enumerate(cols, start=1):
                 bottom[c].imshow(np.abs(np.abs(img) - np.abs(ref)) * error_gain, cmap="gray", vmin=0, vmax=vmax)
     for ax in axes.flat:
-        ax.axis("off")
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(
-        left=0.3 / width, right=0.99, bottom=0.05 / height, top=1 - 0.35 / height, wspace=0.05, hspace=0.35
-    )
+        _bare(ax)
     _save(fig, path, tight=False)
 
 
@@ -122,7 +121,13 @@ def sweep_figure(
     chose or None, {metric: (mean, low, high)}), drawn as a star with an error bar at the chosen
     value, or as a dashed line with a star at the right edge when the choice is not recorded."""
     names = list(series[0][2]) if series else list(others[0][3])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(names),
+        figsize=(4.2 * len(names), 3.6 + 0.16 * (len(series) + len(others))),
+        squeeze=False,
+        layout="constrained",
+    )
     all_x = [x for _, xs, _ in series for x in xs]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in all_x)
     categories = list(dict.fromkeys(str(x) for x in all_x))
@@ -134,8 +139,8 @@ def sweep_figure(
             (line,) = ax.plot(x, mean, marker="o", label=text, color=colours.get(text))
             colours[text] = line.get_color()
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-        for text, value, chosen, values in others:
-            _other_marker(ax, f"{text}: {param}={value}", chosen if numeric else None, values[name], colours.get(text))
+        for text, value, chosen, bands in others:
+            _other_marker(ax, f"{text}: {param}={value}", chosen if numeric else None, bands[name], colours.get(text))
         if numeric and all_x:
             _set_scale(ax, all_x + [c for _, _, c, _ in others if c is not None and c > 0])
         elif not numeric:
@@ -144,11 +149,10 @@ def sweep_figure(
         ax.set_xlabel(param)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=7)
     fig.suptitle(
         f"sweep over {param} (bands: 95 % interval of the mean over the units; stars: {param} not a number)", fontsize=9
     )
-    fig.tight_layout()
     _save(fig, path)
 
 

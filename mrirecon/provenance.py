@@ -84,11 +84,11 @@ def selection_warning(record: dict[str, Any] | None, split: str) -> str | None:
     """A warning when the run reports on the split its checkpoint was selected on (or on all
     slices, which include it); None otherwise."""
     chosen = (record or {}).get("selected_on")
-    if chosen is None or split not in (chosen, "all"):
+    if record is None or chosen is None or split not in (chosen, "all"):
         return None
     return (
         f"evaluated on data.split={split}, which includes the {chosen} split the checkpoint was selected on "
-        f"(best {record.get('selected_by')}): an optimistic estimate; report data.split=test"
+        f"(best {record.get('selected_by')}): an optimistic estimate (report data.split=test)"
     )
 
 

@@ -281,7 +281,7 @@ def runs_list(report: Report) -> list[str]:
 def _chosen_text(summary: dict[str, Any]) -> str:
     """'lam 0.0123 (per slice 0.01-0.015; rule: discrepancy principle)' for each data-chosen setting."""
     texts = []
-    rules = summary.get("rule") if isinstance(summary.get("rule"), dict) else {}
+    rules: dict[str, Any] = summary["rule"] if isinstance(summary.get("rule"), dict) else {}
     for key, value in (summary.get("chosen") or {}).items():
         if not isinstance(value, dict):
             continue
@@ -315,7 +315,7 @@ def warnings(report: Report) -> list[str]:
     """Each distinct warning of the rows, with the rows it concerns."""
     found: dict[str, list[str]] = defaultdict(list)
     for row in report.table:
-        for w in filter(None, row["warning"].split("; ")):
+        for w in row["warnings"]:
             found[w].append(f"{row['label']} on {row['variant']} ({row['data_label']})")
     return [f"{w}: {', '.join(rows)}" for w, rows in found.items()]
 
@@ -356,7 +356,7 @@ h3 { font-size: 1.0em; margin: 1.2em 0 0.3em; }
 div.wide { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
 th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: right; white-space: nowrap; }
-th { background: #eef; } td:first-child { text-align: left; }
+th { background: #eef; } td.t { text-align: left; }
 p.note, p.meta { font-size: 0.8em; color: #555; max-width: 75em; }
 ul.warn li { color: #a30; font-size: 0.85em; } ul.runs li { font-size: 0.75em; color: #444; }
 figure { margin: 0.8em 0; } figcaption { font-size: 0.8em; color: #555; }
@@ -369,10 +369,16 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
+TEXT_COLUMNS = ("method", "run", "row", "units", "best", "warning")  # left-aligned; numbers right-aligned
+
+
 def _html_table(head: Sequence[str], lines: Sequence[Sequence[tuple[str, bool]]]) -> str:
     out = ["<div class='wide'><table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for line in lines:
-        cells = (f"<td><b>{html.escape(t)}</b></td>" if bold else f"<td>{html.escape(t)}</td>" for t, bold in line)
+        cells = []
+        for h, (t, bold) in zip(head, line):
+            text = f"<b>{html.escape(t)}</b>" if bold else html.escape(t)
+            cells.append(f"<td class='t'>{text}</td>" if h in TEXT_COLUMNS else f"<td>{text}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table></div>")
     return "\n".join(out)

@@ -37,11 +37,13 @@ UNIT_NAMES = {"slice": "slices", "volume": "volumes"}
 
 @dataclass(frozen=True)
 class Column:
-    """A parameter column: its title, the parameter, and the unit it holds ('' when not declared)."""
+    """A parameter column: its title, the parameter, the unit it holds ('' when not declared) and
+    the methods it is swept for (the only rows with a value in it)."""
 
     title: str
     param: str
     unit: str
+    methods: tuple[str, ...]
 
 
 def unit_of(method: str, param: str) -> str:
@@ -62,16 +64,15 @@ def param_columns(runs: list[Run]) -> list[Column]:
     for method, key in swept:
         units[key].setdefault(unit_of(method, key), []).append(method)
     return [
-        Column(key if len(found) == 1 else f"{key} [{unit or ', '.join(methods)}]", key, unit)
+        Column(key if len(found) == 1 else f"{key} [{unit or ', '.join(methods)}]", key, unit, tuple(methods))
         for key, found in units.items()
         for unit, methods in found.items()
     ]
 
 
 def cell(row: dict[str, Any], column: Column) -> Any:
-    """The row's value in a parameter column ('' when its method has no such parameter or
-    measures it in another unit)."""
-    if unit_of(row["method"], column.param) != column.unit:
+    """The row's value in a parameter column ('' when the column is not swept for its method)."""
+    if row["method"] not in column.methods:
         return ""
     return row["params"].get(column.param, "")
 
@@ -129,7 +130,8 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
         std = float(np.std(values, ddof=1)) if failed == 0 and len(values) > 1 else np.nan
         row.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_low": low, f"{name}_high": high})
     row["best"] = "no reference" if not has_reference else f"failed ({failed})" if failed else ""
-    row["warning"] = "; ".join(dict.fromkeys(w for r in members for w in r.warnings))
+    row["warnings"] = list(dict.fromkeys(w for r in members for w in r.warnings))
+    row["warning"] = " | ".join(row["warnings"])
     row["items"], row["unit_of"], row["members"] = items, units, members
     return row
 
@@ -318,6 +320,6 @@ def sweeps(
 
 def _chosen(row: dict[str, Any], param: str) -> float | None:
     """The mean value a data-driven setting (param: auto) took in the row's runs, if recorded."""
-    means = [((r.summary.get("chosen") or {}).get(param) or {}).get("mean") for r in row["members"]]
-    means = [float(m) for m in means if _numeric(m)]
+    recorded = [((r.summary.get("chosen") or {}).get(param) or {}).get("mean") for r in row["members"]]
+    means = [float(m) for m in recorded if isinstance(m, (int, float)) and not isinstance(m, bool)]
     return float(np.mean(means)) if means else None

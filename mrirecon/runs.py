@@ -316,4 +316,4 @@ def _training_label(path: Path) -> str:
     model = str(OmegaConf.select(cfg, "model.name", default=""))
     method = str(OmegaConf.select(cfg, "method.name", default=""))
     family = family_for(method, model)
-    return f"{family.kind if family else 'unknown'} family: method={method} model={model}"
+    return f"{getattr(family, 'kind', 'unknown')} family: method={method} model={model}"

@@ -162,8 +162,10 @@ def _summary_plot(doc: report.Report, path: Path) -> Path:
     return path
 
 
-def _read_slice(path: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_slice(path: Path | None, index: int) -> tuple[np.ndarray, np.ndarray]:
     """(reference, recon) of slice `index` from a recon.h5; a read failure is a UserError."""
+    if path is None:
+        raise ValueError("path: a run without recon.h5 has no images to show")
     try:
         with h5py.File(path, "r") as h5:
             k = int(np.flatnonzero(h5["slices"][()] == index)[0])
@@ -192,12 +194,7 @@ def _comparisons(table: list[dict[str, Any]], per_group: int, stage: Path) -> li
         first = rows[0]
         grid = []
         for s in sorted(common)[:per_group]:
-            reference, cols = None, []
-            for r in shown:
-                run = r["members"][0]
-                psnr = float(run.per_slice["psnr"][run.slices.tolist().index(s)])
-                reference, image = _read_slice(run.recon, s)  # type: ignore[arg-type]
-                cols.append((f"{_wrap(r['label'])}\nslice PSNR {psnr:.2f}", image))
+            reference, cols = _slice_panels(shown, s)
             grid.append((f"{first['data_label']} · {first['variant']} · slice {s}", reference, cols))
         if not grid:
             continue
@@ -210,6 +207,17 @@ def _comparisons(table: list[dict[str, Any]], per_group: int, stage: Path) -> li
         )
         written.append(("Comparison figures", caption, path))
     return written
+
+
+def _slice_panels(rows: list[dict[str, Any]], index: int) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """Slice `index`: the reference (X, Y) and, per row, (column title, its first run's recon)."""
+    reference, cols = np.zeros((0, 0)), []
+    for r in rows:
+        run = r["members"][0]
+        psnr = float(run.per_slice["psnr"][run.slices.tolist().index(index)])
+        reference, image = _read_slice(run.recon, index)
+        cols.append((f"{_wrap(r['label'])}\nslice PSNR {psnr:.2f}", image))
+    return reference, cols
 
 
 def _unique(path: Path) -> Path:
@@ -277,15 +285,16 @@ def _heatmap(
     """A heat map per metric of a two-parameter sweep, best cell outlined."""
     v1 = sorted({results.cell(r, c1) for r in rows}, key=results.sort_key)
     v2 = sorted({results.cell(r, c2) for r in rows}, key=results.sort_key)
-    maps = {}
+    maps: dict[str, tuple[np.ndarray, tuple[int, int] | None]] = {}
     for m in METRICS:
         grid = np.full((len(v1), len(v2)), np.nan)
         for r in rows:
             grid[v1.index(results.cell(r, c1)), v2.index(results.cell(r, c2))] = r[f"{m}_mean"]
-        best = None
+        best: tuple[int, int] | None = None
         if np.isfinite(grid).any():
             flat = np.nanargmax(grid) if results.HIGHER_IS_BETTER[m] else np.nanargmin(grid)
-            best = tuple(int(i) for i in np.unravel_index(flat, grid.shape))
+            i, j = np.unravel_index(flat, grid.shape)
+            best = (int(i), int(j))
         maps[m] = (grid, best)
     name = _series_name(rows, table, c1)
     path = _unique(stage / f"sweep_{_slug(rows[0]['method'], rows[0]['variant'], c1.title, 'x', c2.title)}.png")
