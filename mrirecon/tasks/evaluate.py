@@ -27,7 +27,18 @@ from mrirecon.runs import Damaged, Run, Skipped, discover, load, load_training
 from mrirecon.tasks.common import run_dir
 
 log = logging.getLogger(__name__)
-OWNED = ("*.csv", "*.md", "*.html", "*.png")  # evaluate's outputs in its run dir: replaced as a set
+# evaluate's outputs in its run dir, replaced as a set (an earlier evaluate's extra sweep plots go)
+OWNED = (
+    "results.csv",
+    "comparisons.csv",
+    "results.md",
+    "report.html",
+    "summary.png",
+    "comparison.png",
+    "comparison_*.png",
+    "sweep_*.png",
+    "training_curves.png",
+)
 LEVELS = ("slice", "volume")
 MAX_FIGURE_COLUMNS = 8  # reconstructions per comparison figure (the best rows by mean PSNR)
 
@@ -47,21 +58,15 @@ class Options:
 def options(cfg: DictConfig) -> Options:
     """The checked keys: runs (one path or a list), level, pool, strict, figure_slices, baseline."""
     runs = cfg.get("runs")
-    paths = (
-        [str(r) for r in runs] if isinstance(runs, (ListConfig, list, tuple)) else [] if runs is None else [str(runs)]
-    )
+    paths = [str(r) for r in (runs if isinstance(runs, (ListConfig, list, tuple)) else [runs] if runs else [])]
     if not paths or any(not p for p in paths):
         raise UserError("runs: give at least one reconstruct run or multirun folder: runs=DIR or runs=[DIR,...]")
     level = str(cfg.get("level", "slice"))
     if level not in LEVELS:
         raise UserError(f"level: '{level}' is not one of {', '.join(LEVELS)}")
     pool_value = cfg.get("pool")
-    pool = (
-        tuple(str(p) for p in pool_value)
-        if isinstance(pool_value, ListConfig)
-        else (str(pool_value),)
-        if pool_value
-        else ()
+    pool = tuple(
+        str(p) for p in (pool_value if isinstance(pool_value, ListConfig) else [pool_value] if pool_value else [])
     )
     for p in pool:
         if p not in results.POOLABLE:
@@ -228,7 +233,7 @@ def _unique(path: Path) -> Path:
     return candidate
 
 
-def _series_name(rows: list[dict[str, Any]], table: list[dict[str, Any]], column: results.Column) -> str:
+def _series_name(rows: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
     """A sweep line's label: method on variant, with the data file, split, checkpoint and seed
     where the table has several."""
     r = rows[0]
@@ -237,8 +242,7 @@ def _series_name(rows: list[dict[str, Any]], table: list[dict[str, Any]], column
         name += f", {r['data_label']}"
     if len({t["split"] for t in table}) > 1:
         name += f", {r['split']}"
-    extra = [part for part in r["label"].split(" · ")[1:]]
-    return name + "".join(f" · {e}" for e in extra)
+    return name + "".join(f" · {e}" for e in r["label"].split(" · ")[1:])
 
 
 def _band(rows: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -259,7 +263,7 @@ def _sweep_plots(
         series, others = [], []
         for sweep in mine:
             rows = sweep.numeric or [r for r, _ in sweep.other]
-            name = _series_name(rows, table, column)
+            name = _series_name(rows, table)
             if sweep.numeric:
                 xs = [results.cell(r, column) for r in sweep.numeric]
                 series.append((name, xs, {m: _band(sweep.numeric, m) for m in METRICS}))
@@ -296,7 +300,7 @@ def _heatmap(
             i, j = np.unravel_index(flat, grid.shape)
             best = (int(i), int(j))
         maps[m] = (grid, best)
-    name = _series_name(rows, table, c1)
+    name = _series_name(rows, table)
     path = _unique(stage / f"sweep_{_slug(rows[0]['method'], rows[0]['variant'], c1.title, 'x', c2.title)}.png")
     heatmap_figure(c1.title, c2.title, v1, v2, maps, f"{name}: mean", path)
     return ("Sweeps", f"{name}: {c1.title} x {c2.title}, mean over the items", path)
