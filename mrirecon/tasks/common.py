@@ -113,6 +113,7 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         seed=int(u.seed),
         buffer_mb=float(buffer_mb),
         maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps),
+        device=str(device_of(cfg)) if "hardware" in cfg else "cpu",
     )
 
 
