@@ -28,6 +28,8 @@ class ReadOptions:
     buffer_mb: memory for the ISMRMRD reader's slab of slices (MB).
     maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
     device: torch device of the ESPIRiT computation ('cpu', 'cuda', ...).
+    prewhiten: 'auto' | 'true' (prewhiten with the noise scans' covariance when the file has
+        noise-only readouts: ISMRMRD) | 'false' (never).
     """
 
     transpose: bool = False
@@ -42,6 +44,7 @@ class ReadOptions:
     buffer_mb: float = 256.0
     maps: str | None = None
     device: str = "cpu"
+    prewhiten: str = "auto"
 
 
 def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float, device: str = "cpu") -> np.ndarray:
