@@ -85,3 +85,83 @@ def test_espirit_rejects_bad_input():
         coils.espirit_maps(torch.zeros(2, 8, 8))
     with pytest.raises(ValueError, match="^ksp"):
         coils.espirit_maps(torch.zeros(2, 8, 8, dtype=torch.complex64))
+
+
+# ---------------------------------------------------------------------------- coil compression
+
+
+def _slice(seed: int = 0, coils: int = 6, shape: tuple[int, int] = (32, 24)):
+    from helpers import tiny_arrays
+
+    from mrirecon.data.h5 import Slice
+
+    a = tiny_arrays(n=1, coils=coils, shape=shape, seed=seed)
+    return Slice(a["imgs"][0], a["maps"][0], a["ksp"][0], a["masks"][0], noise_std=0.1)
+
+
+def test_compression_matrix_is_the_svd_of_the_calibration_data():
+    s = _slice()
+    calib = s.ksp[:, 16 - 6 : 16 + 6, 12 - 6 : 12 + 6].reshape(6, -1)
+    u, sv, _ = np.linalg.svd(calib, full_matrices=False)
+    for n in (1, 3, 6):
+        matrix, energy = coils.compression_from_gram(coils.coil_gram(torch.from_numpy(calib)), n)
+        m = matrix.numpy().astype(np.complex128)
+        assert np.allclose(m.conj().T @ m, np.eye(n), atol=1e-5)
+        assert np.allclose(m @ m.conj().T, u[:, :n] @ u[:, :n].conj().T, atol=1e-5)  # same subspace
+        assert np.isclose(energy[-1].item(), (sv[:n] ** 2).sum() / (sv**2).sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="^coils"):
+        coils.compression_from_gram(coils.coil_gram(torch.from_numpy(calib)), 7)
+
+
+def test_coil_compression_of_slices():
+    from mrirecon.data.coil_compression import CoilCompression
+
+    s = _slice()
+    cc = CoilCompression(3, "slice", 12)
+    out = cc.apply(s, 0)
+    matrix = coils.compression_from_gram(coils.coil_gram(coils.calibration_region(torch.from_numpy(s.ksp), 12)), 3)[0]
+    m = matrix.numpy()
+    assert out.ksp.shape == (3, 32, 24) and np.allclose(out.ksp, np.einsum("cn,cxy->nxy", m.conj(), s.ksp), atol=1e-5)
+    assert np.allclose(out.maps, np.einsum("cn,cxy->nxy", m.conj(), s.maps), atol=1e-6)
+    assert out.img is s.img and out.noise_std == 0.1
+    # the SENSE model holds for the virtual coils, and white noise stays white
+    from mrirecon.data.transforms import fft2c_numpy
+
+    assert np.allclose(out.ksp, fft2c_numpy(out.maps * s.img), atol=1e-4 * np.abs(out.ksp).max())
+    z = np.random.default_rng(0).standard_normal((6, 20000)) + 1j * np.random.default_rng(1).standard_normal((6, 20000))
+    w = m.conj().T @ z
+    assert np.allclose(w @ w.conj().T / 20000, 2 * np.eye(3), atol=0.1)
+    full = CoilCompression(6, "slice", 12).apply(s, 0)
+    assert np.isclose(np.linalg.norm(full.ksp), np.linalg.norm(s.ksp), rtol=1e-5)  # N = C: unitary
+    assert 0.5 < cc.energy[0] <= 1
+
+
+def test_coil_compression_per_volume_shares_the_matrix():
+    from mrirecon.data.coil_compression import CoilCompression
+
+    slices = [_slice(seed) for seed in range(4)]
+    subjects = np.array([0, 0, 1, 1])
+    cc = CoilCompression(2, "volume", 12)
+    cc.fit_volumes(lambda i: slices[i].ksp, subjects)
+    grams = [coils.coil_gram(coils.calibration_region(torch.from_numpy(s.ksp), 12)) for s in slices]
+    expected = coils.compression_from_gram(grams[0] + grams[1], 2)[0].numpy()
+    out = cc.apply(slices[1], 0)
+    assert np.allclose(out.ksp, np.einsum("cn,cxy->nxy", expected.conj(), slices[1].ksp), atol=1e-5)
+    assert not np.allclose(cc.apply(slices[2], 1).ksp, np.einsum("cn,cxy->nxy", expected.conj(), slices[2].ksp))
+    with pytest.raises(ValueError, match="^mode"):
+        CoilCompression(2, "file", 12)
+
+
+@pytest.mark.slow
+def test_preprocess_with_coil_compression(tmp_path):
+    from helpers import run_cli
+
+    from mrirecon.data.h5 import DeepInPyFile
+
+    res = run_cli("preprocess", "data=quarter", "data.coils=3", "data.path=cc.h5", "hydra.run.dir=pre", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    f = DeepInPyFile(tmp_path / "cc.h5")
+    assert f.num_coils == 3 and f.attrs["coils_acquired"] == 8 and "8 -> 3" in f.attrs["coil_compression"]
+    assert 0.8 < f.attrs["coil_compression_energy_mean"] <= 1
+    bad = run_cli("preprocess", "data=quarter", "data.coils=9", "data.path=bad.h5", cwd=tmp_path)
+    assert bad.returncode == 2 and "data.coils" in bad.stderr and not (tmp_path / "bad.h5").exists()
