@@ -297,3 +297,13 @@ def test_two_contrasts_refused(tmp_path):
     write_acquisitions(tmp_path / "two.h5", header, acqs)
     with pytest.raises(UserError, match="two.h5.*'contrast' counter"):
         open_source(str(tmp_path / "two.h5"), ReadOptions())
+
+
+def test_2d_without_repeats_matches_numpy(tmp_path):
+    """Lines acquired once are placed by assignment (no accumulation): same result."""
+    scan = Scan2D(repeated=())
+    expected, _ = write_scan_2d(tmp_path / "once.h5", scan)
+    src = open_source(str(tmp_path / "once.h5"), ReadOptions(prewhiten="false"))
+    assert src.attrs["repeated_lines"] == 0
+    for i, counter in enumerate(scan.order):
+        assert close(src.kspace(i), expected_2d(scan, expected[counter], None))

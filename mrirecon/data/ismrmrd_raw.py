@@ -118,6 +118,7 @@ class IsmrmrdSource(OneSubjectFile):
         g, lay = self.geometry, self.layout
         ex, ey, ez = g.encoded
         self.num_coils = lay.coils
+        self._repeats = bool(lay.counts.max() > 1)
         sampled = lay.counts > 0
         self.has_reference = bool(sampled.all())
         self.has_rss = False
@@ -212,11 +213,16 @@ class IsmrmrdSource(OneSubjectFile):
             raise self._error(f"acquisitions {a}..{a + len(rows)} hold non-finite values (NaN or Inf)")
         line = lay.line[a + sel]
         if self.geometry.two_d:
-            np.add.at(buf, (lay.slice[a + sel] - start, slice(None), line), lines)
-            return
-        x0 = (ex - self.geometry.recon[0]) // 2 + start
-        hybrid = ifft1c_numpy(lines, axis=-1)[..., x0 : x0 + stop - start].astype(np.complex64)
-        np.add.at(buf, (slice(None), slice(None), line), np.transpose(hybrid, (2, 1, 0)))
+            where: tuple = (lay.slice[a + sel] - start, slice(None), line)
+            values = lines
+        else:
+            x0 = (ex - self.geometry.recon[0]) // 2 + start
+            hybrid = ifft1c_numpy(lines, axis=-1)[..., x0 : x0 + stop - start].astype(np.complex64)
+            where, values = (slice(None), slice(None), line), np.transpose(hybrid, (2, 1, 0))
+        if self._repeats:
+            np.add.at(buf, where, values)  # repeated lines add up (averaged after the pass)
+        else:
+            buf[where] = values
 
     def kspace(self, i: int) -> np.ndarray:
         """Slice i's k-space (C, X, Y) as stored by preprocess: oversampling removed, cropped to
