@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "train": "train a learned reconstruction method",
     "reconstruct": "reconstruct a split with one method; write metrics.csv, summary.json, recon.h5, figures",
     "evaluate": "compare runs: results.csv, comparisons.csv (paired statistics), plots, report.html",
+    "download": "fetch a public raw data set (dataset=stanford_knees) into dataset.dir, resumable and checked",
 }
 EXIT_USAGE = 2
 _HELP_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}

@@ -219,6 +219,8 @@ def run(cfg: DictConfig) -> float:
             )
         ),
     }
+    summary["prewhitened"] = bool(int(data.attrs.get("prewhitened", 0)))
+    summary["coil_compression"] = str(data.attrs.get("coil_compression", "none"))
     summary["chosen"] = {key: {"mean": float(np.mean(v)), "per_slice": v} for key, v in chosen.items()}
     summary["acceleration"] = {
         "mean": float(np.mean(accelerations)),
