@@ -139,17 +139,17 @@ def _numpy_array_globals() -> list[Any]:
     ]
 
 
-def _refused_globals(path: Path) -> str:
-    """The first few Python objects a pickle in `path` names beyond the safe set ('' if unknown)."""
+def _refused_globals(path: Path) -> list[str]:
+    """The Python objects that the pickle in checkpoint `path` names beyond the safe set, sorted
+    (read without unpickling; empty when there are none or the file is not a zip checkpoint)."""
     import torch
 
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a zip checkpoint: the names cannot be listed without unpickling
-        return ""
+    except Exception:
+        return []
     allowed = {"numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct"}
-    names = [n for n in names if n not in allowed and not n.startswith("numpy.dtypes.")]
-    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return sorted(n for n in names if n not in allowed and not n.startswith("numpy.dtypes."))
 
 
 def _torch_load(path: Path, key: str, trust: bool) -> Any:
@@ -165,14 +165,16 @@ def _torch_load(path: Path, key: str, trust: bool) -> Any:
             with torch.serialization.safe_globals(_numpy_array_globals()):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            if not trust:
-                named = _refused_globals(path)
-                raise UserError(
-                    f"{key}: {path} holds Python objects that a safe load does not run"
-                    f"{f' ({named})' if named else ''}: load it only if you trust where it came from, "
-                    "with trust_checkpoint=true"
-                ) from None
-        return torch.load(path, map_location="cpu", weights_only=False)
+            if trust:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            names = _refused_globals(path)
+            if not names:
+                raise
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise UserError(
+                f"{key}: {path} holds Python objects that a safe load does not run ({shown}): load it only "
+                "if you trust where it came from, with trust_checkpoint=true"
+            ) from None
 
 
 def load_checkpoint(path: str | os.PathLike, key: str = "checkpoint", trust: bool = False) -> dict[str, Any]:
