@@ -128,15 +128,14 @@ def _numpy_array_globals() -> list[Any]:
     """What unpickling a NumPy array needs (the legacy NumPy RNG state of format-1/2 checkpoints),
     under NumPy 2's and NumPy 1's module names; it builds arrays of plain data only."""
     import numpy as np
-    from numpy._core.multiarray import _reconstruct
 
-    return [
-        _reconstruct,
-        (_reconstruct, "numpy.core.multiarray._reconstruct"),
-        np.ndarray,
-        np.dtype,
-        type(np.dtype(np.uint32)),
-    ]
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # NumPy 1
+        from numpy.core.multiarray import _reconstruct
+
+    names = [f"numpy.{core}.multiarray._reconstruct" for core in ("_core", "core")]
+    return [*((_reconstruct, name) for name in names), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def _refused_globals(path: Path) -> list[str]:
@@ -148,7 +147,7 @@ def _refused_globals(path: Path) -> list[str]:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:
         return []
-    allowed = {"numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct"}
+    allowed = {"numpy.ndarray", "numpy.dtype", *(f"numpy.{c}.multiarray._reconstruct" for c in ("_core", "core"))}
     return sorted(n for n in names if n not in allowed and not n.startswith("numpy.dtypes."))
 
 
