@@ -129,13 +129,9 @@ def _numpy_array_globals() -> list[Any]:
     under NumPy 2's and NumPy 1's module names; it builds arrays of plain data only."""
     import numpy as np
 
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # NumPy 1
-        from numpy.core.multiarray import _reconstruct
-
+    reconstruct = np.zeros(0).__reduce__()[0]  # the function NumPy pickles arrays with
     names = [f"numpy.{core}.multiarray._reconstruct" for core in ("_core", "core")]
-    return [*((_reconstruct, name) for name in names), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    return [*((reconstruct, name) for name in names), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def _refused_globals(path: Path) -> list[str]:
