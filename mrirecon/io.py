@@ -1,4 +1,13 @@
-"""Atomic file output: write to a temporary sibling, then rename over the destination."""
+"""Atomic file output: write to a temporary sibling, then rename over the destination; checkpoints.
+
+A checkpoint holds only tensors and plain Python types (dict, list, tuple, str, int, float, bool,
+None): configs as plain containers, RNG states as tensors or lists of ints, never a pickled
+object. `save_checkpoint` refuses anything else, so every checkpoint loads with
+`torch.load(..., weights_only=True)`, which cannot run code. Checkpoints of older versions
+(formats 1 and 2) hold one NumPy array (the legacy NumPy RNG key): the loader allows exactly the
+NumPy array types for it. Anything else needs `trust=True` (the CLI's `trust_checkpoint=true`),
+an unsafe pickle load to use only on files from a trusted source.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,9 +74,12 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Atomically `torch.save` a checkpoint dict (a kill leaves the previous file intact)."""
+    """Atomically `torch.save` a checkpoint dict (a kill leaves the previous file intact).
+
+    Raises TypeError, before writing, when an entry is not a tensor or a plain Python type."""
     import torch
 
+    check_plain(state, "checkpoint")
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -84,21 +97,96 @@ def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike) -> None:
             shutil.copyfile(source, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint`, on the CPU, or raise a UserError."""
+PLAIN = (str, int, float, bool, type(None), bytes)
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Raise TypeError naming the entry (`where`, e.g. 'checkpoint.rng.numpy') unless `value` is
+    a tensor, a plain Python scalar, or a dict / list / tuple of those (exact types: a NumPy
+    float or an OmegaConf node is refused)."""
     import torch
 
+    if isinstance(value, torch.Tensor) or type(value) in PLAIN:
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if type(key) not in PLAIN:
+                raise TypeError(f"{where}: key {key!r} is a {type(key).__name__}, not a plain Python type")
+            check_plain(item, f"{where}.{key}")
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}: a checkpoint holds only tensors "
+        "and plain Python types (mrirecon/io.py)"
+    )
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What unpickling a NumPy array needs (the legacy NumPy RNG state of format-1/2 checkpoints),
+    under NumPy 2's and NumPy 1's module names; it builds arrays of plain data only."""
+    import numpy as np
+
+    reconstruct = np.zeros(0).__reduce__()[0]  # the function NumPy pickles arrays with
+    names = [f"numpy.{core}.multiarray._reconstruct" for core in ("_core", "core")]
+    return [*((reconstruct, name) for name in names), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _refused_globals(path: Path) -> list[str]:
+    """The Python objects that the pickle in checkpoint `path` names beyond the safe set, sorted
+    (read without unpickling; empty when there are none or the file is not a zip checkpoint)."""
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        return []
+    allowed = {"numpy.ndarray", "numpy.dtype", *(f"numpy.{c}.multiarray._reconstruct" for c in ("_core", "core"))}
+    return sorted(n for n in names if n not in allowed and not n.startswith("numpy.dtypes."))
+
+
+def _torch_load(path: Path, key: str, trust: bool) -> Any:
+    """`torch.load` with weights_only=True (NumPy arrays allowed), or the unsafe load if `trust`."""
+    import pickle
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():  # torch warns about pickle protocols: the error line says enough
+        warnings.simplefilter("ignore")
+        try:
+            with torch.serialization.safe_globals(_numpy_array_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            if trust:
+                return torch.load(path, map_location="cpu", weights_only=False)
+            names = _refused_globals(path)
+            if not names:
+                raise
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise UserError(
+                f"{key}: {path} holds Python objects that a safe load does not run ({shown}): load it only "
+                "if you trust where it came from, with trust_checkpoint=true"
+            ) from None
+
+
+def load_checkpoint(path: str | os.PathLike, key: str = "checkpoint", trust: bool = False) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint` (or an older mrirecon), on the CPU, without
+    running code from the file; `trust=True` allows the unsafe pickle load as a fallback. Raises
+    a UserError naming the config `key` that gave the path."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint: {path} not found")
+        raise UserError(f"{key}: {path} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = _torch_load(path, key, trust)
+    except UserError:
+        raise
     except Exception as exc:
-        raise UserError(
-            f"checkpoint: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})"
-        ) from None
+        raise UserError(f"{key}: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise UserError(f"checkpoint: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
+        raise UserError(f"{key}: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
     return state
 
 

@@ -42,6 +42,8 @@ class Settings:
             enforced by the callbacks.TimeBudget hook).
         num_workers: DataLoader worker processes.
         val_batch_size: slices per validation batch.
+        trust_checkpoint: resume also from a checkpoint that only an unsafe pickle load reads
+            (mrirecon.io.load_checkpoint); only for files from a trusted source.
     """
 
     epochs: int
@@ -51,6 +53,7 @@ class Settings:
     max_minutes: float | None = None
     num_workers: int = 0
     val_batch_size: int = 4
+    trust_checkpoint: bool = False
 
 
 def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -58,6 +61,22 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def _numpy_rng_state() -> dict[str, Any]:
+    """NumPy's global RNG state as plain types (a checkpoint holds no NumPy arrays: mrirecon.io)."""
+    state = np.random.get_state(legacy=False)
+    key = state["state"]["key"]
+    return {**state, "state": {**state["state"], "key": key.tolist()}}
+
+
+def _set_numpy_rng_state(state: Any) -> None:
+    """Restore NumPy's global RNG from `_numpy_rng_state()`'s dict or, from checkpoints of
+    formats 1 and 2, `np.random.get_state()`'s tuple."""
+    if isinstance(state, dict):
+        key = np.asarray(state["state"]["key"], dtype=np.uint32)
+        state = {**state, "state": {**state["state"], "key": key}}
+    np.random.set_state(state)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -122,7 +141,7 @@ class Trainer:
             "state": dict(self.state),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state(),
+                "numpy": _numpy_rng_state(),
                 "python": random.getstate(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
@@ -141,7 +160,7 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         """Restore model, optimizer, scheduler, loop position and RNG states from `path`."""
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, "train.resume", self.settings.trust_checkpoint)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -153,7 +172,7 @@ class Trainer:
         self.state = dict(ckpt["state"])
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
+        _set_numpy_rng_state(rng["numpy"])
         random.setstate(rng["python"])
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])

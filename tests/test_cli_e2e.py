@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import subprocess
-import sys
 import tracemalloc
-import zipfile
 from pathlib import Path
 
 import h5py
@@ -22,8 +18,6 @@ from mrirecon.cli import config_dir
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.sample import SampleSource
 from mrirecon.tasks import preprocess
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -228,45 +222,6 @@ def test_help_lists_subcommands(tmp_path):
         assert res.returncode == 0
         for sub in ("preprocess", "train", "reconstruct", "evaluate"):
             assert sub in res.stdout
-
-
-def test_config_found_in_built_wheel(tmp_path):
-    """conf/ ships inside the wheel as mrirecon/conf and is used from there."""
-    src = tmp_path / "src"  # build from a copy: setuptools leaves build/ folders behind
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md", "mrirecon", "conf"):
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, src / name)
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr
-    wheel = next(tmp_path.glob("mrirecon-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "mrirecon/conf/reconstruct.yaml" in names and "mrirecon/conf/data/4bit_full.yaml" in names
-    assert "mrirecon/data/assets/knee_rss_320x256.npz" in names
-    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    code = "import mrirecon.cli as c; print(c.config_dir())"
-    found = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""},
-    )
-    assert found.stdout.strip() == str(tmp_path / "site" / "mrirecon" / "conf"), found.stderr
 
 
 def test_subjects_splits_and_noise_of_a_user_file(tmp_path):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import one_error_line, run_cli
@@ -26,7 +28,7 @@ def test_train_outputs(trained):
     with open(trained / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["val_nrmse"]) > 0
-    ckpt = torch.load(trained / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)  # tensors and plain types only
     assert ckpt["method"] == "dbp" and ckpt["config"]["model"]["channels"] == 8
     assert ckpt["state"]["epoch"] == 2 and "optimizer" in ckpt and "rng" in ckpt
     assert set(ckpt["splits"]["train"]).isdisjoint(ckpt["splits"]["val"])
@@ -200,12 +202,12 @@ def test_unrolled_rebuilds_from_its_checkpoint_alone(trained):
 
 def test_checkpoint_from_before_the_trainable_format(trained, sample_dir, tmp_path):
     """A format-1 checkpoint (no format, method_config, model_config, supervised: only the run
-    config) still reconstructs, to the same numbers; one without even the config is refused."""
+    config; NumPy's RNG state as an array) still reconstructs, through the safe loader, to the
+    same numbers; one without even the config is refused."""
     ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
     old = tmp_path / "old.pt"
-    torch.save(
-        {k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")}, old
-    )
+    legacy = {k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")}
+    torch.save({**legacy, "rng": {**ckpt["rng"], "numpy": np.random.get_state()}}, old)
     runs = {}
     for name, path in (("new", trained / "checkpoints" / "best.pt"), ("old", old)):
         res = run_cli(
@@ -264,3 +266,44 @@ def test_evaluate_keeps_checkpoints_and_seeds_apart(trained, sample_dir):
         for row in rows:
             assert row["label"] in page
     assert {r["seed"] for r in rows} == {"1, 2"} and all("seeds 1, 2" in r["label"] for r in rows)
+
+
+def test_malicious_checkpoint_is_refused_and_never_runs(trained, sample_dir, tmp_path):
+    """A checkpoint whose unpickling would create a file: reconstruct and train.resume refuse it
+    with one error line naming trust_checkpoint=true, and the payload never runs."""
+    from test_checkpoints import malicious_checkpoint
+
+    marker = tmp_path / "payload-ran"
+    evil = malicious_checkpoint(tmp_path / "evil.pt", marker)
+    runs = {
+        "checkpoint": ["reconstruct", "method=dbp", f"checkpoint={evil}"],
+        "train.resume": ["train", *TINY, f"train.resume={evil}"],
+    }
+    for key, args in runs.items():
+        res = run_cli(*args, "data=4bit_quarter", f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
+        line = one_error_line(res)
+        assert line.startswith(f"error: {key}: {evil} holds Python objects") and "trust_checkpoint=true" in line
+        assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_rerun_without_resume_keeps_the_finished_run(trained, sample_dir, tmp_path):
+    """Training again into a run dir with checkpoints is refused (naming train.resume=true and
+    overwrite=true) and leaves them as they were; so is a reconstruct run that would replace the
+    train run's metrics.csv. overwrite=true starts over, on a copy here."""
+    checkpoints = {p: p.read_bytes() for p in (trained / "checkpoints").glob("*.pt")}
+    assert {p.name for p in checkpoints} == {"best.pt", "last.pt"}
+    res = run_cli("train", "data=4bit_quarter", *TINY, "train.epochs=1", f"hydra.run.dir={trained}", cwd=sample_dir)
+    line = one_error_line(res)
+    assert "already holds checkpoints" in line and "train.resume=true" in line and "overwrite=true" in line
+    metrics = (trained / "metrics.csv").read_bytes()
+    res = run_cli("reconstruct", "method=zero_filled", "data=4bit_quarter", f"hydra.run.dir={trained}", cwd=sample_dir)
+    line = one_error_line(res)
+    assert "metrics.csv" in line and "overwrite=true" in line
+    assert all(path.read_bytes() == data for path, data in checkpoints.items())
+    assert (trained / "metrics.csv").read_bytes() == metrics
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    args = ["train", "data=4bit_quarter", *TINY, "train.epochs=1", "overwrite=true", f"hydra.run.dir={copy}"]
+    assert run_cli(*args, cwd=sample_dir).returncode == 0
+    assert torch.load(copy / "checkpoints" / "last.pt", weights_only=True)["state"]["epoch"] == 1
+    assert len((copy / "metrics.csv").read_text().splitlines()) == 2  # the header and the new run's epoch

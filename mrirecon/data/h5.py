@@ -52,6 +52,18 @@ def open_hdf5(path: Path) -> h5py.File:
         raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
 
 
+def written_by_mrirecon(path: Path) -> bool:
+    """Whether `path` is an HDF5 file that mrirecon wrote: it carries the `mrirecon_version`
+    attribute (processed files and recon.h5) or, for reconstructions written before recon.h5 had
+    it, a `recon` array and the attributes method, variant and data_path."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = set(f.attrs)
+            return "mrirecon_version" in attrs or ("recon" in f and {"method", "variant", "data_path"} <= attrs)
+    except OSError:
+        return False
+
+
 def _expected_shapes(n: int, c: int, x: int, y: int) -> dict[str, tuple[int, ...]]:
     return {"imgs": (n, x, y), "maps": (n, c, x, y), "ksp": (n, c, x, y), "masks": (n, x, y)}
 

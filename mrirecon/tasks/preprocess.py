@@ -15,14 +15,14 @@ from rich.progress import Progress
 
 from mrirecon import __version__
 from mrirecon.data.coil_compression import CoilCompression
-from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice
+from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice, written_by_mrirecon
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import source_files
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
 from mrirecon.data.transforms import make_variant, with_noise
 from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
-from mrirecon.tasks.common import open_source, prewhiten_option, source_spec, variant_of
+from mrirecon.tasks.common import open_source, overwrite, prewhiten_option, source_spec, variant_of
 
 log = logging.getLogger(__name__)
 NOISE_STD = (
@@ -162,6 +162,13 @@ def run(cfg: DictConfig) -> Path:
     files = [] if spec == "sample" else source_files(spec)
     if any(Path(p).resolve() == out.resolve() for p in files):
         raise UserError(f"data.path: {out} is the source file itself; choose another output path")
+    if out.is_dir():
+        raise UserError(f"data.path: {out} is a folder; give the path of the .h5 file to write")
+    if out.exists() and not overwrite(cfg) and not written_by_mrirecon(out):
+        raise UserError(
+            f"data.path: {out} exists and was not written by mrirecon (no mrirecon provenance attributes): "
+            "choose another data.path, or overwrite=true to replace it"
+        )
     source = open_source(cfg)
     has_reference = source.has_reference
     if not has_reference and (bits is not None or scale != 1):

@@ -26,11 +26,13 @@ from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.base import noise_of
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.tasks.common import device_of, open_processed, plain, run_dir
+from mrirecon.tasks.common import device_of, open_processed, plain, refuse_foreign_outputs, run_dir
 from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 log = logging.getLogger(__name__)
 CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
+# the run dir's files that a run replaces (recon.h5 vouches that the others are an earlier run's)
+OUTPUTS = ("recon.h5", "metrics.csv", "summary.json", "recon.cfl", "recon.hdr")
 
 
 def _batches(indices: np.ndarray, size: int) -> list[np.ndarray]:
@@ -111,6 +113,7 @@ def run(cfg: DictConfig) -> float:
     if objective not in metrics.NAMES:
         raise UserError(f"objective: '{objective}' is not one of {', '.join(metrics.NAMES)}")
     out = run_dir()
+    refuse_foreign_outputs(cfg, out, OUTPUTS, "recon.h5")
     device = device_of(cfg)
     method, method_config, trained = method_of(cfg, device)
     if int(cfg.batch_size) < 1:
@@ -144,7 +147,14 @@ def run(cfg: DictConfig) -> float:
         recon_ds = h5.create_dataset("recon", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
         ref_ds = h5.create_dataset("imgs", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
         h5["slices"] = indices
-        h5.attrs.update({"method": method.name, "variant": str(cfg.data.name), "data_path": str(cfg.data.path)})
+        h5.attrs.update(
+            {
+                "method": method.name,
+                "variant": str(cfg.data.name),
+                "data_path": str(cfg.data.path),
+                "mrirecon_version": __version__,
+            }
+        )
         with Progress(transient=True) as progress, torch.no_grad():
             bar = progress.add_task(f"{method.name} on {cfg.data.name}", total=len(indices))
             pos = 0
@@ -273,7 +283,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
         raise UserError(
             f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {family.train_hint(name)}')"
         )
-    ckpt = load_checkpoint(str(checkpoint))
+    ckpt = load_checkpoint(str(checkpoint), "checkpoint", bool(cfg.get("trust_checkpoint", False)))
     trained = configured("checkpoint", rebuild, ckpt, str(checkpoint), kind, name)
     configured("data", family.check_bits, cfg.data.bits)
     trained.module.to(device).eval()

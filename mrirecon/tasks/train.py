@@ -19,7 +19,14 @@ from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
-from mrirecon.tasks.train_common import positive, resume_path, settings_of, training_data
+from mrirecon.tasks.train_common import (
+    check_run_dir,
+    clear_run_dir,
+    positive,
+    resume_path,
+    settings_of,
+    training_data,
+)
 from mrirecon.trainables import TRAINABLES, family_for
 from mrirecon.training import Trainer
 
@@ -66,6 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if optimizer_name not in OPTIMIZERS:
         raise UserError(f"train.optimizer: '{optimizer_name}' is not one of {', '.join(OPTIMIZERS)}")
     resume = resume_path(cfg, out)
+    check_run_dir(cfg, out, resume)
     data = open_processed(cfg)
     _check_file_bits(data, bits)
     splits = data.splits()
@@ -127,6 +135,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         parameters,
         out,
     )
+    if ddp.is_main():
+        clear_run_dir(cfg, out, resume)
     state = trainer.fit(resume)
     if state["history"]:
         last = state["history"][-1]

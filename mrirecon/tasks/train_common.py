@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
+from mrirecon.tasks.common import overwrite
 from mrirecon.training import Settings
 
 
@@ -36,6 +37,7 @@ def settings_of(cfg: DictConfig) -> Settings:
         max_minutes=t.max_minutes,
         num_workers=int(cfg.hardware.num_workers),
         val_batch_size=positive("train.val_batch_size", t.val_batch_size, integer=True),
+        trust_checkpoint=bool(cfg.get("trust_checkpoint", False)),
     )
 
 
@@ -51,6 +53,40 @@ def resume_path(cfg: DictConfig, out: Path) -> Path | None:
             "train.resume=true, or give train.resume=<path to last.pt>)"
         )
     return path
+
+
+def _continues(out: Path, resume: Path | None) -> bool:
+    """Whether `resume` is a checkpoint of the run dir `out` itself (the run goes on there)."""
+    return resume is not None and resume.resolve().parent == (out / "checkpoints").resolve()
+
+
+def check_run_dir(cfg: DictConfig, out: Path, resume: Path | None) -> None:
+    """Refuse to train into a run dir holding another run's checkpoints (unless train.resume
+    continues that run, or overwrite=true), or a metrics.csv of no training run (no training.json)."""
+    if _continues(out, resume) or overwrite(cfg):
+        return
+    held = sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
+    if held:
+        raise UserError(
+            f"hydra.run.dir: {out} already holds checkpoints ({', '.join(held)}) of a training run: continue it "
+            "with train.resume=true, or start over with overwrite=true (replaces them), or choose another hydra.run.dir"
+        )
+    if (out / "metrics.csv").exists() and not (out / "training.json").exists():
+        raise UserError(
+            f"hydra.run.dir: {out} holds a metrics.csv of no training run (no training.json): choose another "
+            "hydra.run.dir, or overwrite=true to replace it"
+        )
+
+
+def clear_run_dir(cfg: DictConfig, out: Path, resume: Path | None) -> None:
+    """With overwrite=true (and not continuing this run dir's own run), remove an earlier run's
+    checkpoints, training.json, metrics.csv and TensorBoard events: the run dir holds one run."""
+    if not overwrite(cfg) or _continues(out, resume):
+        return
+    for old in (*(out / "checkpoints").glob("*.pt"), *(out / "tensorboard").glob("events.out.tfevents.*")):
+        old.unlink()
+    for name in ("training.json", "metrics.csv"):
+        (out / name).unlink(missing_ok=True)
 
 
 def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:
