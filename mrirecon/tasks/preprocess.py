@@ -106,6 +106,14 @@ def subjects_and_splits(cfg: DictConfig, source: Any) -> tuple[np.ndarray, dict[
     return subjects, splits
 
 
+def compression_of(cfg: DictConfig) -> str | int | None:
+    """data.compression as an h5py filter: null, gzip, lzf, or a gzip level 0-9."""
+    value = cfg.data.compression
+    if value in (None, "gzip", "lzf") or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9):
+        return value
+    raise UserError(f"data.compression: {value!r} must be null, gzip, lzf or a gzip level 0-9")
+
+
 def run(cfg: DictConfig) -> Path:
     """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
 
@@ -163,7 +171,7 @@ def run(cfg: DictConfig) -> Path:
     }
     if spec == "sample":
         attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
-    compression = cfg.data.compression or None
+    compression = compression_of(cfg)
     stds = []
     with (
         DeepInPyWriter(
