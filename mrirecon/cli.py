@@ -161,6 +161,7 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
     creates the run dir or writes .hydra/) become one `error:` line and exit 2, and a sweep
     with failed points ends with their summary and exit 2 (1 if a point failed on a bug)."""
     import hydra
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -175,12 +176,14 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
     except OSError as exc:
         if exc.__traceback__ is not None and _raised_in_task(exc):
             raise
-        if sweeps.LAST.output_dir is not None and not multirun:
-            _cleanup_run_dir(sweeps.LAST.output_dir)
+        _cleanup_run_dir(_run_dir_of(exc) or sweeps.LAST.output_dir or Path(os.devnull))
         return fail(_os_error(exc, multirun))
     except (HydraException, OmegaConfBaseException) as exc:
         return fail(f"invalid override: {one_line(str(exc))}")
+    except SystemExit as exc:  # a task's error line was printed (or --hydra-help, --info ran)
+        return exc.code if isinstance(exc.code, int) else 1
     finally:
+        GlobalHydra.instance().clear()
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
@@ -189,6 +192,16 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
         print(sweeps.summary(sweeps.LAST.failures, sweeps.LAST.output_dir), file=sys.stderr)
         return 1 if any(f.internal for f in sweeps.LAST.failures) else EXIT_USAGE
     return 0
+
+
+def _run_dir_of(exc: OSError) -> Path | None:
+    """The run dir whose .hydra/ file or job log `exc` failed to write, if it names one."""
+    if not exc.filename:
+        return None
+    path = Path(str(exc.filename))
+    if path.suffix == ".log":
+        return path.parent
+    return next((p.parent for p in path.parents if p.name == ".hydra"), None)
 
 
 def _raised_in_task(exc: BaseException) -> bool:

@@ -125,6 +125,8 @@ def summary(failures: list[Failure], sweep_dir: Path | None) -> str:
     lines = [f"error: {len(failures)} sweep point(s){where} failed (each run dir holds its {ERROR_FILE}):"]
     for f in failures:
         name = f.run_dir.name if sweep_dir is None else str(f.run_dir.relative_to(sweep_dir))
-        message = f.message.removeprefix("error: ")
+        message = f.message.removeprefix("error: ") + (
+            " (a bug: the traceback is in its error.txt)" if f.internal else ""
+        )
         lines.append(f"  {name}{f' [{f.point}]' if f.point else ''}: {message}")
     return "\n".join(lines)

@@ -122,6 +122,7 @@ def run(cfg: DictConfig) -> Path:
     """
     bits, scale = variant_of(cfg)
     noise = noise_level(cfg)
+    compression = compression_of(cfg)
     out = Path(str(cfg.data.path))
     spec = source_spec(cfg)
     files = [] if spec == "sample" else source_files(spec)
@@ -171,7 +172,6 @@ def run(cfg: DictConfig) -> Path:
     }
     if spec == "sample":
         attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
-    compression = compression_of(cfg)
     stds = []
     with (
         DeepInPyWriter(
