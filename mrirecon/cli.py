@@ -1,9 +1,11 @@
 """`mrirecon <subcommand> [overrides...] [-m]`: dispatch to a Hydra task.
 
 Sets OMP_WAIT_POLICY=PASSIVE and the thread count from `hardware` before torch is imported,
-checks the overrides against the configs (one `error:` line and exit 2 when they do not
-compose), then hands over to Hydra, so `--help`, `--cfg job`, `-m` and `hydra.run.dir=` work
-after the subcommand. A `UserError` raised by a task becomes one `error:` line and exit 2.
+checks the overrides against the configs (mrirecon/overrides.py: one `error:` line and exit 2
+when they cannot work), then hands over to Hydra, so `--cfg job`, `-m` and `hydra.run.dir=`
+work after the subcommand; `--help` is the subcommand's own (mrirecon/helptext.py). A
+`UserError` raised by a task, or an OS error of Hydra's own writes, becomes one `error:` line
+and exit 2; in a sweep, a failed point is recorded and the others run (mrirecon/sweeps.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from mrirecon import __version__
 from mrirecon.overrides import Problem, check, config_dir, one_line
 
 SUBCOMMANDS = {
-    "preprocess": "make a dataset variant (bits x scale) from a DeepInPy HDF5 file or the embedded sample",
+    "preprocess": "make a dataset variant (bits x scale) from the embedded sample or raw data (DeepInPy, "
+    "fastMRI, ISMRMRD, BART .cfl, .npy)",
     "train": "train a learned reconstruction method",
     "reconstruct": "reconstruct a split with one method; write metrics.csv, summary.json, recon.h5, figures",
     "evaluate": "compare runs: results.csv, comparisons.csv (paired statistics), plots, report.html",
@@ -48,7 +51,7 @@ def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = ["usage: mrirecon <subcommand> [key=value ...] [-m] [hydra flags]", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
-    lines += ["", "'mrirecon <subcommand> --help' shows its configuration groups and options."]
+    lines += ["", "'mrirecon <subcommand> --help' shows its config groups and keys; 'mrirecon --version' the version."]
     return "\n".join(lines)
 
 

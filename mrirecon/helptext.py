@@ -100,11 +100,12 @@ def _allowed(subcommand: str, group: str, options: list[str]) -> list[str]:
     return [o for o in options if any(family_for(o, m) is not None for m in models if m not in aliases)]
 
 
-def _groups(subcommand: str, cfg: DictConfig) -> list[str]:
+def _groups(subcommand: str) -> list[str]:
     """The config groups in the subcommand's defaults list, in order."""
     primary = OmegaConf.load(config_dir() / f"{subcommand}.yaml")
-    out = []
-    for entry in primary.get("defaults", []):
+    out: list[str] = []
+    defaults = primary.get("defaults", []) if isinstance(primary, DictConfig) else []
+    for entry in defaults:
         if isinstance(entry, DictConfig):
             out += [str(k) for k in entry if group_options(str(k))]
     return out
@@ -130,7 +131,7 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
                 value = node[key]
             except Exception:  # an interpolation only Hydra's run resolves
                 value = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
-            full = f"{prefix}.{key}" if prefix else str(key)
+            full = f"{prefix}.{key!s}" if prefix else str(key)
             out += _leaves(value, full) if isinstance(value, DictConfig) and len(value) else [(full, value)]
         return out
     return [(prefix, node)]
@@ -186,9 +187,8 @@ def subcommand_help(subcommand: str, summary: str, overrides: list[str]) -> str:
     except (HydraException, OmegaConfBaseException) as exc:
         raise Problem(f"invalid override: {' '.join(str(exc).split())}") from None
     choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items()}
-    groups = _groups(subcommand, cfg)
-    with_hydra = cfg
-    cfg = OmegaConf.masked_copy(with_hydra, [k for k in with_hydra if k != "hydra"])
+    groups = _groups(subcommand)
+    cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     lines = [f"usage: mrirecon {subcommand} [key=value ...] [-m] [hydra flags]", f"  {summary}", ""]
     if groups:
         lines.append("Config groups (group=option; * the current choice):")

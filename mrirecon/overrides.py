@@ -203,9 +203,12 @@ def unknown_key(subcommand: str, full_key: str, groups: list[str]) -> str:
     return f"{full_key}: unknown key ({where} {has})"
 
 
-def composed(subcommand: str, parsed: list[Override]) -> DictConfig:
+def composed(subcommand: str, parsed: list[Override], multirun: bool) -> DictConfig:
     """The first point's config with Hydra's own; every combination of swept group options is
-    composed too (Problem when one does not compose)."""
+    composed too (Problem when one does not compose). Without -m the overrides are composed as
+    given, so a sweep gets Hydra's own message (add --multirun)."""
+    if not multirun:
+        return _compose_point(subcommand, parsed, [o.input_line or "" for o in parsed])
     first, *others = group_points(parsed)
     cfg = _compose_point(subcommand, parsed, first)
     for overrides in others:
@@ -221,9 +224,8 @@ def _compose_point(subcommand: str, parsed: list[Override], overrides: list[str]
         return compose(subcommand, overrides, hydra=True)
     except ConfigCompositionException as exc:
         cause = exc.__cause__
-        missing = isinstance(cause, (ConfigKeyError, ConfigAttributeError))
-        if missing and not str(cause.full_key).startswith("hydra."):
-            key = str(cause.full_key)
+        key = str(cause.full_key) if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) else "hydra."
+        if not key.startswith("hydra."):
             wrong = next((_key(p) for p in parsed if _key(p) == key or _key(p).startswith(f"{key}.")), key)
             raise Problem(unknown_key(subcommand, wrong, group_choices(overrides))) from None
         raise Problem(f"invalid override: {one_line(str(exc))}") from None
@@ -257,10 +259,11 @@ def _shown(value: Any) -> str:
 def check_types(subcommand: str, parsed: list[Override]) -> None:
     """Each value of a plain key override has the type of the key's default (and MINIMUM), the
     default of every combination of swept group options."""
-    plain = [
+    plain = [  # an interval is sampled by an optimising sweeper, which picks the type (tag(int, ...))
         o
         for o in parsed
-        if not (o.is_delete() or o.is_hydra_override() or group_options(_key(o)) or _key(o) in OTHER_TYPES)
+        if not (o.is_delete() or o.is_hydra_override() or o.is_interval_sweep())
+        and not (group_options(_key(o)) or _key(o) in OTHER_TYPES)
     ]
     if not plain:
         return
@@ -306,7 +309,7 @@ def check(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
     try:
         parsed = parse(overrides)
         check_groups(parsed, multirun)
-        cfg = composed(subcommand, parsed)
+        cfg = composed(subcommand, parsed, multirun)
         check_types(subcommand, parsed)
     except Problem as problem:
         return str(problem)

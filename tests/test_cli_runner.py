@@ -158,6 +158,12 @@ def test_argument_check_follows_kwargs_to_the_base_class() -> None:
 # ---------------------------------------------------------------------------- help and version
 
 
+def test_usage_names_what_preprocess_reads(capsys) -> None:
+    code, out, _ = run_main(capsys)
+    line = next(s for s in out.splitlines() if s.strip().startswith("preprocess"))
+    assert code == 0 and all(f in line for f in ("sample", "DeepInPy", "fastMRI", "ISMRMRD", "BART", ".npy"))
+
+
 @pytest.mark.parametrize("flag", ["--version", "-V"])
 def test_version(flag: str, capsys) -> None:
     code, out, err = run_main(capsys, flag)
