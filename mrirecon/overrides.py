@@ -27,7 +27,7 @@ OTHER_TYPES = {
     "train.resume": "true, false or a checkpoint path",
     "data.ismrmrd_buffer_mb": "a number",
 }
-MINIMUM = {"seed": 0, "hardware.threads": 1, "hardware.num_workers": 0}
+MINIMUM = {"seed": 0, "hardware.threads": 1, "hardware.num_workers": 0, "figures": 0}
 MAX_COMPOSED = 64  # combinations of swept group options composed before a sweep starts
 
 

@@ -77,6 +77,7 @@ BAD_OVERRIDES = {
     "seed_text": (("reconstruct", "seed=abc"), ("seed", "'abc'", "integer")),
     "seed_float": (("preprocess", "seed=1.5"), ("seed", "1.5", "integer")),
     "model_channels_text": (("train", "model=resnet", "model.channels=abc"), ("model.channels", "'abc'", "integer")),
+    "figures_negative": (("reconstruct", "figures=-1"), ("figures", "-1", ">= 0")),
     "flag_text": (("reconstruct", "output.cfl=abc"), ("output.cfl", "'abc'", "true or false")),
     "number_text": (("preprocess", "data.val_fraction=abc"), ("data.val_fraction", "'abc'", "a number")),
     "bad_value_in_a_sweep": (("reconstruct", "-m", "method.max_iter=3,abc"), ("method.max_iter", "'abc'")),
