@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, Override, RangeSweep
+from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, Override, QuotedString, RangeSweep
 from omegaconf import DictConfig, OmegaConf
 
-from mrirecon.arguments import describe
+from mrirecon.arguments import accepts, describe
 
-# keys whose values may be of another type than their default
-OTHER_TYPES = {
-    "train.resume": "true, false or a checkpoint path",
-    "data.ismrmrd_buffer_mb": "a number",
-}
+# keys whose values may be of another type than their default (the task checks them): a flag or a
+# checkpoint path; an integer or a fraction of a MB
+OTHER_TYPES = frozenset({"train.resume", "data.ismrmrd_buffer_mb"})
 MINIMUM = {"seed": 0, "hardware.threads": 1, "hardware.num_workers": 0, "figures": 0}
 MAX_COMPOSED = 64  # combinations of swept group options composed before a sweep starts
 
@@ -86,7 +84,7 @@ def values(override: Override, options: list[str] | None = None) -> Iterator[Any
     interval, which only an optimising sweeper samples, gives its two ends)."""
     value = override.value()
     if isinstance(value, ChoiceSweep):
-        yield from (Override._convert_value(v) for v in value.list)
+        yield from (v.text if isinstance(v, QuotedString) else v for v in value.list)
     elif isinstance(value, Glob):
         yield from value.filter(options or [])
     elif isinstance(value, RangeSweep):
@@ -244,14 +242,6 @@ def _expected(default: Any) -> type | None:
     return None
 
 
-def _fits(expected: type, value: Any) -> bool:
-    if expected is bool:
-        return isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _shown(value: Any) -> str:
     return "null" if value is None else repr(value)
 
@@ -283,7 +273,7 @@ def _check_value(key: str, expected: type | None, value: Any) -> None:
         return  # an interpolation: resolved later
     minimum = MINIMUM.get(key)
     bound = f" >= {minimum}" if minimum is not None else ""
-    if expected is not None and not _fits(expected, value):
+    if expected is not None and not accepts(expected, value):
         raise Problem(f"{key}: {_shown(value)} must be {describe(expected)}{bound}")
     if minimum is not None and isinstance(value, (int, float)) and value < minimum:
         raise Problem(f"{key}: {_shown(value)} must be {describe(expected)}{bound}")

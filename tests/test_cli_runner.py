@@ -103,6 +103,23 @@ def test_bad_override_is_one_line(case: str, tmp_path: Path, capsys, monkeypatch
     assert not files_under(tmp_path)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=choice(zero_filled,cg_sense)"],
+        ["method=glob(cs_*)", "method.max_iter=range(10,40,10)"],
+        ["method=cg_sense", "method.lam=tag(log, interval(1e-4, 1e-1))"],  # the optuna sweeper's syntax
+        ["method=cg_sense", "method.max_iter=tag(int, interval(5, 50))"],
+        ["data=glob(*quarter)", "seed=723,724"],
+    ],
+    ids=["choice", "glob_range", "log_interval", "int_interval", "glob_data"],
+)
+def test_hydra_sweep_syntax_passes_the_pre_check(overrides: list[str]) -> None:
+    from mrirecon.overrides import check
+
+    assert check("reconstruct", overrides, multirun=True) is None
+
+
 TASK_REFUSALS = {
     # checked where the value is used (the key's default is null, or the check needs the task)
     "step_lr_number": (("train", "train.step_lr=5"), ("train.step_lr", "5", "step_size", "gamma")),
