@@ -368,3 +368,11 @@ def test_unwritable_hydra_folder_in_the_run_dir(tmp_path: Path, capsys, monkeypa
         code, _, err = run_main(capsys, "evaluate", THREADS, f"hydra.run.dir={run}")
     refused(code, err, "hydra.run.dir", "cannot write", "run/.hydra/config.yaml")
     assert sorted(files_under(tmp_path)) == [] and (run / ".hydra").is_dir()
+
+
+def test_sample_seed_follows_seed_unless_set() -> None:
+    from mrirecon.overrides import compose
+
+    assert compose("preprocess", ["seed=5"]).data.sample.seed == 5
+    assert compose("preprocess", ["seed=5", "data.sample.seed=9"]).data.sample.seed == 9
+    assert compose("preprocess", []).data.sample.seed == 723  # the default sample is unchanged
