@@ -89,9 +89,10 @@ def _cleanup_run_dir(run_dir: Path) -> None:
 
 
 def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
-    """`mrirecon.tasks.<subcommand>.run(cfg)`. A UserError is one `error:` line and exit 2 (in a
-    sweep: the point's error.txt, and the sweep goes on); in a sweep, a bug (any other
-    exception) is recorded with its traceback as well, so the other points still run."""
+    """`mrirecon.tasks.<subcommand>.run(cfg)`, its result passed on (an optimising sweeper's
+    objective). A UserError is one `error:` line and exit 2; in a sweep it goes to the point's
+    error.txt, as does a bug (any other exception, with its traceback), the point's result is
+    None and the other points still run."""
     import importlib
     import traceback
 
@@ -185,6 +186,12 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
         return fail(f"invalid override: {one_line(str(exc))}")
     except SystemExit as exc:  # a task's error line was printed (or --hydra-help, --info ran)
         return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # a sweeper that stops when its points failed (Optuna: all of them)
+        if not (multirun and sweeps.collect()):
+            raise
+        print(sweeps.summary(sweeps.LAST.failures, sweeps.LAST.output_dir), file=sys.stderr)
+        print(f"error: the sweep stopped: {exc.__class__.__name__}: {one_line(str(exc))}", file=sys.stderr)
+        return 1 if any(f.internal for f in sweeps.LAST.failures) else EXIT_USAGE
     finally:
         GlobalHydra.instance().clear()
         if previous is None:
@@ -217,6 +224,15 @@ def _raised_in_task(exc: BaseException) -> bool:
     return False
 
 
+def _register_sweeper() -> None:
+    """hydra/sweeper=optuna: mrirecon's val-split Optuna sweeper, when the `sweep` extra is installed."""
+    try:
+        from mrirecon.sweeper import register
+    except ImportError:
+        return
+    register()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mrirecon` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -230,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if subcommand not in SUBCOMMANDS:
         return fail(f"unknown subcommand '{subcommand}' (expected one of: {', '.join(SUBCOMMANDS)})")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _register_sweeper()
     overrides, multirun = _overrides(rest)
     if "-h" in rest or "--help" in rest:
         from mrirecon.helptext import subcommand_help

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -303,6 +304,10 @@ def check(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
         check_types(subcommand, parsed)
     except Problem as problem:
         return str(problem)
+    if multirun and "mrirecon.sweeper" in sys.modules:  # hydra/sweeper=optuna: choose on val only
+        problem = sys.modules["mrirecon.sweeper"].split_problem(cfg, overrides)
+        if problem:
+            return str(problem)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))

@@ -1,8 +1,8 @@
 """Runs and sweeps as the CLI sees them: where Hydra put the output, and which sweep points failed.
 
 In a sweep (`-m`) a failing point does not stop the others, whatever the launcher (basic,
-joblib, submitit): its task writes its error line to `error.txt` in its run dir and returns NaN
-(an optimising sweeper counts the trial as failed). `Recorder`, a Hydra callback (conf/base.yaml),
+joblib, submitit): its task writes its error line to `error.txt` in its run dir and returns None
+(not a number: an optimising sweeper counts the trial as failed). `Recorder`, a Hydra callback (conf/base.yaml),
 notes the run or sweep dir and, when the sweep ends, collects the `error.txt` files written
 during it; `mrirecon.cli` prints their summary and exits 2.
 """
@@ -43,6 +43,8 @@ class State:
     """What the last run or sweep of this process left: its output dir and failed points."""
 
     output_dir: Path | None = None
+    before: dict[Path, tuple[int, int]] = field(default_factory=dict)  # error.txt stamps at the start
+    swept: set[str] = field(default_factory=set)  # the keys the sweep varies
     failures: list[Failure] = field(default_factory=list)
 
 
@@ -55,12 +57,12 @@ def reset() -> None:
     LAST = State()
 
 
-def record_failure(run_dir: Path, message: str, details: str = "") -> float:
+def record_failure(run_dir: Path, message: str, details: str = "") -> None:
     """Write `message` (one line; `details`, e.g. a traceback, below it) to the point's error.txt
-    and log it; the NaN to return as the point's result."""
+    and log it. The point's result is None: not a number, so an optimising sweeper (Optuna)
+    counts the trial as failed and goes on."""
     log.error("%s", message)
     write_text(run_dir / ERROR_FILE, message + "\n" + (details + "\n" if details else ""))
-    return float("nan")
 
 
 def clear_failure(run_dir: Path) -> None:
@@ -100,23 +102,29 @@ def _swept_keys(config: DictConfig) -> set[str]:
 class Recorder(Callback):
     """Notes the run dir (single runs) and the sweep's failed points (multirun) in `LAST`."""
 
-    def __init__(self) -> None:
-        self.before: dict[Path, tuple[int, int]] = {}
-
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         LAST.output_dir = Path(str(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         LAST.output_dir = Path(str(config.hydra.sweep.dir))
-        self.before = _stamps(LAST.output_dir)
+        LAST.before = _stamps(LAST.output_dir)
+        LAST.swept = _swept_keys(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        swept = _swept_keys(config)
-        failed = [p for p, stamp in sorted(_stamps(sweep_dir).items()) if self.before.get(p) != stamp]
-        for path in failed:
-            lines = path.read_text().splitlines()
-            LAST.failures.append(Failure(path.parent, _point(path.parent, swept), lines[0] if lines else "failed"))
+        collect()
+
+
+def collect() -> list[Failure]:
+    """The points of the current sweep that failed: the error.txt files written since it started
+    (also called when a sweeper stops early, e.g. when every trial failed)."""
+    if LAST.output_dir is None:
+        return []
+    failed = [p for p, stamp in sorted(_stamps(LAST.output_dir).items()) if LAST.before.get(p) != stamp]
+    LAST.failures = []
+    for path in failed:
+        lines = path.read_text().splitlines()
+        LAST.failures.append(Failure(path.parent, _point(path.parent, LAST.swept), lines[0] if lines else "failed"))
+    return LAST.failures
 
 
 def summary(failures: list[Failure], sweep_dir: Path | None) -> str:

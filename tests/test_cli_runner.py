@@ -12,7 +12,6 @@ import contextlib
 import errno
 import functools
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -288,9 +287,9 @@ def test_sweep_survives_a_bad_point(launcher: str, processed: Path, tmp_path: Pa
             assert not (point / "error.txt").exists()
 
 
-def test_a_failed_point_returns_nan_and_a_good_one_its_value(tmp_path: Path, monkeypatch) -> None:
-    """What a sweeper sees: the task's own return value, or NaN for a failed point (an
-    optimising sweeper counts it as a failed trial); the failure is in the point's error.txt."""
+def test_a_failed_point_returns_none_and_a_good_one_its_value(tmp_path: Path, monkeypatch) -> None:
+    """What a sweeper sees: the task's own return value, or None for a failed point (not a
+    number: the Optuna sweeper counts it as a failed trial); the failure is in its error.txt."""
     from omegaconf import OmegaConf
 
     import mrirecon.tasks.evaluate as task
@@ -305,14 +304,14 @@ def test_a_failed_point_returns_nan_and_a_good_one_its_value(tmp_path: Path, mon
         raise UserError("runs: nothing there")
 
     monkeypatch.setattr(task, "run", refuse)
-    assert math.isnan(cli._run_task("evaluate", cfg, tmp_path, multirun=True))
+    assert cli._run_task("evaluate", cfg, tmp_path, multirun=True) is None
     assert (tmp_path / "error.txt").read_text() == "error: runs: nothing there\n"
 
     def bug(cfg):
         raise KeyError("oops")
 
     monkeypatch.setattr(task, "run", bug)
-    assert math.isnan(cli._run_task("evaluate", cfg, tmp_path, multirun=True))
+    assert cli._run_task("evaluate", cfg, tmp_path, multirun=True) is None
     text = (tmp_path / "error.txt").read_text()
     assert text.startswith(f"{sweeps.INTERNAL}: KeyError: 'oops'\nTraceback") and "raise KeyError" in text
     with pytest.raises(KeyError):  # a single run: a bug stays a traceback
@@ -376,3 +375,38 @@ def test_sample_seed_follows_seed_unless_set() -> None:
     assert compose("preprocess", ["seed=5"]).data.sample.seed == 5
     assert compose("preprocess", ["seed=5", "data.sample.seed=9"]).data.sample.seed == 9
     assert compose("preprocess", []).data.sample.seed == 723  # the default sample is unchanged
+
+
+@pytest.mark.slow
+def test_optuna_sweep_counts_a_failed_point_as_a_failed_trial(processed: Path, tmp_path: Path, capsys, monkeypatch):
+    """hydra/sweeper=optuna: trials with a negative lam fail (error.txt, the summary, exit 2);
+    the study goes on and reports the best of the trials that ran."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(
+        capsys,
+        "reconstruct",
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.sampler.seed=0",
+        "hydra.sweeper.n_trials=4",
+        "method=cg_sense",
+        "method.lam=interval(-1, 0.5)",  # with seed 0: -0.18, 0.07, -0.10, -0.18
+        "method.max_iter=3",
+        "data=full",
+        f"data.path={processed}",
+        "figures=0",
+        THREADS,
+        "hydra.sweep.dir=sweep",
+    )
+    failed = [p.parent for p in (tmp_path / "sweep").glob("*/error.txt")]
+    ran = [p.parent for p in (tmp_path / "sweep").glob("*/summary.json")]
+    assert code == 2 and failed and ran and len(failed) + len(ran) == 4, err
+    assert f"error: {len(failed)} sweep point(s)" in err and "method.lam" in err
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_params"]["method.lam"] >= 0
+    assert best["best_value"] == pytest.approx(
+        max(json.loads((p / "summary.json").read_text())["objective"]["value"] for p in ran)
+    )

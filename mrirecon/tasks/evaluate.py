@@ -22,6 +22,7 @@ from mrirecon.errors import UserError
 from mrirecon.figures import comparison_figure, heatmap_figure, sweep_figure, training_figure
 from mrirecon.io import write_text
 from mrirecon.metrics import NAMES as METRICS
+from mrirecon.optuna_figures import optuna_figures
 from mrirecon.tasks.common import run_dir
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         write_text(out / "comparisons.csv", report.csv_text(*report.comparison_rows(comps, params)))
         write_text(out / "results.md", report.markdown(table, params, comps))
         figures += _sweep_plots(table, params, out)
+        figures += optuna_figures([Path(str(r)) for r in cfg.runs], out)
         if _comparison(table, params, int(cfg.figure_slices), out / "comparison.png"):
             figures.append(
                 (

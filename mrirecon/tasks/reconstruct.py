@@ -98,14 +98,18 @@ def check_trained_size(cfg: DictConfig, method_config: dict[str, Any], data: Dee
         )
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> float:
     """Reconstruct `data.split` of `data.path` with `method`; write the run dir's outputs.
 
     Writes metrics.csv (one row per slice), summary.json (means, std, config, metric
     convention), recon.h5 (recon and reference images, slice indices), figures/, and with
     output.cfl=true recon.cfl/.hdr (the recon images for BART, in the order of recon.h5).
-    Returns the summary.
+    Returns the mean of `objective` (psnr, ssim or nrmse) over the slices: the value a Hydra
+    sweeper (hydra/sweeper=optuna) optimises; NaN without a reference.
     """
+    objective = str(cfg.get("objective", "psnr"))
+    if objective not in metrics.NAMES:
+        raise UserError(f"objective: '{objective}' is not one of {', '.join(metrics.NAMES)}")
     out = run_dir()
     device = device_of(cfg)
     method, method_config, trained = method_of(cfg, device)
@@ -217,6 +221,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "per_slice": accelerations,
         "definition": "pixels / measured k-space locations of each slice's mask",
     }
+    summary["objective"] = {"metric": objective, "value": summary["mean"][objective]}
     write_json(out / "summary.json", summary)
     means = summary["mean"]
     log.info(
@@ -230,7 +235,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         means["seconds"],
         out,
     )
-    return summary
+    return float(summary["objective"]["value"])
 
 
 def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:
