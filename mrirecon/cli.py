@@ -1,9 +1,11 @@
 """`mrirecon <subcommand> [overrides...] [-m]`: dispatch to a Hydra task.
 
 Sets OMP_WAIT_POLICY=PASSIVE and the thread count from `hardware` before torch is imported,
-checks the overrides against the configs (one `error:` line and exit 2 when they do not
-compose), then hands over to Hydra, so `--help`, `--cfg job`, `-m` and `hydra.run.dir=` work
-after the subcommand. A `UserError` raised by a task becomes one `error:` line and exit 2.
+checks the overrides against the configs (mrirecon/overrides.py: one `error:` line and exit 2
+when they cannot work), then hands over to Hydra, so `--cfg job`, `-m` and `hydra.run.dir=`
+work after the subcommand; `--help` is the subcommand's own (mrirecon/helptext.py). A
+`UserError` raised by a task, or an OS error of Hydra's own writes, becomes one `error:` line
+and exit 2; in a sweep, a failed point is recorded and the others run (mrirecon/sweeps.py).
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mrirecon import __version__
+from mrirecon.overrides import Problem, check, config_dir, one_line
+
 SUBCOMMANDS = {
-    "preprocess": "make a dataset variant (bits x scale) from a DeepInPy HDF5 file or the embedded sample",
+    "preprocess": "make a dataset variant (bits x scale) from the embedded sample or raw data (DeepInPy, "
+    "fastMRI, ISMRMRD, BART .cfl, .npy)",
     "train": "train a learned reconstruction method",
     "reconstruct": "reconstruct a split with one method; write metrics.csv, summary.json, recon.h5, figures",
     "evaluate": "compare runs: results.csv, comparisons.csv (paired statistics), plots, report.html",
     "download": "fetch a public raw data set (dataset=stanford_knees) into dataset.dir, resumable and checked",
 }
 EXIT_USAGE = 2
-_HELP_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
+_HELP_FLAGS = {"--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+_VERSION_FLAGS = {"--version", "-V"}
+_SINGLE_MODE_FLAGS = {"--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
 _FLAGS_WITH_VALUE = {
     "--cfg",
     "-c",
@@ -40,20 +48,11 @@ _FLAGS_WITH_VALUE = {
 }
 
 
-def config_dir() -> Path:
-    """conf/ inside an installed package (wheel), else the source checkout's top-level conf/."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "reconstruct.yaml").is_file():
-            return candidate
-    raise RuntimeError(f"mrirecon: configuration folder not found next to {here}")
-
-
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = ["usage: mrirecon <subcommand> [key=value ...] [-m] [hydra flags]", "", "subcommands:"]
     lines += [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
-    lines += ["", "'mrirecon <subcommand> --help' shows its configuration groups and options."]
+    lines += ["", "'mrirecon <subcommand> --help' shows its config groups and keys; 'mrirecon --version' the version."]
     return "\n".join(lines)
 
 
@@ -78,78 +77,6 @@ def _overrides(args: list[str]) -> tuple[list[str], bool]:
     return overrides, multirun
 
 
-def _first_of_sweeps(overrides: list[str]) -> list[str]:
-    """Replace each sweep (a,b / range(...)) by its first value, so one config can be composed."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    out = []
-    for text, parsed in zip(overrides, OverridesParser.create().parse_overrides(overrides)):
-        if parsed.is_sweep_override():
-            try:
-                first = next(iter(parsed.sweep_string_iterator()))
-            except Exception:  # glob sweeps need the group's options: leave them to Hydra
-                continue
-            prefix = "+" if parsed.is_add() else "++" if parsed.is_force_add() else ""
-            out.append(f"{prefix}{parsed.get_key_element().lstrip('+~')}={first}")
-        else:
-            out.append(text)
-    return out
-
-
-def _group_options(group: str) -> list[str]:
-    folder = config_dir() / group
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def check_overrides(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
-    """Compose the config once; return a one-line problem description, or None if it composes."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    for text in overrides:
-        key, _, value = text.partition("=")
-        group = key.lstrip("+~")
-        options = _group_options(group) if group.isidentifier() else []
-        bad = [v for v in (value.split(",") if multirun else [value]) if v not in options]
-        if options and value and bad:
-            return f"unknown {group}={bad[0]} (expected one of: {', '.join(options)})"
-    try:
-        composed = _first_of_sweeps(overrides) if multirun else overrides
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name=subcommand, overrides=composed, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        text = str(exc).strip().splitlines()
-        return f"invalid override: {text[0] if text else exc.__class__.__name__}"
-    finally:
-        GlobalHydra.instance().clear()
-    if multirun and "mrirecon.sweeper" in sys.modules:  # hydra/sweeper=optuna: choose on val only
-        problem = sys.modules["mrirecon.sweeper"].split_problem(cfg, overrides)
-        if problem:
-            return problem
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
-    except OmegaConfBaseException:  # an interpolation only Hydra's run can resolve
-        return None
-    return _unwritable(key, out)
-
-
-def _unwritable(key: str, folder: Path) -> str | None:
-    """Why `folder` cannot be created or written (None if it can): checked before Hydra
-    creates it, so a read-only location gets one error line instead of a traceback."""
-    existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{key}: cannot create {folder} ({existing} is a file, not a folder)"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{key}: cannot write {folder} ({existing} is not writable)"
-    return None
-
-
 def _cleanup_run_dir(run_dir: Path) -> None:
     """Remove a run dir that ended in an error if it holds only what Hydra put there (.hydra/
     and the job log). A dir with anything else (a run being resumed) is left untouched."""
@@ -162,26 +89,46 @@ def _cleanup_run_dir(run_dir: Path) -> None:
         run_dir.rmdir()  # only if empty: never removes a user's files
 
 
+def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
+    """`mrirecon.tasks.<subcommand>.run(cfg)`, its result passed on (an optimising sweeper's
+    objective). A UserError is one `error:` line and exit 2; in a sweep it goes to the point's
+    error.txt, as does a bug (any other exception, with its traceback), the point's result is
+    None and the other points still run."""
+    import importlib
+    import traceback
+
+    from mrirecon import sweeps
+    from mrirecon.errors import UserError
+
+    sweeps.clear_failure(run_dir)
+    try:
+        import torch
+
+        torch.set_num_threads(int(cfg.hardware.threads) if "hardware" in cfg else 2)
+        return importlib.import_module(f"mrirecon.tasks.{subcommand}").run(cfg)
+    except UserError as exc:
+        if multirun:
+            return sweeps.record_failure(run_dir, f"error: {' '.join(str(exc).split())}")
+        _cleanup_run_dir(run_dir)
+        raise SystemExit(fail(str(exc))) from None
+    except Exception as exc:
+        if not multirun:
+            raise
+        line = f"{sweeps.INTERNAL}: {exc.__class__.__name__}: {' '.join(str(exc).split())}"
+        return sweeps.record_failure(run_dir, line, traceback.format_exc())
+
+
 def _task(subcommand: str) -> Callable[[Any], Any]:
     def task(cfg: Any) -> Any:
-        threads = int(cfg.hardware.threads) if "hardware" in cfg else 2
+        threads = int(cfg.hardware.threads) if "hardware" in cfg else 2  # checked by mrirecon.overrides
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        import importlib
-
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-        from mrirecon.errors import UserError
-
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
-            import torch
-
-            torch.set_num_threads(threads)
-            module = importlib.import_module(f"mrirecon.tasks.{subcommand}")
-            return module.run(cfg)
-        except UserError as exc:
-            _cleanup_run_dir(run_dir)
-            raise SystemExit(fail(str(exc))) from None
+            return _run_task(subcommand, cfg, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             raise SystemExit(130) from None
@@ -207,6 +154,77 @@ def _torchrun_rank_overrides() -> list[str]:
     return [f"hydra.run.dir={folder}"]
 
 
+def _os_error(exc: OSError, multirun: bool) -> str:
+    """An OS error of Hydra's own writes (run dir, .hydra/*.yaml, the log) as one line."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    where = f"cannot write {exc.filename}" if exc.filename else "cannot write the run dir"
+    return f"{key}: {where} ({exc.strerror or exc})"
+
+
+def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
+    """Hand over to Hydra; Hydra's own failures (config errors it finds, an OS error while it
+    creates the run dir or writes .hydra/) become one `error:` line and exit 2, and a sweep
+    with failed points ends with their summary and exit 2 (1 if a point failed on a bug)."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from mrirecon import sweeps
+
+    sweeps.reset()
+    sys.argv = [f"mrirecon {subcommand}", *rest]
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us instead of printing them
+    try:
+        hydra.main(config_path=str(config_dir()), config_name=subcommand, version_base="1.3")(_task(subcommand))()
+    except OSError as exc:
+        if exc.__traceback__ is not None and _raised_in_task(exc):
+            raise
+        _cleanup_run_dir(_run_dir_of(exc) or sweeps.LAST.output_dir or Path(os.devnull))
+        return fail(_os_error(exc, multirun))
+    except (HydraException, OmegaConfBaseException) as exc:
+        return fail(f"invalid override: {one_line(str(exc))}")
+    except SystemExit as exc:  # a task's error line was printed (or --hydra-help, --info ran)
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # a sweeper that stops when its points failed (Optuna: all of them)
+        if not (multirun and sweeps.collect()):
+            raise
+        print(sweeps.summary(sweeps.LAST.failures, sweeps.LAST.output_dir), file=sys.stderr)
+        print(f"error: the sweep stopped: {exc.__class__.__name__}: {one_line(str(exc))}", file=sys.stderr)
+        return 1 if any(f.internal for f in sweeps.LAST.failures) else EXIT_USAGE
+    finally:
+        GlobalHydra.instance().clear()
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+    if sweeps.LAST.failures:
+        print(sweeps.summary(sweeps.LAST.failures, sweeps.LAST.output_dir), file=sys.stderr)
+        return 1 if any(f.internal for f in sweeps.LAST.failures) else EXIT_USAGE
+    return 0
+
+
+def _run_dir_of(exc: OSError) -> Path | None:
+    """The run dir whose .hydra/ file or job log `exc` failed to write, if it names one."""
+    if not exc.filename:
+        return None
+    path = Path(str(exc.filename))
+    if path.suffix == ".log":
+        return path.parent
+    return next((p.parent for p in path.parents if p.name == ".hydra"), None)
+
+
+def _raised_in_task(exc: BaseException) -> bool:
+    """Whether `exc` was raised inside a task's run() (then it is the task's to report)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is _run_task.__code__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _register_sweeper() -> None:
     """hydra/sweeper=optuna: mrirecon's val-split Optuna sweeper, when the `sweep` extra is installed."""
     try:
@@ -222,24 +240,39 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+    if _VERSION_FLAGS.intersection(args):
+        print(f"mrirecon {__version__}")
+        return 0
     subcommand, rest = args[0], args[1:]
     if subcommand not in SUBCOMMANDS:
         return fail(f"unknown subcommand '{subcommand}' (expected one of: {', '.join(SUBCOMMANDS)})")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _register_sweeper()
     overrides, multirun = _overrides(rest)
+    if "-h" in rest or "--help" in rest:
+        from mrirecon.helptext import subcommand_help
+
+        return _print_or_fail(lambda: subcommand_help(subcommand, SUBCOMMANDS[subcommand], overrides))
+    if multirun and _SINGLE_MODE_FLAGS.intersection(rest):
+        flag = sorted(_SINGLE_MODE_FLAGS.intersection(rest))[0]
+        return fail(f"{flag} cannot be combined with -m/--multirun (it shows one config: drop -m and the sweeps)")
     if not _HELP_FLAGS.intersection(rest):
-        problem = check_overrides(subcommand, overrides, multirun)
+        problem = check(subcommand, overrides, multirun)
         if problem:
             return fail(problem)
-
-    import hydra
-
     rank_overrides = _torchrun_rank_overrides()
     if rank_overrides:
         rest = [a for a in rest if not a.startswith("hydra.run.dir=")] + rank_overrides
-    sys.argv = [f"mrirecon {subcommand}", *rest]
-    hydra.main(config_path=str(config_dir()), config_name=subcommand, version_base="1.3")(_task(subcommand))()
+    return _run_hydra(subcommand, rest, multirun)
+
+
+def _print_or_fail(make: Callable[[], str]) -> int:
+    """Print what `make` returns, or its Problem as one `error:` line."""
+    try:
+        text = make()
+    except Problem as problem:
+        return fail(str(problem))
+    print(text)
     return 0
 
 

@@ -15,12 +15,13 @@ class UserError(Exception):
 
 
 def configured(group: str, build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`build(*args, **kwargs)` for the CLI layer: a library ValueError or TypeError, whose message
-    starts with its own parameter name ("lam: -1 must be >= 0"), becomes a UserError naming the
-    config key ("method.lam: -1 must be >= 0")."""
+    """`build(*args, **kwargs)` for the CLI layer: a library ValueError, whose message starts with
+    its own parameter name ("lam: -1 must be >= 0"), becomes a UserError naming the config key
+    ("method.lam: -1 must be >= 0"). A TypeError is a bug, not the user's input: it propagates
+    (the builders check their arguments' names and types first: mrirecon/arguments.py)."""
     try:
         return build(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:
         message = str(exc)
         raise UserError(
             f"{group}.{message}" if re.match(r"[A-Za-z_]\w*: ", message) else f"{group}: {message}"

@@ -93,7 +93,7 @@ def test_flow_config_errors():
         build_flow({**TINY, "levels": 5}, (1, 80, 64))  # 80 is not divisible by 32
     with pytest.raises(ValueError, match="^steps: 0"):
         build_flow({**TINY, "steps": 0}, (1, 16, 16))
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(ValueError, match=r"^colour: unknown key \(the flow has: levels, steps"):
         build_flow({**TINY, "colour": 3}, (1, 16, 16))
     with pytest.raises(UserError, match="^model.levels: 5 levels"):  # the CLI layer names the config key
         configured("model", build_flow, {**TINY, "levels": 5}, (1, 80, 64))

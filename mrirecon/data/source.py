@@ -172,7 +172,7 @@ FORMATS: tuple[Format, ...] = (
 def detect(path: Path) -> Format:
     """The format of `path` by content, or a UserError naming what was expected."""
     if not path.exists() and cfl_base(path) is None:
-        raise UserError(f"{path}: file not found")
+        raise UserError(f"data.source: {path} not found")
     if path.is_dir():
         raise UserError(f"{path}: is a folder (a folder of raw files is read only as data.source itself)")
     for fmt in FORMATS:

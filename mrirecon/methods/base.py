@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from mrirecon.arguments import check_arguments
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
 
@@ -99,11 +100,8 @@ def build_method(cfg: Mapping[str, Any], **components: Any) -> Method:
     name = params.pop("name", None)
     if name not in REGISTRY:
         raise ValueError(f"name: unknown method '{name}' (expected one of {', '.join(sorted(REGISTRY))})")
-    params.update(components)
-    try:
-        return REGISTRY[name](**params)
-    except TypeError as exc:
-        raise TypeError(f"unknown or missing parameter of method '{name}' ({exc})") from None
+    check_arguments(REGISTRY[name], params, f"method {name}", components)
+    return REGISTRY[name](**params, **components)
 
 
 def check_positive_int(key: str, value: Any) -> int:

@@ -37,8 +37,6 @@ class ImageUNet(Direct):
             self.net = build_net(net)
         except ValueError as exc:
             raise ValueError(f"net.{exc}") from None
-        except TypeError as exc:
-            raise TypeError(f"net: {exc}") from None
 
     def map(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from mrirecon.arguments import check_arguments
 from mrirecon.nets.fastmri_unet import FastMRIUNet
 from mrirecon.nets.resnet import DeepInPyResNet, ResNet
 from mrirecon.nets.unet import UNet
@@ -29,7 +30,5 @@ def build_net(cfg: Mapping[str, Any]) -> nn.Module:
     name = params.pop("name", None)
     if name not in NETS:
         raise ValueError(f"name: unknown denoiser '{name}' (expected one of {', '.join(sorted(NETS))})")
-    try:
-        return NETS[name](**params)
-    except TypeError as exc:
-        raise TypeError(f"unknown or missing parameter of network '{name}' ({exc})") from None
+    check_arguments(NETS[name], params, f"network {name}")
+    return NETS[name](**params)

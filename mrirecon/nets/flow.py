@@ -21,6 +21,8 @@ from nflows.nn.nets import ConvResidualNet
 from nflows.utils import create_mid_split_binary_mask
 from torch import nn
 
+from mrirecon.arguments import check_arguments
+
 # nflows 0.14's LU layers call the deprecated torch.triangular_solve; the result is correct.
 warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
 
@@ -136,10 +138,8 @@ def build_flow(cfg: Mapping[str, Any], shape: tuple[int, int, int]) -> ImageFlow
     name = params.pop("name", None)
     if name != "flow":
         raise ValueError(f"name: '{name}' is not a flow (expected flow)")
-    try:
-        return ImageFlow(shape, **params)
-    except TypeError as exc:
-        raise TypeError(f"unknown or missing parameter of the flow ({exc})") from None
+    check_arguments(ImageFlow, params, "the flow", ("shape",))
+    return ImageFlow(shape, **params)
 
 
 # -- images in [0, 1] with 2**bits levels <-> the flow's centred space ----------------------------

@@ -149,6 +149,14 @@ def coil_compression(cfg: DictConfig, source: Any, subjects: np.ndarray) -> Coil
     return compression
 
 
+def compression_of(cfg: DictConfig) -> str | int | None:
+    """data.compression as an h5py filter: null, gzip, lzf, or a gzip level 0-9."""
+    value = cfg.data.compression
+    if value in (None, "gzip", "lzf") or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9):
+        return value
+    raise UserError(f"data.compression: {value!r} must be null, gzip, lzf or a gzip level 0-9")
+
+
 def run(cfg: DictConfig) -> Path:
     """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
 
@@ -157,6 +165,7 @@ def run(cfg: DictConfig) -> Path:
     """
     bits, scale = variant_of(cfg)
     noise = noise_level(cfg)
+    h5_filter = compression_of(cfg)
     out = Path(str(cfg.data.path))
     spec = source_spec(cfg)
     files = [] if spec == "sample" else source_files(spec)
@@ -226,7 +235,7 @@ def run(cfg: DictConfig) -> Path:
             num_coils,
             first.img.shape,
             attrs,
-            cfg.data.compression or None,
+            h5_filter,
             subjects,
             rss=source.has_rss,
         ) as writer,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
@@ -22,9 +23,27 @@ def positive(key: str, value: Any, integer: bool = False) -> Any:
     return value
 
 
+def check_step_lr(value: Any) -> None:
+    """train.step_lr: null or {step_size: epochs (integer >= 1), gamma: factor (> 0)}."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping) or set(value) != {"step_size", "gamma"}:
+        raise UserError(
+            f"train.step_lr: {_plain(value)!r} must be null or {{step_size: <epochs>, gamma: <factor>}}, "
+            "e.g. train.step_lr={step_size:10,gamma:0.5}"
+        )
+    positive("train.step_lr.step_size", value["step_size"], integer=True)
+    positive("train.step_lr.gamma", value["gamma"])
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
 def settings_of(cfg: DictConfig) -> Settings:
     """Loop settings from `train` and `hardware`, validated."""
     t = cfg.train
+    check_step_lr(t.step_lr)
     if t.max_minutes is not None:
         positive("train.max_minutes", t.max_minutes)
     if t.grad_clip is not None:
