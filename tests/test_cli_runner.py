@@ -202,7 +202,7 @@ def test_subcommand_help_shows_its_groups_and_key_descriptions(capsys, tmp_path:
     code, out, _ = run_main(capsys, "evaluate", "--help")
     assert code == 0
     assert "hardware=<option>" in out and "method=<option>" not in out and "data=<option>" not in out
-    assert "data.source" not in out and "figure_slices=2\n      slices per variant" in out
+    assert "data.source" not in out and "figure_slices=2\n      Slices shown per data file and variant" in out
 
     code, out, _ = run_main(capsys, "train", "--help")
     train_methods = out.split("method=<option>")[1].split("model=<option>")[0]
