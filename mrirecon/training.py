@@ -140,7 +140,7 @@ class Trainer:
         if not ddp.needs_every_rank(self.model):
             return
         n, size, ranks = len(self.train_set), self.settings.batch_size, ddp.world_size()
-        smallest = min(n % size or size, min(n, size))
+        smallest = min(n % size or size, n, size)
         if smallest < ranks:
             raise UserError(
                 f"train.batch_size: {size} over {n} training slices gives a batch of {smallest} slice(s), "

@@ -41,7 +41,8 @@ class GlobalActNorm(transforms.ActNorm):
 
     def _initialize(self, inputs: torch.Tensor) -> None:
         if not (dist.is_initialized() and dist.get_world_size() > 1):
-            return super()._initialize(inputs)
+            super()._initialize(inputs)
+            return
         if inputs.dim() == 4:
             inputs = inputs.permute(0, 2, 3, 1).reshape(-1, inputs.shape[1])
         with torch.no_grad():

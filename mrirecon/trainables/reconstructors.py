@@ -14,8 +14,8 @@ from torch import nn
 from mrirecon import metrics
 from mrirecon.methods.unrolled import split_mask
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.streams import VALIDATION, generator
 from mrirecon.schedules import step_schedule
+from mrirecon.streams import VALIDATION, generator
 
 KSPACE_METRIC = "val_kspace_nmse"  # what chooses best.pt in unsupervised training
 VAL_HOLDOUT = 0.4  # held-out fraction of the unsupervised validation when training holds out none
