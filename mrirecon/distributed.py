@@ -156,10 +156,12 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
         out = centred * torch.rsqrt(var + self.eps).view(view)
         if self.affine:
             out = out * self.weight.view(view) + self.bias.view(view)
+        tracked = self.num_batches_tracked
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            assert tracked is not None
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                tracked.add_(1)
+                factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
                 unbiased = var * (count / (count - 1).clamp_min(1))
                 self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)

@@ -232,7 +232,7 @@ def augment(
     if not (random_masks or flip or random_phase):
         return batch
     out = dict(batch)
-    b, shape = batch["ksp"].shape[0], tuple(batch["ksp"].shape[-2:])
+    b, (x, y) = batch["ksp"].shape[0], batch["ksp"].shape[-2:]
     if random_masks:  # draws slice by slice, in a fixed order
         mask_np = batch["mask"].detach().cpu().numpy()
         masks = [random_mask_like(mask_np[k], generator) for k in range(b)]
@@ -243,14 +243,15 @@ def augment(
     phases: list[torch.Tensor | None] = [None] * b
     if random_phase:
         phases = [
-            _uniform(generator, -math.pi, math.pi)[0] if measured_only else smooth_phase(shape, generator)
+            _uniform(generator, -math.pi, math.pi)[0] if measured_only else smooth_phase((x, y), generator)
             for _ in range(b)
         ]
     keys = [key for key in PER_SLICE if key in out]
     slices = []
     for k in range(b):
         item = _flip_slice({key: out[key][k] for key in keys}, [d for d, on in zip((-1, -2), flips[k]) if on])
-        slices.append(item if phases[k] is None else _rotate_slice(item, phases[k]))
+        phase = phases[k]
+        slices.append(item if phase is None else _rotate_slice(item, phase))
     return {**out, **{key: torch.stack([s[key] for s in slices]) for key in keys}}
 
 
