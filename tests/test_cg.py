@@ -77,7 +77,7 @@ def test_cg_per_batch_lambda_and_implicit_gradient(system):
     x.abs().pow(2).sum().backward()
     n = rhs[0].numel()
     for b in range(2):
-        matrix = dense_normal(op, rhs, b) + float(lam[b]) * torch.eye(n, dtype=torch.complex128)
+        matrix = dense_normal(op, rhs, b) + float(lam[b].detach()) * torch.eye(n, dtype=torch.complex128)
         xb = torch.linalg.solve(matrix, rhs[b].reshape(-1))
         dx = -torch.linalg.solve(matrix, xb)
         implicit = 2 * float((xb.conj() * dx).real.sum())
