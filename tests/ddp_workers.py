@@ -97,12 +97,42 @@ def layers_and_runs(
     val_items: list[dict[str, torch.Tensor]],
     out: Path,
 ) -> dict[str, Any]:
-    """`batch_norm_and_actnorm`, then `unsupervised_run` twice (a rerun in the same processes),
-    in one start of the ranks (starting processes is the slow part)."""
+    """`batch_norm_and_actnorm`, `unsupervised_run` twice (a rerun in the same processes) and
+    `flow_run`, in one start of the ranks (starting processes is the slow part)."""
     return {
         "layers": batch_norm_and_actnorm(rank, x, split),
         "runs": [unsupervised_run(rank, items, val_items, out / f"run{k}") for k in range(2)],
+        "flow": flow_run(rank, out / "flow"),
     }
+
+
+def flow_run(rank: int, out_dir: Path) -> dict[str, Any]:
+    """One epoch of a tiny flow prior (conditioners with batch norm and dropout 0.5; flips and
+    dequantisation noise) on 2 ranks: returns the weights (ActNorm included)."""
+    from mrirecon.nets.flow import build_flow
+    from mrirecon.trainables.flow import FlowTrainable
+    from mrirecon.training import Settings, Trainer
+
+    torch.manual_seed(5)
+    config = {"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4, "batch_norm": True}
+    flow = build_flow({**config, "dropout": 0.5}, (1, 8, 8))
+    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)).mul(15).round().div(15)
+    items = [{"img": images[i], "index": torch.tensor(i)} for i in range(6)]
+    trainable = FlowTrainable(flow, config, bits=4, seed=3, flip=True)
+    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    trainer = Trainer(
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=trainable.scheduler(optimizer, 1),
+        train_set=_ListDataset(items),
+        val_set=_ListDataset(items[:2]),
+        out_dir=out_dir,
+        config={},
+        settings=Settings(epochs=1, batch_size=4, seed=3),
+        device=torch.device("cpu"),
+    )
+    trainer.fit()
+    return {"weights": {k: v.clone() for k, v in flow.state_dict().items()}}
 
 
 def unsupervised_run(

@@ -239,3 +239,16 @@ def test_two_ranks_draw_differently_and_a_rerun_matches_itself(two_ranks):
             assert torch.equal(first[rank]["weights"][name], value), (rank, name)  # ranks agree
             assert torch.equal(second[rank]["weights"][name], value), (rank, name)  # the rerun agrees
     assert first[0]["best"] and second[0]["best"]  # rank 0 wrote best.pt
+
+
+@pytest.mark.slow
+def test_two_ranks_train_one_flow(two_ranks):
+    """A flow prior with batch norm and dropout in its conditioners on two ranks (ActNorm
+    initialised from the global first batch, no broadcast from rank 0): both ranks end with the
+    same weights, ActNorm's included, and ActNorm was initialised."""
+    first, second = (r["flow"]["weights"] for r in two_ranks)
+    actnorms = [name for name in first if name.endswith("initialized")]
+    assert actnorms and all(bool(first[name]) for name in actnorms)
+    assert any("running_var" in name for name in first)
+    for name, value in first.items():
+        assert torch.equal(second[name], value), name
