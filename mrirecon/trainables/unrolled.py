@@ -105,6 +105,7 @@ class UnrolledTrainable(ReconstructorFamily):
         configured("train", _check_measured_only, bool(train["supervised"]), augmentations["random_masks"])
         built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
         built.amp = bool(amp)
+        built.checkpoint_unrolls = bool(train.get("checkpoint_unrolls", False))
         return cls(
             built,
             method,
