@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def launched() -> bool:
@@ -107,15 +108,88 @@ def any_rank(flags: tuple[bool, ...], device: torch.device) -> tuple[bool, ...]:
     return tuple(bool(v > 0) for v in t.tolist())
 
 
-def broadcast_module(module: torch.nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every rank (after data-dependent init, e.g.
-    ActNorm, and to keep batch-norm statistics identical)."""
-    if not dist.is_initialized():
-        return
-    for tensor in [*module.parameters(), *module.buffers()]:
-        if tensor.dtype == torch.bool:  # not every backend reduces bool tensors
-            as_int = tensor.data.to(torch.uint8)
-            dist.broadcast(as_int, src=0)
-            tensor.data.copy_(as_int.bool())
-        else:
-            dist.broadcast(tensor.data, src=0)
+class _AllSum(torch.autograd.Function):
+    """The sum over ranks of a tensor, differentiable: the gradient is the sum over ranks of the
+    gradients (every rank's loss depends on every rank's input)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+def all_sum_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The elementwise sum of `tensor` over ranks, differentiable (itself for one process)."""
+    return _AllSum.apply(tensor) if dist.is_initialized() else tensor
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are those of the global batch across the ranks
+    (two differentiable all-reduces: the sums, then the squared deviations from the global mean),
+    on any device and backend (torch's SyncBatchNorm needs a GPU). The running statistics follow
+    the global batch, so they are the same on every rank. Parameters and buffers are those of
+    BatchNorm2d: state dicts load either way. Without a process group it is BatchNorm2d.
+
+    Every rank must call it the same number of times per step (see `needs_every_rank`).
+    """
+
+    collective = True  # its forward talks to the other ranks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        self._check_input_dim(x)
+        view, dims = (1, -1, 1, 1), (0, 2, 3)
+        local = torch.cat([x.sum(dims), x.new_tensor([x.numel() / x.shape[1]])])
+        total = all_sum_tensor(local)
+        count = total[-1]
+        mean = total[:-1] / count
+        centred = x - mean.view(view)
+        var = all_sum_tensor(centred.pow(2).sum(dims)) / count
+        out = centred * torch.rsqrt(var + self.eps).view(view)
+        if self.affine:
+            out = out * self.weight.view(view) + self.bias.view(view)
+        tracked = self.num_batches_tracked
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            assert tracked is not None
+            with torch.no_grad():
+                tracked.add_(1)
+                factor = 1.0 / float(tracked) if self.momentum is None else self.momentum
+                unbiased = var * (count / (count - 1).clamp_min(1))
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return out
+
+
+def sync_batch_norm(module: nn.Module) -> int:
+    """Replace every BatchNorm2d in `module` by a `SyncBatchNorm2d` that shares its parameters
+    and buffers (an optimizer built before keeps working), when there is more than one rank.
+    Returns how many were replaced."""
+    if world_size() < 2:
+        return 0
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.BatchNorm2d:
+                synced = SyncBatchNorm2d(
+                    child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+                )
+                synced._parameters, synced._buffers = child._parameters, child._buffers
+                synced.train(child.training)
+                setattr(parent, name, synced)
+                count += 1
+    return count
+
+
+def needs_every_rank(module: nn.Module) -> bool:
+    """Whether a forward of `module` talks to the other ranks (a submodule with a true
+    `collective` attribute: synchronised batch norm, an ActNorm not yet initialised), so that
+    every rank must take part in every step."""
+    return world_size() > 1 and any(bool(getattr(m, "collective", False)) for m in module.modules())

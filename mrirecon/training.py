@@ -1,9 +1,16 @@
 """The training loop shared by every trainable family: epochs over a Dataset, validation,
 atomic checkpoints (`last.pt` every epoch, `best.pt` by a validation metric), exact resume, and
 data-parallel training across torchrun processes (each rank takes its share of every global
-batch; gradients are all-reduced; rank 0 validates and writes). Logging, metrics.csv,
-TensorBoard, the progress bar, the time budget and Ctrl-C are hooks (mrirecon.callbacks). It
-knows nothing about MRI or any model: the `Trainable` supplies the loss and the validation.
+batch; gradients are all-reduced; batch norm uses the global batch; rank 0 validates and
+writes). Logging, metrics.csv, TensorBoard, the progress bar, the time budget and Ctrl-C are
+hooks (mrirecon.callbacks). It knows nothing about MRI or any model: the `Trainable` supplies
+the loss and the validation.
+
+Randomness: every draw of a step comes from streams named by (seed, rank, step)
+(mrirecon.streams): the step's generator, handed to the loss (holdouts, noise, augmentations),
+and the global torch / numpy / random state, reseeded before each step (dropout). The data
+order is a function of (seed, epoch) and the DataLoader has its own generator. So a resumed run
+repeats every draw without saved RNG state, and ranks draw independently.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
 from mrirecon import distributed as ddp
+from mrirecon import streams
 from mrirecon.callbacks import BUDGET, INTERRUPT, Callback
 from mrirecon.errors import UserError
 from mrirecon.io import link_or_copy, load_checkpoint, save_checkpoint
+from mrirecon.schedules import restore_position
 from mrirecon.trainables.base import Trainable
 
 log = logging.getLogger(__name__)
@@ -36,7 +46,7 @@ class Settings:
     Args:
         epochs: passes over the training set.
         batch_size: slices per step.
-        seed: seeds the data order (per epoch), the global RNGs and the per-step generators.
+        seed: seeds the data order (per epoch) and every random stream (with rank and step).
         grad_clip: clip the gradient norm to this (None: off).
         max_minutes: stop cleanly, with a checkpoint, after this many minutes (None: no limit;
             enforced by the callbacks.TimeBudget hook).
@@ -63,20 +73,11 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _numpy_rng_state() -> dict[str, Any]:
-    """NumPy's global RNG state as plain types (a checkpoint holds no NumPy arrays: mrirecon.io)."""
-    state = np.random.get_state(legacy=False)
-    key = state["state"]["key"]
-    return {**state, "state": {**state["state"], "key": key.tolist()}}
-
-
-def _set_numpy_rng_state(state: Any) -> None:
-    """Restore NumPy's global RNG from `_numpy_rng_state()`'s dict or, from checkpoints of
-    formats 1 and 2, `np.random.get_state()`'s tuple."""
-    if isinstance(state, dict):
-        key = np.asarray(state["state"]["key"], dtype=np.uint32)
-        state = {**state, "state": {**state["state"], "key": key}}
-    np.random.set_state(state)
+def seed_globals(seed: int) -> None:
+    """Seed torch (every device), numpy's and Python's global generators from one 64-bit seed."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -122,15 +123,34 @@ class Trainer:
         self.extra = extra or {}
         self.ckpt_dir = self.out_dir / "checkpoints"
         self.steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+        ddp.sync_batch_norm(self.model)  # batch statistics of the global batch (shares the parameters)
+        self._check_shares()
         self.state: dict[str, Any] = {
             "epoch": 0,
             "batch": 0,
             "step": 0,
             "best": math.inf,
+            "best_by": trainable.select,  # the validation metric that chooses best.pt
+            "world_size": ddp.world_size(),
             "history": [],
             "loss_sum": 0.0,
             "loss_count": 0,
         }
+
+    def _check_shares(self) -> None:
+        """Refuse (UserError) a data-parallel run in which some rank would get no item of a batch
+        while the model needs every rank in every step (batch norm over the global batch)."""
+        if not ddp.needs_every_rank(self.model):
+            return
+        n, size, ranks = len(self.train_set), self.settings.batch_size, ddp.world_size()
+        smallest = min(n % size or size, n, size)
+        if smallest < ranks:
+            raise UserError(
+                f"train.batch_size: {size} over {n} training slices gives a batch of {smallest} slice(s), "
+                f"fewer than the {ranks} processes, and this model's batch norm (or ActNorm initialisation) "
+                "needs a share of every batch on every process: choose a batch size whose batches, the "
+                f"last one included, hold at least {ranks} slices"
+            )
 
     # -- checkpoints ---------------------------------------------------------------------
     def _checkpoint(self) -> dict[str, Any]:
@@ -139,12 +159,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "state": dict(self.state),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": _numpy_rng_state(),
-                "python": random.getstate(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
             "config": self.config,
             **self.trainable.checkpoint_state(),
             **self.extra,
@@ -159,7 +173,9 @@ class Trainer:
         return path
 
     def resume(self, path: Path) -> None:
-        """Restore model, optimizer, scheduler, loop position and RNG states from `path`."""
+        """Restore model, optimizer, the schedule's position and the loop position from `path`
+        (no RNG state: every draw is a function of seed, rank and step). The schedule's shape
+        (epochs, step size, initial rate) comes from this run's config."""
         ckpt = load_checkpoint(path, "train.resume", self.settings.trust_checkpoint)
         try:
             self.model.load_state_dict(ckpt["model"])
@@ -168,15 +184,31 @@ class Trainer:
             first = str(exc).strip().splitlines()[0]
             raise UserError(f"train.resume: {path} does not match this model ({first})") from None
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.state = dict(ckpt["state"])
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        _set_numpy_rng_state(rng["numpy"])
-        random.setstate(rng["python"])
-        if rng.get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+            if isinstance(self.scheduler, LambdaLR):
+                restore_position(self.scheduler, self.optimizer, ckpt["scheduler"])
+            else:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._adopt_state(ckpt["state"])
         log.info("resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["step"])
+
+    def _adopt_state(self, saved: dict[str, Any]) -> None:
+        """The loop state of a checkpoint; its best score is kept only if it was chosen by this
+        run's metric, and a different number of processes is logged (the draws depend on the rank)."""
+        select, rows = self.trainable.select, saved.get("history", [])
+        chosen_by = saved.get("best_by", select if rows and all(select in r for r in rows) else None)
+        self.state = {**self.state, **saved, "best_by": select, "world_size": ddp.world_size()}
+        if chosen_by != select and math.isfinite(saved.get("best", math.inf)):
+            log.warning(
+                "best.pt was chosen by %s, this run chooses by %s: the next epoch starts over", chosen_by, select
+            )
+            self.state["best"] = math.inf
+        if saved.get("world_size", 1) != ddp.world_size():
+            log.warning(
+                "resuming a run of %d process(es) with %d: the random draws of the remaining steps differ "
+                "from an uninterrupted run's (they depend on the rank)",
+                saved.get("world_size", 1),
+                ddp.world_size(),
+            )
 
     # -- the loop --------------------------------------------------------------------------
     def _emit(self, event: str, *args: Any) -> None:
@@ -202,10 +234,6 @@ class Trainer:
             # checkpoint itself half-written): this run dir is ours now, remove them
             for stale in self.ckpt_dir.glob(".*.tmp") if ddp.is_main() else ():
                 stale.unlink(missing_ok=True)
-        else:
-            torch.manual_seed(self.settings.seed)
-            np.random.seed(self.settings.seed % 2**32)
-            random.seed(self.settings.seed)
         s = self.settings
         self._emit("on_fit_start")
         try:
@@ -246,8 +274,14 @@ class Trainer:
         """(batch on device or None, this rank's share of the global batch) for each global
         batch; a rank whose share is empty (a short last batch) gets None."""
         mine = [ddp.shard(b) for b in batches]
+        position = (ddp.rank(), self.state["epoch"], self.state["batch"])
         loader = iter(
-            DataLoader(self.train_set, batch_sampler=[m for m in mine if m], num_workers=self.settings.num_workers)
+            DataLoader(
+                self.train_set,
+                batch_sampler=[m for m in mine if m],
+                num_workers=self.settings.num_workers,
+                generator=streams.generator(self.settings.seed, streams.LOADER, *position),
+            )
         )
         for items, global_items in zip(mine, batches):
             yield (_to(next(loader), self.device) if items else None), len(items) / len(global_items)
@@ -255,18 +289,18 @@ class Trainer:
     def _step(self, batch: dict[str, torch.Tensor] | None, share: float = 1.0) -> float:
         """One optimisation step on this rank's `batch` (None: nothing to contribute), which
         holds `share` of the global batch's items. Returns the global batch's mean loss."""
-        step = self.state["step"]
+        step, seed, rank = self.state["step"], self.settings.seed, ddp.rank()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        seed_globals(streams.stream_seed(seed, streams.GLOBAL, rank, step))  # dropout and other global draws
         local = 0.0
         if batch is not None:
-            generator = torch.Generator().manual_seed(self.settings.seed * 7919 + step)
-            loss = self.trainable.loss(batch, generator)
+            loss = self.trainable.loss(batch, streams.generator(seed, streams.DRAWS, rank, step))
             local = float(loss.detach())
-            if math.isfinite(local):
-                loss.backward()
+            # weighted before backward: gradients through synchronised batch norm reach every rank
+            (share * loss).backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        ddp.reduce_gradients(params, share, self.device)
+        ddp.reduce_gradients(params, 1.0, self.device)
         value = ddp.all_sum(share * local, self.device)
         if not math.isfinite(value):
             kept = self.ckpt_dir / "last.pt"
@@ -320,6 +354,7 @@ class Trainer:
             "train_loss": state["loss_sum"] / max(state["loss_count"], 1),
             **val,
             "lr": lr,
+            "best_by": state["best_by"],
         }
         state["loss_sum"], state["loss_count"] = 0.0, 0
         state["history"] = [*state["history"], row]

@@ -12,6 +12,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from mrirecon.data.transforms import fft2c_numpy
 
@@ -147,3 +148,30 @@ def image_run(
             np.arange(len(recon)),
         )
     return path
+
+
+def gradients_match_finite_differences(module: torch.nn.Module, loss: Callable[[], torch.Tensor]) -> bool:
+    """torch.autograd.gradcheck of `loss()` (a scalar computed with `module`, in float64) with
+    respect to every trainable parameter of `module` (fast mode: a random directional derivative
+    against central differences). `loss` must be a deterministic function of the parameters:
+    seed any random draw inside it."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    assert named and all(p.dtype == torch.float64 for _, p in named)
+    flat = torch.cat([p.detach().reshape(-1) for _, p in named]).requires_grad_(True)
+
+    class Loss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self) -> torch.Tensor:
+            return loss()
+
+    wrapper = Loss()
+
+    def of_parameters(vector: torch.Tensor) -> torch.Tensor:  # one input: two evaluations in fast mode
+        parts = vector.split([p.numel() for _, p in named])
+        params = {f"inner.{n}": part.view_as(p) for (n, p), part in zip(named, parts)}
+        return torch.func.functional_call(wrapper, params, ())
+
+    return torch.autograd.gradcheck(of_parameters, (flat,), fast_mode=True, eps=1e-6, atol=1e-7, rtol=1e-5)

@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_arrays
+from helpers import gradients_match_finite_differences, tiny_arrays
 from omegaconf import OmegaConf
 
-from mrirecon.data.augment import augment, calibration_size, central_columns, is_column_mask
+from mrirecon.data.augment import (
+    augment,
+    calibration_size,
+    central_columns,
+    flip_kspace,
+    is_column_mask,
+    reverse_frequencies,
+)
 from mrirecon.data.masks import make_mask, poisson_mask
-from mrirecon.physics.fft import fft2c
+from mrirecon.physics.fft import fft2c, ifft2c
 from mrirecon.trainables.unrolled import UnrolledTrainable
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -88,21 +95,83 @@ def test_calibration_size_of_known_masks():
     assert calibration_size(mask) == 6  # one extra row is not a bigger square
 
 
-def test_flip_is_exact():
-    batch = noiseless_batch()
+@pytest.mark.parametrize("shape", [(6, 4), (7, 5), (6, 5)])
+def test_flip_kspace_is_the_kspace_of_the_flipped_image(shape):
+    """Even sizes: the image flip p -> -p - 1 is k(f) -> exp(2 pi i f / N) k(-f), a flip rolled by
+    one sample with a linear phase; odd sizes: a plain flip of k-space."""
+    img = torch.randn(2, *shape, dtype=torch.complex128, generator=gen(0))
+    for dim in (-1, -2):
+        exact = fft2c(torch.flip(img, [dim]))
+        assert torch.allclose(flip_kspace(fft2c(img), dim), exact, atol=1e-13)
+        assert torch.allclose(ifft2c(flip_kspace(fft2c(img), dim)), torch.flip(img, [dim]), atol=1e-13)
+    k = torch.arange(6.0)  # frequencies -3 .. 2: -3 stays, f -> -f for the rest
+    assert reverse_frequencies(k, 0).tolist() == [0.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    assert reverse_frequencies(torch.arange(5.0), 0).tolist() == [4.0, 3.0, 2.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("shape", [(40, 32), (15, 12)])
+def test_flip_is_exact(shape):
+    batch = noiseless_batch(shape=shape)
     out = augment(batch, gen(5), flip=True)
-    assert torch.equal(out["mask"], batch["mask"])
     flipped_any = False
     for k in range(3):
         assert torch.allclose(out["ksp"][k], fft2c(out["maps"][k] * out["img"][k]), atol=1e-10)
-        same = [torch.equal(out["img"][k], torch.flip(batch["img"][k], d)) for d in ([], [-1], [-2], [-2, -1])]
+        choices = ([], [-1], [-2], [-2, -1])
+        same = [torch.equal(out["img"][k], torch.flip(batch["img"][k], d)) for d in choices]
         assert sum(same) == 1
-        flipped_any |= not same[0]
+        dims = choices[same.index(True)]
+        flipped_any |= bool(dims)
+        mask = batch["mask"][k]
+        for d in dims:  # the mask moves with its samples
+            mask = reverse_frequencies(mask, d)
+        assert torch.equal(out["mask"][k], mask)
+        # the measured data of the flip are the flipped measured data
+        measured = batch["ksp"][k] * batch["mask"][k]
+        for d in dims:
+            measured = flip_kspace(measured, d)
+        assert torch.allclose(out["ksp"][k] * out["mask"][k], measured, atol=1e-12)
     assert flipped_any
     # the noise in k-space stays white: the transform is unitary
-    noise = torch.randn(3, 3, 40, 32, dtype=torch.complex128, generator=gen(1))
+    noise = torch.randn(3, 3, *shape, dtype=torch.complex128, generator=gen(1))
     moved = augment({**batch, "ksp": noise}, gen(5), flip=True)["ksp"]
     assert torch.allclose(moved.abs().pow(2).sum(), noise.abs().pow(2).sum())
+
+
+def _unmeasured_changed(batch: dict) -> dict:
+    """The batch with random values, 100 times larger, wherever the mask is 0."""
+    junk = 100 * torch.randn(batch["ksp"].shape, dtype=batch["ksp"].dtype, generator=gen(9))
+    return {**batch, "ksp": torch.where(batch["mask"].unsqueeze(1) != 0, batch["ksp"], junk)}
+
+
+def test_measured_only_augmentations_never_read_unmeasured_kspace():
+    batch = noiseless_batch()
+    del batch["img"]
+    a = augment(batch, gen(3), flip=True, random_phase=True, measured_only=True)
+    b = augment(_unmeasured_changed(batch), gen(3), flip=True, random_phase=True, measured_only=True)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert torch.equal(a["ksp"] * a["mask"].unsqueeze(1), a["ksp"])  # nothing outside the (moved) mask
+    # without measured_only the smooth phase mixes unmeasured samples into measured ones
+    c = augment(batch, gen(3), random_phase=True)
+    d = augment(_unmeasured_changed(batch), gen(3), random_phase=True)
+    assert not torch.equal(c["ksp"] * c["mask"].unsqueeze(1), d["ksp"] * d["mask"].unsqueeze(1))
+    with pytest.raises(ValueError, match="^random_masks: .*not measured"):
+        augment(batch, gen(3), random_masks=True, measured_only=True)
+
+
+def test_measured_only_phase_is_one_constant_per_slice():
+    batch = noiseless_batch()
+    out = augment(batch, gen(4), random_phase=True, measured_only=True)
+    measured = batch["ksp"] * batch["mask"].unsqueeze(1)
+    angles = []
+    for k in range(3):
+        on = measured[k] != 0
+        ratio = out["ksp"][k][on] / measured[k][on]
+        assert torch.allclose(ratio.abs(), torch.ones_like(ratio.abs()), atol=1e-12)
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-12)
+        assert torch.allclose(out["img"][k], batch["img"][k] * ratio[0], atol=1e-12)
+        angles.append(float(torch.angle(ratio[0])))
+    assert len({round(a, 6) for a in angles}) == 3  # each slice its own draw
 
 
 def test_random_phase_keeps_magnitude_and_forward_model_and_is_smooth():
@@ -154,10 +223,14 @@ def test_a_dbp_training_step_with_all_three(caplog):
     trainable = _trainable(None, **ALL)
     assert trainable.augmentations == ALL and "random_phase" in trainable.describe()
     batch = {k: (v.to(torch.complex64) if v.is_complex() else v) for k, v in noiseless_batch(n=2).items()}
-    loss = trainable.loss(batch, gen(0))
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert all(p.grad is not None for p in trainable.module.parameters() if p.requires_grad)
+    assert torch.isfinite(trainable.loss(batch, gen(0)))
+    # the gradient through flips, phase, DBP and CG is the loss's: finite differences in float64
+    # (new masks change no gradient path and cost a sigpy call per slice and evaluation)
+    exact = _trainable(None, flip=True, random_phase=True)
+    exact.module.double()
+    exact.module.cg_eps = 0.0  # a fixed number of CG iterations: a smooth function of the weights
+    small = noiseless_batch(n=2, shape=(16, 12))
+    assert gradients_match_finite_differences(exact.module, lambda: exact.loss(small, gen(0)))
     # magnitude variants skip the phase with one info line
     with caplog.at_level(logging.INFO, logger="mrirecon.data.augment"):
         magnitude = _trainable(8, **ALL)

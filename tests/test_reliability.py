@@ -30,7 +30,16 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(sample_dir: Path) -> None:
-    args = ["train", "data=4bit_quarter", *TINY, "train.batch_size=1", "train.epochs=6", "hardware.threads=1"]
+    """With every random draw on: dropout 0.5, batch norm, unsupervised holdout, training
+    noise, flips and random phase (complex data)."""
+    draws = [
+        "model.dropout=0.5",
+        "model.batch_norm=true",
+        "train.supervised=false",
+        "train.flip=true",
+        "train.stdev=0.01",
+    ]
+    args = ["train", "data=quarter", *TINY, *draws, "train.batch_size=1", "train.epochs=6", "hardware.threads=1"]
     reference = sample_dir / "runs" / "kill_reference"
     assert run_cli(*args, f"hydra.run.dir={reference}", cwd=sample_dir).returncode == 0
 
@@ -128,9 +137,19 @@ def test_slurm_launcher_preset_composes(tmp_path: Path) -> None:
 
 def test_ddp_two_cpu_processes_match_one_process(sample_dir: Path) -> None:
     """torchrun with 2 gloo processes and the same global batch (5: shares of 3 and 2 items)
-    reaches the weights of a single process to floating-point tolerance; only rank 0 writes.
+    reaches the weights and batch-norm statistics of a single process to floating-point
+    tolerance (batch norm over the global batch); only rank 0 writes. Random draws differ by
+    rank (tests/test_training.py checks them), so this run has none: supervised, real images.
     On a machine without CUDA, hardware=ddp alone picks the CPU (hardware.device: auto)."""
-    args = ["train", "data=4bit_quarter", *TINY, "train.batch_size=5", "train.epochs=2", "hardware.threads=1"]
+    args = [
+        "train",
+        "data=4bit_quarter",
+        *TINY,
+        "model.batch_norm=true",
+        "train.batch_size=5",
+        "train.epochs=2",
+        "hardware.threads=1",
+    ]
     one, two = sample_dir / "runs" / "ddp_one", sample_dir / "runs" / "ddp_two"
     res = run_cli(*args, f"hydra.run.dir={one}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
@@ -163,8 +182,9 @@ def test_ddp_two_cpu_processes_match_one_process(sample_dir: Path) -> None:
         torch.load(two / "checkpoints" / "last.pt", weights_only=False),
     )
     assert a["state"]["step"] == b["state"]["step"] == 4
-    for name, value in a["model"].items():
-        torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert any("running_var" in name for name in a["model"])
+    for name, value in a["model"].items():  # Adam magnifies rounding where gradients are near 0: atol
+        torch.testing.assert_close(b["model"][name], value, rtol=1e-4, atol=5e-5)
     for ra, rb in zip(a["state"]["history"], b["state"]["history"]):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
         assert ra["val_nrmse"] == pytest.approx(rb["val_nrmse"], rel=1e-5)

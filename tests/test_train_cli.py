@@ -22,16 +22,35 @@ def trained(sample_dir: Path) -> Path:
     return sample_dir / "runs" / "train"
 
 
-def test_train_outputs(trained):
+def test_train_outputs(trained, sample_dir):
+    """Checkpoints, TensorBoard and metrics.csv; the validation NRMSE logged for the epoch that
+    best.pt holds is what `reconstruct` gets from best.pt on the val split."""
     assert (trained / "checkpoints" / "last.pt").is_file() and (trained / "checkpoints" / "best.pt").is_file()
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
     with open(trained / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["val_nrmse"]) > 0
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {r["best_by"] for r in rows} == {"val_nrmse"}
     ckpt = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)  # tensors and plain types only
     assert ckpt["method"] == "dbp" and ckpt["config"]["model"]["channels"] == 8
-    assert ckpt["state"]["epoch"] == 2 and "optimizer" in ckpt and "rng" in ckpt
+    assert ckpt["state"]["epoch"] == 2 and "optimizer" in ckpt and ckpt["state"]["best_by"] == "val_nrmse"
     assert set(ckpt["splits"]["train"]).isdisjoint(ckpt["splits"]["val"])
+    best = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)["state"]
+    logged = float(rows[best["epoch"] - 1]["val_nrmse"])
+    assert logged == pytest.approx(best["best"], rel=1e-5) and logged == min(float(r["val_nrmse"]) for r in rows)
+    res = run_cli(
+        "reconstruct",
+        "method=dbp",
+        "data=4bit_quarter",
+        "data.split=val",
+        f"checkpoint={trained}/checkpoints/best.pt",
+        "figures=0",
+        "hydra.run.dir=runs/rec_val",
+        cwd=sample_dir,
+    )
+    assert res.returncode == 0, res.stderr
+    with open(sample_dir / "runs" / "rec_val" / "metrics.csv", newline="") as fh:
+        val = [float(r["nrmse"]) for r in csv.DictReader(fh)]
+    assert len(val) == 2 and sum(val) / len(val) == pytest.approx(logged, rel=1e-4)
 
 
 def test_resume_continues_the_run(trained, sample_dir):
@@ -126,15 +145,18 @@ def test_checkpoint_works_at_another_size(trained, sample_dir):
         assert len(fh.read().splitlines()) == 4
 
 
-def test_unsupervised_modl_unet_trains(sample_dir):
+def test_unsupervised_modl_unet_trains_and_selects_without_the_reference(sample_dir):
+    """Complex data, random phase and flips on (measured samples only): best.pt is chosen by the
+    held-out k-space error, which metrics.csv and the checkpoint record; NRMSE is still logged."""
     res = run_cli(
         "train",
         "method=modl",
         "model=unet",
         "model.base_channels=4",
-        "data=8bit_quarter",
+        "data=quarter",
         "train.supervised=false",
-        "train.epochs=1",
+        "train.flip=true",
+        "train.epochs=3",
         "method.num_unrolls=2",
         "method.cg_max_iter=4",
         "train.batch_size=5",
@@ -142,7 +164,15 @@ def test_unsupervised_modl_unet_trains(sample_dir):
         cwd=sample_dir,
     )
     assert res.returncode == 0, res.stderr
-    assert (sample_dir / "runs" / "train_unsup" / "checkpoints" / "best.pt").is_file()
+    run = sample_dir / "runs" / "train_unsup"
+    assert "unsupervised, holdout 0.4, augmented: flip, random_phase" in res.stdout + res.stderr
+    with open(run / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["best_by"] for r in rows} == {"val_kspace_nmse"} and all(float(r["val_nrmse"]) > 0 for r in rows)
+    scores = [float(r["val_kspace_nmse"]) for r in rows]
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["state"]["best_by"] == "val_kspace_nmse" and 0 < min(scores) < 1
+    assert best["state"]["epoch"] == 1 + scores.index(min(scores))
 
 
 def test_checkpoint_errors(trained, sample_dir, tmp_path):
@@ -171,6 +201,7 @@ def test_train_errors(sample_dir, tmp_path):
         (["train.lr=-1"], "train.lr"),
         (["model=foo"], "model"),
         (["method.num_unrolls=0"], "method.num_unrolls"),
+        (["train.supervised=false", "train.random_masks=true"], "train.random_masks: unsupervised"),
     ]
     for args, named in cases:
         res = run_cli("train", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)

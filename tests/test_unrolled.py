@@ -7,15 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_arrays
+from helpers import gradients_match_finite_differences, tiny_arrays
+from torch import nn
+from torch.autograd.gradcheck import GradcheckError
 
 from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.methods import build_method
-from mrirecon.methods.unrolled import training_loss
+from mrirecon.methods.unrolled import split_mask, training_loss
 from mrirecon.nets import build_net
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.trainables.reconstructors import KSPACE_METRIC, kspace_validation
+from mrirecon.trainables.unrolled import UnrolledTrainable
 from mrirecon.training import Settings, Trainer
 
 
@@ -58,17 +62,53 @@ def test_denoiser_at_full_size():
     assert UNet(base_channels=4).eval()(torch.randn(1, 2, 320, 256)).shape == (1, 2, 320, 256)
 
 
+def double_batch(n: int = 2, shape=(8, 6), seed: int = 0) -> dict[str, torch.Tensor]:
+    """tiny_batch in float64 / complex128, for finite differences."""
+    return {
+        k: v.to(torch.complex128 if v.is_complex() else torch.float64) for k, v in tiny_batch(n, shape, seed).items()
+    }
+
+
 @pytest.mark.parametrize("name", ["dbp", "modl"])
 @pytest.mark.parametrize("model", ["resnet", "unet"])
-def test_gradients_flow_through_cg(name, model):
-    method = small(name, model)
-    batch = tiny_batch()
-    loss = training_loss(method, batch, supervised=True, generator=torch.Generator().manual_seed(0))
-    loss.backward()
-    grads = [p.grad for p in method.denoiser.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert sum(float(g.abs().sum()) for g in grads) > 0
-    assert method.l2lam_raw.grad is not None and method.l2lam_raw.grad != 0
+@pytest.mark.parametrize("supervised", [True, False])
+def test_loss_gradients_match_finite_differences(name, model, supervised):
+    """The gradient of the training loss through the denoiser, the unrolls, CG (and DBP's ADMM
+    and ball projection) with respect to every weight and l2lam: gradcheck in float64 against
+    central differences; unsupervised with the holdout and training noise drawn."""
+    extra = {"num_admm": 2, "stdev": 0.05} if name == "dbp" else {}
+    method = small(name, model, cg_max_iter=3, cg_eps=0.0, **extra).double()  # fixed CG iterations: smooth
+    batch = double_batch()
+
+    def loss() -> torch.Tensor:
+        draws = torch.Generator().manual_seed(0)
+        return training_loss(method, batch, supervised, draws, stdev=0.01, holdout=0.0 if supervised else 0.4)
+
+    assert gradients_match_finite_differences(method, loss)
+
+
+def test_finite_difference_check_catches_a_wrong_gradient():
+    """The check above is not vacuous: a backward off by 1 % fails it."""
+
+    class OffByOnePercent(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return 1.01 * grad
+
+    torch.manual_seed(0)
+    method = build_method(
+        {"name": "modl", "num_unrolls": 1, "cg_max_iter": 2, "cg_eps": 0.0}, denoiser=nn.Conv2d(2, 2, 1)
+    )
+    method = method.double()  # 7 weights: gradcheck's slow mode (it explains the failure) stays quick
+    denoise = method.denoise
+    method.denoise = lambda x: OffByOnePercent.apply(denoise(x))
+    batch = double_batch(n=1, shape=(4, 4))
+    with pytest.raises(GradcheckError):
+        gradients_match_finite_differences(method, lambda: training_loss(method, batch, True, None))
 
 
 @pytest.mark.parametrize("name", ["dbp", "modl"])
@@ -111,42 +151,137 @@ def test_dbp_with_zero_eps_is_data_consistent():
     assert (op.forward(untrained_denoised) - y).abs().norm() / y.abs().norm() > 10 * residual
 
 
-def test_dbp_noise_ball_radius():
-    batch = tiny_batch()
-    stdev = 0.05
-    method = small("dbp", num_admm=40, cg_max_iter=60, cg_eps=1e-8, l2lam_init=10.0, stdev=stdev)
+def dense_forward(op: SenseOperator, shape: tuple[int, int]) -> torch.Tensor:
+    """The matrix of A for one slice, (C*X*Y, X*Y) complex128."""
+    n = shape[0] * shape[1]
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, *shape)
+    return torch.stack([op.forward(e[None])[0].reshape(-1) for e in basis], dim=1)
+
+
+def project_onto_constraint(a: torch.Tensor, r: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """argmin ||x - r|| s.t. ||A x - y|| <= eps, exactly (dense): x = (I + mu A^H A)^-1 (r + mu A^H y)
+    with mu >= 0 found by bisection so that ||A x - y|| = eps (mu = 0 when r is feasible)."""
+    normal, eye = a.conj().T @ a, torch.eye(a.shape[1], dtype=a.dtype)
+
+    def x_of(mu: float) -> torch.Tensor:
+        return torch.linalg.solve(eye + mu * normal, r + mu * (a.conj().T @ y))
+
+    def dist(mu: float) -> float:
+        return float((a @ x_of(mu) - y).norm())
+
+    if dist(0.0) <= eps:
+        return r
+    low, high = 0.0, 1.0
+    while dist(high) > eps:
+        high *= 10
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if dist(mid) > eps else (low, mid)
+    return x_of(high)
+
+
+def test_dbp_admm_converges_to_the_exact_projection_onto_the_noise_ball():
+    """One unroll of DBP: its ADMM must reach the exact solution of min ||x - r|| subject to
+    ||A x - y|| <= eps, r the denoiser's output; the constraint is active (r is outside the
+    ball), so the residual sits on the ball's edge: ||A x - y|| = eps."""
+    batch = double_batch(n=1, shape=(6, 4))
+    stdev = 0.02
+    method = small("dbp", num_unrolls=1, num_admm=400, cg_max_iter=100, cg_eps=1e-12, l2lam_init=1.0, stdev=stdev)
+    method = method.double()
     op = SenseOperator(batch["maps"], batch["mask"])
     y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    noise = torch.full((1,), stdev, dtype=torch.float64)
     with torch.no_grad():
-        x = method(y, op)
-    eps = (4 * batch["mask"].flatten(1).sum(1)).sqrt() * stdev
-    dist = (op.forward(x) - y).abs().pow(2).flatten(1).sum(1).sqrt()
-    assert torch.all(dist <= eps * 1.05)
-    assert torch.all(dist > 0.5 * eps)  # the denoiser pulls towards the ball's edge, not to y
+        x = method.unroll(y, op, noise)  # on y as given (reconstruct would divide it by its scale first)
+        r = method.denoise(op.adjoint(y))
+    eps = float((4 * batch["mask"].sum()).sqrt() * stdev)
+    a = dense_forward(op, (6, 4))
+    measured = y[0].reshape(-1)
+    assert float((a @ r[0].reshape(-1) - measured).norm()) > 2 * eps  # the constraint is active
+    exact = project_onto_constraint(a, r[0].reshape(-1), measured, eps)
+    assert float((a @ exact - measured).norm()) == pytest.approx(eps, rel=1e-9)
+    assert float((x[0].reshape(-1) - exact).norm() / exact.norm()) < 1e-6
+    assert float((op.forward(x) - y).norm()) == pytest.approx(eps, rel=1e-5)
 
 
-def test_unsupervised_loss_never_reads_reference():
-    class NoReference(dict):
-        def __getitem__(self, key):
-            assert key != "img", "unsupervised loss read the reference image"
-            return super().__getitem__(key)
+def unsupervised(**train) -> UnrolledTrainable:
+    """Unsupervised DBP, ResNet with batch norm and dropout 0.5, holdout, noise, flips, random phase."""
+    torch.manual_seed(0)
+    model = {"name": "resnet", "channels": 4, "num_blocks": 1, "batch_norm": True, "dropout": 0.5}
+    method = {"name": "dbp", "num_unrolls": 2, "num_admm": 2, "cg_max_iter": 4}
+    settings = dict(supervised=False, stdev=0.01, holdout=0.4, holdout_center=0.1, flip=True, random_phase=True)
+    return UnrolledTrainable(build_method(method, denoiser=build_net(model)), method, model, **{**settings, **train})
 
-    batch = tiny_batch()
-    del batch["img"]
-    for holdout in (0.0, 0.4):
-        loss = training_loss(
-            small("modl"),
-            NoReference(batch),
-            supervised=False,
-            generator=torch.Generator().manual_seed(1),
-            holdout=holdout,
-        )
-        assert torch.isfinite(loss) and loss > 0
+
+def loss_and_gradients(trainable: UnrolledTrainable, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    torch.manual_seed(7)  # the dropout masks
+    trainable.module.zero_grad(set_to_none=True)
+    loss = trainable.loss(batch, torch.Generator().manual_seed(1))
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in trainable.module.parameters() if p.requires_grad]
+
+
+def test_unsupervised_loss_and_gradients_never_read_unmeasured_kspace():
+    """Through the whole `loss` path (random phase, flips, training noise, SSDU holdout, DBP
+    with batch norm and dropout): k-space changed where the mask is 0 leaves the loss and every
+    gradient bit for bit the same; a change of one measured sample does not."""
+    batch = tiny_batch(n=3)
+    del batch["img"]  # unsupervised training never has it: reading it would raise
+    mask = batch["mask"].unsqueeze(1).expand_as(batch["ksp"])
+    junk = 100 * torch.randn(batch["ksp"].shape, dtype=batch["ksp"].dtype, generator=torch.Generator().manual_seed(3))
+    changed = {**batch, "ksp": torch.where(mask != 0, batch["ksp"], junk)}
+    trainable = unsupervised()
+    loss, grads = loss_and_gradients(trainable, batch)
+    loss2, grads2 = loss_and_gradients(trainable, changed)
+    assert torch.isfinite(loss) and torch.equal(loss, loss2)
+    assert len(grads) > 4 and all(torch.equal(g, h) for g, h in zip(grads, grads2))
+    one = batch["ksp"].clone()
+    one[mask != 0] = one[mask != 0] * 1.001  # measured samples do matter
+    assert not torch.equal(loss_and_gradients(trainable, {**batch, "ksp": one})[0], loss)
+
+
+def test_unsupervised_training_refuses_new_masks_and_reads_only_measured_data(tiny_h5):
+    from mrirecon.data.dataset import SliceDataset
+    from mrirecon.data.h5 import DeepInPyFile
+    from mrirecon.errors import UserError
+
+    trainable = unsupervised()
+    method = {"name": "dbp", "num_unrolls": 1}
+    train = {"supervised": False, "stdev": 0.0, "holdout": 0.4, "holdout_center": 0.1, "random_masks": True}
+    with pytest.raises(UserError, match="^train.random_masks: unsupervised training"):
+        UnrolledTrainable.from_config(method, {"name": "resnet"}, train, shape=(32, 24), bits=None, seed=0, amp=False)
+    item = trainable.dataset(DeepInPyFile(tiny_h5), [1, 2], training=True)[0]
+    assert "img" not in item and torch.equal(item["ksp"], item["ksp"] * item["mask"])
+    assert bool((item["ksp"] != 0).any())
+    full = SliceDataset(DeepInPyFile(tiny_h5), [1, 2])[0]  # validation: full k-space and the reference
+    assert "img" in trainable.dataset(DeepInPyFile(tiny_h5), [1, 2], training=False)[0]
+    assert torch.equal(item["ksp"], full["ksp"] * full["mask"])
+
+
+def test_kspace_validation_is_the_error_on_held_out_measured_samples():
+    """val_kspace_nmse = ||M_h (A x - y)||^2 / ||M_h y||^2 on samples the network did not see:
+    1 for a reconstruction of zeros, about 0 for the true image of noiseless data; it reads
+    neither the reference nor unmeasured k-space, and a slice's held-out samples depend on its
+    index only (not on the batch it is in)."""
+    batch = {**double_batch(n=3, shape=(16, 12)), "index": torch.tensor([4, 7, 9])}
+    truth = lambda y, op, noise: batch["img"]  # noqa: E731
+    zeros = lambda y, op, noise: torch.zeros_like(batch["img"])  # noqa: E731
+    assert kspace_validation(zeros, batch, 0.4, 0.1, seed=3)[KSPACE_METRIC] == pytest.approx(1.0, abs=1e-12)
+    assert kspace_validation(truth, batch, 0.4, 0.1, seed=3)[KSPACE_METRIC] < 1e-12  # float32 data
+    method = small("modl").double().eval()
+    with torch.no_grad():
+        whole = kspace_validation(method, batch, 0.4, 0.1, seed=3)[KSPACE_METRIC]
+        other = {**batch, "img": torch.zeros_like(batch["img"])}
+        mask = batch["mask"].unsqueeze(1) != 0
+        other["ksp"] = torch.where(mask, batch["ksp"], torch.full_like(batch["ksp"], 50))
+        assert kspace_validation(method, other, 0.4, 0.1, seed=3)[KSPACE_METRIC] == whole
+        parts = [kspace_validation(method, {k: v[i : i + 1] for k, v in batch.items()}, 0.4, 0.1, 3) for i in range(3)]
+        assert whole == pytest.approx(sum(p[KSPACE_METRIC] for p in parts) / 3, rel=1e-12)
+        assert kspace_validation(method, batch, 0.4, 0.1, seed=4)[KSPACE_METRIC] != whole
+    assert 0 < whole < 1  # better than nothing, not perfect
 
 
 def test_holdout_splits_measured_samples():
-    from mrirecon.methods.unrolled import split_mask
-
     mask = tiny_batch()["mask"]
     inp, held = split_mask(mask, 0.4, torch.Generator().manual_seed(0))
     assert torch.equal(inp + held, mask) and float((inp * held).sum()) == 0
@@ -287,9 +422,22 @@ def test_dataset_loads_lazily_in_worker_processes(tiny_h5):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("amp", [False, True])
 def test_training_step_on_cuda(amp):
-    method = small("dbp").cuda()
-    method.amp = amp
-    batch = {k: v.cuda() for k, v in tiny_batch().items()}
-    loss = training_loss(method, batch, supervised=False, generator=torch.Generator().manual_seed(0), holdout=0.4)
-    loss.backward()
-    assert torch.isfinite(loss) and all(p.grad is not None for p in method.denoiser.parameters())
+    """The CUDA step computes the CPU step's loss and gradients (the draws come from the CPU
+    generator either way); bf16 autocast of the denoiser to bf16's precision."""
+    steps = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        method = small("dbp", cg_eps=0.0).to(device)
+        method.amp = amp
+        batch = {k: v.to(device) for k, v in tiny_batch().items()}
+        loss = training_loss(method, batch, False, torch.Generator().manual_seed(0), stdev=0.01, holdout=0.4)
+        loss.backward()
+        steps.append((loss.detach().cpu(), [p.grad.cpu() for p in method.parameters()]))
+    (cpu_loss, cpu_grads), (gpu_loss, gpu_grads) = steps
+    cpu, gpu = torch.cat([g.flatten() for g in cpu_grads]), torch.cat([g.flatten() for g in gpu_grads])
+    if amp:  # bf16 keeps about 3 significant digits: the same loss and gradient direction
+        assert float(gpu_loss) == pytest.approx(float(cpu_loss), rel=5e-2)
+        assert float(torch.nn.functional.cosine_similarity(cpu, gpu, dim=0)) > 0.99
+    else:
+        torch.testing.assert_close(gpu_loss, cpu_loss, rtol=1e-4, atol=0)
+        torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-6 * float(cpu.abs().max()))

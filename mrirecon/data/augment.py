@@ -1,5 +1,6 @@
 """Training augmentations that multiply a small data set: new random sampling masks, exact
-flips and smooth random phase, applied to a training batch before the loss.
+flips and random phase, applied to a training batch before the loss. With `measured_only`
+(unsupervised training) they touch measured k-space samples only.
 
 Torch only; no network knowledge. Every draw comes from the step's `torch.Generator` (CPU),
 so a step repeats exactly on resume, and every slice of the batch gets its own draws.
@@ -125,7 +126,67 @@ def smooth_phase(
     return (constant + scale * field).to(torch.float32)
 
 
+# -- flips ----------------------------------------------------------------------------------------
+def reverse_frequencies(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centred k-space samples (or a mask) at frequency f moved to -f along `dim`: a flip for an
+    odd size; for an even size N, where the grid runs from -N/2 to N/2 - 1, a flip and a roll
+    by one sample (-N/2 stays in place). A permutation: no value is changed."""
+    flipped = torch.flip(t, [dim])
+    return flipped if t.shape[dim] % 2 else torch.roll(flipped, 1, dim)
+
+
+def flip_kspace(ksp: torch.Tensor, dim: int) -> torch.Tensor:
+    """The centred k-space of torch.flip(image, dim) from the centred k-space `ksp` of the image
+    (fft2c's convention), without touching the image: for an odd size the flip maps position
+    p -> -p, so k(f) -> k(-f); for an even size N it maps p -> -p - 1 (the grid's centre is
+    N/2), so k(f) -> exp(2 pi i f / N) k(-f). Measured samples go to measured places of the
+    mask flipped by `reverse_frequencies`, so no unmeasured sample is read."""
+    out = reverse_frequencies(ksp, dim)
+    n = ksp.shape[dim]
+    if n % 2:
+        return out
+    f = torch.arange(n, dtype=torch.float64, device=ksp.device) - n // 2
+    ramp = torch.polar(torch.ones_like(f), 2 * math.pi * f / n).to(ksp.dtype)
+    return out * ramp.reshape([n if d == dim % ksp.ndim else 1 for d in range(ksp.ndim)])
+
+
+def _flip_slice(item: dict[str, torch.Tensor], dims: list[int]) -> dict[str, torch.Tensor]:
+    """One slice ('ksp' (C, X, Y), 'maps' (C, X, Y), 'mask' (X, Y), 'img' (X, Y) optional)
+    flipped along the image axes `dims`: images and maps by torch.flip, k-space and mask exactly
+    in k-space (`flip_kspace`, `reverse_frequencies`)."""
+    out = dict(item)
+    for dim in dims:
+        out["ksp"] = flip_kspace(out["ksp"], dim)
+        out["mask"] = reverse_frequencies(out["mask"], dim)
+        out["maps"] = torch.flip(out["maps"], [dim])
+        if "img" in out:
+            out["img"] = torch.flip(out["img"], [dim])
+    return out
+
+
+def _rotate_slice(item: dict[str, torch.Tensor], phase: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One slice's coil images and reference times exp(i phase) (radians, a scalar or (X, Y));
+    a scalar multiplies k-space directly (exact, sample by sample), a field goes through the
+    coil images (a convolution in k-space: fully sampled k-space only)."""
+    ksp = item["ksp"]
+    rot = torch.polar(torch.ones_like(phase), phase).to(device=ksp.device, dtype=ksp.dtype)
+    out = dict(item)
+    out["ksp"] = ksp * rot if phase.ndim == 0 else fft2c(ifft2c(ksp) * rot).to(ksp.dtype)
+    if "img" in item:
+        out["img"] = item["img"] * rot.to(item["img"].dtype)
+    return out
+
+
 # -- the batch ------------------------------------------------------------------------------------
+PER_SLICE = ("ksp", "maps", "mask", "img")
+
+
+def measured(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with its k-space zero wherever the mask is 0: what was measured, nothing else."""
+    ksp = batch["ksp"]
+    return {**batch, "ksp": torch.where(batch["mask"].unsqueeze(1) != 0, ksp, ksp.new_zeros(()))}
+
+
 def augment(
     batch: dict[str, torch.Tensor],
     generator: torch.Generator,
@@ -133,66 +194,65 @@ def augment(
     random_masks: bool = False,
     flip: bool = False,
     random_phase: bool = False,
+    measured_only: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Augment one training batch; returns a new dict (the input tensors are not modified).
 
     Args:
-        batch: 'ksp' (B, C, X, Y) complex fully sampled k-space (with the data's own noise),
-            'maps' (B, C, X, Y) complex coil maps, 'mask' (B, X, Y) float in {0, 1}, optionally
-            'img' (B, X, Y) complex reference (absent in unsupervised training); other keys
+        batch: 'ksp' (B, C, X, Y) complex k-space (with the data's own noise), 'maps'
+            (B, C, X, Y) complex coil maps, 'mask' (B, X, Y) float in {0, 1}, optionally 'img'
+            (B, X, Y) complex reference (absent in unsupervised training); other keys
             ('noise_std', 'index', ...) pass through unchanged.
         generator: CPU generator; the only source of randomness (each slice draws its own).
         random_masks: a new random mask per slice with the slice's number of samples and
-            calibration (`random_mask_like`); the k-space is fully sampled, so nothing else changes.
+            calibration (`random_mask_like`); needs fully sampled k-space.
         flip: per slice a random left-right (last axis) and a random up-down (X axis) flip,
-            each with probability 1/2, done exactly: coil images ifft2c(ksp), maps and img are
-            flipped alike and ksp = fft2c(flipped coil images) (the unitary FFT keeps the
-            noise white). The mask is kept.
-        random_phase: coil images and img times exp(i phi), phi a random smooth field
-            (`smooth_phase`, radians), ksp = fft2c(the new coil images); maps unchanged, so
-            ksp = fft2c(maps * img) still holds. Meaningful for complex data only.
+            each with probability 1/2, done exactly: maps and img by torch.flip, k-space and
+            mask by the matching permutation of frequencies (and, for even sizes, a linear
+            phase: `flip_kspace`), so measured samples stay measured and the noise stays white.
+        random_phase: coil images and img times exp(i phi): phi a random smooth field
+            (`smooth_phase`, radians) on fully sampled k-space; a random constant phase with
+            `measured_only` (a smooth field would mix unmeasured samples into measured ones).
+            Maps unchanged, so ksp = fft2c(maps * img) still holds. Meaningful for complex data.
+        measured_only: the k-space outside the mask is never read (unsupervised training): it
+            is zeroed first, every augmentation maps measured samples to measured samples, and
+            random_masks is refused (a new mask with the same number of samples needs samples
+            that were not measured).
 
-    Order per slice: mask, flip, phase. With no option set the batch is returned as is.
+    Order per slice: mask, flip, phase. Without measured_only and with no option set the batch
+    is returned as is.
     """
+    if measured_only:
+        if random_masks:
+            raise ValueError(
+                "random_masks: a new mask with the slice's number of samples needs k-space that was not "
+                "measured; with measured data only, the SSDU holdout draws a new subset of the mask instead"
+            )
+        batch = measured(batch)
     if not (random_masks or flip or random_phase):
         return batch
     out = dict(batch)
-    ksp, maps, mask = batch["ksp"], batch["maps"], batch["mask"]
-    img = batch.get("img")
-    b, (x, y) = ksp.shape[0], ksp.shape[-2:]
-    flips: list[tuple[bool, bool]] = [(False, False)] * b
-    phases: list[torch.Tensor | None] = [None] * b
+    b, (x, y) = batch["ksp"].shape[0], batch["ksp"].shape[-2:]
     if random_masks:  # draws slice by slice, in a fixed order
-        mask_np = mask.detach().cpu().numpy()
+        mask_np = batch["mask"].detach().cpu().numpy()
         masks = [random_mask_like(mask_np[k], generator) for k in range(b)]
-        out["mask"] = torch.from_numpy(np.stack(masks)).to(dtype=mask.dtype, device=mask.device)
-    if flip:
-        draws = torch.rand(b, 2, generator=generator) < 0.5
-        flips = [(bool(draws[k, 0]), bool(draws[k, 1])) for k in range(b)]
-    if random_phase:
-        phases = [smooth_phase((x, y), generator) for _ in range(b)]
+        out["mask"] = torch.from_numpy(np.stack(masks)).to(dtype=batch["mask"].dtype, device=batch["mask"].device)
     if not (flip or random_phase):
         return out
-    coil = ifft2c(ksp)
-    new_coil, new_maps, new_img = [], [], []
+    flips = (torch.rand(b, 2, generator=generator) < 0.5).tolist() if flip else [[False, False]] * b
+    phases: list[torch.Tensor | None] = [None] * b
+    if random_phase:
+        phases = [
+            _uniform(generator, -math.pi, math.pi)[0] if measured_only else smooth_phase((x, y), generator)
+            for _ in range(b)
+        ]
+    keys = [key for key in PER_SLICE if key in out]
+    slices = []
     for k in range(b):
-        c, m, i = coil[k], maps[k], None if img is None else img[k]
-        dims = [d for d, on in zip((-1, -2), flips[k]) if on]
-        if dims:
-            c, m = torch.flip(c, dims), torch.flip(m, dims)
-            i = None if i is None else torch.flip(i, dims)
-        if phases[k] is not None:
-            rot = torch.polar(torch.ones_like(phases[k]), phases[k]).to(device=ksp.device, dtype=ksp.dtype)
-            c = c * rot
-            i = None if i is None else i * rot.to(i.dtype)
-        new_coil.append(c)
-        new_maps.append(m)
-        new_img.append(i)
-    out["ksp"] = fft2c(torch.stack(new_coil)).to(ksp.dtype)
-    out["maps"] = torch.stack(new_maps)
-    if img is not None:
-        out["img"] = torch.stack(new_img)
-    return out
+        item = _flip_slice({key: out[key][k] for key in keys}, [d for d, on in zip((-1, -2), flips[k]) if on])
+        phase = phases[k]
+        slices.append(item if phase is None else _rotate_slice(item, phase))
+    return {**out, **{key: torch.stack([s[key] for s in slices]) for key in keys}}
 
 
 def augmentations_for(train: Mapping[str, Any], bits: int | None) -> dict[str, bool]:

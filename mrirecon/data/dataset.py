@@ -15,15 +15,18 @@ class SliceDataset(Dataset):
     """Items are dicts of tensors for one slice: 'ksp' (C, X, Y) complex64 fully sampled,
     'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'noise_std' () float32 (NaN when the
     file stores none), 'index' (), and 'img' (X, Y) complex64 only when `with_reference`
-    (unsupervised training never sees it).
+    (unsupervised training never sees it). With `measured_only`, 'ksp' is zero wherever the
+    mask is 0 (unsupervised training: only what was measured leaves the dataset).
 
     The file handle opens lazily in each DataLoader worker.
     """
 
-    def __init__(self, data: DeepInPyFile, indices: Sequence[int], with_reference: bool = True) -> None:
+    def __init__(
+        self, data: DeepInPyFile, indices: Sequence[int], with_reference: bool = True, measured_only: bool = False
+    ) -> None:
         self.data = data
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.with_reference = with_reference
+        self.with_reference, self.measured_only = with_reference, measured_only
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -31,8 +34,9 @@ class SliceDataset(Dataset):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         i = int(self.indices[k])
         s = self.data.read(i)
+        ksp = np.where(s.mask[None] != 0, s.ksp, 0).astype(s.ksp.dtype) if self.measured_only else s.ksp
         item = {
-            "ksp": torch.from_numpy(s.ksp),
+            "ksp": torch.from_numpy(ksp),
             "maps": torch.from_numpy(s.maps),
             "mask": torch.from_numpy(s.mask),
             "noise_std": torch.tensor(float("nan") if s.noise_std is None else s.noise_std, dtype=torch.float32),

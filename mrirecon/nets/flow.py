@@ -2,7 +2,8 @@
 from `nflows`. It knows nothing about k-space: it maps images v (centred, about [-0.5, 0.5])
 to latents z (B, D), D = C*H*W, with a standard normal base, and back.
 
-Per level: a squeeze (C, H, W) -> (4C, H/2, W/2), then `steps` of ActNorm -> invertible 1x1
+Per level: a squeeze (C, H, W) -> (4C, H/2, W/2), then `steps` of ActNorm (initialised from
+the first training batch: the global batch across data-parallel ranks) -> invertible 1x1
 convolution (LU) -> rational-quadratic spline coupling (mid-split channel mask, linear tails,
 conditioner a residual conv net), then a 1x1 convolution; after every level but the last, half
 the channels leave as latents (multi-scale, RealNVP).
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from nflows import distributions, flows, transforms
 from nflows.nn.nets import ConvResidualNet
 from nflows.utils import create_mid_split_binary_mask
@@ -25,6 +27,36 @@ from mrirecon.arguments import check_arguments
 
 # nflows 0.14's LU layers call the deprecated torch.triangular_solve; the result is correct.
 warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
+
+
+class GlobalActNorm(transforms.ActNorm):
+    """nflows' ActNorm whose data-dependent initialisation (per channel: shift and scale that
+    give the first training batch zero mean and unit variance) uses the statistics of the
+    global batch when torch.distributed runs several ranks (all-reduced counts, sums and squared
+    deviations), so every rank starts from the same values as one process with the whole batch.
+    Same parameters and buffers as ActNorm."""
+
+    @property
+    def collective(self) -> bool:
+        """True until initialised: the first training forward talks to the other ranks."""
+        return not bool(self.initialized)
+
+    def _initialize(self, inputs: torch.Tensor) -> None:
+        if not (dist.is_initialized() and dist.get_world_size() > 1):
+            super()._initialize(inputs)
+            return
+        if inputs.dim() == 4:
+            inputs = inputs.permute(0, 2, 3, 1).reshape(-1, inputs.shape[1])
+        with torch.no_grad():
+            sums = torch.cat([inputs.sum(0), inputs.new_tensor([inputs.shape[0]])])
+            dist.all_reduce(sums)
+            count, mean = sums[-1], sums[:-1] / sums[-1]
+            squares = (inputs - mean).pow(2).sum(0)
+            dist.all_reduce(squares)
+            std = (squares / (count - 1)).sqrt()  # unbiased, as ActNorm's torch.std
+            self.log_scale.data = -torch.log(std)
+            self.shift.data = -mean / std
+            self.initialized.data = torch.tensor(True, dtype=torch.bool, device=self.initialized.device)
 
 
 class ImageFlow(nn.Module):
@@ -92,7 +124,7 @@ class ImageFlow(nn.Module):
                 tail_bound=float(tail_bound),
             )
             return transforms.CompositeTransform(
-                [transforms.ActNorm(channels), transforms.OneByOneConvolution(channels), coupling]
+                [GlobalActNorm(channels), transforms.OneByOneConvolution(channels), coupling]
             )
 
         multiscale = transforms.MultiscaleCompositeTransform(num_transforms=levels)

@@ -290,7 +290,9 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     method, method_config = configured(
         "method", trained.reconstructor, plain(cfg.method), cfg.data.bits, bool(cfg.hardware.amp)
     )
-    record = provenance.checkpoint_record(str(checkpoint), ckpt, family.select)
+    state = ckpt.get("state") if isinstance(ckpt.get("state"), dict) else {}
+    chosen_by = str(state.get("best_by", family.select))  # recorded by the Trainer; older: the family's metric
+    record = provenance.checkpoint_record(str(checkpoint), ckpt, chosen_by)
     return method, method_config, {**trained_on(ckpt), "record": record}
 
 

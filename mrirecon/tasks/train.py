@@ -145,7 +145,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "done: epoch %d, %s (best %s %.4f); checkpoints in %s",
             last["epoch"],
             val,
-            family.select,
+            trainable.select,
             state["best"],
             out / "checkpoints",
         )

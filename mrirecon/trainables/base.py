@@ -28,7 +28,7 @@ class Trainable(Protocol):
     """A learned family: its module (weights, optimised and checkpointed) and how to train it."""
 
     kind: ClassVar[str]  # recorded in checkpoints; the key of TRAINABLES
-    select: ClassVar[str]  # the validation metric that picks best.pt (smaller is better)
+    select: str  # the validation metric that picks best.pt (smaller is better; may depend on the settings)
     module: nn.Module
 
     @classmethod
@@ -76,7 +76,8 @@ class Trainable(Protocol):
         """An epoch-wise LR scheduler, or None."""
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        """The scalar training loss (mean over the batch); `generator` seeds its randomness."""
+        """The scalar training loss (mean over the batch); `generator` (the step's own stream:
+        seed, rank, step) is the source of its random draws."""
 
     def after_step(self, step: int) -> None:
         """Called on every rank after optimizer step `step` (e.g. sync a data-dependent init)."""

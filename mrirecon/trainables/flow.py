@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from mrirecon import distributed as ddp
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import Method, build_method
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space
+from mrirecon.schedules import cosine_schedule
 from mrirecon.trainables.base import FORMAT, register_trainable
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class FlowTrainable:
         return MagnitudeDataset(data, indices)
 
     def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        return cosine_schedule(optimizer, epochs)  # closed form: a resume with other epochs follows them
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         x = batch["img"]
@@ -136,8 +136,7 @@ class FlowTrainable:
         return bits_per_dim(self.module, dequantize(x, self.bits, generator), self.bits).mean()
 
     def after_step(self, step: int) -> None:
-        if step == 0:  # ActNorm's data-dependent initialisation saw each rank's own data: take rank 0's
-            ddp.broadcast_module(self.module)
+        return None  # ActNorm initialises on the global batch (nets.flow.GlobalActNorm): nothing to sync
 
     def scalars(self) -> dict[str, float]:
         return {}

@@ -1,6 +1,7 @@
 """What the families whose module is itself a reconstruction method (unrolled, direct) share:
-validation metrics against the reference, TensorBoard images of the first slice, and the
-checkpoint matching, schedule and hooks of a `ReconstructorFamily`."""
+validation metrics against the reference, the reference-free validation of unsupervised runs
+(held-out measured k-space), TensorBoard images of the first slice, and the checkpoint
+matching, schedule and hooks of a `ReconstructorFamily`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ import torch
 from torch import nn
 
 from mrirecon import metrics
+from mrirecon.methods.unrolled import split_mask
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.schedules import step_schedule
+from mrirecon.streams import VALIDATION, generator
+
+KSPACE_METRIC = "val_kspace_nmse"  # what chooses best.pt in unsupervised training
+VAL_HOLDOUT = 0.4  # held-out fraction of the unsupervised validation when training holds out none
 
 
 def reconstruct_batch(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, SenseOperator]:
@@ -27,6 +34,30 @@ def validation_metrics(module: nn.Module, batch: dict[str, torch.Tensor]) -> dic
     ref = batch["img"].cpu().numpy()
     rows = [metrics.slice_metrics(x[k], ref[k]) for k in range(len(x))]
     return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in metrics.NAMES}
+
+
+def kspace_validation(
+    module: nn.Module, batch: dict[str, torch.Tensor], holdout: float, keep_center: float, seed: int
+) -> dict[str, float]:
+    """{KSPACE_METRIC: mean over the batch's slices of ||M_h (A x_hat - y)||^2 / ||M_h y||^2}, x_hat
+    reconstructed from the measured samples outside M_h: a validation error of measured k-space
+    only (the reference is not read). M_h holds out `holdout` of each slice's measured samples
+    (outside the central `keep_center`), drawn from (seed, slice index): the same samples every
+    epoch, whatever the batch size."""
+    mask, ksp = batch["mask"], batch["ksp"]
+    held = torch.cat(
+        [
+            split_mask(mask[k : k + 1], holdout, generator(seed, VALIDATION, int(i)), keep_center)[1]
+            for k, i in enumerate(batch["index"].tolist())
+        ]
+    )
+    inputs = mask - held
+    y_in = ksp * inputs.unsqueeze(1)
+    x_hat = module(y_in, SenseOperator(batch["maps"], inputs), batch["noise_std"])
+    target = ksp * held.unsqueeze(1)
+    error = (SenseOperator(batch["maps"], held).forward(x_hat) - target).abs().pow(2).flatten(1).sum(1)
+    ratio = error / target.abs().pow(2).flatten(1).sum(1).clamp_min(torch.finfo(error.dtype).tiny)
+    return {KSPACE_METRIC: float(ratio.mean())}
 
 
 def validation_images(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -63,7 +94,7 @@ class ReconstructorFamily:
     def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
         if not self.step_lr:
             return None
-        return torch.optim.lr_scheduler.StepLR(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
+        return step_schedule(optimizer, int(self.step_lr["step_size"]), float(self.step_lr["gamma"]))
 
     def after_step(self, step: int) -> None:
         return None

@@ -18,7 +18,13 @@ from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
 from mrirecon.nets import NETS, build_net
 from mrirecon.trainables.base import FORMAT, register_trainable
-from mrirecon.trainables.reconstructors import ReconstructorFamily
+from mrirecon.trainables.reconstructors import (
+    KSPACE_METRIC,
+    VAL_HOLDOUT,
+    ReconstructorFamily,
+    kspace_validation,
+    validation_metrics,
+)
 
 KIND = "unrolled"
 log = logging.getLogger(__name__)
@@ -35,6 +41,12 @@ class UnrolledTrainable(ReconstructorFamily):
         step_lr: None or {step_size, gamma} for a StepLR schedule.
         random_masks, flip, random_phase: training augmentations (`mrirecon.data.augment`),
             applied to every training batch before the loss; validation never augments.
+            Unsupervised, they see measured samples only (random_masks is refused).
+        seed: seeds the unsupervised validation's held-out samples.
+
+    Supervised runs choose best.pt by the validation NRMSE; unsupervised runs by
+    `val_kspace_nmse`, the error on held-out measured k-space of the validation slices (no
+    reference needed; the reference metrics are still logged).
     """
 
     kind = KIND
@@ -52,6 +64,7 @@ class UnrolledTrainable(ReconstructorFamily):
         random_masks: bool = False,
         flip: bool = False,
         random_phase: bool = False,
+        seed: int = 723,
     ) -> None:
         self.module = method
         self.method_config, self.model_config = method_config, model_config
@@ -63,6 +76,8 @@ class UnrolledTrainable(ReconstructorFamily):
             "flip": bool(flip),
             "random_phase": bool(random_phase),
         }
+        self.seed = int(seed)
+        self.select = "val_nrmse" if self.supervised else KSPACE_METRIC
 
     # -- building ------------------------------------------------------------------------------
     @classmethod
@@ -86,6 +101,8 @@ class UnrolledTrainable(ReconstructorFamily):
                 raise UserError(f"train.{key}: {train[key]} is not in [0, 1)")
         if float(train["stdev"]) < 0:
             raise UserError(f"train.stdev: {train['stdev']} must be >= 0")
+        augmentations = augmentations_for(train, bits)
+        configured("train", _check_measured_only, bool(train["supervised"]), augmentations["random_masks"])
         built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
         built.amp = bool(amp)
         built.checkpoint_unrolls = bool(train.get("checkpoint_unrolls", False))
@@ -98,7 +115,8 @@ class UnrolledTrainable(ReconstructorFamily):
             train["holdout"],
             train["holdout_center"],
             train.get("step_lr"),
-            **augmentations_for(train, bits),
+            **augmentations,
+            seed=seed,
         )
 
     @classmethod
@@ -121,13 +139,23 @@ class UnrolledTrainable(ReconstructorFamily):
 
     # -- training --------------------------------------------------------------------------------
     def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
-        return SliceDataset(data, indices, with_reference=self.supervised or not training)
+        unsupervised = training and not self.supervised
+        return SliceDataset(data, indices, with_reference=not unsupervised, measured_only=unsupervised)
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        batch = augment(batch, generator, **self.augmentations)
+        """The training loss; unsupervised, of the measured samples only (unmeasured k-space is
+        zeroed before anything reads it)."""
+        batch = augment(batch, generator, **self.augmentations, measured_only=not self.supervised)
         return training_loss(
             self.module, batch, self.supervised, generator, self.stdev, self.holdout, self.holdout_center
         )
+
+    def validate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        metrics = validation_metrics(self.module, batch)
+        if self.supervised:
+            return metrics
+        holdout = self.holdout if self.holdout > 0 else VAL_HOLDOUT
+        return {**metrics, **kspace_validation(self.module, batch, holdout, self.holdout_center, self.seed)}
 
     def scalars(self) -> dict[str, float]:
         return {"train/l2lam": float(self.module.l2lam.detach())}
@@ -152,6 +180,16 @@ class UnrolledTrainable(ReconstructorFamily):
             "supervised": self.supervised,
             **augmentation_label(self.augmentations),
         }
+
+
+def _check_measured_only(supervised: bool, random_masks: bool) -> None:
+    """Refuse augmentations that need unmeasured k-space in unsupervised training (ValueError)."""
+    if not supervised and random_masks:
+        raise ValueError(
+            "random_masks: unsupervised training (supervised false) has only the measured samples, and a "
+            "new mask with the slice's number of samples needs k-space that was not measured (the holdout "
+            "already gives the network a new random subset of the measured samples at every step)"
+        )
 
 
 def _trained_augmentations(ckpt: dict[str, Any]) -> dict[str, bool]:

@@ -1,0 +1,254 @@
+"""The training loop's guarantees: exact resume with dropout, batch norm and random draws on;
+independent random streams per rank; the schedule of a resumed run follows its config; best.pt
+chosen (and recorded) by the trainable's own metric; data-parallel batch norm and ActNorm on the
+global batch (two gloo processes on the CPU)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from ddp_workers import layers_and_runs, spawn
+from helpers import tiny_arrays
+from torch import nn
+
+from mrirecon import distributed as ddp
+from mrirecon.callbacks import Interrupt, standard_callbacks
+from mrirecon.errors import UserError
+from mrirecon.methods import build_method
+from mrirecon.nets import build_net
+from mrirecon.nets.flow import GlobalActNorm
+from mrirecon.schedules import cosine_schedule
+from mrirecon.streams import DRAWS, GLOBAL, stream_seed
+from mrirecon.trainables.unrolled import UnrolledTrainable
+from mrirecon.training import Settings, Trainer
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, k):
+        return self.items[k]
+
+
+def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Dataset items as SliceDataset makes them (complex64 k-space with noise std, index)."""
+    a = tiny_arrays(n=n, coils=3, shape=shape, seed=seed)
+    items = []
+    for i in range(n):
+        item = {
+            "ksp": torch.from_numpy(a["ksp"][i]),
+            "maps": torch.from_numpy(a["maps"][i]),
+            "mask": torch.from_numpy(a["masks"][i]),
+            "noise_std": torch.tensor(0.01),
+            "index": torch.tensor(i),
+        }
+        if reference:
+            item["img"] = torch.from_numpy(a["imgs"][i])
+        items.append(item)
+    return items
+
+
+def unsupervised_trainable(dropout: float = 0.5, batch_norm: bool = True) -> UnrolledTrainable:
+    """Unsupervised DBP with every random draw on: SSDU holdout, training noise, flips, random
+    phase, dropout (and batch norm)."""
+    torch.manual_seed(5)
+    model = {"name": "resnet", "channels": 4, "num_blocks": 1, "batch_norm": batch_norm, "dropout": dropout}
+    method = {"name": "dbp", "num_unrolls": 1, "num_admm": 1, "cg_max_iter": 3}
+    return UnrolledTrainable(
+        build_method(method, denoiser=build_net(model)),
+        method,
+        model,
+        supervised=False,
+        stdev=0.01,
+        holdout=0.4,
+        holdout_center=0.1,
+        flip=True,
+        random_phase=True,
+        seed=3,
+    )
+
+
+def trainer(out: Path, trainable, epochs: int, scheduler=None, stop_at_step: int | None = None, **kw) -> Trainer:
+    hooks = standard_callbacks(True, None)
+    if stop_at_step is not None:  # what Ctrl-C does, after that step
+        stop = next(h for h in hooks if isinstance(h, Interrupt))
+        trainable.after_step = lambda step: stop.request() if step == stop_at_step else None
+    optimizer = torch.optim.Adam(trainable.module.parameters(), lr=1e-2)
+    return Trainer(
+        trainable=trainable,
+        optimizer=optimizer,
+        scheduler=None if scheduler is None else scheduler(optimizer),
+        train_set=ListDataset(kw.pop("train", slices(5, reference=False))),
+        val_set=ListDataset(kw.pop("val", slices(2, seed=1))),
+        out_dir=out,
+        config={},
+        settings=Settings(epochs=epochs, batch_size=2, seed=3),
+        device=torch.device("cpu"),
+        callbacks=hooks,
+    )
+
+
+def test_resume_with_dropout_batch_norm_and_random_draws_is_exact(tmp_path):
+    """Interrupted mid-epoch and resumed, a run with dropout 0.5, batch norm, holdout, noise,
+    flips and random phase ends with the weights (running statistics included) and
+    metrics.csv of the uninterrupted run: bit for bit."""
+    full = trainer(tmp_path / "full", unsupervised_trainable(), epochs=3)
+    full.fit()
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "cut", unsupervised_trainable(), epochs=3, stop_at_step=4).fit()  # mid-epoch 2
+    resumed = trainer(tmp_path / "cut", unsupervised_trainable(), epochs=3)
+    torch.manual_seed(12345)  # whatever the global RNG holds before the resume: it must not matter
+    resumed.fit(resume_from=tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert resumed.state["step"] == full.state["step"] == 9
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any("running_var" in name for name in full.model.state_dict())
+    rows = (tmp_path / "cut" / "metrics.csv").read_text()
+    assert rows == (tmp_path / "full" / "metrics.csv").read_text() and rows.count("\n") == 4
+
+
+def test_dropout_and_draws_change_with_the_step_and_the_seed(tmp_path):
+    """The resume test above would pass trivially if nothing were random: the draws differ
+    from step to step, and another seed gives other weights."""
+    a = trainer(tmp_path / "a", unsupervised_trainable(), epochs=1)
+    a.fit()
+    b = trainer(tmp_path / "b", unsupervised_trainable(), epochs=1)
+    b.settings.seed = 4
+    b.fit()
+    assert not torch.equal(a.model.denoiser.head.weight, b.model.denoiser.head.weight)
+    assert stream_seed(3, DRAWS, 0, 0) != stream_seed(3, DRAWS, 0, 1) != stream_seed(3, GLOBAL, 0, 1)
+    assert stream_seed(3, DRAWS, 0, 7) != stream_seed(3, DRAWS, 1, 7)  # the rank is in every key
+
+
+def test_best_pt_is_chosen_by_the_trainables_metric_and_recorded(tmp_path):
+    """best.pt follows `select` (here a metric that rises while NRMSE falls), and metrics.csv
+    and the checkpoint say which metric chose it."""
+
+    class Rising(UnrolledTrainable):
+        def validate(self, batch):
+            epoch = self.calls = getattr(self, "calls", 0) + 1
+            return {"val_nrmse": 1.0 / epoch, "val_kspace_nmse": float(epoch)}
+
+    base = unsupervised_trainable(dropout=0.0, batch_norm=False)
+    trainable = Rising(base.module, base.method_config, base.model_config, supervised=False, holdout=0.4)
+    assert trainable.select == "val_kspace_nmse"
+    trainer(tmp_path, trainable, epochs=3).fit()
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)
+    assert best["state"]["epoch"] == 1 and best["state"]["best_by"] == "val_kspace_nmse"
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["best_by"] for r in rows] == ["val_kspace_nmse"] * 3
+    assert UnrolledTrainable(base.module, {}, {}, supervised=True).select == "val_nrmse"
+
+
+def test_resumed_cosine_schedule_follows_the_new_number_of_epochs(tmp_path):
+    """The flow's cosine schedule: 2 epochs of 2, then resumed with 4 epochs, continues the
+    4-epoch schedule (rates 1, 0.5, 0.5, 0.146 of the initial one), never rising again."""
+    from mrirecon.trainables.flow import FlowTrainable
+
+    flow_trainable = FlowTrainable(None, {}, bits=4)
+    schedule = lambda epochs: lambda opt: flow_trainable.scheduler(opt, epochs)  # noqa: E731
+    quiet = unsupervised_trainable(dropout=0.0, batch_norm=False)
+    trainer(tmp_path, quiet, epochs=2, scheduler=schedule(2)).fit()
+    longer = trainer(tmp_path, unsupervised_trainable(dropout=0.0, batch_norm=False), 4, scheduler=schedule(4))
+    longer.fit(resume_from=tmp_path / "checkpoints" / "last.pt")
+    rates = [row["lr"] / 1e-2 for row in longer.state["history"]]
+    expected = [1.0, 0.5, 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+    assert rates == pytest.approx(expected, rel=1e-12)
+    assert longer.optimizer.param_groups[0]["lr"] == 0.0  # the end of the 4-epoch schedule
+    assert cosine_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 2).get_last_lr() == [1.0]
+
+
+def test_refuses_data_parallel_batch_norm_when_a_rank_gets_no_item(tmp_path, monkeypatch):
+    """With batch norm over the global batch every rank must take part in every step: 5 slices
+    in batches of 2 leave a last batch of 1 for 2 processes."""
+    monkeypatch.setattr(ddp, "world_size", lambda: 2)  # as seen by the Trainer; no process group needed
+    with pytest.raises(UserError, match=r"^train.batch_size: 2 over 5 training slices .* batch of 1 slice"):
+        trainer(tmp_path, unsupervised_trainable(), epochs=1)
+    accepted = trainer(tmp_path, unsupervised_trainable(), epochs=1, train=slices(4, reference=False))
+    assert isinstance(accepted.model.denoiser.blocks[0].body[0], ddp.SyncBatchNorm2d)
+    assert ddp.needs_every_rank(accepted.model)
+    assert not ddp.needs_every_rank(unsupervised_trainable(batch_norm=False).module)
+    assert GlobalActNorm(2).collective  # until initialised
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    """One start of two gloo ranks for the tests below: the layer checks on a batch of 5 (3 and
+    2 items per rank) and two unsupervised training runs on 4 copies of one slice."""
+    out = tmp_path_factory.mktemp("ddp")
+    x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    one = slices(1, reference=False)[0]
+    items = [dict(one, index=torch.tensor(i)) for i in range(4)]  # batches of 2: one item per rank
+    return spawn(layers_and_runs, out / "results", x, 3, items, slices(2, seed=1), out)
+
+
+@pytest.mark.slow
+def test_ddp_batch_norm_and_actnorm_use_the_global_batch(two_ranks):
+    """Two ranks with 3 and 2 of 5 items: synchronised batch norm gives the one-process outputs,
+    input and weight gradients (with the Trainer's weighting) and running statistics, the same
+    on both ranks; ActNorm initialises from the whole batch."""
+    x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    ranks = [r["layers"] for r in two_ranks]
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    x1 = x.clone().requires_grad_(True)
+    out = bn(x1)
+    weights = torch.linspace(-1, 1, x[0].numel()).reshape(x.shape[1:])
+    (out * weights).pow(2).sum((1, 2, 3)).mean().backward()
+    close = dict(rtol=1e-5, atol=1e-6)
+    assert ranks[0]["replaced"] == 1
+    torch.testing.assert_close(torch.cat([r["out"] for r in ranks]), out.detach(), **close)
+    torch.testing.assert_close(torch.cat([r["input_grad"] for r in ranks]), x1.grad, **close)
+    for k, p in enumerate(bn.parameters()):
+        torch.testing.assert_close(ranks[0]["param_grads"][k], p.grad, **close)
+        assert torch.equal(ranks[0]["param_grads"][k], ranks[1]["param_grads"][k])
+    for k, buffer in enumerate((bn.running_mean, bn.running_var)):
+        torch.testing.assert_close(ranks[0]["running"][k], buffer, **close)
+        assert torch.equal(ranks[0]["running"][k], ranks[1]["running"][k])
+    actnorm = GlobalActNorm(3).train()
+    actnorm(x)
+    for r in ranks:
+        torch.testing.assert_close(r["actnorm"][0], actnorm.log_scale.detach(), **close)
+        torch.testing.assert_close(r["actnorm"][1], actnorm.shift.detach(), **close)
+        assert r["collective"] == (True, False)
+
+
+@pytest.mark.slow
+def test_two_ranks_draw_differently_and_a_rerun_matches_itself(two_ranks):
+    """Unsupervised DBP with batch norm, dropout 0.5, holdout, noise, flips and random phase on
+    two gloo processes, every item the same slice: the ranks draw different holdouts, noise and
+    dropout masks; both end with the same weights; a second run gives them bit for bit."""
+    first, second = ([r["runs"][k] for r in two_ranks] for k in range(2))
+    for key in ("holdout", "noise", "dropout"):
+        a, b = first[0]["draws"][key], first[1]["draws"][key]
+        assert not torch.equal(a[:1], b[:1]), f"ranks drew the same {key}"
+    for rank in range(2):
+        for name, value in first[0]["weights"].items():
+            assert torch.equal(first[rank]["weights"][name], value), (rank, name)  # ranks agree
+            assert torch.equal(second[rank]["weights"][name], value), (rank, name)  # the rerun agrees
+    assert first[0]["best"] and second[0]["best"]  # rank 0 wrote best.pt
+
+
+@pytest.mark.slow
+def test_two_ranks_train_one_flow(two_ranks):
+    """A flow prior with batch norm and dropout in its conditioners on two ranks (ActNorm
+    initialised from the global first batch, no broadcast from rank 0): both ranks end with the
+    same weights, ActNorm's included, and ActNorm was initialised."""
+    first, second = (r["flow"]["weights"] for r in two_ranks)
+    actnorms = [name for name in first if name.endswith("initialized")]
+    assert actnorms and all(bool(first[name]) for name in actnorms)
+    assert any("running_var" in name for name in first)
+    for name, value in first.items():
+        assert torch.equal(second[name], value), name
