@@ -97,7 +97,7 @@ def parse_header(header: bytes | str) -> Header:
     if encoded is None:
         raise ValueError("header: no encoding/encodedSpace/matrixSize x and y")
     limits = _ints(root, ("encoding", "encodingLimits", "kspace_encoding_step_1"), ("center", "maximum"))
-    return Header((encoded[0], encoded[1]), (recon[0], recon[1]), limits)
+    return Header((encoded[0], encoded[1]), (recon[0], recon[1]), None if limits is None else (limits[0], limits[1]))
 
 
 class FastMRISource(OneSubjectFile):

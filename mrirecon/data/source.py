@@ -302,6 +302,7 @@ class MultiSource:
         for k, s in enumerate(self.sources):
             stem = Path(str(s.path)).stem
             patient = str(s.attrs.get("patient_id", "")).strip()
+            own: list[tuple[Any, ...]]
             if patient:
                 own, rule = [("patient", patient)] * len(s), "patient ID"
                 names[own[0]] = patient

@@ -124,7 +124,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_training_subjects(cfg, trained, data, indices)
     check_trained_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
-    shown_shape = data.recon_size or data.shape  # fastMRI: the reconSpace crop (e.g. 320x320)
+    shown_shape: tuple[int, int] = data.recon_size or data.shape  # fastMRI: the reconSpace crop (e.g. 320x320)
     has_reference = bool(data.attrs.get("has_reference", True))
     subjects = data.subjects()  # None: the file records no subjects (the column stays empty)
     rows: list[dict[str, Any]] = []
@@ -137,7 +137,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out / "recon.h5"))
         h5 = stack.enter_context(h5py.File(tmp, "w", rdcc_nbytes=0))
-        cfl = stack.enter_context(CflImageWriter(out / "recon", len(indices), shown_shape)) if write_cfl else None
+        a, b = (int(v) for v in str(data.attrs.get("source_cfl_axes", "0,1")).split(","))  # the source's BART plane
+        cfl = (
+            stack.enter_context(CflImageWriter(out / "recon", len(indices), shown_shape, (a, b))) if write_cfl else None
+        )
         recon_ds = h5.create_dataset("recon", (len(indices), *shown_shape), np.complex64, chunks=(1, *shown_shape))
         ref_ds = h5.create_dataset("imgs", (len(indices), *shown_shape), np.complex64, chunks=(1, *shown_shape))
         h5["slices"] = indices
