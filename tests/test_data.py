@@ -206,7 +206,7 @@ def test_support_handling_is_the_same_at_every_scale(bits, scale):
     v = make_variant(s, bits, scale)
     power = (np.abs(v.maps) ** 2).sum(0)
     inside = power > 0
-    rows = int(round(8 * scale))
+    rows = round(8 * scale)
     assert not inside[:rows].any() and inside[rows + 1 :].all()
     assert np.allclose(power[inside], 1, atol=1e-5)
     assert np.all(v.img[~inside] == 0) and np.abs(v.img[inside]).max() > 0
