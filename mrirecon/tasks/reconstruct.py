@@ -105,8 +105,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Writes metrics.csv (one row per slice), summary.json (means, std, config, metric
     convention), recon.h5 (recon and reference images, slice indices), figures/, and with
     output.cfl=true recon.cfl/.hdr (the recon images for BART, in the order of recon.h5).
-    Images are reconstructed on the file's k-space grid and, when the file records a recon size
-    (fastMRI), centre-cropped to it, as fastMRI does, before metrics, figures and outputs.
     Returns the summary.
     """
     out = run_dir()
@@ -124,7 +122,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_training_subjects(cfg, trained, data, indices)
     check_trained_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
-    shown_shape: tuple[int, int] = data.recon_size or data.shape  # fastMRI: the reconSpace crop (e.g. 320x320)
+    # Images are reconstructed on the file's k-space grid and, when the file records a recon size
+    # (fastMRI's reconSpace, e.g. 320x320), centre-cropped to it as fastMRI does, before metrics,
+    # figures and outputs.
+    shown_shape: tuple[int, int] = data.recon_size or data.shape
     has_reference = bool(data.attrs.get("has_reference", True))
     subjects = data.subjects()  # None: the file records no subjects (the column stays empty)
     rows: list[dict[str, Any]] = []
@@ -206,6 +207,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _write_csv(out / "metrics.csv", rows)
     summary = _summary(cfg, method.name, method_config, rows)
     summary["has_reference"] = has_reference
+    summary["image_size"] = {
+        "shape": list(shown_shape),
+        "definition": "images (recon.h5, metrics, figures) centre-cropped to the file's recon size (fastMRI)"
+        if data.recon_size
+        else "images on the whole k-space grid",
+    }
     summary["data_consistency"] = {
         "mean": float(np.mean(consistencies)),
         "max": float(np.max(consistencies)),
@@ -226,12 +233,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "per_slice": accelerations,
         "definition": "acquired k-space locations (padding, e.g. fastMRI's, excluded) / measured locations of "
         "each slice's mask",
-    }
-    summary["image_size"] = {
-        "shape": list(shown_shape),
-        "definition": "images (recon.h5, metrics, figures) centre-cropped to the file's recon size (fastMRI)"
-        if data.recon_size
-        else "images on the whole k-space grid",
     }
     write_json(out / "summary.json", summary)
     means = summary["mean"]
