@@ -78,10 +78,10 @@ def complete_slice(
 ) -> Slice:
     """A DeepInPy slice from k-space (C, X, Y): maps (given, or ESPIRiT), and when `ksp` is fully
     sampled inside the acquired region (x0, x1, y0, y1; None: the whole grid) the SENSE-combined
-    reference and an `options.mask` mask with `seed` (None: options.seed + index), zero outside the
-    region (padding is never measured); otherwise a zero reference and the acquired pattern as
-    the mask. `reference` True/False says which case it is (the file declares it; None: decided
-    from the data)."""
+    reference and an `options.mask` mask with `seed` (None: options.seed + index); otherwise a
+    zero reference and the acquired pattern as the mask. The mask is zero outside the acquired
+    region (padding is never measured). `reference` True/False says which case it is (the file
+    declares it; None: decided from the data)."""
     ksp = np.ascontiguousarray(ksp, dtype=np.complex64)
     if maps is None:
         maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop)
@@ -90,11 +90,11 @@ def complete_slice(
         if seed is None:
             seed = (options.seed or 0) + index
         mask = make_mask(options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction, seed)
-        if acquired is not None:
-            mask = mask * region_mask(acquired, ksp.shape[1:])
     else:
         img = np.zeros(ksp.shape[1:], np.complex64)
         mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
+    if acquired is not None:  # padding is never measured
+        mask = mask * region_mask(acquired, ksp.shape[1:])
     return Slice(
         img=img,
         maps=np.asarray(maps, np.complex64),
