@@ -130,3 +130,27 @@ def test_encoding_limits_outside_the_kspace_are_refused(tmp_path):
         f["ismrmrd_header"] = header
     with pytest.raises(UserError, match="ismrmrd_header.*encodingLimits.*outside the 48 columns"):
         open_source(str(path), options())
+
+
+def test_training_validation_metrics_use_the_recon_size(padded, tmp_path):
+    """A processed fastMRI file's SliceDataset items carry its recon size, and the validation
+    metrics of training crop to it, as reconstruct does (here: zero-filled against the reference)."""
+    import torch
+    from test_preprocess import run
+
+    from mrirecon import metrics
+    from mrirecon.data.dataset import SliceDataset
+    from mrirecon.trainables.reconstructors import validation_metrics
+
+    path, _ = padded
+    options = ("data.espirit.calib_width=12", "data.mask=fastmri_random", "data.undersampling.accel=4")
+    data = run(tmp_path, f"data.source={path}", *options)  # preprocess in-process
+    batch = torch.utils.data.default_collate([SliceDataset(data, [0, 1])[k] for k in range(2)])
+    assert batch["crop"].tolist() == [[32, 32], [32, 32]]
+    scores = validation_metrics(lambda y, op, noise: op.adjoint(y), batch)
+    expected = []
+    for i in (0, 1):
+        s = data.read(i)
+        x = np.sum(np.conj(s.maps) * centred_ifftn(s.mask * s.ksp, (-2, -1)), axis=0)
+        expected.append(metrics.slice_metrics(x[:, 8:40], s.img[:, 8:40]))
+    assert scores["val_psnr"] == pytest.approx(np.mean([e["psnr"] for e in expected]), abs=1e-3)
