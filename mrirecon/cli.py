@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "train": "train a learned reconstruction method",
     "reconstruct": "reconstruct a split with one method; write metrics.csv, summary.json, recon.h5, figures",
     "evaluate": "compare runs: results.csv, comparisons.csv (paired statistics), plots, report.html",
+    "download": "fetch a public raw data set (dataset=stanford_knees) into dataset.dir, resumable and checked",
 }
 EXIT_USAGE = 2
 _HELP_FLAGS = {"-h", "--help", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc"}
@@ -124,6 +125,10 @@ def check_overrides(subcommand: str, overrides: list[str], multirun: bool) -> st
         return f"invalid override: {text[0] if text else exc.__class__.__name__}"
     finally:
         GlobalHydra.instance().clear()
+    if multirun and "mrirecon.sweeper" in sys.modules:  # hydra/sweeper=optuna: choose on val only
+        problem = sys.modules["mrirecon.sweeper"].split_problem(cfg, overrides)
+        if problem:
+            return problem
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
@@ -202,6 +207,15 @@ def _torchrun_rank_overrides() -> list[str]:
     return [f"hydra.run.dir={folder}"]
 
 
+def _register_sweeper() -> None:
+    """hydra/sweeper=optuna: mrirecon's val-split Optuna sweeper, when the `sweep` extra is installed."""
+    try:
+        from mrirecon.sweeper import register
+    except ImportError:
+        return
+    register()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mrirecon` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -212,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if subcommand not in SUBCOMMANDS:
         return fail(f"unknown subcommand '{subcommand}' (expected one of: {', '.join(SUBCOMMANDS)})")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _register_sweeper()
     overrides, multirun = _overrides(rest)
     if not _HELP_FLAGS.intersection(rest):
         problem = check_overrides(subcommand, overrides, multirun)

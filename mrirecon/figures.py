@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -47,42 +48,41 @@ def reconstruction_figure(
     _save(fig, path)
 
 
+def _bare(ax: plt.Axes) -> None:
+    """No ticks or frame, but keep the axis labels (so that a layout engine makes room for them)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def comparison_figure(
     rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]],
     path: str | os.PathLike,
     error_gain: float | None = 5.0,
 ) -> None:
-    """A grid: for each (row label, reference, [(column label, recon), ...]) a row of magnitudes
-    and, if `error_gain`, a row of |recon - reference| x error_gain under it."""
+    """A grid: for each (row label, reference, [(column title, recon), ...]) a row of magnitudes
+    and, if `error_gain`, a row of |recon - reference| x error_gain under it. Column titles may
+    span several lines; the constrained layout makes room for them and the row labels."""
     ncols = 1 + max(len(cols) for _, _, cols in rows)
     per = 2 if error_gain else 1
-    fig, axes = plt.subplots(per * len(rows), ncols, figsize=(2.4 * ncols, 2.8 * per * len(rows)), squeeze=False)
+    lines = max(title.count("\n") + 1 for _, _, cols in rows for title, _ in cols)
+    size = (2.2 * ncols + 0.4, (2.4 + 0.12 * lines) * len(rows) + (2.3 * len(rows) if error_gain else 0))
+    fig, axes = plt.subplots(per * len(rows), ncols, figsize=size, squeeze=False, layout="constrained")
     for r, (label, ref, cols) in enumerate(rows):
         vmax = float(np.abs(ref).max()) or 1.0
         top = axes[per * r]
         for c, (title, img) in enumerate([("reference", ref), *cols]):
             top[c].imshow(np.abs(img), cmap="gray", vmin=0, vmax=vmax)
             top[c].set_title(title, fontsize=7)
-        top[0].text(-0.08, 0.5, label, transform=top[0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
+        top[0].set_ylabel(label, fontsize=8)
         if error_gain:
             bottom = axes[per * r + 1]
-            bottom[0].text(
-                0.5,
-                0.5,
-                f"|error| x{error_gain:g}",
-                transform=bottom[0].transAxes,
-                ha="center",
-                va="center",
-                fontsize=8,
-            )
+            bottom[0].set_ylabel(f"|error| x{error_gain:g}", fontsize=8)
             for c, (_, img) in enumerate(cols, start=1):
                 bottom[c].imshow(np.abs(np.abs(img) - np.abs(ref)) * error_gain, cmap="gray", vmin=0, vmax=vmax)
     for ax in axes.flat:
-        ax.axis("off")
-    width, height = fig.get_size_inches()
-    fig.subplots_adjust(
-        left=0.3 / width, right=0.99, bottom=0.05 / height, top=1 - 0.35 / height, wspace=0.05, hspace=0.35
-    )
+        _bare(ax)
     _save(fig, path, tight=False)
 
 
@@ -105,34 +105,124 @@ def _set_scale(ax: plt.Axes, values: Sequence[float], axis: str = "x") -> None:
         setter("log")
 
 
+Band = tuple[np.ndarray, np.ndarray, np.ndarray]  # mean, low, high of a metric along a series
+
+
 def sweep_figure(
     param: str,
-    series: Sequence[tuple[str, Sequence[Any], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
+    series: Sequence[tuple[str, Sequence[Any], dict[str, Band]]],
     path: str | os.PathLike,
+    others: Sequence[tuple[str, str, float | None, dict[str, tuple[float, float, float]]]] = (),
 ) -> None:
-    """Metric vs `param`, one panel per metric: each series (label, x values, {metric: (mean,
-    low, high)}) is a line with a band from low to high. Numeric x values get a log axis when
-    they span decades; other values are placed in order as categories."""
-    names = list(series[0][2])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    """Metric vs `param`, one panel per metric: each series (label, x values in increasing order,
+    {metric: (mean, low, high)}) is a line with a band from low to high; numeric x values get a log
+    axis when they span decades, non-numeric ones are placed in order as categories. `others`:
+    settings that are not numbers (e.g. auto) of a series, (series label, value, the number it
+    chose or None, {metric: (mean, low, high)}), drawn as a star with an error bar at the chosen
+    value, or as a dashed line with a star at the right edge when the choice is not recorded."""
+    names = list(series[0][2]) if series else list(others[0][3])
+    fig, axes = plt.subplots(
+        1,
+        len(names),
+        figsize=(4.2 * len(names), 3.6 + 0.16 * (len(series) + len(others))),
+        squeeze=False,
+        layout="constrained",
+    )
     all_x = [x for _, xs, _ in series for x in xs]
     numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in all_x)
     categories = list(dict.fromkeys(str(x) for x in all_x))
+    colours: dict[str, Any] = {}
     for ax, name in zip(axes[0], names):
         for text, xs, values in series:
             x = np.asarray(xs, dtype=float) if numeric else np.array([categories.index(str(v)) for v in xs], float)
             mean, low, high = values[name]
-            (line,) = ax.plot(x, mean, marker="o", label=text)
+            (line,) = ax.plot(x, mean, marker="o", label=text, color=colours.get(text))
+            colours[text] = line.get_color()
             ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-        if numeric:
-            _set_scale(ax, all_x)
-        else:
+        for text, value, chosen, bands in others:
+            _other_marker(ax, f"{text}: {param}={value}", chosen if numeric else None, bands[name], colours.get(text))
+        if numeric and all_x:
+            _set_scale(ax, all_x + [c for _, _, c, _ in others if c is not None and c > 0])
+        elif not numeric:
             ax.set_xticks(range(len(categories)), categories)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel(param)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7, loc="best")
-    fig.suptitle(f"sweep over {param} (bands: 95 % bootstrap interval of the mean over slices)", fontsize=9)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", fontsize=7)
+    fig.suptitle(
+        f"sweep over {param} (bands: 95 % interval of the mean over the units; stars: {param} not a number)", fontsize=9
+    )
+    _save(fig, path)
+
+
+def _other_marker(
+    ax: plt.Axes, label: str, chosen: float | None, band: tuple[float, float, float], colour: Any
+) -> None:
+    """A non-numeric setting's result: a star at the value it chose, else a dashed level line."""
+    mean, low, high = band
+    yerr = [[mean - low], [high - mean]] if np.isfinite(low) and np.isfinite(high) else None
+    if chosen is not None and chosen > 0:
+        ax.errorbar(
+            [chosen],
+            [mean],
+            yerr=yerr,
+            marker="*",
+            markersize=12,
+            color=colour,
+            linestyle="none",
+            label=f"{label} (chose {chosen:.3g})",
+        )
+        return
+    ax.axhline(mean, color=colour, linestyle="--", linewidth=1, label=label)
+    ax.plot([1.0], [mean], marker="*", markersize=12, color=colour, transform=ax.get_yaxis_transform(), clip_on=False)
+
+
+def summary_figure(
+    groups: Sequence[tuple[str, Sequence[tuple[str, dict[str, tuple[float, float, float]]]]]],
+    path: str | os.PathLike,
+    higher_is_better: dict[str, bool] | None = None,
+) -> None:
+    """A forest plot: a row of panels (one per metric) for each group (heading, [(row label,
+    {metric: (mean, low, high)})]), each panel with its own x range, showing every row's mean with
+    its interval. Rows without a mean (failed, no reference) read 'no mean'."""
+    names = list(groups[0][1][0][1])
+    sizes = [len(rows) for _, rows in groups]
+    height = sum(0.26 * n + 0.75 for n in sizes) + 0.3
+    fig, axes = plt.subplots(
+        len(groups),
+        len(names),
+        figsize=(3.0 * len(names) + 3.8, height),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [n + 1.5 for n in sizes]},
+    )
+    for g, (heading, rows) in enumerate(groups):
+        pos = np.arange(len(rows), dtype=float)
+        for ax, name in zip(axes[g], names):
+            band = np.array([v[name] for _, v in rows], dtype=float).reshape(-1, 3)
+            mean, low, high = band[:, 0], band[:, 1], band[:, 2]
+            ok = np.isfinite(mean)
+            err = np.vstack(
+                [mean - np.where(np.isfinite(low), low, mean), np.where(np.isfinite(high), high, mean) - mean]
+            )
+            ax.errorbar(mean[ok], pos[ok], xerr=err[:, ok], fmt="o", color="C0", markersize=4, capsize=2)
+            for p in pos[~ok]:
+                ax.text(0.02, p, "no mean", transform=ax.get_yaxis_transform(), va="center", fontsize=7, color="#a30")
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_yticks(pos, [label for label, _ in rows] if ax is axes[g][0] else [], fontsize=7)
+            ax.grid(axis="x", alpha=0.3)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+            ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+            better = (
+                ""
+                if higher_is_better is None
+                else " (higher is better)"
+                if higher_is_better[name]
+                else " (lower is better)"
+            )
+            ax.set_title(f"{name}{better}" if g == 0 else name, fontsize=8)
+        axes[g][0].set_title(heading, fontsize=8, fontweight="bold", loc="right", x=-0.02)
     fig.tight_layout()
     _save(fig, path)
 

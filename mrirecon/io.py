@@ -100,3 +100,29 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"checkpoint: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
     return state
+
+
+@contextlib.contextmanager
+def staged_outputs(dest: str | os.PathLike, owned: tuple[str, ...]) -> Iterator[Path]:
+    """Yield an empty temporary folder inside `dest` to write a set of outputs into. On success
+    every file in it is renamed into `dest` (each rename atomic, all after everything was written)
+    and files of `dest` that match an `owned` glob pattern but were not written this time (stale
+    outputs of an earlier run into the same folder) are deleted. On failure the temporary folder
+    is deleted and `dest` is left as it was: never a partial set of outputs."""
+    import shutil
+
+    folder = Path(dest)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=folder))
+    try:
+        yield stage
+        written = sorted(p for p in stage.iterdir() if p.is_file())
+        names = {p.name for p in written}
+        stale = [p for pattern in owned for p in folder.glob(pattern) if p.is_file() and p.name not in names]
+        for path in written:
+            os.chmod(path, 0o666 & ~_umask())
+            os.replace(path, folder / path.name)
+        for path in stale:
+            path.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

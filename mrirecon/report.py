@@ -1,5 +1,6 @@
-"""Rendering of results: CSV and markdown tables, and one self-contained HTML report page
-(inline CSS, PNGs embedded as base64, no scripts, nothing fetched from the network)."""
+"""Rendering of results: CSV tables, results.md and one self-contained HTML report page (inline
+CSS, PNGs embedded as base64, no scripts, nothing fetched from the network). Tables are grouped by
+data file, split and variant; every table names its level (slice or volume)."""
 
 from __future__ import annotations
 
@@ -7,72 +8,116 @@ import base64
 import csv
 import html
 import io
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrirecon.metrics import CONVENTION
+from mrirecon import stats
+from mrirecon.metrics import CONVENTION, VOLUME_CONVENTION
 from mrirecon.metrics import NAMES as METRICS
+from mrirecon.results import Column, cell, group_of
+from mrirecon.runs import Run, Skipped
 
-COMPARISON_COLUMNS = (
-    "slices",
-    "subjects",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "ci_low_subjects",
-    "ci_high_subjects",
-    "p",
-    "resolved",
-)
-TABLE_NOTE = (
-    f"Metrics: {CONVENTION}. Mean and sample std (ddof=1) over slices; slices, subjects: numbers of slices and of "
-    "subjects (empty: the data file records none); R: mean effective acceleration (pixels / measured k-space "
-    "locations); seconds_mean: mean reconstruction time per slice. best: * = best mean PSNR of its data file, "
-    "split and variant, and its paired PSNR difference to every other row is resolved; tied = the best row and "
-    "every row whose difference to it is not resolved."
-)
+HEADS = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+CONVENTIONS = {"slice": CONVENTION, "volume": VOLUME_CONVENTION}
+
+
+@dataclass
+class Report:
+    """Everything a report shows: the table rows, parameter columns, paired comparisons, level,
+    pooled fields, runs read, runs skipped, train-run labels and figures (section, caption, PNG)."""
+
+    title: str
+    level: str
+    table: list[dict[str, Any]]
+    columns: list[Column]
+    comparisons: list[dict[str, Any]]
+    runs: list[Run]
+    skipped: list[Skipped]
+    pool: tuple[str, ...] = ()
+    figures: list[tuple[str, str, Path]] = field(default_factory=list)
+    summary_figure: Path | None = None
+
+
+def table_note(level: str) -> str:
+    unit = "volume" if level == "volume" else "slice"
+    return (
+        f"Level: {level}. Metrics: {CONVENTIONS[level]}. Mean and sample std (ddof 1) over {unit}s; 95 % CI: "
+        f"t-interval of the mean over the independent units (subjects when the file records them, with a "
+        f"cluster-robust standard error; else {unit}s). slices, subjects: numbers of each (empty: the file records "
+        f"no subjects); failed: {unit}s with a non-finite metric (a diverging method's NaN, an all-zero reference): "
+        "when any failed the row has no mean, never a mean over the rest; R: mean effective acceleration; "
+        f"s/slice: mean reconstruction time per slice. best: * = best mean PSNR of its group and resolved from "
+        f"every other row (sign-flip test over the units, p < {stats.ALPHA}); tied = not resolved from the best row; "
+        f"too few subjects = with n units the test's smallest p is 2/2^n, so fewer than 6 units cannot resolve "
+        "anything."
+    )
+
+
 COMPARISON_NOTE = (
-    "Paired differences (method minus reference) over the slices both were run on: mean, 95 % bootstrap interval "
-    "(expanded percentile, 10,000 resamples of slices; of subjects, as clusters, when the data file records "
-    "them: then the interval shown and the decision are over subjects) and the two-sided Wilcoxon signed-rank p-value over slices (nan: fewer than 2 "
-    "slices; 1: all differences 0). Bold: resolved, the interval excludes 0 and p < 0.05. The smallest two-sided "
-    "p is 2 / 2^slices, so fewer than 6 slices resolve nothing (3 slices: p >= 0.25)."
+    "Paired differences (row minus reference) of each metric over the items both were run on: the mean, its 95 % "
+    "t-interval over the units and the two-sided sign-flip permutation p-value over the units (exact up to 16 "
+    "units, else 10,000 random sign assignments): subjects when the file records them (slices of one subject are "
+    "not independent), volumes at level volume, else slices. Bold: resolved, p < 0.05. With n units the smallest "
+    "p is 2/2^n: 'too few' below 6 units, whatever the data."
 )
 
 
-def results_columns(params: Sequence[str]) -> list[str]:
-    """The columns of results.csv and results.md."""
+# ------------------------------------------------------------------------------------------ CSV
+def result_columns(columns: Sequence[Column]) -> list[str]:
+    """The columns of results.csv."""
     return [
+        "level",
         "data",
+        "data_id",
         "split",
         "variant",
         "method",
-        *params,
+        *(c.title for c in columns),
+        "checkpoint",
+        "checkpoint_id",
+        "model_config",
+        "seed",
+        "version",
+        "label",
+        "runs",
         "slices",
         "subjects",
+        "unit",
+        "failed",
         "R",
-        *(f"{m}_{a}" for m in METRICS for a in ("mean", "std")),
+        *(f"{m}_{a}" for m in METRICS for a in ("mean", "std", "low", "high")),
         "seconds_mean",
         "best",
+        "warning",
     ]
 
 
-def fmt(key: str, value: Any) -> str:
-    """A table cell: PSNR 2 decimals, other metrics 4, seconds and parameters 4 significant digits."""
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return ""
-        if key.startswith("psnr"):
-            return f"{value:.2f}"
-        if key.startswith(METRICS):
-            return f"{value:.4f}"
-        if key == "R":
-            return f"{value:.2f}"
-        return f"{value:.4g}"  # seconds and swept parameters (lam 3e-05, not 0.0000)
-    return "" if value is None else str(value)
+COMPARISON_COLUMNS = [
+    "level",
+    "data",
+    "data_id",
+    "split",
+    "variant",
+    "method",
+    "label",
+    "reference",
+    "reference_label",
+    "metric",
+    "slices",
+    "unit",
+    "units",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p",
+    "decision",
+    "resolved",
+]
 
 
 def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
@@ -91,85 +136,232 @@ def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def comparison_rows(
-    comparisons: Sequence[dict[str, Any]], params: Sequence[str]
-) -> tuple[list[str], list[dict[str, Any]]]:
-    """The columns and flat rows of comparisons.csv."""
-    columns = [
-        "data",
-        "split",
-        "variant",
-        "method",
-        *params,
-        "reference",
-        "reference_label",
-        "metric",
-        *COMPARISON_COLUMNS,
-    ]
+def results_csv(report: Report) -> str:
+    rows = [{**r, **{c.title: cell(r, c) for c in report.columns}} for r in report.table]
+    return csv_text(result_columns(report.columns), rows)
+
+
+def comparisons_csv(report: Report) -> str:
     rows = []
-    for c in comparisons:
+    for c in report.comparisons:
         r = c["result"]
         rows.append(
             {
                 **c,
                 "slices": r.slices,
-                "subjects": "" if r.subjects is None else r.subjects,
+                "unit": r.unit,
+                "units": r.units,
                 "mean_diff": r.mean,
                 "ci_low": r.low,
                 "ci_high": r.high,
-                "ci_low_subjects": r.low_subjects,
-                "ci_high_subjects": r.high_subjects,
                 "p": r.p,
+                "decision": r.decision,
                 "resolved": str(r.resolved).lower(),
             }
         )
-    return columns, rows
+    return csv_text(COMPARISON_COLUMNS, rows)
 
 
-def _diff_cell(metric: str, r: Any) -> tuple[str, bool]:
-    """'+1.23 [+0.80, +1.70] p=0.25' (the interval over subjects when recorded), and resolved."""
-    digits = 2 if metric == "psnr" else 4
-    low, high = (r.low, r.high) if r.subjects is None else (r.low_subjects, r.high_subjects)
+# ------------------------------------------------------------------------------------------ cells
+def fmt(key: str, value: Any) -> str:
+    """A table cell: PSNR 2 decimals, other metrics 4, seconds and parameters 4 significant digits."""
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        if key.startswith("psnr"):
+            return f"{value:.2f}"
+        if key.startswith(METRICS):
+            return f"{value:.4f}"
+        if key == "R":
+            return f"{value:.2f}"
+        return f"{value:.4g}"  # seconds and swept parameters (lam 3e-05, not 0.0000)
+    return "" if value is None else str(value)
+
+
+def _mean_std(row: dict[str, Any], metric: str) -> str:
+    mean, std = fmt(f"{metric}_mean", row[f"{metric}_mean"]), fmt(f"{metric}_std", row[f"{metric}_std"])
+    return f"{mean} ± {std}" if mean and std else mean  # a single item has no std
+
+
+def _interval(row: dict[str, Any], metric: str) -> str:
+    low, high = fmt(metric, row[f"{metric}_low"]), fmt(metric, row[f"{metric}_high"])
+    return f"[{low}, {high}]" if low and high else ""
+
+
+def groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Rows by group (data file, split, variant), each with a heading naming them."""
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by[group_of(row)].append(row)
+    out = []
+    for members in by.values():
+        r = members[0]
+        content = f", content {r['data_id'][:8]}" if r["data_id"] else ""
+        out.append((f"{r['variant']} · split {r['split']} · data {r['data_label']} ({r['data']}{content})", members))
+    return out
+
+
+def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """The results table of one group: its head and cells (text, bold)."""
+    columns = [c for c in report.columns if any(cell(r, c) != "" for r in rows)]
+    extra = any(" · " in r["label"] for r in rows)
+    unit = "volumes" if report.level == "volume" else "subjects"
+    head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R"]
+    head += [*HEADS.values(), "PSNR 95 % CI", "s/slice", "best"]
+    warned = any(r["warning"] for r in rows)
+    head += ["warning"] if warned else []
+    lines = []
+    for r in rows:
+        cells = [r["method"], *(fmt("param", cell(r, c)) for c in columns)]
+        cells += [r["label"].split(" · ", 1)[1] if " · " in r["label"] else ""] if extra else []
+        cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"])]
+        cells += [*(_mean_std(r, m) for m in METRICS), _interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
+        cells += [r["best"], *([r["warning"]] if warned else [])]
+        lines.append([(text, head[k] == "best" and text == "*") for k, text in enumerate(cells)])
+    return head, lines
+
+
+def _signed(metric: str, value: float) -> str:
+    return f"{value:+.2f}" if metric == "psnr" else f"{value:+.3g}"
+
+
+def _diff_cell(metric: str, r: stats.Paired) -> tuple[str, bool]:
+    """'+1.23 [+0.80, +1.70] p=0.031' (PSNR to 2 decimals, others to 3 significant digits), and
+    whether it is resolved."""
     if not np.isfinite(r.mean):
         return "", False
-    return f"{r.mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}] p={r.p:.2g}", r.resolved
+    interval = f" [{_signed(metric, r.low)}, {_signed(metric, r.high)}]" if np.isfinite(r.low) else ""
+    return f"{_signed(metric, r.mean)}{interval} p={r.p:.2g}", r.resolved
 
 
-def _comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[tuple[str, bool]]]]:
-    """One line per (row, reference): variant, split, method, vs, slices, subjects, a cell per metric."""
-    head = ["variant", "split", "method", "vs", "slices", "subjects", *(f"{m} difference" for m in METRICS)]
-    lines: dict[tuple, list[tuple[str, bool]]] = {}
+def comparison_tables(
+    comparisons: Sequence[dict[str, Any]],
+) -> list[tuple[str, list[str], list[list[tuple[str, bool]]]]]:
+    """The paired comparisons of one group, one table per reference (its best row; the baseline):
+    (caption, head, lines) with a line per row: row, slices, units, a cell per metric."""
+    head = ["row", "slices", "units", *(f"{HEADS[m]} difference" for m in METRICS)]
+    tables: dict[tuple[str, str], dict[str, list[tuple[str, bool]]]] = {}
     for c in comparisons:
-        key = (c["data"], c["split"], c["variant"], c["label"], c["reference"], c["reference_label"])
+        lines = tables.setdefault((c["reference"], c["reference_label"]), {})
         r = c["result"]
-        if key not in lines:
-            vs = f"{c['reference']}: {c['reference_label']}"
-            subjects = "" if r.subjects is None else str(r.subjects)
-            lines[key] = [
-                (c["variant"], False),
-                (c["split"], False),
+        if c["label"] not in lines:
+            few = " (too few)" if r.decision.startswith("too few") else ""
+            lines[c["label"]] = [
                 (c["label"], False),
-                (vs, False),
                 (str(r.slices), False),
-                (subjects, False),
+                (f"{r.units} {r.unit}{few}", False),
                 *[("", False)] * len(METRICS),
             ]
-        lines[key][6 + METRICS.index(c["metric"])] = _diff_cell(c["metric"], r)
-    return head, list(lines.values())
+        lines[c["label"]][3 + METRICS.index(c["metric"])] = _diff_cell(c["metric"], r)
+    names = {"best": "the best row of the group", "baseline": "the baseline"}
+    return [
+        (f"Paired differences, each row minus {names.get(kind, kind)}: {label}", head, list(lines.values()))
+        for (kind, label), lines in tables.items()
+    ]
 
 
-def markdown(table: Sequence[dict[str, Any]], params: Sequence[str], comparisons: Sequence[dict[str, Any]]) -> str:
-    """results.md: the results table, its note, and the paired comparisons."""
-    cols = results_columns(params)
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(fmt(c, row[c]) for c in cols) + " |" for row in table]
-    md += ["", TABLE_NOTE, ""]
-    if comparisons:
-        head, lines = _comparison_table(comparisons)
-        md += ["## Paired comparisons", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        md += ["| " + " | ".join(f"**{t}**" if bold else t for t, bold in line) + " |" for line in lines]
-        md += ["", COMPARISON_NOTE, ""]
+def runs_list(report: Report) -> list[str]:
+    """One line per run read: folder, what it is, when and by which version, what auto chose."""
+    out = []
+    for run in report.runs:
+        i = run.identity
+        parts = [f"{run.dir}", f"{i['method']} on {i['variant']} ({i['split']}) of {i['data'] or '?'}"]
+        parts.append(f"seed {i['seed'] or '? (not recorded)'}, mrirecon {i['version'] or '?'}")
+        parts.append(f"made {run.summary.get('created') or '? (not recorded)'}")
+        if i["checkpoint"]:
+            epoch = (run.summary.get("checkpoint_info") or {}).get("epoch")
+            parts.append(f"checkpoint {i['checkpoint']} ({i['model_config'] or 'model ?'}, epoch {epoch})")
+        chosen = _chosen_text(run.summary)
+        if chosen:
+            parts.append(f"auto chose {chosen}")
+        out.append("; ".join(parts))
+    return out
+
+
+def _chosen_text(summary: dict[str, Any]) -> str:
+    """'lam 0.0123 (per slice 0.01-0.015; rule: discrepancy principle)' for each data-chosen setting."""
+    texts = []
+    rules: dict[str, Any] = summary["rule"] if isinstance(summary.get("rule"), dict) else {}
+    for key, value in (summary.get("chosen") or {}).items():
+        if not isinstance(value, dict):
+            continue
+        per = [float(v) for v in value.get("per_slice") or [] if isinstance(v, (int, float))]
+        rule = value.get("rule") or rules.get(key) or (summary["rule"] if isinstance(summary.get("rule"), str) else "")
+        details = [f"per slice {min(per):.4g}-{max(per):.4g}"] if per else []
+        details += [f"rule: {rule}"] if rule else []
+        mean = value.get("mean")
+        text = f"{key} {mean:.4g}" if isinstance(mean, (int, float)) else f"{key} {mean}"
+        texts.append(text + (f" ({'; '.join(details)})" if details else ""))
+    return ", ".join(texts)
+
+
+# ------------------------------------------------------------------------------------------ markdown
+def _md_table(head: Sequence[str], lines: Sequence[Sequence[tuple[str, bool]]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += [
+        "| " + " | ".join(f"**{t}**" if bold else t.replace("|", "\\|") for t, bold in line) + " |" for line in lines
+    ]
+    return out
+
+
+def _comparisons_by_group(report: Report) -> dict[tuple, list[dict[str, Any]]]:
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for c in report.comparisons:
+        by[group_of(c)].append(c)
+    return by
+
+
+def warnings(report: Report) -> list[str]:
+    """Each distinct warning of the rows, with the rows it concerns."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for row in report.table:
+        for w in row["warnings"]:
+            found[w].append(f"{row['label']} on {row['variant']} ({row['data_label']})")
+    return [f"{w}: {', '.join(rows)}" for w, rows in found.items()]
+
+
+def meta(report: Report) -> str:
+    """What the report covers, in one paragraph."""
+    pooled = f" Rows pooled over {', '.join(report.pool)} (pool=), per item mean over the runs." if report.pool else ""
+    return (
+        f"Level: {report.level} ({CONVENTIONS[report.level]}). {len(report.table)} rows from {len(report.runs)} "
+        f"reconstruct runs; a row is one data file (path and content), split, variant, method and parameters, "
+        f"checkpoint, seed, code version and metric convention.{pooled} Skipped: {len(report.skipped)}."
+    )
+
+
+def markdown(report: Report) -> str:
+    """results.md: per group its results table and paired comparisons; warnings, skipped runs and
+    the runs covered."""
+    md = [f"# {report.title}", "", meta(report), ""]
+    md += [f"- warning: {w}" for w in warnings(report)] + ([""] if warnings(report) else [])
+    comps = _comparisons_by_group(report)
+    for heading, rows in groups(report.table):
+        md += [f"## {heading}", "", f"Level: {report.level}", ""]
+        md += [*_md_table(*group_table(report, rows)), ""]
+        for caption, head, lines in comparison_tables(comps.get(group_of(rows[0]), [])):
+            md += [f"{caption}:", "", *_md_table(head, lines), ""]
+    md += [table_note(report.level), "", COMPARISON_NOTE, ""]
+    if report.skipped:
+        md += ["## Skipped", "", *(f"- {s.path}: {s.reason}" for s in report.skipped), ""]
+    md += ["## Runs", "", *(f"- {line}" for line in runs_list(report)), ""]
     return "\n".join(md)
+
+
+# ------------------------------------------------------------------------------------------ HTML
+CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fff; max-width: 110em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.0em; margin: 1.2em 0 0.3em; }
+div.wide { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
+th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: right; white-space: nowrap; }
+th { background: #eef; } td.t { text-align: left; }
+p.note, p.meta { font-size: 0.8em; color: #555; max-width: 75em; }
+ul.warn li { color: #a30; font-size: 0.85em; } ul.runs li { font-size: 0.75em; color: #444; }
+figure { margin: 0.8em 0; } figcaption { font-size: 0.8em; color: #555; }
+img { max-width: 100%; border: 1px solid #ddd; }
+"""
 
 
 def _img(path: Path) -> str:
@@ -177,61 +369,66 @@ def _img(path: Path) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
+TEXT_COLUMNS = ("method", "run", "row", "units", "best", "warning")  # left-aligned; numbers right-aligned
+
+
 def _html_table(head: Sequence[str], lines: Sequence[Sequence[tuple[str, bool]]]) -> str:
     out = ["<div class='wide'><table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"]
     for line in lines:
-        cells = (f"<td><b>{html.escape(t)}</b></td>" if bold else f"<td>{html.escape(t)}</td>" for t, bold in line)
+        cells = []
+        for h, (t, bold) in zip(head, line):
+            text = f"<b>{html.escape(t)}</b>" if bold else html.escape(t)
+            cells.append(f"<td class='t'>{text}</td>" if h in TEXT_COLUMNS else f"<td>{text}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table></div>")
     return "\n".join(out)
 
 
-CSS = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; background: #fff; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
-div.wide { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0; }
-th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: right; white-space: nowrap; }
-th { background: #eef; } td:nth-child(-n+4) { text-align: left; }
-p.note { font-size: 0.8em; color: #555; max-width: 75em; }
-figure { margin: 0.8em 0; } figcaption { font-size: 0.8em; color: #555; }
-img { max-width: 100%; border: 1px solid #ddd; }
-"""
+def _list(items: Sequence[str], kind: str) -> str:
+    return f"<ul class='{kind}'>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
-def html_report(
-    title: str,
-    table: Sequence[dict[str, Any]],
-    params: Sequence[str],
-    comparisons: Sequence[dict[str, Any]],
-    figures: Sequence[tuple[str, str, Path]],
-) -> str:
-    """report.html: the results table, the paired comparisons, and figures (section, caption, PNG
-    path) embedded as base64; one file, readable offline."""
-    parts = [
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    if table:
-        cols = results_columns(params)
-        parts += [
-            "<h2>Results</h2>",
-            _html_table(cols, [[(fmt(c, row[c]), c == "best" and row[c] == "*") for c in cols] for row in table]),
-            f"<p class='note'>{html.escape(TABLE_NOTE)}</p>",
-        ]
-    if comparisons:
-        head, lines = _comparison_table(comparisons)
-        parts += [
-            "<h2>Paired comparisons</h2>",
-            _html_table(head, lines),
-            f"<p class='note'>{html.escape(COMPARISON_NOTE)}</p>",
-        ]
-    section = None
+def _figures(figures: Sequence[tuple[str, str, Path]]) -> list[str]:
+    parts, section = [], None
     for name, caption, path in figures:
         if name != section:
             parts.append(f"<h2>{html.escape(name)}</h2>")
             section = name
         parts.append(f"<figure>{_img(path)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return parts
+
+
+def html_report(report: Report) -> str:
+    """report.html: what it covers, warnings and skipped runs, the summary plot, per group the
+    results table and paired comparisons, the figures, and the list of runs; one offline file."""
+    e = html.escape
+    parts = [
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{e(report.title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{e(report.title)}</h1>",
+        f"<p class='meta'>{e(meta(report))}</p>",
+    ]
+    if warnings(report):
+        parts += ["<h2>Warnings</h2>", _list(warnings(report), "warn")]
+    if report.skipped:
+        parts += ["<h2>Skipped runs</h2>", _list([f"{s.path}: {s.reason}" for s in report.skipped], "warn")]
+    if report.summary_figure is not None:
+        caption = f"Mean of each metric with its 95 % interval over the units, per row, grouped by variant and data file (level {report.level})"
+        parts += [
+            "<h2>Summary</h2>",
+            f"<figure>{_img(report.summary_figure)}<figcaption>{e(caption)}</figcaption></figure>",
+        ]
+    comps = _comparisons_by_group(report)
+    if report.table:
+        parts.append(f"<h2>Results (level {e(report.level)})</h2>")
+    for heading, rows in groups(report.table):
+        parts += [f"<h3>{e(heading)}</h3>", _html_table(*group_table(report, rows))]
+        for caption, head, lines in comparison_tables(comps.get(group_of(rows[0]), [])):
+            parts += [f"<p class='note'>{e(caption)}:</p>", _html_table(head, lines)]
+    if report.table:
+        parts += [f"<p class='note'>{e(table_note(report.level))}</p>", f"<p class='note'>{e(COMPARISON_NOTE)}</p>"]
+    parts += _figures(report.figures)
+    if report.runs:
+        parts += [f"<h2>Runs ({len(report.runs)})</h2>", _list(runs_list(report), "runs")]
     parts.append("</body></html>\n")
     return "\n".join(parts)

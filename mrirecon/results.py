@@ -1,138 +1,243 @@
-"""Results tables from per-slice rows: one row per method setting, paired comparisons, sweeps.
+"""Results tables from loaded runs: one row per distinct run identity, paired comparisons, sweeps.
 
-A run is a dict with keys data, split, variant, method, params (the method's settings), slices
-(slice indices), subjects (the subject of each slice, or None) and per_slice ({name: array}
-for METRICS, "seconds" and "R", the effective acceleration). Nothing is recomputed from images.
+Runs share a row only when everything that makes runs differ is equal (runs.identity: data file
+and its content id, split, variant, method and its parameters, checkpoint, seed, code version,
+metric convention); `pool=("seed",)` lets rows that differ only by seed share one, on request.
+Runs that share a row are averaged item by item (slice or volume). Rows are compared within
+their group (same data file, content, split and variant). Nothing is recomputed from images.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mrirecon import stats
 from mrirecon.metrics import NAMES as METRICS
+from mrirecon.runs import Run
 
 HIGHER_IS_BETTER = {"nrmse": False, "psnr": True, "ssim": True}
 RANK_BY = "psnr"
+POOLABLE = ("seed",)
+GROUP = ("data", "data_id", "split", "variant")
+# The unit of a method parameter where methods name different quantities alike: a sweep axis or
+# table column never mixes units (cg_sense's lam weighs A^H A; the CS methods' lam is relative).
+UNITS = {
+    "cg_sense": {"lam": "A^H A"},
+    "cs_wavelet": {"lam": "x max|A^H y|"},
+    "cs_tv": {"lam": "x max|A^H y|"},
+}
+UNIT_NAMES = {"slice": "slices", "volume": "volumes"}
 
 
-def swept_params(runs: list[dict[str, Any]]) -> list[str]:
+@dataclass(frozen=True)
+class Column:
+    """A parameter column: its title, the parameter, the unit it holds ('' when not declared) and
+    the methods it is swept for (the only rows with a value in it)."""
+
+    title: str
+    param: str
+    unit: str
+    methods: tuple[str, ...]
+
+
+def unit_of(method: str, param: str) -> str:
+    return UNITS.get(method, {}).get(param, "")
+
+
+def param_columns(runs: list[Run]) -> list[Column]:
     """Method parameters that take more than one value among runs of the same method, in the
-    order of the methods' configs (lam before beta)."""
+    order of the methods' configs, one column per (parameter, unit): 'lam' when one unit, else
+    'lam [A^H A]', 'lam [x max|A^H y|]'."""
     values: dict[tuple[str, str], set[str]] = defaultdict(set)
     for run in runs:
-        for key, value in run["params"].items():
+        for key, value in run.identity["params"].items():
             if key != "name":
-                values[(run["method"], key)].add(json.dumps(value))
-    return list(dict.fromkeys(key for (_, key), vals in values.items() if len(vals) > 1))
+                values[(run.identity["method"], key)].add(json.dumps(value, sort_keys=True))
+    swept = [(method, key) for (method, key), vals in values.items() if len(vals) > 1]
+    units: dict[str, dict[str, list[str]]] = defaultdict(dict)  # param -> unit -> methods
+    for method, key in swept:
+        units[key].setdefault(unit_of(method, key), []).append(method)
+    return [
+        Column(key if len(found) == 1 else f"{key} [{unit or ', '.join(methods)}]", key, unit, tuple(methods))
+        for key, found in units.items()
+        for unit, methods in found.items()
+    ]
 
 
-def group_of(row: dict[str, Any]) -> tuple[str, str, str]:
-    """Rows compared with each other: same data file, split and variant."""
-    return row["data"], row["split"], row["variant"]
+def cell(row: dict[str, Any], column: Column) -> Any:
+    """The row's value in a parameter column ('' when the column is not swept for its method)."""
+    if row["method"] not in column.methods:
+        return ""
+    return row["params"].get(column.param, "")
 
 
-def label(row: dict[str, Any], params: list[str]) -> str:
-    """The method and its swept settings, e.g. 'cg_sense (lam=0.01)'."""
-    extra = ", ".join(f"{p}={row[p]:g}" if _numeric(row[p]) else f"{p}={row[p]}" for p in params if row[p] != "")
-    return row["method"] + (f" ({extra})" if extra else "")
+def key_of(identity: dict[str, Any], pool: tuple[str, ...]) -> str:
+    return json.dumps({k: v for k, v in identity.items() if k not in pool}, sort_keys=True, default=str)
+
+
+def group_of(row: dict[str, Any]) -> tuple[str, ...]:
+    """Rows compared with each other: same data file (and content), split and variant."""
+    return tuple(str(row[k]) for k in GROUP)
+
+
+def _pooled(members: list[Run]) -> tuple[dict[Any, dict[str, float]], dict[Any, Any] | None, int]:
+    """{item: {name: value}} averaged over the runs of a row, {item: unit} (None when items are
+    their own units) and the number of distinct slices."""
+    values: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    units: dict[Any, Any] | None = {}
+    for run in members:
+        for k, item in enumerate(run.items.tolist()):
+            for name, arr in run.values.items():
+                values[item][name].append(float(arr[k]))
+            if run.units is None:
+                units = None
+            elif units is not None:
+                units[item] = run.units[k].item()
+    slices = len({int(s) for run in members for s in run.slices})
+    return {i: {n: float(np.mean(v)) for n, v in d.items()} for i, d in values.items()}, units, slices
+
+
+def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any]:
+    """One table row from the runs that share it."""
+    first = members[0]
+    row: dict[str, Any] = {**first.identity, "level": level}
+    if "seed" in pool:
+        row["seed"] = ", ".join(sorted({r.identity["seed"] for r in members}, key=lambda s: (len(s), s)))
+    items, units, slices = _pooled(members)
+    order = sorted(items)
+    column = {name: np.array([items[i].get(name, np.nan) for i in order]) for name in (*METRICS, "seconds", "R")}
+    labels = None if units is None else np.array([units[i] for i in order])
+    has_reference = bool(first.summary.get("has_reference", True))
+    failed = int(np.sum(~np.isfinite(np.stack([column[m] for m in METRICS])).all(axis=0))) if has_reference else 0
+    row.update(
+        runs=len(members),
+        slices=slices,
+        subjects=len(items) if level == "volume" else ("" if units is None else len(set(units.values()))),
+        unit="volumes" if level == "volume" else "slices" if units is None else "subjects",
+        failed=failed if has_reference else "",
+        R=float(np.nanmean(column["R"])) if np.isfinite(column["R"]).any() else np.nan,
+        seconds_mean=float(np.mean(column["seconds"])),
+    )
+    for name in METRICS:
+        values = column[name]
+        mean, low, high = stats.mean_interval(values, labels) if failed == 0 else (np.nan,) * 3
+        std = float(np.std(values, ddof=1)) if failed == 0 and len(values) > 1 else np.nan
+        row.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_low": low, f"{name}_high": high})
+    row["best"] = "no reference" if not has_reference else f"failed ({failed})" if failed else ""
+    row["warnings"] = list(dict.fromkeys(w for r in members for w in r.warnings))
+    row["warning"] = " | ".join(row["warnings"])
+    row["items"], row["unit_of"], row["members"] = items, units, members
+    return row
+
+
+def summarize(runs: list[Run], level: str = "slice", pool: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per distinct run identity (less the `pool`ed fields) with runs, slices, subjects,
+    failed (items with a non-finite metric), R, seconds_mean and per metric the mean, sample std
+    (ddof 1), and interval over the units (`<metric>_low/_high`; subjects when recorded), all NaN
+    when any item failed. Sorted by group, then mean PSNR (best first)."""
+    rows: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        rows[key_of(run.identity, pool)].append(run)
+    table = [_row(members, level, pool) for members in rows.values()]
+    table.sort(key=lambda r: (group_of(r), -np.nan_to_num(r[f"{RANK_BY}_mean"], nan=-np.inf)))
+    return table
+
+
+def compare(row: dict[str, Any], reference: dict[str, Any], metric: str) -> stats.Paired:
+    """Paired difference row - reference of `metric` over the items both were run on, decided
+    over the units (subjects when both record them)."""
+    common = sorted(set(row["items"]) & set(reference["items"]))
+    a = np.array([row["items"][i][metric] for i in common])
+    b = np.array([reference["items"][i][metric] for i in common])
+    units = None
+    if row["unit_of"] is not None and reference["unit_of"] is not None:
+        units = np.array([row["unit_of"][i] for i in common])
+    return stats.paired(a, b, units, row["unit"] if units is not None or row["unit"] != "subjects" else "slices")
+
+
+# ------------------------------------------------------------------------------------------ labels
+def short_paths(paths: list[str]) -> dict[str, str]:
+    """The shortest trailing part of each path (in folders) that tells it apart from the others."""
+    unique = sorted({p for p in paths if p})
+    out = {}
+    for p in unique:
+        parts = Path(p).parts
+        out[p] = p
+        for k in range(1, len(parts) + 1):
+            if all(Path(q).parts[-k:] != parts[-k:] for q in unique if q != p):
+                out[p] = str(Path(*parts[-k:]))
+                break
+    return out
+
+
+def _versions(rows: list[dict[str, Any]], path_key: str, id_key: str) -> dict[tuple[str, str], str]:
+    """A label per (path, content id): the short path, plus the id where one path held several."""
+    shorts = short_paths([r[path_key] for r in rows])
+    ids: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        ids[r[path_key]].add(r[id_key])
+    return {
+        (r[path_key], r[id_key]): shorts.get(r[path_key], "")
+        + (f" #{r[id_key][:6]}" if len(ids[r[path_key]]) > 1 else "")
+        for r in rows
+    }
+
+
+def label_rows(table: list[dict[str, Any]], columns: list[Column]) -> None:
+    """Set each row's `data_label` (the data file, told apart from the others in the table) and
+    `label` (method, parameters, checkpoint, and the seed, version or convention where they vary
+    within its group): what the row is, in the tables, comparisons and figures."""
+    data = _versions(table, "data", "data_id")
+    checkpoints = _versions([r for r in table if r["checkpoint"]], "checkpoint", "checkpoint_id")
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in table:
+        row["data_label"] = data[(row["data"], row["data_id"])] or "(data path not recorded)"
+        groups[group_of(row)].append(row)
+    for rows in groups.values():
+        varying = [k for k in ("seed", "version", "convention") if len({r[k] for r in rows}) > 1]
+        conventions = sorted({r["convention"] for r in rows})
+        for row in rows:
+            params = [f"{c.param}={_fmt(cell(row, c))}" for c in columns if cell(row, c) != ""]
+            extra = []
+            if row["checkpoint"]:
+                model = f"{row['model_config']} " if row["model_config"] else ""
+                extra.append(f"checkpoint {model}{checkpoints[(row['checkpoint'], row['checkpoint_id'])]}")
+            if "seed" in varying or "," in str(row["seed"]):
+                extra.append(f"seed {row['seed'] or '?'}" if "," not in str(row["seed"]) else f"seeds {row['seed']}")
+            if "version" in varying:
+                extra.append(f"v{row['version'] or '?'}")
+            if "convention" in varying:
+                extra.append(f"metric convention {conventions.index(row['convention']) + 1}")
+            text = row["method"] + (f" ({', '.join(params)})" if params else "")
+            row["label"] = text + "".join(f" · {e}" for e in extra)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if _numeric(value) else str(value)
 
 
 def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _per_slice(members: list[dict[str, Any]]) -> tuple[dict[int, dict[str, float]], dict[int, Any] | None]:
-    """{slice: {name: value}} over the runs of a row (repeated slices averaged), and
-    {slice: subject} (None when any run does not record subjects)."""
-    values: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    subjects: dict[int, Any] | None = {}
-    for run in members:
-        for k, s in enumerate(run["slices"]):
-            for name, arr in run["per_slice"].items():
-                values[s][name].append(float(arr[k]))
-            if run["subjects"] is None:
-                subjects = None
-            elif subjects is not None:
-                subjects[s] = run["subjects"][k]
-    return {s: {n: float(np.mean(v)) for n, v in d.items()} for s, d in values.items()}, subjects
+def sort_key(value: Any) -> tuple:
+    """Order of parameter values: numbers by value, then other values (e.g. auto) by their text."""
+    return (0, float(value), "") if _numeric(value) else (1, 0.0, str(value))
 
 
-def _mean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]  # NaN: data without a reference image, or not recorded
-    return float(finite.mean()) if finite.size else float("nan")
-
-
-def _std(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
-
-
-def summarize(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per (data file, split, variant, method, swept params) with slices, subjects, R,
-    mean and sample std of each metric over slices, seconds_mean, a bootstrap interval of each
-    metric's mean (`<metric>_low/_high`), sorted by mean PSNR within each group. Runs on
-    different files or splits are never pooled."""
-    params = swept_params(runs)
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for run in runs:
-        key = (
-            run["data"],
-            run["split"],
-            run["variant"],
-            run["method"],
-            *(json.dumps(run["params"].get(p)) for p in params),
-        )
-        groups[key].append(run)
-    table = []
-    for key, members in groups.items():
-        row: dict[str, Any] = {"data": key[0], "split": key[1], "variant": key[2], "method": key[3]}
-        row.update({p: members[0]["params"].get(p, "") for p in params})
-        per_slice, subjects = _per_slice(members)
-        order = sorted(per_slice)
-        row["slices"] = len(order)
-        row["subjects"] = len(set(subjects.values())) if subjects is not None else ""
-
-        def column(name: str, per_slice: dict = per_slice, order: list = order) -> np.ndarray:
-            return np.array([per_slice[s].get(name, np.nan) for s in order])
-
-        row["R"] = _mean(column("R"))
-        clusters = None if subjects is None else np.array([subjects[s] for s in order])
-        for name in METRICS:
-            values = column(name)
-            row[f"{name}_mean"], row[f"{name}_std"] = _mean(values), _std(values)
-            keep = np.isfinite(values)
-            row[f"{name}_low"], row[f"{name}_high"] = stats.bootstrap_ci(
-                values[keep], None if clusters is None else clusters[keep]
-            )
-        row["seconds_mean"] = _mean(column("seconds"))
-        row["best"] = ""
-        row["per_slice"], row["subject_of"], row["runs"] = per_slice, subjects, members
-        table.append(row)
-    table.sort(key=lambda r: (*group_of(r), -np.nan_to_num(r[f"{RANK_BY}_mean"], nan=-np.inf)))
-    return table, params
-
-
-def compare(row: dict[str, Any], reference: dict[str, Any], metric: str) -> stats.Paired:
-    """Paired difference row - reference of `metric` over the slices both were run on."""
-    common = sorted(set(row["per_slice"]) & set(reference["per_slice"]))
-    a = np.array([row["per_slice"][s][metric] for s in common])
-    b = np.array([reference["per_slice"][s][metric] for s in common])
-    subjects = None
-    if row["subject_of"] is not None and reference["subject_of"] is not None:
-        subjects = np.array([row["subject_of"][s] for s in common])
-    return stats.paired(a, b, subjects)
-
-
-def comparisons(table: list[dict[str, Any]], params: list[str], baseline: str | None) -> list[dict[str, Any]]:
+# ------------------------------------------------------------------------------------------ comparisons
+def comparisons(table: list[dict[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
     """Every row against the best row of its group (by mean PSNR) and, if given, against the
-    best row of method `baseline` in its group; one entry per (row, reference, metric). Also
-    sets each row's `best`: '*' on the best row when its PSNR difference to every other row is
-    resolved, else 'tied' on the best row and on each row not resolved from it."""
+    best row of method `baseline` in its group; one entry per (row, reference, metric). Sets
+    each row's `best` from the PSNR comparisons with the best row: '*' on the best row when it is
+    resolved from every other row; 'tied' on rows not resolved from it (and on the best row);
+    'too few <units>' where the test cannot reach ALPHA with the units there are."""
     by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         by_group[group_of(row)].append(row)
@@ -147,51 +252,74 @@ def comparisons(table: list[dict[str, Any]], params: list[str], baseline: str | 
             references.append(("baseline", base[0]))
         for kind, ref in references:
             for row in ranked:
-                if row is ref:
-                    continue
-                for metric in METRICS:
-                    result = compare(row, ref, metric)
-                    out.append(
-                        {
-                            "data": row["data"],
-                            "split": row["split"],
-                            "variant": row["variant"],
-                            "method": row["method"],
-                            **{p: row[p] for p in params},
-                            "label": label(row, params),
-                            "reference": kind,
-                            "reference_label": label(ref, params),
-                            "metric": metric,
-                            "result": result,
-                        }
-                    )
-                    if kind == "best" and metric == RANK_BY and not result.resolved:
-                        row["best"] = ref["best"] = "tied"
-        if ranked[0]["best"] != "tied" and len(ranked) > 1:
-            ranked[0]["best"] = "*"
+                if row is not ref:
+                    out += [_entry(row, ref, kind, metric) for metric in METRICS]
+        _mark_best(ranked, [c for c in out if c["reference"] == "best" and c["metric"] == RANK_BY])
     return out
 
 
+def _entry(row: dict[str, Any], ref: dict[str, Any], kind: str, metric: str) -> dict[str, Any]:
+    return {
+        **{k: row[k] for k in (*GROUP, "data_label", "method", "label", "level")},
+        "row": row,
+        "reference": kind,
+        "reference_label": ref["label"],
+        "metric": metric,
+        "result": compare(row, ref, metric),
+    }
+
+
+def _mark_best(ranked: list[dict[str, Any]], decided: list[dict[str, Any]]) -> None:
+    """The `best` cells of a group from the PSNR comparisons with its best row."""
+    if len(ranked) < 2:
+        return
+    outcomes = {id(c["row"]): c["result"].decision for c in decided}
+    for row in ranked[1:]:
+        decision = outcomes.get(id(row), "")
+        row["best"] = "" if decision == "resolved" else "tied" if decision == "not resolved" else decision
+    cells = {r["best"] for r in ranked[1:]}
+    ranked[0]["best"] = "*" if cells == {""} else "tied" if "tied" in cells else sorted(cells - {""})[0]
+
+
+# ------------------------------------------------------------------------------------------ sweeps
+@dataclass
+class Sweep:
+    """Rows of one series that differ in `column` only: numeric values (sorted) and the rows whose
+    value is not a number (e.g. auto: the value chosen per slice, `chosen`, when recorded)."""
+
+    column: Column
+    name: str
+    numeric: list[dict[str, Any]]
+    other: list[tuple[dict[str, Any], float | None]]
+
+
 def sweeps(
-    table: list[dict[str, Any]], params: list[str]
-) -> tuple[dict[str, list[list[dict[str, Any]]]], list[tuple[str, str, list[dict[str, Any]]]]]:
-    """Sweeps in the table: for each (data, split, variant, method) the swept params that vary
-    among its rows. One varying param: a line (rows sorted by its value), collected per param
-    name; two: a grid (param1, param2, rows). Methods varying in three or more are left out."""
-    lines: dict[str, list[list[dict[str, Any]]]] = defaultdict(list)
-    grids: list[tuple[str, str, list[dict[str, Any]]]] = []
+    table: list[dict[str, Any]], columns: list[Column]
+) -> tuple[list[Sweep], list[tuple[Column, Column, list[dict[str, Any]]]]]:
+    """Sweeps in the table: for each group, method and fixed checkpoint, seed and version, the
+    parameter columns that vary among its rows. One: a line; two: a grid (p1, p2, rows). Series
+    varying in three or more are left out."""
+    lines: list[Sweep] = []
+    grids: list[tuple[Column, Column, list[dict[str, Any]]]] = []
     series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in table:
-        series[(*group_of(row), row["method"])].append(row)
+        series[
+            (group_of(row), row["method"], row["checkpoint"], row["checkpoint_id"], row["seed"], row["version"])
+        ].append(row)
     for rows in series.values():
-        varying = [p for p in params if len({json.dumps(r[p]) for r in rows}) > 1]
+        varying = [c for c in columns if len({json.dumps(cell(r, c)) for r in rows}) > 1]
         if len(varying) == 1:
-            lines[varying[0]].append(sorted(rows, key=lambda r: sort_key(r[varying[0]])))
+            c = varying[0]
+            numeric = sorted((r for r in rows if _numeric(cell(r, c))), key=lambda r: float(cell(r, c)))
+            other = [(r, _chosen(r, c.param)) for r in rows if not _numeric(cell(r, c))]
+            lines.append(Sweep(c, f"{rows[0]['method']} on {rows[0]['variant']}", numeric, other))
         elif len(varying) == 2:
             grids.append((varying[0], varying[1], rows))
-    return dict(lines), grids
+    return lines, grids
 
 
-def sort_key(value: Any) -> tuple:
-    """Order of parameter values: numbers by value, then other values by their text."""
-    return (0, float(value), "") if _numeric(value) else (1, 0.0, str(value))
+def _chosen(row: dict[str, Any], param: str) -> float | None:
+    """The mean value a data-driven setting (param: auto) took in the row's runs, if recorded."""
+    recorded = [((r.summary.get("chosen") or {}).get(param) or {}).get("mean") for r in row["members"]]
+    means = [float(m) for m in recorded if isinstance(m, (int, float)) and not isinstance(m, bool)]
+    return float(np.mean(means)) if means else None

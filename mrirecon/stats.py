@@ -1,131 +1,134 @@
-"""Paired statistics over slices: bootstrap confidence intervals and the Wilcoxon signed-rank test.
+"""Paired statistics at the level of the independent units: subjects when recorded, else slices.
 
-Intervals are percentile bootstrap intervals of the mean with Hesterberg's "expanded percentile"
-correction for small samples (the percentiles are widened so that the interval matches a
-t-interval's coverage; with 2 or 3 values it is the range of the bootstrap means, i.e. of the
-values). With `clusters` (the subject of each slice) a cluster bootstrap resamples whole subjects
-instead of slices. A difference is `resolved` when its interval excludes 0 and the Wilcoxon
-signed-rank test rejects "no difference" at `ALPHA` (two-sided). The second condition keeps
-small samples honest: a bootstrap interval over 2 or 3 values excludes 0 whenever one method wins
-on every slice, which happens by chance with probability 1/2 or 1/4; the smallest two-sided
-Wilcoxon p is 2 / 2^n, so at least 6 slices are needed to resolve anything.
+Slices of one subject are not independent, so when the subject of each slice is known the subject
+is the unit: a unit's value is the sum of its slices' values (S_j over N_j slices), and
+
+- the estimate is the mean over slices, sum_j S_j / sum_j N_j (the table's mean);
+- its interval is a t-interval with a cluster-robust standard error over the units (k units, k - 1
+  degrees of freedom): SE^2 = k / (k - 1) * sum_j (S_j - mean N_j)^2 / (sum_j N_j)^2, which is the
+  t-interval of the subject means when every subject has the same number of slices, and the plain
+  t-interval of the values when each unit is one slice;
+- the test of "no difference" is a two-sided sign-flip permutation test of that estimate: under the
+  null every unit's paired difference is as likely to have either sign, so the p-value is the share
+  of the 2^k sign assignments of the units' sums whose |sum| is at least the observed one (exact for
+  k <= EXACT_UP_TO, else DRAWS random assignments with a fixed seed). With k units the smallest
+  possible p is 2 / 2^k: fewer than 6 units can never reach ALPHA = 0.05, and the decision then reads
+  "too few <units>" rather than a "not resolved" that would look like evidence of a tie.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
 
-RESAMPLES = 10_000
 ALPHA = 0.05
+LEVEL = 0.95
+EXACT_UP_TO = 16  # units: 2^16 sign assignments enumerated
+DRAWS = 10_000  # random sign assignments above EXACT_UP_TO units
 SEED = 0
 
 
-def expanded_level(n: int, level: float = 0.95) -> float:
-    """The percentile level that gives a bootstrap interval over `n` values the coverage of a
-    t-interval (Hesterberg 2015): 1 - 2 Phi(-sqrt(n / (n - 1)) t_{n-1}); `level` for n < 2."""
-    if n < 2:
-        return level
-    t = sps.t.ppf(0.5 + level / 2, n - 1)
-    return 1.0 - 2.0 * float(sps.norm.cdf(-math.sqrt(n / (n - 1)) * t))
-
-
-def bootstrap_ci(
-    values: np.ndarray,
-    clusters: np.ndarray | None = None,
-    level: float = 0.95,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> tuple[float, float]:
-    """Expanded-percentile bootstrap interval of the mean of `values` (finite, 1-D).
-
-    clusters: a label per value (e.g. the subject of each slice): resample whole clusters and
-    take the mean over all values of the drawn clusters. (nan, nan) for no values; (v, v) for one.
-    """
+def unit_sums(values: np.ndarray, units: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit sums S_j and counts N_j of `values` (n,); `units`: a label per value, or None
+    (each value its own unit)."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    if clusters is not None and len(clusters) != len(values):
-        raise ValueError(f"clusters: {len(clusters)} labels for {len(values)} values")
-    if values.size == 0:
-        return float("nan"), float("nan")
-    if clusters is None:
-        sums, counts = values, np.ones_like(values)
-    else:
-        _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
-        sums = np.bincount(inverse, weights=values)
-        counts = np.bincount(inverse).astype(np.float64)
-    k = len(sums)
-    if k == 1:
-        mean = float(values.mean())
-        return mean, mean
-    draws = np.random.default_rng(seed).integers(0, k, size=(resamples, k))
-    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    tail = (1.0 - expanded_level(k, level)) / 2
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
+    if units is None:
+        return values, np.ones_like(values)
+    if len(units) != len(values):
+        raise ValueError(f"units: {len(units)} labels for {len(values)} values")
+    _, inverse = np.unique(np.asarray(units), return_inverse=True)
+    return np.bincount(inverse, weights=values), np.bincount(inverse).astype(np.float64)
 
 
-def wilcoxon_p(differences: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired `differences` (scipy, zeros dropped).
+def mean_interval(
+    values: np.ndarray, units: np.ndarray | None = None, level: float = LEVEL
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of `values` and its `level` t-interval over the units (see the
+    module docstring). (nan, nan, nan) without values or with a non-finite one; the interval is
+    (nan, nan) with fewer than 2 units."""
+    sums, counts = unit_sums(values, units)
+    if sums.size == 0 or not np.isfinite(sums).all():
+        return math.nan, math.nan, math.nan
+    k, total = len(sums), counts.sum()
+    mean = float(sums.sum() / total)
+    if k < 2:
+        return mean, math.nan, math.nan
+    se = math.sqrt(k / (k - 1) * float(np.sum((sums - mean * counts) ** 2))) / total
+    half = float(sps.t.ppf(0.5 + level / 2, k - 1)) * se
+    return mean, mean - half, mean + half
 
-    nan with fewer than 2 differences (no test possible); 1.0 when every difference is 0.
-    """
-    d = np.asarray(differences, dtype=np.float64).reshape(-1)
-    if d.size < 2:
-        return float("nan")
-    if not np.any(d != 0):
+
+@functools.lru_cache(maxsize=EXACT_UP_TO + 1)
+def _all_signs(k: int) -> np.ndarray:
+    """Every sign assignment of k units, (2^k, k) of +-1."""
+    return np.array(list(itertools.product((1.0, -1.0), repeat=k)))
+
+
+def sign_flip_p(sums: np.ndarray, draws: int = DRAWS, seed: int = SEED) -> float:
+    """Two-sided sign-flip permutation p-value of sum(sums) = 0: the share of sign assignments s
+    with |s . sums| >= |sum(sums)| (exact up to EXACT_UP_TO units, else (1 + hits) / (1 + draws)
+    over random assignments). nan without units; 1.0 when every sum is 0."""
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1)
+    k = sums.size
+    if k == 0:
+        return math.nan
+    observed = abs(float(sums.sum()))
+    tolerance = 1e-9 * float(np.abs(sums).sum())  # ties up to rounding count as "at least as extreme"
+    if observed <= tolerance:
         return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return float(sps.wilcoxon(d).pvalue)
-        except ValueError:
-            return float("nan")
+    if k <= EXACT_UP_TO:
+        return float(np.mean(np.abs(_all_signs(k) @ sums) >= observed - tolerance))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, draws, 1000):  # chunks bound the memory: 1000 x k signs at a time
+        signs = rng.choice((-1.0, 1.0), size=(min(1000, draws - start), k))
+        hits += int(np.sum(np.abs(signs @ sums) >= observed - tolerance))
+    return (1 + hits) / (1 + draws)
+
+
+def smallest_p(units: int) -> float:
+    """The smallest p-value the sign-flip test can give with `units` units: 2 / 2^units."""
+    return min(1.0, 2.0 / 2.0**units) if units > 0 else 1.0
 
 
 @dataclass(frozen=True)
 class Paired:
-    """The paired difference a - b over the slices both were measured on."""
+    """The paired difference a - b: its mean over slices, interval and test over the units."""
 
-    slices: int
-    subjects: int | None  # None: subjects not recorded
-    mean: float
-    low: float  # interval over slices
+    slices: int  # pairs compared
+    unit: str  # what the units are: "subjects", "volumes" or "slices"
+    units: int  # number of units
+    mean: float  # mean difference over the slices (or volumes)
+    low: float  # LEVEL interval over the units
     high: float
-    low_subjects: float  # interval over subjects (cluster bootstrap); nan when not recorded
-    high_subjects: float
-    p: float  # Wilcoxon signed-rank over slices
-    resolved: bool  # the interval over subjects (if recorded, else over slices) excludes 0 and p < ALPHA
+    p: float  # two-sided sign-flip p over the units
+    decision: str  # "resolved", "not resolved" or "too few <unit>"
+
+    @property
+    def resolved(self) -> bool:
+        return self.decision == "resolved"
 
 
-def paired(
-    a: np.ndarray,
-    b: np.ndarray,
-    subjects: np.ndarray | None = None,
-    level: float = 0.95,
-    resamples: int = RESAMPLES,
-    seed: int = SEED,
-) -> Paired:
-    """Paired comparison of per-slice values `a` and `b` (same slices, same order); pairs with a
-    non-finite value are left out. `subjects`: the subject of each slice, or None."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+def paired(a: np.ndarray, b: np.ndarray, units: np.ndarray | None = None, unit: str = "slices") -> Paired:
+    """Paired comparison of per-slice values `a` and `b` (same slices, same order, all finite:
+    non-finite values are failures to count, not to compare). `units`: the unit (e.g. subject) of
+    each slice, None: each slice is a unit; `unit` names them ("subjects", "volumes", "slices")."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
     if a.shape != b.shape:
         raise ValueError(f"a, b: shapes {a.shape} and {b.shape} differ")
-    keep = np.isfinite(a) & np.isfinite(b)
-    d = (a - b)[keep]
-    low, high = bootstrap_ci(d, None, level, resamples, seed)
-    if subjects is None:
-        groups, low_s, high_s = None, float("nan"), float("nan")
-        decide, units = (low, high), int(d.size)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError(f"a, b: {int(np.sum(~(np.isfinite(a) & np.isfinite(b))))} pairs are not finite")
+    d = a - b
+    sums, _ = unit_sums(d, units)
+    mean, low, high = mean_interval(d, units)
+    p = sign_flip_p(sums)
+    if smallest_p(len(sums)) >= ALPHA:
+        decision = f"too few {unit}"
     else:
-        labels = np.asarray(subjects)[keep]
-        groups = len(np.unique(labels))
-        low_s, high_s = bootstrap_ci(d, labels, level, resamples, seed)
-        decide, units = (low_s, high_s), groups
-    p = wilcoxon_p(d)
-    resolved = bool(units >= 2 and (decide[0] > 0 or decide[1] < 0) and p < ALPHA)
-    mean = float(d.mean()) if d.size else float("nan")
-    return Paired(int(d.size), groups, mean, low, high, low_s, high_s, p, resolved)
+        decision = "resolved" if p < ALPHA else "not resolved"
+    return Paired(int(d.size), unit, len(sums), mean, low, high, p, decision)

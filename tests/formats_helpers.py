@@ -80,32 +80,10 @@ def write_ismrmrd_lines(
     each readout with Dataset.append_acquisition (the package's own writer, about 4 ms a
     readout), bulk=True writes the same rows in blocks with h5py (memory: one block)."""
     import ismrmrd
-    import ismrmrd.xsd as xsd
-    from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
     ex, ey, ez = shape
-    c = coils
-    size = lambda x, y, z: xsd.matrixSizeType(x=x, y=y, z=z)  # noqa: E731
-    fov = xsd.fieldOfViewMm(x=160.0, y=160.0, z=120.0)
-    header = xsd.ismrmrdHeader(
-        subjectInformation=xsd.subjectInformationType(patientID=patient) if patient else None,
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=127_000_000),
-        acquisitionSystemInformation=xsd.acquisitionSystemInformationType(receiverChannels=c),
-        encoding=[
-            xsd.encodingType(
-                trajectory=xsd.trajectoryType(trajectory),
-                encodedSpace=xsd.encodingSpaceType(matrixSize=size(ex, ey, ez), fieldOfView_mm=fov),
-                reconSpace=xsd.encodingSpaceType(matrixSize=size(recon_x or ex, ey, ez), fieldOfView_mm=fov),
-                encodingLimits=xsd.encodingLimitsType(
-                    kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=ey - 1, center=ey // 2),
-                    kspace_encoding_step_2=xsd.limitType(minimum=0, maximum=ez - 1, center=ez // 2),
-                ),
-            )
-        ],
-    )
-    dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
-    dset.write_xml_header(xsd.ToXML(header, "utf-8"))
-    noise = ismrmrd.Acquisition(data=np.ones((c, ex), np.complex64))  # a noise readout: must be skipped
+    header = ismrmrd_header(shape, (recon_x or ex, ey, ez), coils, patient=patient, trajectory=trajectory)
+    noise = ismrmrd.Acquisition(data=np.ones((coils, ex), np.complex64))  # a noise readout: must be skipped
     noise.setFlag(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
 
     def acquisitions():
@@ -118,8 +96,59 @@ def write_ismrmrd_lines(
                 acq.center_sample = ex // 2
                 yield acq
 
+    return write_acquisitions(path, header, acquisitions(), bulk)
+
+
+def ismrmrd_header(
+    encoded: tuple[int, int, int],
+    recon: tuple[int, int, int],
+    coils: int,
+    patient: str | None = "P1",
+    trajectory: str = "cartesian",
+    centre: tuple[int, int] | None = None,
+    limits: tuple[int, int] | None = None,
+    slices: int = 1,
+):
+    """An ISMRMRD XML header (the ismrmrd package's xsd types): encoded and recon matrix sizes,
+    encoding limits (ky, kz maxima `limits` and centres `centre`; default the matrix and its
+    middle), the slice limit, the patient ID."""
+    import ismrmrd.xsd as xsd
+
+    _, ey, ez = encoded
+    maxima = limits or (ey - 1, ez - 1)
+    centre = centre or (ey // 2, ez // 2)
+    size = lambda x, y, z: xsd.matrixSizeType(x=x, y=y, z=z)  # noqa: E731
+    fov = xsd.fieldOfViewMm(x=160.0, y=160.0, z=120.0)
+    return xsd.ismrmrdHeader(
+        subjectInformation=xsd.subjectInformationType(patientID=patient) if patient else None,
+        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=127_000_000),
+        acquisitionSystemInformation=xsd.acquisitionSystemInformationType(receiverChannels=coils),
+        encoding=[
+            xsd.encodingType(
+                trajectory=xsd.trajectoryType(trajectory),
+                encodedSpace=xsd.encodingSpaceType(matrixSize=size(*encoded), fieldOfView_mm=fov),
+                reconSpace=xsd.encodingSpaceType(matrixSize=size(*recon), fieldOfView_mm=fov),
+                encodingLimits=xsd.encodingLimitsType(
+                    kspace_encoding_step_1=xsd.limitType(minimum=0, maximum=maxima[0], center=centre[0]),
+                    kspace_encoding_step_2=xsd.limitType(minimum=0, maximum=maxima[1], center=centre[1]),
+                    slice=xsd.limitType(minimum=0, maximum=slices - 1, center=0),
+                ),
+            )
+        ],
+    )
+
+
+def write_acquisitions(path: Path, header, acquisitions, bulk: bool = True) -> Path:
+    """Write an ISMRMRD file: the XML header and the ismrmrd.Acquisition objects, appended one by
+    one with the package's writer (bulk=False) or as the package's HDF5 rows in blocks (h5py)."""
+    import ismrmrd
+    import ismrmrd.xsd as xsd
+    from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
+
+    dset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
+    dset.write_xml_header(xsd.ToXML(header, "utf-8"))
     if not bulk:
-        for acq in acquisitions():
+        for acq in acquisitions:
             dset.append_acquisition(acq)
         dset.close()
         return path
@@ -139,7 +168,7 @@ def write_ismrmrd_lines(
             ds[n:] = rows
             block.clear()
 
-        for acq in acquisitions():
+        for acq in acquisitions:
             block.append(acq)
             if len(block) == 4096:
                 flush()

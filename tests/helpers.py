@@ -100,9 +100,11 @@ def fake_run(
     subjects: list[int] | None = None,
     accel: float = 6.0,
     shape: tuple[int, int] = (16, 16),
+    summary_extra: dict[str, Any] | None = None,
 ) -> Path:
     """A reconstruct run dir: metrics.csv from per-slice PSNR (NRMSE and SSIM derived from it),
-    summary.json and recon.h5 with images whose error grows as PSNR falls."""
+    summary.json (plus `summary_extra`) and recon.h5 with images whose error grows as PSNR falls
+    (not the images the metrics would give: see image_run)."""
     path.mkdir(parents=True)
     slices = list(range(len(psnr)))
     nrmse, ssim = 10 ** (-psnr / 20), 1 - 10 ** (-psnr / 10)
@@ -119,6 +121,7 @@ def fake_run(
         "data_path": f"outputs/data/{variant}.h5",
         "method_config": {"name": method, **(params or {})},
         "acceleration": {"mean": accel, "per_slice": [accel] * len(slices)},
+        **(summary_extra or {}),
     }
     (path / "summary.json").write_text(json.dumps(summary))
     u, v = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
@@ -126,4 +129,35 @@ def fake_run(
     noise = np.random.default_rng(len(path.name)).normal(size=ref.shape) * 10 ** (-psnr / 20)[:, None, None]
     with h5py.File(path / "recon.h5", "w") as h5:
         h5["recon"], h5["imgs"], h5["slices"] = (ref + noise).astype(np.complex64), ref.astype(np.complex64), slices
+    return path
+
+
+def image_run(
+    path: Path,
+    method: str,
+    recon: np.ndarray,
+    reference: np.ndarray,
+    subjects: list[int] | None = None,
+    summary_extra: dict[str, Any] | None = None,
+) -> Path:
+    """A reconstruct run dir whose metrics.csv holds the metrics of its recon.h5 images (S, X, Y),
+    as reconstruct writes them."""
+    from mrirecon import metrics
+
+    path.mkdir(parents=True)
+    rows = ["slice,subject,method,nrmse,psnr,ssim,seconds"]
+    for s in range(len(recon)):
+        m = metrics.slice_metrics(recon[s], reference[s])
+        subject = "" if subjects is None else subjects[s]
+        rows.append(f"{s},{subject},{method},{m['nrmse']:.6g},{m['psnr']:.6g},{m['ssim']:.6g},0.5")
+    (path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    summary = {"method": method, "variant": "full", "split": "test", "data_path": "/data/v.h5", "data_id": "v1"}
+    summary.update(num_slices=len(recon), method_config={"name": method}, **(summary_extra or {}))
+    (path / "summary.json").write_text(json.dumps(summary))
+    with h5py.File(path / "recon.h5", "w") as h5:
+        h5["recon"], h5["imgs"], h5["slices"] = (
+            recon.astype(np.complex64),
+            reference.astype(np.complex64),
+            np.arange(len(recon)),
+        )
     return path

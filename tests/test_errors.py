@@ -346,6 +346,31 @@ def test_evaluate_bad_runs(tmp_path: Path, case: str) -> None:
     assert_refused(cli(tmp_path, "evaluate", *runs), tmp_path, before, *names)
 
 
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("figure_slices=abc", ("figure_slices", "abc", "whole number >= 0")),
+        ("figure_slices=-1", ("figure_slices", "-1", "whole number >= 0")),
+        ("level=subject", ("level", "subject", "slice, volume")),
+        ("pool=method", ("pool", "method", "seed")),
+        ("strict=maybe", ("strict", "maybe", "true or false")),
+    ],
+)
+def test_evaluate_bad_option(tmp_path: Path, override: str, names: tuple[str, ...]) -> None:
+    fake_run(tmp_path / "runs" / "cg", "cg_sense", "4bit_quarter", np.array([30.0, 31.0, 32.0]))
+    before = snapshot(tmp_path)
+    assert_refused(cli(tmp_path, "evaluate", f"runs={tmp_path / 'runs'}", override), tmp_path, before, *names)
+
+
+def test_evaluate_strict_refuses_a_damaged_run(tmp_path: Path) -> None:
+    fake_run(tmp_path / "runs" / "cg", "cg_sense", "4bit_quarter", np.array([30.0, 31.0, 32.0]))
+    damaged = fake_run(tmp_path / "runs" / "zf", "zero_filled", "4bit_quarter", np.array([30.0, 31.0, 32.0]))
+    (damaged / "recon.h5").write_bytes(b"\x89HDF\r\n" + bytes(100))  # a cut-off file
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "evaluate", f"runs=[{tmp_path / 'runs'}]", "strict=true")
+    assert_refused(res, tmp_path, before, "runs", "zf", "recon.h5", "strict=true")
+
+
 def test_evaluate_bad_baseline(tmp_path: Path) -> None:
     for method in ("cg_sense", "zero_filled"):
         fake_run(tmp_path / "runs" / method, method, "4bit_quarter", np.array([30.0, 31.0, 32.0]))

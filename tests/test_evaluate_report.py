@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from helpers import fake_run, run_cli
 
-from mrirecon import stats
 from mrirecon.figures import axis_scale
 
 pytestmark = pytest.mark.slow  # evaluate runs, figures and a browser
@@ -30,11 +29,12 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """Known answers in one evaluate (baseline=b):
-    variant offset: a = b + 0.5 dB on each of 8 slices (resolved, interval [0.5, 0.5]);
+    variant offset: a = b + 0.5 dB on each of 8 slices (resolved over slices, interval [0.5, 0.5]);
     variant noise: c and d differ by noise only, 20 slices (tied, interval covers 0);
-    variant noisy_offset: e = f + 0.5 dB + noise, 20 slices of 5 subjects (resolved, covers 0.5);
-    variant sweep: flow_combined over 4 lam x 3 beta and cg_sense over 4 lam (3 slices each);
-    and a train run."""
+    variant noisy_offset: e = b + 0.5 dB + noise, 24 slices of 8 subjects (resolved over subjects);
+    variant few: g = b + 0.5 dB on 12 slices of 3 subjects (too few subjects to resolve);
+    variant sweep: flow_combined over 4 lam x 3 beta, cg_sense over 4 lam and auto, cs_wavelet over
+    2 lam (3 slices each); and a train run."""
     root = tmp_path_factory.mktemp("eval")
     rng = np.random.default_rng(12)
     runs = root / "runs"
@@ -45,14 +45,22 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     base20 = np.round(30 + 3 * rng.random(20), 4)
     fake_run(runs / "c", "c", "noise", base20 + rng.normal(0, 0.3, 20))
     fake_run(runs / "d", "d", "noise", base20)
-    subjects = [k // 4 for k in range(20)]
-    fake_run(runs / "e", "e", "noisy_offset", base20 + 0.5 + rng.normal(0, 0.2, 20), subjects=subjects)
-    fake_run(runs / "f", "b", "noisy_offset", base20, subjects=subjects, accel=4.0)
+    base24 = np.round(30 + 3 * rng.random(24), 4)
+    subjects = [k // 3 for k in range(24)]
+    fake_run(runs / "e", "e", "noisy_offset", base24 + 0.5 + rng.normal(0, 0.2, 24), subjects=subjects)
+    fake_run(runs / "f", "b", "noisy_offset", base24, subjects=subjects, accel=4.0)
+    few = [k // 4 for k in range(12)]
+    fake_run(runs / "g", "g", "few", base24[:12] + 0.5, subjects=few)
+    fake_run(runs / "h", "b", "few", base24[:12], subjects=few)
     for i, lam in enumerate(LAMS):
         for j, beta in enumerate(BETAS):
             peak = 35 - 40 * (np.log10(lam) + 3.5) ** 2 / 10 + 10 * beta
             fake_run(runs / f"flow_{i}{j}", "flow_combined", "sweep", base3 + peak, {"lam": lam, "beta": beta})
         fake_run(runs / f"cg_{i}", "cg_sense", "sweep", base3 + 30 + i, {"lam": lam})
+    chosen = {"chosen": {"lam": {"mean": 2e-3, "per_slice": [1e-3, 2e-3, 3e-3]}}}
+    fake_run(runs / "cg_auto", "cg_sense", "sweep", base3 + 32.5, {"lam": "auto"}, summary_extra=chosen)
+    for i, lam in enumerate((0.001, 0.01)):
+        fake_run(runs / f"cs_{i}", "cs_wavelet", "sweep", base3 + 29 + i, {"lam": lam})
     fake_train_run(root / "train" / "run1")  # runs= may mix train and reconstruct runs
     res = run_cli(
         "evaluate",
@@ -61,7 +69,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
         "figure_slices=1",
         "hydra.run.dir=out",
         cwd=root,
-        timeout=120,
+        timeout=180,
     )
     assert res.returncode == 0, res.stderr
     return root / "out", res
@@ -72,37 +80,46 @@ def test_known_answers(evaluated):
     rows = {(r["variant"], r["method"]): r for r in read_csv(out / "results.csv")}
     assert rows[("offset", "a")]["best"] == "*" and rows[("offset", "b")]["best"] == ""
     assert rows[("noise", "c")]["best"] == rows[("noise", "d")]["best"] == "tied"
-    assert rows[("noisy_offset", "e")]["best"] == "*"
+    assert rows[("noisy_offset", "e")]["best"] == "*" and rows[("noisy_offset", "e")]["unit"] == "subjects"
+    assert rows[("few", "g")]["best"] == rows[("few", "b")]["best"] == "too few subjects"
     assert rows[("offset", "a")]["slices"] == "8" and rows[("offset", "a")]["subjects"] == ""
-    assert rows[("noisy_offset", "e")]["subjects"] == "5" and float(rows[("noisy_offset", "b")]["R"]) == 4.0
+    assert rows[("noisy_offset", "e")]["subjects"] == "8" and float(rows[("noisy_offset", "b")]["R"]) == 4.0
     assert float(rows[("offset", "a")]["seconds_mean"]) == 0.25 and "seconds_std" not in rows[("offset", "a")]
+    assert {r["level"] for r in rows.values()} == {"slice"} and {r["failed"] for r in rows.values()} == {"0"}
     comps = {(c["variant"], c["method"], c["reference"], c["metric"]): c for c in read_csv(out / "comparisons.csv")}
     offset = comps[("offset", "b", "best", "psnr")]
     assert offset["resolved"] == "true" and float(offset["mean_diff"]) == pytest.approx(-0.5, abs=1e-3)
     assert float(offset["ci_low"]) == pytest.approx(-0.5, abs=1e-3) == float(offset["ci_high"])
+    assert float(offset["p"]) == pytest.approx(2 / 2**8) and (offset["unit"], offset["units"]) == ("slices", "8")
     (noise,) = [c for c in comps.values() if c["variant"] == "noise" and c["metric"] == "psnr"]
-    assert noise["resolved"] == "false" and float(noise["ci_low"]) < 0 < float(noise["ci_high"])
-    assert 0.05 < float(noise["p"]) <= 1
+    assert noise["decision"] == "not resolved" and float(noise["ci_low"]) < 0 < float(noise["ci_high"])
     noisy = comps[("noisy_offset", "b", "best", "psnr")]
-    assert noisy["resolved"] == "true" and noisy["subjects"] == "5"
-    assert float(noisy["ci_low_subjects"]) <= -0.5 <= float(noisy["ci_high_subjects"])
-    assert float(noisy["ci_low"]) <= -0.5 <= float(noisy["ci_high"]) and float(noisy["p"]) < 0.001
+    assert noisy["resolved"] == "true" and (noisy["unit"], noisy["units"]) == ("subjects", "8")
+    assert float(noisy["ci_low"]) <= -0.5 <= float(noisy["ci_high"]) and float(noisy["p"]) == pytest.approx(2 / 2**8)
+    few = comps[("few", "b", "best", "psnr")]
+    assert few["decision"] == "too few subjects" and float(few["p"]) == pytest.approx(2 / 2**3)
     # baseline=b: the other methods against b, the same difference with the sign seen from them
     assert float(comps[("offset", "a", "baseline", "psnr")]["mean_diff"]) == pytest.approx(0.5, abs=1e-3)
     assert comps[("offset", "a", "baseline", "nrmse")]["resolved"] == "true"
     table = (out / "results.md").read_text()
-    assert "| slices | subjects | R |" in table and "## Paired comparisons" in table and "tied" in table
+    assert "| slices | subjects | failed | R |" in table and "Paired differences" in table and "tied" in table
+    assert table.count("Level: slice") >= 5  # every table names its level
 
 
 def test_sweep_plots(evaluated):
     out, _ = evaluated
-    heat = out / "sweep_flow_combined_sweep_lam_x_beta.png"
-    line = out / "sweep_lam.png"
-    assert heat.stat().st_size > 20_000 and line.stat().st_size > 20_000
-    assert sorted(p.name for p in out.glob("sweep_*.png")) == sorted([heat.name, line.name])
-    rows = [r for r in read_csv(out / "results.csv") if r["method"] == "flow_combined"]
-    best = max(rows, key=lambda r: float(r["psnr_mean"]))
-    assert (float(best["lam"]), float(best["beta"])) == (3e-4, 1e-4)
+    names = sorted(p.name for p in out.glob("sweep_*.png"))
+    assert names == [
+        "sweep_flow_combined_sweep_lam-flow_combined_x_beta.png",  # lam x beta heat map
+        "sweep_lam-A-H-A.png",  # cg_sense's lam: units of A^H A
+        "sweep_lam-x-max-A-H-y.png",  # cs_wavelet's lam: relative to max|A^H y|, another plot
+    ]
+    assert all((out / n).stat().st_size > 20_000 for n in names)
+    rows = read_csv(out / "results.csv")
+    assert {"lam [A^H A]", "lam [x max|A^H y|]", "lam [flow_combined]", "beta"} <= set(rows[0])
+    flow = [r for r in rows if r["method"] == "flow_combined"]
+    best = max(flow, key=lambda r: float(r["psnr_mean"]))
+    assert (float(best["lam [flow_combined]"]), float(best["beta"])) == (3e-4, 1e-4)
     assert axis_scale(LAMS) == "log" and axis_scale([0, 1e-5, 1e-3]) == "symlog" and axis_scale([1, 2, 5]) == "linear"
     assert axis_scale([-1, 1, 100]) == "linear"
 
@@ -110,10 +127,13 @@ def test_sweep_plots(evaluated):
 def test_report_is_self_contained(evaluated):
     out, res = evaluated
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4  # line plot, heat map, comparison, training curves
+    # summary, 5 comparison figures (one per variant), 3 sweep plots, training curves
+    assert page.count("data:image/png;base64,") == 10
     assert "<script" not in page and 'src="http' not in page and "href=" not in page
-    for text in ("Paired comparisons", "Sweeps", "Per-slice comparison", "Training curves", "flow_combined", "tied"):
+    for text in ("Summary", "Paired differences", "Sweeps", "Comparison figures", "Training curves", "tied"):
         assert text in page
+    assert "27 reconstruct runs, 1 train run<" in page and "1 train runs" not in page
+    assert "auto chose lam 0.002 (per slice 0.001-0.003)" in page  # the runs covered, with what auto chose
     assert "cg_sense" in res.stdout and not re.search(r"± 0(?![.\d])", res.stdout)  # seconds: a plain mean
 
 
@@ -142,6 +162,9 @@ def test_report_in_a_headless_browser(evaluated, tmp_path):
     assert img.shape[:2] == (3000, 1200)
     colours = len(np.unique((img.reshape(-1, 3) * 255).astype(np.uint8), axis=0))
     assert colours > 200 and img.std() > 0.05  # text, tables and the embedded images, not a blank page
+    top = img[:1200]  # the summary plot is at the top: blue points of the forest plot
+    blue = (top[..., 2] > 0.6) & (top[..., 0] < 0.3)
+    assert blue.sum() > 200
 
 
 def fake_train_run(path: Path) -> Path:
@@ -160,7 +183,7 @@ def test_training_curves_of_a_train_run(tmp_path):
     fake_train_run(tmp_path / "train" / "run1")  # from before training.json: labelled from its config
     described = fake_train_run(tmp_path / "train" / "run2")
     (described / "training.json").write_text('{"trains": "unet_image + fastmri_unet (supervised, l1 loss)"}')
-    res = run_cli("evaluate", f"runs=[{tmp_path / 'train'}]", "hydra.run.dir=out", cwd=tmp_path, timeout=120)
+    res = run_cli("evaluate", f"runs={tmp_path / 'train'}", "hydra.run.dir=out", cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     assert (out / "training_curves.png").stat().st_size > 10_000 and not (out / "results.csv").exists()
@@ -170,19 +193,45 @@ def test_training_curves_of_a_train_run(tmp_path):
     assert "unet_image + fastmri_unet (supervised, l1 loss) (train/run2)" in page and page.count("data:image/png") == 1
 
 
-def test_paired_statistics_library():
-    rng = np.random.default_rng(3)
-    covered = sum(
-        lo <= 0 <= hi
-        for lo, hi in (stats.bootstrap_ci(rng.normal(size=10), resamples=2000, seed=i) for i in range(200))
-    )
-    assert 180 <= covered <= 200  # 95 % nominal
-    assert stats.wilcoxon_p(np.zeros(5)) == 1.0 and np.isnan(stats.wilcoxon_p(np.ones(1)))
-    one = stats.paired(np.array([2.0]), np.array([1.0]))
-    assert not one.resolved and one.slices == 1  # one slice resolves nothing
-    three = stats.paired(np.array([31.0, 32.0, 33.0]), np.array([30.0, 30.5, 31.0]))
-    assert three.low > 0 and three.p >= 0.25 and not three.resolved  # winning on all 3 slices: chance 1/4
-    clustered = stats.paired(np.arange(6.0) + 1, np.zeros(6), subjects=np.array([0, 0, 0, 1, 1, 1]))
-    assert clustered.subjects == 2 and (clustered.low_subjects, clustered.high_subjects) == (2.0, 5.0)  # subject means
-    with pytest.raises(ValueError, match="a, b"):
-        stats.paired(np.ones(2), np.ones(3))
+def test_damaged_runs_are_skipped_and_listed(tmp_path):
+    runs = tmp_path / "runs"
+    psnr = np.array([30.0, 31.0, 32.0])
+    fake_run(runs / "ok_cg", "cg_sense", "full", psnr + 1)
+    fake_run(runs / "ok_zf", "zero_filled", "full", psnr)
+    (fake_run(runs / "unfinished", "cs_tv", "full", psnr) / "summary.json").unlink()
+    cut = fake_run(runs / "cut", "cs_wavelet", "full", psnr)
+    (cut / "metrics.csv").write_text((cut / "metrics.csv").read_text()[:-12])
+    (fake_run(runs / "corrupt", "cg_sense", "quarter", psnr) / "recon.h5").write_bytes(b"garbage" * 20)
+    res = run_cli("evaluate", f"runs={runs}", "hydra.run.dir=out", cwd=tmp_path, timeout=120)  # one path, no brackets
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Skipped runs" in page
+    for name, reason in (
+        ("unfinished", "metrics.csv without summary.json"),
+        ("cut", "metrics.csv: the last line is incomplete"),
+        ("corrupt", "recon.h5 is unreadable"),
+    ):
+        assert f"{runs / name}: {reason}" in page, name
+        assert f"skipped {runs / name}" in res.stdout  # and in the log
+    assert {r["method"] for r in read_csv(tmp_path / "out" / "results.csv")} == {"cg_sense", "zero_filled"}
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    res = run_cli("evaluate", f"runs={runs}", "strict=true", "hydra.run.dir=out", cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and "strict=true" in res.stderr
+    after = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != "evaluate.log"} == {
+        k: v for k, v in before.items() if k != "evaluate.log"
+    }
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".staged")]
+
+
+def test_reusing_an_evaluate_folder_leaves_no_stale_outputs(tmp_path):
+    psnr = np.array([30.0, 31.0, 32.0])
+    for lam in (0.01, 0.1):
+        fake_run(tmp_path / "sweep" / str(lam), "cg_sense", "full", psnr + lam, {"lam": lam})
+    fake_run(tmp_path / "single" / "zf", "zero_filled", "full", psnr)
+    assert run_cli("evaluate", f"runs={tmp_path / 'sweep'}", "hydra.run.dir=out", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "out" / "sweep_lam.png").is_file()
+    res = run_cli("evaluate", f"runs={tmp_path / 'single'}", "hydra.run.dir=out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert not list((tmp_path / "out").glob("sweep_*.png")) and "sweep_" not in res.stderr
+    assert [r["method"] for r in read_csv(tmp_path / "out" / "results.csv")] == ["zero_filled"]

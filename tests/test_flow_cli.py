@@ -102,7 +102,7 @@ def test_sweep_and_evaluate(flow_run, sample_dir):
     assert len(rows) == 4 and {"lam", "beta"} <= set(rows[0])
     psnr = [float(r["psnr_mean"]) for r in rows]
     assert psnr == sorted(psnr, reverse=True)
-    assert rows[0]["best"] in ("*", "tied") and {r["best"] for r in rows[1:]} <= {"", "tied"}  # 3 slices: often tied
+    assert {r["best"] for r in rows} == {"too few subjects"}  # 3 test subjects: p >= 2/2^3, never resolved
     table = (sample_dir / "runs" / "flow_eval" / "results.md").read_text()
     assert "| 0.003 |" in table and "| 3 |" in table  # swept values readable (not 0.0030 / 3.0000)
 

@@ -437,10 +437,6 @@ def _ismrmrd_without_xml(tmp: Path) -> Path:
     return path
 
 
-def _ismrmrd_2d(tmp: Path) -> Path:
-    return write_ismrmrd(tmp / "src.h5", centred_fftn(phantom_coils(2, (4, 6, 1)), (1, 2, 3)))
-
-
 def _fastmri(tmp: Path, drop: str | None = None, kspace: np.ndarray | None = None) -> Path:
     path = tmp / "src.h5"
     write_fastmri(path, np.stack([phantom_coils(2, (8, 8))]), (4, 4))
@@ -478,7 +474,6 @@ BAD_FILES = {
     "ismrmrd_truncated": (lambda t: _truncated(_ismrmrd(t)), ("src.h5", "HDF5")),
     "ismrmrd_non_cartesian": (lambda t: _ismrmrd(t, trajectory="radial"), ("src.h5", "radial", "Cartesian")),
     "ismrmrd_missing_xml": (_ismrmrd_without_xml, ("src.h5", "dataset/xml")),
-    "ismrmrd_2d": (_ismrmrd_2d, ("src.h5", "not 3D")),
     "fastmri_missing_header": (lambda t: _fastmri(t, drop="ismrmrd_header"), ("src.h5", "'ismrmrd_header'")),
     "fastmri_wrong_dims": (
         lambda t: _fastmri(t, kspace=np.ones((2, 8, 8), np.complex64)),

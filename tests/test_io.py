@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mrirecon.io import atomic_path, write_text
+from mrirecon.io import atomic_path, staged_outputs, write_text
 
 
 def test_atomic_write_has_the_umask_permissions(tmp_path: Path) -> None:
@@ -40,3 +40,18 @@ def test_link_or_copy_keeps_its_content_when_the_source_is_rewritten(tmp_path):
     link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")
     assert (tmp_path / "best.pt").read_text() == "epoch 4"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_staged_outputs_are_written_together_and_replace_stale_ones(tmp_path):
+    (tmp_path / "report.html").write_text("old")
+    (tmp_path / "sweep_lam.png").write_text("stale")
+    (tmp_path / "metrics.csv").write_text("not ours")
+    with pytest.raises(RuntimeError), staged_outputs(tmp_path, ("report.html", "sweep_*.png")) as stage:
+        write_text(stage / "report.html", "new")
+        raise RuntimeError("a figure failed")
+    assert (tmp_path / "report.html").read_text() == "old" and (tmp_path / "sweep_lam.png").is_file()
+    with staged_outputs(tmp_path, ("report.html", "sweep_*.png")) as stage:
+        write_text(stage / "report.html", "new")
+        write_text(stage / "sweep_beta.png", "fresh")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "report.html", "sweep_beta.png"]
+    assert (tmp_path / "report.html").read_text() == "new" and (tmp_path / "metrics.csv").read_text() == "not ours"

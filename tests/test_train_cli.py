@@ -102,6 +102,9 @@ def test_reconstruct_refuses_the_training_subjects(trained, sample_dir, tmp_path
         cwd=sample_dir,
     )
     assert res.returncode == 0, res.stderr
+    assert "the val split the checkpoint was selected on" in res.stdout + res.stderr  # best.pt: chosen on val
+    info = json.loads((tmp_path / "val" / "summary.json").read_text())["checkpoint_info"]
+    assert info["selected_on"] == "val" and info["model_config_name"] == "resnet" and info["path"] == str(Path(best))
     ckpt = torch.load(best, weights_only=False)
     assert ckpt["train_subjects"] == list(range(10)) and ckpt["source_id"] == "sample"
 
@@ -230,3 +233,34 @@ def test_checkpoint_from_before_the_trainable_format(trained, sample_dir, tmp_pa
     line = one_error_line(res)
     assert str(bare) in line and "not an mrirecon checkpoint" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_keeps_checkpoints_and_seeds_apart(trained, sample_dir):
+    """Two checkpoints x two seeds in one sweep: four rows, each labelled with its checkpoint and
+    seed; pool=seed pools the seeds on request only."""
+    sweep = sample_dir / "runs" / "ckpt_seed_sweep"
+    ckpts = ",".join(str(trained / "checkpoints" / n) for n in ("best.pt", "last.pt"))
+    res = run_cli(
+        "reconstruct",
+        "-m",
+        "method=dbp",
+        "data=4bit_quarter",
+        f"checkpoint={ckpts}",
+        "seed=1,2",
+        "figures=0",
+        f"hydra.sweep.dir={sweep}",
+        cwd=sample_dir,
+    )
+    assert res.returncode == 0, res.stderr
+    for pool, rows_expected in (("null", 4), ("seed", 2)):
+        out = sample_dir / "runs" / f"ckpt_seed_eval_{pool}"
+        res = run_cli("evaluate", f"runs={sweep}", f"pool={pool}", f"hydra.run.dir={out}", cwd=sample_dir)
+        assert res.returncode == 0, res.stderr
+        with open(out / "results.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert len(rows) == rows_expected and len({r["label"] for r in rows}) == rows_expected
+        assert {Path(r["checkpoint"]).name for r in rows} == {"best.pt", "last.pt"}
+        page = (out / "report.html").read_text()
+        for row in rows:
+            assert row["label"] in page
+    assert {r["seed"] for r in rows} == {"1, 2"} and all("seeds 1, 2" in r["label"] for r in rows)

@@ -71,6 +71,32 @@ def test_gradients_flow_through_cg(name, model):
     assert method.l2lam_raw.grad is not None and method.l2lam_raw.grad != 0
 
 
+@pytest.mark.parametrize("name", ["dbp", "modl"])
+def test_checkpoint_unrolls_gives_the_same_gradients(name):
+    """train.checkpoint_unrolls recomputes each unroll in the backward pass: same loss and the
+    same gradient of every weight (dropout draws replayed), to float tolerance."""
+    batch = tiny_batch(shape=(24, 16))
+    grads = {}
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        net = build_net({"name": "resnet", "channels": 8, "num_blocks": 1, "dropout": 0.2})
+        method = build_method({"name": name, "num_unrolls": 3, "cg_max_iter": 4}, denoiser=net)
+        method.checkpoint_unrolls = checkpointed
+        calls = []
+        net.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(1)
+        loss = training_loss(method, batch, True, torch.Generator().manual_seed(0))
+        loss.backward()
+        assert len(calls) == 3 * (2 if checkpointed else 1)  # checkpointed: each unroll recomputed once
+        grads[checkpointed] = (loss.detach(), {k: p.grad.clone() for k, p in method.named_parameters()})
+    (loss0, g0), (loss1, g1) = grads[False], grads[True]
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=0)
+    assert g0.keys() == g1.keys() and "l2lam_raw" in g0
+    for key in g0:
+        assert g0[key].abs().max() > 0, key
+        torch.testing.assert_close(g1[key], g0[key], rtol=1e-4, atol=1e-6 * float(g0[key].abs().max()), msg=key)
+
+
 def test_dbp_with_zero_eps_is_data_consistent():
     batch = tiny_batch()
     method = small("dbp", num_admm=40, cg_max_iter=60, cg_eps=1e-8, l2lam_init=10.0, stdev=0.0)

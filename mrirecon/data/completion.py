@@ -30,6 +30,9 @@ class ReadOptions:
     maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
     slices_per_subject: slices per subject in files that record no subjects (None: one subject
         per file when several files are read together).
+    device: torch device of the ESPIRiT computation ('cpu', 'cuda', ...).
+    prewhiten: 'auto' | 'true' (prewhiten with the noise scans' covariance when the file has
+        noise-only readouts: ISMRMRD) | 'false' (never).
     """
 
     transpose: bool = False
@@ -44,14 +47,20 @@ class ReadOptions:
     buffer_mb: float = 256.0
     maps: str | None = None
     slices_per_subject: int | None = None
+    device: str = "cpu"
+    prewhiten: str = "auto"
 
 
-def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float) -> np.ndarray:
-    """ESPIRiT coil maps (C, X, Y) complex64 from centred k-space (C, X, Y) (sigpy)."""
-    import sigpy.mri
+def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float, device: str = "cpu") -> np.ndarray:
+    """ESPIRiT coil maps (C, X, Y) or (B, C, X, Y) complex64 from centred k-space of the same
+    shape: sigpy's EspiritCalib maps, computed batched in torch on `device`
+    (physics/coils.py; scripts/bench_preprocess.py --espirit compares the two)."""
+    import torch
 
-    maps = sigpy.mri.app.EspiritCalib(ksp, calib_width=calib_width, thresh=thresh, crop=crop, show_pbar=False).run()
-    return np.asarray(maps, dtype=np.complex64)
+    from mrirecon.physics.coils import espirit_maps as torch_espirit
+
+    maps = torch_espirit(torch.from_numpy(np.ascontiguousarray(ksp)).to(device), calib_width, thresh, crop)
+    return maps.cpu().numpy()
 
 
 def fully_sampled(ksp: np.ndarray, acquired: tuple[int, int, int, int] | None = None) -> bool:
@@ -84,7 +93,7 @@ def complete_slice(
     declares it; None: decided from the data)."""
     ksp = np.ascontiguousarray(ksp, dtype=np.complex64)
     if maps is None:
-        maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop)
+        maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop, options.device)
     if fully_sampled(ksp, acquired) if reference is None else reference:
         img = sense_combine(ksp, maps)
         if seed is None:

@@ -338,6 +338,12 @@ class DeepInPyWriter:
             self._file.attrs[name] = "" if value is None else value
         return self
 
+    def update_attrs(self, attrs: dict[str, Any]) -> None:
+        """Add or replace file attributes known only after the slices were written."""
+        assert self._file is not None, "update_attrs inside the with block"
+        for name, value in attrs.items():
+            self._file.attrs[name] = "" if value is None else value
+
     def write(self, i: int, s: Slice) -> None:
         """Store slice `i` (its noise_std must be set)."""
         assert self._file is not None

@@ -1,27 +1,37 @@
-"""ISMRMRD raw HDF5 (mridata.org): a 3D Cartesian acquisition turned into 2D slices.
+"""ISMRMRD raw HDF5 (mridata.org, converted scanner files): Cartesian 3D or 2D multi-slice.
 
 The file holds `dataset/xml` (the ISMRMRD header) and `dataset/data` (one row per readout:
-header, samples (coils, samples) complex64). With a 3D Cartesian acquisition such as the
-Stanford 3D FSE knees the readout (x) is fully sampled and (ky, kz) are phase encodes: the
-inverse FFT along the readout makes every readout position x a 2D (ky, kz) slice.
+header, samples (coils, samples) complex64). Which readouts are imaging data, where they go and
+the noise covariance come from `ismrmrd_scan` (flags, counters and placement conventions there).
 
-Honoured from the header: the trajectory (Cartesian only), encodedSpace and reconSpace matrix
-sizes (readout oversampling removed: the central reconSpace.x positions are kept; a fully
-sampled (ky, kz) plane is cropped to reconSpace y, z in image space) and the encoding limits'
-centres (ky = kspace_encode_step_1 - center + Y // 2). Per readout: discard_pre/post,
-center_sample (a partial echo is zero-filled), ACQ_IS_REVERSE; noise, navigator, phase
-correction, feedback, dummy and phase-stabilisation readouts are skipped; repeated (ky, kz)
-lines (averages) are averaged. The subject is subjectInformation/patientID, else the file stem.
+- 3D Cartesian (e.g. the Stanford 3D FSE knees): the readout (x) is fully sampled and (ky, kz)
+  are phase encodes; the inverse FFT along the readout makes every readout position x a 2D
+  (ky, kz) slice. Readout oversampling is removed (the central reconSpace x positions).
+- 2D multi-slice (encoded z = 1): one (x, ky) slice per slice counter, in spatial order;
+  the readout is cropped to reconSpace x in image space.
+A fully sampled slice is cropped to reconSpace (y, z) in image space. Repeated lines (averages,
+repetitions) are averaged.
 
-Memory: a header pass on open (the readout headers, read in chunks); slices are then made in
-slabs of as many slices as fit in half of `buffer_mb`, each slab by one pass over the readouts
-in chunks of an eighth of it, with the file reopened for each pass (HDF5's caches of
-variable-length data grow over repeated passes of one handle), so memory does not grow with
-the file; the file is read once per slab.
+Noise: noise-only readouts (ACQ_IS_NOISE_MEASUREMENT) give the coil noise covariance Psi per
+sample (scaled to the imaging dwell time). With `prewhiten` auto or true, k-space is prewhitened
+with W = L^-1 (Psi = L L^H, Cholesky, as BART's `whiten` and mrpro), so the noise is white with
+sigma = 1 per sample and coil (in the whitened data's units); without prewhitening sigma is the
+root mean square of the coils' noise standard deviations. Either way the slice's `noise_std`
+comes from the noise scans (divided by sqrt of the average repeat count of averaged lines);
+files without noise scans leave it to preprocess's estimate from the k-space periphery.
+
+The subject is subjectInformation/patientID, else the file stem.
+
+Memory: one header pass on open (rows read in chunks); slices are then made in slabs of as
+many slices as fit in half of `buffer_mb`, each slab by one pass over the rows in chunks of an
+eighth of it, with the file reopened every few chunks (HDF5's caches of variable-length data
+grow over repeated passes of one handle), so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,161 +40,126 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
 from mrirecon.data.h5 import Slice, open_hdf5
-from mrirecon.data.transforms import center_crop, fft2c_numpy, ifft1c_numpy, ifft2c_numpy
+from mrirecon.data.ismrmrd_scan import (
+    Geometry,
+    RowLayout,
+    ScanError,
+    covariance_json,
+    place_readouts,
+    provenance,
+    read_geometry,
+    scan_rows,
+)
+from mrirecon.data.transforms import fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
 
-# Readouts that are not imaging data (ISMRMRD flag bit numbers, 1-based).
-SKIPPED_FLAGS = (19, 23, 24, 26, 27, 28, 29, 30, 31)  # noise, navigator, phasecorr, hp/rt feedback, dummy, ...
-REVERSE_FLAG = 22
+log = logging.getLogger(__name__)
 
 
-def _bit(flag: int) -> np.uint64:
-    return np.uint64(1) << np.uint64(flag - 1)
+def _crop(ksp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """k-space (C, X, Y) cropped to `shape` in image space, one axis at a time (1-D FFTs, so
+    samples that were never acquired along the other axis stay exactly zero)."""
+    for axis, size in ((1, shape[0]), (2, shape[1])):
+        if ksp.shape[axis] != size:
+            image = ifft1c_numpy(ksp, axis=axis)
+            start = (ksp.shape[axis] - size) // 2
+            ksp = fft1c_numpy(np.take(image, np.arange(start, start + size), axis=axis), axis=axis)
+    return ksp
+
+
+def whitening_matrix(cov: np.ndarray) -> np.ndarray:
+    """W = L^-1 with cov = L L^H (Cholesky): W cov W^H = I. (C, C) complex128."""
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise ValueError("cov: the noise covariance is not positive definite (a dead or duplicated channel?)") from None
+    return np.linalg.inv(chol)
 
 
 class IsmrmrdSource(OneSubjectFile):
-    """Read an ISMRMRD 3D Cartesian raw file as 2D slices (see the module docstring).
+    """Read an ISMRMRD Cartesian raw file (3D or 2D multi-slice) as 2D slices.
 
     Args:
         path: the .h5 file.
-        options: ESPIRiT, mask and buffer settings (`ReadOptions`).
+        options: ESPIRiT, mask, buffer and prewhitening settings (`ReadOptions`).
     """
 
     def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
         self.path = Path(path)
         self.options = options
-        self._file = open_hdf5(self.path)
+        with open_hdf5(self.path) as f:  # reopened for every slab: HDF5's caches would otherwise grow with each pass
+            for key in ("dataset/xml", "dataset/data"):
+                if key not in f or not isinstance(f[key], h5py.Dataset):
+                    raise self._error(f"file without '{key}' (the XML header and the acquisitions)")
+            xml = f["dataset/xml"][0]
+            self._n_acq = int(f["dataset/data"].shape[0])
+            first = f["dataset/data"][0]["head"] if self._n_acq else None
         try:
-            self._open()
-        finally:
-            self._file.close()  # reopened for every slab: HDF5's caches would otherwise grow with each pass
-            del self._file
+            self.geometry = read_geometry(xml)
+            if first is None:
+                raise ScanError("file has no acquisitions")
+            row_bytes = 8 * int(first["active_channels"]) * int(first["number_of_samples"]) + 512
+            self._chunk = max(1, int(options.buffer_mb * 2**20 / 8 // row_bytes))
+            self.layout = scan_rows(self.geometry, self._blocks)
+        except ScanError as exc:
+            raise self._error(str(exc)) from None
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc.__class__.__name__})") from None
+        self._setup()
         self._slab: tuple[int, int, np.ndarray] | None = None
 
     def _error(self, message: str) -> UserError:
         return UserError(f"{self.path}: ISMRMRD {message}")
 
-    def _open(self) -> None:
-        import ismrmrd.xsd
-
-        f = self._file
-        for key in ("dataset/xml", "dataset/data"):
-            if key not in f or not isinstance(f[key], h5py.Dataset):
-                raise self._error(f"file without '{key}' (the XML header and the acquisitions)")
-        try:
-            xml = f["dataset/xml"][0]
-            header = ismrmrd.xsd.CreateFromDocument(xml)
-            enc = header.encoding[0]
-            e, r = enc.encodedSpace.matrixSize, enc.reconSpace.matrixSize
-        except Exception as exc:
-            raise self._error(
-                f"header in 'dataset/xml' does not parse ({exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0][:120] if str(exc) else ''})"
-            ) from None
-        trajectory = getattr(enc.trajectory, "value", str(enc.trajectory))
-        if trajectory != "cartesian":
-            raise self._error(
-                f"trajectory is '{trajectory}': only Cartesian acquisitions are read (non-Cartesian "
-                "data needs gridding, e.g. with BART or sigpy)"
-            )
-        ex, ey, ez = int(e.x), int(e.y), int(e.z)
-        if ez < 2:
-            raise self._error(
-                f"encoded matrix {ex}x{ey}x{ez} is not 3D: only 3D Cartesian acquisitions (readout x ky x kz) are read"
-            )
-        limits = enc.encodingLimits
-        centre = []
-        for name, size in (("kspace_encoding_step_1", ey), ("kspace_encoding_step_2", ez)):
-            lim = getattr(limits, name, None) if limits is not None else None
-            centre.append(size // 2 if lim is None else int(lim.center))
-        self.encoded = (ex, ey, ez)
-        self.recon = (min(int(r.x), ex), min(int(r.y), ey), min(int(r.z), ez))
-        subject = header.subjectInformation.patientID if header.subjectInformation is not None else None
-        self.attrs: dict[str, Any] = {
-            "format": "ismrmrd",
-            "subject_id": str(subject or self.path.stem),
-            "encoded_matrix": f"{ex}x{ey}x{ez}",
-            "recon_matrix": "x".join(map(str, self.recon)),
-        }
-        self._header_pass(ex, ey, ez, centre)
-
-    def _header_pass(self, ex: int, ey: int, ez: int, centre: list[int]) -> None:
-        """Read every readout's header: check it, and record where its line goes."""
-        ds = self._file["dataset/data"]
-        n_acq = int(ds.shape[0])
-        if n_acq == 0:
-            raise self._error("file has no acquisitions")
-        skip_mask = np.uint64(0)
-        for flag in SKIPPED_FLAGS:
-            skip_mask |= _bit(flag)
-        keep, lin, reverse, first_ns = [], [], [], None
-        self.num_coils = 0
-        try:  # size the chunks of rows by the first row
-            first = ds[0]["head"]
-            row_bytes = 8 * int(first["active_channels"]) * int(first["number_of_samples"]) + 512
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc.__class__.__name__})") from None
-        self._n_acq = n_acq
-        self._chunk = max(1, int(self.options.buffer_mb * 2**20 / 8 // row_bytes))
-        try:
-            for a, rows in self._blocks():
-                head = rows["head"]
-                flags = head["flags"].astype(np.uint64)
-                k = (flags & skip_mask) == 0
-                k &= head["encoding_space_ref"] == 0
-                if np.any(head["trajectory_dimensions"][k] > 0):
-                    raise self._error("readouts carry a trajectory: only Cartesian acquisitions are read")
-                ns = head["number_of_samples"][k].astype(np.int64)
-                pre, post = head["discard_pre"][k].astype(np.int64), head["discard_post"][k].astype(np.int64)
-                ch = head["active_channels"][k].astype(np.int64)
-                if k.any():
-                    if first_ns is None:
-                        first_ns = (int(ns[0]), int(pre[0]), int(post[0]), int(head["center_sample"][k][0]))
-                        self.num_coils = int(ch[0])
-                    if np.any(ns != first_ns[0]) or np.any(pre != first_ns[1]) or np.any(post != first_ns[2]):
-                        raise self._error("readouts differ in number_of_samples or discard_pre/post")
-                    if np.any(ch != self.num_coils):
-                        raise self._error("readouts differ in active_channels")
-                idx = head["idx"]
-                ky = idx["kspace_encode_step_1"].astype(np.int64) - centre[0] + ey // 2
-                kz = idx["kspace_encode_step_2"].astype(np.int64) - centre[1] + ez // 2
-                bad = k & ((ky < 0) | (ky >= ey) | (kz < 0) | (kz >= ez))
-                if bad.any():
-                    j = int(np.flatnonzero(bad)[0])
-                    raise self._error(
-                        f"acquisition {a + j}: encode steps ({idx['kspace_encode_step_1'][j]}, "
-                        f"{idx['kspace_encode_step_2'][j]}) lie outside the encoded matrix {ey}x{ez} "
-                        "and the header's encoding limits"
-                    )
-                keep.append(k)
-                lin.append(np.where(k, ky * ez + kz, 0))
-                reverse.append((flags & _bit(REVERSE_FLAG)) != 0)
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc.__class__.__name__})") from None
-        if first_ns is None or self.num_coils < 1:
-            raise self._error("file has no imaging acquisitions")
-        ns, pre, post, centre_sample = first_ns
-        kept = ns - pre - post
-        if kept > ex:
-            raise self._error(f"readouts of {kept} samples exceed the encoded matrix x = {ex}")
-        # Place the samples so that the echo centre lands at ex // 2 (partial echo: zero-filled).
-        offset = ex // 2 - (centre_sample - pre) if centre_sample > 0 and kept < ex else (ex - kept) // 2
-        if not 0 <= offset <= ex - kept:
-            raise self._error(f"center_sample {centre_sample} does not fit readouts of {kept} samples in x = {ex}")
-        self._readout = (pre, ns - post, offset)
-        self._keep, self._lin, self._reverse = np.concatenate(keep), np.concatenate(lin), np.concatenate(reverse)
-        counts = np.bincount(self._lin[self._keep], minlength=ey * ez)
-        self._counts = counts
-        self._sampled = (counts > 0).reshape(ey, ez)
-        self.has_reference = bool(self._sampled.all())
+    def _setup(self) -> None:
+        """Sizes, sampling, noise and provenance from the geometry and the row layout."""
+        g, lay = self.geometry, self.layout
+        ex, ey, ez = g.encoded
+        self.num_coils = lay.coils
+        self._repeats = bool(lay.counts.max() > 1)
+        sampled = lay.counts > 0
+        self.has_reference = bool(sampled.all())
         self.has_rss = False
-        rx, ry, rz = self.recon
-        self.num_slices = rx
-        self.shape = (ry, rz) if self.has_reference else (ey, ez)
-        slice_bytes = self.num_coils * ey * ez * 8
+        self.num_slices = len(lay.slice_order) if g.two_d else g.recon[0]
+        if g.two_d:
+            self.shape = (g.recon[0], g.recon[1] if self.has_reference else ey)
+        else:
+            self.shape = (g.recon[1], g.recon[2]) if self.has_reference else (ey, ez)
+        slice_bytes = self.num_coils * ey * ez * (ex if g.two_d else 1) * 8
         self.slab = max(1, int(self.options.buffer_mb * 2**20 / 2 // slice_bytes))
+        self.attrs: dict[str, Any] = {"subject_id": g.patient or self.path.stem, **provenance(g, lay)}
+        if g.patient:  # joins this patient's files into one subject (source.MultiSource)
+            self.attrs["patient_id"] = g.patient
+        self._noise(lay)
+
+    def _noise(self, lay: RowLayout) -> None:
+        """The whitening matrix and sigma from the noise rows (see the module docstring)."""
+        cov = lay.noise_covariance()
+        self.whitening: np.ndarray | None = None
+        self.noise_std: float | None = None
+        self.attrs["prewhitened"] = 0
+        if cov is None:
+            return
+        repeats = lay.counts[lay.counts > 0]
+        shrink = float(np.sqrt(np.mean(1.0 / repeats)))  # averaged lines carry less noise
+        if self.options.prewhiten in ("auto", "true"):
+            try:
+                self.whitening = whitening_matrix(cov)
+            except ValueError as exc:
+                if self.options.prewhiten == "true":
+                    raise self._error(f"noise scans: {exc}") from None
+                log.warning(
+                    "%s: noise scans unusable (%s): not prewhitened, sigma estimated from k-space", self.path, exc
+                )
+                self.attrs["noise_scans_unusable"] = 1
+                return
+            self.noise_std = shrink  # sigma = 1 per averaged sample after whitening
+            self.attrs["prewhitened"] = 1
+        else:
+            self.noise_std = shrink * float(np.sqrt(np.real(np.trace(cov)) / cov.shape[0]))
+        self.attrs["noise_covariance"] = covariance_json(cov)
 
     def _blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows) of dataset/data in chunks of `_chunk` whole rows (header and
@@ -201,63 +176,84 @@ class IsmrmrdSource(OneSubjectFile):
         return self.num_slices
 
     def _load_slab(self, start: int) -> tuple[int, int, np.ndarray]:
-        """Hybrid k-space (x, C, ky * kz) complex64 of slices start .. start + slab."""
-        ex, ey, ez = self.encoded
+        """The slab of slices start .. start + slab: 3D: hybrid k-space (slices, C, ky * kz)
+        at readout positions; 2D: k-space (slices, C, ky, x). Repeated lines averaged."""
+        ex, ey, ez = self.geometry.encoded
         stop = min(start + self.slab, self.num_slices)
-        x0 = (ex - self.recon[0]) // 2 + start
-        buf = np.zeros((stop - start, self.num_coils, ey * ez), np.complex64)
-        self._fill(buf, start, stop, x0)
-        if self._counts.max() > 1:
-            buf /= np.maximum(self._counts, 1).astype(np.float32)
-        return start, stop, buf
-
-    def _fill(self, buf: np.ndarray, start: int, stop: int, x0: int) -> None:
-        """Add every kept readout's inverse-FFT'd samples at x0 .. x0 + stop - start into buf."""
-        duplicates = bool(self._counts.max() > 1)
+        shape = (
+            (stop - start, self.num_coils, ey, ex) if self.geometry.two_d else (stop - start, self.num_coils, ey * ez)
+        )
+        buf = np.zeros(shape, np.complex64)
         try:
             for a, rows in self._blocks():
-                sel = np.flatnonzero(self._keep[a : a + self._chunk])
-                if len(sel):
-                    self._add(rows["data"], sel, a, buf, stop - start, x0, duplicates)
+                self._add_chunk(rows, a, buf, start, stop)
         except (OSError, ValueError) as exc:
             raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc})") from None
-
-    def _add(
-        self, samples: np.ndarray, sel: np.ndarray, a: int, buf: np.ndarray, count: int, x0: int, duplicates: bool
-    ) -> None:
-        """Inverse-FFT the readouts `sel` of the chunk starting at row `a` and add readout
-        positions x0 .. x0 + count into buf (count, C, ky * kz)."""
-        ex = self.encoded[0]
-        pre, end, offset = self._readout
-        c = self.num_coils
-        data = np.stack([samples[j] for j in sel]).view(np.complex64).reshape(len(sel), c, -1)
-        line = np.zeros((len(sel), c, ex), np.complex64)
-        line[..., offset : offset + end - pre] = data[..., pre:end]
-        rev = self._reverse[a + sel]
-        if rev.any():
-            line[rev] = line[rev][..., ::-1]
-        if not np.all(np.isfinite(line)):
-            raise self._error(f"acquisitions {a}..{a + self._chunk} hold non-finite values (NaN or Inf)")
-        hybrid = ifft1c_numpy(line, axis=-1)[..., x0 : x0 + count].astype(np.complex64)
-        values = np.transpose(hybrid, (2, 1, 0))  # (x, C, lines)
-        lin = self._lin[a + sel]
-        if duplicates:
-            np.add.at(buf, (slice(None), slice(None), lin), values)
+        counts = np.maximum(self.layout.counts, 1).astype(np.float32)
+        if self.geometry.two_d:
+            buf /= counts[start:stop, None, :, None]
         else:
-            buf[:, :, lin] = values
+            buf /= counts[0]
+        return start, stop, buf
 
-    def read(self, i: int) -> Slice:
-        """Slice i (readout position i of the recon FOV): (ky, kz) k-space with ESPIRiT maps."""
+    def _add_chunk(self, rows: np.ndarray, a: int, buf: np.ndarray, start: int, stop: int) -> None:
+        """Add the chunk's kept readouts that belong to slices start .. stop into buf."""
+        lay = self.layout
+        rng = slice(a, a + len(rows))
+        want = (
+            lay.keep[rng] & (lay.slice[rng] >= start) & (lay.slice[rng] < stop)
+            if self.geometry.two_d
+            else lay.keep[rng]
+        )
+        sel = np.flatnonzero(want)
+        if not len(sel):
+            return
+        c, ex = self.num_coils, self.geometry.encoded[0]
+        samples = np.stack([rows["data"][j] for j in sel]).view(np.complex64).reshape(len(sel), c, -1)
+        lines = place_readouts(samples, lay.reverse[a + sel], lay.discard, lay.center_sample, ex)
+        if not np.all(np.isfinite(lines)):
+            raise self._error(f"acquisitions {a}..{a + len(rows)} hold non-finite values (NaN or Inf)")
+        line = lay.line[a + sel]
+        if self.geometry.two_d:
+            where: tuple = (lay.slice[a + sel] - start, slice(None), line)
+            values = lines
+        else:
+            x0 = (ex - self.geometry.recon[0]) // 2 + start
+            hybrid = ifft1c_numpy(lines, axis=-1)[..., x0 : x0 + stop - start].astype(np.complex64)
+            where, values = (slice(None), slice(None), line), np.transpose(hybrid, (2, 1, 0))
+        if self._repeats:
+            np.add.at(buf, where, values)  # repeated lines add up (averaged after the pass)
+        else:
+            buf[where] = values
+
+    def kspace(self, i: int) -> np.ndarray:
+        """Slice i's k-space (C, X, Y) as stored by preprocess: oversampling removed, cropped to
+        reconSpace when fully sampled, prewhitened when noise scans allow and were asked for."""
         if not 0 <= i < self.num_slices:
             raise IndexError(f"slice {i} out of range for {self.num_slices} slices")
         if self._slab is None or not self._slab[0] <= i < self._slab[1]:
             self._slab = None  # free the old slab before the new one is made
             self._slab = self._load_slab(i)
         start, _, buf = self._slab
-        ksp = buf[i - start].reshape(self.num_coils, *self.encoded[1:])
-        if self.has_reference and fully_sampled(ksp) and self.shape != tuple(self.encoded[1:]):
-            ksp = fft2c_numpy(center_crop(ifft2c_numpy(ksp), self.shape))
-        return complete_slice(ksp, i, self.options)
+        g = self.geometry
+        if g.two_d:
+            ksp = np.swapaxes(buf[i - start], 1, 2)  # (C, x, ky)
+            ksp = _crop(ksp, (g.recon[0], ksp.shape[2]))  # readout oversampling
+        else:
+            ksp = buf[i - start].reshape(self.num_coils, *g.encoded[1:])
+        if self.has_reference:
+            ksp = _crop(ksp, self.shape)
+        if self.whitening is not None:
+            ksp = np.einsum("cd,dxy->cxy", self.whitening, ksp)
+        return np.ascontiguousarray(ksp, dtype=np.complex64)
+
+    def read(self, i: int) -> Slice:
+        """Slice i: k-space (`kspace`) completed with ESPIRiT maps (and reference and mask when
+        fully sampled); noise_std from the noise scans when the file has them."""
+        return dataclasses.replace(complete_slice(self.kspace(i), i, self.options), noise_std=self.noise_std)
 
     def close(self) -> None:
         self._slab = None
+
+
+__all__ = ["Geometry", "IsmrmrdSource", "whitening_matrix"]

@@ -2,7 +2,7 @@
 
 Accepted: an .npy array (C, X, Y) or (N, C, X, Y) complex, or an HDF5 file with 'ksp'
 (N, C, X, Y) and optionally 'masks' (N, X, Y) and 'imgs' (N, X, Y), but no 'maps'. Coil maps
-are estimated per slice with ESPIRiT (sigpy) from the fully sampled calibration region; the
+are estimated per slice with ESPIRiT (sigpy's maps, computed in torch: physics/coils.py) from the fully sampled calibration region; the
 mask is where any coil has data unless 'masks' is given. Without 'imgs' there is no reference
 image: `has_reference` is False and `read` returns zeros as the image.
 """

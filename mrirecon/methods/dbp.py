@@ -48,10 +48,8 @@ class DeepBasisPursuit(Unrolled):
         coils = y.shape[1]
         samples = op.mask.flatten(1).sum(1).expand(y.shape[0])
         eps = (coils * samples).sqrt() * noise_std
-        x = op.adjoint(y)
-        z = op.forward(x)
-        u = torch.zeros_like(y)
-        for _ in range(self.num_unrolls):
+
+        def body(x: torch.Tensor, z: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
             r = self.denoise(x)
             for _ in range(self.num_admm):
                 rhs = op.adjoint(z - u) + r / lam
@@ -59,4 +57,11 @@ class DeepBasisPursuit(Unrolled):
                 ax = op.forward(x)
                 z = y + project_ball(ax + u - y, eps)
                 u = u + ax - z
+            return x, z, u
+
+        x = op.adjoint(y)
+        z = op.forward(x)
+        u = torch.zeros_like(y)
+        for _ in range(self.num_unrolls):
+            x, z, u = self.step(body, x, z, u)
         return x

@@ -17,8 +17,14 @@ class MoDL(Unrolled):
     def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor) -> torch.Tensor:
         lam = self.l2lam
         aty = op.adjoint(y)
+
+        def body(x: torch.Tensor) -> tuple[torch.Tensor]:
+            r = self.denoise(x)
+            return (
+                conjugate_gradient(op.normal, aty + lam * r, x0=x, lam=lam, max_iter=self.cg_max_iter, tol=self.cg_eps),
+            )
+
         x = aty
         for _ in range(self.num_unrolls):
-            r = self.denoise(x)
-            x = conjugate_gradient(op.normal, aty + lam * r, x0=x, lam=lam, max_iter=self.cg_max_iter, tol=self.cg_eps)
+            (x,) = self.step(body, x)
         return x

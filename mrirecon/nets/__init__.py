@@ -12,10 +12,15 @@ from typing import Any
 from torch import nn
 
 from mrirecon.nets.fastmri_unet import FastMRIUNet
-from mrirecon.nets.resnet import ResNet
+from mrirecon.nets.resnet import DeepInPyResNet, ResNet
 from mrirecon.nets.unet import UNet
 
-NETS: dict[str, type[nn.Module]] = {"resnet": ResNet, "unet": UNet, "fastmri_unet": FastMRIUNet}
+NETS: dict[str, type[nn.Module]] = {
+    "resnet": ResNet,
+    "resnet_deepinpy": DeepInPyResNet,
+    "unet": UNet,
+    "fastmri_unet": FastMRIUNet,
+}
 
 
 def build_net(cfg: Mapping[str, Any]) -> nn.Module:

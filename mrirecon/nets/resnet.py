@@ -57,3 +57,86 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.tail(self.blocks(self.head(x)))
+
+
+class ProjectionBlock(nn.Module):
+    """DeepInPy's ResNetBlock: [BN] ReLU -> conv -> [BN] [ReLU] -> conv (dropout after each conv)
+    plus a skip that is a 1x1 convolution when the channel count changes."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        latent_channels: int,
+        kernel_size: int,
+        final_relu: bool,
+        batch_norm: bool,
+        dropout: float,
+        bias: bool,
+        padding_mode: str,
+    ) -> None:
+        super().__init__()
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        conv = lambda i, o: nn.Conv2d(i, o, kernel_size, padding="same", padding_mode=padding_mode, bias=bias)  # noqa: E731
+        layers: list[nn.Module] = [nn.BatchNorm2d(in_channels)] if batch_norm else []
+        layers += [nn.ReLU(), conv(in_channels, latent_channels)]
+        layers += [nn.Dropout(dropout)] if dropout > 0 else []
+        layers += [nn.BatchNorm2d(latent_channels)] if batch_norm else []
+        layers += [nn.ReLU(inplace=True)] if final_relu else []
+        layers += [conv(latent_channels, out_channels)]
+        layers += [nn.Dropout(dropout)] if dropout > 0 else []
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class DeepInPyResNet(nn.Module):
+    """DeepInPy's ResNet exactly (models/resnet/resnet.py): the first block maps in_channels to
+    `channels` and the last block back (each with a 1x1 projection skip; the last block without
+    its inner ReLU), the blocks between stay at `channels`; a global residual. Same weights
+    count as DeepInPy's for the same settings. (B, in_channels, H, W) -> same shape.
+
+    Args:
+        in_channels: image channels (2 for real/imaginary parts).
+        channels: latent channels (DeepInPy: 64).
+        num_blocks: residual blocks (DeepInPy: 3; 1 gives one block in -> channels -> in).
+        kernel_size: convolution size (DeepInPy: 7).
+        batch_norm, dropout, bias: as DeepInPy (off, 0, off).
+        padding_mode: "reflect" (DeepInPy's ReflectionPad2d) or "zeros".
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 2,
+        channels: int = 64,
+        num_blocks: int = 3,
+        kernel_size: int = 7,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        bias: bool = False,
+        padding_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks: {num_blocks} must be >= 1")
+        sizes = [in_channels] + [channels] * (num_blocks - 1) + [in_channels]
+        self.blocks = nn.Sequential(
+            *(
+                ProjectionBlock(
+                    sizes[i],
+                    sizes[i + 1],
+                    channels,
+                    kernel_size,
+                    i < num_blocks - 1,
+                    batch_norm,
+                    dropout,
+                    bias,
+                    padding_mode,
+                )
+                for i in range(num_blocks)
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.blocks(x)

@@ -104,6 +104,7 @@ def read_options(cfg: DictConfig) -> ReadOptions:
     if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float)) or not buffer_mb > 0:
         raise UserError(f"data.ismrmrd_buffer_mb: {buffer_mb!r} must be a number > 0 (MB)")
     return ReadOptions(
+        prewhiten=prewhiten_option(cfg),
         transpose=bool(cfg.data.transpose),
         calib_width=int(e.calib_width),
         thresh=float(e.thresh),
@@ -116,7 +117,17 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         buffer_mb=float(buffer_mb),
         maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps),
         slices_per_subject=cfg.data.slices_per_subject,
+        device=str(device_of(cfg)) if "hardware" in cfg else "cpu",
     )
+
+
+def prewhiten_option(cfg: DictConfig) -> str:
+    """`data.prewhiten` checked: 'auto', 'true' or 'false' (YAML booleans accepted)."""
+    value = cfg.data.get("prewhiten", "auto")
+    text = str(value).lower() if isinstance(value, (bool, str)) else None
+    if text not in ("auto", "true", "false"):
+        raise UserError(f"data.prewhiten: {value!r} must be auto, true or false")
+    return text
 
 
 def open_source(cfg: DictConfig) -> Source:

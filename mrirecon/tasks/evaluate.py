@@ -1,170 +1,154 @@
-"""`mrirecon evaluate runs=[...]`: tables, paired comparisons, sweep plots, training curves and a
-report page from the per-slice rows of reconstruct runs (and the per-epoch rows of train runs)."""
+"""`mrirecon evaluate runs=[...]`: tables, paired comparisons, a summary plot, comparison figures,
+sweep plots, training curves and a report page from the per-slice rows of reconstruct runs (and
+the per-epoch rows of train runs). Everything is read and checked first; the outputs are then
+written together (one staged set, renamed into the run dir), never partially."""
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import re
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mrirecon import report, results
 from mrirecon.errors import UserError
-from mrirecon.figures import comparison_figure, heatmap_figure, sweep_figure, training_figure
-from mrirecon.io import write_text
+from mrirecon.figures import comparison_figure, heatmap_figure, summary_figure, sweep_figure, training_figure
+from mrirecon.io import staged_outputs, write_text
 from mrirecon.metrics import NAMES as METRICS
+from mrirecon.optuna_figures import optuna_figures
+from mrirecon.runs import Damaged, Run, Skipped, discover, load, load_training
 from mrirecon.tasks.common import run_dir
 
 log = logging.getLogger(__name__)
-STATS = (*METRICS, "seconds")
-OUTPUTS = (".csv", ".md", ".png", ".html")
+# evaluate's outputs in its run dir, replaced as a set (an earlier evaluate's extra sweep plots go)
+OWNED = (
+    "results.csv",
+    "comparisons.csv",
+    "results.md",
+    "report.html",
+    "summary.png",
+    "comparison.png",
+    "comparison_*.png",
+    "sweep_*.png",
+    "optuna_*.png",
+    "training_curves.png",
+)
+LEVELS = ("slice", "volume")
+MAX_FIGURE_COLUMNS = 8  # reconstructions per comparison figure (the best rows by mean PSNR)
 
 
-def find_runs(paths: list[str]) -> tuple[list[Path], list[Path]]:
-    """Reconstruct run dirs and train run dirs under each path (a run dir itself or a multirun
-    dir), sorted."""
-    found: list[Path] = []
-    trained: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if not path.is_dir():
-            raise UserError(f"runs: {path} is not a folder")
-        here = sorted({p.parent for p in path.rglob("summary.json") if (p.parent / "metrics.csv").is_file()})
-        train = sorted(
-            {
-                p.parent
-                for p in path.rglob("metrics.csv")
-                if not (p.parent / "summary.json").exists() and _is_training_log(p)
-            }
-        )
-        if not here and not train:
-            raise UserError(
-                f"runs: {path} holds no reconstruct run (summary.json with metrics.csv) and no train "
-                "run (metrics.csv of epochs)"
-            )
-        found += [p for p in here if p not in found]
-        trained += [p for p in train if p not in trained]
-    return found, trained
+@dataclass(frozen=True)
+class Options:
+    """evaluate's keys, checked before anything is read."""
+
+    paths: list[str]
+    level: str
+    pool: tuple[str, ...]
+    strict: bool
+    figure_slices: int
+    baseline: str | None
 
 
-def _is_training_log(path: Path) -> bool:
-    try:
-        with open(path, newline="") as fh:
-            return fh.readline().startswith("epoch,")
-    except OSError:
-        return False
+def options(cfg: DictConfig) -> Options:
+    """The checked keys: runs (one path or a list), level, pool, strict, figure_slices, baseline."""
+    runs = cfg.get("runs")
+    paths = [str(r) for r in (runs if isinstance(runs, (ListConfig, list, tuple)) else [runs] if runs else [])]
+    if not paths or any(not p for p in paths):
+        raise UserError("runs: give at least one reconstruct run or multirun folder: runs=DIR or runs=[DIR,...]")
+    level = str(cfg.get("level", "slice"))
+    if level not in LEVELS:
+        raise UserError(f"level: '{level}' is not one of {', '.join(LEVELS)}")
+    pool_value = cfg.get("pool")
+    pool = tuple(
+        str(p) for p in (pool_value if isinstance(pool_value, ListConfig) else [pool_value] if pool_value else [])
+    )
+    for p in pool:
+        if p not in results.POOLABLE:
+            raise UserError(f"pool: '{p}' cannot be pooled (poolable: {', '.join(results.POOLABLE)}; null: none)")
+    strict = cfg.get("strict", False)
+    if not isinstance(strict, bool):
+        raise UserError(f"strict: {strict!r} is not true or false")
+    slices = cfg.get("figure_slices", 2)
+    if isinstance(slices, bool) or not isinstance(slices, int) or slices < 0:
+        raise UserError(f"figure_slices: {slices!r} is not a whole number >= 0 (slices per comparison figure)")
+    baseline = cfg.get("baseline")
+    return Options(paths, level, pool, strict, slices, None if baseline is None else str(baseline))
 
 
-def _load_run(path: Path) -> dict[str, Any]:
-    """A reconstruct run: its summary and per-slice rows (subject and effective acceleration
-    R where recorded)."""
-    try:
-        summary = json.loads((path / "summary.json").read_text())
-        with open(path / "metrics.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        per_slice = {k: np.array([float(r[k]) for r in rows]) for k in STATS}
-        accel = summary.get("acceleration", {}).get("per_slice", [])
-        per_slice["R"] = np.array(accel, dtype=float) if len(accel) == len(rows) else np.full(len(rows), np.nan)
-        subjects = [r.get("subject") or None for r in rows]
-        return {
-            "dir": path,
-            "summary": summary,
-            "per_slice": per_slice,
-            "slices": [int(r["slice"]) for r in rows],
-            "subjects": None if None in subjects else [int(s) for s in subjects],
-            "method": summary["method"],
-            "variant": summary["variant"],
-            "params": summary.get("method_config", {}),
-            "data": str(summary.get("data_path", "")),
-            "split": str(summary.get("split", "")),
-        }
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"runs: {path} has an unreadable summary.json or metrics.csv ({exc})") from None
-
-
-def _load_training(path: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
-    """A train run's label, epochs and per-epoch columns (train_loss and val_*) of metrics.csv."""
-    try:
-        with open(path / "metrics.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        epochs = np.array([int(r["epoch"]) for r in rows])
-        names = [k for k in (rows[0] if rows else {}) if k == "train_loss" or k.startswith("val_")]
-        columns = {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in names}
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"runs: {path} has an unreadable metrics.csv ({exc})") from None
-    what = path.name
-    config, described = path / ".hydra" / "config.yaml", path / "training.json"
-    if described.is_file():  # written by train: its family's own description
+def read(opts: Options) -> tuple[list[Run], list[tuple[str, np.ndarray, dict[str, np.ndarray]]], list[Skipped]]:
+    """The reconstruct runs, train-run curves and skipped runs under the paths (strict: a skipped
+    run is an error)."""
+    recon_dirs, train_dirs, skipped = discover(opts.paths)
+    loaded, curves = [], []
+    for path in recon_dirs:
         try:
-            what = f"{json.loads(described.read_text())['trains']} ({path.parent.name}/{path.name})"
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"runs: {described} is unreadable ({exc})") from None
-    elif config.is_file():  # train runs from before training.json
-        cfg = OmegaConf.load(config)
-        model = str(OmegaConf.select(cfg, "model.name", default=""))
-        method = str(OmegaConf.select(cfg, "method.name", default=""))
-        from mrirecon.trainables import family_for  # torch and the nets: only for these old runs
+            loaded.append(load(path, opts.level))
+        except Damaged as exc:
+            skipped.append(Skipped(path, str(exc)))
+    for path in train_dirs:
+        try:
+            curves.append(load_training(path))
+        except Damaged as exc:
+            skipped.append(Skipped(path, str(exc)))
+    if opts.strict and skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise UserError(f"runs: {skipped[0].path}: {skipped[0].reason}{more} (strict=true)")
+    for s in skipped:
+        log.warning("skipped %s: %s", s.path, s.reason)
+    return loaded, curves, skipped
 
-        family = family_for(method, model)
-        what = f"{family.kind if family else 'unknown'} family: method={method} model={model}"
-        what += f" ({path.parent.name}/{path.name})"
-    return what, epochs, columns
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Write results.csv, comparisons.csv, results.md, comparison.png, sweep plots, training
-    curves and report.html into the run dir; print the table."""
-    if not cfg.runs:
-        raise UserError("runs: give at least one reconstruct run or multirun folder, e.g. runs=[outputs/multirun/...]")
-    recon_dirs, train_dirs = find_runs([str(r) for r in cfg.runs])
-    runs = [_load_run(p) for p in recon_dirs]
-    curves = [_load_training(p) for p in train_dirs]
-    baseline = cfg.get("baseline")
-    methods = sorted({r["method"] for r in runs})
-    if baseline is not None and str(baseline) not in methods:
+    """Read every run, then write results.csv, comparisons.csv, results.md, summary.png,
+    comparison_*.png, sweep plots, training curves and report.html into the run dir together;
+    print the tables."""
+    opts = options(cfg)
+    loaded, curves, skipped = read(opts)
+    methods = sorted({r.identity["method"] for r in loaded})
+    if opts.baseline is not None and opts.baseline not in methods:
         raise UserError(
-            f"baseline: '{baseline}' is not a method of these runs (methods: {', '.join(methods) or 'none'})"
+            f"baseline: '{opts.baseline}' is not a method of these runs (methods: {', '.join(methods) or 'none'})"
         )
+    table = results.summarize(loaded, opts.level, opts.pool)
+    columns = results.param_columns(loaded)
+    results.label_rows(table, columns)
+    comps = results.comparisons(table, opts.baseline)
+    title = f"mrirecon evaluate: {_plural(len(loaded), 'reconstruct run')}"
+    title += f", {_plural(len(curves), 'train run')}" if curves else ""
+    doc = report.Report(title, opts.level, table, columns, comps, loaded, skipped, opts.pool)
+    for warning in report.warnings(doc):
+        log.warning("%s", warning)
     out = run_dir()
-    table, params = results.summarize(runs)
-    comps = results.comparisons(table, params, None if baseline is None else str(baseline))
-    figures: list[tuple[str, str, Path]] = []
-    if table:
-        write_text(out / "results.csv", report.csv_text(report.results_columns(params), table))
-        write_text(out / "comparisons.csv", report.csv_text(*report.comparison_rows(comps, params)))
-        write_text(out / "results.md", report.markdown(table, params, comps))
-        figures += _sweep_plots(table, params, out)
-        if _comparison(table, params, int(cfg.figure_slices), out / "comparison.png"):
-            figures.append(
-                (
-                    "Per-slice comparison",
-                    "reference, each method (PSNR of the slice) and |error| x5 under it, on the same grey scale",
-                    out / "comparison.png",
-                )
-            )
-        _print_table(table, params, len(runs))
-    if curves:
-        training_figure(curves, out / "training_curves.png")
-        names = "; ".join(label for label, _, _ in curves)
-        figures.append(
-            (
-                "Training curves",
-                f"per epoch, from the metrics.csv of {names} (TensorBoard is the live view)",
-                out / "training_curves.png",
-            )
-        )
-    title = f"mrirecon evaluate: {len(runs)} reconstruct runs" + (f", {len(curves)} train runs" if curves else "")
-    write_text(out / "report.html", report.html_report(title, table, params, comps, figures))
-    log.info("results in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir() if p.suffix in OUTPUTS)))
+    with staged_outputs(out, OWNED) as stage:
+        if table:
+            doc.summary_figure = _summary_plot(doc, stage / "summary.png")
+            doc.figures += _comparisons(table, opts.figure_slices, stage)
+            doc.figures += _sweep_plots(table, columns, stage)
+            doc.figures += optuna_figures([Path(p) for p in opts.paths], stage)
+            write_text(stage / "results.csv", report.results_csv(doc))
+            write_text(stage / "comparisons.csv", report.comparisons_csv(doc))
+            write_text(stage / "results.md", report.markdown(doc))
+        if curves:
+            training_figure(curves, stage / "training_curves.png")
+            names = "; ".join(label for label, _, _ in curves)
+            caption = f"per epoch, from the metrics.csv of {names} (TensorBoard is the live view)"
+            doc.figures.append(("Training curves", caption, stage / "training_curves.png"))
+        write_text(stage / "report.html", report.html_report(doc))
+        written = sorted(p.name for p in stage.iterdir())
+    _print_tables(doc)
+    log.info("results in %s: %s", out, ", ".join(written))
     return table
 
 
@@ -172,111 +156,172 @@ def _slug(*parts: Any) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9_.=-]+", "-", str(p)).strip("-") for p in parts if str(p))
 
 
-def _sweep_plots(table: list[dict[str, Any]], params: list[str], out: Path) -> list[tuple[str, str, Path]]:
-    """sweep_<param>.png (a line per method/variant) for one-parameter sweeps and
-    sweep_<method>_<variant>_<p1>_x_<p2>.png (heat maps) for two-parameter sweeps."""
+def _summary_plot(doc: report.Report, path: Path) -> Path:
+    """summary.png: each row's mean and interval per metric, grouped by variant and data file."""
+    by_group = sorted(report.groups(doc.table), key=lambda g: (g[1][0]["variant"], g[1][0]["data_label"]))
+    groups = [
+        (
+            f"{rows[0]['variant']} · {rows[0]['split']} · {rows[0]['data_label']}",
+            [(r["label"], {m: (r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS}) for r in rows],
+        )
+        for _, rows in by_group
+    ]
+    summary_figure(groups, path, results.HIGHER_IS_BETTER)
+    return path
+
+
+def _read_slice(path: Path | None, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, recon) of slice `index` from a recon.h5; a read failure is a UserError."""
+    if path is None:
+        raise ValueError("path: a run without recon.h5 has no images to show")
+    try:
+        with h5py.File(path, "r") as h5:
+            k = int(np.flatnonzero(h5["slices"][()] == index)[0])
+            return h5["imgs"][k], h5["recon"][k]
+    except (OSError, KeyError, IndexError) as exc:
+        raise UserError(f"runs: {path} is unreadable ({str(exc).splitlines()[0] if str(exc) else exc})") from None
+
+
+def _wrap(label: str, width: int = 34) -> str:
+    """A column title: the label's parts (split at ' · ') wrapped to `width` characters."""
+    import textwrap
+
+    return "\n".join(line for part in label.split(" · ") for line in textwrap.wrap(part, width))
+
+
+def _comparisons(table: list[dict[str, Any]], per_group: int, stage: Path) -> list[tuple[str, str, Path]]:
+    """comparison_<variant>_<split>_<data>.png per group: `per_group` slices, each a row of the
+    reference and each table row's reconstruction (the best MAX_FIGURE_COLUMNS by mean PSNR), with
+    |error| x5 under them."""
     written: list[tuple[str, str, Path]] = []
-    splits = len({r["split"] for r in table}) > 1
-
-    def where(row: dict[str, Any]) -> str:
-        files = {r["data"] for r in table if r["variant"] == row["variant"]}
-        extra = [Path(row["data"]).name if len(files) > 1 else "", row["split"] if splits else ""]
-        return row["variant"] + "".join(f", {e}" for e in extra if e)
-
-    lines, grids = results.sweeps(table, params)
-    for param, series in lines.items():
-        data = [
-            (
-                f"{rows[0]['method']} on {where(rows[0])}",
-                [r[param] for r in rows],
-                {m: tuple(np.array([r[f"{m}_{k}"] for r in rows]) for k in ("mean", "low", "high")) for m in METRICS},
-            )
-            for rows in series
-        ]
-        path = out / f"sweep_{_slug(param)}.png"
-        sweep_figure(param, data, path)
-        written.append(("Sweeps", f"metrics vs {param}: mean over slices with a 95 % bootstrap band", path))
-    for p1, p2, rows in grids:
-        v1 = sorted({r[p1] for r in rows}, key=results.sort_key)
-        v2 = sorted({r[p2] for r in rows}, key=results.sort_key)
-        maps = {}
-        for m in METRICS:
-            grid = np.full((len(v1), len(v2)), np.nan)
-            for r in rows:
-                grid[v1.index(r[p1]), v2.index(r[p2])] = r[f"{m}_mean"]
-            best = None
-            if np.isfinite(grid).any():
-                flat = np.nanargmax(grid) if results.HIGHER_IS_BETTER[m] else np.nanargmin(grid)
-                best = tuple(int(i) for i in np.unravel_index(flat, grid.shape))
-            maps[m] = (grid, best)
-        row = rows[0]
-        path = out / f"sweep_{_slug(row['method'], where(row), p1, 'x', p2)}.png"
-        heatmap_figure(p1, p2, v1, v2, maps, f"{row['method']} on {where(row)}: mean over slices", path)
-        written.append(("Sweeps", f"{row['method']} on {where(row)}: {p1} x {p2}, mean over slices", path))
+    for heading, rows in report.groups(table) if per_group > 0 else []:
+        shown = [r for r in rows if r["members"][0].recon is not None][:MAX_FIGURE_COLUMNS]
+        if not shown:
+            continue
+        common = set.intersection(*(set(r["members"][0].slices.tolist()) for r in shown))
+        first = rows[0]
+        grid = []
+        for s in sorted(common)[:per_group]:
+            reference, cols = _slice_panels(shown, s)
+            grid.append((f"{first['data_label']} · {first['variant']} · slice {s}", reference, cols))
+        if not grid:
+            continue
+        path = _unique(stage / f"comparison_{_slug(first['variant'], first['split'], first['data_label'])}.png")
+        comparison_figure(grid, path)
+        more = f"; the {len(shown)} best of {len(rows)} rows by mean PSNR" if len(shown) < len(rows) else ""
+        caption = (
+            f"{heading}: reference, each row's reconstruction (its PSNR on the slice; a pooled row shows its first "
+            f"run) and |error| x5 under it, on the same grey scale{more}"
+        )
+        written.append(("Comparison figures", caption, path))
     return written
 
 
-def _print_table(table: list[dict[str, Any]], params: list[str], num_runs: int) -> None:
-    """The table on the terminal, one 'mean ± std' cell per metric."""
-    rich_table = Table(title=f"mrirecon evaluate: {num_runs} runs")
-    heads = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM"}
-    for c in [
-        "data",
-        "split",
-        "variant",
-        "method",
-        *params,
-        "slices",
-        "subjects",
-        "R",
-        *heads.values(),
-        "s/slice",
-        "best",
-    ]:
-        rich_table.add_column(c, justify="left" if c in ("data", "split", "variant", "method") else "right")
-    for row in table:
-        cells = [
-            Path(row["data"]).name,
-            row["split"],
-            *(report.fmt(c, row[c]) for c in ("variant", "method", *params, "slices", "subjects", "R")),
-        ]
-        cells += [
-            " ± ".join(filter(None, (report.fmt(f"{s}_{a}", row[f"{s}_{a}"]) for a in ("mean", "std")))) for s in heads
-        ]  # a single slice has no std
-        rich_table.add_row(*cells, report.fmt("seconds_mean", row["seconds_mean"]), row["best"])
+def _slice_panels(rows: list[dict[str, Any]], index: int) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+    """Slice `index`: the reference (X, Y) and, per row, (column title, its first run's recon)."""
+    reference, cols = np.zeros((0, 0)), []
+    for r in rows:
+        run = r["members"][0]
+        psnr = float(run.per_slice["psnr"][run.slices.tolist().index(index)])
+        reference, image = _read_slice(run.recon, index)
+        cols.append((f"{_wrap(r['label'])}\nslice PSNR {psnr:.2f}", image))
+    return reference, cols
+
+
+def _unique(path: Path) -> Path:
+    k, candidate = 1, path
+    while candidate.exists():
+        k += 1
+        candidate = path.with_name(f"{path.stem}_{k}{path.suffix}")
+    return candidate
+
+
+def _series_name(rows: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
+    """A sweep line's label: method on variant, with the data file, split, checkpoint and seed
+    where the table has several."""
+    r = rows[0]
+    name = f"{r['method']} on {r['variant']}"
+    if len({(t["data"], t["data_id"]) for t in table}) > 1:
+        name += f", {r['data_label']}"
+    if len({t["split"] for t in table}) > 1:
+        name += f", {r['split']}"
+    return name + "".join(f" · {e}" for e in r["label"].split(" · ")[1:])
+
+
+def _band(rows: list[dict[str, Any]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(np.array([r[f"{metric}_{k}"] for r in rows], dtype=float) for k in ("mean", "low", "high"))  # type: ignore[return-value]
+
+
+def _sweep_plots(
+    table: list[dict[str, Any]], columns: list[results.Column], stage: Path
+) -> list[tuple[str, str, Path]]:
+    """sweep_<param>.png per parameter column (a line per series; auto as a star) and
+    sweep_<method>_<variant>_<p1>_x_<p2>.png heat maps for two-parameter sweeps."""
+    written: list[tuple[str, str, Path]] = []
+    lines, grids = results.sweeps(table, columns)
+    for column in columns:
+        mine = [s for s in lines if s.column == column]
+        if not mine:
+            continue
+        series, others = [], []
+        for sweep in mine:
+            rows = sweep.numeric or [r for r, _ in sweep.other]
+            name = _series_name(rows, table)
+            if sweep.numeric:
+                xs = [results.cell(r, column) for r in sweep.numeric]
+                series.append((name, xs, {m: _band(sweep.numeric, m) for m in METRICS}))
+            for r, chosen in sweep.other:
+                band = {m: (r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in METRICS}
+                others.append((name, str(results.cell(r, column)), chosen, band))
+        path = stage / f"sweep_{_slug(column.title)}.png"
+        sweep_figure(column.title, series, path, others)
+        caption = f"metrics vs {column.title}: mean with a 95 % interval over the units (subjects when recorded)"
+        if others:
+            caption += (
+                f"; stars: a {column.param} that is not a number (e.g. auto), at the value it chose when recorded"
+            )
+        written.append(("Sweeps", caption, path))
+    for c1, c2, rows in grids:
+        written.append(_heatmap(c1, c2, rows, table, stage))
+    return written
+
+
+def _heatmap(
+    c1: results.Column, c2: results.Column, rows: list[dict[str, Any]], table: list[dict[str, Any]], stage: Path
+) -> tuple[str, str, Path]:
+    """A heat map per metric of a two-parameter sweep, best cell outlined."""
+    v1 = sorted({results.cell(r, c1) for r in rows}, key=results.sort_key)
+    v2 = sorted({results.cell(r, c2) for r in rows}, key=results.sort_key)
+    maps: dict[str, tuple[np.ndarray, tuple[int, int] | None]] = {}
+    for m in METRICS:
+        grid = np.full((len(v1), len(v2)), np.nan)
+        for r in rows:
+            grid[v1.index(results.cell(r, c1)), v2.index(results.cell(r, c2))] = r[f"{m}_mean"]
+        best: tuple[int, int] | None = None
+        if np.isfinite(grid).any():
+            flat = np.nanargmax(grid) if results.HIGHER_IS_BETTER[m] else np.nanargmin(grid)
+            i, j = np.unravel_index(flat, grid.shape)
+            best = (int(i), int(j))
+        maps[m] = (grid, best)
+    name = _series_name(rows, table)
+    path = _unique(stage / f"sweep_{_slug(rows[0]['method'], rows[0]['variant'], c1.title, 'x', c2.title)}.png")
+    heatmap_figure(c1.title, c2.title, v1, v2, maps, f"{name}: mean", path)
+    return ("Sweeps", f"{name}: {c1.title} x {c2.title}, mean over the items", path)
+
+
+def _print_tables(doc: report.Report) -> None:
+    """The results tables on the terminal, one per group."""
     console = Console()
     if not console.is_terminal:  # a log file or pipe: do not squeeze the table to 80 columns
         console = Console(width=200)
-    console.print(rich_table)
-
-
-def _label(row: dict[str, Any], params: list[str], psnr: float) -> str:
-    """Column title: the method, its swept parameters and this slice's PSNR."""
-    return results.label(row, params) + f"\nPSNR {psnr:.2f}"
-
-
-def _comparison(table: list[dict[str, Any]], params: list[str], per_variant: int, path: Path) -> bool:
-    """Rows: a few slices of each variant; columns: reference, then each table row's recon, with
-    error maps under them. False when there is nothing to show."""
-    by_variant: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for row in table:
-        by_variant[(row["data"], row["split"], row["variant"])].append(row)
-    grid = []
-    for (_, _, variant), rows in by_variant.items():
-        rows = [r for r in rows if (r["runs"][0]["dir"] / "recon.h5").is_file()]
-        if not rows:
-            continue
-        common = set.intersection(*(set(r["runs"][0]["slices"]) for r in rows))
-        for s in sorted(common)[:per_variant]:
-            reference, cols = None, []
-            for r in rows:
-                run = r["runs"][0]
-                psnr = float(run["per_slice"]["psnr"][run["slices"].index(s)])
-                with h5py.File(run["dir"] / "recon.h5", "r") as h5:
-                    k = int(np.flatnonzero(h5["slices"][()] == s)[0])
-                    reference = h5["imgs"][k]
-                    cols.append((_label(r, params, psnr), h5["recon"][k]))
-            grid.append((f"{variant} slice {s}", reference, cols))
-    if grid:
-        comparison_figure(grid, path)
-    return bool(grid)
+    console.print(escape(doc.title))
+    for heading, rows in report.groups(doc.table):
+        head, lines = report.group_table(doc, rows)
+        rich_table = Table(title=escape(f"{heading} (level {doc.level})"))
+        for c in head:
+            rich_table.add_column(escape(c), justify="left" if c in ("method", "run", "best", "warning") else "right")
+        for line in lines:
+            rich_table.add_row(*(escape(text) for text, _ in line))
+        console.print(rich_table)
+    for s in doc.skipped:
+        console.print(escape(f"skipped {s.path}: {s.reason}"))

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from rich.progress import Progress
 
 from mrirecon import __version__
+from mrirecon.data.coil_compression import CoilCompression
 from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import MultiSource, source_files
@@ -21,7 +22,7 @@ from mrirecon.data.splits import check_fractions, check_splits, make_splits, spl
 from mrirecon.data.transforms import make_variant, resized_shape, with_noise
 from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
-from mrirecon.tasks.common import open_source, source_spec, variant_of
+from mrirecon.tasks.common import open_source, prewhiten_option, source_spec, variant_of
 
 log = logging.getLogger(__name__)
 MIN_SIZE = 7  # the smallest image side metrics take (SSIM's 7x7 window)
@@ -29,6 +30,12 @@ NOISE_STD = (
     "noise std per k-space sample: the simulated std where preprocess or the sample added the noise, else "
     "estimated from the measured data (median of |y|^2 / ln 2 over the outermost 10 % of measured k-space "
     "locations, per coil; physics/noise.py)"
+)
+NOISE_STD_SCANS = (
+    "noise std per k-space sample from the file's noise scans (ISMRMRD noise-only readouts: the coil noise "
+    "covariance Psi, scaled to the imaging dwell time): 1 per coil after prewhitening with W = L^-1 "
+    "(Psi = L L^H), else sqrt(trace(Psi) / C); divided by sqrt of the mean repeat count of averaged lines. "
+    "Regenerated k-space (quantised or resized variants): the simulated std"
 )
 
 
@@ -175,6 +182,42 @@ def output_geometry(cfg: DictConfig, source: Any, scale: float) -> tuple[tuple[i
     return shape, crop
 
 
+def check_prewhitening(cfg: DictConfig, source: Any) -> tuple[bool, bool]:
+    """(the source's noise std comes from noise scans, every file was prewhitened); refuses
+    data.prewhiten=true when a file has no noise scans (only ISMRMRD files carry them)."""
+    parts = getattr(source, "sources", [source])
+    scans = [int(p.attrs.get("noise_scans", 0)) > 0 and not p.attrs.get("noise_scans_unusable") for p in parts]
+    if prewhiten_option(cfg) == "true":
+        for part, has in zip(parts, scans):
+            if not has:
+                raise UserError(
+                    f"data.prewhiten=true: {part.path} has no noise scans (noise-only readouts of an ISMRMRD "
+                    "file); use data.prewhiten=auto to prewhiten only files that have them"
+                )
+    return any(scans), all(int(p.attrs.get("prewhitened", 0)) == 1 for p in parts)
+
+
+def coil_compression(cfg: DictConfig, source: Any, subjects: np.ndarray) -> CoilCompression | None:
+    """`data.coils` virtual coils (null: none), per `data.coil_compression` slice or volume
+    (a first pass over the source's k-space per subject), from the ESPIRiT calibration region."""
+    coils = cfg.data.get("coils", None)
+    if coils is None:
+        return None
+    if isinstance(coils, bool) or not isinstance(coils, int) or not 1 <= coils <= source.num_coils:
+        raise UserError(
+            f"data.coils: {coils!r} must be null or an integer in 1..{source.num_coils} (the source's coils)"
+        )
+    mode = str(cfg.data.get("coil_compression", "slice"))
+    try:
+        compression = CoilCompression(coils, mode, int(cfg.data.espirit.calib_width))
+    except ValueError as exc:
+        raise UserError(f"data.coil_compression: {exc}") from None
+    if mode == "volume":
+        kspace = getattr(source, "kspace", None) or (lambda i: source.read(i).ksp)
+        compression.fit_volumes(kspace, subjects)
+    return compression
+
+
 def run(cfg: DictConfig) -> Path:
     """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
 
@@ -198,6 +241,9 @@ def run(cfg: DictConfig) -> Path:
     shape, crop = output_geometry(cfg, source, scale)
     subjects, splits = subjects_and_splits(cfg, source)
     seed = int(cfg.seed)
+    noise_scans, prewhitened = check_prewhitening(cfg, source)
+    compression = coil_compression(cfg, source, subjects)
+    num_coils = source.num_coils if compression is None else compression.coils
 
     def read(i: int) -> Slice:
         try:
@@ -212,7 +258,7 @@ def run(cfg: DictConfig) -> Path:
                 i,
                 cfg.data.espirit.calib_width,
             )
-        return s
+        return s if compression is None else compression.apply(s, int(subjects[i]))
 
     first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
     source_id = "sample" if spec == "sample" else ",".join(str(Path(p).resolve()) for p in files)
@@ -225,7 +271,9 @@ def run(cfg: DictConfig) -> Path:
         "transpose": bool(cfg.data.transpose),
         "has_reference": bool(has_reference),
         "noise": str(noise),
-        "noise_std_definition": NOISE_STD,
+        "noise_std_definition": NOISE_STD_SCANS if noise_scans else NOISE_STD,
+        "prewhitened": int(prewhitened),
+        "coil_compression": "none",
         "mrirecon_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **{f"split_{name}": splits[name] for name in SPLITS},
@@ -233,16 +281,15 @@ def run(cfg: DictConfig) -> Path:
     }
     if spec == "sample":
         attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
-    compression = cfg.data.compression or None
     stds = []
     with (
         DeepInPyWriter(
             out,
             len(source),
-            source.num_coils,
+            num_coils,
             shape,
             attrs,
-            compression,
+            cfg.data.compression or None,
             subjects,
             rss=source.has_rss,
             recon_size=crop,
@@ -255,6 +302,8 @@ def run(cfg: DictConfig) -> Path:
             writer.write(i, s)
             stds.append(s.noise_std)
             progress.advance(bar)
+        if compression is not None:
+            writer.update_attrs(compression.attrs(source.num_coils))
     source.close()
     log.info(
         "wrote %s: %d slices of %d subjects, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d "
@@ -262,7 +311,7 @@ def run(cfg: DictConfig) -> Path:
         out,
         len(source),
         len(np.unique(subjects)),
-        source.num_coils,
+        num_coils,
         *first.img.shape,
         bits,
         scale,

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import Progress
 
-from mrirecon import __version__, metrics
+from mrirecon import __version__, metrics, provenance
 from mrirecon.data.cfl import CflImageWriter
 from mrirecon.data.h5 import DeepInPyFile, region_size
 from mrirecon.data.transforms import center_crop
@@ -99,14 +99,18 @@ def check_trained_size(cfg: DictConfig, method_config: dict[str, Any], data: Dee
         )
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> float:
     """Reconstruct `data.split` of `data.path` with `method`; write the run dir's outputs.
 
     Writes metrics.csv (one row per slice), summary.json (means, std, config, metric
     convention), recon.h5 (recon and reference images, slice indices), figures/, and with
     output.cfl=true recon.cfl/.hdr (the recon images for BART, in the order of recon.h5).
-    Returns the summary.
+    Returns the mean of `objective` (psnr, ssim or nrmse) over the slices: the value a Hydra
+    sweeper (hydra/sweeper=optuna) optimises; NaN without a reference.
     """
+    objective = str(cfg.get("objective", "psnr"))
+    if objective not in metrics.NAMES:
+        raise UserError(f"objective: '{objective}' is not one of {', '.join(metrics.NAMES)}")
     out = run_dir()
     device = device_of(cfg)
     method, method_config, trained = method_of(cfg, device)
@@ -120,6 +124,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"({data.num_slices} slices in all; data.split=all uses every slice)"
         )
     check_training_subjects(cfg, trained, data, indices)
+    selected = provenance.selection_warning(trained.get("record"), str(cfg.data.split))
+    if selected:
+        log.warning("checkpoint %s: %s", cfg.checkpoint, selected)
     check_trained_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
     # Images are reconstructed on the file's k-space grid and, when the file records a recon size
@@ -132,7 +139,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
     consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
     noise_stds: list[float] = []  # the noise std each slice was reconstructed with
-    accelerations: list[float] = []  # effective acceleration: pixels / measured locations
+    accelerations: list[float] = []  # effective acceleration: acquired / measured locations
     chosen: dict[str, list[float]] = {}  # settings chosen from the data (e.g. lam: auto), per slice
     torch.manual_seed(int(cfg.seed))
     with contextlib.ExitStack() as stack:
@@ -206,6 +213,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     _write_csv(out / "metrics.csv", rows)
     summary = _summary(cfg, method.name, method_config, rows)
+    summary["checkpoint_info"] = trained.get("record")
     summary["has_reference"] = has_reference
     summary["image_size"] = {
         "shape": list(shown_shape),
@@ -227,6 +235,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             )
         ),
     }
+    summary["prewhitened"] = bool(int(data.attrs.get("prewhitened", 0)))
+    summary["coil_compression"] = str(data.attrs.get("coil_compression", "none"))
     summary["chosen"] = {key: {"mean": float(np.mean(v)), "per_slice": v} for key, v in chosen.items()}
     summary["acceleration"] = {
         "mean": float(np.mean(accelerations)),
@@ -234,6 +244,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "definition": "acquired k-space locations (padding, e.g. fastMRI's, excluded) / measured locations of "
         "each slice's mask",
     }
+    summary["objective"] = {"metric": objective, "value": summary["mean"][objective]}
     write_json(out / "summary.json", summary)
     means = summary["mean"]
     log.info(
@@ -247,7 +258,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         means["seconds"],
         out,
     )
-    return summary
+    return float(summary["objective"]["value"])
 
 
 def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +297,8 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     method, method_config = configured(
         "method", trained.reconstructor, plain(cfg.method), cfg.data.bits, bool(cfg.hardware.amp)
     )
-    return method, method_config, trained_on(ckpt)
+    record = provenance.checkpoint_record(str(checkpoint), ckpt, family.select)
+    return method, method_config, {**trained_on(ckpt), "record": record}
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -309,13 +321,19 @@ def _summary(
         "bits": cfg.data.bits,
         "scale": float(cfg.data.scale),
         "split": str(cfg.data.split),
-        "data_path": str(cfg.data.path),
+        **provenance.data_record(str(cfg.data.path)),  # data_path (absolute) and data_id (content)
         "num_slices": len(rows),
-        "mean": {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
-        "std": {k: float(np.nanstd(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()},
+        # over all slices: NaN when any slice's value is not finite (counted in non_finite), never
+        # a mean over the survivors; std is the sample std (ddof 1), as in evaluate's tables
+        "mean": {k: float(np.mean(v)) for k, v in values.items()},
+        "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for k, v in values.items()},
+        "std_ddof": 1,
+        "non_finite": {k: int(np.sum(~np.isfinite(v))) for k, v in values.items()},
         "metric_convention": metrics.CONVENTION,
         "method_config": method_config,
-        "checkpoint": cfg.get("checkpoint"),
+        "checkpoint": None if cfg.get("checkpoint") is None else str(Path(str(cfg.checkpoint)).resolve()),
+        "seed": int(cfg.seed),
+        "created": provenance.now(),
         "overrides": list(HydraConfig.get().overrides.task),
         "hardware": plain(cfg.hardware),
         "mrirecon_version": __version__,

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mrirecon import distributed as ddp
@@ -35,6 +36,12 @@ def _family(cfg: DictConfig) -> type:
         hints = sorted({TRAINABLES[REGISTRY[k].checkpoint_kind].train_hint(k) for k in served})
         raise UserError(f"method={name} model={model}: nothing to train (trainable: {'; '.join(hints)})")
     return family
+
+
+def _model_choice(cfg: DictConfig) -> str:
+    """The model config chosen on the command line (conf/model/<name>.yaml), else model.name."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return str(choices.get("model") or cfg.model.name)
 
 
 def _check_file_bits(data: DeepInPyFile, bits: int | None) -> None:
@@ -105,7 +112,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         settings=settings,
         device=device,
         callbacks=hooks,
-        extra={"splits": {s: v.tolist() for s, v in splits.items()}, **training_data(data, train_idx)},
+        extra={
+            "splits": {s: v.tolist() for s, v in splits.items()},
+            **training_data(data, train_idx),
+            "model_config_name": _model_choice(cfg),  # flow and flow_student both build a 'flow' net
+        },
     )
     log.info(
         "training %s on %s: %d train / %d val slices, %d parameters -> %s",

@@ -88,6 +88,7 @@ class UnrolledTrainable(ReconstructorFamily):
             raise UserError(f"train.stdev: {train['stdev']} must be >= 0")
         built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
         built.amp = bool(amp)
+        built.checkpoint_unrolls = bool(train.get("checkpoint_unrolls", False))
         return cls(
             built,
             method,

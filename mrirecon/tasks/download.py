@@ -1,0 +1,105 @@
+"""`mrirecon download dataset=<name>`: fetch a public raw data set into `dataset.dir` (data/download.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from mrirecon.data.download import DownloadError, RemoteFile, fetch
+from mrirecon.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def remote_files(cfg: DictConfig) -> list[RemoteFile]:
+    """The files of `dataset`, checked: a base url (file url = url + id), a non-empty list of
+    ids, sha256 by id."""
+    d = cfg.dataset
+    url, suffix = str(d.url), str(d.get("suffix", ""))
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"dataset.url: {url!r} must be an http(s) address (each file's is url + its id)")
+    ids = _container(d.files)
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i and "/" not in i for i in ids):
+        raise UserError("dataset.files: expected a non-empty list of file identifiers (strings without '/')")
+    known = _container(d.get("sha256")) or {}
+    if not isinstance(known, dict):
+        raise UserError("dataset.sha256: expected a mapping from file identifier to SHA-256 (or {})")
+    limit = d.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"dataset.limit: {limit!r} must be null or an integer >= 1")
+    chosen = ids[:limit] if limit else ids
+    return [RemoteFile(f"{i}{suffix}", url + i, str(known[i]) if i in known else None) for i in chosen]
+
+
+def content_check(fmt: Any) -> Any:
+    """The check of a downloaded file's content for `dataset.format` (ismrmrd or null)."""
+    if fmt is None:
+        return None
+    if str(fmt) != "ismrmrd":
+        raise UserError(f"dataset.format: {fmt!r} must be ismrmrd or null")
+
+    def is_ismrmrd(path: Path) -> str | None:
+        from mrirecon.data.source import detect
+
+        try:
+            name = detect(path).name
+        except UserError as exc:
+            return str(exc).split(": ", 1)[-1]
+        return None if name.startswith("ISMRMRD") else f"a {name.split(' (')[0]} file, not ISMRMRD raw data"
+
+    return is_ismrmrd
+
+
+def run(cfg: DictConfig) -> Path:
+    """Download every file of `dataset` into `dataset.dir` (present, checked files are kept);
+    returns the folder."""
+    files = remote_files(cfg)
+    check = content_check(cfg.dataset.get("format"))
+    folder = Path(str(cfg.dataset.dir))
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"dataset.dir: cannot create {folder} ({exc.strerror})") from None
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    fetched = 0
+    with Progress(*columns, transient=True) as progress:
+        for k, file in enumerate(files):
+            bar = progress.add_task(f"{k + 1}/{len(files)} {file.name}", total=None)
+
+            def advance(_: str, done: int, total: int, bar: Any = bar) -> None:
+                progress.update(bar, completed=done, total=total or None)
+
+            try:
+                fetched += fetch(file, folder, float(cfg.dataset.timeout), bool(cfg.dataset.verify), check, advance)
+            except DownloadError as exc:
+                if created and not any(folder.iterdir()):
+                    folder.rmdir()  # nothing partial left behind
+                raise UserError(f"download {cfg.dataset.name}: {exc}") from None
+            progress.remove_task(bar)
+    log.info(
+        "%s: %d files in %s (%d downloaded now, %d already there); next: mrirecon preprocess data=full "
+        "data.source=%s data.path=outputs/data/%s_full.h5",
+        cfg.dataset.name,
+        len(files),
+        folder,
+        fetched,
+        len(files) - fetched,
+        folder,
+        cfg.dataset.name,
+    )
+    return folder

@@ -1,0 +1,235 @@
+"""evaluate's reading and tables, in process on run dirs made by hand: rows keyed by everything
+that makes runs differ, pooling on request only, failed slices counted, damaged runs refused with a
+reason, per-volume metrics the fastMRI way, parameter units kept apart, provenance records."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from helpers import fake_run, image_run, tiny_arrays, write_h5
+from test_metrics import blob, fastmri_volume
+
+from mrirecon import provenance, results
+from mrirecon.runs import Damaged, discover, load
+
+PSNR = np.array([30.0, 31.0, 32.0, 33.0, 34.0, 35.0])
+
+
+def table_of(paths: list[Path], level: str = "slice", pool: tuple[str, ...] = ()) -> list[dict]:
+    runs = [load(p, level) for p in paths]
+    table = results.summarize(runs, level, pool)
+    results.label_rows(table, results.param_columns(runs))
+    return table
+
+
+def checkpoint(path: str, selected_on: str | None = None) -> dict:
+    return {
+        "checkpoint": path,
+        "checkpoint_info": {"path": path, "id": path[-8:], "model_config_name": "flow", "selected_on": selected_on},
+    }
+
+
+def test_checkpoints_and_seeds_make_four_labelled_rows_and_pool_on_request(tmp_path):
+    dirs = []
+    for c, ckpt in enumerate(("/t/run1/checkpoints/best.pt", "/t/run2/checkpoints/best.pt")):
+        for seed in (1, 2):
+            extra = {**checkpoint(ckpt), "seed": seed}
+            dirs.append(
+                fake_run(tmp_path / f"r{c}{seed}", "flow_l1", "4bit_quarter", PSNR + c + seed, summary_extra=extra)
+            )
+    table = table_of(dirs)
+    labels = sorted(r["label"] for r in table)
+    assert len(table) == 4 and len(set(labels)) == 4
+    assert labels[0] == "flow_l1 · checkpoint flow run1/checkpoints/best.pt · seed 1"
+    pooled = table_of(dirs, pool=("seed",))
+    assert len(pooled) == 2 and {r["seed"] for r in pooled} == {"1, 2"} and {r["runs"] for r in pooled} == {2}
+    assert all("seeds 1, 2" in r["label"] for r in pooled)
+    mean = next(r for r in pooled if "run2" in r["label"])["psnr_mean"]
+    assert mean == pytest.approx(np.mean(PSNR) + 1 + 1.5)  # per slice, the mean over the seeds
+
+
+@pytest.mark.parametrize("field", ["mrirecon_version", "metric_convention", "data_id"])
+def test_runs_that_differ_in_version_convention_or_content_are_not_pooled(tmp_path, field):
+    a = fake_run(tmp_path / "a", "cg_sense", "full", PSNR, summary_extra={field: "one"})
+    b = fake_run(tmp_path / "b", "cg_sense", "full", PSNR + 1, summary_extra={field: "two"})
+    table = table_of([a, b])
+    assert len(table) == 2 and len({r["label"] for r in table} | {r["data_label"] for r in table}) >= 2
+
+
+def test_failed_slices_are_counted_not_averaged_away(tmp_path):
+    psnr = PSNR.copy()
+    psnr[2] = np.nan  # a diverging method on one slice
+    a = fake_run(tmp_path / "a", "cs_tv", "full", psnr)
+    b = fake_run(tmp_path / "b", "zero_filled", "full", PSNR)
+    table = {r["method"]: r for r in table_of([a, b])}
+    assert table["cs_tv"]["failed"] == 1 and np.isnan(table["cs_tv"]["psnr_mean"])
+    assert table["cs_tv"]["best"] == "failed (1)" and table["zero_filled"]["failed"] == 0
+    assert not results.comparisons(list(table.values()), None)  # nothing compared with a failed row
+
+
+def test_subject_level_decision_in_the_table(tmp_path):
+    subjects = [0, 0, 1, 1, 2, 2]
+    a = fake_run(tmp_path / "a", "cg_sense", "full", PSNR + 1, subjects=subjects)
+    b = fake_run(tmp_path / "b", "zero_filled", "full", PSNR, subjects=subjects)
+    table = table_of([a, b])
+    comps = results.comparisons(table, None)
+    psnr = next(c["result"] for c in comps if c["metric"] == "psnr")
+    assert (psnr.unit, psnr.units, psnr.decision) == ("subjects", 3, "too few subjects")
+    assert [r["best"] for r in table] == ["too few subjects", "too few subjects"] and table[0]["subjects"] == 3
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncated", "last line is incomplete"),
+        ("short_row", "line 4 has 4 of 7 fields"),
+        ("empty", "metrics.csv is empty"),
+        ("header_only", "no slice rows"),
+        ("bad_json", "not valid JSON"),
+        ("corrupt_h5", "recon.h5 is unreadable"),
+        ("other_slices", "recon.h5 holds other slices"),
+        ("count", "summary.json says 9"),
+        ("bad_number", "psnr 'abc' is not a number"),
+    ],
+)
+def test_damaged_runs_give_a_reason(tmp_path, damage, reason):
+    run = fake_run(tmp_path / "r", "cg_sense", "full", PSNR)
+    csv_text = (run / "metrics.csv").read_text()
+    if damage == "truncated":
+        (run / "metrics.csv").write_text(csv_text[:-9])
+    elif damage == "short_row":
+        lines = csv_text.splitlines()
+        lines[3] = ",".join(lines[3].split(",")[:4])
+        (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    elif damage == "empty":
+        (run / "metrics.csv").write_text("")
+    elif damage == "header_only":
+        (run / "metrics.csv").write_text(csv_text.splitlines()[0] + "\n")
+    elif damage == "bad_json":
+        (run / "summary.json").write_text('{"method": "cg')
+    elif damage == "corrupt_h5":
+        (run / "recon.h5").write_bytes(b"not an hdf5 file" * 10)
+    elif damage == "other_slices":
+        with h5py.File(run / "recon.h5", "a") as h5:
+            h5["slices"][0] = 99
+    elif damage == "count":
+        (run / "summary.json").write_text(
+            (run / "summary.json").read_text().replace('"method"', '"num_slices": 9, "method"')
+        )
+    else:
+        (run / "metrics.csv").write_text(csv_text.replace(",30,", ",abc,", 1))
+    with pytest.raises(Damaged, match=reason):
+        load(run, "slice")
+
+
+def test_discover_lists_incomplete_runs(tmp_path):
+    fake_run(tmp_path / "ok", "cg_sense", "full", PSNR)
+    (fake_run(tmp_path / "unfinished", "cg_sense", "full", PSNR) / "summary.json").unlink()
+    (fake_run(tmp_path / "no_table", "cg_sense", "full", PSNR) / "metrics.csv").unlink()
+    recon, train, skipped = discover([str(tmp_path)])
+    assert [p.name for p in recon] == ["ok"] and not train
+    assert {s.path.name: s.reason.split(" (")[0] for s in skipped} == {
+        "unfinished": "metrics.csv without summary.json",
+        "no_table": "summary.json without metrics.csv",
+    }
+
+
+def test_volume_level_is_fastmri_per_volume(tmp_path):
+    rng = np.random.default_rng(3)
+    ref = np.stack([blob(peak=p) for p in (1.0, 2.0, 4.0, 1.5, 3.0)])
+    subjects = [7, 7, 7, 9, 9]
+    recon = np.abs(ref + rng.normal(0, 0.05, ref.shape))
+    worse = np.abs(ref + rng.normal(0, 0.1, ref.shape))
+    a = image_run(tmp_path / "a", "cg_sense", recon, ref, subjects)
+    b = image_run(tmp_path / "b", "zero_filled", worse, ref, subjects)
+    table = {r["method"]: r for r in table_of([a, b], level="volume")}
+    row = table["cg_sense"]
+    volumes = [fastmri_volume(ref[:3], recon[:3]), fastmri_volume(ref[3:], recon[3:])]
+    for name in ("nrmse", "psnr", "ssim"):
+        assert row[f"{name}_mean"] == pytest.approx(np.mean([v[name] for v in volumes]), rel=1e-5)
+    assert (row["level"], row["slices"], row["subjects"], row["unit"]) == ("volume", 5, 2, "volumes")
+    slice_level = {r["method"]: r for r in table_of([a, b])}["cg_sense"]
+    assert abs(slice_level["psnr_mean"] - row["psnr_mean"]) > 0.5  # per slice is another number
+
+
+def test_volume_level_refuses_what_it_cannot_do(tmp_path):
+    ref = np.stack([blob()] * 2)
+    without = image_run(tmp_path / "nosub", "cg_sense", ref * 0.9, ref)
+    with pytest.raises(Damaged, match="records no subjects"):
+        load(without, "volume")
+    other = image_run(tmp_path / "other", "cg_sense", ref * 0.9, ref, [0, 0])
+    with h5py.File(other / "recon.h5", "a") as h5:
+        h5["recon"][0] = (ref[0] * 0.5).astype(
+            np.complex64
+        )  # recon.h5 no longer holds the images metrics.csv was computed on
+    with pytest.raises(Damaged, match="not the images the metrics were computed on"):
+        load(other, "volume")
+
+
+def test_parameter_units_are_kept_apart_and_sweeps_order_numbers(tmp_path):
+    dirs = [
+        fake_run(tmp_path / f"cg{k}", "cg_sense", "full", PSNR + k, {"lam": lam})
+        for k, lam in enumerate((1.0, 0.01, "auto", 0.1))
+    ]
+    dirs += [
+        fake_run(tmp_path / f"cs{k}", "cs_wavelet", "full", PSNR + k, {"lam": lam})
+        for k, lam in enumerate((1e-3, 1e-2))
+    ]
+    runs = [load(p, "slice") for p in dirs]
+    columns = results.param_columns(runs)
+    assert [c.title for c in columns] == ["lam [A^H A]", "lam [x max|A^H y|]"]
+    table = results.summarize(runs)
+    results.label_rows(table, columns)
+    lines, _ = results.sweeps(table, columns)
+    cg = next(s for s in lines if s.column.unit == "A^H A")
+    assert [results.cell(r, cg.column) for r in cg.numeric] == [0.01, 0.1, 1.0]
+    assert [results.cell(r, cg.column) for r, _ in cg.other] == ["auto"]
+    assert all(results.cell(r, columns[1]) == "" for r in table if r["method"] == "cg_sense")
+
+
+def test_selection_split_warning(tmp_path):
+    val = fake_run(
+        tmp_path / "v", "dbp", "full", PSNR, summary_extra={**checkpoint("/t/best.pt", "val"), "split": "val"}
+    )
+    test = fake_run(tmp_path / "t", "dbp", "full", PSNR, summary_extra=checkpoint("/t/best.pt", "val"))
+    table = {r["split"]: r for r in table_of([val, test])}
+    assert "the val split the checkpoint was selected on" in table["val"]["warning"] and table["test"]["warning"] == ""
+
+
+def test_provenance_resolves_paths_and_tells_files_apart(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        write_h5(tmp_path / name / "q.h5", tiny_arrays(n=2, seed=len(name)), {"created": name})
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path / "one")
+        relative = provenance.data_record("q.h5")
+        os.chdir(tmp_path / "two")
+        elsewhere = provenance.data_record("q.h5")
+    finally:
+        os.chdir(cwd)
+    assert relative == provenance.data_record(tmp_path / "one" / "q.h5")  # q.h5 and the absolute path: one file
+    assert relative["data_path"] != elsewhere["data_path"] and relative["data_id"] != elsewhere["data_id"]
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes((tmp_path / "one" / "q.h5").read_bytes())
+    assert provenance.content_id(copy) == relative["data_id"]  # a copy has the same content id
+
+
+def test_checkpoint_record_tells_flow_and_flow_student_apart(tmp_path):
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"x")
+    state = {"epoch": 3, "step": 30, "best": 0.5, "history": [{"val_bpd": 0.5}]}
+    flow = {"config": {"model": {"name": "flow", "levels": 3}}, "state": state, "model_config_name": "flow"}
+    student = {"config": {"model": {"name": "flow", "levels": 4}}, "state": state, "model_config_name": "flow_student"}
+    a, b = (provenance.checkpoint_record(path, c, "val_bpd") for c in (flow, student))
+    assert (a["model_config_name"], b["model_config_name"]) == ("flow", "flow_student") and a["id"] != b["id"]
+    assert a["selected_on"] == "val"
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"x")
+    later = {**flow, "state": {**state, "history": [{"val_bpd": 0.5}, {"val_bpd": 0.7}]}}
+    assert provenance.checkpoint_record(last, later, "val_bpd")["selected_on"] is None  # not the best epoch
+    assert provenance.selection_warning(a, "test") is None and "val" in provenance.selection_warning(a, "all")
