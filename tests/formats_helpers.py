@@ -30,6 +30,16 @@ def phantom_coils(coils: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarr
     return (np.stack(out) + noise).astype(np.complex64)
 
 
+def oversampled_coils(n: int, coils: int = 8, shape: tuple[int, int] = (32, 48), seed: int = 20) -> np.ndarray:
+    """(n, coils, 2 * X, Y) complex64 coil images: phantom_coils of X readout rows placed in the
+    central half of a 2x oversampled readout (empty edges, as a scanner's oversampling leaves
+    them), so that removing the oversampling is exact."""
+    x, y = shape
+    out = np.zeros((n, coils, 2 * x, y), np.complex64)
+    out[:, :, x // 2 : x // 2 + x] = np.stack([phantom_coils(coils, shape, seed=seed + i) for i in range(n)])
+    return out
+
+
 def centred_fftn(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(x, axes=axes), axes=axes, norm="ortho"), axes=axes)
 
@@ -167,8 +177,10 @@ def write_acquisitions(path: Path, header, acquisitions, bulk: bool = True) -> P
     return path
 
 
-def fastmri_header(enc: tuple[int, int], recon: tuple[int, int]) -> bytes:
-    """A minimal fastMRI-style ISMRMRD XML header (encodedSpace and reconSpace)."""
+def fastmri_header(enc: tuple[int, int], recon: tuple[int, int], padding: tuple[int, int] | None = None) -> bytes:
+    """A minimal fastMRI-style ISMRMRD XML header (encodedSpace, reconSpace and, with `padding`
+    (left, right): the acquired columns [left, right), encodingLimits/kspace_encoding_step_1 as
+    fastMRI's files state them: center = enc_y // 2 - left, maximum = right - left - 1)."""
 
     def space(name: str, x: int, y: int) -> str:
         return (
@@ -176,32 +188,60 @@ def fastmri_header(enc: tuple[int, int], recon: tuple[int, int]) -> bytes:
             f"<fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></{name}>"
         )
 
+    limits = ""
+    if padding is not None:
+        left, right = padding
+        limits = (
+            "<encodingLimits><kspace_encoding_step_1><minimum>0</minimum>"
+            f"<maximum>{right - left - 1}</maximum><center>{enc[1] // 2 - left}</center>"
+            "</kspace_encoding_step_1></encodingLimits>"
+        )
     return (
         f'<?xml version="1.0" encoding="utf-8"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
-        f"<encoding>{space('encodedSpace', *enc)}{space('reconSpace', *recon)}"
+        f"<encoding>{space('encodedSpace', *enc)}{space('reconSpace', *recon)}{limits}"
         f"<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
     ).encode()
 
 
 def write_fastmri(
-    path: Path, coils: Sequence[np.ndarray], recon: tuple[int, int], rss: bool = True
+    path: Path,
+    coils: Sequence[np.ndarray],
+    recon: tuple[int, int],
+    rss: bool = True,
+    padding: tuple[int, int] | None = None,
+    patient: str = "abc123",
+    noise: float = 0.0,
 ) -> np.ndarray | None:
     """fastMRI's multi-coil layout from coil images, one (C, H, W) per slice: `kspace`
-    (N, C, H, W) complex64, `ismrmrd_header`, `reconstruction_rss` (N, h, w) (root-sum-of-squares
-    of the centre crop) and attributes, written slice by slice. Returns the k-space when the
-    input is one array (the tests), else None."""
+    (N, C, H, W) complex64 (their fft2c plus complex Gaussian noise of E|n|^2 = noise^2 per
+    sample, zero outside the acquired columns [left, right) of `padding`, which the header's
+    encodingLimits state), `ismrmrd_header`, `reconstruction_rss` (N, h, w) (as
+    fastMRI makes it: root-sum-of-squares of the centre crop of the coil images of `kspace`) and
+    attributes, written slice by slice. Returns the k-space when the input is one array (the
+    tests), else None."""
     n = len(coils)
     c, h, w = coils[0].shape
     top, left = (h - recon[0]) // 2, (w - recon[1]) // 2
+    columns = np.ones(w, np.float32)
+    if padding is not None:
+        columns[: padding[0]] = columns[padding[1] :] = 0
+    out = []
+    rng = np.random.default_rng(len(coils))
     with h5py.File(path, "w") as f:
         ds = f.create_dataset("kspace", (n, c, h, w), np.complex64, chunks=(1, c, h, w))
-        f["ismrmrd_header"] = fastmri_header((h, w), recon)
+        f["ismrmrd_header"] = fastmri_header((h, w), recon, padding)
         if rss:
             f.create_dataset("reconstruction_rss", (n, *recon), np.float32)
         for i in range(n):
-            ds[i] = centred_fftn(np.asarray(coils[i]), (-2, -1))
+            k = centred_fftn(np.asarray(coils[i]), (-2, -1))
+            if noise:
+                k = k + noise / np.sqrt(2) * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+            k = (k * columns).astype(np.complex64)
+            ds[i] = k
             if rss:
-                crop = np.asarray(coils[i])[:, top : top + recon[0], left : left + recon[1]]
+                crop = centred_ifftn(k, (-2, -1))[:, top : top + recon[0], left : left + recon[1]]
                 f["reconstruction_rss"][i] = np.sqrt((np.abs(crop) ** 2).sum(0))
-        f.attrs.update({"acquisition": "CORPD_FBK", "max": 1.0, "norm": 1.0, "patient_id": "abc123"})
-    return centred_fftn(coils, (-2, -1)).astype(np.complex64) if isinstance(coils, np.ndarray) else None
+            if isinstance(coils, np.ndarray):
+                out.append(k)
+        f.attrs.update({"acquisition": "CORPD_FBK", "max": 1.0, "norm": 1.0, "patient_id": patient})
+    return np.stack(out) if out else None

@@ -38,6 +38,20 @@ def tiny_arrays(n: int = 6, coils: int = 4, shape: tuple[int, int] = (32, 24), s
     }
 
 
+def centred_dft_matrix(n: int) -> np.ndarray:
+    """The orthonormal centred DFT as an explicit (n, n) matrix, written from the definition
+    F[k, j] = exp(-2 pi i (k - n//2)(j - n//2) / n) / sqrt(n) (no FFT, no shifts): an
+    independent reference for fft2c = fftshift(fft(ifftshift(x))) at even and odd n."""
+    k = np.arange(n) - n // 2
+    return np.exp(-2j * np.pi * np.outer(k, k) / n) / np.sqrt(n)
+
+
+def dft2c(x: np.ndarray) -> np.ndarray:
+    """Centred orthonormal 2-D DFT of the last two axes by explicit matrices (complex128)."""
+    fx, fy = centred_dft_matrix(x.shape[-2]), centred_dft_matrix(x.shape[-1])
+    return fx @ np.asarray(x, np.complex128) @ fy.T
+
+
 def write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
     """Write arrays as datasets of an HDF5 file (no validation: tests make bad files too)."""
     with h5py.File(path, "w") as f:

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import SAMPLE_VARIANTS
-from helpers import run_cli, tiny_arrays, write_h5
+from helpers import dft2c, run_cli, tiny_arrays, write_h5
 from hydra import compose, initialize_config_dir
 
 from mrirecon.cli import config_dir
@@ -245,9 +245,7 @@ def test_subjects_splits_and_noise_of_a_user_file(tmp_path):
         "test": [9, 10, 11],
     }
     s = f.read(4)  # regenerated k-space: forward model of the processed image + noise 0.05 x its maximum
-    from mrirecon.data.transforms import fft2c_numpy
-
-    noise = s.ksp - fft2c_numpy(s.maps * s.img)
+    noise = s.ksp - dft2c(s.maps * s.img)  # explicit DFT matrices (tests/helpers.py)
     assert s.noise_std == pytest.approx(0.05 * np.abs(s.img).max(), rel=1e-5)
     assert np.sqrt(np.mean(np.abs(noise) ** 2)) == pytest.approx(s.noise_std, rel=0.1)
     res = run_cli(
@@ -261,7 +259,7 @@ def test_subjects_splits_and_noise_of_a_user_file(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     clean = DeepInPyFile(tmp_path / "clean.h5").read(4)
-    assert clean.noise_std == 0 and np.allclose(clean.ksp, fft2c_numpy(clean.maps * clean.img), atol=1e-5)
+    assert clean.noise_std == 0 and np.allclose(clean.ksp, dft2c(clean.maps * clean.img), atol=1e-5)
     assert DeepInPyFile(tmp_path / "clean.h5").subjects().tolist() == list(range(12))  # one per slice
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import tiny_arrays, write_h5
+from helpers import dft2c, tiny_arrays, write_h5
 
 from mrirecon.data.h5 import DeepInPyFile, DeepInPyWriter, Slice
 from mrirecon.data.sample import SampleSource
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
-from mrirecon.data.transforms import fft2c_numpy, make_variant, quantize, resize_maps, resized_shape, with_noise
+from mrirecon.data.transforms import make_variant, quantize, resize_maps, resized_shape, with_noise
 from mrirecon.errors import UserError
 
 
@@ -32,7 +32,7 @@ def test_transpose_on_read(tmp_path):
     s = f.read(0)
     assert s.maps.shape == (4, 32, 24) and np.array_equal(s.mask, arrays["masks"][0].T)
     # transposing both image and maps keeps the forward model consistent
-    assert np.allclose(fft2c_numpy(s.maps * s.img), s.ksp, atol=1e-4)
+    assert np.allclose(dft2c(s.maps * s.img), s.ksp, atol=1e-4)
 
 
 def test_writer_round_trip_and_attributes(tmp_path):
@@ -132,6 +132,18 @@ def test_quantize_levels(bits):
     assert np.all(quantize(np.ones((4, 4)), bits) == 0)
 
 
+def test_quantize_rounds_to_the_nearest_level():
+    """0.4 and 0.6 of a level step go to levels 0 and 1 (floor would give 0 and 0; ceil 1 and 1)."""
+    levels = 15
+    magnitude = np.array([0.0, 0.4, 0.6, 1.4, 1.6, 7.49, 7.51, 15.0]) / levels * 2 + 3  # any offset and scale
+    assert quantize(magnitude, 4).tolist() == pytest.approx(np.array([0, 0, 1, 1, 2, 7, 8, 15]) / levels)
+
+
+def test_quantize_in_given_units_clips():
+    q = quantize(np.array([-1.0, 0.0, 0.5, 1.0, 2.0]), 8, lo=0.0, hi=1.0)
+    assert q.tolist() == pytest.approx([0, 0, 128 / 255, 1, 1])
+
+
 def test_resized_shape():
     assert resized_shape((320, 256), 0.25) == (80, 64)
     assert resized_shape((230, 180), 0.25) == (58, 45)
@@ -154,7 +166,7 @@ def test_variants_are_consistent_with_forward_model(bits, scale):
     shape = resized_shape((32, 24), scale)
     assert v.img.shape == shape and v.maps.shape == (4, *shape) and v.ksp.shape == (4, *shape)
     assert set(np.unique(v.mask)) <= {0.0, 1.0}
-    assert np.allclose(v.ksp, fft2c_numpy(v.maps * v.img), atol=1e-5)
+    assert np.allclose(v.ksp, dft2c(v.maps * v.img), atol=1e-5)  # explicit DFT matrices
     assert v.noise_std is None  # noiseless: preprocess adds the noise
     if bits is not None:
         assert np.all(v.img.imag == 0) and v.img.real.min() == 0 and v.img.real.max() == 1
@@ -184,6 +196,35 @@ def test_resized_variant_is_zero_outside_the_maps_support():
     assert np.all(v.img[:4] == 0) and np.all(v.maps[:, :4] == 0) and np.abs(v.img[8:]).max() > 0
 
 
+@pytest.mark.parametrize("bits,scale", [(8, 1.0), (4, 1.0), (None, 0.5), (8, 0.5), (4, 0.25)])
+def test_support_handling_is_the_same_at_every_scale(bits, scale):
+    """DESIGN.md: maps renormalised (sum_c |S_c|^2 = 1 inside the support, 0 outside), image zero
+    outside the support, whatever the scale (at scale 1 too)."""
+    s = _slice((40, 32))
+    s.maps[:, :8] = 0  # no coil sees the top rows
+    s.maps[:, 20:] *= 0.6  # maps not normalised there (e.g. ESPIRiT maps at their edge)
+    v = make_variant(s, bits, scale)
+    power = (np.abs(v.maps) ** 2).sum(0)
+    inside = power > 0
+    rows = round(8 * scale)
+    assert not inside[:rows].any() and inside[rows + 1 :].all()
+    assert np.allclose(power[inside], 1, atol=1e-5)
+    assert np.all(v.img[~inside] == 0) and np.abs(v.img[inside]).max() > 0
+
+
+def test_rss_reference_is_in_the_variant_units():
+    """The second reference (fastMRI's rss, in source units) follows the image's min-max
+    normalisation and levels in bit variants, so both references are comparable."""
+    s = _slice((40, 32))
+    s.img *= 250.0  # source units: a scanner's
+    s.rss = np.abs(s.img).astype(np.float32)  # here equal to the image's magnitude
+    for bits, scale in ((8, 1.0), (4, 0.5)):
+        v = make_variant(s, bits, scale)
+        assert v.rss.max() == pytest.approx(1.0) and np.abs(v.rss - v.img.real).max() <= 1 / (2**bits - 1) + 1e-6
+    full = make_variant(s, None, 0.5)
+    assert full.rss.max() > 100  # no bits: units unchanged (a resized image)
+
+
 def test_with_noise_has_the_requested_level():
     s = _slice((64, 64))
     n = with_noise(s, 0.3, np.random.default_rng(0))
@@ -198,12 +239,12 @@ def test_sample_is_deterministic_and_physical():
     assert np.array_equal(s.ksp, t.ksp) and np.array_equal(s.mask, t.mask)
     assert len(a) == 15 and s.img.shape == (320, 256) and s.maps.shape == (8, 320, 256)
     assert np.allclose((np.abs(s.maps) ** 2).sum(0), 1, atol=1e-5)
-    noise = s.ksp - fft2c_numpy(s.maps * s.img)  # k-space = forward model + noise of the stated level
+    noise = s.ksp[:2] - dft2c(s.maps[:2] * s.img)  # k-space = forward model (explicit DFT) + noise of the stated level
     assert s.noise_std == pytest.approx(0.018) and np.sqrt(np.mean(np.abs(noise) ** 2)) == pytest.approx(
         0.018, rel=0.01
     )
     clean = SampleSource(noise=0).read(3)
-    assert clean.noise_std == 0 and np.allclose(fft2c_numpy(clean.maps * clean.img), clean.ksp, atol=1e-4)
+    assert clean.noise_std == 0 and np.allclose(dft2c(clean.maps[:2] * clean.img), clean.ksp[:2], atol=1e-4)
     assert a.subjects().tolist() == list(range(15))
     assert np.abs(s.img).max() == pytest.approx(1.0)
     accel = s.mask.size / s.mask.sum()

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from helpers import fake_run, files_under, one_error_line, run_cli, tiny_arrays, write_h5
@@ -141,6 +142,7 @@ def test_preprocess_bad_source(tmp_path: Path, case: str) -> None:
         ("data.noise=-0.1", ("data.noise", "-0.1")),
         ("data.slices_per_subject=4", ("data.slices_per_subject", "6 slices", "4 slices", "tiny.h5")),
         ("data.slices_per_subject=0", ("data.slices_per_subject", "integer >= 1")),
+        ("data.scale=0.001", ("data.scale", "0.001", "0x0", "7x7")),  # was a cv2 traceback
     ],
 )
 def test_preprocess_bad_variant(tiny_h5: Path, tmp_path: Path, override: str, names: tuple[str, ...]) -> None:
@@ -307,6 +309,15 @@ def test_reconstruct_bad_option(processed: Path, tmp_path: Path, override: str, 
     before = snapshot(tmp_path)
     res = cli(tmp_path, "reconstruct", "data=full", "method=cg_sense", f"data.path={data}", override)
     assert_refused(res, tmp_path, before, *names)
+
+
+def test_reconstruct_split_indices_out_of_range(processed: Path, tmp_path: Path) -> None:
+    data = shutil.copy(processed, tmp_path / "p.h5")
+    with h5py.File(data, "a") as f:
+        f.attrs["split_test"] = np.array([4, 6])  # 6 slices: 6 is out of range (was an IndexError)
+    before = snapshot(tmp_path)
+    res = cli(tmp_path, "reconstruct", "data=full", "method=zero_filled", f"data.path={data}")
+    assert_refused(res, tmp_path, before, "p.h5", "'split_test'", "[0, 5]")
 
 
 def test_reconstruct_missing_data(tmp_path: Path) -> None:

@@ -16,11 +16,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from formats_helpers import centred_fftn, centred_ifftn, phantom_coils, write_fastmri, write_ismrmrd
+from formats_helpers import (
+    centred_fftn,
+    centred_ifftn,
+    oversampled_coils,
+    phantom_coils,
+    write_fastmri,
+    write_ismrmrd,
+)
 from helpers import run_cli, tiny_arrays, write_h5
 from test_errors import assert_refused, cli, snapshot
 
-from mrirecon.data import masks
 from mrirecon.data.cfl import read_cfl, write_cfl
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.source import FORMATS, ReadOptions, detect, open_source
@@ -30,6 +36,7 @@ pytestmark = pytest.mark.slow  # readers run through preprocess and reconstruct
 
 # Small ESPIRiT calibration and Poisson calibration square for the small test images.
 SMALL = ("data.espirit.calib_width=12", "data.undersampling.calib=12")
+FASTMRI_PAD = (4, 44)  # acquired columns of 48 (fastMRI knees: [16, 350) of 368)
 
 
 def sense(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
@@ -58,70 +65,70 @@ def preprocess(cwd: Path, source: str, out: str = "out.h5", *extra: str) -> Deep
     return DeepInPyFile(cwd / out)
 
 
-def reconstruct(cwd: Path, data: str, *extra: str) -> dict:
+def numpy_adjoint(s) -> np.ndarray:
+    """Independent zero-filled SENSE image sum_c conj(S_c) ifft2c(mask * k_c) of a slice."""
+    return sense(s.mask * s.ksp, s.maps)
+
+
+def numpy_cg_sense(s, lam: float) -> np.ndarray:
+    """Independent Tikhonov SENSE: (A^H A + lam I) x = A^H y solved by SciPy's CG on NumPy FFTs."""
+    from scipy.sparse.linalg import LinearOperator, cg
+
+    shape = s.img.shape
+
+    def normal(v: np.ndarray) -> np.ndarray:
+        x = v.reshape(shape)
+        k = s.mask * centred_fftn(s.maps * x, (-2, -1))
+        return (np.sum(np.conj(s.maps) * centred_ifftn(k, (-2, -1)), 0) + lam * x).ravel()
+
+    n = int(np.prod(shape))
+    x, info = cg(LinearOperator((n, n), matvec=normal, dtype=np.complex128), numpy_adjoint(s).ravel(), rtol=1e-10)
+    assert info == 0
+    return x.reshape(shape)
+
+
+def reconstruct(cwd: Path, data: str, *extra: str, lam: float | None = None) -> dict:
+    """Reconstruct every slice of `data` (zero_filled, or cg_sense with a fixed `lam`) and check
+    recon.h5 and metrics.csv against an independent NumPy reconstruction, centre-cropped to the
+    file's recon size as fastMRI crops (start (n - m) // 2), and metrics computed here."""
+    method, name = ["method=zero_filled"], f"rec_{data}"
+    if lam is not None:
+        name = f"rec_cg_{data}"
+        method = ["method=cg_sense", f"method.lam={lam}", "method.max_iter=200", "method.tol=1e-9"]
     res = run_cli(
         "reconstruct",
-        "method=cg_sense",
+        *method,
         "data=full",
         f"data.path={data}",
         "data.split=all",
         "figures=1",
         *extra,
-        f"hydra.run.dir=rec_{data}",
+        f"hydra.run.dir={name}",
         cwd=cwd,
     )
     assert res.returncode == 0, res.stderr
-    summary = json.loads((cwd / f"rec_{data}" / "summary.json").read_text())
-    assert np.isfinite(summary["mean"]["nrmse"]) and summary["mean"]["nrmse"] < 0.5
-    return summary
-
-
-# ---------------------------------------------------------------------------- fastMRI masks
-
-
-@pytest.mark.parametrize("num_cols, accel, fraction", [(368, 4, 0.08), (320, 8, 0.04), (40, 4, 0.1)])
-def test_fastmri_random_mask(num_cols, accel, fraction):
-    num_low = round(num_cols * fraction)
-    pad = (num_cols - num_low + 1) // 2
-    cols = masks.fastmri_random_columns(num_cols, accel, fraction, seed=5)
-    assert cols[pad : pad + num_low].all()
-    # fastMRI's RandomMaskFunc, independently: uniform draws below prob, centre set
-    prob = (num_cols / accel - num_low) / (num_cols - num_low)
-    expected = np.random.RandomState(5).uniform(size=num_cols) < prob
-    expected[pad : pad + num_low] = True
-    assert np.array_equal(cols, expected)
-    many = [masks.fastmri_random_columns(num_cols, accel, fraction, seed).sum() for seed in range(200)]
-    assert abs(np.mean(many) - num_cols / accel) < 0.05 * num_cols / accel
-    assert np.array_equal(cols, masks.fastmri_random_columns(num_cols, accel, fraction, seed=5))
-
-
-@pytest.mark.parametrize("num_cols, accel, fraction", [(368, 4, 0.08), (320, 8, 0.04), (40, 4, 0.1)])
-def test_fastmri_equispaced_mask(num_cols, accel, fraction):
-    num_low = round(num_cols * fraction)
-    pad = (num_cols - num_low + 1) // 2
-    for seed in range(5):
-        cols = masks.fastmri_equispaced_columns(num_cols, accel, fraction, seed)
-        assert cols[pad : pad + num_low].all()
-        adjusted = accel * (num_low - num_cols) / (num_low * accel - num_cols)
-        offset = np.random.RandomState(seed).randint(0, round(adjusted))
-        expected = np.zeros(num_cols, bool)
-        expected[pad : pad + num_low] = True
-        expected[np.around(np.arange(offset, num_cols - 1, adjusted)).astype(int)] = True
-        assert np.array_equal(cols, expected)
-        assert abs(cols.sum() - num_cols / accel) <= 2  # adjusted spacing: N / accel in all
-    m = masks.make_mask("fastmri_equispaced", (16, num_cols), accel, 0, fraction, 3)
-    assert m.shape == (16, num_cols) and (m == m[:1]).all()  # whole columns
-
-
-def test_make_mask_errors_name_the_parameter():
-    with pytest.raises(ValueError, match="^kind: "):
-        masks.make_mask("radial", (8, 8), 4, 2, 0.1, 0)
-    with pytest.raises(ValueError, match="^accel: "):
-        masks.make_mask("fastmri_random", (8, 8), 1, 2, 0.1, 0)
-    with pytest.raises(ValueError, match="^center_fraction: "):
-        masks.make_mask("fastmri_random", (8, 8), 4, 2, 1.5, 0)
-    with pytest.raises(ValueError, match="^accel: no Poisson"):
-        masks.make_mask("poisson", (16, 16), 6, 16, 0.1, 0)
+    run = cwd / name
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    f = DeepInPyFile(cwd / data)
+    crop = f.recon_size or f.shape
+    top, left = (f.shape[0] - crop[0]) // 2, (f.shape[1] - crop[1]) // 2
+    with h5py.File(run / "recon.h5") as h5:
+        recon, refs, slices = h5["recon"][()], h5["imgs"][()], h5["slices"][()]
+    assert recon.shape == (len(f), *crop) and list(slices) == list(range(len(f)))
+    for k, i in enumerate(slices):
+        s = f.read(int(i))
+        full = numpy_adjoint(s) if lam is None else numpy_cg_sense(s, lam)
+        x, ref = full[top : top + crop[0], left : left + crop[1]], s.img[top : top + crop[0], left : left + crop[1]]
+        assert close(recon[k], x, 1e-5 if lam is None else 1e-3)
+        if not f.has_reference:  # raw data: the zero-filled image is shown in place of a reference
+            assert close(refs[k], numpy_adjoint(s)[top : top + crop[0], left : left + crop[1]])
+            continue
+        assert np.array_equal(refs[k], ref)
+        err = np.abs(recon[k]).astype(np.float64) - np.abs(ref)
+        nrmse, psnr = float(rows[k][3]), float(rows[k][4])
+        assert nrmse == pytest.approx(np.linalg.norm(err) / np.linalg.norm(np.abs(ref)), rel=1e-4)
+        assert psnr == pytest.approx(20 * np.log10(np.abs(ref).max() / np.sqrt(np.mean(err**2))), abs=1e-3)
+    return json.loads((run / "summary.json").read_text())
 
 
 # ---------------------------------------------------------------------------- cfl
@@ -268,56 +275,64 @@ def test_ismrmrd_several_subjects_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def fastmri_run(tmp_path_factory):
-    """4 slices, 8 coils, 64 x 40 (readout 2x oversampled), recon size 32 x 32."""
+    """Three volumes in fastMRI's layout, two of patient P1 and one of P2: 3 slices each, 8 coils,
+    readout 64 (2x oversampled), 48 phase encodes of which [4, 44) acquired (encodingLimits),
+    recon size 32x32, white k-space noise of known level; preprocessed together with fastMRI
+    random masks at R = 4 and half the subjects for test."""
     cwd = tmp_path_factory.mktemp("fastmri")
-    coils = np.stack([phantom_coils(8, (64, 40), seed=20 + i) for i in range(4)])
-    kspace = write_fastmri(cwd / "file_knee_001.h5", coils, (32, 32))
-    f = preprocess(cwd, "file_knee_001.h5", "out.h5", "data.mask=fastmri_random", "data.undersampling.accel=4")
-    return cwd, kspace, f
+    for k, patient in enumerate(("P1", "P2", "P1")):
+        coils = oversampled_coils(3, seed=20 + 3 * k)
+        write_fastmri(cwd / f"file100000{k}.h5", coils, (32, 32), padding=FASTMRI_PAD, patient=patient, noise=0.02)
+    f = preprocess(
+        cwd,
+        "[file1000000.h5,file1000001.h5,file1000002.h5]",
+        "out.h5",
+        "data.mask=fastmri_random",
+        "data.undersampling.accel=4",
+        "data.val_fraction=0",
+        "data.test_fraction=0.5",
+    )
+    return cwd, f
 
 
-def test_fastmri_slices_match_numpy(fastmri_run):
-    _cwd, kspace, f = fastmri_run
-    assert len(f) == 4 and f.num_coils == 8 and f.shape == (32, 32) and f.has_rss
-    for i in range(4):
+def test_fastmri_processed_file(fastmri_run):
+    """The acquired width is kept, the recon size recorded, padding never measured, the noise
+    estimate within 10 % of the true noise, one mask per volume, subjects from patient IDs."""
+    _cwd, f = fastmri_run
+    assert len(f) == 9 and f.shape == (32, 48) and f.recon_size == (32, 32) and f.has_rss
+    sigma = np.sqrt(2e-4 + 0.02**2)  # phantom_coils' image noise and write_fastmri's k-space noise
+    for i in range(9):
         s = f.read(i)
-        coil = centred_ifftn(kspace[i], (-2, -1))[:, 16:48, 4:36]  # centre crop 64x40 -> 32x32
-        assert close(s.ksp, centred_fftn(coil, (-2, -1)))
-        assert close(s.img, np.sum(np.conj(s.maps) * coil, axis=0))
-        assert close(s.rss, np.sqrt((np.abs(coil) ** 2).sum(0)))
-        assert (s.mask == s.mask[:1]).all() and s.mask[:, 15:17].all()  # fastMRI columns, centre kept
-        expected = masks.fastmri_random_columns(32, 4.0, 0.08, 723 + i)
-        assert np.array_equal(s.mask[0].astype(bool), expected)
-    assert f.attrs["source_subject_id"] == "abc123"
+        assert s.acquired == (0, 32, *FASTMRI_PAD) and not s.mask[:, :4].any() and not s.mask[:, 44:].any()
+        assert s.noise_std == pytest.approx(sigma, rel=0.10)
+        assert np.array_equal(s.mask, f.read(3 * (i // 3)).mask)  # the volume's mask
+    assert not np.array_equal(f.read(0).mask, f.read(3).mask)
+    assert f.subjects().tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert json.loads(f.attrs["source_subject_ids"]) == ["P1", "P2"]
+    splits = f.splits()
+    assert splits["train"].tolist() == [0, 1, 2, 6, 7, 8] and splits["test"].tolist() == [3, 4, 5]
 
 
-def test_fastmri_reconstruct_and_cfl_output(fastmri_run):
-    cwd, _, _ = fastmri_run
-    reconstruct(cwd, "out.h5", "output.cfl=true")
-    run = cwd / "rec_out.h5"
-    with h5py.File(run / "recon.h5") as h5:
-        recon = h5["recon"][()]
-    back = read_cfl(run / "recon")
-    assert back.shape[:3] == (32, 32, 1) and back.shape[13] == 4
-    assert np.array_equal(np.moveaxis(np.asarray(back).reshape(32, 32, 4, order="F"), -1, 0), recon)
+def test_fastmri_reconstruct_crops_as_fastmri_and_counts_acquired_columns(fastmri_run):
+    """recon.h5 and the metrics are the NumPy reconstruction cropped to 32x32 (checked in
+    `reconstruct`); R counts the 40 acquired columns, not the 48 of the grid."""
+    cwd, f = fastmri_run
+    summary = reconstruct(cwd, "out.h5", "output.cfl=true")
+    measured = np.array([f.read(i).mask.sum() for i in range(9)])
+    assert summary["acceleration"]["per_slice"] == pytest.approx((32 * 40 / measured).tolist())
+    assert summary["image_size"]["shape"] == [32, 32]
+    back = read_cfl(cwd / "rec_out.h5" / "recon")
+    assert back.shape[:3] == (32, 32, 1) and back.shape[13] == 9
+    with h5py.File(cwd / "rec_out.h5" / "recon.h5") as h5:
+        assert np.array_equal(np.moveaxis(np.asarray(back).reshape(32, 32, 9, order="F"), -1, 0), h5["recon"][()])
+    for i in (0, 4):  # the stored fastMRI reference, cropped, is the file's reconstruction_rss
+        with h5py.File(cwd / f"file100000{i // 3}.h5") as raw:
+            assert np.array_equal(f.read(i).rss[:, 8:40], raw["reconstruction_rss"][i % 3])
 
 
-def test_fastmri_undersampled_file_keeps_its_mask(tmp_path):
-    """A test-set file (key 'mask'): the readout is cropped, measured columns stay as measured."""
-    coils = np.stack([phantom_coils(4, (32, 24), seed=30 + i) for i in range(2)])
-    kspace = write_fastmri(tmp_path / "test_file.h5", coils, (16, 16), rss=False)
-    cols = np.zeros(24, np.float32)
-    cols[::3] = 1
-    cols[10:14] = 1
-    with h5py.File(tmp_path / "test_file.h5", "a") as f:
-        f["kspace"][...] = kspace * cols
-        f["mask"] = cols
-    f = open_source(str(tmp_path / "test_file.h5"), ReadOptions(calib_width=12))  # in-process: no CLI start-up
-    assert f.shape == (16, 24) and not f.has_reference and not f.has_rss
-    s = f.read(1)
-    hybrid = centred_ifftn(kspace[1] * cols, (-2,))[:, 8:24]
-    assert close(s.ksp, centred_fftn(hybrid, (-2,)) * cols) and np.array_equal(s.mask[0], cols)
-    assert not s.img.any()  # no reference for undersampled data
+def test_fastmri_cg_sense_matches_numpy(fastmri_run):
+    cwd, _ = fastmri_run
+    reconstruct(cwd, "out.h5", lam=0.05)
 
 
 # ---------------------------------------------------------------------------- BART cfl
@@ -368,6 +383,38 @@ def test_cfl_espirit_maps(tmp_path):
     assert close(s.img, sense(s.ksp, s.maps)) and close(s.ksp, centred_fftn(coils, (-2, -1)))
     power = (np.abs(s.maps) ** 2).sum(0)
     assert power.max() < 1.01 and (power > 0.9).mean() > 0.3
+
+
+@pytest.mark.parametrize("axes", [(0, 1), (0, 2), (1, 2)])
+def test_cfl_any_plane_of_xyz(tmp_path, axes):
+    """(x, y, 1, coils), (x, 1, z, coils) and (1, y, z, coils) are 32x24 slices of the two
+    non-singleton dims, in BART's order (in-process)."""
+    coils = phantom_coils(4, (32, 24), seed=3)
+    k = centred_fftn(coils, (-2, -1)).astype(np.complex64)  # (C, 32, 24)
+    dims = [1, 1, 1, 4]
+    dims[axes[0]], dims[axes[1]] = 32, 24
+    write_cfl(tmp_path / "k", np.moveaxis(k, 0, -1).reshape(dims))
+    source = open_source(str(tmp_path / "k"), ReadOptions(calib_width=12, mask="fastmri_random"))
+    assert source.shape == (32, 24) and source.axes == axes and source.attrs["cfl_axes"] == f"{axes[0]},{axes[1]}"
+    assert np.array_equal(source.read(0).ksp, k)
+
+
+def test_cfl_espirit_tutorial_layout_real_brain(tmp_path):
+    """The ESPIRiT tutorial's layout, dims 1 x 230 x 180 x 8 (readout transformed, a y-z plane),
+    with the real 8-coil brain k-space (8x Poisson, no reference): read as 230x180 slices, and
+    recon.cfl comes back in the same plane."""
+    brain = np.load(Path(__file__).parent / "data" / "brain_8coil_ksp_poisson8x.npy")  # (8, 230, 180)
+    write_cfl(tmp_path / "full", np.moveaxis(brain, 0, -1)[None])
+    assert (tmp_path / "full.hdr").read_text().split("\n")[1].startswith("1 230 180 8 1")
+    f = preprocess(tmp_path, "full.cfl", "out.h5")
+    assert len(f) == 1 and f.shape == (230, 180) and not f.has_reference
+    s = f.read(0)
+    assert np.array_equal(s.ksp, brain) and np.array_equal(s.mask, (np.abs(brain).sum(0) > 0).astype(np.float32))
+    reconstruct(tmp_path, "out.h5", "output.cfl=true")
+    assert (tmp_path / "rec_out.h5" / "recon.hdr").read_text().startswith("# Dimensions\n1 230 180 1")
+    back = np.asarray(read_cfl(tmp_path / "rec_out.h5" / "recon"))[0, :, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    with h5py.File(tmp_path / "rec_out.h5" / "recon.h5") as h5:
+        assert np.array_equal(back, h5["recon"][0])
 
 
 # ---------------------------------------------------------------------------- bad files
@@ -436,7 +483,7 @@ BAD_FILES = {
     "fastmri_truncated": (lambda t: _truncated(_fastmri(t)), ("src.h5", "HDF5")),
     "cfl_truncated": (_cfl_truncated, ("src.cfl", "truncated")),
     "cfl_bad_header": (_cfl_bad_header, ("src.hdr", "not integers")),
-    "cfl_3d": (lambda t: _cfl(t, (8, 6, 4, 2)), ("src", "z = 4")),
+    "cfl_3d": (lambda t: _cfl(t, (8, 6, 4, 2)), ("src", "x, y, z = 8, 6, 4", "bart transpose 0 13")),
     "cfl_wrong_dims": (lambda t: _cfl(t, (8, 6, 1, 2, 1, 3)), ("src", "every other dimension 1")),
     "h5_unknown_keys": (_h5_unknown_keys, ("src.h5", "['images']", "fastMRI", "ISMRMRD", "BART", "DeepInPy")),
 }

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import centred_dft_matrix, dft2c
 
-from mrirecon.data.transforms import fft2c_numpy
 from mrirecon.physics.fft import fft2c, ifft2c
 from mrirecon.physics.sense import SenseOperator
 
@@ -35,11 +35,26 @@ def inner(a: torch.Tensor, b: torch.Tensor) -> complex:
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_fft2c_matches_numpy_reference(shape):
+def test_fft2c_matches_the_dft_definition(shape):
+    """Against explicit centred DFT matrices (tests/helpers.py: no FFT, no shifts)."""
     x = crandn(3, *shape)
-    expected = fft2c_numpy(x.numpy().astype(np.complex128))
+    expected = dft2c(x.numpy())
     assert np.abs(fft2c(x).numpy() - expected).max() < 1e-5 * np.abs(expected).max()
     assert rel(ifft2c(fft2c(x)), x) < 1e-6
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fft2c_of_a_shifted_point_is_a_phase_ramp(shape):
+    """Analytic: a unit point at (X//2 + a, Y//2 + b) transforms to
+    exp(-2 pi i (kx a / X + ky b / Y)) / sqrt(X Y), kx, ky counted from the centre sample."""
+    (x, y), (a, b) = shape, (3, -2)
+    point = torch.zeros(shape, dtype=torch.complex64)
+    point[x // 2 + a, y // 2 + b] = 1
+    kx = (np.arange(x) - x // 2)[:, None]
+    ky = (np.arange(y) - y // 2)[None, :]
+    ramp = np.exp(-2j * np.pi * (kx * a / x + ky * b / y)) / np.sqrt(x * y)
+    assert np.abs(fft2c(point).numpy() - ramp).max() < 1e-6
+    assert np.abs(ifft2c(torch.from_numpy(ramp.astype(np.complex64))).numpy() - point.numpy()).max() < 1e-6
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -62,13 +77,17 @@ def test_sense_adjointness(shape, shared_mask):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_sense_matches_explicit_definition(shape):
+    """A x = M F (S x) and A^H y = sum_c conj(S_c) F^H (M y_c), with F the explicit centred DFT
+    matrices (NumPy, complex128), not the code's FFT."""
     op, maps, mask = random_operator(2, 3, shape)
     x = crandn(2, *shape, seed=3)
-    expected = mask[:, None] * fft2c(maps * x[:, None])
-    assert rel(op.forward(x), expected) < 1e-5
+    m, s = mask.numpy()[:, None], maps.numpy()
+    expected = m * dft2c(s * x.numpy()[:, None])
+    assert rel(op.forward(x), torch.from_numpy(expected)) < 1e-5
     y = crandn(2, 3, *shape, seed=4)
-    expected_adj = (maps.conj() * ifft2c(mask[:, None] * y)).sum(1)
-    assert rel(op.adjoint(y), expected_adj) < 1e-5
+    fx, fy = (centred_dft_matrix(n) for n in shape)
+    expected_adj = (np.conj(s) * (fx.conj().T @ (m * y.numpy()) @ fy.conj())).sum(1)  # F^H along each axis
+    assert rel(op.adjoint(y), torch.from_numpy(expected_adj)) < 1e-5
     assert rel(op.maps, maps) < 1e-6
 
 

@@ -3,8 +3,10 @@
 A BART array is two files: `<base>.hdr`, text '# Dimensions' then the sizes of its (usually 16)
 dimensions, and `<base>.cfl`, the complex64 values in column-major (Fortran) order. BART's
 dimension order: 0 x (readout), 1 y, 2 z, 3 coils, 4 maps, ..., 13 slices. mrirecon reads 2D
-multi-coil k-space (x, y, 1, coils, 1, ..., slices) as slices (coils, x, y) and writes images
-(x, y, 1, ..., slices).
+multi-coil k-space in any plane of (x, y, z) whose third dimension is 1: (x, y, 1, coils, 1,
+..., slices), (x, 1, z, ...) or (1, y, z, ...) (a 3D scan whose readout is already transformed,
+e.g. the ESPIRiT tutorial's `full.cfl`, 1 x 230 x 180 x 8), as slices (coils, a, b) of the two
+non-singleton dimensions in BART's order, and writes images back in the same plane.
 """
 
 from __future__ import annotations
@@ -79,17 +81,21 @@ def write_cfl(path: str | os.PathLike, array: np.ndarray) -> None:
 
 
 class CflImageWriter:
-    """Write N images (X, Y) one at a time as a BART array (X, Y, 1, ..., N in dim 13).
+    """Write N images (A, B) one at a time as a BART array: A and B in dims `axes` (default x, y),
+    the images in dim 13, every other dimension 1.
 
     The .cfl is filled through a memory map at a temporary name and renamed on success, then
     the .hdr is written atomically; on an exception nothing is left.
     """
 
-    def __init__(self, path: str | os.PathLike, num_images: int, shape: tuple[int, int]) -> None:
+    def __init__(
+        self, path: str | os.PathLike, num_images: int, shape: tuple[int, int], axes: tuple[int, int] = (0, 1)
+    ) -> None:
         self.base = _base(path)
         dims = [1] * BART_DIMS
-        dims[0], dims[1], dims[SLICE_DIM] = shape[0], shape[1], num_images
+        dims[axes[0]], dims[axes[1]], dims[SLICE_DIM] = shape[0], shape[1], num_images
         self.dims = tuple(dims)
+        self.axes = axes
         self._tmp: Path | None = None
         self._map: np.memmap | None = None
 
@@ -99,9 +105,12 @@ class CflImageWriter:
         return self
 
     def write(self, i: int, image: np.ndarray) -> None:
-        """Store image i (X, Y)."""
+        """Store image i (A, B)."""
         assert self._map is not None
-        self._map[:, :, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, i, 0, 0] = image
+        index: list[int | slice] = [0] * BART_DIMS
+        index[self.axes[0]] = index[self.axes[1]] = slice(None)
+        index[SLICE_DIM] = i
+        self._map[tuple(index)] = image
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._map is not None and self._tmp is not None
@@ -118,38 +127,55 @@ class CflImageWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-def _as_slices(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
-    """A BART array (x, y, 1, coils, maps, 1, ..., slices) viewed as (x, y, coils, maps, slices)."""
+def plane_axes(dims: list[int]) -> tuple[int, int] | None:
+    """The two of BART's spatial dims (x 0, y 1, z 2) that form the 2D plane: those other than
+    the last singleton one (z, else y, else x); None when x, y and z all exceed 1 (3D)."""
+    for flat in (2, 1, 0):
+        if dims[flat] == 1:
+            a, b = (k for k in (0, 1, 2) if k != flat)
+            return a, b
+    return None
+
+
+def _as_slices(arr: np.ndarray, what: str, path: Path) -> tuple[np.ndarray, tuple[int, int]]:
+    """A BART array of 2D slices viewed as (a, b, coils, maps, slices), and the dims (a, b) of
+    its plane (see `plane_axes`)."""
     dims = list(arr.shape) + [1] * max(0, BART_DIMS - arr.ndim)
-    extra = [d for k, d in enumerate(dims) if k not in (0, 1, 2, 3, 4, SLICE_DIM) and d != 1]
-    if dims[2] != 1:
+    axes = plane_axes(dims)
+    if axes is None:
         raise UserError(
-            f"{path}: {what} has z = {dims[2]} (dims {dims[: arr.ndim]}): mrirecon reads 2D slices "
-            f"(x, y, 1, coils, ..., slices in dim {SLICE_DIM}); for 3D k-space transform the readout "
-            "first ('bart fft -i -u 1') and move z to the slice dim ('bart transpose 2 13')"
+            f"{path}: {what} has x, y, z = {dims[0]}, {dims[1]}, {dims[2]} (dims {dims[: arr.ndim]}): mrirecon "
+            f"reads 2D planes (one of x, y, z = 1; slices in dim {SLICE_DIM}); for 3D k-space transform the "
+            "readout first ('bart fft -i -u 1') and move it to the slice dim ('bart transpose 0 13'), "
+            "which makes (1, y, z) planes"
         )
+    extra = [d for k, d in enumerate(dims) if k not in (0, 1, 2, 3, 4, SLICE_DIM) and d != 1]
     if extra:
         raise UserError(
-            f"{path}: {what} has dims {dims[: arr.ndim]}, expected (x, y, 1, coils, maps, 1, ..., "
-            f"slices in dim {SLICE_DIM}) with every other dimension 1"
+            f"{path}: {what} has dims {dims[: arr.ndim]}, expected a 2D plane of (x, y, z), coils, maps, "
+            f"1, ..., slices in dim {SLICE_DIM}, with every other dimension 1"
         )
     full = arr.reshape(dims[:BART_DIMS], order="F")  # a view: trailing dimensions are 1
-    return full[:, :, 0, :, :, 0, 0, 0, 0, 0, 0, 0, 0, :, 0, 0]
+    index: list[int | slice] = [0] * BART_DIMS
+    for k in (*axes, 3, 4, SLICE_DIM):
+        index[k] = slice(None)
+    return full[tuple(index)], axes
 
 
 class CflSource(OneSubjectFile):
     """Raw k-space from a BART .cfl/.hdr pair, slice by slice (memory-mapped).
 
-    k-space dims (x, y, 1, coils, 1, ..., slices); optional maps (x, y, 1, coils, maps, ...,
-    slices or 1) from `options.maps` (the first map set is used); otherwise ESPIRiT. Fully
-    sampled k-space gets a reference and a generated mask (see source.complete_slice).
+    k-space dims: a plane of (x, y, z), coils, 1, ..., slices (e.g. (x, y, 1, coils) or
+    (1, y, z, coils)); optional maps in the same plane (coils, maps, slices or 1) from
+    `options.maps` (the first map set is used); otherwise ESPIRiT. Fully sampled k-space gets a
+    reference and a generated mask (see source.complete_slice).
     """
 
     def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
         self.path = _base(path)
         self.options = options
         try:
-            self._ksp = _as_slices(read_cfl(self.path), "k-space", self.path)
+            self._ksp, self.axes = _as_slices(read_cfl(self.path), "k-space", self.path)
         except (ValueError, OSError) as exc:
             raise UserError(str(exc)) from None
         x, y, c, m, n = self._ksp.shape
@@ -159,19 +185,23 @@ class CflSource(OneSubjectFile):
         if options.maps:
             maps_path = _base(options.maps)
             try:
-                self._maps = _as_slices(read_cfl(maps_path), "maps", maps_path)
+                self._maps, maps_axes = _as_slices(read_cfl(maps_path), "maps", maps_path)
             except (ValueError, OSError) as exc:
                 raise UserError(f"maps: {exc}") from None
             mx, my, mc, _, mn = self._maps.shape
-            if (mx, my, mc) != (x, y, c) or mn not in (1, n):
+            if (mx, my, mc) != (x, y, c) or mn not in (1, n) or maps_axes != self.axes:
                 raise UserError(
                     f"{maps_path}: maps of {mx}x{my}, {mc} coils, {mn} slices do not match k-space "
-                    f"{self.path} ({x}x{y}, {c} coils, {n} slices)"
+                    f"{self.path} ({x}x{y}, {c} coils, {n} slices) in the same plane (dims {self.axes})"
                 )
         self.num_slices, self.num_coils, self.shape = n, c, (x, y)
         self.has_reference = fully_sampled(self._slice_ksp(0))
         self.has_rss = False
-        self.attrs: dict[str, Any] = {"format": "bart_cfl", "subject_id": self.path.name}
+        self.attrs: dict[str, Any] = {
+            "format": "bart_cfl",
+            "subject_id": self.path.name,
+            "cfl_axes": ",".join(map(str, self.axes)),  # the plane's BART dims, for recon.cfl
+        }
 
     def _slice_ksp(self, i: int) -> np.ndarray:
         k = np.ascontiguousarray(np.transpose(np.asarray(self._ksp[:, :, :, 0, i]), (2, 0, 1)), dtype=np.complex64)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mrirecon.data.h5 import Slice
-from mrirecon.data.masks import make_mask
+from mrirecon.data.h5 import Slice, region_mask, whole_grid
+from mrirecon.data.masks import Seed, make_mask
 from mrirecon.data.transforms import ifft2c_numpy
 
 
@@ -24,9 +24,12 @@ class ReadOptions:
     transpose: swap the last two axes (DeepInPy and raw readers).
     calib_width, thresh, crop: ESPIRiT's calibration width (pixels), threshold and crop.
     mask, accel, calib, center_fraction, seed: the undersampling mask of fully sampled k-space
-        (see masks.make_mask); slice i of each file uses seed + i.
+        (see masks.make_mask); slice i of each file uses seed + i, except fastMRI files: one
+        mask per volume (masks.volume_seed; seed None: fastMRI's own file-name seed).
     buffer_mb: memory for the ISMRMRD reader's slab of slices (MB).
     maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
+    slices_per_subject: slices per subject in files that record no subjects (None: one subject
+        per file when several files are read together).
     device: torch device of the ESPIRiT computation ('cpu', 'cuda', ...).
     prewhiten: 'auto' | 'true' (prewhiten with the noise scans' covariance when the file has
         noise-only readouts: ISMRMRD) | 'false' (never).
@@ -40,9 +43,10 @@ class ReadOptions:
     accel: float = 6.0
     calib: int = 24
     center_fraction: float = 0.08
-    seed: int = 723
+    seed: int | None = 723
     buffer_mb: float = 256.0
     maps: str | None = None
+    slices_per_subject: int | None = None
     device: str = "cpu"
     prewhiten: str = "auto"
 
@@ -59,9 +63,11 @@ def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float, 
     return maps.cpu().numpy()
 
 
-def fully_sampled(ksp: np.ndarray) -> bool:
-    """True when every k-space location (X, Y) of `ksp` (C, X, Y) holds data in some coil."""
-    return bool(np.all(np.abs(ksp).sum(0) > 0))
+def fully_sampled(ksp: np.ndarray, acquired: tuple[int, int, int, int] | None = None) -> bool:
+    """True when every k-space location (X, Y) of `ksp` (C, X, Y) inside the acquired region
+    (x0, x1, y0, y1; None: everywhere) holds data in some coil."""
+    x0, x1, y0, y1 = whole_grid(ksp.shape) if acquired is None else acquired
+    return bool(np.all(np.abs(ksp[:, x0:x1, y0:y1]).sum(0) > 0))
 
 
 def sense_combine(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
@@ -70,36 +76,51 @@ def sense_combine(ksp: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 
 def complete_slice(
-    ksp: np.ndarray, index: int, options: ReadOptions, maps: np.ndarray | None = None, rss: np.ndarray | None = None
+    ksp: np.ndarray,
+    index: int,
+    options: ReadOptions,
+    maps: np.ndarray | None = None,
+    rss: np.ndarray | None = None,
+    acquired: tuple[int, int, int, int] | None = None,
+    seed: Seed | None = None,
+    reference: bool | None = None,
 ) -> Slice:
     """A DeepInPy slice from k-space (C, X, Y): maps (given, or ESPIRiT), and when `ksp` is fully
-    sampled the SENSE-combined reference and a `options.mask` mask with seed options.seed + index;
-    otherwise a zero reference and the acquired pattern as the mask."""
+    sampled inside the acquired region (x0, x1, y0, y1; None: the whole grid) the SENSE-combined
+    reference and an `options.mask` mask with `seed` (None: options.seed + index); otherwise a
+    zero reference and the acquired pattern as the mask. The mask is zero outside the acquired
+    region (padding is never measured). `reference` True/False says which case it is (the file
+    declares it; None: decided from the data)."""
     ksp = np.ascontiguousarray(ksp, dtype=np.complex64)
     if maps is None:
         maps = espirit_maps(ksp, options.calib_width, options.thresh, options.crop, options.device)
-    if fully_sampled(ksp):
+    if fully_sampled(ksp, acquired) if reference is None else reference:
         img = sense_combine(ksp, maps)
-        mask = make_mask(
-            options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction, options.seed + index
-        )
+        if seed is None:
+            seed = (options.seed or 0) + index
+        mask = make_mask(options.mask, ksp.shape[1:], options.accel, options.calib, options.center_fraction, seed)
     else:
         img = np.zeros(ksp.shape[1:], np.complex64)
         mask = (np.abs(ksp).sum(0) > 0).astype(np.float32)
+    if acquired is not None:  # padding is never measured
+        mask = mask * region_mask(acquired, ksp.shape[1:])
     return Slice(
         img=img,
         maps=np.asarray(maps, np.complex64),
         ksp=ksp,
         mask=mask,
         rss=None if rss is None else np.asarray(rss, np.float32),
+        acquired=acquired,
     )
 
 
 class OneSubjectFile:
     """Mixin for readers of one acquisition per file: no stored splits, every slice one subject
-    (the file). Needs `num_slices`."""
+    (the file), no image crop for the metrics unless the reader sets `recon_size`. Needs
+    `num_slices`."""
 
     num_slices: int
+    recon_size: tuple[int, int] | None = None
 
     def splits(self) -> None:
         return None

@@ -14,9 +14,11 @@ from mrirecon.data.h5 import DeepInPyFile
 class SliceDataset(Dataset):
     """Items are dicts of tensors for one slice: 'ksp' (C, X, Y) complex64 fully sampled,
     'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'noise_std' () float32 (NaN when the
-    file stores none), 'index' (), and 'img' (X, Y) complex64 only when `with_reference`
-    (unsupervised training never sees it). With `measured_only`, 'ksp' is zero wherever the
-    mask is 0 (unsupervised training: only what was measured leaves the dataset).
+    file stores none), 'index' (), 'img' (X, Y) complex64 only when `with_reference`
+    (unsupervised training never sees it), and 'crop' (2,) int64, the recon size validation
+    metrics crop images to, only when the file records one (fastMRI). With `measured_only`,
+    'ksp' is zero wherever the mask is 0 (unsupervised training: only what was measured leaves
+    the dataset).
 
     The file handle opens lazily in each DataLoader worker.
     """
@@ -44,4 +46,6 @@ class SliceDataset(Dataset):
         }
         if self.with_reference:
             item["img"] = torch.from_numpy(s.img)
+        if self.data.recon_size is not None:
+            item["crop"] = torch.tensor(self.data.recon_size)
         return item

@@ -6,9 +6,12 @@ Keys (N slices, C coils, X x Y pixels):
     ksp   (N, C, X, Y)  complex  fully sampled centred k-space
     masks (N, X, Y)     real     sampling pattern in {0, 1}
 Files written by mrirecon may add `rss` (N, X, Y) float32, a second reference (fastMRI's
-`reconstruction_rss`), and always add two per-slice arrays, `noise_std` (N,) float32 (the estimated noise
-standard deviation per k-space sample) and `subject` (N,) int64 (the subject of each slice), and
-attributes (source, variant, splits, version, creation time).
+`reconstruction_rss`, zero outside the recon size), and always add three per-slice arrays, `noise_std`
+(N,) float32 (the estimated noise standard deviation per k-space sample), `subject` (N,) int64 (the
+subject of each slice) and `acquired` (N, 4) int64 (the acquired k-space region x0, x1, y0, y1,
+half-open: outside it the grid is zero padding, e.g. fastMRI's padded phase-encode columns, never
+measured), and attributes (source, variant, splits, version, creation time, and `recon_size` (2,):
+the centre crop of the image that metrics use, fastMRI's reconSpace, when smaller than X x Y).
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ SPLITS = ("train", "val", "test")
 class Slice:
     """One slice: img (X, Y) complex64, maps (C, X, Y) complex64, ksp (C, X, Y) complex64,
     mask (X, Y) float32 in {0, 1}, the noise standard deviation per k-space sample when it
-    is known (simulated data) or was estimated (processed files), None otherwise, and an optional
-    second reference `rss` (X, Y) float32 (fastMRI's root-sum-of-squares reconstruction)."""
+    is known (simulated data) or was estimated (processed files), None otherwise, an optional
+    second reference `rss` (X, Y) float32 (fastMRI's root-sum-of-squares reconstruction), and
+    the acquired k-space region (x0, x1, y0, y1), half-open, outside which the grid is zero
+    padding that was never measured (None: the whole grid)."""
 
     img: np.ndarray
     maps: np.ndarray
@@ -42,6 +47,26 @@ class Slice:
     mask: np.ndarray
     noise_std: float | None = None
     rss: np.ndarray | None = None
+    acquired: tuple[int, int, int, int] | None = None
+
+
+def whole_grid(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The acquired region (x0, x1, y0, y1) of a grid without padding: all of (X, Y)."""
+    return 0, int(shape[-2]), 0, int(shape[-1])
+
+
+def region_size(acquired: tuple[int, int, int, int]) -> int:
+    """Number of k-space locations in an acquired region (x0, x1, y0, y1)."""
+    x0, x1, y0, y1 = acquired
+    return (x1 - x0) * (y1 - y0)
+
+
+def region_mask(acquired: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """(X, Y) float32: 1 inside the acquired region, 0 in the padding."""
+    x0, x1, y0, y1 = acquired
+    out = np.zeros(shape, np.float32)
+    out[x0:x1, y0:y1] = 1
+    return out
 
 
 def open_hdf5(path: Path) -> h5py.File:
@@ -113,6 +138,44 @@ class DeepInPyFile:
         self.attrs: dict[str, Any] = dict(f.attrs)
         self.has_reference = bool(self.attrs.get("has_reference", True))
         self.has_rss = "rss" in f and f["rss"].shape == (n, x, y)
+        self.recon_size = self._recon_size()
+        self._acquired = self._acquired_regions(f)
+
+    def _recon_size(self) -> tuple[int, int] | None:
+        """The `recon_size` attribute (the image crop metrics use), checked; None when absent."""
+        if "recon_size" not in self.attrs:
+            return None
+        size = np.asarray(self.attrs["recon_size"]).reshape(-1)
+        stored = self.shape[::-1] if self.transpose else self.shape
+        if size.shape != (2,) or not all(1 <= int(v) <= n for v, n in zip(size, stored)):
+            raise UserError(
+                f"{self.path}: attribute 'recon_size' is {size.tolist()}, expected 2 integers within {list(stored)}"
+            )
+        out = (int(size[0]), int(size[1]))
+        return out[::-1] if self.transpose else out
+
+    def _acquired_regions(self, f: h5py.File) -> np.ndarray | None:
+        """The `acquired` key (N, 4), checked (0 <= x0 < x1 <= X, 0 <= y0 < y1 <= Y); None when absent."""
+        if "acquired" not in f:
+            return None
+        regions = np.asarray(f["acquired"][()])
+        x, y = self.shape[::-1] if self.transpose else self.shape
+        ok = regions.shape == (self.num_slices, 4) and regions.dtype.kind in "iu"
+        if ok:
+            x0, x1, y0, y1 = regions.T
+            ok = bool(np.all((x0 >= 0) & (x0 < x1) & (x1 <= x) & (y0 >= 0) & (y0 < y1) & (y1 <= y)))
+        if not ok:
+            raise UserError(
+                f"{self.path}: key 'acquired' must be ({self.num_slices}, 4) integers x0 < x1 <= {x}, y0 < y1 <= {y}"
+            )
+        return regions[:, [2, 3, 0, 1]] if self.transpose else regions
+
+    def acquired(self, i: int) -> tuple[int, int, int, int]:
+        """The acquired k-space region (x0, x1, y0, y1) of slice `i` (the whole grid when the file
+        stores none)."""
+        if self._acquired is None:
+            return whole_grid(self.shape)
+        return tuple(int(v) for v in self._acquired[i])  # type: ignore[return-value]
 
     def _handle(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
@@ -150,6 +213,7 @@ class DeepInPyFile:
             mask=mask,
             noise_std=self.noise_std(i),
             rss=self._read("rss", i, np.float32) if self.has_rss else None,
+            acquired=self.acquired(i),
         )
 
     def noise_std(self, i: int) -> float | None:
@@ -182,7 +246,16 @@ class DeepInPyFile:
         """The split indices stored by mrirecon (`split_train`, ...), or None if absent."""
         if not all(f"split_{s}" in self.attrs for s in SPLITS):
             return None
-        return {s: np.asarray(self.attrs[f"split_{s}"], dtype=np.int64).reshape(-1) for s in SPLITS}
+        out = {}
+        for name in SPLITS:
+            values = np.asarray(self.attrs[f"split_{name}"]).reshape(-1)
+            if values.size and (values.dtype.kind not in "iu" or values.min() < 0 or values.max() >= self.num_slices):
+                raise UserError(
+                    f"{self.path}: attribute 'split_{name}' holds {values[:3].tolist()}..., expected slice "
+                    f"indices (integers in [0, {self.num_slices - 1}])"
+                )
+            out[name] = values.astype(np.int64)
+        return out
 
     def split_indices(self, split: str) -> np.ndarray:
         """Slice indices of `split` (train, val, test or all)."""
@@ -227,6 +300,7 @@ class DeepInPyWriter:
         compression: h5py compression filter for the large arrays (e.g. "gzip") or None.
         subjects: the subject of every slice (N,), stored as `subject`; None: one per slice.
         rss: also store the slices' second reference `rss` (N, X, Y) float32.
+        recon_size: the image crop metrics use (attribute `recon_size`); None: the whole image.
     """
 
     def __init__(
@@ -239,6 +313,7 @@ class DeepInPyWriter:
         compression: str | None = None,
         subjects: np.ndarray | None = None,
         rss: bool = False,
+        recon_size: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.n, self.c, self.shape = num_slices, num_coils, tuple(shape)
@@ -246,6 +321,8 @@ class DeepInPyWriter:
         self.compression = compression
         self.subjects = np.arange(num_slices) if subjects is None else np.asarray(subjects, dtype=np.int64)
         self.rss = rss
+        if recon_size is not None:
+            self.attrs = {**self.attrs, "recon_size": np.asarray(recon_size, dtype=np.int64)}
         self._tmp: Path | None = None
         self._file: h5py.File | None = None
 
@@ -267,6 +344,7 @@ class DeepInPyWriter:
                 "rss", shape=(self.n, x, y), dtype=np.float32, chunks=(1, x, y), compression=self.compression
             )
         self._file.create_dataset("noise_std", shape=(self.n,), dtype=np.float32)
+        self._file.create_dataset("acquired", shape=(self.n, 4), dtype=np.int64)
         self._file["subject"] = self.subjects
         for name, value in self.attrs.items():
             self._file.attrs[name] = "" if value is None else value
@@ -289,6 +367,7 @@ class DeepInPyWriter:
             self._file["ksp"][i] = s.ksp
             self._file["masks"][i] = s.mask
             self._file["noise_std"][i] = s.noise_std
+            self._file["acquired"][i] = whole_grid(self.shape) if s.acquired is None else s.acquired
             if self.rss:
                 if s.rss is None:
                     raise ValueError(f"slice {i}: rss is not set")

@@ -130,6 +130,8 @@ class IsmrmrdSource(OneSubjectFile):
         slice_bytes = self.num_coils * ey * ez * (ex if g.two_d else 1) * 8
         self.slab = max(1, int(self.options.buffer_mb * 2**20 / 2 // slice_bytes))
         self.attrs: dict[str, Any] = {"subject_id": g.patient or self.path.stem, **provenance(g, lay)}
+        if g.patient:  # joins this patient's files into one subject (source.MultiSource)
+            self.attrs["patient_id"] = g.patient
         self._noise(lay)
 
     def _noise(self, lay: RowLayout) -> None:

@@ -1,9 +1,12 @@
 """Undersampling masks for fully sampled k-space: Poisson disc (sigpy) and fastMRI's masks.
 
 `fastmri_random` and `fastmri_equispaced` follow fastMRI's `subsample.py` (RandomMaskFunc and
-the equispaced mask with adjusted spacing): columns (the last axis, phase encodes) are chosen
-and every row of a chosen column is sampled; the central `round(W * center_fraction)` columns
-are always sampled. Every mask is a deterministic function of its seed.
+EquispacedMaskFractionFunc with one center fraction and acceleration): columns (the last axis,
+phase encodes) are chosen and every row of a chosen column is sampled; the central
+`round(W * center_fraction)` columns are always sampled. Every mask is a deterministic function of
+its seed, an integer or a tuple of integers as fastMRI's data transforms pass (the file name's
+characters, `tuple(map(ord, name))`, so that every slice of a volume gets the same mask); with the
+same seed the columns equal fastMRI's (tests/test_masks.py checks this against its code).
 """
 
 from __future__ import annotations
@@ -11,6 +14,19 @@ from __future__ import annotations
 import numpy as np
 
 KINDS = ("poisson", "fastmri_random", "fastmri_equispaced")
+Seed = int | tuple[int, ...]
+
+
+def volume_seed(seed: int | None, name: str) -> Seed:
+    """The mask seed of a volume stored in file `name`: fastMRI's `tuple(map(ord, name))` when
+    `seed` is None (the masks fastMRI's own data transforms use), else (seed, *map(ord, name))."""
+    characters = tuple(map(ord, name))
+    return characters if seed is None else (int(seed), *characters)
+
+
+def _int_seed(seed: Seed) -> int:
+    """An integer seed (for sigpy) from an integer or a tuple seed."""
+    return seed if isinstance(seed, int) else int(np.random.RandomState(seed).randint(0, 2**31 - 1))
 
 
 class MaskError(ValueError):
@@ -42,7 +58,7 @@ def _low_frequencies(num_cols: int, center_fraction: float) -> tuple[int, int]:
     return num_low, (num_cols - num_low + 1) // 2
 
 
-def fastmri_random_columns(num_cols: int, accel: float, center_fraction: float, seed: int) -> np.ndarray:
+def fastmri_random_columns(num_cols: int, accel: float, center_fraction: float, seed: Seed) -> np.ndarray:
     """fastMRI's RandomMaskFunc: (num_cols,) bool. Outside the centre each column is kept with
     probability (num_cols / accel - num_low) / (num_cols - num_low)."""
     rng = np.random.RandomState(seed)
@@ -53,7 +69,7 @@ def fastmri_random_columns(num_cols: int, accel: float, center_fraction: float, 
     return mask
 
 
-def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: float, seed: int) -> np.ndarray:
+def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: float, seed: Seed) -> np.ndarray:
     """fastMRI's equispaced mask: (num_cols,) bool. The centre, plus columns at a random offset
     spaced by the adjusted acceleration accel (num_low - W) / (num_low accel - W), so that about
     num_cols / accel columns are sampled in all."""
@@ -71,7 +87,7 @@ def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: flo
 
 
 def make_mask(
-    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: int
+    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: Seed
 ) -> np.ndarray:
     """An undersampling mask (X, Y) float32 in {0, 1}; MaskError (a ValueError) when impossible.
 
@@ -81,7 +97,7 @@ def make_mask(
         accel: target acceleration (> 1).
         calib: side of the Poisson mask's fully sampled square (pixels, >= 0).
         center_fraction: fraction of central columns of the fastMRI masks, in (0, 1).
-        seed: the random seed.
+        seed: the random seed (an integer or a tuple of integers).
     """
     if kind not in KINDS:
         raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
@@ -91,7 +107,7 @@ def make_mask(
         if isinstance(calib, bool) or not isinstance(calib, int) or not 0 <= calib <= min(shape):
             raise MaskError(f"calib: {calib!r} must be an integer in [0, {min(shape)}]")
         try:
-            return poisson_mask(tuple(shape), float(accel), calib, seed)
+            return poisson_mask(tuple(shape), float(accel), calib, _int_seed(seed))
         except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
             raise MaskError(
                 f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "

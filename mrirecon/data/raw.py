@@ -70,6 +70,7 @@ class RawKspaceSource:
         self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
         self.has_reference = self._imgs is not None
         self.has_rss = False
+        self.recon_size: tuple[int, int] | None = None
         self.attrs: dict[str, Any] = {}
 
     def __len__(self) -> int:

@@ -93,6 +93,7 @@ class SampleSource:
         self.path = "sample"
         self.has_reference = True
         self.has_rss = False
+        self.recon_size: tuple[int, int] | None = None
         self.attrs: dict[str, Any] = {"attribution": ATTRIBUTION}
 
     def __len__(self) -> int:

@@ -13,6 +13,7 @@ maps, the SENSE-combined reference sum_c conj(S_c) ifft2c(k_c), and an undersamp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ import numpy as np
 
 from mrirecon.data.completion import ReadOptions
 from mrirecon.data.h5 import Slice
+from mrirecon.data.splits import subjects_of
 from mrirecon.errors import UserError
 
 __all__ = ["FORMATS", "Format", "MultiSource", "ReadOptions", "Source", "detect", "open_source", "source_files"]
@@ -34,7 +36,10 @@ class Source(Protocol):
     """What preprocess reads: N slices of C coils, (X, Y) pixels each.
 
     Attributes: path (a name for messages), num_slices, num_coils, shape (X, Y), has_reference
-    (slices carry a reference image), has_rss (slices carry `rss`), attrs (provenance).
+    (slices carry a reference image), has_rss (slices carry `rss`), recon_size (the centre crop
+    (x, y) of the image that metrics use, e.g. fastMRI's 320x320 reconSpace; None: the whole
+    image), attrs (provenance; `patient_id`, when the file records one, joins the files of one
+    patient into one subject when several files are read together: see MultiSource).
     """
 
     path: Any
@@ -43,6 +48,7 @@ class Source(Protocol):
     shape: tuple[int, int]
     has_reference: bool
     has_rss: bool
+    recon_size: tuple[int, int] | None
     attrs: dict[str, Any]
 
     def __len__(self) -> int: ...
@@ -211,45 +217,64 @@ def open_source(spec: str | Sequence[str], options: ReadOptions) -> Source:
         for s in sources:
             s.close()
         raise
-    return sources[0] if len(sources) == 1 else MultiSource(sources)
+    return sources[0] if len(sources) == 1 else MultiSource(sources, options.slices_per_subject)
 
 
 # ---------------------------------------------------------------------------- several files
 
 
-class MultiSource:
-    """Several sources (one per subject, typically) read as one: slices in file order.
+def _check_compatible(s: Source, first: Source) -> None:
+    """UserError unless `s` can be read together with `first` (coils, shape, recon size, sampling)."""
+    if (s.num_coils, tuple(s.shape)) != (first.num_coils, tuple(first.shape)):
+        raise UserError(
+            f"data.source: {s.path} has {s.num_coils} coils of {s.shape[0]}x{s.shape[1]}, "
+            f"{first.path} {first.num_coils} coils of {first.shape[0]}x{first.shape[1]}: "
+            "files read together must match"
+        )
+    if s.recon_size != first.recon_size:
+        raise UserError(
+            f"data.source: {s.path} has recon size {s.recon_size}, {first.path} {first.recon_size}: "
+            "files read together must match"
+        )
+    if s.has_reference != first.has_reference:
+        raise UserError(
+            f"data.source: {s.path} and {first.path} differ in sampling (one fully sampled, the "
+            "other not): files read together must match"
+        )
 
-    Every file's slices keep their own subjects; a file that records none is one subject per
-    slice. The subject names (each file's attrs 'subject_id', else its stem) go to attrs.
+
+class MultiSource:
+    """Several files read as one: slices in file order.
+
+    Subjects (numbered in order of first appearance): a file that records a patient ID (attrs
+    `patient_id`: fastMRI's attribute, ISMRMRD's subjectInformation/patientID) belongs wholly to
+    that patient, so files of one patient share a subject; otherwise a file keeps the subjects it
+    records (a DeepInPy `subject` key; one per file for fastMRI, ISMRMRD and BART volumes), else
+    its slices form blocks of `slices_per_subject`, else the whole file is one subject. The
+    subject names (patient IDs, else file stems) go to attrs `subject_ids`, one per subject.
+
+    Args:
+        sources: the files' readers; same coils, image shape, recon size and sampling.
+        slices_per_subject: slices per subject in files that record no subjects (None: one
+            subject per such file).
     """
 
-    def __init__(self, sources: Sequence[Source]) -> None:
+    def __init__(self, sources: Sequence[Source], slices_per_subject: int | None = None) -> None:
         first = sources[0]
         for s in sources[1:]:
-            if (s.num_coils, tuple(s.shape)) != (first.num_coils, tuple(first.shape)):
-                raise UserError(
-                    f"data.source: {s.path} has {s.num_coils} coils of {s.shape[0]}x{s.shape[1]}, "
-                    f"{first.path} {first.num_coils} coils of {first.shape[0]}x{first.shape[1]}: "
-                    "files read together must match"
-                )
-            if s.has_reference != first.has_reference:
-                raise UserError(
-                    f"data.source: {s.path} and {first.path} differ in sampling (one fully sampled, the "
-                    "other not): files read together must match"
-                )
+            _check_compatible(s, first)
         self.sources = list(sources)
+        self.slices_per_subject = slices_per_subject
         self.path = ",".join(str(s.path) for s in sources)
         self.num_slices = sum(len(s) for s in sources)
         self.num_coils, self.shape = first.num_coils, tuple(first.shape)
         self.has_reference = first.has_reference
         self.has_rss = all(s.has_rss for s in sources)
+        self.recon_size = first.recon_size
         self._starts = np.cumsum([0] + [len(s) for s in sources])
-        names = [str(s.attrs.get("subject_id", Path(str(s.path)).stem)) for s in sources]
-        self.attrs: dict[str, Any] = {
-            "files": json.dumps([str(s.path) for s in sources]),
-            "subject_ids": json.dumps(names),
-        }
+        self._subjects: np.ndarray | None = None
+        self.subject_rules: list[str] = []
+        self.attrs: dict[str, Any] = {"files": json.dumps([str(s.path) for s in sources])}
 
     def __len__(self) -> int:
         return self.num_slices
@@ -257,21 +282,57 @@ class MultiSource:
     def read(self, i: int) -> Slice:
         k = int(np.searchsorted(self._starts, i, side="right") - 1)
         s = self.sources[k].read(int(i - self._starts[k]))
-        return s if self.has_rss else Slice(s.img, s.maps, s.ksp, s.mask, s.noise_std)
+        return s if self.has_rss else dataclasses.replace(s, rss=None)
 
     def splits(self) -> None:
         """Splits stored in the single files do not apply to their concatenation."""
         return
 
     def subjects(self) -> np.ndarray:
-        out, offset = [], 0
-        for s in self.sources:
-            own = s.subjects()
-            own = np.arange(len(s), dtype=np.int64) if own is None else np.asarray(own, dtype=np.int64)
-            _, own = np.unique(own, return_inverse=True)
-            out.append(own + offset)
-            offset += int(own.max()) + 1
-        return np.concatenate(out)
+        """The subject of every slice (N,) int64 (see the class docstring); also sets attrs
+        `subject_ids` and `subject_rules` (how each file's subjects were found).
+
+        Raises ValueError naming `slices_per_subject` when a file is not a whole number of subjects.
+        """
+        if self._subjects is not None:
+            return self._subjects
+        keys: list[tuple[Any, ...]] = []
+        names: dict[tuple[Any, ...], str] = {}
+        self.subject_rules = []
+        for k, s in enumerate(self.sources):
+            stem = Path(str(s.path)).stem
+            patient = str(s.attrs.get("patient_id", "")).strip()
+            own: list[tuple[Any, ...]]
+            if patient:
+                own, rule = [("patient", patient)] * len(s), "patient ID"
+                names[own[0]] = patient
+            else:
+                recorded, rule = s.subjects(), "recorded in the file"
+                if recorded is None:
+                    recorded, rule = (
+                        self._unrecorded(s),
+                        ("one per file" if self.slices_per_subject is None else "slices_per_subject"),
+                    )
+                own = [("file", k, int(v)) for v in np.asarray(recorded).reshape(-1)]
+                several = len(set(own)) > 1
+                for key in own:
+                    names.setdefault(key, f"{stem}#{key[2]}" if several else str(s.attrs.get("subject_id", stem)))
+            keys += own
+            self.subject_rules.append(rule)
+        numbers: dict[tuple[Any, ...], int] = {}
+        self._subjects = np.array([numbers.setdefault(key, len(numbers)) for key in keys], dtype=np.int64)
+        self.attrs["subject_ids"] = json.dumps([names[key] for key in numbers])
+        self.attrs["subject_rules"] = json.dumps(self.subject_rules)
+        return self._subjects
+
+    def _unrecorded(self, s: Source) -> np.ndarray:
+        """Subjects of a file that records none: blocks of slices_per_subject, else one."""
+        if self.slices_per_subject is None:
+            return np.zeros(len(s), dtype=np.int64)
+        try:
+            return subjects_of(len(s), self.slices_per_subject)
+        except ValueError as exc:
+            raise ValueError(f"slices_per_subject: {exc} ({s.path})") from None
 
     def close(self) -> None:
         for s in self.sources:

@@ -22,33 +22,50 @@ def subjects_of(num_slices: int, slices_per_subject: int | None) -> np.ndarray:
     return np.arange(num_slices, dtype=np.int64) // slices_per_subject
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """ValueError naming the fraction unless both are numbers in [0, 1) with a sum below 1."""
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac < 1:
+            raise ValueError(f"{name}: {frac!r} is not a number in [0, 1)")
+    if val_fraction + test_fraction >= 1:
+        raise ValueError("val_fraction + test_fraction must be < 1 to leave training subjects")
+
+
+def split_counts(num_subjects: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Numbers of (train, val, test) subjects that `make_splits` makes: round(n * fraction) each
+    for val and test, at least one when the fraction is positive and n >= 3; train the rest
+    (it may be 0 or less: make_splits refuses that)."""
+
+    def count(frac: float) -> int:
+        k = round(num_subjects * frac)
+        return max(k, 1) if frac > 0 and num_subjects >= 3 else k
+
+    n_val, n_test = count(val_fraction), count(test_fraction)
+    return num_subjects - n_val - n_test, n_val, n_test
+
+
 def make_splits(subjects: np.ndarray, val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
     """Disjoint train / val / test slice indices made of whole subjects.
 
     Subjects are taken in order of first appearance: the first ones train, then val, then test
     (contiguous blocks, as subjects are stored one after the other). Each of val and test gets
     at least one subject when its fraction is positive and there are at least three subjects.
+    Raises ValueError when no subject is left to train.
 
     Args:
         subjects: the subject of each slice (N,).
         val_fraction, test_fraction: fractions of the subjects, each in [0, 1), sum < 1.
     """
-    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0 <= frac < 1:
-            raise ValueError(f"{name}: {frac} is not in [0, 1)")
-    if val_fraction + test_fraction >= 1:
-        raise ValueError("val_fraction + test_fraction must be < 1 to leave training subjects")
+    check_fractions(val_fraction, test_fraction)
     subjects = np.asarray(subjects).reshape(-1)
     _, first = np.unique(subjects, return_index=True)
     order = subjects[np.sort(first)]
-    n = len(order)
-
-    def count(frac: float) -> int:
-        k = round(n * frac)
-        return max(k, 1) if frac > 0 and n >= 3 else k
-
-    n_test, n_val = count(test_fraction), count(val_fraction)
-    n_train = n - n_val - n_test
+    n_train, n_val, _ = split_counts(len(order), val_fraction, test_fraction)
+    if n_train <= 0:
+        raise ValueError(
+            f"val_fraction {val_fraction} and test_fraction {test_fraction} leave no training subject "
+            f"among {len(order)} subjects"
+        )
     groups = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
     return {name: np.flatnonzero(np.isin(subjects, members)) for name, members in groups.items()}
 

@@ -96,6 +96,8 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         raise UserError(f"data.undersampling.accel: {u.accel} must be > 1")
     if not isinstance(u.calib, int) or u.calib < 0:
         raise UserError(f"data.undersampling.calib: {u.calib} must be an integer >= 0")
+    if u.seed is not None and (isinstance(u.seed, bool) or not isinstance(u.seed, int)):
+        raise UserError(f"data.undersampling.seed: {u.seed!r} must be an integer or null (fastMRI's file-name seeds)")
     if not 0 < u.center_fraction < 1:
         raise UserError(f"data.undersampling.center_fraction: {u.center_fraction} must be in (0, 1)")
     buffer_mb = cfg.data.ismrmrd_buffer_mb
@@ -111,9 +113,10 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         accel=float(u.accel),
         calib=int(u.calib),
         center_fraction=float(u.center_fraction),
-        seed=int(u.seed),
+        seed=None if u.seed is None else int(u.seed),
         buffer_mb=float(buffer_mb),
         maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps),
+        slices_per_subject=cfg.data.slices_per_subject,
         device=str(device_of(cfg)) if "hardware" in cfg else "cpu",
     )
 

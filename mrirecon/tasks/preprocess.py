@@ -17,14 +17,15 @@ from mrirecon import __version__
 from mrirecon.data.coil_compression import CoilCompression
 from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice, written_by_mrirecon
 from mrirecon.data.masks import MaskError
-from mrirecon.data.source import source_files
-from mrirecon.data.splits import check_splits, make_splits, subjects_of
-from mrirecon.data.transforms import make_variant, with_noise
+from mrirecon.data.source import MultiSource, source_files
+from mrirecon.data.splits import check_fractions, check_splits, make_splits, split_counts, subjects_of
+from mrirecon.data.transforms import make_variant, resized_shape, with_noise
 from mrirecon.errors import UserError
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.tasks.common import open_source, overwrite, prewhiten_option, source_spec, variant_of
 
 log = logging.getLogger(__name__)
+MIN_SIZE = 7  # the smallest image side metrics take (SSIM's 7x7 window)
 NOISE_STD = (
     "noise std per k-space sample: the simulated std where preprocess or the sample added the noise, else "
     "estimated from the measured data (median of |y|^2 / ln 2 over the outermost 10 % of measured k-space "
@@ -78,39 +79,107 @@ def process(source_slice: Slice, bits: int | None, scale: float, noise: str | fl
     return with_noise(out, std, rng) if std > 0 else dataclasses.replace(out, noise_std=0.0)
 
 
-def subjects_and_splits(cfg: DictConfig, source: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The subject of every slice and the train/val/test splits, which never cut a subject:
-    subjects recorded by the source, else blocks of data.slices_per_subject slices, else one per
-    slice; splits stored in the source (checked), else made from whole subjects."""
-    subjects = source.subjects()
+def source_subjects(cfg: DictConfig, source: Any) -> np.ndarray:
+    """The subject of every slice: recorded by the source (several files: patient IDs, the files'
+    own subjects, blocks of data.slices_per_subject, else one per file), else blocks of
+    data.slices_per_subject slices, else one per slice."""
     per_subject = cfg.data.slices_per_subject
-    if subjects is None:
-        try:
-            subjects = subjects_of(len(source), per_subject)
-        except ValueError as exc:
-            raise UserError(f"data.slices_per_subject: {exc} ({source.path})") from None
-        if per_subject is None and len(source) > 50:
-            log.warning(
-                "%s does not record subjects: every slice is taken as its own subject, so a split can "
-                "cut a volume; set data.slices_per_subject (e.g. 320 for whole 3D knee volumes)",
-                source.path,
-            )
-    elif per_subject is not None:
-        log.warning(
-            "%s records the subject of every slice: data.slices_per_subject=%s is ignored", source.path, per_subject
+    try:
+        subjects = source.subjects()
+    except ValueError as exc:  # several files: one is not a whole number of subjects
+        raise UserError(f"data.{exc}") from None
+    if isinstance(source, MultiSource):
+        rules = sorted(set(source.subject_rules))
+        log.info(
+            "%s: %d subjects from %d files (%s)",
+            source.path,
+            len(np.unique(subjects)),
+            len(source.sources),
+            ", ".join(rules),
         )
+        if per_subject is not None and "slices_per_subject" not in rules:
+            log.warning("every file records its subjects: data.slices_per_subject=%s is ignored", per_subject)
+        return subjects
+    if subjects is not None:
+        if per_subject is not None:
+            log.warning(
+                "%s records the subject of every slice: data.slices_per_subject=%s is ignored", source.path, per_subject
+            )
+        return subjects
+    try:
+        subjects = subjects_of(len(source), per_subject)
+    except ValueError as exc:
+        raise UserError(f"data.slices_per_subject: {exc} ({source.path})") from None
+    if per_subject is None and len(source) > 50:
+        log.warning(
+            "%s does not record subjects: every slice is taken as its own subject, so a split can "
+            "cut a volume; set data.slices_per_subject (e.g. 320 for whole 3D knee volumes)",
+            source.path,
+        )
+    return subjects
+
+
+def new_splits(cfg: DictConfig, subjects: np.ndarray) -> dict[str, np.ndarray]:
+    """Splits of whole subjects by data.val_fraction and data.test_fraction: refused when no
+    subject is left to train, a warning when val or test gets none."""
+    val, test = cfg.data.val_fraction, cfg.data.test_fraction
+    n = len(np.unique(subjects))
+    try:
+        check_fractions(val, test)
+    except ValueError as exc:
+        raise UserError(f"data.{exc}") from None
+    counts = split_counts(n, val, test)
+    if counts[0] <= 0:
+        raise UserError(
+            f"data.val_fraction={val}, data.test_fraction={test}: of {n} subjects {counts[1]} go to val and "
+            f"{counts[2]} to test, none is left to train (lower the fractions, or add subjects)"
+        )
+    splits = make_splits(subjects, val, test)
+    if (val > 0 and counts[1] == 0) or (test > 0 and counts[2] == 0):
+        log.warning(
+            "data.val_fraction=%s, data.test_fraction=%s with %d subject(s): %d train / %d val / %d test subjects; "
+            "an empty split cannot be reconstructed (data.split=all uses every slice)",
+            val,
+            test,
+            n,
+            *counts,
+        )
+    return splits
+
+
+def subjects_and_splits(cfg: DictConfig, source: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The subject of every slice (`source_subjects`) and the train/val/test splits, which never
+    cut a subject: splits stored in the source (checked), else made from whole subjects."""
+    subjects = source_subjects(cfg, source)
     splits = source.splits()
     if splits is None:
-        try:
-            splits = make_splits(subjects, cfg.data.val_fraction, cfg.data.test_fraction)
-        except ValueError as exc:
-            raise UserError(f"data.{exc}") from None
-    else:
-        try:
-            check_splits(splits, subjects)
-        except ValueError as exc:
-            raise UserError(f"data.source: {source.path} stores splits that cut a subject ({exc})") from None
+        return subjects, new_splits(cfg, subjects)
+    try:
+        check_splits(splits, subjects)
+    except ValueError as exc:
+        raise UserError(f"data.source: {source.path} stores splits that cut a subject ({exc})") from None
     return subjects, splits
+
+
+def output_geometry(cfg: DictConfig, source: Any, scale: float) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """The processed image shape and its recon-size crop (None: the whole image), checked: the
+    images metrics see must be at least 7x7 (SSIM's window)."""
+    shape = resized_shape(source.shape, scale)
+    crop = None if source.recon_size is None else resized_shape(source.recon_size, scale)
+    seen = crop or shape
+    if min(seen) < MIN_SIZE:
+        what = f"{source.shape[0]}x{source.shape[1]} images of {source.path}"
+        if source.recon_size is not None:
+            what += f" (recon size {source.recon_size[0]}x{source.recon_size[1]})"
+        if scale != 1:
+            raise UserError(
+                f"data.scale: {scale} makes the {what} {seen[0]}x{seen[1]}; metrics need at least "
+                f"{MIN_SIZE}x{MIN_SIZE} (SSIM's window)"
+            )
+        raise UserError(
+            f"data.source: {what} are smaller than {MIN_SIZE}x{MIN_SIZE}, the least metrics need (SSIM's window)"
+        )
+    return shape, crop
 
 
 def check_prewhitening(cfg: DictConfig, source: Any) -> tuple[bool, bool]:
@@ -185,6 +254,7 @@ def run(cfg: DictConfig) -> Path:
             f"data={cfg.data.name}: {source.path} has no reference image (raw undersampled k-space), so only "
             "data=full (k-space kept as acquired) can be made from it"
         )
+    shape, crop = output_geometry(cfg, source, scale)
     subjects, splits = subjects_and_splits(cfg, source)
     seed = int(cfg.seed)
     noise_scans, prewhitened = check_prewhitening(cfg, source)
@@ -233,11 +303,12 @@ def run(cfg: DictConfig) -> Path:
             out,
             len(source),
             num_coils,
-            first.img.shape,
+            shape,
             attrs,
             h5_filter,
             subjects,
             rss=source.has_rss,
+            recon_size=crop,
         ) as writer,
         Progress(transient=True) as progress,
     ):

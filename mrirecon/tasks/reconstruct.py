@@ -19,7 +19,8 @@ from rich.progress import Progress
 
 from mrirecon import __version__, metrics, provenance
 from mrirecon.data.cfl import CflImageWriter
-from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.data.h5 import DeepInPyFile, region_size
+from mrirecon.data.transforms import center_crop
 from mrirecon.errors import UserError, configured
 from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path, load_checkpoint, write_json, write_text
@@ -131,21 +132,28 @@ def run(cfg: DictConfig) -> float:
         log.warning("checkpoint %s: %s", cfg.checkpoint, selected)
     check_trained_size(cfg, method_config, data)
     write_cfl = bool(cfg.output.cfl)
+    # Images are reconstructed on the file's k-space grid and, when the file records a recon size
+    # (fastMRI's reconSpace, e.g. 320x320), centre-cropped to it as fastMRI does, before metrics,
+    # figures and outputs.
+    shown_shape: tuple[int, int] = data.recon_size or data.shape
     has_reference = bool(data.attrs.get("has_reference", True))
     subjects = data.subjects()  # None: the file records no subjects (the column stays empty)
     rows: list[dict[str, Any]] = []
     shown: list[tuple[int, np.ndarray, np.ndarray]] = []  # (slice, reference, recon) for figures
     consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
     noise_stds: list[float] = []  # the noise std each slice was reconstructed with
-    accelerations: list[float] = []  # effective acceleration: pixels / measured locations
+    accelerations: list[float] = []  # effective acceleration: acquired / measured locations
     chosen: dict[str, list[float]] = {}  # settings chosen from the data (e.g. lam: auto), per slice
     torch.manual_seed(int(cfg.seed))
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out / "recon.h5"))
         h5 = stack.enter_context(h5py.File(tmp, "w", rdcc_nbytes=0))
-        cfl = stack.enter_context(CflImageWriter(out / "recon", len(indices), data.shape)) if write_cfl else None
-        recon_ds = h5.create_dataset("recon", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
-        ref_ds = h5.create_dataset("imgs", (len(indices), *data.shape), np.complex64, chunks=(1, *data.shape))
+        a, b = (int(v) for v in str(data.attrs.get("source_cfl_axes", "0,1")).split(","))  # the source's BART plane
+        cfl = (
+            stack.enter_context(CflImageWriter(out / "recon", len(indices), shown_shape, (a, b))) if write_cfl else None
+        )
+        recon_ds = h5.create_dataset("recon", (len(indices), *shown_shape), np.complex64, chunks=(1, *shown_shape))
+        ref_ds = h5.create_dataset("imgs", (len(indices), *shown_shape), np.complex64, chunks=(1, *shown_shape))
         h5["slices"] = indices
         h5.attrs.update(
             {
@@ -171,12 +179,14 @@ def run(cfg: DictConfig) -> float:
                     (op.forward(x) - y).abs().flatten(1).norm(dim=1) / y.abs().flatten(1).norm(dim=1)
                 ).tolist()
                 noise_stds += noise.tolist()
-                accelerations += (mask[0].numel() / mask.flatten(1).sum(1)).tolist()
+                acquired = torch.tensor([region_size(data.acquired(int(i))) for i in idx], dtype=torch.float64)
+                accelerations += (acquired / mask.flatten(1).sum(1).cpu()).tolist()
                 for key, values in method.chosen.items():
                     chosen.setdefault(key, []).extend(values.tolist())
                 x_np, ref_np = x.cpu().numpy().astype(np.complex64), ref.cpu().numpy()
                 if not has_reference:  # raw data: show the zero-filled image in place of a reference
                     ref_np = op.adjoint(y).cpu().numpy()
+                x_np, ref_np = center_crop(x_np, shown_shape), center_crop(ref_np, shown_shape)
                 for k, i in enumerate(idx):
                     recon_ds[pos], ref_ds[pos] = x_np[k], ref_np[k]
                     if cfl is not None:
@@ -215,6 +225,12 @@ def run(cfg: DictConfig) -> float:
     summary = _summary(cfg, method.name, method_config, rows)
     summary["checkpoint_info"] = trained.get("record")
     summary["has_reference"] = has_reference
+    summary["image_size"] = {
+        "shape": list(shown_shape),
+        "definition": "images (recon.h5, metrics, figures) centre-cropped to the file's recon size (fastMRI)"
+        if data.recon_size
+        else "images on the whole k-space grid",
+    }
     summary["data_consistency"] = {
         "mean": float(np.mean(consistencies)),
         "max": float(np.max(consistencies)),
@@ -235,7 +251,8 @@ def run(cfg: DictConfig) -> float:
     summary["acceleration"] = {
         "mean": float(np.mean(accelerations)),
         "per_slice": accelerations,
-        "definition": "pixels / measured k-space locations of each slice's mask",
+        "definition": "acquired k-space locations (padding, e.g. fastMRI's, excluded) / measured locations of "
+        "each slice's mask",
     }
     summary["objective"] = {"metric": objective, "value": summary["mean"][objective]}
     write_json(out / "summary.json", summary)

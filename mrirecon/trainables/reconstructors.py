@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from mrirecon import metrics
+from mrirecon.data.transforms import center_crop
 from mrirecon.methods.unrolled import split_mask
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.schedules import step_schedule
@@ -29,9 +30,13 @@ def reconstruct_batch(module: nn.Module, batch: dict[str, torch.Tensor]) -> tupl
 
 
 def validation_metrics(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """{'val_nrmse', 'val_psnr', 'val_ssim'}: means over the batch's slices."""
+    """{'val_nrmse', 'val_psnr', 'val_ssim'}: means over the batch's slices (images cropped to
+    the batch's 'crop', the file's recon size, when it has one, as reconstruct does)."""
     x, _ = reconstruct_batch(module, batch)
     ref = batch["img"].cpu().numpy()
+    if "crop" in batch:
+        crop = tuple(int(v) for v in batch["crop"][0])
+        x, ref = center_crop(x, crop), center_crop(ref, crop)
     rows = [metrics.slice_metrics(x[k], ref[k]) for k in range(len(x))]
     return {f"val_{k}": float(np.mean([r[k] for r in rows])) for k in metrics.NAMES}
 
