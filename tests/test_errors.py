@@ -349,7 +349,7 @@ def test_evaluate_bad_runs(tmp_path: Path, case: str) -> None:
 @pytest.mark.parametrize(
     ("override", "names"),
     [
-        ("figure_slices=abc", ("figure_slices", "abc", "whole number >= 0")),
+        ("figure_slices=abc", ("figure_slices", "abc", "integer")),
         ("figure_slices=-1", ("figure_slices", "-1", "whole number >= 0")),
         ("level=subject", ("level", "subject", "slice, volume")),
         ("pool=method", ("pool", "method", "seed")),

@@ -238,7 +238,8 @@ def test_checkpoint_from_before_the_trainable_format(trained, sample_dir, tmp_pa
     ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
     old = tmp_path / "old.pt"
     legacy = {k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")}
-    torch.save({**legacy, "rng": {**ckpt["rng"], "numpy": np.random.get_state()}}, old)
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": None, "cuda": None}
+    torch.save({**legacy, "rng": rng}, old)
     runs = {}
     for name, path in (("new", trained / "checkpoints" / "best.pt"), ("old", old)):
         res = run_cli(
