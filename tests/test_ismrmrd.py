@@ -187,6 +187,19 @@ def test_2d_multislice_matches_numpy(scan_2d):
     assert np.allclose(white @ white.conj().T / noise.shape[1], 0.5 * np.eye(4), atol=1e-6)  # half: the dwell scaling
 
 
+def test_one_mask_per_volume(scan_2d):
+    """Every slice of a raw volume gets the same mask, seeded by (seed, file name) as fastMRI's
+    volumes are; another seed gives another mask."""
+    folder = scan_2d[0]
+    masks_of = {}
+    for seed in (723, 724):
+        src = open_source(str(folder / "ms.h5"), ReadOptions(seed=seed, accel=3, calib=4))
+        masks_of[seed] = [src.read(i).mask for i in range(len(src))]
+        src.close()
+        assert all(np.array_equal(m, masks_of[seed][0]) for m in masks_of[seed])
+    assert not np.array_equal(masks_of[723][0], masks_of[724][0])
+
+
 def test_2d_noise_std_and_no_prewhitening(scan_2d):
     folder, scan, expected, noise = scan_2d
     shrink = np.sqrt((16 + 4 / 2) / 20)  # 4 of 20 lines are averages of 2

@@ -13,6 +13,8 @@ before the mask, the seeded temporary state).
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -172,3 +174,39 @@ def test_make_mask_errors_name_the_parameter():
         masks.make_mask("fastmri_random", (8, 8), 4, 2, 1.5, 0)
     with pytest.raises(ValueError, match="^accel: no Poisson"):
         masks.make_mask("poisson", (16, 16), 6, 16, 0.1, 0)
+
+
+@pytest.mark.parametrize(
+    ("shape", "accel", "calib", "seed"), [((320, 256), 6, 24, 1), ((80, 64), 6, 12, 5), ((230, 180), 8, 20, 0)]
+)
+def test_poisson_mask_is_sigpys(shape, accel, calib, seed):
+    """The bounded bisection draws sigpy.mri.poisson's own mask (same slopes, same sampler)."""
+    import sigpy.mri
+
+    reference = sigpy.mri.poisson(shape, accel, calib=(calib, calib), seed=seed, dtype=np.float32) != 0
+    assert np.array_equal(masks.make_mask("poisson", shape, accel, calib, 0.08, seed), reference.astype(np.float32))
+
+
+def test_unreachable_poisson_target_is_refused_not_a_hang():
+    """sigpy.mri.poisson((32, 24), 6, calib=(8, 8), seed=723) never returns (its bisection stalls);
+    ours gives up on that seed and make_mask takes the next one. Run in a child process so that a
+    regression fails, not hangs."""
+    code = (
+        "import numpy as np\n"
+        "from mrirecon.data import masks\n"
+        "try:\n    masks._sigpy_poisson((32, 24), 6, (8, 8), 723)\n"
+        "except ValueError as exc:\n    print('refused:', exc)\n"
+        "m = masks.make_mask('poisson', (32, 24), 6, 8, 0.08, 723)\n"
+        "print('acceleration', m.size / m.sum())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and lines[0] == "refused: Cannot generate mask to satisfy accel=6.", res.stderr
+    assert abs(float(lines[1].split()[1]) - 6) < 0.1
+
+
+def test_masks_are_cached_per_volume_and_returned_as_copies():
+    first = masks.make_mask("poisson", (64, 48), 4, 12, 0.08, FILE_SEED)
+    first[:] = 0  # a caller's change does not reach the cache
+    again = masks.make_mask("poisson", (64, 48), 4, 12, 0.08, FILE_SEED)
+    assert again.sum() > 0 and masks._cached_mask.cache_info().hits >= 1

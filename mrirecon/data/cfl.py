@@ -20,6 +20,7 @@ import numpy as np
 
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
 from mrirecon.data.h5 import Slice
+from mrirecon.data.masks import volume_seed
 from mrirecon.errors import UserError
 from mrirecon.io import atomic_path, temporary_sibling
 
@@ -218,7 +219,8 @@ class CflSource(OneSubjectFile):
         if self._maps is not None:
             j = i if self._maps.shape[-1] > 1 else 0
             maps = np.ascontiguousarray(np.transpose(np.asarray(self._maps[:, :, :, 0, j]), (2, 0, 1)))
-        return complete_slice(self._slice_ksp(i), i, self.options, maps=maps)
+        seed = volume_seed(self.options.seed, self.path.name)  # one mask per volume, as fastMRI's
+        return complete_slice(self._slice_ksp(i), i, self.options, maps=maps, seed=seed)
 
     def close(self) -> None:
         self._ksp = self._maps = None

@@ -24,8 +24,9 @@ class ReadOptions:
     transpose: swap the last two axes (DeepInPy and raw readers).
     calib_width, thresh, crop: ESPIRiT's calibration width (pixels), threshold and crop.
     mask, accel, calib, center_fraction, seed: the undersampling mask of fully sampled k-space
-        (see masks.make_mask); slice i of each file uses seed + i, except fastMRI files: one
-        mask per volume (masks.volume_seed; seed None: fastMRI's own file-name seed).
+        (see masks.make_mask); one mask per volume (file), seeded by (seed, the file name's
+        characters) as fastMRI's data transforms seed theirs (masks.volume_seed; seed None:
+        fastMRI's own file-name seed), for fastMRI, ISMRMRD and BART files alike.
     buffer_mb: memory for the ISMRMRD reader's slab of slices (MB).
     maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
     slices_per_subject: slices per subject in files that record no subjects (None: one subject

@@ -52,6 +52,7 @@ from mrirecon.data.ismrmrd_scan import (
     read_geometry,
     scan_rows,
 )
+from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
 
@@ -250,7 +251,8 @@ class IsmrmrdSource(OneSubjectFile):
     def read(self, i: int) -> Slice:
         """Slice i: k-space (`kspace`) completed with ESPIRiT maps (and reference and mask when
         fully sampled); noise_std from the noise scans when the file has them."""
-        return dataclasses.replace(complete_slice(self.kspace(i), i, self.options), noise_std=self.noise_std)
+        seed = volume_seed(self.options.seed, self.path.name)  # one mask per volume, as fastMRI's
+        return dataclasses.replace(complete_slice(self.kspace(i), i, self.options, seed=seed), noise_std=self.noise_std)
 
     def close(self) -> None:
         self._slab = None

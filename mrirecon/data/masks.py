@@ -11,9 +11,12 @@ same seed the columns equal fastMRI's (tests/test_masks.py checks this against i
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 KINDS = ("poisson", "fastmri_random", "fastmri_equispaced")
+BISECTION_STEPS = 64  # sigpy's slope bisection, bounded: float bisection of [0, max(X, Y)] stalls well before
 Seed = int | tuple[int, ...]
 
 
@@ -39,16 +42,47 @@ def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) ->
     sigpy's generator misses the acceleration for an occasional seed (e.g. 160x128, accel 6,
     seed 740); then seed + 10^6, seed + 2 * 10^6, ... are tried (4 more); ValueError if all fail.
     """
-    import sigpy.mri  # slow import (numba): only when a mask is made
-
     for attempt in range(5):
         try:
-            mask = sigpy.mri.poisson(
-                tuple(shape), accel, calib=(calib, calib), seed=seed + attempt * 10**6, dtype=np.float32
-            )
-            return (mask != 0).astype(np.float32)
+            return _sigpy_poisson(tuple(shape), accel, (calib, calib), seed + attempt * 10**6)
         except ValueError:
             continue
+    raise ValueError(f"Cannot generate mask to satisfy accel={accel}.")
+
+
+def _sigpy_poisson(shape: tuple[int, int], accel: float, calib: tuple[int, int], seed: int) -> np.ndarray:
+    """sigpy.mri.poisson(shape, accel, calib, seed=seed) (sigpy 0.1.27, BSD 3-Clause), with its
+    bisection on the density slope bounded to BISECTION_STEPS: sigpy's own `while slope_min <
+    slope_max` loop never ends when the target is out of reach and the bisection stalls on equal
+    floats (e.g. 32x24, accel 6, calib 8x8, seed 723). Same slopes, same masks, else ValueError.
+    Uses sigpy's sampler `sigpy.mri.samp._poisson`; restores NumPy's global RNG as sigpy does."""
+    from sigpy.mri.samp import _poisson  # slow import (numba): only when a mask is made
+
+    ny, nx = shape
+    y, x = np.mgrid[:ny, :nx]
+    x = np.maximum(abs(x - nx / 2) - calib[-1] / 2, 0)
+    x /= x.max()
+    y = np.maximum(abs(y - ny / 2) - calib[-2] / 2, 0)
+    y /= y.max()
+    r = np.sqrt(x**2 + y**2)
+    state = np.random.get_state()
+    try:
+        slope_min, slope_max = 0.0, float(max(nx, ny))
+        for _ in range(BISECTION_STEPS):
+            slope = (slope_max + slope_min) / 2
+            radius_x = np.clip((1 + r * slope) * nx / max(nx, ny), 1, None)
+            radius_y = np.clip((1 + r * slope) * ny / max(nx, ny), 1, None)
+            mask = _poisson(nx, ny, 30, radius_x, radius_y, calib, seed) * (r < 1)
+            samples = float(np.sum(mask))
+            actual = nx * ny / samples if samples else np.inf
+            if abs(actual - accel) < 0.1:
+                return (mask != 0).astype(np.float32)
+            if actual < accel:
+                slope_min = slope
+            else:
+                slope_max = slope
+    finally:
+        np.random.set_state(state)
     raise ValueError(f"Cannot generate mask to satisfy accel={accel}.")
 
 
@@ -98,7 +132,29 @@ def make_mask(
         calib: side of the Poisson mask's fully sampled square (pixels, >= 0).
         center_fraction: fraction of central columns of the fastMRI masks, in (0, 1).
         seed: the random seed (an integer or a tuple of integers).
+
+    The last few masks are cached (one mask per volume is drawn once, not once per slice);
+    each call returns its own copy.
     """
+    key = (kind, tuple(shape), accel, calib, center_fraction, seed)
+    try:
+        hash(key)
+    except TypeError:  # a malformed value (e.g. a list): _make_mask names it
+        return _make_mask(kind, tuple(shape), accel, calib, center_fraction, seed)
+    return _cached_mask(*key).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_mask(
+    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: Seed
+) -> np.ndarray:
+    return _make_mask(kind, shape, accel, calib, center_fraction, seed)
+
+
+def _make_mask(
+    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: Seed
+) -> np.ndarray:
+    """`make_mask` without the cache."""
     if kind not in KINDS:
         raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
     if isinstance(accel, bool) or not isinstance(accel, (int, float)) or not accel > 1:
