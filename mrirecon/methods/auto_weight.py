@@ -50,13 +50,15 @@ def rademacher(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.complex(signs[0], signs[1]) / 2**0.5
 
 
-def hat_trace(op: SenseOperator, like: torch.Tensor) -> torch.Tensor:
-    """Hutchinson estimate (B,) of tr H = tr((A^H A + LAM_FLOOR I)^-1 A^H A) for each slice, with
-    the same truncated CG as the fit; `like` (B, X, Y) gives batch, shape, dtype and device."""
+def hat_trace(
+    op: SenseOperator, like: torch.Tensor, lam: float = LAM_FLOOR, iterations: int = FLOOR_ITERATIONS
+) -> torch.Tensor:
+    """Hutchinson estimate (B,) of tr H = tr((A^H A + lam I)^-1 A^H A) for each slice, with the
+    same truncated CG as the fit; `like` (B, X, Y) gives batch, shape, dtype and device."""
     total = torch.zeros(like.shape[0], dtype=like.real.dtype, device=like.device)
     for k in range(PROBES):
         z = rademacher(tuple(like.shape[1:]), seed=k).to(like.device, like.dtype).expand_as(like)
-        u = conjugate_gradient(op.normal, op.normal(z), lam=LAM_FLOOR, max_iter=FLOOR_ITERATIONS, tol=0.0)
+        u = conjugate_gradient(op.normal, op.normal(z), lam=lam, max_iter=iterations, tol=0.0)
         total = total + (z.conj() * u).real.flatten(1).sum(1)
     return total / PROBES
 
