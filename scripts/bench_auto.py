@@ -149,6 +149,25 @@ def with_espirit(case: Case) -> Case:
     return replace(case, maps=maps, condition="ESPIRiT maps")
 
 
+def few_coils(case: Case, coils: int) -> Case:
+    """The first `coils` coils only (maps renormalised to sum |S|^2 = 1 where they are non-zero,
+    sigma re-estimated): fewer degrees of freedom left in the residual."""
+    maps = case.maps[:, :coils]
+    norm = np.sqrt((np.abs(maps) ** 2).sum(1, keepdims=True))
+    maps = np.where(norm > 0, maps / np.where(norm > 0, norm, 1), 0).astype(np.complex64)
+    y = np.ascontiguousarray(case.y[:, :coils])
+    sigma = np.concatenate([estimate(y[b], case.mask[b]) for b in range(len(y))])
+    held = None if case.held is None else case.held[:, :coils]
+    return replace(case, y=y, maps=maps, sigma=sigma, held=held, condition=f"{coils} coils")
+
+
+def rule_study_cases() -> list[Case]:
+    """Extra cases of --rules: the phantom with 2 of its 4 coils at R = 4 and 8, sigma / 4."""
+    return [
+        with_sigma(few_coils(phantom(accel), 2), 0.25, f"2 coils, R = {accel:g}, sigma / 4") for accel in (4.0, 8.0)
+    ]
+
+
 def cases(scans: tuple[str, ...] = ("phantom", "brain", "sample")) -> list[Case]:
     out: list[Case] = []
     if "phantom" in scans:
@@ -296,7 +315,7 @@ def main() -> None:
     if args.rules:
         from bench_auto_rules import compare_rules
 
-        compare_rules(all_cases)
+        compare_rules(all_cases + rule_study_cases())
     print(f"\n{sum(ok for _, ok in checks)} of {len(checks)} hold")
 
 
