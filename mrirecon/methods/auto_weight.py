@@ -17,7 +17,7 @@ FLOOR_ITERATIONS CG steps), divided by its degrees of freedom,
 the residual variance estimate of ridge regression (Wahba 1990), with tr H by Hutchinson's
 estimator (PROBES seeded Rademacher vectors, the same for every slice, so a slice's value does
 not depend on its batch). Where sigma explains the data, sigma_res is within a few per cent of
-it (0.93-1.04 sigma on the real phantom, the brain and the sample: scripts/bench_real.py); with
+it (0.95-1.04 sigma on the real phantom, the brain and the sample: scripts/bench_auto.py); with
 model error or an underestimated sigma it is larger (the misfit acts as noise). The rule:
 `effective_noise_std` keeps sigma (rule 'noise') unless sigma_res exceeds it by more than
 FALLBACK_RATIO, and then uses sigma_res (rule 'residual'); the discrepancy target is then

@@ -83,6 +83,7 @@ class CGSense(Method):
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
+        lam: torch.Tensor | float
         if self.lam == AUTO:
             sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
             if self.fallback:
@@ -90,6 +91,6 @@ class CGSense(Method):
             lam = self.discrepancy_lam(y, op, aty, sigma)
             self.chosen = {"lam": lam, "rule": rules, "effective_noise_std": sigma}
         else:
-            lam = self.lam
+            lam = float(self.lam)
             self.chosen = {"lam": torch.full((y.shape[0],), lam)}
         return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)

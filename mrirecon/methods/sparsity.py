@@ -53,7 +53,7 @@ def weights(
     scale = data_scale(y, op)
     if lam != AUTO:
         method.chosen = {"lam": torch.full_like(scale, float(lam))}
-        return lam * scale
+        return float(lam) * scale
     sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
     if fallback:
         sigma, rules = effective_noise_std(y, op, sigma)
