@@ -81,6 +81,9 @@ def test_cg_sense_beats_zero_filled_on_every_variant(sweep):
         assert cg["nrmse"] < zf["nrmse"] and cg["psnr"] > zf["psnr"], variant  # noisy data: lam=auto, small gain
         chosen = s[(variant, "cg_sense")]["chosen"]["lam"]
         assert len(chosen["per_slice"]) == 3 and 1e-4 < chosen["mean"] < 10
+        rule = s[(variant, "cg_sense")]["chosen"]["rule"]  # which rule chose each slice's lam
+        assert len(rule["per_slice"]) == 3 and sum(rule["counts"].values()) == 3
+        assert set(rule["counts"]) <= {"noise", "residual"}
 
 
 def test_summary_reports_the_noise(sweep, sample_dir):

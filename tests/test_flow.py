@@ -12,6 +12,7 @@ from mrirecon.errors import UserError, configured
 from mrirecon.methods import build_method
 from mrirecon.methods.base import data_scale
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space, to_flow_space
+from mrirecon.physics.noise import complex_noise
 from mrirecon.physics.sense import SenseOperator
 
 TINY = {"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 8, "bins": 4, "tail_bound": 3.0}
@@ -152,12 +153,32 @@ def test_objective_terms_follow_the_weights():
         )
         lp, _ = build_method({"name": "flow_logprob", "beta": 2.0}, flow=flow, bits=4).objective(z, y, op, sigma)
         x, _neg_log_p = build_method({"name": "flow_logprob"}, flow=flow, bits=4).image(z)
-    residual = (op.forward(x.to(y.dtype)) - y).abs().pow(2).sum()
-    assert torch.allclose(dc, residual / (2 * 0.2**2), rtol=1e-4)  # the Gaussian negative log-likelihood
+    # the data term is -log p(y | x) for complex Gaussian noise with E|n|^2 = sigma^2 per measured
+    # sample (real and imaginary parts N(0, sigma^2 / 2)), less its constant C M log(pi sigma^2)
+    residual = (op.forward(x.to(y.dtype)) - y)[op.mask.expand_as(y) > 0]
+    part = torch.distributions.Normal(0.0, 0.2 / math.sqrt(2))
+    nll = -(part.log_prob(residual.real).sum() + part.log_prob(residual.imag).sum())
+    assert torch.allclose(dc, nll - residual.numel() * math.log(math.pi * 0.2**2), rtol=1e-4)
     assert torch.allclose(l1 - dc, 0.5 * z.abs().sum(1), rtol=1e-4)
     assert torch.allclose(l2 - dc, 0.5 * z.pow(2).sum(1), rtol=1e-4)
     v = to_flow_space(x, 4)[:, None]
     assert torch.allclose(lp - dc, 2.0 * -flow.log_prob(v), rtol=1e-3)
+
+
+def test_data_term_is_one_nat_per_measured_sample_at_the_truth():
+    """At the true image, with noise drawn as the project draws it (physics.noise.complex_noise,
+    E|n|^2 = sigma^2), the data term's expectation is the number of measured complex samples."""
+    img, y, op = _problem(n=1)
+    sigma = torch.tensor([0.05])
+    noisy = y + complex_noise(tuple(y.shape), 0.05, torch.Generator().manual_seed(1)) * op.mask
+    flow = tiny_flow().eval()
+    solver = build_method({"name": "flow_combined", "lam": 0.0, "beta": 0.0}, flow=flow, bits=4)
+    with torch.no_grad():
+        z, _ = flow.encode(to_flow_space(img, 4)[:, None])
+        dc, x = solver.objective(z, noisy, op, sigma)
+    assert torch.allclose(x, img, atol=1e-4)  # G(z) is the true image
+    samples = float(op.mask.sum()) * y.shape[1]
+    assert abs(float(dc) / samples - 1) < 4 / math.sqrt(samples), float(dc) / samples
 
 
 @pytest.mark.parametrize(

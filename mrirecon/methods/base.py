@@ -29,7 +29,8 @@ class Method:
     checkpoint_kind: str | None = None
     # per-slice values of the settings chosen from the data in the last `reconstruct` (e.g.
     # lam: auto), for the run's summary
-    chosen: dict[str, torch.Tensor] = {}  # noqa: RUF012  (issue 26: make it per instance)
+    # (tensors (B,), or lists of B strings such as the rule that chose an auto weight)
+    chosen: dict[str, torch.Tensor | list[str]] = {}  # noqa: RUF012  (issue 26: make it per instance)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex.
@@ -108,6 +109,13 @@ def check_positive_int(key: str, value: Any) -> int:
     """An integer >= 1 or a ValueError naming `key`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{key}: {value!r} must be an integer >= 1")
+    return value
+
+
+def check_bool(key: str, value: Any) -> bool:
+    """A bool or a ValueError naming `key`."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key}: {value!r} must be true or false")
     return value
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from mrirecon.methods.auto_weight import NOISE, effective_noise_std, measured_samples
 from mrirecon.methods.base import (
     AUTO,
     Method,
     auto_or_nonnegative,
+    check_bool,
     check_nonnegative,
     check_positive_int,
     noise_of,
@@ -36,7 +38,9 @@ class CGSense(Method):
 
     With lam=auto (the default) each slice's lam follows the discrepancy principle: the lam
     whose solution leaves a residual ||A x - y|| equal to the noise, sigma * sqrt(C * M) (C
-    coils, M measured locations), found by bisection of log10(lam) in [1e-4, 10].
+    coils, M measured locations), found by bisection of log10(lam) in [1e-4, 10]. Where the
+    data cannot be fitted to sigma (model error, sigma underestimated or 0), sigma is replaced
+    by the noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual').
 
     Args:
         lam: 'auto' or the Tikhonov weight (>= 0) in the units of A^H A (maps normalised to
@@ -44,20 +48,29 @@ class CGSense(Method):
         max_iter: CG iterations (>= 1).
         tol: stop when the relative residual falls under this.
         search_steps: bisection steps of lam=auto (each a warm-started CG of max_iter // 3).
+        fallback: lam=auto only: allow the 'residual' rule (false: always sigma, as the plain
+            discrepancy principle).
     """
 
-    def __init__(self, lam: str | float = AUTO, max_iter: int = 30, tol: float = 1e-6, search_steps: int = 8) -> None:
+    def __init__(
+        self,
+        lam: str | float = AUTO,
+        max_iter: int = 30,
+        tol: float = 1e-6,
+        search_steps: int = 8,
+        fallback: bool = True,
+    ) -> None:
         self.lam = auto_or_nonnegative("lam", lam)
         self.max_iter = check_positive_int("max_iter", max_iter)
         self.tol = check_nonnegative("tol", tol)
         self.search_steps = check_positive_int("search_steps", search_steps)
+        self.fallback = check_bool("fallback", fallback)
 
     def discrepancy_lam(
         self, y: torch.Tensor, op: SenseOperator, aty: torch.Tensor, noise_std: torch.Tensor
     ) -> torch.Tensor:
-        """The lam (B,) whose solution's residual matches the noise level of each slice."""
-        measured = op.mask.flatten(1).sum(1).expand(y.shape[0]) * y.shape[1]
-        target = noise_std * measured.sqrt()
+        """The lam (B,) whose solution's residual matches the noise level (B,) of each slice."""
+        target = noise_std * measured_samples(y, op).sqrt()
         low = torch.full_like(target, -4.0)
         high = torch.full_like(target, 1.0)
         x = None
@@ -70,6 +83,14 @@ class CGSense(Method):
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
-        lam = self.discrepancy_lam(y, op, aty, noise_of(y, op, noise_std)) if self.lam == AUTO else self.lam
-        self.chosen = {"lam": torch.as_tensor(lam).expand(y.shape[0])}
+        lam: torch.Tensor | float
+        if self.lam == AUTO:
+            sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
+            if self.fallback:
+                sigma, rules = effective_noise_std(y, op, sigma, aty)
+            lam = self.discrepancy_lam(y, op, aty, sigma)
+            self.chosen = {"lam": lam, "rule": rules, "effective_noise_std": sigma}
+        else:
+            lam = float(self.lam)
+            self.chosen = {"lam": torch.full((y.shape[0],), lam)}
         return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)

@@ -1,14 +1,19 @@
 """The inverse problem with a normalizing-flow prior: x = s G(z), G the flow's inverse, and
 
-    min_z ||A G(z) - y / s||^2 / (2 sigma^2) + lam R(z) + beta (-log p(G(z)))
+    min_z ||A G(z) - y / s||^2 / sigma^2 + lam R(z) + beta (-log p(G(z)))
 
 with Adam on z, batched over slices (each slice's objective is independent). s = max |A^H y|
 maps the measured data to the flow's [0, 1] intensities (never the reference), and sigma is the
-slice's noise std over s, so the data term is the Gaussian negative log-likelihood in nats and
-lam, beta weigh the priors against it whatever the noise level. R(z) = ||z||_1 (z_norm=l1, the
-write-up) or ||z||_2^2 (z_norm=l2, what the original code did). -log p is the flow's density
-of the image in its own space: log p(G(z)) = log N(z) - log|det dG/dz|, so one pass through the
-flow gives both the image and its log-density.
+slice's noise std over s. With complex Gaussian noise of E|n|^2 = sigma^2 per measured sample
+(physics/noise.py), -log p(y | x) = ||A x - y||^2 / sigma^2 + C M log(pi sigma^2): the data term
+is this negative log-likelihood in nats without its constant, so lam and beta weigh the priors
+against it whatever the noise level. R(z) = ||z||_1 (z_norm=l1, the write-up) or ||z||_2^2
+(z_norm=l2, what the original code did). -log p is the flow's density of the image in its own
+space (an affine map of the intensities, so the mode is the same in either): log p(G(z)) =
+log N(z) - log|det dG/dz|, so one pass through the flow gives both the image and its density.
+beta = 1 with lam = 0 is the maximum a posteriori image under this noise model and the flow's
+density as the prior (of images normalised by s); beta < 1 tempers the prior, and lam R(z) is
+an extra penalty with no probabilistic reading.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ class FlowPrior(Method):
         flow: the trained flow over (1, X, Y) images.
         bits: bit depth of the flow's training images (sets the map from flow space to
             intensities in [0, 1]).
-        lam: weight of R(z) (>= 0), against the data term in nats.
-        beta: weight of -log p(x) in nats (>= 0); 1 is the posterior mode.
+        lam: weight of R(z) (>= 0), against the data term (the negative log-likelihood in nats).
+        beta: weight of -log p(x) in nats (>= 0); beta = 1 with lam = 0 is the maximum a
+            posteriori image (the module docstring).
         lr: Adam step size on z.
         iterations: Adam steps (>= 1).
         z_init: zeros | random (z ~ N(0, I), one seeded draw) | forward (the flow's forward
@@ -84,7 +90,7 @@ class FlowPrior(Method):
         std (B,) in the same units, and x (B, X, Y)."""
         x, neg_log_p = self.image(z)
         residual = (op.forward(x.to(y.dtype)) - y).abs().pow(2).flatten(1).sum(1)
-        loss = residual / (2 * noise_std.clamp_min(MIN_NOISE) ** 2)
+        loss = residual / noise_std.clamp_min(MIN_NOISE) ** 2  # -log p(y | x) in nats, constant dropped
         if self.lam > 0:
             loss = loss + self.lam * (z.abs().sum(1) if self.z_norm == "l1" else z.pow(2).sum(1))
         if self.beta > 0:
@@ -140,20 +146,20 @@ class FlowPrior(Method):
 
 @register("flow_l1")
 class FlowL1(FlowPrior):
-    """min ||A G(z) - y||^2 / (2 sigma^2) + lam R(z) (beta = 0)."""
+    """min ||A G(z) - y||^2 / sigma^2 + lam R(z) (beta = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, lam: float = 0.5, **kwargs) -> None:
+    def __init__(self, flow: ImageFlow, bits: int, lam: float = 1.0, **kwargs) -> None:
         super().__init__(flow, bits, lam=lam, beta=0.0, **kwargs)
 
 
 @register("flow_logprob")
 class FlowLogProb(FlowPrior):
-    """min ||A G(z) - y||^2 / (2 sigma^2) + beta (-log p(G(z))) (lam = 0)."""
+    """min ||A G(z) - y||^2 / sigma^2 + beta (-log p(G(z))) (lam = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.3, **kwargs) -> None:
+    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.6, **kwargs) -> None:
         super().__init__(flow, bits, lam=0.0, beta=beta, **kwargs)
 
 
 @register("flow_combined")
 class FlowCombined(FlowPrior):
-    """min ||A G(z) - y||^2 / (2 sigma^2) + lam R(z) + beta (-log p(G(z)))."""
+    """min ||A G(z) - y||^2 / sigma^2 + lam R(z) + beta (-log p(G(z)))."""

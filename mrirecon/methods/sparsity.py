@@ -6,7 +6,10 @@ data's intensity units), or with lam=auto (the default) KAPPA * sigma, sigma the
 std per k-space sample: the soft threshold then sits at a fixed multiple of the noise level.
 KAPPA was picked on real acquired k-space (scripts/bench_real.py: a fully sampled 4-coil scan
 undersampled 4x, 6x and 8x with Poisson-disc masks; the best weight lay at 0.28-0.4 sigma for
-the wavelet and 0.14-0.28 sigma for TV at every acceleration).
+the wavelet and 0.14-0.28 sigma for TV at every acceleration). Where the data cannot be fitted
+to sigma (model error, sigma underestimated or 0: noiseless simulations), sigma is replaced by the
+noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual'), so the
+weight never silently falls to 0.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ import math
 
 import torch
 
+from mrirecon.methods.auto_weight import NOISE, effective_noise_std
 from mrirecon.methods.base import (
     AUTO,
     Method,
     auto_or_nonnegative,
+    check_bool,
     check_nonnegative,
     check_positive_int,
     data_scale,
@@ -35,13 +40,25 @@ KAPPA = {"cs_wavelet": 0.3, "cs_tv": 0.2}  # lam=auto: weight = KAPPA * sigma
 
 
 def weights(
-    method: Method, lam: str | float, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None
+    method: Method,
+    lam: str | float,
+    y: torch.Tensor,
+    op: SenseOperator,
+    noise_std: torch.Tensor | None,
+    fallback: bool = True,
 ) -> torch.Tensor:
     """The regularisation weight w (B,) of each slice for `lam` (auto or relative to max |A^H y|);
-    records lam relative to max |A^H y| in method.chosen."""
+    records lam relative to max |A^H y| in method.chosen, and for auto the rule that chose it and
+    the noise std it followed."""
     scale = data_scale(y, op)
-    w = KAPPA[method.name] * noise_of(y, op, noise_std) if lam == AUTO else lam * scale
-    method.chosen = {"lam": w / scale}
+    if lam != AUTO:
+        method.chosen = {"lam": torch.full_like(scale, float(lam))}
+        return float(lam) * scale
+    sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
+    if fallback:
+        sigma, rules = effective_noise_std(y, op, sigma)
+    w = KAPPA[method.name] * sigma
+    method.chosen = {"lam": w / scale, "rule": rules, "effective_noise_std": sigma}
     return w
 
 
@@ -65,6 +82,7 @@ class WaveletCS(Method):
             shrinkage and back after it (as BART's pics does), which removes the blocky
             artefacts of a fixed wavelet grid; the objective then changes slightly per step.
             The shifts follow a fixed seed, the same for every slice.
+        fallback: lam=auto only: allow the 'residual' rule (false: always w = 0.3 sigma).
     """
 
     def __init__(
@@ -76,8 +94,10 @@ class WaveletCS(Method):
         wavelet: str = "db2",
         levels: str | int = AUTO,
         cycle_spin: bool = True,
+        fallback: bool = True,
     ) -> None:
         self.lam = auto_or_nonnegative("lam", lam)
+        self.fallback = check_bool("fallback", fallback)
         self.max_iter = check_positive_int("max_iter", max_iter)
         self.tol = check_nonnegative("tol", tol)
         if solver not in SOLVERS:
@@ -102,13 +122,13 @@ class WaveletCS(Method):
         self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
     ) -> torch.Tensor:
         """0.5 ||A x - y||^2 + w ||W x||_1 per batch element, (B,)."""
-        w = weights(self, self.lam, y, op, noise_std)
+        w = weights(self, self.lam, y, op, noise_std, self.fallback)
         sparsity, _ = self.sparsity(tuple(x.shape[-2:]))
         return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + w * sparsity.norm(x)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
-        w = weights(self, self.lam, y, op, noise_std).reshape(-1, 1, 1)
+        w = weights(self, self.lam, y, op, noise_std, self.fallback).reshape(-1, 1, 1)
         step = 1.0 / lipschitz(op.normal, aty)
         sparsity, levels = self.sparsity(tuple(aty.shape[-2:]))
         shifts = torch.Generator().manual_seed(0)
@@ -130,16 +150,18 @@ class TotalVariationCS(Method):
     Args:
         lam: 'auto' (w = 0.2 sigma) or the weight relative to max |A^H y| (>= 0).
         max_iter: iterations (>= 1); tol: relative-change stopping tolerance.
+        fallback: lam=auto only: allow the 'residual' rule (false: always w = 0.2 sigma).
     """
 
-    def __init__(self, lam: str | float = AUTO, max_iter: int = 200, tol: float = 1e-5) -> None:
+    def __init__(self, lam: str | float = AUTO, max_iter: int = 200, tol: float = 1e-5, fallback: bool = True) -> None:
         self.lam = auto_or_nonnegative("lam", lam)
+        self.fallback = check_bool("fallback", fallback)
         self.max_iter = check_positive_int("max_iter", max_iter)
         self.tol = check_nonnegative("tol", tol)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
-        radius = weights(self, self.lam, y, op, noise_std).reshape(-1, 1, 1, 1)
+        radius = weights(self, self.lam, y, op, noise_std, self.fallback).reshape(-1, 1, 1, 1)
         norm_sq = lipschitz(op.normal, aty) + 8.0  # ||grad||^2 <= 8
         return primal_dual(
             op.forward,

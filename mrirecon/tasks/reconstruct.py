@@ -143,7 +143,7 @@ def run(cfg: DictConfig) -> float:
     consistencies: list[float] = []  # ||A x_hat - y|| / ||y|| per slice
     noise_stds: list[float] = []  # the noise std each slice was reconstructed with
     accelerations: list[float] = []  # effective acceleration: acquired / measured locations
-    chosen: dict[str, list[float]] = {}  # settings chosen from the data (e.g. lam: auto), per slice
+    chosen: dict[str, list] = {}  # settings chosen from the data (e.g. lam: auto, its rule), per slice
     torch.manual_seed(int(cfg.seed))
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out / "recon.h5"))
@@ -182,7 +182,7 @@ def run(cfg: DictConfig) -> float:
                 acquired = torch.tensor([region_size(data.acquired(int(i))) for i in idx], dtype=torch.float64)
                 accelerations += (acquired / mask.flatten(1).sum(1).cpu()).tolist()
                 for key, values in method.chosen.items():
-                    chosen.setdefault(key, []).extend(values.tolist())
+                    chosen.setdefault(key, []).extend(values.tolist() if isinstance(values, torch.Tensor) else values)
                 x_np, ref_np = x.cpu().numpy().astype(np.complex64), ref.cpu().numpy()
                 if not has_reference:  # raw data: show the zero-filled image in place of a reference
                     ref_np = op.adjoint(y).cpu().numpy()
@@ -247,7 +247,7 @@ def run(cfg: DictConfig) -> float:
     }
     summary["prewhitened"] = bool(int(data.attrs.get("prewhitened", 0)))
     summary["coil_compression"] = str(data.attrs.get("coil_compression", "none"))
-    summary["chosen"] = {key: {"mean": float(np.mean(v)), "per_slice": v} for key, v in chosen.items()}
+    summary["chosen"] = {key: _chosen_summary(v) for key, v in chosen.items()}
     summary["acceleration"] = {
         "mean": float(np.mean(accelerations)),
         "per_slice": accelerations,
@@ -269,6 +269,14 @@ def run(cfg: DictConfig) -> float:
         out,
     )
     return float(summary["objective"]["value"])
+
+
+def _chosen_summary(values: list) -> dict[str, Any]:
+    """summary.json's entry of one chosen setting: per slice, with the mean of numbers or the
+    count of each value of labels (e.g. the rule that chose an auto weight)."""
+    if all(isinstance(v, str) for v in values):
+        return {"counts": {v: values.count(v) for v in sorted(set(values))}, "per_slice": values}
+    return {"mean": float(np.mean(values)), "per_slice": values}
 
 
 def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:

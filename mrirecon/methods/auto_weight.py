@@ -1,0 +1,86 @@
+"""The noise level that `lam=auto` follows, with a fallback for data the model cannot fit to it.
+
+cg_sense (discrepancy principle: ||A x - y|| = sigma sqrt(C M)), cs_wavelet and cs_tv
+(w = KAPPA sigma) set their weight from sigma, the noise std per complex k-space sample. That
+assumes the SENSE model explains the data down to the noise. It does not when the maps are wrong
+(zeroed outside a support that cuts the object, estimated from a small calibration region),
+when sigma is underestimated, or when sigma is 0 (noiseless simulations): the discrepancy target
+then lies below the smallest residual any lam reaches, bisection pins lam at its lower bound and
+CG amplifies the noise, and the CS weights fall to 0 (plain least squares).
+
+`residual_noise_std` measures the noise level the data themselves imply: the residual of an
+almost unregularised fit, x = (A^H A + LAM_FLOOR I)^-1 A^H y (cg_sense's lower search bound, by
+FLOOR_ITERATIONS CG steps), divided by its degrees of freedom,
+
+    sigma_res^2 = ||A x - y||^2 / (C M - tr H),   H = A (A^H A + LAM_FLOOR I)^-1 A^H,
+
+the residual variance estimate of ridge regression (Wahba 1990), with tr H by Hutchinson's
+estimator (PROBES seeded Rademacher vectors, the same for every slice, so a slice's value does
+not depend on its batch). Where sigma explains the data, sigma_res is within a few per cent of
+it (0.95-1.04 sigma on the real phantom, the brain and the sample: scripts/bench_auto.py); with
+model error or an underestimated sigma it is larger (the misfit acts as noise). The rule:
+`effective_noise_std` keeps sigma (rule 'noise') unless sigma_res exceeds it by more than
+FALLBACK_RATIO, and then uses sigma_res (rule 'residual'); the discrepancy target is then
+reachable by construction (sigma_res sqrt(C M) > ||A x - y||).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mrirecon.physics.sense import SenseOperator
+from mrirecon.solvers.cg import conjugate_gradient
+
+LAM_FLOOR = 1e-4  # the almost unregularised fit (units of A^H A; cg_sense's lower search bound)
+FLOOR_ITERATIONS = 10  # its CG steps (sigma_res changes by < 2 % between 5 and 30 on the phantom)
+PROBES = 2  # Hutchinson probes for tr H
+FALLBACK_RATIO = 1.1  # use sigma_res when it exceeds sigma by more than 10 %
+MIN_DOF_FRACTION = 0.05  # C M - tr H is floored at this fraction of C M (e.g. one coil: no dof left)
+NOISE, RESIDUAL = "noise", "residual"  # the rules, as summary.json names them
+
+
+def measured_samples(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    """C M per slice (B,): coils times the measured locations of its mask."""
+    return op.mask.flatten(1).sum(1).expand(y.shape[0]) * y.shape[1]
+
+
+def rademacher(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Complex Rademacher probes (shape) with E[z z^H] = I: (+-1 +- 1j) / sqrt(2), seeded."""
+    signs = torch.randint(0, 2, (2, *shape), generator=torch.Generator().manual_seed(seed)).float() * 2 - 1
+    return torch.complex(signs[0], signs[1]) / 2**0.5
+
+
+def hat_trace(
+    op: SenseOperator, like: torch.Tensor, lam: float = LAM_FLOOR, iterations: int = FLOOR_ITERATIONS
+) -> torch.Tensor:
+    """Hutchinson estimate (B,) of tr H = tr((A^H A + lam I)^-1 A^H A) for each slice, with the
+    same truncated CG as the fit; `like` (B, X, Y) gives batch, shape, dtype and device."""
+    total = torch.zeros(like.shape[0], dtype=like.real.dtype, device=like.device)
+    for k in range(PROBES):
+        z = rademacher(tuple(like.shape[1:]), seed=k).to(like.device, like.dtype).expand_as(like)
+        u = conjugate_gradient(op.normal, op.normal(z), lam=lam, max_iter=iterations, tol=0.0)
+        total = total + (z.conj() * u).real.flatten(1).sum(1)
+    return total / PROBES
+
+
+def residual_noise_std(y: torch.Tensor, op: SenseOperator, aty: torch.Tensor | None = None) -> torch.Tensor:
+    """sigma_res (B,): the noise std per k-space sample implied by the residual of an almost
+    unregularised fit of y (B, C, X, Y) (module docstring); aty = A^H y if already computed."""
+    aty = op.adjoint(y) if aty is None else aty
+    x = conjugate_gradient(op.normal, aty, lam=LAM_FLOOR, max_iter=FLOOR_ITERATIONS, tol=0.0)
+    rss = (op.forward(x) - y).abs().pow(2).flatten(1).sum(1)
+    samples = measured_samples(y, op).to(rss.dtype)
+    dof = (samples - hat_trace(op, aty)).clamp_min(MIN_DOF_FRACTION * samples).clamp_min(1.0)
+    return (rss / dof).sqrt()
+
+
+def effective_noise_std(
+    y: torch.Tensor, op: SenseOperator, sigma: torch.Tensor, aty: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """The noise std (B,) an auto weight follows and the rule that chose it, per slice: sigma
+    (B,) ('noise'), or sigma_res where it exceeds sigma by more than FALLBACK_RATIO
+    ('residual': model error, an underestimated sigma, or sigma = 0)."""
+    sigma_res = residual_noise_std(y, op, aty)
+    fallback = sigma_res > FALLBACK_RATIO * sigma
+    rules = [RESIDUAL if bool(f) else NOISE for f in fallback]
+    return torch.where(fallback, sigma_res, sigma), rules
