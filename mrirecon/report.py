@@ -285,6 +285,10 @@ def _chosen_text(summary: dict[str, Any]) -> str:
     for key, value in (summary.get("chosen") or {}).items():
         if not isinstance(value, dict):
             continue
+        if isinstance(value.get("counts"), dict):  # labels per slice, e.g. the rule of an auto weight
+            counts = ", ".join(f"{label} on {n} slice{'s' if n != 1 else ''}" for label, n in value["counts"].items())
+            texts.append(f"{key}: {counts}")
+            continue
         per = [float(v) for v in value.get("per_slice") or [] if isinstance(v, (int, float))]
         rule = value.get("rule") or rules.get(key) or (summary["rule"] if isinstance(summary.get("rule"), str) else "")
         details = [f"per slice {min(per):.4g}-{max(per):.4g}"] if per else []
