@@ -167,7 +167,7 @@ def test_argument_check_follows_kwargs_to_the_base_class() -> None:
     with pytest.raises(ValueError, match=r"^denoiser: missing"):
         check_arguments(REGISTRY["dbp"], {}, "method dbp")
     with pytest.raises(
-        ValueError, match=r"^lamb: unknown key \(method cg_sense has: lam, max_iter, tol, search_steps\)"
+        ValueError, match=r"^lamb: unknown key \(method cg_sense has: lam, max_iter, tol, search_steps, fallback\)"
     ):
         check_arguments(REGISTRY["cg_sense"], {"lamb": 1}, "method cg_sense")
 
