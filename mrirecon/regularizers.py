@@ -12,6 +12,7 @@ negative adjoint, the divergence, for isotropic total variation.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
@@ -36,16 +37,16 @@ class WaveletSparsity:
         self.forward_transform = ptwt.MatrixWavedec2(wavelet, levels, orthogonalization="qr")
         self.inverse_transform = ptwt.MatrixWaverec2(wavelet, orthogonalization="qr")
 
-    def _decompose(self, x: torch.Tensor) -> list:
+    def _decompose(self, x: torch.Tensor) -> list[Any]:
         stacked = torch.cat([x.real, x.imag], dim=0)  # (2B, X, Y)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # ptwt's sparse-tensor beta notices
-            return self.forward_transform(stacked)
+            return list(self.forward_transform(stacked))
 
-    def _compose(self, coeffs: list, batch: int, shape: tuple[int, int]) -> torch.Tensor:
+    def _compose(self, coeffs: list[Any], batch: int, shape: tuple[int, int]) -> torch.Tensor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            stacked = self.inverse_transform(coeffs)[..., : shape[0], : shape[1]]  # drop odd-size padding
+            stacked = self.inverse_transform(tuple(coeffs))[..., : shape[0], : shape[1]]  # drop odd-size padding
         return torch.complex(stacked[:batch], stacked[batch:])
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ class WaveletSparsity:
                 c = soft_threshold(torch.complex(band[:b], band[b:]), threshold)
                 bands.append(torch.cat([c.real, c.imag], dim=0))
             shrunk.append(type(level)(*bands))
-        return self._compose(shrunk, b, tuple(x.shape[-2:]))
+        return self._compose(shrunk, b, (int(x.shape[-2]), int(x.shape[-1])))
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.extra = extra or {}
         self.ckpt_dir = self.out_dir / "checkpoints"
-        self.steps_per_epoch = math.ceil(len(train_set) / settings.batch_size)
+        self.steps_per_epoch = math.ceil(_length(train_set) / settings.batch_size)
         ddp.sync_batch_norm(self.model)  # batch statistics of the global batch (shares the parameters)
         self._check_shares()
         self.state: dict[str, Any] = {
@@ -142,7 +143,7 @@ class Trainer:
         while the model needs every rank in every step (batch norm over the global batch)."""
         if not ddp.needs_every_rank(self.model):
             return
-        n, size, ranks = len(self.train_set), self.settings.batch_size, ddp.world_size()
+        n, size, ranks = _length(self.train_set), self.settings.batch_size, ddp.world_size()
         smallest = min(n % size or size, n, size)
         if smallest < ranks:
             raise UserError(
@@ -240,7 +241,7 @@ class Trainer:
             while self.state["epoch"] < s.epochs:
                 epoch = self.state["epoch"]
                 self._emit("on_epoch_start")
-                batches = _epoch_batches(len(self.train_set), s.batch_size, s.seed, epoch)[self.state["batch"] :]
+                batches = _epoch_batches(_length(self.train_set), s.batch_size, s.seed, epoch)[self.state["batch"] :]
                 for batch, share in self._local_batches(batches):
                     loss = self._step(batch, share)
                     self._emit("on_step", loss)
@@ -339,7 +340,8 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         self.model.eval()
-        val, images = {}, {}
+        val: dict[str, float] = {}
+        images: dict[str, np.ndarray] = {}
         if ddp.is_main():
             with torch.no_grad():
                 val, images = self.validate()
@@ -368,3 +370,8 @@ class Trainer:
                 link_or_copy(last, self.ckpt_dir / "best.pt")
             ddp.barrier()
         self._emit("on_epoch_end", row, images)
+
+
+def _length(dataset: Dataset) -> int:
+    """The number of items of a map-style dataset (every dataset mrirecon trains on has one)."""
+    return len(cast(Sized, dataset))

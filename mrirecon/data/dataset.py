@@ -24,7 +24,11 @@ class SliceDataset(Dataset):
     """
 
     def __init__(
-        self, data: DeepInPyFile, indices: Sequence[int], with_reference: bool = True, measured_only: bool = False
+        self,
+        data: DeepInPyFile,
+        indices: Sequence[int] | np.ndarray,
+        with_reference: bool = True,
+        measured_only: bool = False,
     ) -> None:
         self.data = data
         self.indices = np.asarray(indices, dtype=np.int64)

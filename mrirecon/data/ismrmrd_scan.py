@@ -220,9 +220,9 @@ def _classify(acc: _Rows, first_row: int, rows: np.ndarray) -> None:
             "encoding limits"
         )
     counter = idx["slice"].astype(np.int64)
-    for j in np.flatnonzero(keep):
-        if int(counter[j]) not in acc.positions:
-            acc.positions[int(counter[j])] = float(np.dot(head["position"][j], head["slice_dir"][j]))
+    for row in np.flatnonzero(keep):
+        if int(counter[row]) not in acc.positions:
+            acc.positions[int(counter[row])] = float(np.dot(head["position"][row], head["slice_dir"][row]))
     for name in acc.others:
         acc.others[name].update(np.unique(idx[name][keep]).tolist())
     acc.keep.append(keep)
@@ -241,7 +241,8 @@ def _check_format(acc: _Rows, head: np.ndarray, keep: np.ndarray) -> None:
     )
     if acc.format is None:
         first = head[np.flatnonzero(keep)[0]]
-        acc.format = (*(int(v) for v in fields[:, 0]), float(first["sample_time_us"]))  # type: ignore[assignment]
+        samples, pre, post, centre, channels = (int(v) for v in fields[:, 0])
+        acc.format = (samples, pre, post, centre, channels, float(first["sample_time_us"]))
     expected = np.array(acc.format[:5])[:, None]
     mismatch = np.flatnonzero((fields != expected).any(1))
     if mismatch.size:

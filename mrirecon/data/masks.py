@@ -44,7 +44,7 @@ def poisson_mask(shape: tuple[int, int], accel: float, calib: int, seed: int) ->
     """
     for attempt in range(5):
         try:
-            return _sigpy_poisson(tuple(shape), accel, (calib, calib), seed + attempt * 10**6)
+            return _sigpy_poisson((int(shape[0]), int(shape[1])), accel, (calib, calib), seed + attempt * 10**6)
         except ValueError:
             continue
     raise ValueError(f"Cannot generate mask to satisfy accel={accel}.")
@@ -136,11 +136,11 @@ def make_mask(
     The last few masks are cached (one mask per volume is drawn once, not once per slice);
     each call returns its own copy.
     """
-    key = (kind, tuple(shape), accel, calib, center_fraction, seed)
+    key = (kind, (shape[0], shape[1]), accel, calib, center_fraction, seed)
     try:
         hash(key)
     except TypeError:  # a malformed value (e.g. a list): _make_mask names it
-        return _make_mask(kind, tuple(shape), accel, calib, center_fraction, seed)
+        return _make_mask(kind, shape, accel, calib, center_fraction, seed)
     return _cached_mask(*key).copy()
 
 
@@ -163,7 +163,7 @@ def _make_mask(
         if isinstance(calib, bool) or not isinstance(calib, int) or not 0 <= calib <= min(shape):
             raise MaskError(f"calib: {calib!r} must be an integer in [0, {min(shape)}]")
         try:
-            return poisson_mask(tuple(shape), float(accel), calib, _int_seed(seed))
+            return poisson_mask((shape[0], shape[1]), float(accel), calib, _int_seed(seed))
         except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
             raise MaskError(
                 f"accel: no Poisson-disc mask of acceleration {accel} with a {calib}x{calib} "

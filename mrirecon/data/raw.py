@@ -77,7 +77,7 @@ class RawKspaceSource:
         return self.num_slices
 
     def _get(self, arr: Any, key: str, i: int, dtype: type) -> np.ndarray:
-        out = np.asarray(arr[i]).astype(dtype)
+        out: np.ndarray = np.asarray(arr[i]).astype(dtype)
         if not np.all(np.isfinite(out)):
             raise UserError(f"{self.path}: key '{key}' slice {i} has non-finite values (NaN or Inf)")
         return np.ascontiguousarray(np.swapaxes(out, -1, -2)) if self.transpose else out

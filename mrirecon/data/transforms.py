@@ -10,6 +10,7 @@ magnitude to 2^bits levels in [0, 1], then regenerate k-space from the processed
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,8 +42,11 @@ def fft1c_numpy(x: np.ndarray, axis: int) -> np.ndarray:
 
 def center_crop(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The centre of the last len(shape) axes of `x` (fastMRI's convention: start (n - m) // 2)."""
-    index = tuple(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(x.shape[-len(shape) :], shape))
-    return x[(Ellipsis, *index)]
+    index: tuple[Any, ...] = (
+        Ellipsis,
+        *(slice((n - m) // 2, (n - m) // 2 + m) for n, m in zip(x.shape[-len(shape) :], shape)),
+    )
+    return x[index]
 
 
 def resized_shape(shape: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -156,7 +160,7 @@ def make_variant(s: Slice, bits: int | None, scale: float) -> Slice:
         ksp=ksp,
         mask=mask.astype(np.float32),
         rss=rss,
-        acquired=acquired,  # type: ignore[arg-type]
+        acquired=acquired,
     )
 
 

@@ -30,7 +30,7 @@ class SenseOperator:
     def __init__(self, maps: torch.Tensor, mask: torch.Tensor) -> None:
         if maps.ndim != 4 or not maps.is_complex():
             raise ValueError(f"maps must be complex (B, C, X, Y), got {tuple(maps.shape)} {maps.dtype}")
-        shape = tuple(maps.shape[-2:])
+        shape = (int(maps.shape[-2]), int(maps.shape[-1]))
         if tuple(mask.shape[-2:]) != shape:
             raise ValueError(f"mask {tuple(mask.shape)} does not match maps {tuple(maps.shape)}")
         mask = mask.to(device=maps.device, dtype=maps.real.dtype)
@@ -52,7 +52,7 @@ class SenseOperator:
         """The coil maps as given (checkerboard removed), (B, C, X, Y)."""
         if not self.folded:
             return self._maps
-        return self._maps * checkerboard(tuple(self._maps.shape[-2:]), self._maps.device)
+        return self._maps * checkerboard((int(self._maps.shape[-2]), int(self._maps.shape[-1])), self._maps.device)
 
     def _combine(self, coil_images: torch.Tensor) -> torch.Tensor:
         """sum_c conj(S_c) * coil_images_c: (B, C, X, Y) -> (B, X, Y). A loop of fused

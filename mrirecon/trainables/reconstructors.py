@@ -5,7 +5,7 @@ matching, schedule and hooks of a `ReconstructorFamily`."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,7 +84,7 @@ class ReconstructorFamily:
     its checkpoints serve that method only, an optional StepLR schedule (`step_lr`), no per-step
     hook, validation by `validation_metrics` (best.pt by the lowest NRMSE)."""
 
-    select: ClassVar[str] = "val_nrmse"
+    select: str = "val_nrmse"  # may be set per instance (e.g. unsupervised runs)
     module: nn.Module
     step_lr: dict[str, Any] | None
 

@@ -50,6 +50,7 @@ class UnrolledTrainable(ReconstructorFamily):
     """
 
     kind = KIND
+    module: Unrolled
 
     def __init__(
         self,
@@ -103,7 +104,7 @@ class UnrolledTrainable(ReconstructorFamily):
             raise UserError(f"train.stdev: {train['stdev']} must be >= 0")
         augmentations = augmentations_for(train, bits)
         configured("train", _check_measured_only, bool(train["supervised"]), augmentations["random_masks"])
-        built = configured("method", build_method, method, denoiser=configured("model", build_net, model))
+        built = _unrolled(configured("method", build_method, method, denoiser=configured("model", build_net, model)))
         built.amp = bool(amp)
         built.checkpoint_unrolls = bool(train.get("checkpoint_unrolls", False))
         return cls(
@@ -126,9 +127,19 @@ class UnrolledTrainable(ReconstructorFamily):
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> UnrolledTrainable:
         method_config, model_config = ckpt["method_config"], ckpt["model_config"]
-        method = build_method(method_config, denoiser=build_net(model_config))
+        method = _unrolled(build_method(method_config, denoiser=build_net(model_config)))
         method.load_state_dict(ckpt["model"])
-        return cls(method.eval(), method_config, model_config, ckpt["supervised"], **_trained_augmentations(ckpt))
+        method.eval()
+        augmentations = _trained_augmentations(ckpt)
+        return cls(
+            method,
+            method_config,
+            model_config,
+            ckpt["supervised"],
+            random_masks=augmentations.get("random_masks", False),
+            flip=augmentations.get("flip", False),
+            random_phase=augmentations.get("random_phase", False),
+        )
 
     def describe(self) -> str:
         how = "supervised" if self.supervised else f"unsupervised, holdout {self.holdout}"
@@ -190,6 +201,13 @@ def _check_measured_only(supervised: bool, random_masks: bool) -> None:
             "new mask with the slice's number of samples needs k-space that was not measured (the holdout "
             "already gives the network a new random subset of the measured samples at every step)"
         )
+
+
+def _unrolled(method: Method) -> Unrolled:
+    """`method`, checked to be an unrolled method (the family trains only those: `trains`)."""
+    if not isinstance(method, Unrolled):
+        raise TypeError(f"{type(method).__name__} is not an unrolled method")
+    return method
 
 
 def _trained_augmentations(ckpt: dict[str, Any]) -> dict[str, bool]:
