@@ -1,4 +1,4 @@
-"""Image-quality metrics, one convention for every table (README, "Metrics").
+"""Image-quality metrics, one convention for every table (docs/data.md, "Embedded sample"; docs/statistics.md).
 
 Per slice (what reconstruct writes into metrics.csv), on magnitude images, reference |x| and
 reconstruction |x_hat|, with no rescaling of the reconstruction: NRMSE = || |x_hat| - |x| ||_2 /

@@ -81,6 +81,6 @@ def split_problem(cfg: DictConfig, overrides: list[str]) -> str | None:
         if split not in CHOOSING_SPLITS:
             return (
                 f"data.split: an Optuna sweep chooses parameters, so it runs on data.split=val (its default), "
-                f"not on '{split}': choose on val, then run the chosen point once on test (README, 'Tuning on val')"
+                f"not on '{split}': choose on val, then run the chosen point once on test (docs/tuning.md)"
             )
     return None

@@ -1,6 +1,6 @@
 """Centred, orthonormal 2-D FFT over the last two axes.
 
-Convention (README, "Data"): ``fft2c(x) = fftshift(fft2(ifftshift(x), norm="ortho"))``.
+Convention (docs/data.md): ``fft2c(x) = fftshift(fft2(ifftshift(x), norm="ortho"))``.
 For even sizes the shifts equal a checkerboard modulation, which `SenseOperator` folds into
 the coil maps and the mask so that the hot loop runs plain FFTs.
 """
