@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mrirecon import __version__
-from mrirecon.overrides import Problem, check, config_dir, one_line
+from mrirecon.overrides import Problem, check, config_dir, one_line, use_plugin_configs
+from mrirecon.registry import PluginError, plugin_conf_dirs
 
 SUBCOMMANDS = {
     "preprocess": "make a dataset variant (bits x scale) from the embedded sample or raw data (DeepInPy, "
@@ -176,6 +177,7 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
     sys.argv = [f"mrirecon {subcommand}", *rest]
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's exceptions reach us instead of printing them
+    use_plugin_configs()
     try:
         hydra.main(config_path=str(config_dir()), config_name=subcommand, version_base="1.3")(_task(subcommand))()
     except OSError as exc:
@@ -247,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     if subcommand not in SUBCOMMANDS:
         return fail(f"unknown subcommand '{subcommand}' (expected one of: {', '.join(SUBCOMMANDS)})")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        plugin_conf_dirs()  # every plug-in named in MRIRECON_PLUGINS can be found
+    except PluginError as exc:
+        return fail(str(exc))
     _register_sweeper()
     overrides, multirun = _overrides(rest)
     if "-h" in rest or "--help" in rest:

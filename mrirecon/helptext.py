@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mrirecon.overrides import Problem, compose, config_dir, first_point, group_options, parse
+from mrirecon.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
 
 WIDTH = 100
 HIDDEN = {"evaluate": ("seed", "data")}  # sections a subcommand composes (conf/base.yaml) but never reads
@@ -116,7 +116,7 @@ def _group_lines(subcommand: str, group: str, chosen: str) -> list[str]:
     width = max(len(o) for o in options) + 2
     lines = [f"  {group}=<option>"]
     for option in options:
-        about = _first_sentence(comments(config_dir() / group / f"{option}.yaml").header)
+        about = _first_sentence(comments(config_file(group, option)).header)
         mark = "*" if option == chosen else " "
         lines.append(f"    {option:<{width}}{mark} {about}".rstrip())
     return lines
@@ -151,7 +151,7 @@ def _key_lines(subcommand: str, cfg: DictConfig, groups: list[str], choices: dic
     described = comments(config_dir() / "base.yaml").keys
     described.update(comments(config_dir() / f"{subcommand}.yaml").keys)
     for group in groups:
-        described.update(comments(config_dir() / group / f"{choices[group]}.yaml", group).keys)
+        described.update(comments(config_file(group, choices[group]), group).keys)
     hidden = HIDDEN.get(subcommand, ())
     lines: list[str] = []
     shown_sections: set[str] = set()

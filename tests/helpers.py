@@ -102,11 +102,15 @@ def write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict | None = Non
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: float = 300, preexec_fn: Callable[[], Any] | None = None
+    *args: str,
+    cwd: Path,
+    timeout: float = 300,
+    preexec_fn: Callable[[], Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """`mrirecon ARGS` in a subprocess, output captured as text; `preexec_fn` runs in the child
-    before exec (e.g. to set resource limits)."""
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
+    before exec (e.g. to set resource limits); `env`: variables added to this process's."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "mrirecon", *args],
         cwd=cwd,

@@ -17,6 +17,7 @@ import pytest
 from formats_helpers import centred_fftn, centred_ifftn, ismrmrd_header, phantom_coils, write_acquisitions
 from helpers import run_cli
 
+from mrirecon.data.formats.ismrmrd import IsmrmrdOptions
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.ismrmrd_raw import IsmrmrdSource
 from mrirecon.data.ismrmrd_scan import place_readouts
@@ -173,7 +174,7 @@ def test_place_readouts_against_direct_indexing():
 def test_2d_multislice_matches_numpy(scan_2d):
     folder, scan, expected, noise = scan_2d
     for buffer_mb in (256.0, 0.01):  # one slab, and slabs of one slice (memory bounded)
-        src = open_source(str(folder / "ms.h5"), ReadOptions(buffer_mb=buffer_mb))
+        src = open_source(str(folder / "ms.h5"), ReadOptions(formats=(IsmrmrdOptions(buffer_mb),)))
         assert isinstance(src, IsmrmrdSource) and min(src.slab, 5) == (1 if buffer_mb < 1 else 5)
         assert (len(src), src.num_coils, src.shape) == (5, 4, (24, 16)) and src.has_reference
         assert json.loads(src.attrs["slice_order"]) == list(scan.order)
@@ -290,7 +291,7 @@ def test_3d_reversed_partial_echo_repeats_match_numpy(tmp_path):
                     acq.setFlag(ismrmrd.ACQ_IS_REVERSE)
                 acqs.append(acq)
     write_acquisitions(tmp_path / "p.h5", header, acqs)
-    src = open_source(str(tmp_path / "p.h5"), ReadOptions(buffer_mb=0.001))
+    src = open_source(str(tmp_path / "p.h5"), ReadOptions(formats=(IsmrmrdOptions(0.001),)))
     hybrid = centred_ifftn(avg, (1,))
     assert len(src) == ex and src.attrs["repeated_lines"] == 1 and src.noise_std is None
     for i in range(ex):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import tiny_arrays
+from registered import SMALL, tiny_method
 
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.nets import build_net
-from mrirecon.nets.flow import build_flow
 from mrirecon.physics.noise import complex_noise
 from mrirecon.physics.sense import SenseOperator
 
@@ -26,31 +26,14 @@ def noisy_slices(n: int = 5) -> tuple[torch.Tensor, SenseOperator, torch.Tensor,
     return ksp * mask.unsqueeze(1), op, torch.full((n,), NOISE), torch.from_numpy(a["imgs"])
 
 
+# iteration counts of these tests (more than the config tests': the contracts hold at any count)
+KEYS = {**SMALL, "max_iter": 20, "iterations": 5, "num_unrolls": 2, "cg_max_iter": 4}
+
+
 def method(name: str):
-    """Every registered method, small enough for a unit test (learned ones untrained)."""
-    torch.manual_seed(0)
-    if REGISTRY[name].checkpoint_kind == "unrolled":
-        net = build_net({"name": "unet", "base_channels": 4, "depth": 2})
-        return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 4}, denoiser=net).eval()
-    if REGISTRY[name].checkpoint_kind == "flow":
-        flow = build_flow({"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4}, (1, *SHAPE))
-        flow.train()
-        flow.log_prob(torch.rand(3, 1, *SHAPE) - 0.5)  # ActNorm's data-dependent initialisation
-        return build_method(
-            {"name": name, "iterations": 5, "lam": 1e-2, "beta": 1e-3}
-            if name == "flow_combined"
-            else {"name": name, "iterations": 5},
-            flow=flow.eval(),
-            bits=4,
-        )
-    if REGISTRY[name].checkpoint_kind == "direct":
-        cfg = (
-            {"name": name, "conv_channels": 4}
-            if REGISTRY[name].fixed_shape
-            else {"name": name, "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
-        )
-        return build_method(cfg, **({"shape": SHAPE} if REGISTRY[name].fixed_shape else {})).eval()
-    return build_method({"name": name, "max_iter": 20} if name != "zero_filled" else {"name": name})
+    """Every registered method, built from its own config, small enough for a unit test (learned
+    ones untrained: tests/registered.py)."""
+    return tiny_method(name, SHAPE, keys=KEYS)
 
 
 def run(m, y: torch.Tensor, op: SenseOperator, noise: torch.Tensor | None) -> torch.Tensor:

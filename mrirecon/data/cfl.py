@@ -168,11 +168,11 @@ class CflSource(OneSubjectFile):
 
     k-space dims: a plane of (x, y, z), coils, 1, ..., slices (e.g. (x, y, 1, coils) or
     (1, y, z, coils)); optional maps in the same plane (coils, maps, slices or 1) from
-    `options.maps` (the first map set is used); otherwise ESPIRiT. Fully sampled k-space gets a
-    reference and a generated mask (see source.complete_slice).
+    `maps` (a .cfl/.hdr base name; the first map set is used); otherwise ESPIRiT. Fully sampled
+    k-space gets a reference and a generated mask (see source.complete_slice).
     """
 
-    def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
+    def __init__(self, path: str | os.PathLike, options: ReadOptions, maps: str | None = None) -> None:
         self.path = _base(path)
         self.options = options
         try:
@@ -183,8 +183,8 @@ class CflSource(OneSubjectFile):
         if m != 1:
             raise UserError(f"{self.path}: k-space has {m} entries in the maps dimension (4), expected 1")
         self._maps = None
-        if options.maps:
-            maps_path = _base(options.maps)
+        if maps:
+            maps_path = _base(maps)
             try:
                 self._maps, maps_axes = _as_slices(read_cfl(maps_path), "maps", maps_path)
             except (ValueError, OSError) as exc:

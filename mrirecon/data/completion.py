@@ -9,12 +9,15 @@ mask from `data/masks.py`; undersampled k-space keeps its own pattern and has no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from mrirecon.data.h5 import Slice, region_mask, whole_grid
 from mrirecon.data.masks import Seed, make_mask
 from mrirecon.data.transforms import ifft2c_numpy
+
+Settings = TypeVar("Settings")
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,13 @@ class ReadOptions:
         (see masks.make_mask); one mask per volume (file), seeded by (seed, the file name's
         characters) as fastMRI's data transforms seed theirs (masks.volume_seed; seed None:
         fastMRI's own file-name seed), for fastMRI, ISMRMRD and BART files alike.
-    buffer_mb: memory for the ISMRMRD reader's slab of slices (MB).
-    maps: BART .cfl coil maps to use instead of ESPIRiT (None: estimate).
     slices_per_subject: slices per subject in files that record no subjects (None: one subject
         per file when several files are read together).
     device: torch device of the ESPIRiT computation ('cpu', 'cuda', ...).
     prewhiten: 'auto' | 'true' (prewhiten with the noise scans' covariance when the file has
         noise-only readouts: ISMRMRD) | 'false' (never).
+    formats: the settings of single formats (e.g. the ISMRMRD reader's buffer), one object per
+        format that has any (`source.Format.options`); a format finds its own with `of`.
     """
 
     transpose: bool = False
@@ -45,11 +48,17 @@ class ReadOptions:
     calib: int = 24
     center_fraction: float = 0.08
     seed: int | None = 723
-    buffer_mb: float = 256.0
-    maps: str | None = None
     slices_per_subject: int | None = None
     device: str = "cpu"
     prewhiten: str = "auto"
+    formats: tuple[object, ...] = ()
+
+    def of(self, kind: type[Settings]) -> Settings:
+        """The settings of type `kind` in `formats`, else `kind()` (its defaults)."""
+        for found in self.formats:
+            if isinstance(found, kind):
+                return found
+        return kind()
 
 
 def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float, device: str = "cpu") -> np.ndarray:

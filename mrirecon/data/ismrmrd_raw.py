@@ -84,12 +84,13 @@ class IsmrmrdSource(OneSubjectFile):
 
     Args:
         path: the .h5 file.
-        options: ESPIRiT, mask, buffer and prewhitening settings (`ReadOptions`).
+        options: ESPIRiT, mask and prewhitening settings (`ReadOptions`).
+        buffer_mb: memory for the slab of slices made at once (MB; `data.ismrmrd_buffer_mb`).
     """
 
-    def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
+    def __init__(self, path: str | os.PathLike, options: ReadOptions, buffer_mb: float = 256.0) -> None:
         self.path = Path(path)
-        self.options = options
+        self.options, self.buffer_mb = options, float(buffer_mb)
         with open_hdf5(self.path) as f:  # reopened for every slab: HDF5's caches would otherwise grow with each pass
             for key in ("dataset/xml", "dataset/data"):
                 if key not in f or not isinstance(f[key], h5py.Dataset):
@@ -102,7 +103,7 @@ class IsmrmrdSource(OneSubjectFile):
             if first is None:
                 raise ScanError("file has no acquisitions")
             row_bytes = 8 * int(first["active_channels"]) * int(first["number_of_samples"]) + 512
-            self._chunk = max(1, int(options.buffer_mb * 2**20 / 8 // row_bytes))
+            self._chunk = max(1, int(self.buffer_mb * 2**20 / 8 // row_bytes))
             self.layout = scan_rows(self.geometry, self._blocks)
         except ScanError as exc:
             raise self._error(str(exc)) from None
@@ -129,7 +130,7 @@ class IsmrmrdSource(OneSubjectFile):
         else:
             self.shape = (g.recon[1], g.recon[2]) if self.has_reference else (ey, ez)
         slice_bytes = self.num_coils * ey * ez * (ex if g.two_d else 1) * 8
-        self.slab = max(1, int(self.options.buffer_mb * 2**20 / 2 // slice_bytes))
+        self.slab = max(1, int(self.buffer_mb * 2**20 / 2 // slice_bytes))
         self.attrs: dict[str, Any] = {"subject_id": g.patient or self.path.stem, **provenance(g, lay)}
         if g.patient:  # joins this patient's files into one subject (source.MultiSource)
             self.attrs["patient_id"] = g.patient

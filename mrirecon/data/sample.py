@@ -94,7 +94,14 @@ class SampleSource:
         self.has_reference = True
         self.has_rss = False
         self.recon_size: tuple[int, int] | None = None
-        self.attrs: dict[str, Any] = {"attribution": ATTRIBUTION}
+        settings = {
+            "accel": self.accel,
+            "calib": self.calib,
+            "coils": self.coils,
+            "seed": self.seed,
+            "noise": self.noise,
+        }
+        self.attrs: dict[str, Any] = {"attribution": ATTRIBUTION, **settings}  # preprocess stores source_<key>
 
     def __len__(self) -> int:
         return self.num_slices

@@ -1,10 +1,11 @@
 """One interface over every raw input of `preprocess`, and format detection by content.
 
 A `Source` yields DeepInPy slices (img, maps, ksp, mask; optional second reference `rss`) one
-at a time. Readers: the embedded sample, DeepInPy HDF5, raw k-space (.npy or HDF5 `ksp`
-without maps), fastMRI multi-coil HDF5, ISMRMRD raw HDF5 and BART .cfl/.hdr. `open_source`
-picks the reader from the file's content (HDF5 signature and keys, the .npy magic, BART's text
-header), not from its suffix; several files or a folder become one `MultiSource`.
+at a time. Readers are registered `Format`s, one module each in mrirecon/data/formats/: the
+embedded sample (a named source: data.source=sample), DeepInPy HDF5, raw k-space (.npy or HDF5
+`ksp` without maps), fastMRI multi-coil HDF5, ISMRMRD raw HDF5 and BART .cfl/.hdr.
+`open_source` picks the reader from the file's content (HDF5 signature and keys, the .npy magic,
+BART's text header), not from its suffix; several files or a folder become one `MultiSource`.
 
 Fully sampled k-space from fastMRI, ISMRMRD and BART is completed by `completion.complete_slice`: ESPIRiT
 maps, the SENSE-combined reference sum_c conj(S_c) ifft2c(k_c), and an undersampling mask from
@@ -16,10 +17,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import h5py
 import numpy as np
@@ -28,8 +28,20 @@ from mrirecon.data.completion import ReadOptions
 from mrirecon.data.h5 import Slice
 from mrirecon.data.splits import subjects_of
 from mrirecon.errors import UserError
+from mrirecon.registry import Registry
 
-__all__ = ["FORMATS", "Format", "MultiSource", "ReadOptions", "Source", "detect", "open_source", "source_files"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "MultiSource",
+    "ReadOptions",
+    "Source",
+    "detect",
+    "format_options",
+    "open_source",
+    "register_format",
+    "source_files",
+]
 
 
 class Source(Protocol):
@@ -107,92 +119,104 @@ def cfl_base(path: Path) -> Path | None:
         return None
 
 
-@dataclass(frozen=True)
 class Format:
-    """A reader: its description for messages, a content test, and a constructor."""
+    """A reader of `data.source`, registered by `@register_format("<name>")` in its own module
+    of mrirecon/data/formats/ (or of an external plug-in: mrirecon/registry.py).
 
-    name: str
-    sniff: Callable[[Path], bool]
-    open: Callable[[Path, ReadOptions], Source]
+    A file format is chosen by `detect` (the file's content, not its suffix), trying formats in
+    order of `priority` (lower first: a specific layout before a generic one that would also
+    match); a named source (`named`, e.g. the embedded sample) by `data.source=<name>`. A format
+    with settings of its own reads them from the `data` config section in `options` (its keys,
+    documented in conf/base.yaml or given with +data.<key>=...), and finds them again in `open`
+    with `options.of(<its options class>)`.
+    """
+
+    name: ClassVar[str] = ""  # set by register_format
+    description: ClassVar[str] = ""  # what it reads, for messages
+    priority: ClassVar[int] = 100
+    named: ClassVar[bool] = False
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        """Whether the file `path` is in this format (never called for a named source)."""
+        return False
+
+    @classmethod
+    def options(cls, data: Mapping[str, Any]) -> object | None:
+        """This format's own settings from the `data` config section, or None when it has none
+        (ValueError '<key>: ...' naming the key under `data` for a bad value)."""
+        return None
+
+    @classmethod
+    def open(cls, path: Path, options: ReadOptions) -> Source:
+        """The reader of `path` (a named source: its name)."""
+        raise NotImplementedError
 
 
-def _keys(path: Path) -> frozenset[str]:
+F = TypeVar("F", bound=type[Format])
+FORMATS: Registry[type[Format]] = Registry("data format", "mrirecon.data.formats")
+
+
+def register_format(name: str) -> Callable[[F], F]:
+    """Class decorator: make a format (or with `named`, the source `data.source=<name>`) readable."""
+
+    def add(cls: F) -> F:
+        FORMATS.add(name, cls)
+        cls.name = name
+        return cls
+
+    return add
+
+
+def file_keys(path: Path) -> frozenset[str]:
+    """The HDF5 keys of a file (`hdf5_keys`), empty for anything that is not an HDF5 file."""
     return (hdf5_keys(path) or frozenset()) if path.is_file() else frozenset()
 
 
-def _open_ismrmrd(path: Path, options: ReadOptions) -> Source:
-    from mrirecon.data.ismrmrd_raw import IsmrmrdSource
-
-    return IsmrmrdSource(path, options)
-
-
-def _open_fastmri(path: Path, options: ReadOptions) -> Source:
-    from mrirecon.data.fastmri import FastMRISource
-
-    return FastMRISource(path, options)
-
-
-def _open_raw(path: Path, options: ReadOptions) -> Source:
-    from mrirecon.data.raw import RawKspaceSource
-
-    return RawKspaceSource(path, options.transpose, options.calib_width, options.thresh, options.crop)
-
-
-def _open_deepinpy(path: Path, options: ReadOptions) -> Source:
-    from mrirecon.data.h5 import DeepInPyFile
-
-    return DeepInPyFile(path, transpose=options.transpose)
-
-
-def _open_cfl(path: Path, options: ReadOptions) -> Source:
-    from mrirecon.data.cfl import CflSource
-
-    return CflSource(cfl_base(path) or path, options)
-
-
-def _is_npy(path: Path) -> bool:
+def is_npy(path: Path) -> bool:
+    """Whether `path` is a NumPy .npy file (by its magic bytes)."""
     return path.is_file() and _head(path, 6) == NPY_MAGIC
 
 
-FORMATS: tuple[Format, ...] = (
-    Format(
-        "ISMRMRD raw HDF5 (dataset/data, dataset/xml)",
-        lambda p: "dataset/data" in _keys(p) or "dataset/xml" in _keys(p),
-        _open_ismrmrd,
-    ),
-    Format("fastMRI multi-coil HDF5 (kspace, ismrmrd_header)", lambda p: "kspace" in _keys(p), _open_fastmri),
-    Format(
-        "raw k-space HDF5 (ksp without maps) or .npy (C, X, Y) / (N, C, X, Y)",
-        lambda p: _is_npy(p) or ("ksp" in _keys(p) and "maps" not in _keys(p)),
-        _open_raw,
-    ),
-    Format(
-        "DeepInPy HDF5 (imgs, maps, ksp, masks)",
-        lambda p: bool({"imgs", "maps", "ksp", "masks"} & _keys(p)),
-        _open_deepinpy,
-    ),
-    Format("BART .cfl/.hdr pair", lambda p: cfl_base(p) is not None, _open_cfl),
-)
+def file_formats() -> list[type[Format]]:
+    """The registered file formats in the order `detect` tries them."""
+    return sorted((f for f in FORMATS.values() if not f.named), key=lambda f: (f.priority, f.name))
 
 
-def detect(path: Path) -> Format:
+def named_source(spec: object) -> type[Format] | None:
+    """The named source (e.g. the sample) that data.source `spec` names, or None."""
+    fmt = FORMATS.get(spec) if isinstance(spec, str) else None
+    return fmt if fmt is not None and fmt.named else None
+
+
+def format_options(data: Mapping[str, Any]) -> tuple[object, ...]:
+    """The own settings of every registered format, read from the `data` config section
+    (ValueError naming the key under `data`)."""
+    found = (fmt.options(data) for fmt in FORMATS.values())
+    return tuple(o for o in found if o is not None)
+
+
+def detect(path: Path) -> type[Format]:
     """The format of `path` by content, or a UserError naming what was expected."""
     if not path.exists() and cfl_base(path) is None:
         raise UserError(f"data.source: {path} not found")
     if path.is_dir():
         raise UserError(f"{path}: is a folder (a folder of raw files is read only as data.source itself)")
-    for fmt in FORMATS:
-        if fmt.sniff(path):
+    formats = file_formats()
+    for fmt in formats:
+        if fmt.detect(path):
             return fmt
     keys = hdf5_keys(path) if path.is_file() else None
     what = f"an HDF5 file with keys {sorted(keys)}" if keys is not None else "not HDF5, .npy or BART .cfl/.hdr"
-    expected = "; ".join(f.name for f in FORMATS)
+    expected = "; ".join(f.description for f in formats)
     raise UserError(f"{path}: {what}, which is none of the formats mrirecon reads (expected: {expected})")
 
 
 def source_files(spec: str | Sequence[str]) -> list[Path]:
     """The files named by data.source: one path, a list of paths, or a folder (its .h5, .npy and
-    .cfl files, sorted by name)."""
+    .cfl files, sorted by name); none for a named source (the sample)."""
+    if named_source(spec) is not None:
+        return []
     if isinstance(spec, (list, tuple)):
         if not spec:
             raise UserError("data.source: the list of files is empty")
@@ -207,7 +231,11 @@ def source_files(spec: str | Sequence[str]) -> list[Path]:
 
 
 def open_source(spec: str | Sequence[str], options: ReadOptions) -> Source:
-    """The reader for data.source (one file, a list, or a folder), chosen by content."""
+    """The reader for data.source (a named source, one file, a list, or a folder), chosen by
+    name or by content."""
+    named = named_source(spec)
+    if named is not None:
+        return named.open(Path(str(spec)), options)
     files = source_files(spec)
     sources: list[Source] = []
     try:

@@ -1,6 +1,9 @@
-"""Reconstruction methods (compose physics, solvers and nets) and their registry."""
+"""Reconstruction methods (compose physics, solvers and nets) and their registry.
 
-from mrirecon.methods import automap, classical, dbp, flow_prior, modl, sparsity, unet_image  # noqa: F401  (register the methods)
-from mrirecon.methods.base import REGISTRY, Method, build_method
+Every module of this package is imported when the registry is first read (mrirecon/registry.py),
+so a method is one module with `@register("<name>")` and its `conf/method/<name>.yaml`.
+"""
 
-__all__ = ["REGISTRY", "Method", "build_method"]
+from mrirecon.methods.base import REGISTRY, Method, build_method, register
+
+__all__ = ["REGISTRY", "Method", "build_method", "register"]

@@ -1,7 +1,7 @@
 """The noise level that `lam=auto` follows, with a fallback for data the model cannot fit to it.
 
 cg_sense (discrepancy principle: ||A x - y|| = sigma sqrt(C M)), cs_wavelet and cs_tv
-(w = KAPPA sigma) set their weight from sigma, the noise std per complex k-space sample. That
+(w = kappa sigma) set their weight from sigma, the noise std per complex k-space sample. That
 assumes the SENSE model explains the data down to the noise. It does not when the maps are wrong
 (zeroed outside a support that cuts the object, estimated from a small calibration region),
 when sigma is underestimated, or when sigma is 0 (noiseless simulations): the discrepancy target

@@ -1,4 +1,8 @@
-"""The method interface and the registry that maps a config's `method.name` to a class."""
+"""The method interface and the registry that maps a config's `method.name` to a class.
+
+A method is one module in this package (or in an external plug-in, mrirecon/registry.py) with
+a class decorated by `@register("<name>")`, plus its config `conf/method/<name>.yaml`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from mrirecon.arguments import check_arguments
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.registry import Registry
 
 AUTO = "auto"
 
@@ -27,10 +32,18 @@ class Method:
     # the trainable family (mrirecon.trainables, by its kind) whose checkpoint the method needs,
     # or None (no checkpoint); set by the family's methods
     checkpoint_kind: str | None = None
-    # per-slice values of the settings chosen from the data in the last `reconstruct` (e.g.
-    # lam: auto), for the run's summary
-    # (tensors (B,), or lists of B strings such as the rule that chose an auto weight)
-    chosen: dict[str, torch.Tensor | list[str]] = {}  # noqa: RUF012  (issue 26: make it per instance)
+
+    @property
+    def chosen(self) -> dict[str, torch.Tensor | list[str]]:
+        """Per-slice values of the settings this method chose from the data in its last
+        `reconstruct` (e.g. lam: auto), for the run's summary: tensors (B,), or lists of B
+        strings such as the rule that chose an auto weight; empty before the first call and for
+        methods that choose nothing. Each instance has its own."""
+        return self.__dict__.setdefault("_chosen", {})
+
+    @chosen.setter
+    def chosen(self, values: dict[str, torch.Tensor | list[str]]) -> None:
+        self.__dict__["_chosen"] = values
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex.
@@ -79,15 +92,15 @@ def auto_or_nonnegative(key: str, value: Any) -> str | float:
 
 
 M = TypeVar("M", bound=type[Method])
-REGISTRY: dict[str, type[Method]] = {}
+REGISTRY: Registry[type[Method]] = Registry("method", "mrirecon.methods")
 
 
 def register(name: str) -> Callable[[M], M]:
     """Class decorator: make a method available as `method=<name>`."""
 
     def add(cls: M) -> M:
+        REGISTRY.add(name, cls)
         cls.name = name
-        REGISTRY[name] = cls
         return cls
 
     return add
@@ -99,10 +112,12 @@ def build_method(cfg: Mapping[str, Any], **components: Any) -> Method:
     arguments."""
     params = dict(cfg)
     name = params.pop("name", None)
-    if name not in REGISTRY:
-        raise ValueError(f"name: unknown method '{name}' (expected one of {', '.join(sorted(REGISTRY))})")
-    check_arguments(REGISTRY[name], params, f"method {name}", components)
-    return REGISTRY[name](**params, **components)
+    try:
+        cls = REGISTRY.lookup(name)
+    except ValueError as exc:
+        raise ValueError(f"name: {exc}") from None
+    check_arguments(cls, params, f"method {name}", components)
+    return cls(**params, **components)
 
 
 def check_positive_int(key: str, value: Any) -> int:

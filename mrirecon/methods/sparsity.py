@@ -2,11 +2,12 @@
 (Chambolle-Pock), both min_x 0.5 ||A x - y||^2 + w * R(x) on the shared SENSE operator.
 
 The weight w of each slice is `lam` * max |A^H y| for a number (so `lam` does not depend on the
-data's intensity units), or with lam=auto (the default) KAPPA * sigma, sigma the slice's noise
+data's intensity units), or with lam=auto (the default) kappa * sigma, sigma the slice's noise
 std per k-space sample: the soft threshold then sits at a fixed multiple of the noise level.
-KAPPA was picked on real acquired k-space (scripts/bench_real.py: a fully sampled 4-coil scan
-undersampled 4x, 6x and 8x with Poisson-disc masks; the best weight lay at 0.28-0.4 sigma for
-the wavelet and 0.14-0.28 sigma for TV at every acceleration). Where the data cannot be fitted
+kappa, a class attribute of each method (0.3 wavelet, 0.2 TV), was picked on real acquired
+k-space (scripts/bench_real.py: a fully sampled 4-coil scan undersampled 4x, 6x and 8x with
+Poisson-disc masks; the best weight lay at 0.28-0.4 sigma for the wavelet and 0.14-0.28 sigma
+for TV at every acceleration). Where the data cannot be fitted
 to sigma (model error, sigma underestimated or 0: noiseless simulations), sigma is replaced by the
 noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual'), so the
 weight never silently falls to 0.
@@ -15,6 +16,7 @@ weight never silently falls to 0.
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -36,11 +38,16 @@ from mrirecon.solvers.fista import fista, lipschitz, pogm
 from mrirecon.solvers.primal_dual import primal_dual
 
 SOLVERS = {"fista": fista, "pogm": pogm}
-KAPPA = {"cs_wavelet": 0.3, "cs_tv": 0.2}  # lam=auto: weight = KAPPA * sigma
+
+
+class SparsityMethod(Method):
+    """A compressed-sensing method whose weight lam=auto is `kappa` * sigma."""
+
+    kappa: ClassVar[float]  # lam=auto: weight = kappa * sigma
 
 
 def weights(
-    method: Method,
+    method: SparsityMethod,
     lam: str | float,
     y: torch.Tensor,
     op: SenseOperator,
@@ -57,7 +64,7 @@ def weights(
     sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
     if fallback:
         sigma, rules = effective_noise_std(y, op, sigma)
-    w = KAPPA[method.name] * sigma
+    w = method.kappa * sigma
     method.chosen = {"lam": w / scale, "rule": rules, "effective_noise_std": sigma}
     return w
 
@@ -69,7 +76,7 @@ def auto_levels(shape: tuple[int, int]) -> int:
 
 
 @register("cs_wavelet")
-class WaveletCS(Method):
+class WaveletCS(SparsityMethod):
     """min_x 0.5 ||A x - y||^2 + w ||W x||_1 with an orthogonal wavelet transform W.
 
     Args:
@@ -84,6 +91,8 @@ class WaveletCS(Method):
             The shifts follow a fixed seed, the same for every slice.
         fallback: lam=auto only: allow the 'residual' rule (false: always w = 0.3 sigma).
     """
+
+    kappa = 0.3
 
     def __init__(
         self,
@@ -144,7 +153,7 @@ class WaveletCS(Method):
 
 
 @register("cs_tv")
-class TotalVariationCS(Method):
+class TotalVariationCS(SparsityMethod):
     """min_x 0.5 ||A x - y||^2 + w TV(x), isotropic TV, Chambolle-Pock primal-dual.
 
     Args:
@@ -152,6 +161,8 @@ class TotalVariationCS(Method):
         max_iter: iterations (>= 1); tol: relative-change stopping tolerance.
         fallback: lam=auto only: allow the 'residual' rule (false: always w = 0.2 sigma).
     """
+
+    kappa = 0.2
 
     def __init__(self, lam: str | float = AUTO, max_iter: int = 200, tol: float = 1e-5, fallback: bool = True) -> None:
         self.lam = auto_or_nonnegative("lam", lam)

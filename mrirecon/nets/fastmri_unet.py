@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrirecon.nets import register_net
+
 
 def _conv_block(cin: int, cout: int, drop_prob: float) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -29,6 +31,7 @@ def _up_block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+@register_net("fastmri_unet")
 class FastMRIUNet(nn.Module):
     """fastMRI's U-Net, (B, in_channels, H, W) -> (B, out_channels, H, W) for any H and W (inputs
     are zero-padded to a multiple of 2^num_pools and cropped back).

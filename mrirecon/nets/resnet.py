@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mrirecon.nets import register_net
+
 
 class ResBlock(nn.Module):
     """ReLU -> conv -> ReLU -> conv (optionally batch norm before each ReLU, dropout) + skip."""
@@ -25,6 +27,7 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+@register_net("resnet")
 class ResNet(nn.Module):
     """Residual CNN denoiser, (B, in_channels, H, W) -> (B, in_channels, H, W), any H and W.
 
@@ -91,6 +94,7 @@ class ProjectionBlock(nn.Module):
         return self.skip(x) + self.body(x)
 
 
+@register_net("resnet_deepinpy")
 class DeepInPyResNet(nn.Module):
     """DeepInPy's ResNet exactly (models/resnet/resnet.py): the first block maps in_channels to
     `channels` and the last block back (each with a 1x1 projection skip; the last block without

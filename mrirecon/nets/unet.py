@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrirecon.nets import register_net
+
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
@@ -16,6 +18,7 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+@register_net("unet")
 class UNet(nn.Module):
     """U-Net denoiser, (B, in_channels, H, W) -> (B, in_channels, H, W) for any H and W.
 

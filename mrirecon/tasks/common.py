@@ -14,9 +14,8 @@ from mrirecon import distributed as ddp
 from mrirecon.data import source as sources
 from mrirecon.data.h5 import DeepInPyFile, written_by_mrirecon
 from mrirecon.data.masks import KINDS
-from mrirecon.data.sample import SampleSource
 from mrirecon.data.source import ReadOptions, Source
-from mrirecon.errors import UserError
+from mrirecon.errors import UserError, configured
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def variant_of(cfg: DictConfig) -> tuple[int | None, float]:
 
 
 def source_spec(cfg: DictConfig) -> str | list[str]:
-    """data.source as a path string, a list of path strings, or 'sample'."""
+    """data.source as a path string, a list of path strings, or a named source ('sample')."""
     value = cfg.data.source
     if isinstance(value, ListConfig):
         return [str(v) for v in value]
@@ -100,9 +99,6 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         raise UserError(f"data.undersampling.seed: {u.seed!r} must be an integer or null (fastMRI's file-name seeds)")
     if not 0 < u.center_fraction < 1:
         raise UserError(f"data.undersampling.center_fraction: {u.center_fraction} must be in (0, 1)")
-    buffer_mb = cfg.data.ismrmrd_buffer_mb
-    if isinstance(buffer_mb, bool) or not isinstance(buffer_mb, (int, float)) or not buffer_mb > 0:
-        raise UserError(f"data.ismrmrd_buffer_mb: {buffer_mb!r} must be a number > 0 (MB)")
     return ReadOptions(
         prewhiten=prewhiten_option(cfg),
         transpose=bool(cfg.data.transpose),
@@ -114,10 +110,9 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         calib=int(u.calib),
         center_fraction=float(u.center_fraction),
         seed=None if u.seed is None else int(u.seed),
-        buffer_mb=float(buffer_mb),
-        maps=None if cfg.data.cfl_maps is None else str(cfg.data.cfl_maps),
         slices_per_subject=cfg.data.slices_per_subject,
         device=str(device_of(cfg)) if "hardware" in cfg else "cpu",
+        formats=configured("data", sources.format_options, cfg.data),
     )
 
 
@@ -131,13 +126,9 @@ def prewhiten_option(cfg: DictConfig) -> str:
 
 
 def open_source(cfg: DictConfig) -> Source:
-    """The raw input of preprocess: the embedded sample, or the file(s) of data.source read by
-    the reader their content calls for (data/source.py)."""
-    spec = source_spec(cfg)
-    if spec == "sample":
-        s = cfg.data.sample
-        return SampleSource(accel=s.accel, calib=s.calib, coils=s.coils, seed=s.seed, noise=s.noise)
-    return sources.open_source(spec, read_options(cfg))
+    """The raw input of preprocess: a named source (the embedded sample), or the file(s) of
+    data.source read by the reader their content calls for (data/source.py)."""
+    return sources.open_source(source_spec(cfg), read_options(cfg))
 
 
 def open_processed(cfg: DictConfig) -> DeepInPyFile:

@@ -40,22 +40,25 @@ def remote_files(cfg: DictConfig) -> list[RemoteFile]:
 
 
 def content_check(fmt: Any) -> Any:
-    """The check of a downloaded file's content for `dataset.format` (ismrmrd or null)."""
+    """The check of a downloaded file's content for `dataset.format` (a registered file format,
+    e.g. ismrmrd, or null)."""
     if fmt is None:
         return None
-    if str(fmt) != "ismrmrd":
-        raise UserError(f"dataset.format: {fmt!r} must be ismrmrd or null")
+    from mrirecon.data.source import detect, file_formats
 
-    def is_ismrmrd(path: Path) -> str | None:
-        from mrirecon.data.source import detect
+    names = [f.name for f in file_formats()]
+    if str(fmt) not in names:
+        raise UserError(f"dataset.format: {fmt!r} must be one of {', '.join(names)} or null")
 
+    def is_format(path: Path) -> str | None:
         try:
-            name = detect(path).name
+            found = detect(path)
         except UserError as exc:
             return str(exc).split(": ", 1)[-1]
-        return None if name.startswith("ISMRMRD") else f"a {name.split(' (')[0]} file, not ISMRMRD raw data"
+        expected = next(f for f in file_formats() if f.name == str(fmt))
+        return None if found.name == str(fmt) else f"a {found.name} file, not {expected.description}"
 
-    return is_ismrmrd
+    return is_format
 
 
 def run(cfg: DictConfig) -> Path:

@@ -1,4 +1,4 @@
-"""`mrirecon preprocess`: stream raw data (any format data/source.py reads, or the sample) into a dataset variant."""
+"""`mrirecon preprocess`: stream raw data (the sample, or files in any format data/source.py reads) into a dataset variant."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def run(cfg: DictConfig) -> Path:
     h5_filter = compression_of(cfg)
     out = Path(str(cfg.data.path))
     spec = source_spec(cfg)
-    files = [] if spec == "sample" else source_files(spec)
+    files = source_files(spec)  # none for a named source (the sample)
     if any(Path(p).resolve() == out.resolve() for p in files):
         raise UserError(f"data.path: {out} is the source file itself; choose another output path")
     if out.is_dir():
@@ -277,7 +277,7 @@ def run(cfg: DictConfig) -> Path:
         return s if compression is None else compression.apply(s, int(subjects[i]))
 
     first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
-    source_id = "sample" if spec == "sample" else ",".join(str(Path(p).resolve()) for p in files)
+    source_id = ",".join(str(Path(p).resolve()) for p in files) if files else str(spec)
     attrs = {
         "source": spec if isinstance(spec, str) else ",".join(spec),
         "source_id": source_id,
@@ -295,8 +295,6 @@ def run(cfg: DictConfig) -> Path:
         **{f"split_{name}": splits[name] for name in SPLITS},
         **{f"source_{k}": v for k, v in source.attrs.items() if isinstance(v, (str, int, float))},
     }
-    if spec == "sample":
-        attrs.update({f"sample_{k}": v for k, v in cfg.data.sample.items()})
     stds = []
     with (
         DeepInPyWriter(

@@ -1,6 +1,8 @@
-"""Trainable families (what `mrirecon train` fits) and their registry, keyed by checkpoint kind."""
+"""Trainable families (what `mrirecon train` fits) and their registry, keyed by checkpoint kind.
 
-from mrirecon.trainables import direct, flow, unrolled  # noqa: F401  (register the families)
-from mrirecon.trainables.base import TRAINABLES, Trainable, family_for, rebuild
+Every module of this package is imported when the registry is first read (mrirecon/registry.py),
+so a family is one module with `@register_trainable`."""
 
-__all__ = ["TRAINABLES", "Trainable", "family_for", "rebuild"]
+from mrirecon.trainables.base import TRAINABLES, Trainable, family_for, rebuild, register_trainable
+
+__all__ = ["TRAINABLES", "Trainable", "family_for", "rebuild", "register_trainable"]

@@ -1,10 +1,11 @@
 """The `Trainable` protocol (what `mrirecon train` fits and `reconstruct` rebuilds) and the
 registry of trainable families, keyed by the `kind` their checkpoints record.
 
-A family's module (trainables/<family>.py) is the only code that names its kind: it builds the
-trainable from the `method`, `model` and `train` config sections, defines its loss, validation
-and checkpoint entries, and rebuilds itself, and the reconstruction method it serves, from a
-checkpoint alone.
+A family's module (trainables/<family>.py, or an external plug-in: mrirecon/registry.py) is the
+only code that names its kind: decorated by `@register_trainable`, it builds the trainable from
+the `method`, `model` and `train` config sections, defines its loss, validation and checkpoint
+entries, and rebuilds itself, and the reconstruction method it serves, from a checkpoint alone.
+The methods it serves name it by `checkpoint_kind`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods.base import Method
+from mrirecon.registry import Registry
 
 # checkpoints record this format; those without it predate the Trainable path
 FORMAT = 2
@@ -28,6 +30,11 @@ class Trainable(Protocol):
     """A learned family: its module (weights, optimised and checkpointed) and how to train it."""
 
     kind: ClassVar[str]  # recorded in checkpoints; the key of TRAINABLES
+    # `mrirecon train method=<name>` names that are no reconstruction method (the family's own
+    # training, e.g. flow_prior), each with its conf/method/<name>.yaml
+    train_only: ClassVar[tuple[str, ...]]
+    # model names (conf/model/*.yaml `name`) the family builds itself, not from mrirecon.nets
+    own_models: ClassVar[tuple[str, ...]]
     select: str  # the validation metric that picks best.pt (smaller is better; may depend on the settings)
     module: nn.Module
 
@@ -100,12 +107,12 @@ class Trainable(Protocol):
 
 
 T = TypeVar("T", bound=type)
-TRAINABLES: dict[str, type] = {}
+TRAINABLES: Registry[type] = Registry("trainable family", "mrirecon.trainables")
 
 
 def register_trainable(cls: T) -> T:
     """Class decorator: make a trainable family known under its `kind`."""
-    TRAINABLES[cls.kind] = cls
+    TRAINABLES.add(cls.kind, cls)
     return cls
 
 

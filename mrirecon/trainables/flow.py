@@ -53,6 +53,8 @@ class FlowTrainable:
 
     kind = KIND
     select = "val_bpd"
+    train_only = (TRAIN_METHOD,)
+    own_models = ("flow",)  # nets.flow.build_flow
 
     def __init__(
         self,
@@ -69,9 +71,9 @@ class FlowTrainable:
     # -- building ------------------------------------------------------------------------------
     @classmethod
     def trains(cls, method: str, model: str) -> bool:
-        if model == "flow" and method != TRAIN_METHOD:
+        if model in cls.own_models and method not in cls.train_only:
             log.info("model=flow trains the flow prior (method=%s; method=%s does not apply)", TRAIN_METHOD, method)
-        return method == TRAIN_METHOD or model == "flow"
+        return method in cls.train_only or model in cls.own_models
 
     @classmethod
     def from_config(

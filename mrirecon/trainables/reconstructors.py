@@ -85,6 +85,8 @@ class ReconstructorFamily:
     hook, validation by `validation_metrics` (best.pt by the lowest NRMSE)."""
 
     select: str = "val_nrmse"  # may be set per instance (e.g. unsupervised runs)
+    train_only: ClassVar[tuple[str, ...]] = ()  # its methods are reconstruction methods
+    own_models: ClassVar[tuple[str, ...]] = ()  # its networks come from mrirecon.nets
     module: nn.Module
     step_lr: dict[str, Any] | None
 
