@@ -5,7 +5,7 @@ matching, schedule and hooks of a `ReconstructorFamily`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
