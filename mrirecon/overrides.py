@@ -339,9 +339,9 @@ def check(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
     except Problem as problem:
         return str(problem)
     if multirun and "mrirecon.sweeper" in sys.modules:  # hydra/sweeper=optuna: choose on val only
-        problem = sys.modules["mrirecon.sweeper"].split_problem(cfg, overrides)
-        if problem:
-            return str(problem)
+        refusal = sys.modules["mrirecon.sweeper"].split_problem(cfg, overrides)
+        if refusal:
+            return str(refusal)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         out = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))

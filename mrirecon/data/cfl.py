@@ -223,4 +223,5 @@ class CflSource(OneSubjectFile):
         return complete_slice(self._slice_ksp(i), i, self.options, maps=maps, seed=seed)
 
     def close(self) -> None:
-        self._ksp = self._maps = None
+        self._ksp = np.empty((0, 0, 0, 0, 0), np.complex64)  # releases the memory maps
+        self._maps = None

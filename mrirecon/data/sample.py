@@ -89,7 +89,7 @@ class SampleSource:
         self.noise = float(noise)
         self.num_slices = knee_magnitudes().shape[0]
         self.num_coils = self.coils
-        self.shape: tuple[int, int] = tuple(knee_magnitudes().shape[1:])  # type: ignore[assignment]
+        self.shape: tuple[int, int] = tuple(knee_magnitudes().shape[1:])
         self.path = "sample"
         self.has_reference = True
         self.has_rss = False

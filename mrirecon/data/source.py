@@ -295,7 +295,7 @@ class MultiSource:
         self.slices_per_subject = slices_per_subject
         self.path = ",".join(str(s.path) for s in sources)
         self.num_slices = sum(len(s) for s in sources)
-        self.num_coils, self.shape = first.num_coils, tuple(first.shape)
+        self.num_coils, self.shape = first.num_coils, (int(first.shape[0]), int(first.shape[1]))
         self.has_reference = first.has_reference
         self.has_rss = all(s.has_rss for s in sources)
         self.recon_size = first.recon_size

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from mrirecon.nets import register_net
+
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]  # torch.nn.Conv2d's padding modes
 
 
 class ResBlock(nn.Module):
@@ -76,7 +80,7 @@ class ProjectionBlock(nn.Module):
         batch_norm: bool,
         dropout: float,
         bias: bool,
-        padding_mode: str,
+        padding_mode: PaddingMode,
     ) -> None:
         super().__init__()
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1, bias=bias)
@@ -119,7 +123,7 @@ class DeepInPyResNet(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.0,
         bias: bool = False,
-        padding_mode: str = "reflect",
+        padding_mode: PaddingMode = "reflect",
     ) -> None:
         super().__init__()
         if num_blocks < 1:

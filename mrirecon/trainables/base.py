@@ -35,8 +35,14 @@ class Trainable(Protocol):
     train_only: ClassVar[tuple[str, ...]]
     # model names (conf/model/*.yaml `name`) the family builds itself, not from mrirecon.nets
     own_models: ClassVar[tuple[str, ...]]
-    select: str  # the validation metric that picks best.pt (smaller is better; may depend on the settings)
-    module: nn.Module
+
+    @property
+    def select(self) -> str:
+        """The validation metric that picks best.pt (smaller is better; may depend on the settings)."""
+
+    @property
+    def module(self) -> nn.Module:
+        """The weights that are optimised and checkpointed."""
 
     @classmethod
     def trains(cls, method: str, model: str) -> bool:
@@ -106,8 +112,8 @@ class Trainable(Protocol):
         config to record in the run's summary."""
 
 
-T = TypeVar("T", bound=type)
-TRAINABLES: Registry[type] = Registry("trainable family", "mrirecon.trainables")
+T = TypeVar("T", bound="type[Trainable]")
+TRAINABLES: Registry[type[Trainable]] = Registry("trainable family", "mrirecon.trainables")
 
 
 def register_trainable(cls: T) -> T:
@@ -116,7 +122,7 @@ def register_trainable(cls: T) -> T:
     return cls
 
 
-def family_for(method: str, model: str) -> type | None:
+def family_for(method: str, model: str) -> type[Trainable] | None:
     """The family that `mrirecon train method=<method> model=<model>` trains, or None."""
     for family in TRAINABLES.values():
         if family.trains(method, model):

@@ -5,7 +5,7 @@ is the whole method (its network's config inside the method's)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class DirectTrainable(ReconstructorFamily):
             training batch; validation never augments.
     """
 
-    kind = KIND
+    kind: ClassVar[str] = KIND
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ validation in bits/dim; reconstruct uses it through method=flow_l1|flow_logprob|
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -51,10 +51,10 @@ class FlowTrainable:
         sample_temperature: temperature of the samples shown in TensorBoard.
     """
 
-    kind = KIND
+    kind: ClassVar[str] = KIND
     select = "val_bpd"
-    train_only = (TRAIN_METHOD,)
-    own_models = ("flow",)  # nets.flow.build_flow
+    train_only: ClassVar[tuple[str, ...]] = (TRAIN_METHOD,)
+    own_models: ClassVar[tuple[str, ...]] = ("flow",)  # nets.flow.build_flow
 
     def __init__(
         self,
@@ -94,7 +94,10 @@ class FlowTrainable:
             )
         flow = configured("model", build_flow, model, (1, *shape))
         return cls(
-            flow, model, int(bits), seed, bool(train.get("flip", False)), float(train.get("sample_temperature", 0.7))
+            flow,
+            model,
+            cast(int, bits),
+            seed,  # check_bits refused None bool(train.get("flip", False)), float(train.get("sample_temperature", 0.7))
         )
 
     @classmethod

@@ -4,7 +4,7 @@ model=<resnet|unet>`; its checkpoint is the whole method (denoiser and learned w
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class UnrolledTrainable(ReconstructorFamily):
     reference needed; the reference metrics are still logged).
     """
 
-    kind = KIND
+    kind: ClassVar[str] = KIND
     module: Unrolled
 
     def __init__(
