@@ -10,7 +10,7 @@ from helpers import tiny_arrays
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.nets import build_net
 from mrirecon.nets.flow import build_flow
-from mrirecon.physics.noise import complex_noise
+from mrirecon.physics.noise import complex_noise, resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 
 SHAPE = (32, 24)
@@ -54,8 +54,9 @@ def method(name: str):
 
 
 def run(m, y: torch.Tensor, op: SenseOperator, noise: torch.Tensor | None) -> torch.Tensor:
+    """m's reconstruction of y with the noise std `noise`, or (None) the one estimated from y."""
     with torch.no_grad():
-        return m.reconstruct(y, op, noise)
+        return m.reconstruct(y, op, resolve_noise_std(y, op.mask) if noise is None else noise)
 
 
 def sub(op: SenseOperator, idx: list[int]) -> SenseOperator:
