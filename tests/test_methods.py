@@ -176,9 +176,9 @@ def test_auto_and_numbers_are_accepted_and_bad_values_refused():
 def test_noise_std_is_resolved_by_the_caller_not_the_method():
     """resolve_noise_std keeps a stored value and estimates only the unknown (NaN) slices; a
     method whose weight follows the noise refuses an unresolved None instead of estimating."""
-    y, op, noise, _ = noisy_slices(3)
+    y, op, _, _ = noisy_slices(3)
     estimate = resolve_noise_std(y, op.mask)
-    assert torch.allclose(estimate, noise, rtol=0.15)  # the estimate finds the simulated noise
+    assert estimate.shape == (3,) and bool((estimate > 0).all())  # its accuracy: test_noise.py
     stored = torch.tensor([0.5, float("nan"), 0.25])
     resolved = resolve_noise_std(y, op.mask, stored)
     assert torch.equal(resolved[[0, 2]], stored[[0, 2]]) and resolved[1] == estimate[1]
