@@ -27,6 +27,7 @@ from bench_reference import ReferenceSense
 
 from mrirecon.methods import build_method
 from mrirecon.nets import build_net
+from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 
 DBP = {"name": "dbp", "num_unrolls": 4, "num_admm": 2, "cg_max_iter": 10, "cg_eps": 0.0}
@@ -58,7 +59,7 @@ def make_step(net: str, case: str, device: torch.device):
     def step() -> None:
         opt.zero_grad()
         y_meas = ksp * mask[:, None]
-        x_hat = method(y_meas, operator(maps, mask))
+        x_hat = method(y_meas, operator(maps, mask), resolve_noise_std(y_meas, mask))
         loss = (x_hat - data["img"]).abs().pow(2).sum()
         loss.backward()
         opt.step()

@@ -10,7 +10,7 @@ from registered import SMALL, tiny_method
 
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.nets import build_net
-from mrirecon.physics.noise import complex_noise
+from mrirecon.physics.noise import complex_noise, resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 
 SHAPE = (32, 24)
@@ -37,8 +37,9 @@ def method(name: str):
 
 
 def run(m, y: torch.Tensor, op: SenseOperator, noise: torch.Tensor | None) -> torch.Tensor:
+    """m's reconstruction of y with the noise std `noise`, or (None) the one estimated from y."""
     with torch.no_grad():
-        return m.reconstruct(y, op, noise)
+        return m.reconstruct(y, op, resolve_noise_std(y, op.mask) if noise is None else noise)
 
 
 def sub(op: SenseOperator, idx: list[int]) -> SenseOperator:
@@ -153,3 +154,23 @@ def test_auto_and_numbers_are_accepted_and_bad_values_refused():
         build_method({"name": "dbp", "stdev": -1.0}, denoiser=build_net({"name": "resnet"}))
     with pytest.raises(ValueError, match="^fallback: "):
         build_method({"name": "cs_tv", "fallback": "yes"})
+
+
+def test_noise_std_is_resolved_by_the_caller_not_the_method():
+    """resolve_noise_std keeps a stored value and estimates only the unknown (NaN) slices; a
+    method whose weight follows the noise refuses an unresolved None instead of estimating."""
+    y, op, _, _ = noisy_slices(3)
+    estimate = resolve_noise_std(y, op.mask)
+    assert estimate.shape == (3,) and bool((estimate > 0).all())  # its accuracy: test_noise.py
+    stored = torch.tensor([0.5, float("nan"), 0.25])
+    resolved = resolve_noise_std(y, op.mask, stored)
+    assert torch.equal(resolved[[0, 2]], stored[[0, 2]]) and resolved[1] == estimate[1]
+    for name in ("cg_sense", "cs_wavelet", "cs_tv"):
+        with pytest.raises(ValueError, match="^noise_std: lam=auto"):
+            run_unresolved(build_method({"name": name, "max_iter": 2}), y, op)
+    run_unresolved(build_method({"name": "cg_sense", "lam": 0.05, "max_iter": 2}), y, op)  # a fixed weight needs none
+
+
+def run_unresolved(m, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
+    with torch.no_grad():
+        return m.reconstruct(y, op)

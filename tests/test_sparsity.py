@@ -10,6 +10,7 @@ from test_physics import crandn, random_operator
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods import build_method
 from mrirecon.metrics import nrmse
+from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.regularizers import (
     WaveletSparsity,
@@ -156,7 +157,7 @@ def test_cs_beats_zero_filled_on_the_sample(sample_dir):
     op = SenseOperator(maps, mask)
     results = {}
     for name in ("zero_filled", "cs_wavelet", "cs_tv"):
-        x = build_method({"name": name}).reconstruct(y, op).numpy()
+        x = build_method({"name": name}).reconstruct(y, op, resolve_noise_std(y, op.mask)).numpy()
         results[name] = np.mean([nrmse(x[k], s.img) for k, s in enumerate(slices)])
     assert results["cs_wavelet"] < 0.7 * results["zero_filled"], results
     assert results["cs_tv"] < 0.7 * results["zero_filled"], results
@@ -167,6 +168,7 @@ def test_cs_beats_zero_filled_on_the_sample(sample_dir):
 def test_cs_on_cuda_matches_cpu(problem, name):
     op, _, y = problem
     m = build_method({"name": name, "max_iter": 20, "tol": 0.0, **({"levels": 2} if name == "cs_wavelet" else {})})
-    cpu = m.reconstruct(y, op)
+    cpu = m.reconstruct(y, op, resolve_noise_std(y, op.mask))
     gpu_op = SenseOperator(op.maps.cuda(), op.mask[:, 0].cuda())
-    assert torch.allclose(m.reconstruct(y.cuda(), gpu_op).cpu(), cpu, atol=1e-4)
+    gpu = m.reconstruct(y.cuda(), gpu_op, resolve_noise_std(y.cuda(), gpu_op.mask))
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-4)

@@ -232,13 +232,27 @@ def augment(
     if not (random_masks or flip or random_phase):
         return batch
     out = dict(batch)
-    b, (x, y) = batch["ksp"].shape[0], batch["ksp"].shape[-2:]
-    if random_masks:  # draws slice by slice, in a fixed order
-        mask_np = batch["mask"].detach().cpu().numpy()
-        masks = [random_mask_like(mask_np[k], generator) for k in range(b)]
-        out["mask"] = torch.from_numpy(np.stack(masks)).to(dtype=batch["mask"].dtype, device=batch["mask"].device)
+    if random_masks:
+        out["mask"] = _random_masks(batch["mask"], generator)
     if not (flip or random_phase):
         return out
+    return _flip_and_rotate(out, generator, flip, random_phase, measured_only)
+
+
+def _random_masks(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A new random mask (B, X, Y) per slice like `mask`'s (`random_mask_like`), drawn slice by
+    slice in a fixed order."""
+    mask_np = mask.detach().cpu().numpy()
+    masks = [random_mask_like(mask_np[k], generator) for k in range(mask.shape[0])]
+    return torch.from_numpy(np.stack(masks)).to(dtype=mask.dtype, device=mask.device)
+
+
+def _flip_and_rotate(
+    batch: dict[str, torch.Tensor], generator: torch.Generator, flip: bool, random_phase: bool, measured_only: bool
+) -> dict[str, torch.Tensor]:
+    """`augment`'s flips and phases, slice by slice: the flips of all slices are drawn first,
+    then their phases (a constant with `measured_only`, else a smooth field)."""
+    b, (x, y) = batch["ksp"].shape[0], batch["ksp"].shape[-2:]
     flips = (torch.rand(b, 2, generator=generator) < 0.5).tolist() if flip else [[False, False]] * b
     phases: list[torch.Tensor | None] = [None] * b
     if random_phase:
@@ -246,13 +260,13 @@ def augment(
             _uniform(generator, -math.pi, math.pi)[0] if measured_only else smooth_phase((x, y), generator)
             for _ in range(b)
         ]
-    keys = [key for key in PER_SLICE if key in out]
+    keys = [key for key in PER_SLICE if key in batch]
     slices = []
     for k in range(b):
-        item = _flip_slice({key: out[key][k] for key in keys}, [d for d, on in zip((-1, -2), flips[k]) if on])
+        item = _flip_slice({key: batch[key][k] for key in keys}, [d for d, on in zip((-1, -2), flips[k]) if on])
         phase = phases[k]
         slices.append(item if phase is None else _rotate_slice(item, phase))
-    return {**out, **{key: torch.stack([s[key] for s in slices]) for key in keys}}
+    return {**batch, **{key: torch.stack([s[key] for s in slices]) for key in keys}}
 
 
 def augmentations_for(train: Mapping[str, Any], bits: int | None) -> dict[str, bool]:

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import torch
 
 from mrirecon.arguments import check_arguments
-from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.registry import Registry
 
@@ -48,21 +47,24 @@ class Method:
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         """y (B, C, X, Y) masked centred k-space -> x_hat (B, X, Y) complex.
 
-        noise_std (B,) is the noise standard deviation per k-space sample of each slice (as
-        stored by preprocess); None or NaN entries are estimated from y (`noise_of`).
+        noise_std (B,) is the noise standard deviation per k-space sample of each slice, already
+        resolved (finite, in y's units, on y's device): methods use it and never estimate it.
+        A caller that has only y resolves it with `physics.noise.resolve_noise_std(y, op.mask)`
+        (the stored value where known, else the estimate), as reconstruct and training do.
+        None: unknown, for settings that do not use it; a setting that does (e.g. lam: auto)
+        refuses None (`known_noise_std`).
         """
         raise NotImplementedError
 
 
-def noise_of(y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
-    """The noise std (B,) of each slice of y (B, C, X, Y): the given value, or where it is None
-    or NaN, the estimate from the measured samples (physics.noise.estimate_noise_std)."""
-    if noise_std is not None:
-        given = torch.as_tensor(noise_std, dtype=y.real.dtype, device=y.device).reshape(-1).expand(y.shape[0])
-        if not bool(given.isnan().any()):
-            return given
-    estimate = estimate_noise_std(y, op.mask[:, 0].expand(y.shape[0], *y.shape[-2:])).to(y.real.dtype)
-    return estimate if noise_std is None else torch.where(given.isnan(), estimate, given)
+def known_noise_std(noise_std: torch.Tensor | None, needed_by: str) -> torch.Tensor:
+    """noise_std (B,) itself; a ValueError naming `needed_by` (the setting that uses it) when None."""
+    if noise_std is None:
+        raise ValueError(
+            f"noise_std: {needed_by} needs the noise std (B,) of the data; "
+            "resolve it with mrirecon.physics.noise.resolve_noise_std(y, op.mask)"
+        )
+    return noise_std
 
 
 def data_scale(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:

@@ -12,7 +12,7 @@ from mrirecon.methods.base import (
     check_bool,
     check_nonnegative,
     check_positive_int,
-    noise_of,
+    known_noise_std,
     register,
 )
 from mrirecon.physics.sense import SenseOperator
@@ -85,7 +85,7 @@ class CGSense(Method):
         aty = op.adjoint(y)
         lam: torch.Tensor | float
         if self.lam == AUTO:
-            sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
+            sigma, rules = known_noise_std(noise_std, "lam=auto"), [NOISE] * y.shape[0]
             if self.fallback:
                 sigma, rules = effective_noise_std(y, op, sigma, aty)
             lam = self.discrepancy_lam(y, op, aty, sigma)

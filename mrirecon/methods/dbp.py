@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mrirecon.methods.base import AUTO, auto_or_nonnegative, check_positive_int, register
+from mrirecon.methods.base import AUTO, auto_or_nonnegative, check_positive_int, known_noise_std, register
 from mrirecon.methods.unrolled import Unrolled
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.solvers.cg import conjugate_gradient
@@ -43,11 +43,11 @@ class DeepBasisPursuit(Unrolled):
             noise_std = torch.full((y.shape[0],), self.stdev, device=y.device)
         return super().reconstruct(y, op, noise_std)
 
-    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor) -> torch.Tensor:
+    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
         lam = self.l2lam
         coils = y.shape[1]
         samples = op.mask.flatten(1).sum(1).expand(y.shape[0])
-        eps = (coils * samples).sqrt() * noise_std
+        eps = (coils * samples).sqrt() * known_noise_std(noise_std, "stdev=auto")
 
         def body(x: torch.Tensor, z: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
             r = self.denoise(x)

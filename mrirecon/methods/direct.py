@@ -60,7 +60,7 @@ class Direct(nn.Module, Method):
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         scale = data_scale(y, op)
         view = (-1,) + (1,) * (y.ndim - 1)
-        sigma = None if noise_std is None else torch.as_tensor(noise_std, device=y.device).reshape(-1) / scale
+        sigma = None if noise_std is None else noise_std / scale
         x = self.map(y / scale.reshape(view).to(y.dtype), op, sigma)
         return x * scale.reshape(view[:-1]).to(x.dtype)
 

@@ -22,7 +22,7 @@ import logging
 
 import torch
 
-from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, noise_of, register
+from mrirecon.methods.base import Method, check_nonnegative, check_positive_int, data_scale, known_noise_std, register
 from mrirecon.nets.flow import ImageFlow, from_flow_space, to_flow_space
 from mrirecon.physics.sense import SenseOperator
 
@@ -117,7 +117,7 @@ class FlowPrior(Method):
             _c, h, w = self.flow.shape
             raise ValueError(f"y: the flow was trained on {h}x{w} images, the data are {shape[0]}x{shape[1]}")
         scale = data_scale(y, op)
-        sigma = noise_of(y, op, noise_std) / scale
+        sigma = known_noise_std(noise_std, self.name) / scale
         x = self.solve(y / scale.reshape(-1, 1, 1, 1).to(y.dtype), op, sigma)
         return x * scale.reshape(-1, 1, 1).to(x.dtype)
 

@@ -14,7 +14,7 @@ from mrirecon.solvers.cg import conjugate_gradient
 class MoDL(Unrolled):
     """x0 = A^H y; each unroll: r = D(x), x = CG solve of (A^H A + l2lam I) x = A^H y + l2lam r."""
 
-    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor) -> torch.Tensor:
+    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
         lam = self.l2lam
         aty = op.adjoint(y)
 

@@ -29,7 +29,7 @@ from mrirecon.methods.base import (
     check_nonnegative,
     check_positive_int,
     data_scale,
-    noise_of,
+    known_noise_std,
     register,
 )
 from mrirecon.physics.sense import SenseOperator
@@ -61,7 +61,7 @@ def weights(
     if lam != AUTO:
         method.chosen = {"lam": torch.full_like(scale, float(lam))}
         return float(lam) * scale
-    sigma, rules = noise_of(y, op, noise_std), [NOISE] * y.shape[0]
+    sigma, rules = known_noise_std(noise_std, "lam=auto"), [NOISE] * y.shape[0]
     if fallback:
         sigma, rules = effective_noise_std(y, op, sigma)
     w = method.kappa * sigma

@@ -21,10 +21,9 @@ from mrirecon.methods.base import (
     check_positive_int,
     data_scale,
     from_channels,
-    noise_of,
     to_channels,
 )
-from mrirecon.physics.noise import complex_noise
+from mrirecon.physics.noise import complex_noise, resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 
 
@@ -89,13 +88,13 @@ class Unrolled(nn.Module, Method):
             return checkpoint(body, *state, use_reentrant=False)
         return body(*state)
 
-    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor) -> torch.Tensor:
+    def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
         """The unrolled iterations on normalised data y (B, C, X, Y) with noise std (B,) -> x (B, X, Y)."""
         raise NotImplementedError
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         scale = data_scale(y, op)
-        sigma = noise_of(y, op, noise_std) / scale
+        sigma = None if noise_std is None else noise_std / scale
         view = (-1,) + (1,) * (y.ndim - 1)
         return self.unroll(y / scale.reshape(view).to(y.dtype), op, sigma) * scale.reshape(view[:-1]).to(y.dtype)
 
@@ -141,7 +140,7 @@ def training_loss(
 
     Args:
         batch: 'ksp' (B, C, X, Y) fully sampled (with the data's own noise), 'maps'
-            (B, C, X, Y), 'mask' (B, X, Y), 'noise_std' (B,) (NaN: estimated) and, for
+            (B, C, X, Y), 'mask' (B, X, Y), 'noise_std' (B,) (NaN: estimated from the network's input) and, for
             supervised training, 'img' (B, X, Y).
         generator: CPU generator for the noise and the split (seeded per step).
         stdev: extra complex k-space noise added before masking (augmentation); the method
@@ -159,7 +158,7 @@ def training_loss(
     )
     y_in, op_in = ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask)
     weight = data_scale(y_in, op_in).pow(-2)
-    x_hat = method(y_in, op_in, noise_std)
+    x_hat = method(y_in, op_in, resolve_noise_std(y_in, input_mask, noise_std))
     if supervised:
         error = (x_hat - batch["img"]).abs().pow(2).flatten(1).sum(1)
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -59,6 +59,75 @@ class GlobalActNorm(transforms.ActNorm):
             self.initialized.data = torch.tensor(True, dtype=torch.bool, device=self.initialized.device)
 
 
+def _checked_shape(
+    shape: tuple[int, int, int],
+    levels: int,
+    steps: int,
+    hidden_channels: int,
+    num_blocks: int,
+    bins: int,
+    tail_bound: float,
+) -> tuple[int, int, int]:
+    """`ImageFlow`'s shape (C, H, W) as ints, after checking its arguments (ValueError naming the first bad one)."""
+    for key, value in (
+        ("levels", levels),
+        ("steps", steps),
+        ("hidden_channels", hidden_channels),
+        ("num_blocks", num_blocks),
+        ("bins", bins),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key}: {value!r} must be an integer >= 1")
+    if not float(tail_bound) > 0:
+        raise ValueError(f"tail_bound: {tail_bound!r} must be > 0")
+    c, h, w = (int(s) for s in shape)
+    if h % 2**levels or w % 2**levels:
+        raise ValueError(f"levels: {levels} levels need image sides divisible by {2**levels}, the images are {h}x{w}")
+    return c, h, w
+
+
+def _flow_step(
+    channels: int, conditioner: Callable[[int, int], nn.Module], bins: int, tail_bound: float
+) -> transforms.Transform:
+    """ActNorm, 1x1 convolution and a rational-quadratic spline coupling on `channels` channels."""
+    coupling = transforms.PiecewiseRationalQuadraticCouplingTransform(
+        mask=create_mid_split_binary_mask(channels),
+        transform_net_create_fn=conditioner,
+        num_bins=bins,
+        tails="linear",
+        tail_bound=tail_bound,
+    )
+    return transforms.CompositeTransform([GlobalActNorm(channels), transforms.OneByOneConvolution(channels), coupling])
+
+
+def _multiscale(
+    shape: tuple[int, int, int],
+    levels: int,
+    steps: int,
+    conditioner: Callable[[int, int], nn.Module],
+    bins: int,
+    tail_bound: float,
+) -> transforms.MultiscaleCompositeTransform:
+    """The multi-scale transform of images `shape`: per level a squeeze, `steps` flow steps and
+    a 1x1 convolution, then half of the channels leave (factored out)."""
+    c, h, w = shape
+    multiscale = transforms.MultiscaleCompositeTransform(num_transforms=levels)
+    for _ in range(levels):
+        squeeze = transforms.SqueezeTransform()
+        c, h, w = squeeze.get_output_shape(c, h, w)
+        level = transforms.CompositeTransform(
+            [
+                squeeze,
+                *(_flow_step(c, conditioner, bins, tail_bound) for _ in range(steps)),
+                transforms.OneByOneConvolution(c),
+            ]
+        )
+        hidden = multiscale.add_transform(level, (c, h, w))
+        if hidden:
+            c, h, w = hidden
+    return multiscale
+
+
 class ImageFlow(nn.Module):
     """Neural spline flow over images of a fixed size.
 
@@ -87,23 +156,7 @@ class ImageFlow(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        for key, value in (
-            ("levels", levels),
-            ("steps", steps),
-            ("hidden_channels", hidden_channels),
-            ("num_blocks", num_blocks),
-            ("bins", bins),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}: {value!r} must be an integer >= 1")
-        if not float(tail_bound) > 0:
-            raise ValueError(f"tail_bound: {tail_bound!r} must be > 0")
-        c, h, w = (int(s) for s in shape)
-        if h % 2**levels or w % 2**levels:
-            raise ValueError(
-                f"levels: {levels} levels need image sides divisible by {2**levels}, the images are {h}x{w}"
-            )
-        self.shape = (c, h, w)
+        self.shape = _checked_shape(shape, levels, steps, hidden_channels, num_blocks, bins, tail_bound)
 
         def conditioner(in_channels: int, out_channels: int) -> nn.Module:
             return ConvResidualNet(
@@ -115,28 +168,7 @@ class ImageFlow(nn.Module):
                 use_batch_norm=bool(batch_norm),
             )
 
-        def step(channels: int) -> transforms.Transform:
-            coupling = transforms.PiecewiseRationalQuadraticCouplingTransform(
-                mask=create_mid_split_binary_mask(channels),
-                transform_net_create_fn=conditioner,
-                num_bins=bins,
-                tails="linear",
-                tail_bound=float(tail_bound),
-            )
-            return transforms.CompositeTransform(
-                [GlobalActNorm(channels), transforms.OneByOneConvolution(channels), coupling]
-            )
-
-        multiscale = transforms.MultiscaleCompositeTransform(num_transforms=levels)
-        for _ in range(levels):
-            squeeze = transforms.SqueezeTransform()
-            c, h, w = squeeze.get_output_shape(c, h, w)
-            level = transforms.CompositeTransform(
-                [squeeze, *(step(c) for _ in range(steps)), transforms.OneByOneConvolution(c)]
-            )
-            hidden = multiscale.add_transform(level, (c, h, w))
-            if hidden:
-                c, h, w = hidden
+        multiscale = _multiscale(self.shape, levels, steps, conditioner, bins, float(tail_bound))
         self.dim = math.prod(self.shape)
         self.flow = flows.Flow(multiscale, distributions.StandardNormal([self.dim]))
 

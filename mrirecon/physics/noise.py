@@ -11,6 +11,10 @@ almost no signal on real scans (the signal of an image falls off as 1/|k|^2 or f
 noise is white), and there |y_c|^2 / sigma_c^2 follows an exponential law whose median is
 ln 2. The median makes it robust to the few samples that still carry edge signal. Checked
 against the corners of a fully sampled real scan (tests and scripts/bench_real.py).
+
+`resolve_noise_std` is the one place where a slice's noise level is decided: the stored value
+where there is one, else this estimate. Reconstruct and the training families call it once per
+batch; the methods receive its result and never estimate.
 """
 
 from __future__ import annotations
@@ -72,6 +76,29 @@ def estimate_noise_std(
         per_coil = power.flatten(1)[:, outermost].median(dim=1).values / math.log(2)
         out[b] = per_coil.mean().sqrt()
     return out[0] if unbatched else out
+
+
+def resolve_noise_std(y: torch.Tensor, mask: torch.Tensor, noise_std: torch.Tensor | None = None) -> torch.Tensor:
+    """The noise std per k-space sample (B,) of each slice of measured k-space y (B, C, X, Y):
+    `noise_std` where it is given and not NaN (e.g. as stored by preprocess), else
+    `estimate_noise_std` of the slice's measured samples. What every method's `noise_std` is.
+
+    Args:
+        y: measured k-space (B, C, X, Y), complex, zeros off the mask.
+        mask: sampling pattern (X, Y), (B, X, Y) or a SenseOperator's (B, 1, X, Y) `mask`.
+        noise_std: None (estimate every slice), or a number or (B,) tensor, NaN where unknown.
+
+    Returns:
+        (B,) in y's real dtype, on y's device.
+    """
+    batch, shape = y.shape[0], tuple(y.shape[-2:])
+    given = None
+    if noise_std is not None:
+        given = torch.as_tensor(noise_std, dtype=y.real.dtype, device=y.device).reshape(-1).expand(batch)
+        if not bool(given.isnan().any()):
+            return given
+    estimate = estimate_noise_std(y, mask.reshape(-1, *shape).expand(batch, *shape)).to(y.real.dtype)
+    return estimate if given is None else torch.where(given.isnan(), estimate, given)
 
 
 def complex_noise(

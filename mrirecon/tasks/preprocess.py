@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -226,18 +227,31 @@ def compression_of(cfg: DictConfig) -> str | int | None:
     raise UserError(f"data.compression: {value!r} must be null, gzip, lzf or a gzip level 0-9")
 
 
-def run(cfg: DictConfig) -> Path:
-    """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What each source slice becomes: data.bits, data.scale and data.noise (checked), with the
+    run's seed for the noise of slice i (a generator per slice: the result does not depend on
+    which slices are processed before it)."""
 
-    Memory holds one slice at a time. Splits are made of whole subjects (or kept from the
-    source, checked); every slice's noise is estimated and stored. Returns the written path.
-    """
+    bits: int | None
+    scale: float
+    noise: str | float
+    seed: int
+
+    def make(self, source_slice: Slice, i: int) -> Slice:
+        """Slice i of the variant (`process`)."""
+        return process(source_slice, self.bits, self.scale, self.noise, np.random.default_rng((self.seed, i)))
+
+
+def variant_options(cfg: DictConfig) -> Variant:
+    """data.bits, data.scale, data.noise and seed, checked."""
     bits, scale = variant_of(cfg)
-    noise = noise_level(cfg)
-    h5_filter = compression_of(cfg)
-    out = Path(str(cfg.data.path))
-    spec = source_spec(cfg)
-    files = source_files(spec)  # none for a named source (the sample)
+    return Variant(bits, scale, noise_level(cfg), int(cfg.seed))
+
+
+def check_output_path(cfg: DictConfig, out: Path, files: list[str]) -> None:
+    """Refuse a data.path that is a source file, a folder, or a file mrirecon did not write
+    (unless overwrite=true)."""
     if any(Path(p).resolve() == out.resolve() for p in files):
         raise UserError(f"data.path: {out} is the source file itself; choose another output path")
     if out.is_dir():
@@ -247,19 +261,22 @@ def run(cfg: DictConfig) -> Path:
             f"data.path: {out} exists and was not written by mrirecon (no mrirecon provenance attributes): "
             "choose another data.path, or overwrite=true to replace it"
         )
-    source = open_source(cfg)
-    has_reference = source.has_reference
-    if not has_reference and (bits is not None or scale != 1):
+
+
+def check_variant(cfg: DictConfig, source: Any, variant: Variant) -> None:
+    """Raw undersampled k-space (no reference image) can only be kept as acquired (data=full)."""
+    if not source.has_reference and (variant.bits is not None or variant.scale != 1):
         raise UserError(
             f"data={cfg.data.name}: {source.path} has no reference image (raw undersampled k-space), so only "
             "data=full (k-space kept as acquired) can be made from it"
         )
-    shape, crop = output_geometry(cfg, source, scale)
-    subjects, splits = subjects_and_splits(cfg, source)
-    seed = int(cfg.seed)
-    noise_scans, prewhitened = check_prewhitening(cfg, source)
-    compression = coil_compression(cfg, source, subjects)
-    num_coils = source.num_coils if compression is None else compression.coils
+
+
+def slice_reader(
+    cfg: DictConfig, source: Any, compression: CoilCompression | None, subjects: np.ndarray
+) -> Callable[[int], Slice]:
+    """read(i): source slice i (coil-compressed when asked), with a mask error named by its
+    config key and a warning when its coil maps are all zero."""
 
     def read(i: int) -> Slice:
         try:
@@ -276,17 +293,29 @@ def run(cfg: DictConfig) -> Path:
             )
         return s if compression is None else compression.apply(s, int(subjects[i]))
 
-    first = process(read(0), bits, scale, noise, np.random.default_rng((seed, 0)))
-    source_id = ",".join(str(Path(p).resolve()) for p in files) if files else str(spec)
+    return read
+
+
+def attributes_of(
+    cfg: DictConfig,
+    source: Any,
+    files: list[str],
+    variant: Variant,
+    splits: dict[str, np.ndarray],
+    noise_scans: bool,
+    prewhitened: bool,
+) -> dict[str, Any]:
+    """The written file's attributes: its source, variant, noise definition, splits and provenance."""
+    spec = source_spec(cfg)
     attrs = {
         "source": spec if isinstance(spec, str) else ",".join(spec),
-        "source_id": source_id,
+        "source_id": ",".join(str(Path(p).resolve()) for p in files) if files else str(spec),
         "variant": str(cfg.data.name),
-        "bits": -1 if bits is None else bits,
-        "scale": scale,
+        "bits": -1 if variant.bits is None else variant.bits,
+        "scale": variant.scale,
         "transpose": bool(cfg.data.transpose),
-        "has_reference": bool(has_reference),
-        "noise": str(noise),
+        "has_reference": bool(source.has_reference),
+        "noise": str(variant.noise),
         "noise_std_definition": NOISE_STD_SCANS if noise_scans else NOISE_STD,
         "prewhitened": int(prewhitened),
         "coil_compression": "none",
@@ -295,29 +324,58 @@ def run(cfg: DictConfig) -> Path:
         **{f"split_{name}": splits[name] for name in SPLITS},
         **{f"source_{k}": v for k, v in source.attrs.items() if isinstance(v, (str, int, float))},
     }
+    return attrs
+
+
+def write_slices(
+    writer: DeepInPyWriter,
+    slices: Iterable[Slice],
+    count: int,
+    label: str,
+    final_attrs: Callable[[], dict[str, Any]] | None = None,
+) -> list[float]:
+    """Fill `writer` (not yet entered) with the `count` slices, one at a time (then the
+    attributes `final_attrs()` known only after the last); returns their noise std."""
     stds = []
-    with (
-        DeepInPyWriter(
-            out,
-            len(source),
-            num_coils,
-            shape,
-            attrs,
-            h5_filter,
-            subjects,
-            rss=source.has_rss,
-            recon_size=crop,
-        ) as writer,
-        Progress(transient=True) as progress,
-    ):
-        bar = progress.add_task(f"preprocess {cfg.data.name}", total=len(source))
-        for i in range(len(source)):
-            s = first if i == 0 else process(read(i), bits, scale, noise, np.random.default_rng((seed, i)))
+    with writer, Progress(transient=True) as progress:
+        bar = progress.add_task(label, total=count)
+        for i, s in enumerate(slices):
             writer.write(i, s)
             stds.append(s.noise_std)
             progress.advance(bar)
-        if compression is not None:
-            writer.update_attrs(compression.attrs(source.num_coils))
+        if final_attrs is not None:
+            writer.update_attrs(final_attrs())
+    return stds
+
+
+def run(cfg: DictConfig) -> Path:
+    """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
+
+    Memory holds one slice at a time. Splits are made of whole subjects (or kept from the
+    source, checked); every slice's noise is estimated and stored. Returns the written path.
+    """
+    variant = variant_options(cfg)
+    h5_filter = compression_of(cfg)
+    out = Path(str(cfg.data.path))
+    spec = source_spec(cfg)
+    files = source_files(spec)  # none for a named source (the sample)
+    check_output_path(cfg, out, files)
+    source = open_source(cfg)
+    check_variant(cfg, source, variant)
+    shape, crop = output_geometry(cfg, source, variant.scale)
+    subjects, splits = subjects_and_splits(cfg, source)
+    noise_scans, prewhitened = check_prewhitening(cfg, source)
+    compression = coil_compression(cfg, source, subjects)
+    num_coils = source.num_coils if compression is None else compression.coils
+    read = slice_reader(cfg, source, compression, subjects)
+    first = variant.make(read(0), 0)
+    attrs = attributes_of(cfg, source, files, variant, splits, noise_scans, prewhitened)
+    writer = DeepInPyWriter(
+        out, len(source), num_coils, shape, attrs, h5_filter, subjects, rss=source.has_rss, recon_size=crop
+    )
+    slices = (first if i == 0 else variant.make(read(i), i) for i in range(len(source)))
+    final_attrs = None if compression is None else lambda: compression.attrs(source.num_coils)
+    stds = write_slices(writer, slices, len(source), f"preprocess {cfg.data.name}", final_attrs)
     source.close()
     log.info(
         "wrote %s: %d slices of %d subjects, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d "
@@ -327,8 +385,8 @@ def run(cfg: DictConfig) -> Path:
         len(np.unique(subjects)),
         num_coils,
         *first.img.shape,
-        bits,
-        scale,
+        variant.bits,
+        variant.scale,
         *(len(splits[s]) for s in SPLITS),
         float(np.median(stds)),
     )

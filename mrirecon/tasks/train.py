@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,34 +60,35 @@ def _check_file_bits(data: DeepInPyFile, bits: int | None) -> None:
         raise UserError(f"data.path: {data.path} holds {held}, but data.bits is {bits}")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train the family of `method` and `model` on `data.path`; write checkpoints/ (the family's
-    own config and entries, split indices, training subjects), tensorboard/ and metrics.csv
-    (validation per epoch) into the run dir. Returns the final loop state."""
-    family = _family(cfg)
-    bits, _ = variant_of(cfg)
-    configured("data", family.check_bits, bits)
-    out, device = training_setup(cfg)
-    settings = settings_of(cfg)
+def optimizer_of(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], float]:
+    """The optimizer class of train.optimizer and the learning rate train.lr, checked."""
     lr = positive("train.lr", cfg.train.lr)
     optimizer_name = str(cfg.train.optimizer)
     if optimizer_name not in OPTIMIZERS:
         raise UserError(f"train.optimizer: '{optimizer_name}' is not one of {', '.join(OPTIMIZERS)}")
-    resume = resume_path(cfg, out)
-    check_run_dir(cfg, out, resume)
-    data = open_processed(cfg)
-    _check_file_bits(data, bits)
+    return OPTIMIZERS[optimizer_name], lr
+
+
+def stored_splits(data: DeepInPyFile) -> dict[str, Any]:
+    """The file's split indices, refused when absent or when train or val is empty."""
     splits = data.splits()
     if splits is None:
         raise UserError(
             f"{data.path}: no split indices stored; training uses the train split only (run 'mrirecon preprocess')"
         )
-    train_idx, val_idx = splits["train"], splits["val"]
-    if len(train_idx) == 0 or len(val_idx) == 0:
+    if len(splits["train"]) == 0 or len(splits["val"]) == 0:
         raise UserError(
-            f"{data.path}: the train and val splits must not be empty ({len(train_idx)} / {len(val_idx)} slices)"
+            f"{data.path}: the train and val splits must not be empty "
+            f"({len(splits['train'])} / {len(splits['val'])} slices)"
         )
-    torch.manual_seed(settings.seed)  # the same initial weights for the same seed
+    return splits
+
+
+def trainable_of(
+    cfg: DictConfig, family: type, data: DeepInPyFile, bits: int | None, seed: int, device: torch.device
+) -> Any:
+    """The family's trainable built from method, model and train (initial weights from `seed`), on `device`."""
+    torch.manual_seed(seed)  # the same initial weights for the same seed
     method, model = plain(cfg.method), plain(cfg.model)
     for section in (method, model):
         section.pop("train_defaults", None)  # read by the train.* keys (conf/train.yaml), not an argument
@@ -96,19 +98,59 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         plain(cfg.train),
         shape=tuple(data.shape),
         bits=bits,
-        seed=settings.seed,
+        seed=seed,
         amp=bool(cfg.hardware.amp),
     )
     trainable.module.to(device)
-    optimizer = OPTIMIZERS[optimizer_name](trainable.module.parameters(), lr=lr)
-    parameters = sum(p.numel() for p in trainable.module.parameters())
-    hooks = standard_callbacks(ddp.is_main(), settings.max_minutes, trainable.scalars)
-    if ddp.is_main():  # what this run trains, for evaluate's training curves
-        hooks.append(
-            RunInfo(
-                out / "training.json", {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters}
-            )
+    return trainable
+
+
+def callbacks_of(out: Path, trainable: Any, family: type, max_minutes: float | None, parameters: int) -> list[Any]:
+    """The standard callbacks and, on the main process, training.json (what this run trains,
+    for evaluate's training curves)."""
+    hooks = standard_callbacks(ddp.is_main(), max_minutes, trainable.scalars)
+    if ddp.is_main():
+        info = {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters}
+        hooks.append(RunInfo(out / "training.json", info))
+    return hooks
+
+
+def log_outcome(state: dict[str, Any], select: str, out: Path) -> None:
+    """The last epoch's validation and the best value; a warning when no epoch finished."""
+    if state["history"]:
+        last = state["history"][-1]
+        val = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_"))
+        log.info(
+            "done: epoch %d, %s (best %s %.4f); checkpoints in %s",
+            last["epoch"],
+            val,
+            select,
+            state["best"],
+            out / "checkpoints",
         )
+    if not math.isfinite(state["best"]):
+        log.warning("no epoch finished: best.pt was not written (raise train.max_minutes)")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train the family of `method` and `model` on `data.path`; write checkpoints/ (the family's
+    own config and entries, split indices, training subjects), tensorboard/ and metrics.csv
+    (validation per epoch) into the run dir. Returns the final loop state."""
+    family = _family(cfg)
+    bits, _ = variant_of(cfg)
+    configured("data", family.check_bits, bits)
+    out, device = training_setup(cfg)
+    settings = settings_of(cfg)
+    optimizer_class, lr = optimizer_of(cfg)
+    resume = resume_path(cfg, out)
+    check_run_dir(cfg, out, resume)
+    data = open_processed(cfg)
+    _check_file_bits(data, bits)
+    splits = stored_splits(data)
+    train_idx, val_idx = splits["train"], splits["val"]
+    trainable = trainable_of(cfg, family, data, bits, settings.seed, device)
+    optimizer = optimizer_class(trainable.module.parameters(), lr=lr)
+    parameters = sum(p.numel() for p in trainable.module.parameters())
     trainer = Trainer(
         trainable=trainable,
         optimizer=optimizer,
@@ -119,7 +161,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config=plain(cfg),
         settings=settings,
         device=device,
-        callbacks=hooks,
+        callbacks=callbacks_of(out, trainable, family, settings.max_minutes, parameters),
         extra={
             "splits": {s: v.tolist() for s, v in splits.items()},
             **training_data(data, train_idx),
@@ -138,17 +180,5 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if ddp.is_main():
         clear_run_dir(cfg, out, resume)
     state = trainer.fit(resume)
-    if state["history"]:
-        last = state["history"][-1]
-        val = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k.startswith("val_"))
-        log.info(
-            "done: epoch %d, %s (best %s %.4f); checkpoints in %s",
-            last["epoch"],
-            val,
-            trainable.select,
-            state["best"],
-            out / "checkpoints",
-        )
-    if not math.isfinite(state["best"]):
-        log.warning("no epoch finished: best.pt was not written (raise train.max_minutes)")
+    log_outcome(state, trainable.select, out)
     return state

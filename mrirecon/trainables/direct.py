@@ -18,6 +18,7 @@ from mrirecon.errors import configured
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.base import data_scale
 from mrirecon.methods.direct import Direct
+from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.trainables.base import FORMAT, register_trainable
 from mrirecon.trainables.reconstructors import ReconstructorFamily
@@ -108,7 +109,7 @@ class DirectTrainable(ReconstructorFamily):
         batch = augment(batch, generator, **self.augmentations)
         op = SenseOperator(batch["maps"], batch["mask"])
         y = batch["ksp"] * batch["mask"].unsqueeze(1)
-        x_hat = self.module(y, op, batch["noise_std"])
+        x_hat = self.module(y, op, resolve_noise_std(y, batch["mask"], batch["noise_std"]))
         return self.module.training_error(x_hat, batch["img"], data_scale(y, op)).mean()
 
     def scalars(self) -> dict[str, float]:

@@ -14,6 +14,7 @@ from torch import nn
 from mrirecon import metrics
 from mrirecon.data.transforms import center_crop
 from mrirecon.methods.unrolled import split_mask
+from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.schedules import step_schedule
 from mrirecon.streams import VALIDATION, generator
@@ -23,10 +24,11 @@ VAL_HOLDOUT = 0.4  # held-out fraction of the unsupervised validation when train
 
 
 def reconstruct_batch(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[np.ndarray, SenseOperator]:
-    """module(y, op, noise_std) on a batch's masked k-space -> (x (B, X, Y) complex, op)."""
+    """module(y, op, noise_std) on a batch's masked k-space -> (x (B, X, Y) complex, op); the
+    noise std is the batch's where stored, else estimated from y (`resolve_noise_std`)."""
     op = SenseOperator(batch["maps"], batch["mask"])
     y = batch["ksp"] * batch["mask"].unsqueeze(1)
-    return module(y, op, batch["noise_std"]).cpu().numpy(), op
+    return module(y, op, resolve_noise_std(y, batch["mask"], batch["noise_std"])).cpu().numpy(), op
 
 
 def validation_metrics(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -58,7 +60,7 @@ def kspace_validation(
     )
     inputs = mask - held
     y_in = ksp * inputs.unsqueeze(1)
-    x_hat = module(y_in, SenseOperator(batch["maps"], inputs), batch["noise_std"])
+    x_hat = module(y_in, SenseOperator(batch["maps"], inputs), resolve_noise_std(y_in, inputs, batch["noise_std"]))
     target = ksp * held.unsqueeze(1)
     error = (SenseOperator(batch["maps"], held).forward(x_hat) - target).abs().pow(2).flatten(1).sum(1)
     ratio = error / target.abs().pow(2).flatten(1).sum(1).clamp_min(torch.finfo(error.dtype).tiny)

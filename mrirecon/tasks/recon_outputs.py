@@ -1,0 +1,351 @@
+"""The outputs of `mrirecon reconstruct`: the record of one reconstructed slice, and the writers
+that turn a stream of records into the run dir's files, all or nothing (`write_run`):
+recon.h5 and recon.cfl/.hdr (`ReconWriter`), metrics.csv (`MetricsWriter`), summary.json
+(`summary`, from the `SliceTable` of the records) and figures/ (`write_figures`)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import h5py
+import numpy as np
+from rich.progress import Progress
+
+from mrirecon import __version__, metrics, provenance
+from mrirecon.data.cfl import CflImageWriter
+from mrirecon.figures import reconstruction_figure
+from mrirecon.io import atomic_path
+
+log = logging.getLogger(__name__)
+CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
+# the run dir's files that a run replaces (recon.h5 vouches that the others are an earlier run's)
+OUTPUTS = ("recon.h5", "metrics.csv", "summary.json", "recon.cfl", "recon.hdr")
+Chosen = float | str  # one slice's value of a setting chosen from the data (a number, or a rule's label)
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One reconstructed slice, as reconstruct's batch loop yields it.
+
+    Args:
+        position: its place in the run's outputs (row of recon.h5, image of recon.cfl), 0, 1, ...
+        index: the slice's index in the data file.
+        subject: the slice's subject (None: the file records none).
+        recon: the reconstruction (X, Y) complex64, cropped to the run's image size.
+        reference: the reference (X, Y) complex, cropped alike (the zero-filled image where the
+            data have no reference).
+        metrics: {'nrmse', 'psnr', 'ssim'} of recon against reference (NaN without a reference).
+        seconds: reconstruction time of the slice (its batch's time / batch size).
+        consistency: data consistency ||A x_hat - y||_2 / ||y||_2 on the measured samples.
+        acceleration: acquired k-space locations / measured locations of the slice's mask.
+        noise_std: the noise std per k-space sample the slice was reconstructed with.
+        chosen: the settings the method chose from this slice's data (e.g. lam: auto, its rule).
+    """
+
+    position: int
+    index: int
+    subject: int | None
+    recon: np.ndarray
+    reference: np.ndarray
+    metrics: dict[str, float]
+    seconds: float
+    consistency: float
+    acceleration: float
+    noise_std: float
+    chosen: dict[str, Chosen] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What summary.json, recon.h5 and the figures say about a run besides its slices."""
+
+    method: str
+    variant: str
+    bits: int | None
+    scale: float
+    split: str
+    data_path: str  # as configured (data.path); summary.json records it resolved, with its content id
+    method_config: dict[str, Any]
+    checkpoint: str | None  # absolute path
+    checkpoint_info: dict[str, Any] | None  # provenance.checkpoint_record
+    seed: int
+    overrides: list[str]
+    hardware: dict[str, Any]
+    has_reference: bool
+    shape: tuple[int, int]  # the images' (X, Y) in every output
+    cropped: bool  # centre-cropped to the file's recon size (fastMRI)
+    noise_definition: str  # where the noise std comes from
+    prewhitened: bool
+    coil_compression: str
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """objective: the metric whose mean the run returns; cfl: also write recon.cfl/.hdr (BART
+    array with the image plane in dims `cfl_axes`); figures: figures of the first N slices."""
+
+    objective: str = "psnr"
+    cfl: bool = False
+    cfl_axes: tuple[int, int] = (0, 1)
+    figures: int = 3
+
+
+class ReconWriter:
+    """recon.h5 (datasets recon and imgs (N, X, Y) complex64 in record order, slices (N,), the
+    run's attributes) and, with `cfl_axes`, recon.cfl/.hdr (the recon images for BART), filled
+    record by record at temporary names and renamed on a clean exit; nothing is left on an
+    exception."""
+
+    def __init__(
+        self,
+        out: Path,
+        slices: np.ndarray,
+        shape: tuple[int, int],
+        attrs: dict[str, Any],
+        cfl_axes: tuple[int, int] | None = None,
+    ) -> None:
+        self.out, self.slices, self.shape, self.attrs, self.cfl_axes = out, slices, shape, attrs, cfl_axes
+        self._stack = contextlib.ExitStack()
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._cfl: CflImageWriter | None = None
+
+    def __enter__(self) -> ReconWriter:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.out / "recon.h5"))
+            h5 = stack.enter_context(h5py.File(tmp, "w", rdcc_nbytes=0))
+            n = len(self.slices)
+            if self.cfl_axes is not None:
+                self._cfl = stack.enter_context(CflImageWriter(self.out / "recon", n, self.shape, self.cfl_axes))
+            for name in ("recon", "imgs"):
+                self._datasets[name] = h5.create_dataset(name, (n, *self.shape), np.complex64, chunks=(1, *self.shape))
+            h5["slices"] = self.slices
+            h5.attrs.update(self.attrs)
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, record: SliceRecord) -> None:
+        """Store the record's images at its position."""
+        self._datasets["recon"][record.position] = record.recon
+        self._datasets["imgs"][record.position] = record.reference
+        if self._cfl is not None:
+            self._cfl.write(record.position, record.recon)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+class MetricsWriter:
+    """metrics.csv: the header CSV_HEADER and one row per record (floats with 6 significant
+    digits, the subject empty where the file records none), written at a temporary name and
+    renamed on a clean exit."""
+
+    def __init__(self, path: Path, method: str) -> None:
+        self.path, self.method = path, method
+        self._stack = contextlib.ExitStack()
+        self._file: IO[str] | None = None
+        self._csv: csv.DictWriter[str] | None = None
+
+    def __enter__(self) -> MetricsWriter:
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._file = stack.enter_context(tmp.open("w"))
+            self._csv = csv.DictWriter(self._file, fieldnames=CSV_HEADER, lineterminator="\n")
+            self._csv.writeheader()
+            self._stack = stack.pop_all()
+        return self
+
+    def row(self, record: SliceRecord) -> dict[str, Any]:
+        """The record's row of metrics.csv, unformatted."""
+        subject = "" if record.subject is None else record.subject
+        return {
+            "slice": record.index,
+            "subject": subject,
+            "method": self.method,
+            **record.metrics,
+            "seconds": record.seconds,
+        }
+
+    def write(self, record: SliceRecord) -> None:
+        """Append the record's row."""
+        assert self._csv is not None, "MetricsWriter.write outside its with block"
+        self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in self.row(record).items()})
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+class SliceTable:
+    """The per-slice values summary.json needs, gathered from the records in order, and the
+    first `keep` records themselves (for the figures)."""
+
+    def __init__(self, keep: int = 0) -> None:
+        self.keep = keep
+        self.shown: list[SliceRecord] = []
+        self.values: dict[str, list[float]] = {k: [] for k in (*metrics.NAMES, "seconds")}
+        self.consistency: list[float] = []
+        self.noise_std: list[float] = []
+        self.acceleration: list[float] = []
+        self.chosen: dict[str, list[Chosen]] = {}
+
+    def __len__(self) -> int:
+        return len(self.consistency)
+
+    def add(self, record: SliceRecord) -> None:
+        """Take in the next record."""
+        for key in metrics.NAMES:
+            self.values[key].append(record.metrics[key])
+        self.values["seconds"].append(record.seconds)
+        self.consistency.append(record.consistency)
+        self.noise_std.append(record.noise_std)
+        self.acceleration.append(record.acceleration)
+        for key, value in record.chosen.items():
+            self.chosen.setdefault(key, []).append(value)
+        if len(self.shown) < self.keep:
+            self.shown.append(record)
+
+
+def chosen_summary(values: list[Chosen]) -> dict[str, Any]:
+    """summary.json's entry of one chosen setting: per slice, with the mean of numbers or the
+    count of each value of labels (e.g. the rule that chose an auto weight)."""
+    if all(isinstance(v, str) for v in values):
+        return {"counts": {v: values.count(v) for v in sorted(set(values))}, "per_slice": values}
+    return {"mean": float(np.mean(values)), "per_slice": values}
+
+
+def slice_statistics(table: SliceTable) -> dict[str, Any]:
+    """Mean, sample std (ddof 1) and non-finite count of each metric and of seconds over the
+    slices: NaN when any slice's value is not finite (counted in non_finite), never a mean over
+    the survivors, as in evaluate's tables."""
+    values = {k: np.array(v, dtype=np.float64) for k, v in table.values.items()}
+    return {
+        "mean": {k: float(np.mean(v)) for k, v in values.items()},
+        "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for k, v in values.items()},
+        "std_ddof": 1,
+        "non_finite": {k: int(np.sum(~np.isfinite(v))) for k, v in values.items()},
+    }
+
+
+def slice_facts(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
+    """summary.json's entries of what was measured or chosen per slice, with their definitions."""
+    return {
+        "data_consistency": {
+            "mean": float(np.mean(table.consistency)),
+            "max": float(np.max(table.consistency)),
+            "definition": "||A x_hat - y||_2 / ||y||_2 on the measured samples",
+        },
+        "noise_std": {
+            "mean": float(np.mean(table.noise_std)),
+            "per_slice": table.noise_std,
+            "definition": facts.noise_definition,
+        },
+        "prewhitened": facts.prewhitened,
+        "coil_compression": facts.coil_compression,
+        "chosen": {key: chosen_summary(v) for key, v in table.chosen.items()},
+        "acceleration": {
+            "mean": float(np.mean(table.acceleration)),
+            "per_slice": table.acceleration,
+            "definition": "acquired k-space locations (padding, e.g. fastMRI's, excluded) / measured locations of "
+            "each slice's mask",
+        },
+    }
+
+
+def summary(facts: RunFacts, table: SliceTable, objective: str) -> dict[str, Any]:
+    """summary.json: the run (method, data, config essentials, provenance), the statistics of the
+    slices, the metric convention, and `objective` with the mean that the run returns."""
+    result = {
+        "method": facts.method,
+        "variant": facts.variant,
+        "bits": facts.bits,
+        "scale": facts.scale,
+        "split": facts.split,
+        **provenance.data_record(facts.data_path),  # data_path (absolute) and data_id (content)
+        "num_slices": len(table),
+        **slice_statistics(table),
+        "metric_convention": metrics.CONVENTION,
+        "method_config": facts.method_config,
+        "checkpoint": facts.checkpoint,
+        "seed": facts.seed,
+        "created": provenance.now(),
+        "overrides": facts.overrides,
+        "hardware": facts.hardware,
+        "mrirecon_version": __version__,
+        "checkpoint_info": facts.checkpoint_info,
+        "has_reference": facts.has_reference,
+        "image_size": {
+            "shape": list(facts.shape),
+            "definition": "images (recon.h5, metrics, figures) centre-cropped to the file's recon size (fastMRI)"
+            if facts.cropped
+            else "images on the whole k-space grid",
+        },
+        **slice_facts(table, facts),
+    }
+    result["objective"] = {"metric": objective, "value": result["mean"][objective]}
+    return result
+
+
+def write_figures(folder: Path, records: Iterable[SliceRecord], facts: RunFacts) -> None:
+    """folder/slice_NNNN.png for each record: reference (or zero-filled) | recon | difference."""
+    for r in records:
+        name = f"{facts.method} on {facts.variant}, slice {r.index}"
+        m = r.metrics
+        title = f"{name}: NRMSE {m['nrmse']:.4f}, PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
+        if not facts.has_reference:
+            title = f"{name} (no reference: left panel is zero-filled)"
+        folder.mkdir(exist_ok=True)
+        reference_label = "reference" if facts.has_reference else "zero-filled"
+        reconstruction_figure(
+            r.reference, r.recon, title, folder / f"slice_{r.index:04d}.png", reference_label=reference_label
+        )
+
+
+def with_progress(records: Iterable[SliceRecord], total: int, label: str) -> Iterator[SliceRecord]:
+    """The records, with a transient progress bar of `total` slices."""
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(label, total=total)
+        for record in records:
+            yield record
+            progress.advance(bar)
+
+
+def write_run(
+    out: Path, records: Iterable[SliceRecord], facts: RunFacts, slices: np.ndarray, options: OutputOptions
+) -> dict[str, Any]:
+    """Write the run dir `out` from the records of `slices` (in order): recon.h5 (+ recon.cfl/.hdr),
+    metrics.csv, figures/ and summary.json; returns the summary.
+
+    All or nothing: every file is written at a temporary name and renamed only after the last
+    record, the figures and the summary are done (recon.h5 first); on an exception nothing is
+    renamed (figures already drawn stay: each is complete)."""
+    attrs = {
+        "method": facts.method,
+        "variant": facts.variant,
+        "data_path": facts.data_path,
+        "mrirecon_version": __version__,
+    }
+    table = SliceTable(keep=options.figures)
+    with contextlib.ExitStack() as stack:  # entered in this order, committed in the reverse
+        summary_tmp = stack.enter_context(atomic_path(out / "summary.json"))
+        csv_out = stack.enter_context(MetricsWriter(out / "metrics.csv", facts.method))
+        cfl_axes = options.cfl_axes if options.cfl else None
+        recon_out = stack.enter_context(ReconWriter(out, slices, facts.shape, attrs, cfl_axes))
+        for record in with_progress(records, len(slices), f"{facts.method} on {facts.variant}"):
+            recon_out.write(record)
+            csv_out.write(record)
+            table.add(record)
+        write_figures(out / "figures", table.shown, facts)
+        result = summary(facts, table, options.objective)
+        summary_tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
