@@ -59,8 +59,9 @@ class WaveletSparsity:
                 total = total + torch.complex(band[:b], band[b:]).abs().flatten(1).sum(1)
         return total
 
-    def prox(self, x: torch.Tensor, threshold: float) -> torch.Tensor:
-        """argmin_v threshold * ||W v||_1 + 0.5 ||v - x||^2 (exact when W is orthogonal)."""
+    def prox(self, x: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
+        """argmin_v threshold * ||W v||_1 + 0.5 ||v - x||^2 (exact when W is orthogonal); a tensor
+        threshold (B, 1, 1) gives each slice its own."""
         b = x.shape[0]
         coeffs = self._decompose(x)
         shrunk = [coeffs[0]]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sized
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -271,7 +271,7 @@ class Trainer:
             self._emit("on_fit_end")
         return self.state
 
-    def _local_batches(self, batches: list[list[int]]):
+    def _local_batches(self, batches: list[list[int]]) -> Iterator[tuple[dict[str, torch.Tensor] | None, float]]:
         """(batch on device or None, this rank's share of the global batch) for each global
         batch; a rank whose share is empty (a short last batch) gets None."""
         mine = [ddp.shard(b) for b in batches]

@@ -297,7 +297,7 @@ class DeepInPyWriter:
         path: destination .h5 file.
         num_slices, num_coils, shape: N, C and (X, Y).
         attrs: file attributes (provenance); numpy arrays and scalars allowed.
-        compression: h5py compression filter for the large arrays (e.g. "gzip") or None.
+        compression: h5py compression filter for the large arrays ("gzip", "lzf", a gzip level 0-9) or None.
         subjects: the subject of every slice (N,), stored as `subject`; None: one per slice.
         rss: also store the slices' second reference `rss` (N, X, Y) float32.
         recon_size: the image crop metrics use (attribute `recon_size`); None: the whole image.
@@ -310,7 +310,7 @@ class DeepInPyWriter:
         num_coils: int,
         shape: tuple[int, int],
         attrs: dict[str, Any] | None = None,
-        compression: str | None = None,
+        compression: str | int | None = None,
         subjects: np.ndarray | None = None,
         rss: bool = False,
         recon_size: tuple[int, int] | None = None,

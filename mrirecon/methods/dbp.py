@@ -3,6 +3,8 @@ data constraint ||A x - y|| <= eps."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -33,13 +35,13 @@ class DeepBasisPursuit(Unrolled):
             a noise standard deviation per k-space sample in the data's units (>= 0).
     """
 
-    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs) -> None:
+    def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs: Any) -> None:
         super().__init__(denoiser, **kwargs)
         self.num_admm = check_positive_int("num_admm", num_admm)
         self.stdev = auto_or_nonnegative("stdev", stdev)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
-        if self.stdev != AUTO:  # a fixed std in the data's units
+        if not isinstance(self.stdev, str):  # a fixed std in the data's units (else AUTO)
             noise_std = torch.full((y.shape[0],), self.stdev, device=y.device)
         return super().reconstruct(y, op, noise_std)
 

@@ -19,6 +19,7 @@ an extra penalty with no probabilistic reading.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 
@@ -148,7 +149,7 @@ class FlowPrior(Method):
 class FlowL1(FlowPrior):
     """min ||A G(z) - y||^2 / sigma^2 + lam R(z) (beta = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, lam: float = 1.0, **kwargs) -> None:
+    def __init__(self, flow: ImageFlow, bits: int, lam: float = 1.0, **kwargs: Any) -> None:
         super().__init__(flow, bits, lam=lam, beta=0.0, **kwargs)
 
 
@@ -156,7 +157,7 @@ class FlowL1(FlowPrior):
 class FlowLogProb(FlowPrior):
     """min ||A G(z) - y||^2 / sigma^2 + beta (-log p(G(z))) (lam = 0)."""
 
-    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.6, **kwargs) -> None:
+    def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.6, **kwargs: Any) -> None:
         super().__init__(flow, bits, lam=0.0, beta=beta, **kwargs)
 
 

@@ -122,7 +122,7 @@ class WaveletCS(SparsityMethod):
 
     def sparsity(self, shape: tuple[int, int]) -> tuple[WaveletSparsity, int]:
         """The wavelet transform for images of `shape` and its number of levels."""
-        levels = auto_levels(shape) if self.levels == AUTO else self.levels
+        levels = auto_levels(shape) if isinstance(self.levels, str) else self.levels  # str: AUTO
         if levels not in self._transforms:  # ptwt caches its matrices per image size inside
             self._transforms[levels] = WaveletSparsity(self.wavelet, levels)
         return self._transforms[levels], levels
@@ -132,14 +132,14 @@ class WaveletCS(SparsityMethod):
     ) -> torch.Tensor:
         """0.5 ||A x - y||^2 + w ||W x||_1 per batch element, (B,)."""
         w = weights(self, self.lam, y, op, noise_std, self.fallback)
-        sparsity, _ = self.sparsity(tuple(x.shape[-2:]))
+        sparsity, _ = self.sparsity((int(x.shape[-2]), int(x.shape[-1])))
         return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + w * sparsity.norm(x)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
         w = weights(self, self.lam, y, op, noise_std, self.fallback).reshape(-1, 1, 1)
         step = 1.0 / lipschitz(op.normal, aty)
-        sparsity, levels = self.sparsity(tuple(aty.shape[-2:]))
+        sparsity, levels = self.sparsity((int(aty.shape[-2]), int(aty.shape[-1])))
         shifts = torch.Generator().manual_seed(0)
 
         def prox(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

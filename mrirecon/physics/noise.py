@@ -62,7 +62,7 @@ def estimate_noise_std(
         raise ValueError(f"ksp must be complex (B, C, X, Y) or (C, X, Y), got {tuple(ksp.shape)} {ksp.dtype}")
     mask = mask.to(ksp.device)
     mask = mask.expand(ksp.shape[0], *ksp.shape[-2:]) if mask.ndim == 2 else mask
-    radius = _radius(tuple(ksp.shape[-2:]), ksp.device)
+    radius = _radius((int(ksp.shape[-2]), int(ksp.shape[-1])), ksp.device)
     out = torch.zeros(ksp.shape[0], dtype=torch.float32, device=ksp.device)
     for b in range(ksp.shape[0]):
         power = ksp[b].abs().pow(2)  # (C, X, Y)

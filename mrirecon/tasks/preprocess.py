@@ -7,7 +7,7 @@ import datetime
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -249,7 +249,7 @@ def variant_options(cfg: DictConfig) -> Variant:
     return Variant(bits, scale, noise_level(cfg), int(cfg.seed))
 
 
-def check_output_path(cfg: DictConfig, out: Path, files: list[str]) -> None:
+def check_output_path(cfg: DictConfig, out: Path, files: list[Path]) -> None:
     """Refuse a data.path that is a source file, a folder, or a file mrirecon did not write
     (unless overwrite=true)."""
     if any(Path(p).resolve() == out.resolve() for p in files):
@@ -299,7 +299,7 @@ def slice_reader(
 def attributes_of(
     cfg: DictConfig,
     source: Any,
-    files: list[str],
+    files: list[Path],
     variant: Variant,
     splits: dict[str, np.ndarray],
     noise_scans: bool,
@@ -336,12 +336,12 @@ def write_slices(
 ) -> list[float]:
     """Fill `writer` (not yet entered) with the `count` slices, one at a time (then the
     attributes `final_attrs()` known only after the last); returns their noise std."""
-    stds = []
+    stds: list[float] = []
     with writer, Progress(transient=True) as progress:
         bar = progress.add_task(label, total=count)
         for i, s in enumerate(slices):
             writer.write(i, s)
-            stds.append(s.noise_std)
+            stds.append(cast(float, s.noise_std))  # write refuses a slice without one
             progress.advance(bar)
         if final_attrs is not None:
             writer.update_attrs(final_attrs())

@@ -221,7 +221,7 @@ def chosen_summary(values: list[Chosen]) -> dict[str, Any]:
     count of each value of labels (e.g. the rule that chose an auto weight)."""
     if all(isinstance(v, str) for v in values):
         return {"counts": {v: values.count(v) for v in sorted(set(values))}, "per_slice": values}
-    return {"mean": float(np.mean(values)), "per_slice": values}
+    return {"mean": float(np.mean([float(v) for v in values])), "per_slice": values}
 
 
 def slice_statistics(table: SliceTable) -> dict[str, Any]:

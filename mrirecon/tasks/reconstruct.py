@@ -351,7 +351,7 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     method, method_config = configured(
         "method", trained.reconstructor, plain(cfg.method), cfg.data.bits, bool(cfg.hardware.amp)
     )
-    state = ckpt.get("state") if isinstance(ckpt.get("state"), dict) else {}
+    state = ckpt["state"] if isinstance(ckpt.get("state"), dict) else {}
     chosen_by = str(state.get("best_by", family.select))  # recorded by the Trainer; older: the family's metric
     record = provenance.checkpoint_record(str(checkpoint), ckpt, chosen_by)
     return method, method_config, {**trained_on(ckpt), "record": record}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +30,20 @@ from mrirecon.tasks.train_common import (
     training_data,
 )
 from mrirecon.trainables import TRAINABLES, family_for
+from mrirecon.trainables.base import Trainable
 from mrirecon.training import Trainer
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
 
-def _family(cfg: DictConfig) -> type:
+def _family(cfg: DictConfig) -> type[Trainable]:
     """The trainable family of `method` and `model`, or a UserError naming what can be trained."""
     name, model = str(cfg.method.name), str(cfg.model.name)
     family = family_for(name, model)
     if family is None:
         served = sorted(k for k, v in REGISTRY.items() if v.checkpoint_kind is not None)
-        hints = sorted({TRAINABLES[REGISTRY[k].checkpoint_kind].train_hint(k) for k in served})
+        hints = sorted({TRAINABLES[str(REGISTRY[k].checkpoint_kind)].train_hint(k) for k in served})
         raise UserError(f"method={name} model={model}: nothing to train (trainable: {'; '.join(hints)})")
     return family
 
@@ -60,7 +62,7 @@ def _check_file_bits(data: DeepInPyFile, bits: int | None) -> None:
         raise UserError(f"data.path: {data.path} holds {held}, but data.bits is {bits}")
 
 
-def optimizer_of(cfg: DictConfig) -> tuple[type[torch.optim.Optimizer], float]:
+def optimizer_of(cfg: DictConfig) -> tuple[Callable[..., torch.optim.Optimizer], float]:
     """The optimizer class of train.optimizer and the learning rate train.lr, checked."""
     lr = positive("train.lr", cfg.train.lr)
     optimizer_name = str(cfg.train.optimizer)
@@ -85,7 +87,7 @@ def stored_splits(data: DeepInPyFile) -> dict[str, Any]:
 
 
 def trainable_of(
-    cfg: DictConfig, family: type, data: DeepInPyFile, bits: int | None, seed: int, device: torch.device
+    cfg: DictConfig, family: type[Trainable], data: DeepInPyFile, bits: int | None, seed: int, device: torch.device
 ) -> Any:
     """The family's trainable built from method, model and train (initial weights from `seed`), on `device`."""
     torch.manual_seed(seed)  # the same initial weights for the same seed
@@ -96,7 +98,7 @@ def trainable_of(
         method,
         model,
         plain(cfg.train),
-        shape=tuple(data.shape),
+        shape=(int(data.shape[0]), int(data.shape[1])),
         bits=bits,
         seed=seed,
         amp=bool(cfg.hardware.amp),
@@ -105,7 +107,9 @@ def trainable_of(
     return trainable
 
 
-def callbacks_of(out: Path, trainable: Any, family: type, max_minutes: float | None, parameters: int) -> list[Any]:
+def callbacks_of(
+    out: Path, trainable: Any, family: type[Trainable], max_minutes: float | None, parameters: int
+) -> list[Any]:
     """The standard callbacks and, on the main process, training.json (what this run trains,
     for evaluate's training curves)."""
     hooks = standard_callbacks(ddp.is_main(), max_minutes, trainable.scalars)

@@ -29,8 +29,11 @@ KIND = "direct"
 
 def _build(method_config: dict[str, Any], shape: tuple[int, int]) -> Direct:
     """The direct method of `method_config`; those made for one image size get `shape`."""
-    fixed = getattr(REGISTRY.get(method_config.get("name")), "fixed_shape", False)
-    return build_method(method_config, **({"shape": tuple(shape)} if fixed else {}))
+    fixed = getattr(REGISTRY.get(str(method_config.get("name"))), "fixed_shape", False)
+    method = build_method(method_config, **({"shape": tuple(shape)} if fixed else {}))
+    if not isinstance(method, Direct):
+        raise TypeError(f"{type(method).__name__} is not a direct method")
+    return method
 
 
 @register_trainable
@@ -47,6 +50,7 @@ class DirectTrainable(ReconstructorFamily):
     """
 
     kind: ClassVar[str] = KIND
+    module: Direct
 
     def __init__(
         self,
