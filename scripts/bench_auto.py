@@ -4,10 +4,10 @@ zero-filling, on the real scans and under simulated model error, and which rule 
 
 Scans and conditions (the default lam=auto assumes the SENSE model explains the data down to the
 noise std sigma; each condition breaks that in a way real data do):
-  phantom: the real fully sampled 4-coil GRE scan (tests/data), Poisson-disc R = 6, ESPIRiT maps
+  phantom: the real fully sampled 4-coil GRE scan (tests/assets), Poisson-disc R = 6, ESPIRiT maps
     from the undersampled calibration region, sigma estimated, reference = SENSE combine of the
     full k-space. Real noise, real maps errors.
-  brain: the real 8-coil brain k-space, 8x Poisson (tests/data), ESPIRiT maps; no reference. It is
+  brain: the real 8-coil brain k-space, 8x Poisson (tests/assets), ESPIRiT maps; no reference. It is
     judged by k-space hold-out: 15 % of the measured samples outside the 24x24 calibration square
     are held out, the method reconstructs from the rest, and its image predicts them:
     ||A_held x - y_held|| / ||y_held|| (lower is better; on the phantom it ranks the methods as
@@ -51,7 +51,7 @@ from mrirecon.methods.auto_weight import residual_noise_std
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "assets"
 METHODS = ("cg_sense", "cs_wavelet", "cs_tv")
 ITERS = {"cs_wavelet": 100, "cs_tv": 200}  # the defaults, with tol 0 (fixed work per slice)
 GRIDS = {  # the weights behind "best of grid": cg_sense lam (units of A^H A), CS lam relative to max |A^H y|

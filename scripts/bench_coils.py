@@ -4,7 +4,7 @@ training step at N = 8, 6, 4, 2 virtual coils.
 
 Compression is what `preprocess data.coils=N` does (data/coil_compression.py: SVD of the
 24x24 calibration region per slice, k-space and ESPIRiT maps both compressed, reference kept).
-- brain: the real 8-coil brain k-space (tests/data, undersampled 8x, no reference): PSNR of
+- brain: the real 8-coil brain k-space (tests/assets, undersampled 8x, no reference): PSNR of
   each N-coil reconstruction against the same method's 8-coil reconstruction (data range its
   max): how much the answer changes, not its quality.
 - knee: the embedded sample's 3 test slices (real knee anatomy, 8 simulated birdcage coils,
@@ -44,7 +44,7 @@ METHODS = {"cg_sense": {"name": "cg_sense"}, "cs_wavelet": {"name": "cs_wavelet"
 
 
 def brain_slice() -> Slice:
-    y = np.load(ROOT / "tests" / "data" / "brain_8coil_ksp_poisson8x.npy")
+    y = np.load(ROOT / "tests" / "assets" / "brain_8coil_ksp_poisson8x.npy")
     mask = (np.abs(y).sum(0) > 0).astype(np.float32)
     return Slice(np.zeros(y.shape[1:], np.complex64), espirit_maps(y, 24, 0.02, 0.95), y, mask)
 

@@ -3,7 +3,7 @@
 
 Data: (1) the embedded sample at full scale (8 coils, 320x256, variant `full`: complex images
 with phase, k-space as generated), its 3 test slices; (2) the real 8-coil brain k-space
-(8x Poisson disc, no ground truth; ESPIRiT maps) from tests/data. For each of L1-wavelet
+(8x Poisson disc, no ground truth; ESPIRiT maps) from tests/assets. For each of L1-wavelet
 (mrirecon cs_wavelet vs `bart pics -l1`) and total variation (cs_tv vs `bart pics -R T:3:0:lam`)
 it sweeps the regularisation weight of each tool over a grid, picks each tool's best weight by
 mean PSNR on the sample, and prints PSNR / NRMSE / SSIM, seconds per slice and the time ratio.
@@ -137,7 +137,7 @@ def main() -> None:
                 f"{rows['bart'][2] / rows['mrirecon'][2]:.2f}"
             )
 
-    brain = RawKspaceSource(ROOT / "tests" / "data" / "brain_8coil_ksp_poisson8x.npy").read(0)
+    brain = RawKspaceSource(ROOT / "tests" / "assets" / "brain_8coil_ksp_poisson8x.npy").read(0)
     y, maps, mask = brain.ksp * brain.mask, brain.maps, brain.mask
     print(
         "\nreal brain k-space (8 coils, 230x180, 8x Poisson; ESPIRiT maps; no reference), each tool at its best "

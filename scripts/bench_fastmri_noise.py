@@ -2,7 +2,7 @@
 """Noise estimate on fastMRI-layout files with padded phase-encode columns: this reader against
 the phase-encode crop in image space that the reader of before made.
 
-Real data: the 4-coil phantom scan (tests/data/phantom_4coil_gre_256.npy, fully sampled, real
+Real data: the 4-coil phantom scan (tests/assets/phantom_4coil_gre_256.npy, fully sampled, real
 scanner noise) written as a fastMRI file (tests/formats_helpers.write_fastmri) whose outer P
 columns a side are zero padding stated by the header's encodingLimits, recon size 256 x 192.
 Truth: the RMS of the original k-space's four 24 x 24 corners (no signal there). Simulated data:
@@ -61,7 +61,7 @@ def reader(path: Path, i: int) -> float:
 def main() -> None:
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_fastmri_noise_"))
-    phantom = np.load(ROOT / "tests" / "data" / "phantom_4coil_gre_256.npy")
+    phantom = np.load(ROOT / "tests" / "assets" / "phantom_4coil_gre_256.npy")
     corners = [phantom[:, a, b] for a in (slice(0, 24), slice(-24, None)) for b in (slice(0, 24), slice(-24, None))]
     truth = float(np.sqrt(np.mean(np.concatenate([np.abs(c).ravel() ** 2 for c in corners]))))
     rows = []

@@ -164,7 +164,7 @@ def run_espirit(num_slices: int, threads: int, repeats: int) -> None:
     torch.set_num_threads(threads)
     sample = SampleSource()
     slices = [sample.read(i % len(sample)) for i in range(num_slices)]
-    brain = np.load(Path(__file__).resolve().parent.parent / "tests" / "data" / "brain_8coil_ksp_poisson8x.npy")
+    brain = np.load(Path(__file__).resolve().parent.parent / "tests" / "assets" / "brain_8coil_ksp_poisson8x.npy")
 
     def clock(fn) -> tuple[float, object]:
         best, out = float("inf"), None

@@ -11,11 +11,11 @@ white arm, with the arm's maps; methods at their defaults (lam auto).
 
 - knee (simulation with a real covariance): the embedded sample's 3 test slices (real knee
   anatomy, 8 simulated coils, 320x256, its masks at R ~ 6), noise-free k-space plus complex
-  Gaussian noise with the 8x8 covariance measured on the real brain scan (tests/data: its
+  Gaussian noise with the 8x8 covariance measured on the real brain scan (tests/assets: its
   outermost 10 % of measured k-space, where there is no signal; its correlations and unequal
   coil powers are printed), scaled to the sample's noise level (`--level` x the image maximum,
   RMS over coils); the noise scan: `--noise-samples` samples of the same noise.
-- phantom (real data, real noise): the fully sampled 4-coil GRE phantom (tests/data), its
+- phantom (real data, real noise): the fully sampled 4-coil GRE phantom (tests/assets), its
   noise scan made from its own empty k-space corners (4 x 24 x 24 locations); reference = the
   fully sampled SENSE combine; Poisson masks at R = 4, 6 (seeds 1, 2).
 
@@ -43,7 +43,7 @@ from mrirecon.methods import build_method
 from mrirecon.physics.noise import _radius, estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "assets"
 METHODS = ("zero_filled", "cg_sense", "cs_wavelet")
 
 

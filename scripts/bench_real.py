@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Noise estimation and the noise-aware defaults on real acquired k-space (no simulation).
 
-Data (tests/data, both real scans with the scanner's thermal noise):
+Data (tests/assets, both real scans with the scanner's thermal noise):
   phantom: fully sampled 4-coil 2D GRE of a bottle phantom (256x256). Reference: SENSE combine
     of the full k-space with ESPIRiT maps; the full k-space corners give the true noise level.
     It is undersampled here with variable-density Poisson-disc masks (24x24 calibration) at
@@ -50,7 +50,7 @@ from bench_auto import holdout_agrees_with_psnr
 from bench_auto import table as auto_table
 from bench_cs import bart_pics
 
-DATA = ROOT / "tests" / "data"
+DATA = ROOT / "tests" / "assets"
 METHODS = ("zero_filled", "cg_sense", "cs_wavelet", "cs_tv")
 REL_GRID = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]  # cs weights relative to max |A^H y|
 CG_GRID = [3e-3, 1e-2, 2e-2, 4e-2, 8e-2, 1.6e-1, 3.2e-1]  # Tikhonov lam (units of A^H A)

@@ -14,7 +14,13 @@ import h5py
 import numpy as np
 import torch
 
+from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.transforms import fft2c_numpy
+from mrirecon.physics.sense import SenseOperator
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the checkout
+ASSETS = TESTS / "assets"  # the real scans the tests use (attribution in its README.md)
 
 
 def tiny_arrays(n: int = 6, coils: int = 4, shape: tuple[int, int] = (32, 24), seed: int = 0) -> dict[str, np.ndarray]:
@@ -232,3 +238,32 @@ def gradients_match_finite_differences(module: torch.nn.Module, loss: Callable[[
         return torch.func.functional_call(wrapper, params, ())
 
     return torch.autograd.gradcheck(of_parameters, (flat,), fast_mode=True, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def preprocess_in_process(tmp_path: Path, *overrides: str) -> DeepInPyFile:
+    """`mrirecon preprocess data=full OVERRIDES` in-process (Hydra's compose API); the written file."""
+    from hydra import compose, initialize_config_dir
+
+    from mrirecon.cli import config_dir
+    from mrirecon.tasks import preprocess
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("preprocess", ["data=full", f"data.path={tmp_path / 'out.h5'}", *overrides])
+    return DeepInPyFile(preprocess.run(cfg))
+
+
+def crandn(*shape: int, seed: int = 0) -> torch.Tensor:
+    """Seeded complex Gaussian noise of `shape`."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, dtype=torch.complex64, generator=g)
+
+
+def random_operator(
+    batch: int, coils: int, shape: tuple[int, int], shared_mask: bool = False, seed: int = 0
+) -> tuple[SenseOperator, torch.Tensor, torch.Tensor]:
+    """A SENSE operator with random normalised maps and a random 40 % mask; (op, maps, mask)."""
+    maps = crandn(batch, coils, *shape, seed=seed)
+    maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
+    g = torch.Generator().manual_seed(seed + 1)
+    mask = (torch.rand((1 if shared_mask else batch, *shape), generator=g) < 0.4).float()
+    return SenseOperator(maps, mask[0] if shared_mask else mask), maps, mask

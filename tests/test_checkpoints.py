@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_unrolled import make_trainer
+from tiny_training import make_trainer
 
 from mrirecon.errors import UserError
 from mrirecon.io import load_checkpoint, save_checkpoint

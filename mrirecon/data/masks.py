@@ -6,7 +6,7 @@ phase encodes) are chosen and every row of a chosen column is sampled; the centr
 `round(W * center_fraction)` columns are always sampled. Every mask is a deterministic function of
 its seed, an integer or a tuple of integers as fastMRI's data transforms pass (the file name's
 characters, `tuple(map(ord, name))`, so that every slice of a volume gets the same mask); with the
-same seed the columns equal fastMRI's (tests/test_masks.py checks this against its code).
+same seed the columns equal fastMRI's (tests/data/test_masks.py checks this against its code).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from mrirecon.data.transforms import fft2c_numpy, with_noise
 from mrirecon.errors import UserError
 
 # Noise standard deviation per k-space sample relative to the image maximum (1 / peak SNR).
-# The real scans in tests/data have peak SNR max|x| / sigma of 50-57 (sigma from the k-space
+# The real scans in tests/assets have peak SNR max|x| / sigma of 50-57 (sigma from the k-space
 # periphery, scripts/bench_real.py); 0.018 is about 1 / 55.
 NOISE = 0.018
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_physics import crandn, random_operator
+from helpers import crandn, random_operator
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods import build_method

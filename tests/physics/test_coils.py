@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from helpers import ASSETS
 
 from mrirecon.physics import coils
 
-BRAIN = Path(__file__).parent / "data" / "brain_8coil_ksp_poisson8x.npy"
+BRAIN = ASSETS / "brain_8coil_ksp_poisson8x.npy"
 
 
 def sigpy_gram(kernels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

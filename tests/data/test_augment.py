@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import gradients_match_finite_differences, tiny_arrays
+from helpers import ROOT, gradients_match_finite_differences, tiny_arrays
 from omegaconf import OmegaConf
 
 from mrirecon.data.augment import (
@@ -23,7 +22,7 @@ from mrirecon.data.masks import make_mask, poisson_mask
 from mrirecon.physics.fft import fft2c, ifft2c
 from mrirecon.trainables.unrolled import UnrolledTrainable
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = ROOT / "conf"
 ALL = {"random_masks": True, "flip": True, "random_phase": True}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import mri_like
+from helpers import ASSETS, mri_like
 
 from mrirecon.methods import build_method
 from mrirecon.methods.auto_weight import NOISE, RESIDUAL, residual_noise_std
@@ -102,10 +102,9 @@ def test_cs_auto_weight_is_near_the_best_of_a_grid(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("factor", [0.25, 0.0])
 def test_real_phantom_with_sigma_too_small_or_zero_beats_zero_filled(factor):
-    """The real fully sampled 4-coil phantom (tests/data), Poisson-disc R = 6, ESPIRiT maps from the
+    """The real fully sampled 4-coil phantom (tests/assets), Poisson-disc R = 6, ESPIRiT maps from the
     undersampled data, sigma estimated and then given 4x too small or as 0: the fallback fires and
     recovers the noise level, and every classical default beats zero-filling in PSNR."""
-    from pathlib import Path
 
     import sigpy.mri
 
@@ -113,7 +112,7 @@ def test_real_phantom_with_sigma_too_small_or_zero_beats_zero_filled(factor):
     from mrirecon.data.completion import espirit_maps, sense_combine
     from mrirecon.physics.noise import estimate_noise_std
 
-    full = np.load(Path(__file__).parent / "data" / "phantom_4coil_gre_256.npy")
+    full = np.load(ASSETS / "phantom_4coil_gre_256.npy")
     mask = (sigpy.mri.poisson(full.shape[1:], 6.0, calib=(24, 24), seed=2) != 0).astype(np.float32)
     y = (full * mask).astype(np.complex64)
     maps = espirit_maps(y, 24, 0.02, 0.95)

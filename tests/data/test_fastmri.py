@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from formats_helpers import centred_fftn, centred_ifftn, oversampled_coils, write_fastmri
+from helpers import ASSETS
 from test_masks import fastmri_columns
 
 from mrirecon.data import masks
@@ -84,7 +85,7 @@ def test_noise_estimate_ignores_the_padding(padded):
 def test_real_phantom_in_fastmri_layout(tmp_path):
     """The real 4-coil phantom's k-space (real scanner noise), its outer 24 columns a side made
     padding: the estimate matches the noise of the original k-space corners (independent truth)."""
-    phantom = np.load(Path(__file__).parent / "data" / "phantom_4coil_gre_256.npy")
+    phantom = np.load(ASSETS / "phantom_4coil_gre_256.npy")
     corners = np.concatenate(
         [phantom[:, a, b].ravel() for a in (slice(0, 24), slice(-24, None)) for b in (slice(0, 24), slice(-24, None))]
     )
@@ -136,7 +137,7 @@ def test_training_validation_metrics_use_the_recon_size(padded, tmp_path):
     """A processed fastMRI file's SliceDataset items carry its recon size, and the validation
     metrics of training crop to it, as reconstruct does (here: zero-filled against the reference)."""
     import torch
-    from test_preprocess import run
+    from helpers import preprocess_in_process as run
 
     from mrirecon import metrics
     from mrirecon.data.dataset import SliceDataset

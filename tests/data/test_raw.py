@@ -8,13 +8,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import run_cli, tiny_arrays, write_h5
+from helpers import ASSETS, run_cli, tiny_arrays, write_h5
 
 from mrirecon.data.h5 import DeepInPyFile
 
 pytestmark = pytest.mark.slow  # raw k-space through the CLI
 
-BRAIN = Path(__file__).parent / "data" / "brain_8coil_ksp_poisson8x.npy"
+BRAIN = ASSETS / "brain_8coil_ksp_poisson8x.npy"
 
 
 @pytest.fixture(scope="module")

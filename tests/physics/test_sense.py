@@ -5,25 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import centred_dft_matrix, dft2c
+from helpers import centred_dft_matrix, crandn, dft2c, random_operator
 
 from mrirecon.physics.fft import fft2c, ifft2c
 from mrirecon.physics.sense import SenseOperator
 
 SHAPES = [(32, 24), (33, 25), (16, 15), (80, 64)]  # even sizes fold the shifts, odd ones do not
-
-
-def crandn(*shape: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, dtype=torch.complex64, generator=g)
-
-
-def random_operator(batch: int, coils: int, shape: tuple[int, int], shared_mask: bool = False, seed: int = 0):
-    maps = crandn(batch, coils, *shape, seed=seed)
-    maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
-    g = torch.Generator().manual_seed(seed + 1)
-    mask = (torch.rand((1 if shared_mask else batch, *shape), generator=g) < 0.4).float()
-    return SenseOperator(maps, mask[0] if shared_mask else mask), maps, mask
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

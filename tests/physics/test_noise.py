@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import sigpy.mri
 import torch
+from helpers import ASSETS
 
 from mrirecon.data.sample import SampleSource
 from mrirecon.physics.noise import complex_noise, estimate_noise_std
 
-DATA = Path(__file__).parent / "data"
+DATA = ASSETS
 PHANTOM = np.load(DATA / "phantom_4coil_gre_256.npy")
 BRAIN = np.load(DATA / "brain_8coil_ksp_poisson8x.npy")
 

@@ -24,7 +24,7 @@ from formats_helpers import (
     write_fastmri,
     write_ismrmrd,
 )
-from helpers import run_cli, tiny_arrays, write_h5
+from helpers import ASSETS, run_cli, tiny_arrays, write_h5
 from test_errors import assert_refused, cli, snapshot
 
 from mrirecon.data.cfl import read_cfl, write_cfl
@@ -402,7 +402,7 @@ def test_cfl_espirit_tutorial_layout_real_brain(tmp_path):
     """The ESPIRiT tutorial's layout, dims 1 x 230 x 180 x 8 (readout transformed, a y-z plane),
     with the real 8-coil brain k-space (8x Poisson, no reference): read as 230x180 slices, and
     recon.cfl comes back in the same plane."""
-    brain = np.load(Path(__file__).parent / "data" / "brain_8coil_ksp_poisson8x.npy")  # (8, 230, 180)
+    brain = np.load(ASSETS / "brain_8coil_ksp_poisson8x.npy")  # (8, 230, 180)
     write_cfl(tmp_path / "full", np.moveaxis(brain, 0, -1)[None])
     assert (tmp_path / "full.hdr").read_text().split("\n")[1].startswith("1 230 180 8 1")
     f = preprocess(tmp_path, "full.cfl", "out.h5")

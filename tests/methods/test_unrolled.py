@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import gradients_match_finite_differences, tiny_arrays
+from helpers import gradients_match_finite_differences
+from tiny_training import make_trainer, small, tiny_batch
 from torch import nn
 from torch.autograd.gradcheck import GradcheckError
 
-from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import split_mask, training_loss
 from mrirecon.nets import build_net
@@ -20,27 +19,6 @@ from mrirecon.nets.unet import UNet
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.trainables.reconstructors import KSPACE_METRIC, kspace_validation
 from mrirecon.trainables.unrolled import UnrolledTrainable
-from mrirecon.training import Settings, Trainer
-
-
-def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> dict[str, torch.Tensor]:
-    a = tiny_arrays(n=n, coils=4, shape=shape, seed=seed)
-    return {
-        "img": torch.from_numpy(a["imgs"]),
-        "ksp": torch.from_numpy(a["ksp"]),
-        "maps": torch.from_numpy(a["maps"]),
-        "mask": torch.from_numpy(a["masks"]),
-        "noise_std": torch.zeros(n),
-    }
-
-
-def small(name: str, model: str = "resnet", **kw):
-    net = build_net(
-        {"name": "resnet", "channels": 8, "num_blocks": 1}
-        if model == "resnet"
-        else {"name": "unet", "base_channels": 4, "depth": 3}
-    )
-    return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 5, **kw}, denoiser=net)
 
 
 @pytest.mark.parametrize(
@@ -306,66 +284,6 @@ def test_overfit_one_slice(supervised):
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0], losses
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, k):
-        return self.items[k]
-
-
-class TinyTrainable:
-    """A Trainable over a small dbp: the training loss with noise, l2lam as the 'metric'."""
-
-    kind, select = "tiny", "val_nrmse"
-
-    def __init__(self, method, stop=None, stop_at_step=None):
-        self.module, self.stop, self.stop_at_step = method, stop, stop_at_step
-
-    def loss(self, batch, generator):
-        return training_loss(self.module, batch, True, generator, stdev=0.01)
-
-    def after_step(self, step):
-        if self.stop is not None and step == self.stop_at_step:
-            self.stop.request()  # what Ctrl-C does
-
-    def validate(self, batch):
-        return {"val_nrmse": float(self.module.l2lam.detach())}
-
-    def images(self, batch):
-        return {}
-
-    def checkpoint_state(self):
-        return {"kind": self.kind}
-
-
-def make_trainer(out: Path, epochs: int, stop_at_step: int | None = None, max_minutes: float | None = None) -> Trainer:
-    torch.manual_seed(5)
-    method = small("dbp", num_unrolls=1, num_admm=1)
-    b = tiny_batch(n=5, shape=(16, 12))
-    items = [{k: v[i] for k, v in b.items()} for i in range(5)]
-    opt = torch.optim.Adam(method.parameters(), lr=1e-2)
-    sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.7)
-    settings = Settings(epochs=epochs, batch_size=2, seed=3)
-    hooks = standard_callbacks(True, max_minutes)
-    stop = next(h for h in hooks if isinstance(h, Interrupt))
-    return Trainer(
-        trainable=TinyTrainable(method, stop, stop_at_step),
-        optimizer=opt,
-        scheduler=sched,
-        train_set=ListDataset(items),
-        val_set=ListDataset(items[:2]),
-        out_dir=out,
-        config={"x": 1},
-        settings=settings,
-        device=torch.device("cpu"),
-        callbacks=hooks,
-    )
 
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path):

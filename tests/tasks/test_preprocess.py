@@ -8,26 +8,17 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from helpers import tiny_arrays, write_h5
-from hydra import compose, initialize_config_dir
+from helpers import TESTS, preprocess_in_process, tiny_arrays, write_h5
 
-from mrirecon.cli import config_dir
 from mrirecon.data.h5 import SPLITS, DeepInPyFile
 from mrirecon.data.splits import check_splits, make_splits
 from mrirecon.errors import UserError
-from mrirecon.tasks import preprocess
 
-
-def run(tmp_path: Path, *overrides: str) -> DeepInPyFile:
-    """`mrirecon preprocess data=full OVERRIDES` in-process; the written file."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("preprocess", ["data=full", f"data.path={tmp_path / 'out.h5'}", *overrides])
-    return DeepInPyFile(preprocess.run(cfg))
+run = preprocess_in_process
 
 
 def split_subjects(f: DeepInPyFile) -> list[list[int]]:
@@ -143,7 +134,7 @@ def test_preprocess_is_deterministic_across_processes(tmp_path):
     """Two processes (different hash seeds) write the same arrays from a fastMRI file at variant
     8bit_full: ESPIRiT maps, the generated mask, the noise estimate and the regenerated k-space
     with its seeded noise."""
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(TESTS))
     from formats_helpers import oversampled_coils, write_fastmri
 
     write_fastmri(tmp_path / "file1000001.h5", oversampled_coils(2), (32, 32), padding=(4, 44), noise=0.02)

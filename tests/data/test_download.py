@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from formats_helpers import centred_fftn, phantom_coils, write_ismrmrd
-from helpers import run_cli
+from helpers import ROOT, run_cli
 
 from mrirecon.data.download import CHUNK, DownloadError, RemoteFile, fetch, read_manifest
 
@@ -171,6 +171,6 @@ def test_offline_is_one_error_line(tmp_path):
 def test_stanford_knee_list_is_complete():
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "stanford_knees.yaml")
+    cfg = OmegaConf.load(ROOT / "conf" / "dataset" / "stanford_knees.yaml")
     assert len(cfg.files) == 20 and len(set(cfg.files)) == 20
     assert all(len(i) == 36 and i.count("-") == 4 for i in cfg.files) and cfg.url.startswith("http")
