@@ -67,3 +67,9 @@ def test_dependencies_point_one_way(layer):
         if any(name == f"mrirecon.{f}" or name.startswith(f"mrirecon.{f}.") for f in FORBIDDEN[layer])
     ]
     assert not wrong, "; ".join(wrong)
+
+
+def test_the_import_check_sees_both_import_forms(tmp_path):
+    (tmp_path / "m.py").write_text("import mrirecon.nets.unet\nfrom mrirecon.methods import base\nimport numpy\n")
+    assert imported(tmp_path / "m.py") >= {"mrirecon.nets.unet", "mrirecon.methods", "mrirecon.methods.base"}
+    assert "numpy" not in imported(tmp_path / "m.py")
