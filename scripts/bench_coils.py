@@ -36,7 +36,7 @@ from mrirecon.data.h5 import Slice
 from mrirecon.data.sample import SampleSource
 from mrirecon.methods import build_method
 from mrirecon.nets import build_net
-from mrirecon.physics.noise import estimate_noise_std
+from mrirecon.physics.noise import estimate_noise_std, resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,8 @@ def dbp_step_seconds(coils: int, repeats: int) -> float:
     for _ in range(repeats + 1):  # the first step warms up
         start = time.perf_counter()
         opt.zero_grad()
-        loss = (method(ksp * mask[:, None], SenseOperator(maps, mask)) - img).abs().pow(2).sum()
+        y = ksp * mask[:, None]
+        loss = (method(y, SenseOperator(maps, mask), resolve_noise_std(y, mask)) - img).abs().pow(2).sum()
         loss.backward()
         opt.step()
         best = min(best, time.perf_counter() - start) if _ else best

@@ -63,12 +63,13 @@ def make_step(kind: str, batch: int, model: str, device: torch.device):
     op = SenseOperator(maps, mask)
     y = op.forward(images[:, 0].to(torch.complex64))
     method = build_method({"name": "flow_combined", "lam": 1e-3, "beta": 1e-4}, flow=flow.eval(), bits=4)
+    noise_std = torch.full((batch,), 0.01, device=device)  # the data term's sigma (normalised units)
     z = torch.zeros(batch, flow.dim, device=device, requires_grad=True)
     opt = torch.optim.Adam([z], lr=0.03)
 
     def iteration() -> None:
         opt.zero_grad()
-        loss, _ = method.objective(z, y, op)
+        loss, _ = method.objective(z, y, op, noise_std)
         loss.sum().backward()
         opt.step()
         sync()
