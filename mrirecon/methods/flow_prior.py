@@ -150,6 +150,7 @@ class FlowL1(FlowPrior):
     """min ||A G(z) - y||^2 / sigma^2 + lam R(z) (beta = 0)."""
 
     def __init__(self, flow: ImageFlow, bits: int, lam: float = 1.0, **kwargs: Any) -> None:
+        _refuse_fixed(kwargs, "beta", "flow_l1")
         super().__init__(flow, bits, lam=lam, beta=0.0, **kwargs)
 
 
@@ -158,7 +159,14 @@ class FlowLogProb(FlowPrior):
     """min ||A G(z) - y||^2 / sigma^2 + beta (-log p(G(z))) (lam = 0)."""
 
     def __init__(self, flow: ImageFlow, bits: int, beta: float = 0.6, **kwargs: Any) -> None:
+        _refuse_fixed(kwargs, "lam", "flow_logprob")
         super().__init__(flow, bits, lam=0.0, beta=beta, **kwargs)
+
+
+def _refuse_fixed(kwargs: dict[str, Any], name: str, method: str) -> None:
+    """ValueError when `name`, which `method` fixes at 0, is given."""
+    if name in kwargs:
+        raise ValueError(f"{name}: {method} fixes it at 0; use flow_combined to set both lam and beta")
 
 
 @register("flow_combined")

@@ -198,3 +198,9 @@ def test_size_mismatch_is_an_error():
     solver = build_method({"name": "flow_l1"}, flow=tiny_flow(), bits=4)
     with pytest.raises(ValueError, match="16x16"):
         solver.reconstruct(y, op)
+
+
+@pytest.mark.parametrize(("name", "fixed"), [("flow_l1", "beta"), ("flow_logprob", "lam")])
+def test_a_weight_the_method_fixes_is_refused_by_name(name, fixed):
+    with pytest.raises(ValueError, match=rf"^{fixed}: {name} fixes it at 0"):
+        build_method({"name": name, fixed: 0.1}, flow=tiny_flow(), bits=4)
