@@ -12,11 +12,14 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from mrirecon.io import atomic_path
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike, tight: bool = True) -> None:
+def _save(fig: Figure, path: str | os.PathLike[str], tight: bool = True) -> None:
     """Write `fig` as PNG; `tight` crops to the drawn content (slow for figures of many axes)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight" if tight else None)
@@ -27,7 +30,7 @@ def reconstruction_figure(
     reference: np.ndarray,
     recon: np.ndarray,
     title: str,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     error_gain: float = 5.0,
     reference_label: str = "reference",
 ) -> None:
@@ -48,7 +51,7 @@ def reconstruction_figure(
     _save(fig, path)
 
 
-def _bare(ax: plt.Axes) -> None:
+def _bare(ax: Axes) -> None:
     """No ticks or frame, but keep the axis labels (so that a layout engine makes room for them)."""
     ax.set_xticks([])
     ax.set_yticks([])
@@ -58,7 +61,7 @@ def _bare(ax: plt.Axes) -> None:
 
 def comparison_figure(
     rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, np.ndarray]]]],
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     error_gain: float | None = 5.0,
 ) -> None:
     """A grid: for each (row label, reference, [(column title, recon), ...]) a row of magnitudes
@@ -96,7 +99,7 @@ def axis_scale(values: Sequence[float]) -> str:
     return "symlog" if np.any(v == 0) else "log"
 
 
-def _set_scale(ax: plt.Axes, values: Sequence[float], axis: str = "x") -> None:
+def _set_scale(ax: Axes, values: Sequence[float], axis: str = "x") -> None:
     scale = axis_scale(values)
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
     if scale == "symlog":
@@ -111,7 +114,7 @@ Band = tuple[np.ndarray, np.ndarray, np.ndarray]  # mean, low, high of a metric 
 def sweep_figure(
     param: str,
     series: Sequence[tuple[str, Sequence[Any], dict[str, Band]]],
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     others: Sequence[tuple[str, str, float | None, dict[str, tuple[float, float, float]]]] = (),
 ) -> None:
     """Metric vs `param`, one panel per metric: each series (label, x values in increasing order,
@@ -156,9 +159,7 @@ def sweep_figure(
     _save(fig, path)
 
 
-def _other_marker(
-    ax: plt.Axes, label: str, chosen: float | None, band: tuple[float, float, float], colour: Any
-) -> None:
+def _other_marker(ax: Axes, label: str, chosen: float | None, band: tuple[float, float, float], colour: Any) -> None:
     """A non-numeric setting's result: a star at the value it chose, else a dashed level line."""
     mean, low, high = band
     yerr = [[mean - low], [high - mean]] if np.isfinite(low) and np.isfinite(high) else None
@@ -180,7 +181,7 @@ def _other_marker(
 
 def summary_figure(
     groups: Sequence[tuple[str, Sequence[tuple[str, dict[str, tuple[float, float, float]]]]]],
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     higher_is_better: dict[str, bool] | None = None,
 ) -> None:
     """A forest plot: a row of panels (one per metric) for each group (heading, [(row label,
@@ -234,7 +235,7 @@ def heatmap_figure(
     col_values: Sequence[Any],
     grids: dict[str, tuple[np.ndarray, tuple[int, int] | None]],
     title: str,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
 ) -> None:
     """One heat map per metric: grids maps a metric to (values (rows, cols), best cell or None),
     rows are `row_param` values, columns `col_param` values; the best cell is outlined."""
@@ -258,13 +259,15 @@ def heatmap_figure(
                 )
         if best is not None:
             i, j = best
-            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     fig.suptitle(f"{title} (red: best cell)", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
 
-def training_figure(curves: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike) -> None:
+def training_figure(
+    curves: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: str | os.PathLike[str]
+) -> None:
     """Per-epoch curves: one panel per column name, one line per run (label, epochs, {column: values})."""
     names = list(dict.fromkeys(name for _, _, cols in curves for name in cols))
     fig, axes = plt.subplots(1, len(names), figsize=(3.8 * len(names), 3.2), squeeze=False)

@@ -44,7 +44,7 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write; on success rename it to `path`, on failure delete it.
 
     A reader of `path` sees the old complete file or the new complete file, never a partial one.
@@ -62,18 +62,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Atomically write a text file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Atomically write `data` as indented JSON."""
     write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """Atomically `torch.save` a checkpoint dict (a kill leaves the previous file intact).
 
     Raises TypeError, before writing, when an entry is not a tensor or a plain Python type."""
@@ -84,7 +84,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike) -> None:
+def link_or_copy(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     """Atomically make `dest` a file with the content of `source`: a hard link (instant, no
     second write of a large checkpoint) where the file system allows, else a copy. A later
     atomic rewrite of `source` gives it a new file, so `dest` keeps this content."""
@@ -172,7 +172,7 @@ def _torch_load(path: Path, key: str, trust: bool) -> Any:
             ) from None
 
 
-def load_checkpoint(path: str | os.PathLike, key: str = "checkpoint", trust: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], key: str = "checkpoint", trust: bool = False) -> dict[str, Any]:
     """Load a checkpoint written by `save_checkpoint` (or an older mrirecon), on the CPU, without
     running code from the file; `trust=True` allows the unsafe pickle load as a fallback. Raises
     a UserError naming the config `key` that gave the path."""
@@ -191,7 +191,7 @@ def load_checkpoint(path: str | os.PathLike, key: str = "checkpoint", trust: boo
 
 
 @contextlib.contextmanager
-def staged_outputs(dest: str | os.PathLike, owned: tuple[str, ...]) -> Iterator[Path]:
+def staged_outputs(dest: str | os.PathLike[str], owned: tuple[str, ...]) -> Iterator[Path]:
     """Yield an empty temporary folder inside `dest` to write a set of outputs into. On success
     every file in it is renamed into `dest` (each rename atomic, all after everything was written)
     and files of `dest` that match an `owned` glob pattern but were not written this time (stale

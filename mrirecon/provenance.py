@@ -28,7 +28,7 @@ def _attr(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value.item() if isinstance(value, np.generic) else value
 
 
-def content_id(path: str | os.PathLike) -> str:
+def content_id(path: str | os.PathLike[str]) -> str:
     """A content id of a data file: a hash of its size and, for HDF5, its root attributes (source,
     variant, split indices, version, creation time) and every dataset's name, shape and dtype. The
     same for a copy of the file; different for another preprocess run. Falls back to size and
@@ -49,13 +49,13 @@ def content_id(path: str | os.PathLike) -> str:
         return _digest([stat.st_size, stat.st_mtime_ns])
 
 
-def data_record(path: str | os.PathLike) -> dict[str, str]:
+def data_record(path: str | os.PathLike[str]) -> dict[str, str]:
     """{'data_path': the absolute path with links resolved, 'data_id': content_id}."""
     resolved = Path(path).resolve()
     return {"data_path": str(resolved), "data_id": content_id(resolved)}
 
 
-def checkpoint_record(path: str | os.PathLike, ckpt: dict[str, Any], select: str) -> dict[str, Any]:
+def checkpoint_record(path: str | os.PathLike[str], ckpt: dict[str, Any], select: str) -> dict[str, Any]:
     """What a loaded checkpoint is: its absolute path, a content id (its config, loop position and
     file size: best.pt changes while a training runs), the model config it was trained with
     (`model_config_name`: e.g. flow or flow_student, which both build a 'flow' net), its epoch, and

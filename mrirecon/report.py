@@ -190,7 +190,7 @@ def _interval(row: dict[str, Any], metric: str) -> str:
 
 def groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """Rows by group (data file, split, variant), each with a heading naming them."""
-    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    by: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by[group_of(row)].append(row)
     out = []
@@ -308,8 +308,8 @@ def _md_table(head: Sequence[str], lines: Sequence[Sequence[tuple[str, bool]]]) 
     return out
 
 
-def _comparisons_by_group(report: Report) -> dict[tuple, list[dict[str, Any]]]:
-    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+def _comparisons_by_group(report: Report) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    by: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for c in report.comparisons:
         by[group_of(c)].append(c)
     return by

@@ -195,7 +195,7 @@ def label_rows(table: list[dict[str, Any]], columns: list[Column]) -> None:
     within its group): what the row is, in the tables, comparisons and figures."""
     data = _versions(table, "data", "data_id")
     checkpoints = _versions([r for r in table if r["checkpoint"]], "checkpoint", "checkpoint_id")
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         row["data_label"] = data[(row["data"], row["data_id"])] or "(data path not recorded)"
         groups[group_of(row)].append(row)
@@ -226,7 +226,7 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def sort_key(value: Any) -> tuple:
+def sort_key(value: Any) -> tuple[Any, ...]:
     """Order of parameter values: numbers by value, then other values (e.g. auto) by their text."""
     return (0, float(value), "") if _numeric(value) else (1, 0.0, str(value))
 
@@ -238,7 +238,7 @@ def comparisons(table: list[dict[str, Any]], baseline: str | None) -> list[dict[
     each row's `best` from the PSNR comparisons with the best row: '*' on the best row when it is
     resolved from every other row; 'tied' on rows not resolved from it (and on the best row);
     'too few <units>' where the test cannot reach ALPHA with the units there are."""
-    by_group: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    by_group: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         by_group[group_of(row)].append(row)
     out = []
@@ -301,7 +301,7 @@ def sweeps(
     varying in three or more are left out."""
     lines: list[Sweep] = []
     grids: list[tuple[Column, Column, list[dict[str, Any]]]] = []
-    series: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    series: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         series[
             (group_of(row), row["method"], row["checkpoint"], row["checkpoint_id"], row["seed"], row["version"])

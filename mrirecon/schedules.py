@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -34,7 +35,7 @@ def step_schedule(optimizer: torch.optim.Optimizer, step_size: int, gamma: float
     return LambdaLR(optimizer, partial(_step, int(step_size), float(gamma)))
 
 
-def restore_position(scheduler: LambdaLR, optimizer: torch.optim.Optimizer, saved: dict) -> None:
+def restore_position(scheduler: LambdaLR, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
     """Put a schedule built from this run's config at the epoch of a saved scheduler state
     (`state_dict()` of any torch scheduler) and set the optimizer's rates to the schedule's
     closed-form rates there: the position comes from the checkpoint, the shape (initial rate,

@@ -107,8 +107,8 @@ class Trainer:
         trainable: Trainable,
         optimizer: torch.optim.Optimizer,
         scheduler: Any = None,
-        train_set: Dataset,
-        val_set: Dataset,
+        train_set: Dataset[dict[str, torch.Tensor]],
+        val_set: Dataset[dict[str, torch.Tensor]],
         out_dir: Path,
         config: dict[str, Any],
         settings: Settings,
@@ -372,6 +372,6 @@ class Trainer:
         self._emit("on_epoch_end", row, images)
 
 
-def _length(dataset: Dataset) -> int:
+def _length(dataset: Dataset[Any]) -> int:
     """The number of items of a map-style dataset (every dataset mrirecon trains on has one)."""
     return len(cast(Sized, dataset))

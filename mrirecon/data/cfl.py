@@ -28,12 +28,12 @@ SLICE_DIM = 13  # BART's SLICE_DIM
 BART_DIMS = 16
 
 
-def _base(path: str | os.PathLike) -> Path:
+def _base(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".cfl", ".hdr") else path
 
 
-def read_dims(path: str | os.PathLike) -> list[int]:
+def read_dims(path: str | os.PathLike[str]) -> list[int]:
     """The dimensions in `<base>.hdr`; ValueError when the header is malformed."""
     hdr = _base(path).with_name(_base(path).name + ".hdr")
     lines = [ln.strip() for ln in hdr.read_text(errors="replace").splitlines()]
@@ -48,7 +48,7 @@ def read_dims(path: str | os.PathLike) -> list[int]:
     return dims
 
 
-def read_cfl(path: str | os.PathLike) -> np.ndarray:
+def read_cfl(path: str | os.PathLike[str]) -> np.ndarray:
     """The array of a .cfl/.hdr pair, memory-mapped read-only, shape = its dims (Fortran order).
 
     Raises ValueError when the header is malformed or the .cfl size does not match it.
@@ -70,7 +70,7 @@ def _header(dims: tuple[int, ...]) -> str:
     return "# Dimensions\n" + " ".join(str(d) for d in dims) + "\n"
 
 
-def write_cfl(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_cfl(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write `array` (its shape taken as BART dims, padded to 16) to `<base>.cfl/.hdr`, each
     file atomically (temporary name, then rename; the .cfl first)."""
     base = _base(path)
@@ -90,7 +90,7 @@ class CflImageWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike, num_images: int, shape: tuple[int, int], axes: tuple[int, int] = (0, 1)
+        self, path: str | os.PathLike[str], num_images: int, shape: tuple[int, int], axes: tuple[int, int] = (0, 1)
     ) -> None:
         self.base = _base(path)
         dims = [1] * BART_DIMS
@@ -172,7 +172,7 @@ class CflSource(OneSubjectFile):
     k-space gets a reference and a generated mask (see source.complete_slice).
     """
 
-    def __init__(self, path: str | os.PathLike, options: ReadOptions, maps: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], options: ReadOptions, maps: str | None = None) -> None:
         self.path = _base(path)
         self.options = options
         try:

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from mrirecon.data.h5 import DeepInPyFile
 
 
-class SliceDataset(Dataset):
+class SliceDataset(Dataset[dict[str, torch.Tensor]]):
     """Items are dicts of tensors for one slice: 'ksp' (C, X, Y) complex64 fully sampled,
     'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'noise_std' () float32 (NaN when the
     file stores none), 'index' (), 'img' (X, Y) complex64 only when `with_reference`

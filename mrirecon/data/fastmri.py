@@ -108,7 +108,7 @@ class FastMRISource(OneSubjectFile):
         options: ESPIRiT and mask settings (`ReadOptions`).
     """
 
-    def __init__(self, path: str | os.PathLike, options: ReadOptions) -> None:
+    def __init__(self, path: str | os.PathLike[str], options: ReadOptions) -> None:
         self.path = Path(path)
         self.options = options
         self._file = open_hdf5(self.path)

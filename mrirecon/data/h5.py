@@ -105,7 +105,7 @@ class DeepInPyFile:
         transpose: swap the last two axes of every array on read (e.g. 256x320 -> 320x256).
     """
 
-    def __init__(self, path: str | os.PathLike, transpose: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], transpose: bool = False) -> None:
         self.path = Path(path)
         self.transpose = transpose
         self._file: h5py.File | None = None
@@ -305,7 +305,7 @@ class DeepInPyWriter:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         num_slices: int,
         num_coils: int,
         shape: tuple[int, int],

@@ -88,7 +88,7 @@ class IsmrmrdSource(OneSubjectFile):
         buffer_mb: memory for the slab of slices made at once (MB; `data.ismrmrd_buffer_mb`).
     """
 
-    def __init__(self, path: str | os.PathLike, options: ReadOptions, buffer_mb: float = 256.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], options: ReadOptions, buffer_mb: float = 256.0) -> None:
         self.path = Path(path)
         self.options, self.buffer_mb = options, float(buffer_mb)
         with open_hdf5(self.path) as f:  # reopened for every slab: HDF5's caches would otherwise grow with each pass
@@ -217,7 +217,7 @@ class IsmrmrdSource(OneSubjectFile):
             raise self._error(f"acquisitions {a}..{a + len(rows)} hold non-finite values (NaN or Inf)")
         line = lay.line[a + sel]
         if self.geometry.two_d:
-            where: tuple = (lay.slice[a + sel] - start, slice(None), line)
+            where: tuple[Any, ...] = (lay.slice[a + sel] - start, slice(None), line)
             values = lines
         else:
             x0 = (ex - self.geometry.recon[0]) // 2 + start

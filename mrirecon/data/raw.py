@@ -33,7 +33,7 @@ class RawKspaceSource:
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         transpose: bool = False,
         calib_width: int = 24,
         thresh: float = 0.02,

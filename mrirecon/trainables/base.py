@@ -82,7 +82,7 @@ class Trainable(Protocol):
     def describe(self) -> str:
         """One phrase for the log, e.g. 'dbp + resnet (supervised)'."""
 
-    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset[dict[str, torch.Tensor]]:
         """Items (dicts of tensors) of the slices `indices` for training or validation."""
 
     def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:

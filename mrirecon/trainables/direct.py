@@ -106,7 +106,7 @@ class DirectTrainable(ReconstructorFamily):
         return f"{self.method_config['name']}{' + ' + net if net else ''} (supervised, {self.module.loss} loss{used})"
 
     # -- training --------------------------------------------------------------------------------
-    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset[dict[str, torch.Tensor]]:
         return SliceDataset(data, indices, with_reference=True)
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:

@@ -23,7 +23,7 @@ KIND = "flow"
 TRAIN_METHOD = "flow_prior"  # `mrirecon train method=flow_prior`: this family
 
 
-class MagnitudeDataset(Dataset):
+class MagnitudeDataset(Dataset[dict[str, torch.Tensor]]):
     """Items: 'img' (1, X, Y) float32, the magnitude of the reference image, and 'index' ()."""
 
     def __init__(self, data: DeepInPyFile, indices: np.ndarray) -> None:
@@ -127,7 +127,7 @@ class FlowTrainable:
         return f"flow prior ({c.get('levels')} levels x {c.get('steps')} steps, {self.bits}-bit images)"
 
     # -- training --------------------------------------------------------------------------------
-    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset[dict[str, torch.Tensor]]:
         return MagnitudeDataset(data, indices)
 
     def scheduler(self, optimizer: torch.optim.Optimizer, epochs: int) -> Any:

@@ -149,7 +149,7 @@ class UnrolledTrainable(ReconstructorFamily):
         return f"{self.method_config['name']} + {self.model_config['name']} ({how})"
 
     # -- training --------------------------------------------------------------------------------
-    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset:
+    def dataset(self, data: DeepInPyFile, indices: np.ndarray, training: bool) -> Dataset[dict[str, torch.Tensor]]:
         unsupervised = training and not self.supervised
         return SliceDataset(data, indices, with_reference=not unsupervised, measured_only=unsupervised)
 
