@@ -66,9 +66,12 @@ def central_columns(columns: np.ndarray) -> int:
     return best
 
 
-def random_mask_like(mask: np.ndarray, generator: torch.Generator) -> np.ndarray:
+def random_mask_like(
+    mask: np.ndarray, generator: torch.Generator, acquired: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
     """A new random mask (X, Y) float32 with the same number of measured samples and the same
-    calibration as `mask`.
+    calibration as `mask`, drawn inside the acquired region `acquired` (x0, x1, y0, y1), half-open,
+    e.g. without fastMRI's zero padding (None: the whole grid); zero outside it.
 
     Column masks (fastMRI): a fastMRI random column mask with the same central columns, then
     random non-central columns added or removed so that the column count is exactly the same.
@@ -77,6 +80,11 @@ def random_mask_like(mask: np.ndarray, generator: torch.Generator) -> np.ndarray
     sigpy cannot make one, the slice keeps its own mask. A fully sampled or empty mask is kept.
     """
     mask = np.asarray(mask)
+    if acquired is not None and tuple(acquired) != (0, mask.shape[0], 0, mask.shape[1]):
+        x0, x1, y0, y1 = acquired
+        out = np.zeros(mask.shape, dtype=np.float32)
+        out[x0:x1, y0:y1] = random_mask_like(mask[x0:x1, y0:y1], generator)
+        return out
     x, y = mask.shape
     samples = int((mask != 0).sum())
     if samples in (0, mask.size):
@@ -201,8 +209,10 @@ def augment(
     Args:
         batch: 'ksp' (B, C, X, Y) complex k-space (with the data's own noise), 'maps'
             (B, C, X, Y) complex coil maps, 'mask' (B, X, Y) float in {0, 1}, optionally 'img'
-            (B, X, Y) complex reference (absent in unsupervised training); other keys
-            ('noise_std', 'index', ...) pass through unchanged.
+            (B, X, Y) complex reference (absent in unsupervised training), optionally 'acquired'
+            (B, 4) int, each slice's acquired region (x0, x1, y0, y1) where random masks are
+            drawn (fastMRI's zero padding stays unmeasured); other keys ('noise_std', 'index',
+            ...) pass through unchanged.
         generator: CPU generator; the only source of randomness (each slice draws its own).
         random_masks: a new random mask per slice with the slice's number of samples and
             calibration (`random_mask_like`); needs fully sampled k-space.
@@ -233,17 +243,20 @@ def augment(
         return batch
     out = dict(batch)
     if random_masks:
-        out["mask"] = _random_masks(batch["mask"], generator)
+        out["mask"] = _random_masks(batch["mask"], generator, batch.get("acquired"))
     if not (flip or random_phase):
         return out
     return _flip_and_rotate(out, generator, flip, random_phase, measured_only)
 
 
-def _random_masks(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A new random mask (B, X, Y) per slice like `mask`'s (`random_mask_like`), drawn slice by
-    slice in a fixed order."""
+def _random_masks(mask: torch.Tensor, generator: torch.Generator, acquired: torch.Tensor | None) -> torch.Tensor:
+    """A new random mask (B, X, Y) per slice like `mask`'s (`random_mask_like`), inside each
+    slice's acquired region (B, 4) when given, drawn slice by slice in a fixed order."""
     mask_np = mask.detach().cpu().numpy()
-    masks = [random_mask_like(mask_np[k], generator) for k in range(mask.shape[0])]
+    regions: list[tuple[int, int, int, int] | None] = [None] * mask.shape[0]
+    if acquired is not None:
+        regions = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in acquired.tolist()]
+    masks = [random_mask_like(mask_np[k], generator, regions[k]) for k in range(mask.shape[0])]
     return torch.from_numpy(np.stack(masks)).to(dtype=mask.dtype, device=mask.device)
 
 

@@ -47,6 +47,7 @@ class SliceDataset(Dataset[dict[str, torch.Tensor]]):
             "mask": torch.from_numpy(s.mask),
             "noise_std": torch.tensor(float("nan") if s.noise_std is None else s.noise_std, dtype=torch.float32),
             "index": torch.tensor(i),
+            "acquired": torch.tensor(self.data.acquired(i)),  # where k-space was acquired (no padding)
         }
         if self.with_reference:
             item["img"] = torch.from_numpy(s.img)

@@ -155,3 +155,29 @@ def test_training_validation_metrics_use_the_recon_size(padded, tmp_path):
         x = np.sum(np.conj(s.maps) * centred_ifftn(s.mask * s.ksp, (-2, -1)), axis=0)
         expected.append(metrics.slice_metrics(x[:, 8:40], s.img[:, 8:40]))
     assert scores["val_psnr"] == pytest.approx(np.mean([e["psnr"] for e in expected]), abs=1e-3)
+
+
+def test_random_masks_stay_in_the_acquired_columns(padded, tmp_path):
+    """Training's random masks (train.random_masks) of a padded fastMRI file keep the padding
+    unmeasured and the slice's column count; without the acquired region they would not."""
+    import torch
+    from helpers import preprocess_in_process as run
+
+    from mrirecon.data.augment import augment
+    from mrirecon.data.dataset import SliceDataset
+
+    path, _ = padded
+    options = ("data.espirit.calib_width=12", "data.mask=fastmri_random", "data.undersampling.accel=4")
+    data = run(tmp_path, f"data.source={path}", *options)
+    batch = torch.utils.data.default_collate([SliceDataset(data, [0, 1, 2])[k] for k in range(3)])
+    _, _, y0, y1 = data.acquired(0)
+    assert (y0, y1) != (0, data.shape[1])  # the file has padding columns
+    padding = np.ones(data.shape[1], dtype=bool)
+    padding[y0:y1] = False
+    for seed in range(5):
+        new = augment(batch, torch.Generator().manual_seed(seed), random_masks=True)["mask"].numpy()
+        assert not new[:, :, padding].any()
+        assert (new[:, 0].sum(-1) == batch["mask"][:, 0].sum(-1).numpy()).all()
+    blind = {k: v for k, v in batch.items() if k != "acquired"}
+    drawn = [augment(blind, torch.Generator().manual_seed(s), random_masks=True)["mask"].numpy() for s in range(5)]
+    assert any(d[:, :, padding].any() for d in drawn)  # the whole grid: padding gets sampled
