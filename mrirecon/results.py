@@ -25,9 +25,10 @@ HIGHER_IS_BETTER = {"nrmse": False, "psnr": True, "ssim": True}
 RANK_BY = "psnr"
 POOLABLE = ("seed",)
 GROUP = ("data", "data_id", "split", "variant")
-# The unit of a method parameter where methods name different quantities alike: a sweep axis or
-# table column never mixes units (cg_sense's lam weighs A^H A; the CS methods' lam is relative).
-UNITS = {
+# A sweep axis or table column never mixes units: a run records the units of its method's
+# parameters in summary.json (`param_units`, from Method.units); runs written before that record
+# fall back to the units these methods had then.
+LEGACY_UNITS = {
     "cg_sense": {"lam": "A^H A"},
     "cs_wavelet": {"lam": "x max|A^H y|"},
     "cs_tv": {"lam": "x max|A^H y|"},
@@ -46,8 +47,12 @@ class Column:
     methods: tuple[str, ...]
 
 
-def unit_of(method: str, param: str) -> str:
-    return UNITS.get(method, {}).get(param, "")
+def unit_of(run: Run, param: str) -> str:
+    """The unit of `param` in `run` ('' when its method declares none)."""
+    units = run.summary.get("param_units")
+    if not isinstance(units, dict):
+        units = LEGACY_UNITS.get(run.identity["method"], {})
+    return str(units.get(param, ""))
 
 
 def param_columns(runs: list[Run]) -> list[Column]:
@@ -55,14 +60,16 @@ def param_columns(runs: list[Run]) -> list[Column]:
     order of the methods' configs, one column per (parameter, unit): 'lam' when one unit, else
     'lam [A^H A]', 'lam [x max|A^H y|]'."""
     values: dict[tuple[str, str], set[str]] = defaultdict(set)
+    unit: dict[tuple[str, str], str] = {}
     for run in runs:
         for key, value in run.identity["params"].items():
             if key != "name":
                 values[(run.identity["method"], key)].add(json.dumps(value, sort_keys=True))
+                unit.setdefault((run.identity["method"], key), unit_of(run, key))
     swept = [(method, key) for (method, key), vals in values.items() if len(vals) > 1]
     units: dict[str, dict[str, list[str]]] = defaultdict(dict)  # param -> unit -> methods
     for method, key in swept:
-        units[key].setdefault(unit_of(method, key), []).append(method)
+        units[key].setdefault(unit[(method, key)], []).append(method)
     return [
         Column(key if len(found) == 1 else f"{key} [{unit or ', '.join(methods)}]", key, unit, tuple(methods))
         for key, found in units.items()

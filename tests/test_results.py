@@ -233,3 +233,25 @@ def test_checkpoint_record_tells_flow_and_flow_student_apart(tmp_path):
     later = {**flow, "state": {**state, "history": [{"val_bpd": 0.5}, {"val_bpd": 0.7}]}}
     assert provenance.checkpoint_record(last, later, "val_bpd")["selected_on"] is None  # not the best epoch
     assert provenance.selection_warning(a, "test") is None and "val" in provenance.selection_warning(a, "all")
+
+
+def test_a_plugin_method_declares_its_units_in_its_runs(tmp_path):
+    """Units come from each run's summary.json (Method.units), so a new method needs no edit in
+    evaluate: two methods sweeping a 'step' of different units get two columns."""
+    dirs = [
+        fake_run(
+            tmp_path / f"a{k}",
+            "landweber",
+            "full",
+            PSNR + k,
+            {"step": s},
+            summary_extra={"param_units": {"step": "1/L"}},
+        )
+        for k, s in enumerate((0.5, 1.0))
+    ]
+    dirs += [
+        fake_run(tmp_path / f"b{k}", "other", "full", PSNR + k, {"step": s}, summary_extra={"param_units": {}})
+        for k, s in enumerate((0.1, 0.2))
+    ]
+    columns = results.param_columns([load(p, "slice") for p in dirs])
+    assert sorted(c.title for c in columns) == ["step [1/L]", "step [other]"]

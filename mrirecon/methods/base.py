@@ -7,7 +7,7 @@ a class decorated by `@register("<name>")`, plus its config `conf/method/<name>.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -31,6 +31,10 @@ class Method:
     # the trainable family (mrirecon.trainables, by its kind) whose checkpoint the method needs,
     # or None (no checkpoint); set by the family's methods
     checkpoint_kind: str | None = None
+    # the unit of a parameter whose quantity differs between methods of the same name (lam
+    # weighs A^H A in cg_sense, max|A^H y| in compressed sensing): recorded in summary.json so
+    # that evaluate never puts two units on one sweep axis or table column
+    units: ClassVar[dict[str, str]] = {}
 
     @property
     def chosen(self) -> dict[str, torch.Tensor | list[str]]:

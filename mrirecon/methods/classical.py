@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from mrirecon.methods.auto_weight import NOISE, effective_noise_std, measured_samples
@@ -51,6 +53,8 @@ class CGSense(Method):
         fallback: lam=auto only: allow the 'residual' rule (false: always sigma, as the plain
             discrepancy principle).
     """
+
+    units: ClassVar[dict[str, str]] = {"lam": "A^H A"}
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ class SparsityMethod(Method):
     """A compressed-sensing method whose weight lam=auto is `kappa` * sigma."""
 
     kappa: ClassVar[float]  # lam=auto: weight = kappa * sigma
+    units: ClassVar[dict[str, str]] = {"lam": "x max|A^H y|"}  # lam relative to the data's scale
 
 
 def weights(

@@ -85,6 +85,7 @@ class RunFacts:
     noise_definition: str  # where the noise std comes from
     prewhitened: bool
     coil_compression: str
+    param_units: dict[str, str]  # Method.units: the unit of parameters named alike across methods
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ def summary(facts: RunFacts, table: SliceTable, objective: str) -> dict[str, Any
         **slice_statistics(table),
         "metric_convention": metrics.CONVENTION,
         "method_config": facts.method_config,
+        "param_units": facts.param_units,
         "checkpoint": facts.checkpoint,
         "seed": facts.seed,
         "created": provenance.now(),

@@ -253,6 +253,7 @@ def facts_of(
         noise_definition=str(data.attrs.get("noise_std_definition", NOISE_ESTIMATED)),
         prewhitened=bool(int(data.attrs.get("prewhitened", 0))),
         coil_compression=str(data.attrs.get("coil_compression", "none")),
+        param_units=dict(method.units),
     )
 
 

@@ -67,6 +67,7 @@ def test_reconstruct_outputs(sweep):
     assert [int(r["slice"]) for r in rows] == [12, 13, 14] and {r["method"] for r in rows} == {"cg_sense"}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["num_slices"] == 3 and "data_range" in summary["metric_convention"]
+    assert summary["param_units"] == {"lam": "A^H A"}  # evaluate keeps its lam apart from the CS methods'
     assert summary["mean"]["nrmse"] == pytest.approx(np.mean([float(r["nrmse"]) for r in rows]), rel=1e-4)
     with h5py.File(run / "recon.h5") as h5:
         assert h5["recon"].shape[0] == 3 and h5["slices"][()].tolist() == [12, 13, 14]
