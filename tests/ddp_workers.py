@@ -78,17 +78,6 @@ def batch_norm_and_actnorm(rank: int, x: torch.Tensor, split: int) -> dict[str, 
     }
 
 
-class _ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items: list[dict[str, torch.Tensor]]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        return self.items[k]
-
-
 def layers_and_runs(
     rank: int,
     x: torch.Tensor,
@@ -109,6 +98,8 @@ def layers_and_runs(
 def flow_run(rank: int, out_dir: Path) -> dict[str, Any]:
     """One epoch of a tiny flow prior (conditioners with batch norm and dropout 0.5; flips and
     dequantisation noise) on 2 ranks: returns the weights (ActNorm included)."""
+    from tiny_training import ListDataset
+
     from mrirecon.nets.flow import build_flow
     from mrirecon.trainables.flow import FlowTrainable
     from mrirecon.training import Settings, Trainer
@@ -124,8 +115,8 @@ def flow_run(rank: int, out_dir: Path) -> dict[str, Any]:
         trainable=trainable,
         optimizer=optimizer,
         scheduler=trainable.scheduler(optimizer, 1),
-        train_set=_ListDataset(items),
-        val_set=_ListDataset(items[:2]),
+        train_set=ListDataset(items),
+        val_set=ListDataset(items[:2]),
         out_dir=out_dir,
         config={},
         settings=Settings(epochs=1, batch_size=4, seed=3),
@@ -141,10 +132,9 @@ def unsupervised_run(
     """Two epochs of unsupervised DBP (ResNet with batch norm and dropout 0.5; holdout, noise,
     flip, random phase) with the Trainer on 2 ranks; records the holdout, noise and dropout
     draws of the first step and returns them with the final weights."""
+    from tiny_training import ListDataset, unsupervised_trainable
+
     import mrirecon.methods.unrolled as unrolled
-    from mrirecon.methods import build_method
-    from mrirecon.nets import build_net
-    from mrirecon.trainables.unrolled import UnrolledTrainable
     from mrirecon.training import Settings, Trainer
 
     draws: dict[str, list[torch.Tensor]] = {"holdout": [], "noise": [], "dropout": []}
@@ -161,21 +151,7 @@ def unsupervised_run(
         return result
 
     unrolled.split_mask, unrolled.complex_noise = recording_split, recording_noise
-    torch.manual_seed(5)  # the same initial weights on every rank
-    model = {"name": "resnet", "channels": 4, "num_blocks": 1, "batch_norm": True, "dropout": 0.5}
-    method = {"name": "dbp", "num_unrolls": 1, "num_admm": 1, "cg_max_iter": 3}
-    trainable = UnrolledTrainable(
-        build_method(method, denoiser=build_net(model)),
-        method,
-        model,
-        supervised=False,
-        stdev=0.01,
-        holdout=0.4,
-        holdout_center=0.1,
-        flip=True,
-        random_phase=True,
-        seed=3,
-    )
+    trainable = unsupervised_trainable()  # the same initial weights on every rank
 
     def dropped(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         draws["dropout"].append(output.flatten(2).abs().sum(-1) == 0)  # (B, C): the channels set to 0
@@ -187,8 +163,8 @@ def unsupervised_run(
     trainer = Trainer(
         trainable=trainable,
         optimizer=optimizer,
-        train_set=_ListDataset(items),
-        val_set=_ListDataset(val_items),
+        train_set=ListDataset(items),
+        val_set=ListDataset(val_items),
         out_dir=out_dir,
         config={},
         settings=Settings(epochs=2, batch_size=2, seed=3),

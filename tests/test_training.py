@@ -13,29 +13,17 @@ import pytest
 import torch
 from ddp_workers import layers_and_runs, spawn
 from helpers import tiny_arrays
+from tiny_training import ListDataset, unsupervised_trainable
 from torch import nn
 
 from mrirecon import distributed as ddp
 from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.errors import UserError
-from mrirecon.methods import build_method
-from mrirecon.nets import build_net
 from mrirecon.nets.flow import GlobalActNorm
 from mrirecon.schedules import cosine_schedule
 from mrirecon.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.trainables.unrolled import UnrolledTrainable
 from mrirecon.training import Settings, Trainer
-
-
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, k):
-        return self.items[k]
 
 
 def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -54,26 +42,6 @@ def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> lis
             item["img"] = torch.from_numpy(a["imgs"][i])
         items.append(item)
     return items
-
-
-def unsupervised_trainable(dropout: float = 0.5, batch_norm: bool = True) -> UnrolledTrainable:
-    """Unsupervised DBP with every random draw on: SSDU holdout, training noise, flips, random
-    phase, dropout (and batch norm)."""
-    torch.manual_seed(5)
-    model = {"name": "resnet", "channels": 4, "num_blocks": 1, "batch_norm": batch_norm, "dropout": dropout}
-    method = {"name": "dbp", "num_unrolls": 1, "num_admm": 1, "cg_max_iter": 3}
-    return UnrolledTrainable(
-        build_method(method, denoiser=build_net(model)),
-        method,
-        model,
-        supervised=False,
-        stdev=0.01,
-        holdout=0.4,
-        holdout_center=0.1,
-        flip=True,
-        random_phase=True,
-        seed=3,
-    )
 
 
 def trainer(out: Path, trainable, epochs: int, scheduler=None, stop_at_step: int | None = None, **kw) -> Trainer:

@@ -12,6 +12,7 @@ from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
+from mrirecon.trainables.unrolled import UnrolledTrainable
 from mrirecon.training import Settings, Trainer
 
 
@@ -35,15 +36,37 @@ def small(name: str, model: str = "resnet", **kw):
     return build_method({"name": name, "num_unrolls": 2, "cg_max_iter": 5, **kw}, denoiser=net)
 
 
-class ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items):
+class ListDataset(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    """Items (dicts of tensors) held in a list."""
+
+    def __init__(self, items: list[dict[str, torch.Tensor]]) -> None:
         self.items = items
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, k):
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         return self.items[k]
+
+
+def unsupervised_trainable(dropout: float = 0.5, batch_norm: bool = True) -> UnrolledTrainable:
+    """Unsupervised DBP with every random draw on: SSDU holdout, training noise, flips, random
+    phase, dropout (and batch norm); the same initial weights every call."""
+    torch.manual_seed(5)
+    model = {"name": "resnet", "channels": 4, "num_blocks": 1, "batch_norm": batch_norm, "dropout": dropout}
+    method = {"name": "dbp", "num_unrolls": 1, "num_admm": 1, "cg_max_iter": 3}
+    return UnrolledTrainable(
+        build_method(method, denoiser=build_net(model)),
+        method,
+        model,
+        supervised=False,
+        stdev=0.01,
+        holdout=0.4,
+        holdout_center=0.1,
+        flip=True,
+        random_phase=True,
+        seed=3,
+    )
 
 
 class TinyTrainable:

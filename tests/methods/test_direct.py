@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import one_error_line, run_cli, tiny_arrays
+from helpers import one_error_line, run_cli
+from tiny_training import tiny_batch
 from torch import nn
 
 from mrirecon.methods import build_method
@@ -72,17 +73,6 @@ def test_unet_image_input_options_and_errors():
         build_method({"name": "unet_image", "net": net, "loss": "l3"})
 
 
-def tiny_batch(n: int = 2, shape=(32, 24)) -> dict[str, torch.Tensor]:
-    a = tiny_arrays(n=n, coils=4, shape=shape, seed=1)
-    return {
-        "img": torch.from_numpy(a["imgs"]),
-        "ksp": torch.from_numpy(a["ksp"]),
-        "maps": torch.from_numpy(a["maps"]),
-        "mask": torch.from_numpy(a["masks"]),
-        "noise_std": torch.zeros(n),
-    }
-
-
 @pytest.mark.parametrize("name", ["unet_image", "automap"])
 def test_training_beats_the_zero_filled_image_on_the_slices_it_saw(name):
     torch.manual_seed(0)
@@ -93,7 +83,7 @@ def test_training_beats_the_zero_filled_image_on_the_slices_it_saw(name):
         else {"name": name, "conv_channels": 8}
     )
     method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
-    batch = tiny_batch(2, shape)
+    batch = tiny_batch(2, shape, seed=1)
     op = SenseOperator(batch["maps"], batch["mask"])
     y = batch["ksp"] * batch["mask"].unsqueeze(1)
     opt = torch.optim.RMSprop(method.parameters(), lr=1e-3 if name == "unet_image" else 1e-4)
@@ -167,7 +157,7 @@ def test_residual_starts_from_the_classical_image(name):
         {"net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}} if name == "unet_image" else {"conv_channels": 4}
     )
     method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
-    batch = tiny_batch(2, shape)
+    batch = tiny_batch(2, shape, seed=1)
     op = SenseOperator(batch["maps"], batch["mask"])
     y = batch["ksp"] * batch["mask"].unsqueeze(1)
     assert torch.allclose(method(y, op), op.adjoint(y), atol=1e-6)  # zero_filled is the input of both
