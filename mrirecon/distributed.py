@@ -9,6 +9,7 @@ Knows nothing about MRI.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -16,10 +17,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+log = logging.getLogger(__name__)
+
 
 def launched() -> bool:
-    """True in a process started by torchrun with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True in a process started by torchrun (one process too: it joins a group of one, so the
+    collective code paths and the backend run as with several)."""
+    return all(key in os.environ for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
 
 
 def rank() -> int:
@@ -43,8 +47,10 @@ def init(device: torch.device, backend: str = "auto") -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group(
-        "nccl" if backend == "auto" and device.type == "cuda" else "gloo" if backend == "auto" else backend
+    chosen = "nccl" if backend == "auto" and device.type == "cuda" else "gloo" if backend == "auto" else backend
+    dist.init_process_group(chosen)
+    log.info(
+        "process group: backend %s, rank %d of %d, device %s", chosen, dist.get_rank(), dist.get_world_size(), device
     )
     return device
 

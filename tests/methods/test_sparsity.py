@@ -163,6 +163,7 @@ def test_cs_beats_zero_filled_on_the_sample(sample_dir):
     assert results["cs_tv"] < 0.7 * results["zero_filled"], results
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["cs_wavelet", "cs_tv"])
 def test_cs_on_cuda_matches_cpu(problem, name):

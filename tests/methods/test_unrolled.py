@@ -337,6 +337,7 @@ def test_dataset_loads_lazily_in_worker_processes(tiny_h5):
     assert batches[0]["ksp"].shape == (2, 4, 32, 24) and batches[0]["ksp"].dtype == torch.complex64
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("amp", [False, True])
 def test_training_step_on_cuda(amp):

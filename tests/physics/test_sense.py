@@ -125,6 +125,7 @@ def test_rejects_bad_shapes():
         SenseOperator(crandn(1, 2, 16, 12), torch.ones(16, 10))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sense_on_cuda_matches_cpu():
     op, maps, mask = random_operator(2, 3, (32, 24))
