@@ -194,7 +194,10 @@ class Snapshot:
         restore or remove those, remove the job log if it made it and the folders it made if
         empty. False (nothing touched) when it wrote or changed any other file (e.g. a
         checkpoint before training diverged: the run's record stays with it)."""
-        if self._others() != self.files:
+        try:
+            if self._others() != self.files:
+                return False
+        except OSError:  # unreadable: touch nothing
             return False
         for path, content in self.kept.items():
             if content is None:

@@ -14,6 +14,7 @@ input leaves it as it was: `finish` releases the lock and undoes the failed run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ class State:
     output_subdir: str | None = ".hydra"
     snapshot: ownership.Snapshot | None = None  # of a single run's dir, before Hydra wrote there
     children: set[str] | None = None  # a sweep dir's entries when the sweep started
+    made: list[Path] = field(default_factory=list)  # the sweep dir and parents made for it
     lock: Lock | None = None
     failed: bool = False  # the single run failed on bad input: `finish` undoes it
 
@@ -97,11 +99,15 @@ def undo(run_dir: Path | None = None) -> None:
 
 
 def finish() -> None:
-    """After the run: release the lock, and undo a single run that failed on bad input."""
+    """After the run: release the lock, undo a single run that failed on bad input, and remove
+    a sweep dir made for a sweep that wrote nothing there."""
     if LAST.failed:
         LAST.failed = False
         undo()
     release()
+    for folder in LAST.made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def record_failure(run_dir: Path, message: str, details: str = "") -> None:
@@ -183,6 +189,7 @@ class Recorder(Callback):
         LAST.before = _stamps(LAST.output_dir)
         LAST.swept = _swept_keys(config)
         LAST.children = {p.name for p in LAST.output_dir.iterdir()} if LAST.output_dir.is_dir() else set()
+        LAST.made = [p for p in (LAST.output_dir, *LAST.output_dir.parents) if not p.exists()]
         _lock(LAST.output_dir, config, "hydra.sweep.dir")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
