@@ -40,16 +40,24 @@ def write_target(path: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def make_parent(path: Path) -> None:
+    """Make the folder of `path` (and its parents); a UserError naming `path` when it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # mkdir on a parent that is a file says 'File exists': name the cause
+        reason = f"{path.parent} is a file, not a folder" if path.parent.is_file() else exc.strerror
+        raise UserError(f"{path}: cannot write here ({reason})") from None
+
+
 def temporary_sibling(path: Path) -> Path:
     """A fresh temporary file next to the write target of `path` (same folder, so `os.replace`
     is atomic)."""
     path = write_target(path)
+    make_parent(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TEMP_MARK}", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # mkdir on a parent that is a file says 'File exists': name the cause
-        reason = f"{path.parent} is a file, not a folder" if path.parent.is_file() else exc.strerror
-        raise UserError(f"{path}: cannot write here ({reason})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write here ({exc.strerror})") from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private
     os.close(fd)
     return Path(tmp)

@@ -23,7 +23,7 @@ from mrirecon.data.source import MultiSource, source_files
 from mrirecon.data.splits import check_fractions, check_splits, make_splits, split_counts, subjects_of
 from mrirecon.data.transforms import make_variant, resized_shape, with_noise
 from mrirecon.errors import UserError
-from mrirecon.io import write_target
+from mrirecon.io import make_parent, write_target
 from mrirecon.locks import file_lock, held, remove_temporaries
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.tasks.common import open_source, overwrite, prewhiten_option, run_dir, source_spec, variant_of
@@ -279,7 +279,7 @@ def write_locked(cfg: DictConfig, out: Path, files: list[Path], write: Callable[
     """`write()` the file data.path holding its lock (one writer at a time: locks.py), after
     checking it again under the lock and removing the temporary files a killed run left there."""
     target = write_target(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(target)
     with held(file_lock(out), "mrirecon preprocess", "data.path", str(out)):
         check_output_path(cfg, out, files)
         remove_temporaries(target.parent, target.name)
