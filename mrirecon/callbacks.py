@@ -9,11 +9,13 @@ import io
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from mrirecon import interrupts, ownership
 from mrirecon.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -139,30 +141,36 @@ class TimeBudget(Callback):
 
 
 class Interrupt(Callback):
-    """Ctrl-C (SIGINT) requests a clean stop (INTERRUPT) after the current step; a second one
-    stops at once. `request()` does what Ctrl-C does."""
+    """Ctrl-C (SIGINT) or SIGTERM (a kill, a scheduler's time limit) requests a clean stop
+    (INTERRUPT) after the current step, with last.pt; a second one stops at once. `request()`
+    does what Ctrl-C does."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self.previous: Any = None
+        self.previous: dict[int, Any] = {}
 
     def request(self, signum: int | None = None, frame: Any = None) -> None:
+        if signum is not None:
+            interrupts.note(signum)
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
     def on_fit_start(self, trainer: Trainer) -> None:
         try:
-            self.previous = signal.signal(signal.SIGINT, self.request)
+            self.previous = {s: signal.signal(s, self.request) for s in self.SIGNALS}
         except ValueError:  # not the main thread
-            self.previous = None
+            self.previous = {}
 
     def stop_request(self, trainer: Trainer) -> str | None:
         return INTERRUPT if self.requested else None
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
 
 class RunInfo(Callback):
@@ -174,6 +182,35 @@ class RunInfo(Callback):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         write_json(self.path, self.info)
+
+
+class RecordOutputs(Callback):
+    """Record the files the run writes in its run dir's record (mrirecon/ownership.py), so that
+    a later run knows them for train's own: training.json and this run's TensorBoard events when
+    the fit starts, the checkpoints and metrics.csv after each epoch, all again when it ends (an
+    interrupt saves last.pt; the events file grows until it is closed)."""
+
+    NAMES = ("training.json", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt")
+
+    def __init__(self, out_dir: Any, by: str = "train") -> None:
+        self.out_dir, self.by = Path(out_dir), by
+        self.events_before = set(self._events())
+
+    def _events(self) -> list[str]:
+        return sorted(f"tensorboard/{p.name}" for p in (self.out_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    def _record(self) -> None:
+        names = [n for n in self.NAMES if (self.out_dir / n).is_file()]
+        ownership.record(self.out_dir, [*names, *(e for e in self._events() if e not in self.events_before)], self.by)
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._record()
+
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any], images: dict[str, np.ndarray]) -> None:
+        self._record()
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self._record()
 
 
 def standard_callbacks(main: bool, max_minutes: float | None, scalars: Any = None) -> list[Callback]:

@@ -5,12 +5,14 @@ checks the overrides against the configs (mrirecon/overrides.py: one `error:` li
 when they cannot work), then hands over to Hydra, so `--cfg job`, `-m` and `hydra.run.dir=`
 work after the subcommand; `--help` is the subcommand's own (mrirecon/helptext.py). A
 `UserError` raised by a task, or an OS error of Hydra's own writes, becomes one `error:` line
-and exit 2; in a sweep, a failed point is recorded and the others run (mrirecon/sweeps.py).
+and exit 2, and the run dir is left as it was (mrirecon/ownership.py: only what this run made is
+removed); in a sweep, a failed point is recorded and the others run (mrirecon/sweeps.py). A
+second process into a locked run dir is refused (mrirecon/locks.py). SIGTERM is handled as
+SIGINT: one `error: interrupted` line, exit code 128 + the signal, no temporary file left.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -78,18 +80,6 @@ def _overrides(args: list[str]) -> tuple[list[str], bool]:
     return overrides, multirun
 
 
-def _cleanup_run_dir(run_dir: Path) -> None:
-    """Remove a run dir that ended in an error if it holds only what Hydra put there (.hydra/
-    and the job log). A dir with anything else (a run being resumed) is left untouched."""
-    if not run_dir.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in run_dir.iterdir()):
-        return
-    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    for log in run_dir.glob("*.log"):
-        log.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()  # only if empty: never removes a user's files
-
-
 def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
     """`mrirecon.tasks.<subcommand>.run(cfg)`, its result passed on (an optimising sweeper's
     objective). A UserError is one `error:` line and exit 2; in a sweep it goes to the point's
@@ -100,8 +90,10 @@ def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
 
     from mrirecon import sweeps
     from mrirecon.errors import UserError
+    from mrirecon.locks import remove_run_dir_temporaries
 
     sweeps.clear_failure(run_dir)
+    remove_run_dir_temporaries(run_dir)  # a killed run's: the run (sweep) dir's lock is ours
     try:
         import torch
 
@@ -110,7 +102,7 @@ def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
     except UserError as exc:
         if multirun:
             return sweeps.record_failure(run_dir, f"error: {' '.join(str(exc).split())}")
-        _cleanup_run_dir(run_dir)
+        sweeps.LAST.failed = True  # sweeps.finish undoes the run's traces
         raise SystemExit(fail(str(exc))) from None
     except Exception as exc:
         if not multirun:
@@ -126,13 +118,16 @@ def _task(subcommand: str) -> Callable[[Any], Any]:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
+        from mrirecon import interrupts
+
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
         try:
-            return _run_task(subcommand, cfg, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)
+            with interrupts.terminate_as_interrupt():
+                return _run_task(subcommand, cfg, run_dir, hydra_cfg.mode == RunMode.MULTIRUN)
         except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
+            print(f"error: interrupted ({interrupts.name()})", file=sys.stderr)
+            raise SystemExit(interrupts.exit_code()) from None
         finally:
             if "mrirecon.distributed" in sys.modules:
                 sys.modules["mrirecon.distributed"].shutdown()
@@ -180,10 +175,12 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
     use_plugin_configs()
     try:
         hydra.main(config_path=str(config_dir()), config_name=subcommand, version_base="1.3")(_task(subcommand))()
+    except sweeps.Refused as exc:  # the run dir is locked by another process
+        return fail(str(exc))
     except OSError as exc:
         if exc.__traceback__ is not None and _raised_in_task(exc):
             raise
-        _cleanup_run_dir(_run_dir_of(exc) or sweeps.LAST.output_dir or Path(os.devnull))
+        sweeps.undo(_run_dir_of(exc))
         return fail(_os_error(exc, multirun))
     except (HydraException, OmegaConfBaseException) as exc:
         return fail(f"invalid override: {one_line(str(exc))}")
@@ -196,6 +193,7 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
         print(f"error: the sweep stopped: {exc.__class__.__name__}: {one_line(str(exc))}", file=sys.stderr)
         return 1 if any(f.internal for f in sweeps.LAST.failures) else EXIT_USAGE
     finally:
+        sweeps.finish()  # the lock released, a run failed on bad input undone
         GlobalHydra.instance().clear()
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -1,5 +1,10 @@
 """Atomic file output: write to a temporary sibling, then rename over the destination; checkpoints.
 
+Temporary files are named `.<name>.mrirecon-XXXXXXXX.tmp` (staging folders
+`.staged.mrirecon-XXXXXXXX`): a name no user file has, so that `remove_temporaries` can take
+away what a killed run (SIGKILL) left and nothing else. A destination that is a symbolic link
+is written through: the link stays and its target gets the new content (`write_target`).
+
 A checkpoint holds only tensors and plain Python types (dict, list, tuple, str, int, float, bool,
 None): configs as plain containers, RNG states as tensors or lists of ints, never a pickled
 object. `save_checkpoint` refuses anything else, so every checkpoint loads with
@@ -14,23 +19,45 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mrirecon.errors import UserError
 
+TEMP_MARK = "mrirecon-"  # in every temporary name mrirecon makes
+STAGE_PREFIX = f".staged.{TEMP_MARK}"
+_TEMPORARY = re.compile(rf"^\.(?P<target>.+)\.{TEMP_MARK}[A-Za-z0-9_]{{8}}\.tmp$")
 
-def temporary_sibling(path: Path) -> Path:
-    """A fresh temporary file next to `path` (same folder, so `os.replace` is atomic)."""
+
+def write_target(path: str | os.PathLike[str]) -> Path:
+    """Where a write of `path` goes: `path` itself, or the file a symbolic link `path` points
+    to (followed to the end; a dangling link's target is created), so that the link stays."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def make_parent(path: Path) -> None:
+    """Make the folder of `path` (and its parents); a UserError naming `path` when it cannot be."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # mkdir on a parent that is a file says 'File exists': name the cause
         reason = f"{path.parent} is a file, not a folder" if path.parent.is_file() else exc.strerror
         raise UserError(f"{path}: cannot write here ({reason})") from None
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A fresh temporary file next to the write target of `path` (same folder, so `os.replace`
+    is atomic)."""
+    path = write_target(path)
+    make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TEMP_MARK}", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write here ({exc.strerror})") from None
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private
     os.close(fd)
     return Path(tmp)
@@ -49,7 +76,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     A reader of `path` sees the old complete file or the new complete file, never a partial one.
     """
-    dest = Path(path)
+    dest = write_target(path)
     tmp = temporary_sibling(dest)
     try:
         yield tmp
@@ -86,11 +113,13 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 def link_or_copy(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
     """Atomically make `dest` a file with the content of `source`: a hard link (instant, no
-    second write of a large checkpoint) where the file system allows, else a copy. A later
-    atomic rewrite of `source` gives it a new file, so `dest` keeps this content."""
+    second write of a large checkpoint, no second copy on disk) where the file system allows,
+    else a copy. A later atomic rewrite of `source` gives it a new file, so `dest` keeps this
+    content."""
     import shutil
 
     with atomic_path(dest) as tmp:
+        tmp.unlink()  # the link's name must be free (mkstemp made the file to reserve the name)
         try:
             os.link(source, tmp)
         except OSError:
@@ -190,27 +219,43 @@ def load_checkpoint(path: str | os.PathLike[str], key: str = "checkpoint", trust
     return state
 
 
+class Claim(Protocol):
+    """What may replace files of a folder and records what was written (ownership.Outputs)."""
+
+    def claim(self, names: list[str]) -> None:
+        """Raise (a UserError) when a file `names` would replace is not this run's to replace."""
+
+    def commit(self, names: list[str]) -> None:
+        """Record `names` as written now (and remove the stale outputs of an earlier run)."""
+
+
 @contextlib.contextmanager
-def staged_outputs(dest: str | os.PathLike[str], owned: tuple[str, ...]) -> Iterator[Path]:
+def staged_outputs(dest: str | os.PathLike[str], outputs: Claim) -> Iterator[Path]:
     """Yield an empty temporary folder inside `dest` to write a set of outputs into. On success
-    every file in it is renamed into `dest` (each rename atomic, all after everything was written)
-    and files of `dest` that match an `owned` glob pattern but were not written this time (stale
-    outputs of an earlier run into the same folder) are deleted. On failure the temporary folder
-    is deleted and `dest` is left as it was: never a partial set of outputs."""
+    `outputs.claim` may refuse them (a file of `dest` that they would replace is not theirs),
+    then every file is renamed into `dest` (each rename atomic, all after everything was
+    written) and `outputs.commit` records them. On failure the temporary folder is deleted and
+    `dest` is left as it was: never a partial set of outputs."""
     import shutil
 
     folder = Path(dest)
     folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staged.", dir=folder))
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder))
     try:
         yield stage
         written = sorted(p for p in stage.iterdir() if p.is_file())
-        names = {p.name for p in written}
-        stale = [p for pattern in owned for p in folder.glob(pattern) if p.is_file() and p.name not in names]
+        names = [p.name for p in written]
+        outputs.claim(names)
         for path in written:
             os.chmod(path, 0o666 & ~_umask())
-            os.replace(path, folder / path.name)
-        for path in stale:
-            path.unlink(missing_ok=True)
+            os.replace(path, write_target(folder / path.name))
+        outputs.commit(names)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def temporary_target(name: str) -> str | None:
+    """The destination name of an mrirecon temporary file name (`.recon.h5.mrirecon-k3j2h1g0.tmp`
+    -> `recon.h5`), None for any other name."""
+    match = _TEMPORARY.match(name)
+    return match["target"] if match else None

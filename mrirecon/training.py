@@ -34,6 +34,7 @@ from mrirecon import streams
 from mrirecon.callbacks import BUDGET, INTERRUPT, Callback
 from mrirecon.errors import UserError
 from mrirecon.io import link_or_copy, load_checkpoint, save_checkpoint
+from mrirecon.locks import remove_temporaries
 from mrirecon.schedules import restore_position
 from mrirecon.trainables.base import Trainable
 
@@ -232,9 +233,9 @@ class Trainer:
         if resume_from is not None:
             self.resume(resume_from)
             # a run killed while writing a checkpoint leaves its temporary file (never the
-            # checkpoint itself half-written): this run dir is ours now, remove them
-            for stale in self.ckpt_dir.glob(".*.tmp") if ddp.is_main() else ():
-                stale.unlink(missing_ok=True)
+            # checkpoint itself half-written): this run dir is ours now, remove mrirecon's
+            if ddp.is_main():
+                remove_temporaries(self.ckpt_dir)
         s = self.settings
         self._emit("on_fit_start")
         try:

@@ -128,6 +128,32 @@ def run_cli(
     )
 
 
+def run_main(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """`mrirecon ARGS` in this process (no interpreter start, no torch import): (exit code,
+    stdout, stderr); `capsys` is pytest's fixture."""
+    from mrirecon import cli
+
+    argv = sys.argv
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # pragma: no cover - main returns its codes
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def refused(code: int, err: str, *names: str) -> str:
+    """Exit 2 and one `error:` line that names each of `names`; the line."""
+    lines = err.strip().splitlines()
+    assert code == 2, f"exit {code}: {err[-3000:]}"
+    assert len(lines) == 1 and lines[0].startswith("error:"), err[-3000:]
+    for name in names:
+        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
+    return lines[0]
+
+
 def files_under(path: Path) -> set[str]:
     """All files below `path`, relative, as strings."""
     return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()

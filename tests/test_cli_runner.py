@@ -15,40 +15,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import files_under
+from helpers import files_under, refused, run_main
 
 from mrirecon import __version__, cli, sweeps
 from mrirecon.errors import UserError
 
 THREADS = "hardware.threads=1"
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`mrirecon ARGS` in this process: (exit code, stdout, stderr)."""
-    argv = sys.argv
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exc:  # pragma: no cover - main returns its codes
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def refused(code: int, err: str, *names: str) -> str:
-    """Exit 2 and one `error:` line that names each of `names`; the line."""
-    lines = err.strip().splitlines()
-    assert code == 2, f"exit {code}: {err[-3000:]}"
-    assert len(lines) == 1 and lines[0].startswith("error:"), err[-3000:]
-    for name in names:
-        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- bad overrides
@@ -296,7 +272,10 @@ def test_a_failed_point_returns_none_and_a_good_one_its_value(tmp_path: Path, mo
 
     cfg = OmegaConf.create({"hardware": {"threads": 1}})
     monkeypatch.setattr(task, "run", lambda cfg: 0.25)
-    (tmp_path / "error.txt").write_text("error: from an earlier run\n")
+    (tmp_path / "error.txt").write_text("my notes\n")  # the user's file of that name stays
+    assert cli._run_task("evaluate", cfg, tmp_path, multirun=True) == 0.25
+    assert (tmp_path / "error.txt").read_text() == "my notes\n"
+    sweeps.record_failure(tmp_path, "error: from an earlier run")  # an earlier run's goes
     assert cli._run_task("evaluate", cfg, tmp_path, multirun=True) == 0.25
     assert not (tmp_path / "error.txt").exists()
 

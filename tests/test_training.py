@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -220,3 +222,29 @@ def test_two_ranks_train_one_flow(two_ranks):
     assert any("running_var" in name for name in first)
     for name, value in first.items():
         assert torch.equal(second[name], value), name
+
+
+def test_sigterm_stops_training_cleanly_as_ctrl_c(tmp_path):
+    """SIGTERM (a kill, a scheduler's time limit) mid-epoch: the step ends, last.pt is saved,
+    KeyboardInterrupt as for Ctrl-C, no temporary file (SIGTERM ended the process on the spot)."""
+    from mrirecon import interrupts
+
+    class Killed(Exception):
+        pass
+
+    def unhandled(signum, frame):
+        raise Killed("SIGTERM was not handled by the training loop")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        run = trainer(tmp_path, unsupervised_trainable(), epochs=3)
+        run.trainable.after_step = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 3 else None
+        interrupts.RECEIVED.clear()
+        with pytest.raises(KeyboardInterrupt):
+            run.fit()
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored after the fit
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert interrupts.name() == "SIGTERM" and interrupts.exit_code() == 143
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["state"]
+    assert saved["step"] == 4 and not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]

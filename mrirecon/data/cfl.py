@@ -22,7 +22,7 @@ from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
 from mrirecon.data.h5 import Slice
 from mrirecon.data.masks import volume_seed
 from mrirecon.errors import UserError
-from mrirecon.io import atomic_path, temporary_sibling
+from mrirecon.io import atomic_path, temporary_sibling, write_target
 
 SLICE_DIM = 13  # BART's SLICE_DIM
 BART_DIMS = 16
@@ -121,7 +121,7 @@ class CflImageWriter:
             del self._map
             self._map = None
             if exc_type is None:
-                os.replace(self._tmp, self.base.with_name(self.base.name + ".cfl"))
+                os.replace(self._tmp, write_target(self.base.with_name(self.base.name + ".cfl")))
                 with atomic_path(self.base.with_name(self.base.name + ".hdr")) as tmp:
                     tmp.write_text(_header(self.dims))
         finally:

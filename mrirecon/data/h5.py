@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from mrirecon.errors import UserError
-from mrirecon.io import temporary_sibling
+from mrirecon.io import temporary_sibling, write_target
 
 KEYS = ("imgs", "maps", "ksp", "masks")
 SPLITS = ("train", "val", "test")
@@ -77,16 +77,24 @@ def open_hdf5(path: Path) -> h5py.File:
         raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
 
 
-def written_by_mrirecon(path: Path) -> bool:
-    """Whether `path` is an HDF5 file that mrirecon wrote: it carries the `mrirecon_version`
-    attribute (processed files and recon.h5) or, for reconstructions written before recon.h5 had
-    it, a `recon` array and the attributes method, variant and data_path."""
+PRODUCER = "mrirecon_subcommand"  # the attribute naming the subcommand that wrote an HDF5 file
+
+
+def producer(path: Path) -> str | None:
+    """The mrirecon subcommand that wrote the HDF5 file `path`: its `mrirecon_subcommand`
+    attribute (preprocess: a processed file; reconstruct: a recon.h5), or for files written
+    before it, 'reconstruct' for a `recon` array with the attributes method, variant and
+    data_path and 'preprocess' for `ksp` with `mrirecon_version`; None for any other file."""
     try:
         with h5py.File(path, "r") as f:
             attrs = set(f.attrs)
-            return "mrirecon_version" in attrs or ("recon" in f and {"method", "variant", "data_path"} <= attrs)
-    except OSError:
-        return False
+            if PRODUCER in attrs:
+                return str(f.attrs[PRODUCER])
+            if "recon" in f and {"method", "variant", "data_path"} <= attrs:
+                return "reconstruct"
+            return "preprocess" if "mrirecon_version" in attrs and "ksp" in f else None
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _expected_shapes(n: int, c: int, x: int, y: int) -> dict[str, tuple[int, ...]]:
@@ -386,6 +394,6 @@ class DeepInPyWriter:
                 self._tmp.unlink(missing_ok=True)
                 raise UserError(f"{self.path}: write failed ({close_exc})") from None
         if exc_type is None:
-            os.replace(self._tmp, self.path)
+            os.replace(self._tmp, write_target(self.path))
         else:
             self._tmp.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrirecon import distributed as ddp
 from mrirecon.data import source as sources
-from mrirecon.data.h5 import DeepInPyFile, written_by_mrirecon
+from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.masks import KINDS
 from mrirecon.data.source import ReadOptions, Source
 from mrirecon.errors import UserError, configured
@@ -145,20 +145,9 @@ def open_processed(cfg: DictConfig) -> DeepInPyFile:
 
 
 def overwrite(cfg: DictConfig) -> bool:
-    """`overwrite=true`: outputs may replace files that mrirecon did not write, or a finished run."""
+    """`overwrite=true`: outputs may replace files that this subcommand did not write, or a finished
+    run (only the files it writes: mrirecon/ownership.py)."""
     return bool(cfg.get("overwrite", False))
-
-
-def refuse_foreign_outputs(cfg: DictConfig, out: Path, outputs: tuple[str, ...], vouch: str) -> None:
-    """Refuse (unless overwrite=true) a run dir `out` that holds files named like this task's
-    `outputs` when its `vouch` file is not an HDF5 file written by mrirecon: they would be
-    replaced, and they are not this task's earlier results."""
-    present = [name for name in outputs if (out / name).exists()]
-    if present and not overwrite(cfg) and not written_by_mrirecon(out / vouch):
-        raise UserError(
-            f"hydra.run.dir: {out} holds {', '.join(present)}, not written by an earlier run of this "
-            f"subcommand (no mrirecon {vouch} there): choose another hydra.run.dir, or overwrite=true to replace them"
-        )
 
 
 def plain(cfg: Any) -> Any:

@@ -9,8 +9,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from mrirecon.data.download import DownloadError, RemoteFile, fetch
+from mrirecon.data.download import MANIFEST, DownloadError, RemoteFile, fetch
 from mrirecon.errors import UserError
+from mrirecon.locks import folder_lock, held, remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,20 @@ def remote_files(cfg: DictConfig) -> list[RemoteFile]:
     """The files of `dataset`, checked: a base url (file url = url + id), a non-empty list of
     ids, sha256 by id."""
     d = cfg.dataset
-    url, suffix = str(d.url), str(d.get("suffix", ""))
+    url, suffix = str(d.url), str(d.get("suffix", "") or "")
     if not url.startswith(("http://", "https://")):
         raise UserError(f"dataset.url: {url!r} must be an http(s) address (each file's is url + its id)")
     ids = _container(d.files)
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i and "/" not in i for i in ids):
-        raise UserError("dataset.files: expected a non-empty list of file identifiers (strings without '/')")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and plain_name(i) for i in ids):
+        raise UserError(
+            "dataset.files: expected a non-empty list of file identifiers (plain file names: no '/', not '.' or '..', "
+            "not starting with '.')"
+        )
+    if any(c in suffix for c in "/\\\0"):
+        raise UserError(f"dataset.suffix: {suffix!r} must be the end of a file name (no '/')")
+    reserved = [f"{i}{suffix}" for i in ids if not plain_name(f"{i}{suffix}") or f"{i}{suffix}" == MANIFEST]
+    if reserved or any(f"{i}{suffix}".endswith(".part") for i in ids):
+        raise UserError(f"dataset.suffix: {suffix!r} makes file names download cannot use ({MANIFEST}, *.part)")
     known = _container(d.get("sha256")) or {}
     if not isinstance(known, dict):
         raise UserError("dataset.sha256: expected a mapping from file identifier to SHA-256 (or {})")
@@ -37,6 +46,12 @@ def remote_files(cfg: DictConfig) -> list[RemoteFile]:
         raise UserError(f"dataset.limit: {limit!r} must be null or an integer >= 1")
     chosen = ids[:limit] if limit else ids
     return [RemoteFile(f"{i}{suffix}", url + i, str(known[i]) if i in known else None) for i in chosen]
+
+
+def plain_name(name: str) -> bool:
+    """Whether `name` is a plain file name in dataset.dir: no folder part, not '.' or '..', not
+    hidden (mrirecon's own names there: locks, temporary files)."""
+    return bool(name) and not name.startswith(".") and not any(c in name for c in "/\\\0")
 
 
 def content_check(fmt: Any) -> Any:
@@ -62,8 +77,9 @@ def content_check(fmt: Any) -> Any:
 
 
 def run(cfg: DictConfig) -> Path:
-    """Download every file of `dataset` into `dataset.dir` (present, checked files are kept);
-    returns the folder."""
+    """Download every file of `dataset` into `dataset.dir` (present, checked files are kept;
+    present files without a manifest entry are checked and adopted, or reported: never removed)
+    holding the folder's lock; returns the folder."""
     files = remote_files(cfg)
     check = content_check(cfg.dataset.get("format"))
     folder = Path(str(cfg.dataset.dir))
@@ -72,6 +88,30 @@ def run(cfg: DictConfig) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"dataset.dir: cannot create {folder} ({exc.strerror})") from None
+    try:
+        with held(folder_lock(folder), "mrirecon download", "dataset.dir", str(folder)):
+            remove_temporaries(folder)
+            fetched = fetch_all(cfg, files, folder, check)
+    finally:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # made now and nothing came: nothing left behind
+    log.info(
+        "%s: %d files in %s (%d downloaded now, %d already there); next: mrirecon preprocess data=full "
+        "data.source=%s data.path=outputs/data/%s_full.h5",
+        cfg.dataset.name,
+        len(files),
+        folder,
+        fetched,
+        len(files) - fetched,
+        folder,
+        cfg.dataset.name,
+    )
+    return folder
+
+
+def fetch_all(cfg: DictConfig, files: list[RemoteFile], folder: Path, check: Any) -> int:
+    """Fetch each file with a progress bar; the number downloaded now. A DownloadError is the
+    run's error line."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -90,19 +130,6 @@ def run(cfg: DictConfig) -> Path:
             try:
                 fetched += fetch(file, folder, float(cfg.dataset.timeout), bool(cfg.dataset.verify), check, advance)
             except DownloadError as exc:
-                if created and not any(folder.iterdir()):
-                    folder.rmdir()  # nothing partial left behind
                 raise UserError(f"download {cfg.dataset.name}: {exc}") from None
             progress.remove_task(bar)
-    log.info(
-        "%s: %d files in %s (%d downloaded now, %d already there); next: mrirecon preprocess data=full "
-        "data.source=%s data.path=outputs/data/%s_full.h5",
-        cfg.dataset.name,
-        len(files),
-        folder,
-        fetched,
-        len(files) - fetched,
-        folder,
-        cfg.dataset.name,
-    )
-    return folder
+    return fetched

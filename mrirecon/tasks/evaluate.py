@@ -24,23 +24,13 @@ from mrirecon.figures import comparison_figure, heatmap_figure, summary_figure, 
 from mrirecon.io import staged_outputs, write_text
 from mrirecon.metrics import NAMES as METRICS
 from mrirecon.optuna_figures import optuna_figures
+from mrirecon.ownership import Outputs
 from mrirecon.runs import Damaged, Run, Skipped, discover, load, load_training
 from mrirecon.tasks.common import run_dir
 
 log = logging.getLogger(__name__)
-# evaluate's outputs in its run dir, replaced as a set (an earlier evaluate's extra sweep plots go)
-OWNED = (
-    "results.csv",
-    "comparisons.csv",
-    "results.md",
-    "report.html",
-    "summary.png",
-    "comparison.png",
-    "comparison_*.png",
-    "sweep_*.png",
-    "optuna_*.png",
-    "training_curves.png",
-)
+# the names evaluate always writes (and comparison_*, sweep_*, optuna_* figures named by the runs)
+FIXED = ("results.csv", "comparisons.csv", "results.md", "report.html", "summary.png", "training_curves.png")
 LEVELS = ("slice", "volume")
 MAX_FIGURE_COLUMNS = 8  # reconstructions per comparison figure (the best rows by mean PSNR)
 
@@ -115,6 +105,8 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     comparison_*.png, sweep plots, training curves and report.html into the run dir together;
     print the tables."""
     opts = options(cfg)
+    outputs = Outputs(run_dir(), "evaluate", replace=bool(cfg.get("overwrite", False)))
+    outputs.claim(list(FIXED))  # before the work; the figures' names are claimed when written
     loaded, curves, skipped = read(opts)
     methods = sorted({r.identity["method"] for r in loaded})
     if opts.baseline is not None and opts.baseline not in methods:
@@ -131,7 +123,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
     for warning in report.warnings(doc):
         log.warning("%s", warning)
     out = run_dir()
-    with staged_outputs(out, OWNED) as stage:
+    with staged_outputs(out, outputs) as stage:  # replaces only its own files, removes its own stale ones
         if table:
             doc.summary_figure = _summary_plot(doc, stage / "summary.png")
             doc.figures += _comparisons(table, opts.figure_slices, stage)

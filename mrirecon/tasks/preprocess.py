@@ -11,19 +11,22 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from mrirecon import __version__
+from mrirecon import __version__, ownership
 from mrirecon.data.coil_compression import CoilCompression
-from mrirecon.data.h5 import SPLITS, DeepInPyWriter, Slice, written_by_mrirecon
+from mrirecon.data.h5 import PRODUCER, SPLITS, DeepInPyWriter, Slice, producer
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import MultiSource, source_files
 from mrirecon.data.splits import check_fractions, check_splits, make_splits, split_counts, subjects_of
 from mrirecon.data.transforms import make_variant, resized_shape, with_noise
 from mrirecon.errors import UserError
+from mrirecon.io import make_parent, write_target
+from mrirecon.locks import file_lock, held, remove_temporaries
 from mrirecon.physics.noise import estimate_noise_std
-from mrirecon.tasks.common import open_source, overwrite, prewhiten_option, source_spec, variant_of
+from mrirecon.tasks.common import open_source, overwrite, prewhiten_option, run_dir, source_spec, variant_of
 
 log = logging.getLogger(__name__)
 MIN_SIZE = 7  # the smallest image side metrics take (SSIM's 7x7 window)
@@ -250,17 +253,40 @@ def variant_options(cfg: DictConfig) -> Variant:
 
 
 def check_output_path(cfg: DictConfig, out: Path, files: list[Path]) -> None:
-    """Refuse a data.path that is a source file, a folder, or a file mrirecon did not write
-    (unless overwrite=true)."""
+    """Refuse a data.path that is a source file, a folder, or a file that preprocess did not
+    write (unless overwrite=true): a file mrirecon did not write, or another subcommand's output
+    (a recon.h5 of reconstruct). A symbolic link is written through (its target is checked)."""
     if any(Path(p).resolve() == out.resolve() for p in files):
         raise UserError(f"data.path: {out} is the source file itself; choose another output path")
     if out.is_dir():
         raise UserError(f"data.path: {out} is a folder; give the path of the .h5 file to write")
-    if out.exists() and not overwrite(cfg) and not written_by_mrirecon(out):
+    if not out.exists() or overwrite(cfg):
+        return
+    made_by = producer(out)
+    if made_by is None:
         raise UserError(
             f"data.path: {out} exists and was not written by mrirecon (no mrirecon provenance attributes): "
             "choose another data.path, or overwrite=true to replace it"
         )
+    if made_by != "preprocess":
+        raise UserError(
+            f"data.path: {out} exists and is an output of mrirecon {made_by}, not a processed file of "
+            "preprocess: choose another data.path, or overwrite=true to replace it"
+        )
+
+
+def write_locked(cfg: DictConfig, out: Path, files: list[Path], write: Callable[[], list[float]]) -> list[float]:
+    """`write()` the file data.path holding its lock (one writer at a time: locks.py), after
+    checking it again under the lock and removing the temporary files a killed run left there."""
+    target = write_target(out)
+    make_parent(target)
+    with held(file_lock(out), "mrirecon preprocess", "data.path", str(out)):
+        check_output_path(cfg, out, files)
+        remove_temporaries(target.parent, target.name)
+        stds = write()
+    if HydraConfig.initialized():  # the run dir's record names the file this run wrote
+        ownership.record(run_dir(), [str(target.resolve())], "preprocess")
+    return stds
 
 
 def check_variant(cfg: DictConfig, source: Any, variant: Variant) -> None:
@@ -320,6 +346,7 @@ def attributes_of(
         "prewhitened": int(prewhitened),
         "coil_compression": "none",
         "mrirecon_version": __version__,
+        PRODUCER: "preprocess",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **{f"split_{name}": splits[name] for name in SPLITS},
         **{f"source_{k}": v for k, v in source.attrs.items() if isinstance(v, (str, int, float))},
@@ -375,7 +402,8 @@ def run(cfg: DictConfig) -> Path:
     )
     slices = (first if i == 0 else variant.make(read(i), i) for i in range(len(source)))
     final_attrs = None if compression is None else lambda: compression.attrs(source.num_coils)
-    stds = write_slices(writer, slices, len(source), f"preprocess {cfg.data.name}", final_attrs)
+    label = f"preprocess {cfg.data.name}"
+    stds = write_locked(cfg, out, files, lambda: write_slices(writer, slices, len(source), label, final_attrs))
     source.close()
     log.info(
         "wrote %s: %d slices of %d subjects, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d "

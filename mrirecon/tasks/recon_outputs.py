@@ -21,12 +21,14 @@ from rich.progress import Progress
 
 from mrirecon import __version__, metrics, provenance
 from mrirecon.data.cfl import CflImageWriter
+from mrirecon.data.h5 import PRODUCER
 from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path
 
 log = logging.getLogger(__name__)
 CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
-# the run dir's files that a run replaces (recon.h5 vouches that the others are an earlier run's)
+# the run dir's files that a run writes (figures/ aside; recon.h5's attributes vouch for them in a
+# run dir of a reconstruct run from before the run dir's record, mrirecon/ownership.py)
 OUTPUTS = ("recon.h5", "metrics.csv", "summary.json", "recon.cfl", "recon.hdr")
 Chosen = float | str  # one slice's value of a setting chosen from the data (a number, or a rule's label)
 
@@ -298,6 +300,18 @@ def summary(facts: RunFacts, table: SliceTable, objective: str) -> dict[str, Any
     return result
 
 
+def output_names(slices: np.ndarray, options: OutputOptions) -> list[str]:
+    """The run dir's files that `write_run` writes for `slices`: recon.h5, metrics.csv,
+    summary.json, recon.cfl/.hdr (options.cfl) and the figures of the first options.figures."""
+    names = [n for n in OUTPUTS if options.cfl or not n.startswith("recon.") or n == "recon.h5"]
+    return names + [f"figures/{figure_name(int(i))}" for i in slices[: options.figures]]
+
+
+def figure_name(index: int) -> str:
+    """The figure of slice `index` (its index in the data file)."""
+    return f"slice_{index:04d}.png"
+
+
 def write_figures(folder: Path, records: Iterable[SliceRecord], facts: RunFacts) -> None:
     """folder/slice_NNNN.png for each record: reference (or zero-filled) | recon | difference."""
     for r in records:
@@ -309,7 +323,7 @@ def write_figures(folder: Path, records: Iterable[SliceRecord], facts: RunFacts)
         folder.mkdir(exist_ok=True)
         reference_label = "reference" if facts.has_reference else "zero-filled"
         reconstruction_figure(
-            r.reference, r.recon, title, folder / f"slice_{r.index:04d}.png", reference_label=reference_label
+            r.reference, r.recon, title, folder / figure_name(r.index), reference_label=reference_label
         )
 
 
@@ -336,6 +350,7 @@ def write_run(
         "variant": facts.variant,
         "data_path": facts.data_path,
         "mrirecon_version": __version__,
+        PRODUCER: "reconstruct",
     }
     table = SliceTable(keep=options.figures)
     with contextlib.ExitStack() as stack:  # entered in this order, committed in the reverse

@@ -20,15 +20,24 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mrirecon import metrics, provenance
-from mrirecon.data.h5 import DeepInPyFile, region_size
+from mrirecon.data.h5 import DeepInPyFile, producer, region_size
 from mrirecon.data.transforms import center_crop
 from mrirecon.errors import UserError, configured
 from mrirecon.io import load_checkpoint
 from mrirecon.methods import REGISTRY, Method, build_method
+from mrirecon.ownership import Outputs
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.tasks.common import device_of, open_processed, plain, refuse_foreign_outputs, run_dir
-from mrirecon.tasks.recon_outputs import OUTPUTS, Chosen, OutputOptions, RunFacts, SliceRecord, write_run
+from mrirecon.tasks.common import device_of, open_processed, overwrite, plain, run_dir
+from mrirecon.tasks.recon_outputs import (
+    OUTPUTS,
+    Chosen,
+    OutputOptions,
+    RunFacts,
+    SliceRecord,
+    output_names,
+    write_run,
+)
 from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 log = logging.getLogger(__name__)
@@ -299,12 +308,15 @@ def run(cfg: DictConfig) -> float:
     """
     options = options_of(cfg)
     out = run_dir()
-    refuse_foreign_outputs(cfg, out, OUTPUTS, "recon.h5")
+    outputs = outputs_of(cfg, out)
+    outputs.claim(output_names(np.zeros(0, int), options.output))  # before any work: the fixed names
     device = device_of(cfg)
     method, method_config, trained = method_of(cfg, device)
     data = open_processed(cfg)
     try:
         indices = check_data(cfg, method_config, trained, data)
+        names = output_names(indices, options.output)
+        outputs.claim(names)  # the figures' names too
         facts = facts_of(cfg, method, method_config, trained, data)
         output = replace(options.output, cfl_axes=cfl_axes_of(data))
         torch.manual_seed(options.seed)
@@ -312,8 +324,19 @@ def run(cfg: DictConfig) -> float:
         summary = write_run(out, records, facts, indices, output)
     finally:
         data.close()
+    outputs.commit(names)
     log_summary(summary, out)
     return float(summary["objective"]["value"])
+
+
+def outputs_of(cfg: DictConfig, out: Path) -> Outputs:
+    """The run dir's files as reconstruct owns them (ownership.Outputs); in a run dir from before
+    records existed, a recon.h5 of reconstruct vouches for the files next to it (not figures/)."""
+
+    def legacy(name: str) -> bool:
+        return name in OUTPUTS and producer(out / "recon.h5") == "reconstruct"
+
+    return Outputs(out, "reconstruct", replace=overwrite(cfg), legacy=legacy)
 
 
 def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:

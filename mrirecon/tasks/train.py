@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mrirecon import distributed as ddp
-from mrirecon.callbacks import RunInfo, standard_callbacks
+from mrirecon.callbacks import RecordOutputs, RunInfo, standard_callbacks
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY
@@ -111,11 +111,11 @@ def callbacks_of(
     out: Path, trainable: Any, family: type[Trainable], max_minutes: float | None, parameters: int
 ) -> list[Any]:
     """The standard callbacks and, on the main process, training.json (what this run trains,
-    for evaluate's training curves)."""
+    for evaluate's training curves) and the record of the files the run writes."""
     hooks = standard_callbacks(ddp.is_main(), max_minutes, trainable.scalars)
     if ddp.is_main():
         info = {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters}
-        hooks.append(RunInfo(out / "training.json", info))
+        hooks += [RunInfo(out / "training.json", info), RecordOutputs(out)]  # last: records what the others wrote
     return hooks
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
+from mrirecon.ownership import RECORD, Outputs, record
 from mrirecon.tasks.common import overwrite
 from mrirecon.training import Settings
 
@@ -79,33 +81,57 @@ def _continues(out: Path, resume: Path | None) -> bool:
     return resume is not None and resume.resolve().parent == (out / "checkpoints").resolve()
 
 
+OUTPUTS = ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv", "training.json")  # in the run dir
+EVENTS = "tensorboard/events.out.tfevents."  # TensorBoard's files start so
+
+
+def outputs_of(cfg: DictConfig, out: Path) -> Outputs:
+    """The run dir's files as train owns them (ownership.Outputs); in a run dir from before
+    records existed, training.json vouches for the training run's files."""
+
+    def legacy(name: str) -> bool:
+        return (out / "training.json").is_file() and (name in OUTPUTS or name.startswith(EVENTS))
+
+    return Outputs(out, "train", replace=overwrite(cfg), legacy=legacy)
+
+
+def _earlier_run(outputs: Outputs) -> list[str]:
+    """The files of an earlier training run in the run dir: its own outputs present there."""
+    events = sorted(f"tensorboard/{p.name}" for p in (outputs.folder / "tensorboard").glob("events.out.tfevents.*"))
+    return [n for n in (*OUTPUTS, *events) if (outputs.folder / n).is_file() and outputs.owns(n)]
+
+
 def check_run_dir(cfg: DictConfig, out: Path, resume: Path | None) -> None:
-    """Refuse to train into a run dir holding another run's checkpoints (unless train.resume
-    continues that run, or overwrite=true), or a metrics.csv of no training run (no training.json)."""
-    if _continues(out, resume) or overwrite(cfg):
+    """Refuse to train into a run dir holding an earlier training run (unless train.resume
+    continues it, or overwrite=true), or files at the names train writes that no training run
+    wrote there (unless overwrite=true: those are replaced, nothing else is touched)."""
+    if _continues(out, resume):
         return
-    held = sorted(p.name for p in (out / "checkpoints").glob("*.pt"))
-    if held:
+    outputs = outputs_of(cfg, out)
+    earlier = _earlier_run(outputs)
+    if earlier and not outputs.replace:
+        checkpoints = sorted(Path(n).name for n in earlier if n.startswith("checkpoints/"))
+        held = f"checkpoints ({', '.join(checkpoints)})" if checkpoints else f"the outputs ({', '.join(earlier)})"
         raise UserError(
-            f"hydra.run.dir: {out} already holds checkpoints ({', '.join(held)}) of a training run: continue it "
-            "with train.resume=true, or start over with overwrite=true (replaces them), or choose another hydra.run.dir"
+            f"hydra.run.dir: {out} already holds {held} of a training run: continue it with train.resume=true, "
+            "or start over with overwrite=true (replaces that run's files), or choose another hydra.run.dir"
         )
-    if (out / "metrics.csv").exists() and not (out / "training.json").exists():
-        raise UserError(
-            f"hydra.run.dir: {out} holds a metrics.csv of no training run (no training.json): choose another "
-            "hydra.run.dir, or overwrite=true to replace it"
-        )
+    outputs.claim(list(OUTPUTS))
 
 
 def clear_run_dir(cfg: DictConfig, out: Path, resume: Path | None) -> None:
-    """With overwrite=true (and not continuing this run dir's own run), remove an earlier run's
-    checkpoints, training.json, metrics.csv and TensorBoard events: the run dir holds one run."""
+    """With overwrite=true (and not continuing this run dir's own run), remove the earlier run's
+    files (those the record says train wrote, TensorBoard events included) and the files at
+    the names this run writes, so that the run dir holds one run; a user's other files stay
+    (e.g. checkpoints/my_model.pt)."""
     if not overwrite(cfg) or _continues(out, resume):
         return
-    for old in (*(out / "checkpoints").glob("*.pt"), *(out / "tensorboard").glob("events.out.tfevents.*")):
-        old.unlink()
-    for name in ("training.json", "metrics.csv"):
+    outputs = outputs_of(cfg, out)
+    old = sorted({*_earlier_run(outputs), *outputs.stale(()), *(n for n in OUTPUTS if os.path.lexists(out / n))})
+    for name in old:
         (out / name).unlink(missing_ok=True)
+    if (out / RECORD).exists():
+        record(out, (), "train", forget=old)
 
 
 def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:

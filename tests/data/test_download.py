@@ -2,6 +2,8 @@
 
 The server (http.server in a thread, on 127.0.0.1) answers HTTP Range requests and can cut a
 transfer after N bytes or serve corrupted bytes; it records every request's Range header.
+Download never removes or replaces a file it did not write in the run: files present without a
+manifest entry are checked and adopted, or reported and kept.
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from formats_helpers import centred_fftn, phantom_coils, write_ismrmrd
-from helpers import ROOT, run_cli
+from helpers import ROOT, refused, run_cli, run_main
 
-from mrirecon.data.download import CHUNK, DownloadError, RemoteFile, fetch, read_manifest
-
-pytestmark = pytest.mark.slow  # the CLI in subprocesses against a local server
+from mrirecon.data.download import CHUNK, MANIFEST, DownloadError, RemoteFile, fetch, read_manifest
 
 IDS = ("knee-a", "knee-b", "knee-c")
 
@@ -99,6 +99,7 @@ def download(cwd: Path, server: Server, *extra: str):
     )
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_download_resume_and_preprocess(tmp_path, server):
     """Interrupted, then resumed with a Range request, then nothing to do; the folder then goes
     through preprocess with one subject per file and splits that never cut one."""
@@ -133,6 +134,7 @@ def test_download_resume_and_preprocess(tmp_path, server):
     assert [np.unique(f.subjects()[splits[s]]).tolist() for s in ("train", "val", "test")] == [[0], [1], [2]]
 
 
+@pytest.mark.slow  # the CLI in subprocesses
 def test_corrupt_download_is_removed(tmp_path, server):
     good = hashlib.sha256(server.files["knee-a"]).hexdigest()
     server.corrupt["knee-a"] = server.files["knee-a"][:-10] + b"x" * 10
@@ -147,16 +149,105 @@ def test_corrupt_download_is_removed(tmp_path, server):
     assert download(tmp_path, server).returncode == 0
 
 
-def test_truncated_local_file_fetched_again(tmp_path, server):
-    """A file in the folder whose size no longer matches the manifest is downloaded again."""
+def test_a_changed_local_file_is_reported_and_kept(tmp_path, server):
+    """A file whose size no longer matches the manifest (or that has none) and not the server's:
+    reported, kept as it is (it was deleted and fetched again)."""
     folder = tmp_path / "dl"
     folder.mkdir()
     file = RemoteFile("knee-a.h5", server.url + "knee-a")
     assert fetch(file, folder) is True and fetch(file, folder) is False
     (folder / "knee-a.h5").write_bytes(server.files["knee-a"][:100])
-    assert fetch(file, folder) is True and (folder / "knee-a.h5").read_bytes() == server.files["knee-a"]
+    size = len(server.files["knee-a"])
+    with pytest.raises(DownloadError, match=f"knee-a.h5 is in .* with 100 bytes, the server's file has {size}; kept"):
+        fetch(file, folder)
+    assert (folder / "knee-a.h5").read_bytes() == server.files["knee-a"][:100]
 
 
+def knees(capsys, tmp_path, url: str, *extra: str) -> tuple[int, str, str]:
+    """`mrirecon download` of the three test files into tmp_path/knees, in this process."""
+    return run_main(capsys, "download", f"dataset.url={url}", f"dataset.files=[{','.join(IDS)}]",
+                    f"dataset.dir={tmp_path / 'knees'}", f"hydra.run.dir={tmp_path / 'dl'}", *extra)  # fmt: skip
+
+
+def users_copies(tmp_path, server, names=IDS) -> dict[str, bytes]:
+    """The user's own copies of `names` in tmp_path/knees (no manifest): {file name: bytes}."""
+    folder = tmp_path / "knees"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        (folder / f"{name}.h5").write_bytes(server.files[name])
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_files_without_a_manifest_are_kept_offline(tmp_path, server, capsys):
+    """Valid files and no manifest.json, offline: one error line, every file kept (each was
+    deleted before 'cannot reach')."""
+    before = users_copies(tmp_path, server, IDS[:2])
+    code, _, err = knees(capsys, tmp_path, "http://127.0.0.1:9/download/", "dataset.timeout=5")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "knees").iterdir()} == before
+    refused(code, err, "knee-a.h5", "cannot reach 127.0.0.1:9", "kept as it is")
+
+
+def test_files_without_a_manifest_are_adopted_when_the_server_confirms_them(tmp_path, server, capsys):
+    """Checked by content and by the server's size (a one-byte request), recorded, not fetched."""
+    before = users_copies(tmp_path, server, IDS[:2])
+    code, _, err = knees(capsys, tmp_path, server.url)
+    assert code == 0, err
+    assert [r for r in server.requests if r[0] != "knee-c"] == [("knee-a", "bytes=0-0"), ("knee-b", "bytes=0-0")]
+    manifest = read_manifest(tmp_path / "knees")
+    assert manifest["knee-a.h5"]["adopted"] and manifest["knee-b.h5"]["bytes"] == len(server.files["knee-b"])
+    assert all((tmp_path / "knees" / n).read_bytes() == data for n, data in before.items())
+    assert (tmp_path / "knees" / "knee-c.h5").read_bytes() == server.files["knee-c"]
+
+
+def test_a_present_file_of_other_content_is_reported_and_kept(tmp_path, server, capsys):
+    folder = tmp_path / "knees"
+    folder.mkdir()
+    (folder / "knee-a.h5").write_bytes(b"<html>my notes</html>")
+    code, _, err = knees(capsys, tmp_path, server.url)
+    refused(code, err, "knee-a.h5", "without a matching manifest entry", "kept as it is")
+    assert (folder / "knee-a.h5").read_bytes() == b"<html>my notes</html>"
+
+
+def test_a_corrupt_manifest_is_an_error(tmp_path, server, capsys):
+    """Read as empty, it let download delete every file it listed."""
+    before = users_copies(tmp_path, server)
+    (tmp_path / "knees" / MANIFEST).write_text('{"knee-a.h5": {"bytes": 12')
+    code, _, err = knees(capsys, tmp_path, server.url)
+    refused(code, err, str(tmp_path / "knees" / MANIFEST), "unreadable", "move it away")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "knees").iterdir() if p.name != MANIFEST} == before
+    assert not server.requests
+
+
+def test_a_part_is_trusted_only_when_it_is_its_own_and_the_server_confirms_it(tmp_path, server):
+    """A foreign .part larger than the remote file was taken as complete on HTTP 416 and recorded
+    as the download; now it is reported and kept. download's own .part that the server's size
+    does not confirm is started over."""
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    file = RemoteFile("knee-a.h5", server.url + "knee-a")
+    foreign = np.random.default_rng(0).bytes(len(server.files["knee-a"]) + 5000)
+    (folder / "knee-a.h5.part").write_bytes(foreign)
+    with pytest.raises(DownloadError, match="knee-a.h5.part .* not a partial download of mrirecon"):
+        fetch(file, folder)
+    assert (folder / "knee-a.h5.part").read_bytes() == foreign and not (folder / "knee-a.h5").exists()
+    (folder / MANIFEST).write_text(json.dumps({"knee-a.h5.part": {"partial": True, "url": file.url}}))
+    assert fetch(file, folder) is True  # its own part, 416 with another total: started over
+    assert (folder / "knee-a.h5").read_bytes() == server.files["knee-a"] and not (folder / "knee-a.h5.part").exists()
+    assert server.requests[-2:] == [("knee-a", f"bytes={len(foreign)}-"), ("knee-a", None)]
+    assert set(read_manifest(folder)) == {"knee-a.h5"}
+
+
+def test_ids_and_suffix_are_plain_file_names(tmp_path, capsys):
+    """suffix=/../../x.h5 wrote outside dataset.dir."""
+    for override, key in (("dataset.suffix=/../../x.h5", "dataset.suffix"), ("dataset.files=[..]", "dataset.files"),
+                          ("dataset.files=[.hidden]", "dataset.files"), ("dataset.suffix=.part", "dataset.suffix")):  # fmt: skip
+        code, _, err = run_main(capsys, "download", "dataset.url=http://127.0.0.1:9/", "dataset.files=[a]", override,
+                                f"dataset.dir={tmp_path / 'in' / 'knees'}", f"hydra.run.dir={tmp_path / 'dl'}")  # fmt: skip
+        refused(code, err, key)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # the CLI in subprocesses
 def test_offline_is_one_error_line(tmp_path):
     res = run_cli(
         "download", "dataset.url=http://127.0.0.1:9/download/", "dataset.files=[a]", "dataset.dir=nothing",
