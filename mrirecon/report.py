@@ -46,24 +46,29 @@ class Report:
 def table_note(level: str) -> str:
     unit = "volume" if level == "volume" else "slice"
     return (
-        f"Level: {level}. Metrics: {CONVENTIONS[level]}. Mean and sample std (ddof 1) over {unit}s; 95 % CI: "
-        f"t-interval of the mean over the independent units (subjects when the file records them, with a "
-        f"cluster-robust standard error; else {unit}s). slices, subjects: numbers of each (empty: the file records "
-        f"no subjects); failed: {unit}s with a non-finite metric (a diverging method's NaN, an all-zero reference): "
-        "when any failed the row has no mean, never a mean over the rest; R: mean effective acceleration; "
-        f"s/slice: mean reconstruction time per slice. best: * = best mean PSNR of its group and resolved from "
-        f"every other row (sign-flip test over the units, p < {stats.ALPHA}); tied = not resolved from the best row; "
-        f"too few subjects = with n units the test's smallest p is 2/2^n, so fewer than 6 units cannot resolve "
-        "anything."
+        f"Level: {level}. Metrics: {CONVENTIONS[level]}. Mean: over the independent units of each unit's mean "
+        f"(subjects when the file records them, each weighted equally; else {unit}s); std: sample std (ddof 1) over "
+        f"{unit}s; 95 % CI: the means that neither a sign-flip test nor a bootstrap-t test over the units rejects, "
+        f"clipped to the metric's range (SSIM [-1, 1], NRMSE >= 0); none with fewer than {stats.MIN_UNITS} units. "
+        f"slices, subjects: numbers of each (empty: the file records no subjects); failed: {unit}s with a non-finite "
+        "metric (a diverging method's NaN, an all-zero reference): when any failed the row has no mean, never a mean "
+        "over the rest; R: mean effective acceleration; s/slice: mean reconstruction time per slice. best, at "
+        f"family-wise level {stats.ALPHA} over the PSNR comparisons with the best row (Holm, counting all k(k-1)/2 "
+        "pairs of the group's k rows, since the best row is chosen from the data): * = best mean PSNR of its group "
+        "and resolved from every other row; blank = resolved worse than the best row; tied = not resolved from it "
+        "(and then on the best row); too few subjects = with n units the test's smallest p is 2/2^n, below what "
+        "the correction asks."
     )
 
 
 COMPARISON_NOTE = (
-    "Paired differences (row minus reference) of each metric over the items both were run on: the mean, its 95 % "
-    "t-interval over the units and the two-sided sign-flip permutation p-value over the units (exact up to 16 "
-    "units, else 10,000 random sign assignments): subjects when the file records them (slices of one subject are "
-    "not independent), volumes at level volume, else slices. Bold: resolved, p < 0.05. With n units the smallest "
-    "p is 2/2^n: 'too few' below 6 units, whatever the data."
+    "Paired differences (row minus reference) of each metric over the items both were run on: the mean over the "
+    "units of each unit's mean difference, its 95 % interval (the differences that neither test rejects, within "
+    "the metric's range) and the two-sided p over the units, the larger of the sign-flip permutation p (exact up "
+    "to 16 units, else 10,000 random sign assignments) and the bootstrap-t p (9,999 resamples): subjects when the "
+    "file records them (slices of one subject are not independent), volumes at level volume, else slices. Bold: "
+    f"resolved, p < {stats.ALPHA}, each comparison on its own (the best column corrects for multiplicity). With n "
+    f"units the smallest p is 2/2^n: 'too few' below {stats.MIN_UNITS} units, whatever the data."
 )
 
 
@@ -117,6 +122,7 @@ COMPARISON_COLUMNS = [
     "p",
     "decision",
     "resolved",
+    "p_holm",
 ]
 
 

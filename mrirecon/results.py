@@ -10,6 +10,7 @@ their group (same data file, content, split and variant). Nothing is recomputed 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from mrirecon.metrics import NAMES as METRICS
 from mrirecon.runs import Run
 
 HIGHER_IS_BETTER = {"nrmse": False, "psnr": True, "ssim": True}
+# The values a metric can take: a mean's interval is clipped to this range, a paired difference's
+# to [-(hi - lo), hi - lo] (the true value lies there, so the clipped interval covers as often).
+RANGES = {"nrmse": (0.0, math.inf), "psnr": (-math.inf, math.inf), "ssim": (-1.0, 1.0)}
 RANK_BY = "psnr"
 POOLABLE = ("seed",)
 GROUP = ("data", "data_id", "split", "variant")
@@ -133,7 +137,11 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
     )
     for name in METRICS:
         values = column[name]
-        mean, low, high = stats.mean_interval(values, labels) if failed == 0 else (np.nan,) * 3
+        mean, low, high = (
+            stats.mean_interval(values, labels, bounds=RANGES.get(name, stats.UNBOUNDED))
+            if failed == 0
+            else (np.nan,) * 3
+        )
         std = float(np.std(values, ddof=1)) if failed == 0 and len(values) > 1 else np.nan
         row.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_low": low, f"{name}_high": high})
     row["best"] = "no reference" if not has_reference else f"failed ({failed})" if failed else ""
@@ -153,7 +161,39 @@ def summarize(runs: list[Run], level: str = "slice", pool: tuple[str, ...] = ())
         rows[key_of(run.identity, pool)].append(run)
     table = [_row(members, level, pool) for members in rows.values()]
     table.sort(key=lambda r: (group_of(r), -np.nan_to_num(r[f"{RANK_BY}_mean"], nan=-np.inf)))
+    _warn_selection_on_test(table)
     return table
+
+
+SELECTION_SPLITS = ("test", "all")  # splits that include the test split
+
+
+def _series_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Rows of one series: same group, method, checkpoint, seed and version (a sweep varies the rest)."""
+    return (group_of(row), row["method"], row["checkpoint"], row["checkpoint_id"], row["seed"], row["version"])
+
+
+def _warn_selection_on_test(table: list[dict[str, Any]]) -> None:
+    """Warn every row of a series whose method parameters take several values on a split that
+    includes the test split: a setting picked from these rows is picked on the data that report it."""
+    series: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in table:
+        series[_series_key(row)].append(row)
+    for rows in series.values():
+        split = rows[0]["split"]
+        keys = sorted({k for r in rows for k in r["params"] if k != "name"})
+        swept = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in rows}) > 1]
+        if split not in SELECTION_SPLITS or not swept:
+            continue
+        names = ", ".join(f"method.{k}" for k in swept)
+        warning = (
+            f"{len(rows)} settings of {names} evaluated on data.split={split}: a setting chosen from them was "
+            "chosen on the split that reports it, an optimistic estimate (choose it on data.split=val, then report "
+            "that setting on test)"
+        )
+        for row in rows:
+            row["warnings"].append(warning)
+            row["warning"] = " | ".join(row["warnings"])
 
 
 def compare(row: dict[str, Any], reference: dict[str, Any], metric: str) -> stats.Paired:
@@ -165,7 +205,9 @@ def compare(row: dict[str, Any], reference: dict[str, Any], metric: str) -> stat
     units = None
     if row["unit_of"] is not None and reference["unit_of"] is not None:
         units = np.array([row["unit_of"][i] for i in common])
-    return stats.paired(a, b, units, row["unit"] if units is not None or row["unit"] != "subjects" else "slices")
+    lo, hi = RANGES.get(metric, stats.UNBOUNDED)
+    unit = row["unit"] if units is not None or row["unit"] != "subjects" else "slices"
+    return stats.paired(a, b, units, unit, (lo - hi, hi - lo))
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -242,9 +284,7 @@ def sort_key(value: Any) -> tuple[Any, ...]:
 def comparisons(table: list[dict[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
     """Every row against the best row of its group (by mean PSNR) and, if given, against the
     best row of method `baseline` in its group; one entry per (row, reference, metric). Sets
-    each row's `best` from the PSNR comparisons with the best row: '*' on the best row when it is
-    resolved from every other row; 'tied' on rows not resolved from it (and on the best row);
-    'too few <units>' where the test cannot reach ALPHA with the units there are."""
+    each row's `best` from the PSNR comparisons with the best row (see _mark_best)."""
     by_group: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         by_group[group_of(row)].append(row)
@@ -257,11 +297,15 @@ def comparisons(table: list[dict[str, Any]], baseline: str | None) -> list[dict[
         base = [r for r in ranked if r["method"] == baseline]
         if base:
             references.append(("baseline", base[0]))
-        for kind, ref in references:
-            for row in ranked:
-                if row is not ref:
-                    out += [_entry(row, ref, kind, metric) for metric in METRICS]
-        _mark_best(ranked, [c for c in out if c["reference"] == "best" and c["metric"] == RANK_BY])
+        entries = [
+            _entry(row, ref, kind, metric)
+            for kind, ref in references
+            for row in ranked
+            if row is not ref
+            for metric in METRICS
+        ]
+        _mark_best(ranked, [c for c in entries if c["reference"] == "best" and c["metric"] == RANK_BY])
+        out += entries
     return out
 
 
@@ -273,19 +317,34 @@ def _entry(row: dict[str, Any], ref: dict[str, Any], kind: str, metric: str) -> 
         "reference_label": ref["label"],
         "metric": metric,
         "result": compare(row, ref, metric),
+        "p_holm": np.nan,
     }
 
 
 def _mark_best(ranked: list[dict[str, Any]], decided: list[dict[str, Any]]) -> None:
-    """The `best` cells of a group from the PSNR comparisons with its best row."""
+    """The `best` cells of a group of k rows from the PSNR comparisons with its best row, at
+    family-wise level ALPHA: the best row is chosen from the data, so any of the k(k-1)/2 pairs
+    could be the one compared, and Holm's step-down runs over the k-1 comparisons made as part of
+    that family (each entry's `p_holm`). Rows: '' when resolved worse than the best row, 'tied'
+    when not, 'too few <units>' when even Holm's last step (ALPHA / (k(k-1)/2 - k + 2)) is below
+    the smallest p their units allow; the best row: '*' when every other row is resolved."""
     if len(ranked) < 2:
         return
-    outcomes = {id(c["row"]): c["result"].decision for c in decided}
+    k = len(ranked)
+    family = k * (k - 1) // 2
+    adjusted = stats.holm([c["result"].p for c in decided], family)
+    cells = {}
+    for entry, p in zip(decided, adjusted):
+        result = entry["result"]
+        entry["p_holm"] = float(p)
+        if stats.smallest_p(result.units) >= stats.ALPHA / (family - k + 2) or result.decision.startswith("too few"):
+            cells[id(entry["row"])] = f"too few {result.unit}"
+        else:
+            cells[id(entry["row"])] = "" if p < stats.ALPHA else "tied"
     for row in ranked[1:]:
-        decision = outcomes.get(id(row), "")
-        row["best"] = "" if decision == "resolved" else "tied" if decision == "not resolved" else decision
-    cells = {r["best"] for r in ranked[1:]}
-    ranked[0]["best"] = "*" if cells == {""} else "tied" if "tied" in cells else sorted(cells - {""})[0]
+        row["best"] = cells.get(id(row), "")
+    found = {r["best"] for r in ranked[1:]}
+    ranked[0]["best"] = "*" if found == {""} else "tied" if "tied" in found else sorted(found - {""})[0]
 
 
 # ------------------------------------------------------------------------------------------ sweeps
@@ -310,9 +369,7 @@ def sweeps(
     grids: list[tuple[Column, Column, list[dict[str, Any]]]] = []
     series: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in table:
-        series[
-            (group_of(row), row["method"], row["checkpoint"], row["checkpoint_id"], row["seed"], row["version"])
-        ].append(row)
+        series[_series_key(row)].append(row)
     for rows in series.values():
         varying = [c for c in columns if len({json.dumps(cell(r, c)) for r in rows}) > 1]
         if len(varying) == 1:

@@ -255,3 +255,59 @@ def test_a_plugin_method_declares_its_units_in_its_runs(tmp_path):
     ]
     columns = results.param_columns([load(p, "slice") for p in dirs])
     assert sorted(c.title for c in columns) == ["step [1/L]", "step [other]"]
+
+
+def test_the_best_column_corrects_for_comparing_with_the_observed_best(tmp_path):
+    """Three rows on 8 slices: c alone is resolved from the best row (p 0.028), but the best row
+    was picked from the data, so Holm runs over the 3 pairs: b stays resolved worse (p 2/2^8 x 3),
+    c becomes tied. Ten rows on 8 slices: Holm over 45 pairs asks for p < 0.05/37, below the
+    smallest p 8 units allow (2/2^8), and the table says so."""
+    base = 30 + np.arange(8) * 0.37
+    worse = np.array([0.3, 0.4, 0.1, 0.5, -0.1, 0.6, 0.2, 0.45])
+    dirs = [
+        fake_run(tmp_path / m, m, "full", psnr) for m, psnr in (("a", base + 1), ("b", base), ("c", base + 1 - worse))
+    ]
+    dirs += [fake_run(tmp_path / f"half_{m}", m, "half", psnr) for m, psnr in (("a", base + 1), ("b", base))]
+    rows = table_of(dirs)
+    table = {r["method"]: r for r in rows if r["variant"] == "full"}
+    comps = {
+        c["method"]: c for c in results.comparisons(rows, None) if c["metric"] == "psnr" and c["variant"] == "full"
+    }
+    assert [r["best"] for r in rows if r["variant"] == "half"] == ["*", ""]  # each group on its own
+    assert comps["c"]["result"].resolved and comps["c"]["p_holm"] == pytest.approx(2 * comps["c"]["result"].p)
+    assert comps["b"]["p_holm"] == pytest.approx(3 * 2 / 2**8)
+    assert [table[m]["best"] for m in "abc"] == ["tied", "", "tied"]
+    ten = [fake_run(tmp_path / f"m{k}", f"m{k}", "full", base + (2 if k == 0 else 0.01 * k)) for k in range(10)]
+    ranked = table_of(ten)
+    results.comparisons(ranked, None)
+    assert {r["best"] for r in ranked} == {"too few slices"}
+
+
+def test_a_sweep_on_the_test_split_is_warned(tmp_path):
+    def sweep(split: str, lams: tuple[float, ...]) -> list[dict]:
+        dirs = [
+            fake_run(
+                tmp_path / f"{split}{len(lams)}_{k}",
+                "cg_sense",
+                "full",
+                PSNR + k,
+                {"lam": lam},
+                summary_extra={"split": split},
+            )
+            for k, lam in enumerate(lams)
+        ]
+        return table_of(dirs)
+
+    swept = sweep("test", (0.01, 0.1, 1.0))
+    assert all("3 settings of method.lam evaluated on data.split=test" in r["warning"] for r in swept)
+    assert all(r["warning"] == "" for r in sweep("val", (0.01, 0.1)) + sweep("test", (0.01,)))
+
+
+def test_row_means_weight_subjects_equally_and_intervals_stay_in_range(tmp_path):
+    unbalanced = fake_run(tmp_path / "u", "cg_sense", "full", PSNR, subjects=[0, 0, 0, 0, 1, 1])
+    (row,) = table_of([unbalanced])
+    assert row["psnr_mean"] == pytest.approx((31.5 + 34.5) / 2)  # subject means 31.5 and 34.5, not 32.5
+    psnr = np.array([40.0, 41.0, 42.0, 43.0, 44.0, 45.0, 46.0, 47.0, 12.0])  # SSIM near 1 and one far below
+    (row,) = table_of([fake_run(tmp_path / "s", "cg_sense", "full", psnr)])
+    ssim = 1 - 10 ** (-psnr / 10)
+    assert results.stats.mean_test(ssim)[2] > 1 and row["ssim_high"] == 1.0 and row["ssim_low"] < row["ssim_mean"]
