@@ -272,6 +272,15 @@ def check_variant(cfg: DictConfig, source: Any, variant: Variant) -> None:
         )
 
 
+def mask_error(exc: MaskError) -> str:
+    """A mask error in config keys: 'kind: ...' is data.mask's (with the key that allows readout
+    undersampling), the others data.undersampling.<parameter>'s."""
+    text = str(exc)
+    if text.startswith("kind:"):
+        return f"data.mask{text[len('kind') :]} (data.undersampling.readout=true)"
+    return f"data.undersampling.{text}"
+
+
 def slice_reader(
     cfg: DictConfig, source: Any, compression: CoilCompression | None, subjects: np.ndarray
 ) -> Callable[[int], Slice]:
@@ -282,7 +291,7 @@ def slice_reader(
         try:
             s = source.read(i)
         except MaskError as exc:  # a mask for fully sampled k-space: name the config key
-            raise UserError(f"data.undersampling.{exc}") from None
+            raise UserError(mask_error(exc)) from None
         if not np.any(s.maps):
             log.warning(
                 "%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
