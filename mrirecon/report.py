@@ -51,6 +51,7 @@ def table_note(level: str) -> str:
         f"cluster-robust standard error; else {unit}s). slices, subjects: numbers of each (empty: the file records "
         f"no subjects); failed: {unit}s with a non-finite metric (a diverging method's NaN, an all-zero reference): "
         "when any failed the row has no mean, never a mean over the rest; R: mean effective acceleration; "
+        "mask: the kind of the data's masks (lines, poisson, fastmri_*: drawn by preprocess; acquired: the file's own); "
         f"s/slice: mean reconstruction time per slice. best: * = best mean PSNR of its group and resolved from "
         f"every other row (sign-flip test over the units, p < {stats.ALPHA}); tied = not resolved from the best row; "
         f"too few subjects = with n units the test's smallest p is 2/2^n, so fewer than 6 units cannot resolve "
@@ -90,6 +91,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
         "unit",
         "failed",
         "R",
+        "mask",
         *(f"{m}_{a}" for m in METRICS for a in ("mean", "std", "low", "high")),
         "seconds_mean",
         "best",
@@ -206,7 +208,7 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     columns = [c for c in report.columns if any(cell(r, c) != "" for r in rows)]
     extra = any(" · " in r["label"] for r in rows)
     unit = "volumes" if report.level == "volume" else "subjects"
-    head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R"]
+    head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R", "mask"]
     head += [*HEADS.values(), "PSNR 95 % CI", "s/slice", "best"]
     warned = any(r["warning"] for r in rows)
     head += ["warning"] if warned else []
@@ -214,7 +216,7 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     for r in rows:
         cells = [r["method"], *(fmt("param", cell(r, c)) for c in columns)]
         cells += [r["label"].split(" · ", 1)[1] if " · " in r["label"] else ""] if extra else []
-        cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"])]
+        cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"]), r["mask"]]
         cells += [*(_mean_std(r, m) for m in METRICS), _interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
         cells += [r["best"], *([r["warning"]] if warned else [])]
         lines.append([(text, head[k] == "best" and text == "*") for k, text in enumerate(cells)])

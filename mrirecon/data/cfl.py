@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import (
+    MapEstimator,
+    OneSubjectFile,
+    ReadOptions,
+    complete_slice,
+    fully_sampled,
+    mask_label,
+)
 from mrirecon.data.h5 import Slice
 from mrirecon.data.masks import volume_seed
 from mrirecon.errors import UserError
@@ -204,6 +211,7 @@ class CflSource(OneSubjectFile):
             "format": "bart_cfl",
             "subject_id": self.path.name,
             "cfl_axes": ",".join(map(str, self.axes)),  # the plane's BART dims, for recon.cfl
+            "mask": mask_label(options, 0 in self.axes, self.has_reference),
         }
 
     def _slice_ksp(self, i: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import TypeVar
 import numpy as np
 
 from mrirecon.data.h5 import Slice, region_mask, whole_grid
-from mrirecon.data.masks import Seed, make_mask, resolve_kind
+from mrirecon.data.masks import MaskError, Seed, make_mask, resolve_kind
 from mrirecon.data.transforms import ifft2c_numpy
 
 Settings = TypeVar("Settings")
@@ -84,6 +84,18 @@ def espirit_maps(ksp: np.ndarray, calib_width: int, thresh: float, crop: float, 
 
     maps = torch_espirit(torch.from_numpy(np.ascontiguousarray(ksp)).to(device), calib_width, thresh, crop)
     return maps.cpu().numpy()
+
+
+def mask_label(options: ReadOptions, two_d: bool, reference: bool) -> str:
+    """The mask a reader's slices get, for provenance: the kind drawn for fully sampled data
+    (`masks.resolve_kind`; the option itself when it does not fit, refused on read), else
+    'acquired' (the file's own sampling)."""
+    if not reference:
+        return "acquired"
+    try:
+        return resolve_kind(options.mask, two_d, options.readout)
+    except MaskError:
+        return options.mask
 
 
 def calibration_block(sampled: np.ndarray) -> int:

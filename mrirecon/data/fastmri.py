@@ -28,7 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice
+from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, mask_label
 from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import center_crop, fft1c_numpy, ifft1c_numpy
@@ -125,6 +125,7 @@ class FastMRISource(OneSubjectFile):
             "subject_id": patient or self.path.stem,
             "acquisition": str(f.attrs.get("acquisition", "")),
             "acquired_columns": f"{self.acquired[2]}:{self.acquired[3]}",
+            "mask": mask_label(options, True, self.has_reference),
         }
         if patient:
             self.attrs["patient_id"] = patient

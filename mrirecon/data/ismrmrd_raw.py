@@ -48,7 +48,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice
+from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, mask_label
 from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.ismrmrd_scan import (
     CALIBRATION,
@@ -146,6 +146,7 @@ class IsmrmrdSource(OneSubjectFile):
         self.slab = max(1, int(self.buffer_mb * 2**20 / 2 // slice_bytes))
         self.attrs: dict[str, Any] = {"subject_id": g.patient or self.path.stem, **provenance(g, lay)}
         self.attrs.update(missing_readout_samples=smp.missing_samples, missing_lines=smp.missing_lines)
+        self.attrs["mask"] = mask_label(self.options, g.two_d, self.has_reference)
         if g.patient:  # joins this patient's files into one subject (source.MultiSource)
             self.attrs["patient_id"] = g.patient
         self._log_sampling()

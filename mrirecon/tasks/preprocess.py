@@ -305,6 +305,14 @@ def slice_reader(
     return read
 
 
+def mask_kind(source: Any) -> str:
+    """The kind of the slices' masks (the readers' `mask` attribute: drawn, 'acquired' or
+    'stored'), several joined by commas."""
+    parts = getattr(source, "sources", [source])
+    default = lambda p: "stored" if p.has_reference else "acquired"  # noqa: E731
+    return ",".join(sorted({str(p.attrs.get("mask", default(p))) for p in parts}))
+
+
 def attributes_of(
     cfg: DictConfig,
     source: Any,
@@ -324,6 +332,7 @@ def attributes_of(
         "scale": variant.scale,
         "transpose": bool(cfg.data.transpose),
         "has_reference": bool(source.has_reference),
+        "mask": mask_kind(source),
         "noise": str(variant.noise),
         "noise_std_definition": NOISE_STD_SCANS if noise_scans else NOISE_STD,
         "prewhitened": int(prewhitened),
