@@ -48,8 +48,8 @@ class Scan:
     lines: (first, last + 1) acquired ky range (partial Fourier); the header's limits say so.
     extra: flag names (ismrmrd.ACQ_IS_...): for every imaging line one more readout with that
         flag and the same counters, holding the centre line with another phase (a navigator).
-    repetitions: every readout acquired this many times (repetition counter), each with its own
-        real-level noise (`repeat_noise` times the phantom's).
+    repetitions: every readout acquired this many times (repetition counter); repetition r
+        holds (1 + r * repeat_gain) times the truth (a signal that changes between repetitions).
     noise_rows: noise-only readouts (ACQ_IS_NOISE_MEASUREMENT) before the imaging.
     """
 
@@ -63,7 +63,7 @@ class Scan:
     lines: tuple[int, int] | None = None
     extra: tuple[str, ...] = ()
     repetitions: int = 1
-    repeat_noise: float = 1.0
+    repeat_gain: float = 1.0
     noise_rows: int = 0
 
     def imaging(self, y: int) -> np.ndarray:
@@ -144,10 +144,7 @@ def write_scan(path: Path, truth: np.ndarray, scan: Scan, seed: int = 0) -> Path
                 integrated = scan.calibration == "integrated" and block[ky]
                 if not imaging[ky] and not integrated:
                     continue
-                line = k[:, :, ky]
-                if scan.repetitions > 1:
-                    noise = rng.standard_normal(line.shape) + 1j * rng.standard_normal(line.shape)
-                    line = line + scan.repeat_noise * NOISE_STD / np.sqrt(2) * noise
+                line = k[:, :, ky] * (1 + rep * scan.repeat_gain)
                 flags = () if not integrated else (calibration_flag, both_flag) if imaging[ky] else (calibration_flag,)
                 acq = _readout(line, scan, ky, s, ex // 2, flags)
                 acq.idx.repetition = rep
@@ -161,9 +158,3 @@ def write_scan(path: Path, truth: np.ndarray, scan: Scan, seed: int = 0) -> Path
     write_acquisitions(path, header, acqs)
     return path
 
-
-def measured(truth: np.ndarray, scan: Scan) -> np.ndarray:
-    """The truth (S, C, X, Y) where the scan measured image data (imaging lines, acquired readout
-    samples), zero elsewhere: what the reader's k-space must equal on its mask."""
-    out = truth * scan.imaging(truth.shape[-1])
-    return out
