@@ -157,4 +157,3 @@ def write_scan(path: Path, truth: np.ndarray, scan: Scan, seed: int = 0) -> Path
                         acqs.append(extra)
     write_acquisitions(path, header, acqs)
     return path
-

@@ -168,7 +168,9 @@ def test_partial_echo(tmp_path, truth, oversampling, echo, rows):
     k-space, zero mask, outside `acquired`), the file has no reference, and the measured rows
     are the truth (exactly without oversampling; with it, the readout crop's leakage from the
     missing samples stays under -40 dB overall)."""
-    src = open_source(str(write_scan(tmp_path / "pe.h5", truth, Scan(echo=echo, oversampling=oversampling))), ReadOptions())
+    src = open_source(
+        str(write_scan(tmp_path / "pe.h5", truth, Scan(echo=echo, oversampling=oversampling))), ReadOptions()
+    )
     s = src.read(0)
     x0, x1 = rows
     assert not src.has_reference and s.acquired == (x0, x1, 0, 256) and src.attrs["missing_readout_samples"] == echo
@@ -253,7 +255,10 @@ def test_cli_provenance_and_table(tmp_path, truth):
         assert res.returncode == 0, res.stderr
     f = DeepInPyFile(tmp_path / "r2_out.h5")
     counts = json.loads(f.attrs["source_readouts"])
-    assert counts["ACQ_IS_PHASE_STABILIZATION"] == scan.imaging(256).sum() == 128 and counts["ACQ_IS_NOISE_MEASUREMENT"] == 2
+    assert (
+        counts["ACQ_IS_PHASE_STABILIZATION"] == scan.imaging(256).sum() == 128
+        and counts["ACQ_IS_NOISE_MEASUREMENT"] == 2
+    )
     assert counts["calibration"] == 24 and f.attrs["source_calibration"] == "integrated (inferred)"
     assert f.attrs["mask"] == "acquired" and not f.attrs["has_reference"]
     full = DeepInPyFile(tmp_path / "full_out.h5")
@@ -266,3 +271,24 @@ def test_cli_provenance_and_table(tmp_path, truth):
     summary = json.loads((tmp_path / "rec" / "summary.json").read_text())
     assert summary["mask"] == "lines" and summary["acceleration"]["mean"] == pytest.approx(256 / round(256 / 6))
     assert np.isfinite(summary["mean"]["psnr"])
+
+
+def test_config_keys_take_effect(tmp_path):
+    """data.undersampling.readout=true lets data.mask=poisson undersample a 2D file's readout;
+    data.ismrmrd_repetitions=slices keeps repetitions apart; bad values are refused by key."""
+    from formats_helpers import centred_fftn, phantom_coils
+    from helpers import preprocess_in_process
+
+    truth = centred_fftn(phantom_coils(4, (48, 40)), (-2, -1)).astype(np.complex64)[None]
+    path = write_scan(tmp_path / "small.h5", truth, Scan(repetitions=2))
+    small = ("data.espirit.calib_width=12", "data.undersampling.calib=8", "data.undersampling.accel=3")
+    f = preprocess_in_process(
+        tmp_path, f"data.source={path}", "data.mask=poisson", "data.undersampling.readout=true", *small
+    )
+    mask = f.read(0).mask
+    assert f.attrs["mask"] == "poisson" and (mask != mask[:1]).any() and len(f) == 1
+    f = preprocess_in_process(tmp_path, f"data.source={path}", "data.ismrmrd_repetitions=slices", *small)
+    assert len(f) == 2 and f.attrs["mask"] == "lines" and np.allclose(f.read(1).ksp, 2 * f.read(0).ksp, atol=1e-6)
+    for key, value in (("data.undersampling.readout", "maybe"), ("data.ismrmrd_repetitions", "split")):
+        with pytest.raises(UserError, match=key.replace(".", r"\.")):
+            preprocess_in_process(tmp_path, f"data.source={path}", f"{key}={value}", *small)

@@ -103,7 +103,12 @@ def test_known_answers(evaluated):
     assert float(comps[("offset", "a", "baseline", "psnr")]["mean_diff"]) == pytest.approx(0.5, abs=1e-3)
     assert comps[("offset", "a", "baseline", "nrmse")]["resolved"] == "true"
     table = (out / "results.md").read_text()
-    assert "| slices | subjects | failed | R | mask |" in table and "| 4.00 | lines |" in table and "Paired differences" in table and "tied" in table
+    assert (
+        "| slices | subjects | failed | R | mask |" in table
+        and "| 4.00 | lines |" in table
+        and "Paired differences" in table
+        and "tied" in table
+    )
     assert table.count("Level: slice") >= 5  # every table names its level
 
 
