@@ -290,8 +290,21 @@ def check_data(
 
 
 def log_summary(summary: dict[str, Any], out: Path) -> None:
-    """One line with the run's means."""
+    """One line with the run's means (without a reference: its data consistency, no metrics)."""
     means = summary["mean"]
+    if not summary["has_reference"]:
+        log.info(
+            "%s on %s (%d slices): no reference image (raw undersampled data: no metrics), data consistency "
+            "%.4f, R %.2f  %.3f s/slice -> %s",
+            summary["method"],
+            summary["variant"],
+            summary["num_slices"],
+            summary["data_consistency"]["mean"],
+            summary["acceleration"]["mean"],
+            means["seconds"],
+            out,
+        )
+        return
     log.info(
         "%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
         summary["method"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -271,6 +272,11 @@ def test_cli_provenance_and_table(tmp_path, truth):
     summary = json.loads((tmp_path / "rec" / "summary.json").read_text())
     assert summary["mask"] == "lines" and summary["acceleration"]["mean"] == pytest.approx(256 / round(256 / 6))
     assert np.isfinite(summary["mean"]["psnr"])
+    res = run_cli(
+        "reconstruct", "method=zero_filled", "data.path=r2_out.h5", "data.split=all", "figures=0", cwd=tmp_path
+    )
+    assert res.returncode == 0 and "no reference image" in res.stdout + res.stderr
+    assert not re.search(r"\bnan\b", (res.stdout + res.stderr).lower())
 
 
 def test_config_keys_take_effect(tmp_path):
