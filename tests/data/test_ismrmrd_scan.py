@@ -298,3 +298,34 @@ def test_config_keys_take_effect(tmp_path):
     for key, value in (("data.undersampling.readout", "maybe"), ("data.ismrmrd_repetitions", "split")):
         with pytest.raises(UserError, match=key.replace(".", r"\.")):
             preprocess_in_process(tmp_path, f"data.source={path}", f"{key}={value}", *small)
+
+
+def test_3d_integrated_calibration(tmp_path):
+    """3D (x 8, ky 24, kz 20): imaging on even ky, calibration-only readouts on the odd ky of
+    the central 12 x 12 (ky, kz) block. Each readout-position slice: k-space the truth on the
+    imaging lines, calibration data the truth on imaging and calibration lines (hybrid space),
+    the mask the imaging pattern."""
+    import ismrmrd
+    from formats_helpers import centred_fftn, centred_ifftn, ismrmrd_header, phantom_coils, write_acquisitions
+
+    c, ex, ey, ez = 4, 8, 24, 20
+    k = centred_fftn(phantom_coils(c, (ex, ey, ez), seed=4), (1, 2, 3)).astype(np.complex64)
+    ky, kz = np.meshgrid(np.arange(ey), np.arange(ez), indexing="ij")
+    imaging = ky % 2 == 0
+    block = (abs(ky - ey // 2 + 0.5) < 6) & (abs(kz - ez // 2 + 0.5) < 6)
+    acqs = []
+    for y, z in zip(*np.nonzero(imaging | block)):
+        acq = ismrmrd.Acquisition(data=np.ascontiguousarray(k[:, :, y, z]))
+        acq.idx.kspace_encode_step_1, acq.idx.kspace_encode_step_2, acq.center_sample = y, z, ex // 2
+        if not imaging[y, z]:
+            acq.setFlag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+        acqs.append(acq)
+    write_acquisitions(tmp_path / "3d.h5", ismrmrd_header((ex, ey, ez), (ex, ey, ez), c), acqs)
+    src = open_source(str(tmp_path / "3d.h5"), ReadOptions(calib_width=12))
+    hybrid = centred_ifftn(k, (1,))
+    assert not src.has_reference and src.attrs["calibration"] == "integrated (inferred)"
+    for i in (0, 5):
+        assert np.allclose(src.kspace(i), hybrid[:, i] * imaging, atol=1e-6)
+        assert np.allclose(src.calibration(i), hybrid[:, i] * (imaging | block), atol=1e-6)
+    s = src.read(3)
+    assert np.array_equal(s.mask > 0, imaging) and np.abs(s.maps).max() > 0
