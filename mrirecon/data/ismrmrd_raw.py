@@ -138,6 +138,7 @@ class IsmrmrdSource(OneSubjectFile):
         ex, ey, ez = g.encoded
         self.num_coils = lay.coils
         self._repeats = bool(lay.counts.max() > 1)
+        self._accumulate = self._repeats or bool(lay.calibration_counts.max() > 1)  # np.add.at, else assignment
         self.has_reference, self.has_rss = smp.has_reference, False
         self.num_slices = lay.counts.shape[0] if g.two_d else g.recon[0]
         self.shape, self.recon_size, self.acquired = smp.shape, smp.recon_size, smp.acquired
@@ -294,7 +295,7 @@ class IsmrmrdSource(OneSubjectFile):
             x0 = (ex - self.geometry.recon[0]) // 2 + start
             hybrid = ifft1c_numpy(lines, axis=-1)[..., x0 : x0 + stop - start].astype(np.complex64)
             where, values = (slice(None), slice(None), line), np.transpose(hybrid, (2, 1, 0))
-        if self._repeats or self.layout.calibration_counts.max() > 1:
+        if self._accumulate:
             np.add.at(buf, where, values)
         else:
             buf[where] = values
