@@ -52,7 +52,8 @@ def table_note(level: str) -> str:
         f"clipped to the metric's range (SSIM [-1, 1], NRMSE >= 0); none with fewer than {stats.MIN_UNITS} units. "
         f"slices, subjects: numbers of each (empty: the file records no subjects); failed: {unit}s with a non-finite "
         "metric (a diverging method's NaN, an all-zero reference): when any failed the row has no mean, never a mean "
-        "over the rest; R: mean effective acceleration; s/slice: mean reconstruction time per slice. best, at "
+        "over the rest; R: mean effective acceleration; mask: the kind of the data's masks (lines, poisson, fastmri_*: "
+        "drawn by preprocess; acquired: the file's own); s/slice: mean reconstruction time per slice. best, at "
         f"family-wise level {stats.ALPHA} over the PSNR comparisons with the best row (Holm, counting all k(k-1)/2 "
         "pairs of the group's k rows, since the best row is chosen from the data): * = best mean PSNR of its group "
         "and resolved from every other row; blank = resolved worse than the best row; tied = not resolved from it "
@@ -95,6 +96,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
         "unit",
         "failed",
         "R",
+        "mask",
         *(f"{m}_{a}" for m in METRICS for a in ("mean", "std", "low", "high")),
         "seconds_mean",
         "best",
@@ -212,7 +214,7 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     columns = [c for c in report.columns if any(cell(r, c) != "" for r in rows)]
     extra = any(" · " in r["label"] for r in rows)
     unit = "volumes" if report.level == "volume" else "subjects"
-    head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R"]
+    head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R", "mask"]
     head += [*HEADS.values(), "PSNR 95 % CI", "s/slice", "best"]
     warned = any(r["warning"] for r in rows)
     head += ["warning"] if warned else []
@@ -220,7 +222,7 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     for r in rows:
         cells = [r["method"], *(fmt("param", cell(r, c)) for c in columns)]
         cells += [r["label"].split(" · ", 1)[1] if " · " in r["label"] else ""] if extra else []
-        cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"])]
+        cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"]), r["mask"]]
         cells += [*(_mean_std(r, m) for m in METRICS), _interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
         cells += [r["best"], *([r["warning"]] if warned else [])]
         lines.append([(text, head[k] == "best" and text == "*") for k, text in enumerate(cells)])

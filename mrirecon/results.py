@@ -133,6 +133,7 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
         unit="volumes" if level == "volume" else "slices" if units is None else "subjects",
         failed=failed if has_reference else "",
         R=float(np.nanmean(column["R"])) if np.isfinite(column["R"]).any() else np.nan,
+        mask=str(first.summary.get("mask", "")),
         seconds_mean=float(np.mean(column["seconds"])),
     )
     for name in METRICS:

@@ -21,6 +21,11 @@ With `--formats ismrmrd2d` it writes a 2D multi-slice ISMRMRD file of N slices o
 ESPIRiT maps, reference and the default Poisson-disc mask, one per volume): the rate of the
 pipeline with map estimation.
 
+With `--coils 8,16,32` it measures the peak memory of one slice against the coil count: a 2D
+multi-slice ISMRMRD file of 2 slices of 320 x 320 (readout 2x oversampled, 640 samples stored),
+smooth phantom coils, preprocess data=full (ESPIRiT maps, reference, mask) in a fresh process
+per coil count; it prints the peak RSS and its growth per coil.
+
 With `--espirit` it times ESPIRiT alone, mrirecon's torch implementation against sigpy's
 EspiritCalib, on N of the sample's slices (8 x 320x256) and the real brain, and reports how
 far the maps are apart and the cg_sense PSNR with either set of maps.
@@ -28,6 +33,7 @@ far the maps are apart and the cg_sense PSNR with either set of maps.
 Usage: python scripts/bench_preprocess.py [--slices 320] [--variants full,4bit_quarter,...]
        [--dir /tmp/...] [--threads 2] [--compression gzip] [--formats ismrmrd,fastmri,ismrmrd2d]
        python scripts/bench_preprocess.py --espirit [--slices 8] [--threads 2] [--repeats 2]
+       python scripts/bench_preprocess.py --coils 8,16,32 [--threads 2]
 """
 
 from __future__ import annotations
@@ -136,6 +142,44 @@ def make_ismrmrd_2d(path: Path, num_slices: int) -> float:
     header = ismrmrd_header((320, 256, 1), (320, 256, 1), 8, slices=num_slices)
     write_acquisitions(path, header, acquisitions())
     return path.stat().st_size / 1e9
+
+
+def make_ismrmrd_coils(path: Path, coils: int) -> float:
+    """A 2D multi-slice ISMRMRD file of 2 slices, `coils` coils, 320 x 320 with the readout 2x
+    oversampled (phantom coils; formats_helpers.oversampled_coils); size in GB."""
+    import ismrmrd
+    from formats_helpers import centred_fftn, ismrmrd_header, oversampled_coils, write_acquisitions
+
+    images = oversampled_coils(2, coils, (320, 320))
+
+    def acquisitions():
+        for counter in range(2):
+            k = centred_fftn(images[counter], (-2, -1)).astype(np.complex64)
+            for ky in range(320):
+                acq = ismrmrd.Acquisition(data=np.ascontiguousarray(k[:, :, ky]))
+                acq.idx.kspace_encode_step_1, acq.idx.slice, acq.center_sample = ky, counter, 320
+                acq.position, acq.slice_dir = (0.0, 0.0, 3.0 * counter), (0.0, 0.0, 1.0)
+                yield acq
+
+    write_acquisitions(path, ismrmrd_header((640, 320, 1), (320, 320, 1), coils, slices=2), acquisitions())
+    return path.stat().st_size / 1e9
+
+
+def run_coils(work: Path, counts: list[int], threads: int) -> None:
+    """Peak RSS of preprocess data=full on a 2-slice 320 x 320 file at each coil count."""
+    print(f"2D multi-slice ISMRMRD, 2 slices of 320 x 320 (readout 640), variant full; threads {threads}")
+    print(f"{'coils':>6}{'input GB':>10}{'seconds':>9}{'peak RSS MB':>13}{'MB per coil':>13}")
+    peaks = []
+    for coils in counts:
+        source = work / f"coils_{coils}.h5"
+        gb = make_ismrmrd_coils(source, coils)
+        seconds, peak = preprocess(source, work / f"out_{coils}.h5", "full", threads, None)
+        slope = f"{(peak - peaks[-1][1]) / (coils - peaks[-1][0]):.1f}" if peaks else ""
+        peaks.append((coils, peak))
+        print(f"{coils:>6}{gb:>10.3f}{seconds:>9.1f}{peak:>13.0f}{slope:>13}", flush=True)
+        (work / f"out_{coils}.h5").unlink()
+        source.unlink()
+        shutil.rmtree(work / "run_full", ignore_errors=True)
 
 
 FORMAT_INPUTS = {
@@ -265,6 +309,7 @@ def main() -> None:
         "--formats", default=None, help="ismrmrd,fastmri,ismrmrd2d: measure the raw-format readers instead"
     )
     parser.add_argument("--espirit", action="store_true", help="ESPIRiT maps: mrirecon's torch against sigpy")
+    parser.add_argument("--coils", default=None, help="e.g. 8,16,32: peak memory of one slice per coil count")
     parser.add_argument("--repeats", type=int, default=2, help="--espirit: timing repeats (minimum)")
     args = parser.parse_args()
     if args.espirit:
@@ -273,6 +318,9 @@ def main() -> None:
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_preprocess_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        if args.coils:
+            run_coils(work, [int(c) for c in args.coils.split(",")], args.threads)
+            return
         if args.formats:
             unknown = set(args.formats.split(",")) - set(FORMAT_INPUTS)
             if unknown:

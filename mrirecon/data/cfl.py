@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice, fully_sampled
+from mrirecon.data.completion import (
+    MapEstimator,
+    OneSubjectFile,
+    ReadOptions,
+    complete_slice,
+    fully_sampled,
+    mask_label,
+)
 from mrirecon.data.h5 import Slice
 from mrirecon.data.masks import volume_seed
 from mrirecon.errors import UserError
@@ -169,12 +176,14 @@ class CflSource(OneSubjectFile):
     k-space dims: a plane of (x, y, z), coils, 1, ..., slices (e.g. (x, y, 1, coils) or
     (1, y, z, coils)); optional maps in the same plane (coils, maps, slices or 1) from
     `maps` (a .cfl/.hdr base name; the first map set is used); otherwise ESPIRiT. Fully sampled
-    k-space gets a reference and a generated mask (see source.complete_slice).
+    k-space gets a reference and a generated mask (see source.complete_slice): whole lines of
+    the second axis for a plane holding the readout x (a 2D scan), a Poisson disc for (y, z).
     """
 
     def __init__(self, path: str | os.PathLike[str], options: ReadOptions, maps: str | None = None) -> None:
         self.path = _base(path)
         self.options = options
+        self._estimate = MapEstimator(options, str(self.path))
         try:
             self._ksp, self.axes = _as_slices(read_cfl(self.path), "k-space", self.path)
         except (ValueError, OSError) as exc:
@@ -202,6 +211,7 @@ class CflSource(OneSubjectFile):
             "format": "bart_cfl",
             "subject_id": self.path.name,
             "cfl_axes": ",".join(map(str, self.axes)),  # the plane's BART dims, for recon.cfl
+            "mask": mask_label(options, 0 in self.axes, self.has_reference),
         }
 
     def _slice_ksp(self, i: int) -> np.ndarray:
@@ -220,7 +230,14 @@ class CflSource(OneSubjectFile):
             j = i if self._maps.shape[-1] > 1 else 0
             maps = np.ascontiguousarray(np.transpose(np.asarray(self._maps[:, :, :, 0, j]), (2, 0, 1)))
         seed = volume_seed(self.options.seed, self.path.name)  # one mask per volume, as fastMRI's
-        return complete_slice(self._slice_ksp(i), i, self.options, maps=maps, seed=seed)
+        ksp = self._slice_ksp(i)
+        if maps is None:
+            try:
+                maps = self._estimate(ksp)
+            except ValueError as exc:
+                raise UserError(f"{self.path}: k-space slice {i}: {exc}") from None
+        two_d = 0 in self.axes  # a plane holding the readout x: a 2D scan (whole lines); (y, z): 3D
+        return complete_slice(ksp, i, self.options, maps=maps, seed=seed, two_d=two_d)
 
     def close(self) -> None:
         self._ksp = np.empty((0, 0, 0, 0, 0), np.complex64)  # releases the memory maps

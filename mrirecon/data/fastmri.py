@@ -11,8 +11,8 @@ by the noise estimate). Each slice is read lazily; the fully sampled readout (H,
 is cropped to the recon x in image space, which is exact (the padding stays exactly zero); the
 phase-encode width W is kept as acquired, so reconstructions are made on (recon_x, W) and cropped
 to the recon size (e.g. 320x320) for metrics and outputs (`recon_size`), as fastMRI crops its
-reconstructions. Fully sampled files (train / val) get a generated mask, one per volume
-(`masks.volume_seed`), and `reconstruction_rss` as a second reference `rss` (embedded in the
+reconstructions. Fully sampled files (train / val) get a generated mask of whole phase-encode
+lines (the scans are 2D; `masks.resolve_kind`), one per volume (`masks.volume_seed`), and `reconstruction_rss` as a second reference `rss` (embedded in the
 grid: its centre crop is the file's array). Undersampled files (`mask`) keep it; no reference.
 The subject is the file; its recorded `patient_id` attribute (if any) joins files of one patient.
 """
@@ -28,7 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
+from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, mask_label
 from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import center_crop, fft1c_numpy, ifft1c_numpy
@@ -111,6 +111,7 @@ class FastMRISource(OneSubjectFile):
     def __init__(self, path: str | os.PathLike[str], options: ReadOptions) -> None:
         self.path = Path(path)
         self.options = options
+        self._estimate = MapEstimator(options, str(self.path))
         self._file = open_hdf5(self.path)
         try:
             self._open(self._file)
@@ -124,6 +125,7 @@ class FastMRISource(OneSubjectFile):
             "subject_id": patient or self.path.stem,
             "acquisition": str(f.attrs.get("acquisition", "")),
             "acquired_columns": f"{self.acquired[2]}:{self.acquired[3]}",
+            "mask": mask_label(options, True, self.has_reference),
         }
         if patient:
             self.attrs["patient_id"] = patient
@@ -197,14 +199,20 @@ class FastMRISource(OneSubjectFile):
         ksp = fft1c_numpy(center_crop(ifft1c_numpy(k, axis=-2), self.shape), axis=-2)
         if self._mask is not None:
             ksp = ksp * self._mask  # the readout crop spreads nothing across columns: keep zeros exact
+        try:
+            maps = self._estimate(ksp)
+        except ValueError as exc:
+            raise UserError(f"{self.path}: slice {i}: {exc}") from None
         return complete_slice(
             ksp,
             i,
             self.options,
+            maps=maps,
             rss=self._embedded_rss(i) if self.has_rss else None,
             acquired=self.acquired,
             seed=volume_seed(self.options.seed, self.path.name),
             reference=self.has_reference,
+            two_d=True,  # fastMRI's scans are 2D: whole phase-encode lines
         )
 
     def close(self) -> None:

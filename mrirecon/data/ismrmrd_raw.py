@@ -1,16 +1,23 @@
 """ISMRMRD raw HDF5 (mridata.org, converted scanner files): Cartesian 3D or 2D multi-slice.
 
 The file holds `dataset/xml` (the ISMRMRD header) and `dataset/data` (one row per readout:
-header, samples (coils, samples) complex64). Which readouts are imaging data, where they go and
-the noise covariance come from `ismrmrd_scan` (flags, counters and placement conventions there).
+header, samples (coils, samples) complex64). Which readouts are imaging or calibration data,
+where they go, what was never acquired and the noise covariance come from `ismrmrd_scan` (flags,
+counters and placement conventions there).
 
 - 3D Cartesian (e.g. the Stanford 3D FSE knees): the readout (x) is fully sampled and (ky, kz)
   are phase encodes; the inverse FFT along the readout makes every readout position x a 2D
   (ky, kz) slice. Readout oversampling is removed (the central reconSpace x positions).
-- 2D multi-slice (encoded z = 1): one (x, ky) slice per slice counter, in spatial order;
-  the readout is cropped to reconSpace x in image space.
-A fully sampled slice is cropped to reconSpace (y, z) in image space. Repeated lines (averages,
-repetitions) are averaged.
+- 2D multi-slice (encoded z = 1): one (x, ky) slice per slice counter, in spatial order (and
+  per repetition when they are kept apart); the readout is cropped to reconSpace x in image
+  space, and the rows a partial echo never acquired are zeroed (`Sampling.readout_rows`).
+A slice whose data determine the image (`Sampling.has_reference`) is cropped to reconSpace
+(y, z) in image space; others keep the encoded grid, with the acquired region and the
+reconSpace crop for metrics. Repeated lines (averages, repetitions) are averaged (logged).
+
+Coil maps (`completion.MapEstimator`): from the imaging k-space, or from the calibration data
+when its fully sampled centre is larger: integrated calibration lines fill the imaging k-space's
+missing lines; a separate reference scan is used alone.
 
 Noise: noise-only readouts (ACQ_IS_NOISE_MEASUREMENT) give the coil noise covariance Psi per
 sample (scaled to the imaging dwell time). With `prewhiten` auto or true, k-space is prewhitened
@@ -25,7 +32,8 @@ The subject is subjectInformation/patientID, else the file stem.
 Memory: one header pass on open (rows read in chunks); slices are then made in slabs of as
 many slices as fit in half of `buffer_mb`, each slab by one pass over the rows in chunks of an
 eighth of it, with the file reopened every few chunks (HDF5's caches of variable-length data
-grow over repeated passes of one handle), so memory does not grow with the file.
+grow over repeated passes of one handle), so memory does not grow with the file. Calibration
+lines are kept in a second buffer of those lines only.
 """
 
 from __future__ import annotations
@@ -40,9 +48,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
+from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, mask_label
 from mrirecon.data.h5 import Slice, open_hdf5
 from mrirecon.data.ismrmrd_scan import (
+    CALIBRATION,
+    IGNORED,
+    IMAGING,
     Geometry,
     RowLayout,
     ScanError,
@@ -50,6 +61,7 @@ from mrirecon.data.ismrmrd_scan import (
     place_readouts,
     provenance,
     read_geometry,
+    sampling,
     scan_rows,
 )
 from mrirecon.data.masks import volume_seed
@@ -86,9 +98,12 @@ class IsmrmrdSource(OneSubjectFile):
         path: the .h5 file.
         options: ESPIRiT, mask and prewhitening settings (`ReadOptions`).
         buffer_mb: memory for the slab of slices made at once (MB; `data.ismrmrd_buffer_mb`).
+        repetitions: 'average' the repetitions of a line, or keep each as its own 'slices'.
     """
 
-    def __init__(self, path: str | os.PathLike[str], options: ReadOptions, buffer_mb: float = 256.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], options: ReadOptions, buffer_mb: float = 256.0, repetitions: str = "average"
+    ) -> None:
         self.path = Path(path)
         self.options, self.buffer_mb = options, float(buffer_mb)
         with open_hdf5(self.path) as f:  # reopened for every slab: HDF5's caches would otherwise grow with each pass
@@ -104,37 +119,70 @@ class IsmrmrdSource(OneSubjectFile):
                 raise ScanError("file has no acquisitions")
             row_bytes = 8 * int(first["active_channels"]) * int(first["number_of_samples"]) + 512
             self._chunk = max(1, int(self.buffer_mb * 2**20 / 8 // row_bytes))
-            self.layout = scan_rows(self.geometry, self._blocks)
+            self.layout = scan_rows(self.geometry, self._blocks, repetitions == "slices")
+            self.sampling = sampling(self.geometry, self.layout)
         except ScanError as exc:
             raise self._error(str(exc)) from None
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc.__class__.__name__})") from None
         self._setup()
-        self._slab: tuple[int, int, np.ndarray] | None = None
+        self._maps = MapEstimator(options, str(self.path))
+        self._slab: tuple[int, int, np.ndarray, np.ndarray | None] | None = None
 
     def _error(self, message: str) -> UserError:
         return UserError(f"{self.path}: ISMRMRD {message}")
 
     def _setup(self) -> None:
-        """Sizes, sampling, noise and provenance from the geometry and the row layout."""
-        g, lay = self.geometry, self.layout
+        """Sizes, sampling, calibration lines, noise and provenance from the geometry and the rows."""
+        g, lay, smp = self.geometry, self.layout, self.sampling
         ex, ey, ez = g.encoded
         self.num_coils = lay.coils
         self._repeats = bool(lay.counts.max() > 1)
-        sampled = lay.counts > 0
-        self.has_reference = bool(sampled.all())
-        self.has_rss = False
-        self.num_slices = len(lay.slice_order) if g.two_d else g.recon[0]
-        if g.two_d:
-            self.shape = (g.recon[0], g.recon[1] if self.has_reference else ey)
-        else:
-            self.shape = (g.recon[1], g.recon[2]) if self.has_reference else (ey, ez)
-        slice_bytes = self.num_coils * ey * ez * (ex if g.two_d else 1) * 8
+        self._accumulate = self._repeats or bool(lay.calibration_counts.max() > 1)  # np.add.at, else assignment
+        self.has_reference, self.has_rss = smp.has_reference, False
+        self.num_slices = lay.counts.shape[0] if g.two_d else g.recon[0]
+        self.shape, self.recon_size, self.acquired = smp.shape, smp.recon_size, smp.acquired
+        self._calibration_lines = np.unique(lay.line[lay.calibration])
+        slice_bytes = self.num_coils * (ey * ez + len(self._calibration_lines)) * (ex if g.two_d else 1) * 8
         self.slab = max(1, int(self.buffer_mb * 2**20 / 2 // slice_bytes))
         self.attrs: dict[str, Any] = {"subject_id": g.patient or self.path.stem, **provenance(g, lay)}
+        self.attrs.update(missing_readout_samples=smp.missing_samples, missing_lines=smp.missing_lines)
+        self.attrs["mask"] = mask_label(self.options, g.two_d, self.has_reference)
         if g.patient:  # joins this patient's files into one subject (source.MultiSource)
             self.attrs["patient_id"] = g.patient
+        self._log_sampling()
         self._noise(lay)
+
+    def _log_sampling(self) -> None:
+        """Log what is averaged, ignored and never acquired."""
+        lay, smp = self.layout, self.sampling
+        if self._repeats:
+            log.info(
+                "%s: %d lines acquired more than once (averages%s) are averaged",
+                self.path,
+                int((lay.counts > 1).sum()),
+                f", {lay.repetitions} repetitions: data.ismrmrd_repetitions=slices keeps them apart"
+                if lay.repetitions > 1 and not lay.repetitions_as_slices
+                else "",
+            )
+        ignored = {k: v for k, v in lay.readouts.items() if v and k in (*IGNORED, "other_encoding_space")}
+        if ignored:
+            log.info("%s: readouts not used as data: %s", self.path, ", ".join(f"{k} {v}" for k, v in ignored.items()))
+        if lay.readouts.get("calibration_other_format"):
+            log.warning(
+                "%s: %d calibration readouts differ from the imaging readouts' format: not used for coil maps",
+                self.path,
+                lay.readouts["calibration_other_format"],
+            )
+        if not smp.has_reference and (smp.missing_samples or smp.missing_lines):
+            log.info(
+                "%s: %d of %d readout samples and %d lines never acquired (partial echo / Fourier): unmeasured, "
+                "no reference image",
+                self.path,
+                smp.missing_samples,
+                self.geometry.encoded[0],
+                smp.missing_lines,
+            )
 
     def _noise(self, lay: RowLayout) -> None:
         """The whitening matrix and sigma from the noise rows (see the module docstring)."""
@@ -177,36 +225,46 @@ class IsmrmrdSource(OneSubjectFile):
     def __len__(self) -> int:
         return self.num_slices
 
-    def _load_slab(self, start: int) -> tuple[int, int, np.ndarray]:
-        """The slab of slices start .. start + slab: 3D: hybrid k-space (slices, C, ky * kz)
-        at readout positions; 2D: k-space (slices, C, ky, x). Repeated lines averaged."""
-        ex, ey, ez = self.geometry.encoded
+    def _buffer(self, count: int, lines: int) -> np.ndarray:
+        """Zeros for `count` slices of `lines` lines: 3D (count, C, lines) hybrid k-space at
+        readout positions; 2D (count, C, lines, x)."""
+        c, ex = self.num_coils, self.geometry.encoded[0]
+        return np.zeros((count, c, lines, ex) if self.geometry.two_d else (count, c, lines), np.complex64)
+
+    def _load_slab(self, start: int) -> tuple[int, int, np.ndarray, np.ndarray | None]:
+        """The slab of slices start .. start + slab: imaging and calibration buffers (`_buffer`;
+        calibration: its lines only, None without), repeated lines averaged."""
+        _, ey, ez = self.geometry.encoded
         stop = min(start + self.slab, self.num_slices)
-        shape = (
-            (stop - start, self.num_coils, ey, ex) if self.geometry.two_d else (stop - start, self.num_coils, ey * ez)
-        )
-        buf = np.zeros(shape, np.complex64)
+        buf = self._buffer(stop - start, ey * ez)
+        cal = self._buffer(stop - start, len(self._calibration_lines)) if len(self._calibration_lines) else None
         try:
             for a, rows in self._blocks():
-                self._add_chunk(rows, a, buf, start, stop)
+                self._add_chunk(rows, a, (buf, cal), start, stop)
         except (OSError, ValueError) as exc:
             raise self._error(f"acquisitions in 'dataset/data' cannot be read ({exc})") from None
-        counts = np.maximum(self.layout.counts, 1).astype(np.float32)
-        if self.geometry.two_d:
-            buf /= counts[start:stop, None, :, None]
-        else:
-            buf /= counts[0]
-        return start, stop, buf
+        lay = self.layout
+        lines = self._calibration_lines
+        for target, counts in ((buf, lay.counts), (cal, lay.calibration_counts[:, lines])):
+            if target is None:
+                continue
+            scale = np.maximum(counts, 1).astype(np.float32)
+            if self.geometry.two_d:
+                target /= scale[start:stop, None, :, None]
+            else:
+                target /= scale[0]
+        return start, stop, buf, cal
 
-    def _add_chunk(self, rows: np.ndarray, a: int, buf: np.ndarray, start: int, stop: int) -> None:
-        """Add the chunk's kept readouts that belong to slices start .. stop into buf."""
+    def _add_chunk(
+        self, rows: np.ndarray, a: int, buffers: tuple[np.ndarray, np.ndarray | None], start: int, stop: int
+    ) -> None:
+        """Add the chunk's imaging and calibration readouts of slices start .. stop into the
+        buffers (imaging, calibration)."""
         lay = self.layout
         rng = slice(a, a + len(rows))
-        want = (
-            lay.keep[rng] & (lay.slice[rng] >= start) & (lay.slice[rng] < stop)
-            if self.geometry.two_d
-            else lay.keep[rng]
-        )
+        want = lay.kind[rng] > 0
+        if self.geometry.two_d:
+            want &= (lay.slice[rng] >= start) & (lay.slice[rng] < stop)
         sel = np.flatnonzero(want)
         if not len(sel):
             return
@@ -215,45 +273,98 @@ class IsmrmrdSource(OneSubjectFile):
         lines = place_readouts(samples, lay.reverse[a + sel], lay.discard, lay.center_sample, ex)
         if not np.all(np.isfinite(lines)):
             raise self._error(f"acquisitions {a}..{a + len(rows)} hold non-finite values (NaN or Inf)")
-        line = lay.line[a + sel]
+        kind = lay.kind[a + sel]
+        for buf, bit_, index in ((buffers[0], IMAGING, None), (buffers[1], CALIBRATION, self._calibration_lines)):
+            use = (kind & bit_) > 0
+            if buf is None or not use.any():
+                continue
+            line = lay.line[a + sel[use]]
+            line = line if index is None else np.searchsorted(index, line)
+            self._place(buf, lines[use], lay.slice[a + sel[use]] - start, line, start, stop)
+
+    def _place(
+        self, buf: np.ndarray, lines: np.ndarray, slices: np.ndarray, line: np.ndarray, start: int, stop: int
+    ) -> None:
+        """Put readouts (n, C, X) at (slice, line) of `buf` (2D) or their readout positions
+        start .. stop at `line` (3D); repeated lines add up (averaged after the pass)."""
+        ex = self.geometry.encoded[0]
         if self.geometry.two_d:
-            where: tuple[Any, ...] = (lay.slice[a + sel] - start, slice(None), line)
+            where: tuple[Any, ...] = (slices, slice(None), line)
             values = lines
         else:
             x0 = (ex - self.geometry.recon[0]) // 2 + start
             hybrid = ifft1c_numpy(lines, axis=-1)[..., x0 : x0 + stop - start].astype(np.complex64)
             where, values = (slice(None), slice(None), line), np.transpose(hybrid, (2, 1, 0))
-        if self._repeats:
-            np.add.at(buf, where, values)  # repeated lines add up (averaged after the pass)
+        if self._accumulate:
+            np.add.at(buf, where, values)
         else:
             buf[where] = values
 
-    def kspace(self, i: int) -> np.ndarray:
-        """Slice i's k-space (C, X, Y) as stored by preprocess: oversampling removed, cropped to
-        reconSpace when fully sampled, prewhitened when noise scans allow and were asked for."""
+    def _slab_for(self, i: int) -> tuple[int, int, np.ndarray, np.ndarray | None]:
         if not 0 <= i < self.num_slices:
             raise IndexError(f"slice {i} out of range for {self.num_slices} slices")
         if self._slab is None or not self._slab[0] <= i < self._slab[1]:
             self._slab = None  # free the old slab before the new one is made
             self._slab = self._load_slab(i)
-        start, _, buf = self._slab
-        g = self.geometry
+        return self._slab
+
+    def _grid(self, buf: np.ndarray) -> np.ndarray:
+        """One slice of a full buffer on the encoded grid: 2D (C, x, ky), 3D (C, ky, kz)."""
+        if self.geometry.two_d:
+            return np.swapaxes(buf, 1, 2)
+        return buf.reshape(self.num_coils, *self.geometry.encoded[1:])
+
+    def _finish(self, ksp: np.ndarray) -> np.ndarray:
+        """Encoded-grid k-space (`_grid`) as stored: readout oversampling removed (2D: rows a
+        partial echo never acquired zeroed), cropped to reconSpace when the data determine the
+        image, prewhitened when noise scans allow and were asked for."""
+        g, smp = self.geometry, self.sampling
         if g.two_d:
-            ksp = np.swapaxes(buf[i - start], 1, 2)  # (C, x, ky)
-            ksp = _crop(ksp, (g.recon[0], ksp.shape[2]))  # readout oversampling
-        else:
-            ksp = buf[i - start].reshape(self.num_coils, *g.encoded[1:])
-        if self.has_reference:
+            ksp = _crop(ksp, (g.recon[0], ksp.shape[2]))
+            x0, x1 = smp.readout_rows
+            ksp[:, :x0] = 0
+            ksp[:, x1:] = 0
+        if smp.crop:
             ksp = _crop(ksp, self.shape)
         if self.whitening is not None:
             ksp = np.einsum("cd,dxy->cxy", self.whitening, ksp)
         return np.ascontiguousarray(ksp, dtype=np.complex64)
 
+    def kspace(self, i: int) -> np.ndarray:
+        """Slice i's k-space (C, X, Y) as stored by preprocess (`_finish`)."""
+        start, _, buf, _ = self._slab_for(i)
+        return self._finish(self._grid(buf[i - start]))
+
+    def calibration(self, i: int) -> np.ndarray | None:
+        """Slice i's calibration k-space (C, X, Y) like `kspace`, or None without calibration
+        lines: integrated lines fill the imaging k-space's missing lines, a separate reference
+        scan stands alone."""
+        start, _, buf, cal = self._slab_for(i)
+        if cal is None:
+            return None
+        lines = self._calibration_lines
+        grid = np.zeros_like(buf[i - start]) if self.layout.calibration_mode[0] == "separate" else buf[i - start].copy()
+        fill = self.layout.calibration_counts[i if self.geometry.two_d else 0, lines] > 0
+        if self.layout.calibration_mode[0] != "separate":
+            fill &= self.layout.counts[i if self.geometry.two_d else 0, lines] == 0
+        grid[:, lines[fill]] = cal[i - start][:, fill]
+        return self._finish(self._grid(grid))
+
     def read(self, i: int) -> Slice:
-        """Slice i: k-space (`kspace`) completed with ESPIRiT maps (and reference and mask when
-        fully sampled); noise_std from the noise scans when the file has them."""
+        """Slice i: k-space (`kspace`) with ESPIRiT maps from its calibration block (`calibration`),
+        and reference and mask when the data determine the image; noise_std from the noise scans
+        when the file has them."""
         seed = volume_seed(self.options.seed, self.path.name)  # one mask per volume, as fastMRI's
-        return dataclasses.replace(complete_slice(self.kspace(i), i, self.options, seed=seed), noise_std=self.noise_std)
+        ksp = self.kspace(i)
+        try:
+            maps = self._maps(ksp, self.calibration(i))
+        except ValueError as exc:
+            raise self._error(f"slice {i}: {exc}") from None
+        s = complete_slice(
+            ksp, i, self.options, maps=maps, acquired=self.acquired, seed=seed,
+            reference=self.has_reference, two_d=self.geometry.two_d,
+        )  # fmt: skip
+        return dataclasses.replace(s, noise_std=self.noise_std)
 
     def close(self) -> None:
         self._slab = None

@@ -1,57 +1,97 @@
 """What an ISMRMRD raw file holds, from its headers: geometry, where every readout goes, noise.
 
-`read_geometry` parses the XML header (encoded and recon matrices, encoding-limit centres, 2D
-multi-slice or 3D); `scan_rows` reads every acquisition header once (in chunks) and returns a
-`RowLayout`: which rows are imaging data, the output slice and k-space line of each, reversal
-flags, repeat counts, and the coil noise covariance of the noise-only rows. `place_readouts`
-puts readout samples on the encoded readout grid. Conventions (ISMRMRD flags and counters):
+`read_geometry` parses the XML header (encoded and recon matrices, encoding limits, 2D
+multi-slice or 3D, the parallel-imaging calibration mode); `scan_rows` reads every acquisition
+header once (in chunks) and returns a `RowLayout`: what every row is (imaging, calibration or
+both), the output slice and k-space line of each, reversal flags, repeat counts, the count of
+every flag, and the coil noise covariance of the noise-only rows. `place_readouts` puts
+readout samples on the encoded readout grid. Conventions (ISMRMRD flags and counters; the flag
+numbers are the `ismrmrd` package's):
 
+- Which rows are what, as Gadgetron's bucketing and mrpro read the flags: noise readouts
+  (ACQ_IS_NOISE_MEASUREMENT) give the noise covariance; navigator, phase-correction,
+  phase-stabilisation (and its reference), RT/HP feedback, dummy and surface-coil-correction
+  readouts (`IGNORED`, mrpro's default ignore list) are skipped; a row flagged
+  ACQ_IS_PARALLEL_CALIBRATION or ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING is calibration data
+  (coil maps); a row is imaging data unless it is calibration-only (ACQ_IS_PARALLEL_CALIBRATION
+  without ..._AND_IMAGING). Rows of another encoding space (encoding_space_ref > 0) are counted
+  and skipped.
+- Calibration mode: the header's parallelImaging/calibrationMode (separate or external: a
+  reference scan, used for maps only; embedded, interleaved: lines inside the imaging pattern);
+  when the header does not say, a calibration-only line that repeats an imaging line of the same
+  slice marks a separate reference scan, else the lines are integrated.
 - Readout placement: `center_sample` indexes the `number_of_samples` stored samples in k-space
-  order, i.e. after a reversed readout (ACQ_IS_REVERSE, bit 22) is flipped back (mrpro's
+  order, i.e. after a reversed readout (ACQ_IS_REVERSE) is flipped back (mrpro's
   convention): stored sample j of a forward readout sits at k = j - center_sample, of a
   reversed one at k = (N - 1 - j) - center_sample; discard_pre/post count stored samples at
   the start/end of the acquisition (time order). The k = 0 sample lands at x // 2 of the
-  encoded readout; samples a partial echo did not acquire stay zero. A readout of exactly the
-  encoded size, or one with center_sample 0 (not set), is placed as a whole / centred.
+  encoded readout; samples a partial echo did not acquire stay zero (`readout_range` says
+  which were). A readout of exactly the encoded size, or one with center_sample 0 (not set),
+  is placed as a whole / centred.
 - Lines: ky = kspace_encode_step_1 - encodingLimits.kspace_encoding_step_1.center + y // 2
-  (same for kz); repeated lines (averages, repetitions) are averaged.
+  (same for kz); the limits' minimum and maximum bound the lines that were acquired
+  (`line_region`: partial Fourier leaves the others unmeasured). Repeated lines (averages;
+  repetitions unless kept apart as slices) are averaged.
 - 2D multi-slice (encoded z = 1): one output slice per `slice` counter, ordered by position
   along the slice normal (the acquisition headers' position . slice_dir), so interleaved
-  acquisition order does not matter; by counter when positions coincide.
-- Skipped rows: noise (bit 19, used for the covariance), parallel-calibration-only (bit 20
-  without bit 21), navigator, phase correction, feedback, dummy and surface-coil scans.
+  acquisition order does not matter; by counter when positions coincide. With repetitions
+  kept apart, each (slice, repetition) is an output slice, repetitions of a slice together.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import ismrmrd
 import numpy as np
 
-NOISE_FLAG, CALIBRATION_FLAG, CALIBRATION_AND_IMAGING_FLAG, REVERSE_FLAG = 19, 20, 21, 22
-SKIPPED_FLAGS = (19, 23, 24, 26, 27, 28, 29)  # noise, navigator, phasecorr, hp/rt feedback, dummy, surface coil
+IGNORED = (  # mrpro's DEFAULT_IGNORE_FLAGS less noise and calibration, which are used
+    "ACQ_IS_NAVIGATION_DATA",
+    "ACQ_IS_PHASECORR_DATA",
+    "ACQ_IS_HPFEEDBACK_DATA",
+    "ACQ_IS_RTFEEDBACK_DATA",
+    "ACQ_IS_DUMMYSCAN_DATA",
+    "ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA",
+    "ACQ_IS_PHASE_STABILIZATION_REFERENCE",
+    "ACQ_IS_PHASE_STABILIZATION",
+)
+COUNTED = (  # flags whose rows the provenance counts
+    "ACQ_IS_NOISE_MEASUREMENT",
+    "ACQ_IS_PARALLEL_CALIBRATION",
+    "ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING",
+    "ACQ_IS_REVERSE",
+    *IGNORED,
+)
+IMAGING, CALIBRATION = 1, 2  # bits of RowLayout.kind
+SEPARATE_MODES = ("separate", "external")
 
 
 class ScanError(ValueError):
     """A file whose headers cannot be read as a Cartesian acquisition; the message says why."""
 
 
-def bit(flag: int) -> np.uint64:
-    return np.uint64(1) << np.uint64(flag - 1)
+def bit(flag: int | str) -> np.uint64:
+    """The bit of an ISMRMRD flag (its number, or its name in the `ismrmrd` package)."""
+    number = int(getattr(ismrmrd, flag)) if isinstance(flag, str) else flag
+    return np.uint64(1) << np.uint64(number - 1)
 
 
 @dataclass(frozen=True)
 class Geometry:
     """From the XML header: encoded (x, y, z) and recon (x, y, z) matrix sizes, the encoding
-    limits' centres of (ky, kz), the number of slices in the limits, the patient ID."""
+    limits' centres of (ky, kz), the patient ID, the limits' (minimum, maximum) of (ky, kz)
+    steps (None where absent) and the parallel-imaging calibration mode (None: not stated)."""
 
     encoded: tuple[int, int, int]
     recon: tuple[int, int, int]
     centre: tuple[int, int]
     patient: str | None
+    limits: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
+    calibration_mode: str | None = None
 
     @property
     def two_d(self) -> bool:
@@ -77,13 +117,24 @@ def read_geometry(xml: bytes | str) -> Geometry:
         )
     encoded = (int(e.x), int(e.y), max(int(e.z), 1))
     limits = enc.encodingLimits
-    centre = []
+    centre: list[int] = []
+    bounds: list[tuple[int, int] | None] = []
     for name, size in (("kspace_encoding_step_1", encoded[1]), ("kspace_encoding_step_2", encoded[2])):
         lim = getattr(limits, name, None) if limits is not None else None
         centre.append(size // 2 if lim is None or lim.center is None else int(lim.center))
+        has_bounds = lim is not None and lim.minimum is not None and lim.maximum is not None
+        bounds.append((int(lim.minimum), int(lim.maximum)) if has_bounds else None)  # type: ignore[union-attr]
     recon = tuple(min(max(int(a), 1), b) for a, b in zip((r.x, r.y, r.z), encoded))
     subject = header.subjectInformation.patientID if header.subjectInformation is not None else None
-    return Geometry(encoded, recon, (centre[0], centre[1]), str(subject) if subject else None)  # type: ignore[arg-type]
+    mode = getattr(getattr(enc.parallelImaging, "calibrationMode", None), "value", None)
+    return Geometry(
+        encoded,
+        recon,  # type: ignore[arg-type]
+        (centre[0], centre[1]),
+        str(subject) if subject else None,
+        (bounds[0], bounds[1]),
+        None if mode is None else str(mode),
+    )
 
 
 def place_readouts(
@@ -134,19 +185,35 @@ def readout_offsets(count: int, discard: tuple[int, int], center_sample: int, si
     return forward, backward
 
 
+def readout_range(
+    count: int, discard: tuple[int, int], center_sample: int, size: int, forward: bool, reversed_: bool
+) -> tuple[int, int]:
+    """[first, stop) of the encoded readout positions that the forward and/or reversed readouts
+    acquire (`readout_offsets`): the whole grid unless an echo is partial."""
+    kept = count - sum(discard)
+    first_forward, first_reversed = readout_offsets(count, discard, center_sample, size)
+    firsts = [f for f, used in ((first_forward, forward), (first_reversed, reversed_)) if used] or [first_forward]
+    return min(firsts), max(firsts) + kept
+
+
 @dataclass
 class RowLayout:
-    """Every row of dataset/data, classified: `keep` (imaging), `slice` (output slice of a 2D
-    scan; 0 in 3D), `line` (ky * z + kz in 3D, ky in 2D), `reverse`; `counts` (slices, lines)
-    acquisitions per line; the readout format (number_of_samples, discard, center_sample,
-    coils); the noise rows' Gram matrix sum n n^H (C, C), sample count and dwell time;
-    `slice_order` (2D: the slice counter of every output slice)."""
+    """Every row of dataset/data, classified: `kind` (bits IMAGING, CALIBRATION; 0: not used),
+    `slice` (output slice), `line` (ky * z + kz in 3D, ky in 2D), `reverse`; `counts` and
+    `calibration_counts` (slices, lines): imaging and calibration acquisitions per line; the
+    readout format (number_of_samples, discard, center_sample, coils, dwell time); the noise
+    rows' Gram matrix sum n n^H (C, C), sample count and dwell time; `slice_order` (2D: the
+    slice counter of every output slice); `readouts` (rows per flag and per kind);
+    `repetitions` (distinct repetition counters of the imaging rows, and whether each is an
+    output slice); `calibration_mode` ('integrated', 'separate' or 'none') and how it was
+    known."""
 
-    keep: np.ndarray
+    kind: np.ndarray
     slice: np.ndarray
     line: np.ndarray
     reverse: np.ndarray
     counts: np.ndarray
+    calibration_counts: np.ndarray
     samples: int
     discard: tuple[int, int]
     center_sample: int
@@ -157,6 +224,20 @@ class RowLayout:
     noise_rows: int
     noise_dwell_us: float
     slice_order: list[int]
+    readouts: dict[str, int] = field(default_factory=dict)
+    repetitions: int = 1
+    repetitions_as_slices: bool = False
+    calibration_mode: tuple[str, str] = ("none", "")
+
+    @property
+    def keep(self) -> np.ndarray:
+        """(rows,) bool: the imaging rows."""
+        return (self.kind & IMAGING) > 0
+
+    @property
+    def calibration(self) -> np.ndarray:
+        """(rows,) bool: the calibration rows (used for coil maps)."""
+        return (self.kind & CALIBRATION) > 0
 
     def noise_covariance(self) -> np.ndarray | None:
         """Coil noise covariance per sample of the imaging readouts (C, C) complex128, from the
@@ -169,49 +250,74 @@ class RowLayout:
             cov = cov * (self.noise_dwell_us / self.dwell_us)
         return cov
 
+    def readout_range(self, size: int) -> tuple[int, int]:
+        """[first, stop) of the encoded readout (of `size`) that the imaging readouts acquire."""
+        keep = self.keep
+        forward, reversed_ = bool((keep & ~self.reverse).any()), bool((keep & self.reverse).any())
+        return readout_range(self.samples, self.discard, self.center_sample, size, forward, reversed_)
+
 
 class _Rows:
     """Accumulates the per-chunk classification of `scan_rows`."""
 
     def __init__(self, geometry: Geometry) -> None:
         self.geometry = geometry
-        self.keep: list[np.ndarray] = []
+        self.kind: list[np.ndarray] = []
         self.counter: list[np.ndarray] = []
+        self.repetition: list[np.ndarray] = []
         self.line: list[np.ndarray] = []
         self.reverse: list[np.ndarray] = []
+        self.calibration_format: list[np.ndarray] = []
         self.format: tuple[int, int, int, int, int, float] | None = None
         self.noise_gram: np.ndarray | None = None
         self.noise_samples = self.noise_rows = 0
         self.noise_dwell = 0.0
         self.positions: dict[int, float] = {}
         self.others: dict[str, set[int]] = {"contrast": set(), "phase": set(), "set": set()}
+        self.readouts: dict[str, int] = dict.fromkeys(COUNTED, 0)
+        self.readouts["other_encoding_space"] = 0
 
 
-def _imaging_mask(flags: np.ndarray) -> np.ndarray:
-    skip = np.uint64(0)
-    for flag in SKIPPED_FLAGS:
-        skip |= bit(flag)
-    keep = (flags & skip) == 0
-    calibration_only = ((flags & bit(CALIBRATION_FLAG)) != 0) & ((flags & bit(CALIBRATION_AND_IMAGING_FLAG)) == 0)
-    return keep & ~calibration_only
+def row_kinds(flags: np.ndarray) -> np.ndarray:
+    """(rows,) uint8 kind of each row from its flags (uint64): bits IMAGING and CALIBRATION
+    (see the module docstring); 0 for noise and ignored rows."""
+    has = lambda name: (flags & bit(name)) != 0  # noqa: E731
+    skipped = has("ACQ_IS_NOISE_MEASUREMENT")
+    for name in IGNORED:
+        skipped |= has(name)
+    both = has("ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING")
+    calibration = has("ACQ_IS_PARALLEL_CALIBRATION") | both
+    imaging = ~has("ACQ_IS_PARALLEL_CALIBRATION") | both
+    kind = imaging.astype(np.uint8) * IMAGING + calibration.astype(np.uint8) * CALIBRATION
+    return np.where(skipped, 0, kind).astype(np.uint8)
+
+
+FORMAT_FIELDS = ("number_of_samples", "discard_pre", "discard_post", "center_sample", "active_channels")
 
 
 def _classify(acc: _Rows, first_row: int, rows: np.ndarray) -> None:
     """Classify one chunk of rows into `acc` (checks formats; collects noise)."""
     head = rows["head"]
     flags = head["flags"].astype(np.uint64)
-    keep = _imaging_mask(flags) & (head["encoding_space_ref"] == 0)
-    noise = (flags & bit(NOISE_FLAG)) != 0
-    if np.any(head["trajectory_dimensions"][keep] > 0):
+    for name in COUNTED:
+        acc.readouts[name] += int(((flags & bit(name)) != 0).sum())
+    kind = row_kinds(flags)
+    other_space = (head["encoding_space_ref"] != 0) & (kind > 0)
+    acc.readouts["other_encoding_space"] += int(other_space.sum())
+    kind[other_space] = 0
+    keep, used = (kind & IMAGING) > 0, kind > 0
+    if np.any(head["trajectory_dimensions"][used] > 0):
         raise ScanError("readouts carry a trajectory: only Cartesian acquisitions are read")
     _check_format(acc, head, keep)
+    acc.calibration_format.append(np.stack([head[name].astype(np.int64) for name in FORMAT_FIELDS], axis=1))
+    noise = (flags & bit("ACQ_IS_NOISE_MEASUREMENT")) != 0
     if noise.any():
         _add_noise(acc, rows, np.flatnonzero(noise))
     idx = head["idx"]
     _, ey, ez = acc.geometry.encoded
     ky = idx["kspace_encode_step_1"].astype(np.int64) - acc.geometry.centre[0] + ey // 2
     kz = idx["kspace_encode_step_2"].astype(np.int64) - acc.geometry.centre[1] + ez // 2
-    bad = keep & ((ky < 0) | (ky >= ey) | (kz < 0) | (kz >= ez))
+    bad = used & ((ky < 0) | (ky >= ey) | (kz < 0) | (kz >= ez))
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
         raise ScanError(
@@ -220,25 +326,23 @@ def _classify(acc: _Rows, first_row: int, rows: np.ndarray) -> None:
             "encoding limits"
         )
     counter = idx["slice"].astype(np.int64)
-    for row in np.flatnonzero(keep):
+    for row in np.flatnonzero(used):
         if int(counter[row]) not in acc.positions:
             acc.positions[int(counter[row])] = float(np.dot(head["position"][row], head["slice_dir"][row]))
     for name in acc.others:
         acc.others[name].update(np.unique(idx[name][keep]).tolist())
-    acc.keep.append(keep)
-    acc.counter.append(np.where(keep, counter, 0))
-    acc.line.append(np.where(keep, ky * ez + kz, 0))
-    acc.reverse.append((flags & bit(REVERSE_FLAG)) != 0)
+    acc.kind.append(kind)
+    acc.counter.append(np.where(used, counter, 0))
+    acc.repetition.append(np.where(used, idx["repetition"].astype(np.int64), 0))
+    acc.line.append(np.where(used, ky * ez + kz, 0))
+    acc.reverse.append((flags & bit("ACQ_IS_REVERSE")) != 0)
 
 
 def _check_format(acc: _Rows, head: np.ndarray, keep: np.ndarray) -> None:
     """All imaging readouts share number_of_samples, discard, center_sample and channels."""
     if not keep.any():
         return
-    fields = np.stack(
-        [head[name][keep].astype(np.int64) for name in ("number_of_samples", "discard_pre", "discard_post")]
-        + [head["center_sample"][keep].astype(np.int64), head["active_channels"][keep].astype(np.int64)]
-    )
+    fields = np.stack([head[name][keep].astype(np.int64) for name in FORMAT_FIELDS])
     if acc.format is None:
         first = head[np.flatnonzero(keep)[0]]
         samples, pre, post, centre, channels = (int(v) for v in fields[:, 0])
@@ -246,8 +350,9 @@ def _check_format(acc: _Rows, head: np.ndarray, keep: np.ndarray) -> None:
     expected = np.array(acc.format[:5])[:, None]
     mismatch = np.flatnonzero((fields != expected).any(1))
     if mismatch.size:
-        names = ("number_of_samples", "discard_pre", "discard_post", "center_sample", "active_channels")
-        raise ScanError(f"readouts differ in {names[int(mismatch[0])]}: mrirecon reads one readout format per file")
+        raise ScanError(
+            f"readouts differ in {FORMAT_FIELDS[int(mismatch[0])]}: mrirecon reads one readout format per file"
+        )
 
 
 def _add_noise(acc: _Rows, rows: np.ndarray, sel: np.ndarray) -> None:
@@ -275,12 +380,9 @@ def _slice_order(positions: dict[int, float]) -> list[int]:
     return counters
 
 
-def scan_rows(geometry: Geometry, blocks: Callable[[], Iterator[tuple[int, np.ndarray]]]) -> RowLayout:
-    """Classify every row of dataset/data (see the module docstring); `blocks()` yields
-    (first row, rows) chunks of whole rows."""
-    acc = _Rows(geometry)
-    for first_row, rows in blocks():
-        _classify(acc, first_row, rows)
+def _check_counters(acc: _Rows, geometry: Geometry) -> None:
+    """Refuse what one image per slice cannot hold: several contrasts, phases or sets, or
+    several slabs of a 3D scan."""
     if acc.format is None or acc.format[4] < 1:
         raise ScanError("file has no imaging acquisitions")
     for name, values in acc.others.items():
@@ -289,24 +391,106 @@ def scan_rows(geometry: Geometry, blocks: Callable[[], Iterator[tuple[int, np.nd
                 f"file holds {len(values)} values of the '{name}' counter ({sorted(values)[:6]}): mrirecon reads "
                 "one image per slice (split the file by that counter first)"
             )
-    counter = np.concatenate(acc.counter)
-    keep = np.concatenate(acc.keep)
     if not geometry.two_d and len(acc.positions) > 1:
         raise ScanError(f"3D acquisition with {len(acc.positions)} slabs (slice counter): one slab is read")
+
+
+def _usable_calibration(acc: _Rows, kind: np.ndarray) -> None:
+    """Calibration-only rows whose readout format differs from the imaging rows' cannot share
+    their grid: they are dropped (counted as readouts['calibration_other_format'])."""
+    assert acc.format is not None
+    fmt = np.concatenate(acc.calibration_format)
+    other = ((kind & CALIBRATION) > 0) & (fmt != np.array(acc.format[:5])).any(1)
+    acc.readouts["calibration_other_format"] = int(other.sum())
+    kind[other] &= np.uint8(IMAGING)
+
+
+def _output_slices(
+    acc: _Rows, geometry: Geometry, kind: np.ndarray, separate_repetitions: bool
+) -> tuple[np.ndarray, list[int], int]:
+    """The output slice of every row, the slice order and the number of repetitions (see the
+    module docstring): (rows,) int64, counters in output order, repetitions."""
+    counter, repetition = np.concatenate(acc.counter), np.concatenate(acc.repetition)
+    reps = np.unique(repetition[(kind & IMAGING) > 0])
     order = _slice_order(acc.positions) if geometry.two_d else [0]
     where = {c: i for i, c in enumerate(order)}
-    out_slice = np.array([where.get(int(c), 0) for c in counter], np.int64) if geometry.two_d else counter * 0
+    base = np.array([where.get(int(c), 0) for c in counter], np.int64) if geometry.two_d else counter * 0
+    if not separate_repetitions or len(reps) < 2:
+        return base, order, len(reps)
+    if not geometry.two_d:
+        raise ScanError(
+            f"3D acquisition with {len(reps)} repetitions: kept apart only for 2D multi-slice scans (split the "
+            "file by repetition, or average them)"
+        )
+    rep_index = np.searchsorted(reps, repetition).clip(0, len(reps) - 1)
+    return base * len(reps) + rep_index, order, len(reps)
+
+
+def _calibration_mode(geometry: Geometry, kind: np.ndarray, out_slice: np.ndarray, line: np.ndarray) -> tuple[str, str]:
+    """('integrated' | 'separate' | 'none', 'header' | 'inferred' | ''): see the module docstring."""
+    only = kind == CALIBRATION
+    if not ((kind & CALIBRATION) > 0).any():
+        return "none", ""
+    if geometry.calibration_mode is not None and geometry.calibration_mode != "other":
+        return ("separate" if geometry.calibration_mode in SEPARATE_MODES else "integrated"), "header"
+    lines = int(line.max()) + 1
+    imaging = np.unique(out_slice[(kind & IMAGING) > 0] * lines + line[(kind & IMAGING) > 0])
+    repeats = np.isin(out_slice[only] * lines + line[only], imaging).any()
+    return ("separate" if repeats else "integrated"), "inferred"
+
+
+def scan_rows(
+    geometry: Geometry,
+    blocks: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    separate_repetitions: bool = False,
+) -> RowLayout:
+    """Classify every row of dataset/data (see the module docstring); `blocks()` yields
+    (first row, rows) chunks of whole rows; `separate_repetitions`: each repetition of a 2D scan
+    is an output slice (else repeated lines are averaged)."""
+    acc = _Rows(geometry)
+    for first_row, rows in blocks():
+        _classify(acc, first_row, rows)
+    _check_counters(acc, geometry)
+    assert acc.format is not None
+    kind = np.concatenate(acc.kind)
+    _usable_calibration(acc, kind)
+    out_slice, order, repetitions = _output_slices(acc, geometry, kind, separate_repetitions)
     line = np.concatenate(acc.line)
     _, ey, ez = geometry.encoded
-    counts = np.zeros((len(order), ey * ez), np.int64)
-    np.add.at(counts, (out_slice[keep], line[keep]), 1)
+    slices = len(order) * (repetitions if separate_repetitions and repetitions > 1 else 1)
+    counts = np.zeros((slices, ey * ez), np.int64)
+    calibration_counts = np.zeros_like(counts)
+    for target, bit_ in ((counts, IMAGING), (calibration_counts, CALIBRATION)):
+        rows = (kind & bit_) > 0
+        np.add.at(target, (out_slice[rows], line[rows]), 1)
     ns, pre, post, centre, coils, dwell = acc.format
     if acc.noise_gram is not None and acc.noise_gram.shape[0] != coils:
         raise ScanError(f"noise readouts have {acc.noise_gram.shape[0]} channels, imaging readouts {coils}")
+    acc.readouts["imaging"] = int(((kind & IMAGING) > 0).sum())
+    acc.readouts["calibration"] = int(((kind & CALIBRATION) > 0).sum())
     return RowLayout(
-        keep, out_slice, line, np.concatenate(acc.reverse), counts, ns, (pre, post), centre, coils, dwell,
-        acc.noise_gram, acc.noise_samples, acc.noise_rows, acc.noise_dwell, order,
+        kind, out_slice, line, np.concatenate(acc.reverse), counts, calibration_counts, ns, (pre, post), centre,
+        coils, dwell, acc.noise_gram, acc.noise_samples, acc.noise_rows, acc.noise_dwell, order, acc.readouts,
+        repetitions, separate_repetitions and repetitions > 1, _calibration_mode(geometry, kind, out_slice, line),
     )  # fmt: skip
+
+
+def line_region(geometry: Geometry, counts: np.ndarray) -> tuple[int, int, int, int]:
+    """[y0, y1) x [z0, z1) of the (ky, kz) grid that was acquired: the header's encoding limits
+    (minimum, maximum) placed on the grid as the lines are, else the sampled lines' extent."""
+    _, ey, ez = geometry.encoded
+    sampled = (counts > 0).any(0).reshape(ey, ez)
+    out: list[int] = []
+    for axis, (size, centre, bounds) in enumerate(zip((ey, ez), geometry.centre, geometry.limits)):
+        hit = np.flatnonzero(sampled.any(1 - axis))
+        if bounds is not None and bounds[1] >= bounds[0]:
+            first, last = bounds[0] - centre + size // 2, bounds[1] - centre + size // 2
+            if len(hit):  # a file whose lines lie outside its own limits: the lines win
+                first, last = min(first, int(hit[0])), max(last, int(hit[-1]))
+        else:
+            first, last = (int(hit[0]), int(hit[-1])) if len(hit) else (0, size - 1)
+        out += [max(first, 0), min(last + 1, size)]
+    return out[0], out[1], out[2], out[3]
 
 
 def covariance_json(cov: np.ndarray) -> str:
@@ -315,8 +499,10 @@ def covariance_json(cov: np.ndarray) -> str:
 
 
 def provenance(geometry: Geometry, layout: RowLayout) -> dict[str, Any]:
-    """Attributes describing the acquisition for the processed file."""
+    """Attributes describing the acquisition for the processed file: matrices, noise scans,
+    repeated lines, the rows of every flag (`readouts`, JSON) and the calibration mode."""
     ex, ey, ez = geometry.encoded
+    mode, known = layout.calibration_mode
     return {
         "format": "ismrmrd",
         "acquisition": "2D multi-slice" if geometry.two_d else "3D",
@@ -325,5 +511,74 @@ def provenance(geometry: Geometry, layout: RowLayout) -> dict[str, Any]:
         "noise_scans": int(layout.noise_rows),
         "noise_samples": int(layout.noise_samples),
         "repeated_lines": int((layout.counts > 1).sum()),
+        "repetitions": int(layout.repetitions),
+        "repetitions_as_slices": int(layout.repetitions_as_slices),
+        "readouts": json.dumps(layout.readouts),
+        "calibration": mode + (f" ({known})" if known else ""),
         **({"slice_order": json.dumps(layout.slice_order)} if geometry.two_d else {}),
     }
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The output slices of a file: `shape` (X, Y) of every slice, whether the encoded grid is
+    cropped to it in image space (`crop`: a fully sampled slice, to reconSpace), the `acquired`
+    region (x0, x1, y0, y1) on it, `readout_rows` [x0, x1) of a 2D slice's readout that the
+    echo covers, `has_reference` (the data determine the image: every line inside the limits,
+    symmetric limits, a full echo), `recon_size` (the reconSpace crop of an uncropped grid, or
+    None) and what was never acquired: `missing_samples` of the encoded readout (partial echo),
+    `missing_lines` of the grid outside the limits (partial Fourier or padding)."""
+
+    shape: tuple[int, int]
+    crop: bool
+    acquired: tuple[int, int, int, int]
+    readout_rows: tuple[int, int]
+    has_reference: bool
+    recon_size: tuple[int, int] | None
+    missing_samples: int
+    missing_lines: int
+
+
+def recon_rows(first: int, stop: int, encoded: int, recon: int) -> tuple[int, int]:
+    """[x0, x1) of a readout cropped from `encoded` to `recon` samples in image space (oversampling
+    removed) whose k positions lie inside the acquired encoded samples [first, stop): sample j of
+    the recon grid sits at k = (j - recon // 2) * encoded / recon encoded samples from the centre."""
+    scale = recon / encoded
+    x0 = math.ceil(recon // 2 + (first - encoded // 2) * scale - 1e-9)
+    x1 = math.floor(recon // 2 + (stop - 1 - encoded // 2) * scale + 1e-9) + 1
+    return max(x0, 0), min(x1, recon)
+
+
+def _symmetric(first: int, stop: int, size: int) -> bool:
+    """Whether [first, stop) of a centred axis of `size` reaches as far on both sides of k = 0."""
+    return abs((size // 2 - first) - (stop - 1 - size // 2)) <= 1
+
+
+def sampling(geometry: Geometry, layout: RowLayout) -> Sampling:
+    """The output slices (see `Sampling`) from the geometry and the row layout."""
+    ex, ey, ez = geometry.encoded
+    rx, ry, rz = geometry.recon
+    y0, y1, z0, z1 = line_region(geometry, layout.counts)
+    first, stop = layout.readout_range(ex)
+    inside = layout.counts.reshape(-1, ey, ez)[:, y0:y1, z0:z1]
+    rows = recon_rows(first, stop, ex, rx) if geometry.two_d else (0, rx)
+    full_echo = (first, stop) == (0, ex) or (geometry.two_d and rows == (0, rx))
+    reference = bool((inside > 0).all()) and _symmetric(y0, y1, ey) and _symmetric(z0, z1, ez) and full_echo
+    if geometry.two_d:
+        grid, recon, region = (rx, ey), (rx, ry), (rows[0], rows[1], y0, y1)
+        whole = (y0, y1) == (0, ey)
+    else:
+        grid, recon, region = (ey, ez), (ry, rz), (y0, y1, z0, z1)
+        whole = region == (0, ey, 0, ez)
+    crop = reference and whole
+    shape = recon if crop else grid
+    return Sampling(
+        shape=shape,
+        crop=crop,
+        acquired=(0, shape[0], 0, shape[1]) if crop else region,
+        readout_rows=rows,
+        has_reference=reference,
+        recon_size=None if crop or recon == grid else recon,
+        missing_samples=ex - (stop - first),
+        missing_lines=ey * ez - (y1 - y0) * (z1 - z0),
+    )

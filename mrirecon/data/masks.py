@@ -1,4 +1,15 @@
-"""Undersampling masks for fully sampled k-space: Poisson disc (sigpy) and fastMRI's masks.
+"""Undersampling masks for fully sampled k-space: Poisson disc (sigpy), variable-density lines
+and fastMRI's masks, and which of them fits the data (`resolve_kind`).
+
+A 2D acquisition (one slice per excitation: 2D multi-slice ISMRMRD, fastMRI) samples whole
+readouts, so a mask a scanner could acquire samples whole phase-encode lines (columns, the last
+axis); only a 3D acquisition whose readout is already transformed (each slice a (ky, kz) plane)
+can be undersampled by a 2D Poisson disc. `resolve_kind` turns `auto` into `lines` or `poisson`
+and refuses `poisson` on 2D data unless readout undersampling is asked for.
+
+`vd_lines` draws variable-density random lines: the `calib` central lines always, the others
+without replacement with probability proportional to (1 - |k| / k_max)^LINE_POWER (Lustig,
+Donoho and Pauly 2007's polynomial density, in one dimension).
 
 `fastmri_random` and `fastmri_equispaced` follow fastMRI's `subsample.py` (RandomMaskFunc and
 EquispacedMaskFractionFunc with one center fraction and acceleration): columns (the last axis,
@@ -15,7 +26,8 @@ import functools
 
 import numpy as np
 
-KINDS = ("poisson", "fastmri_random", "fastmri_equispaced")
+KINDS = ("auto", "lines", "poisson", "fastmri_random", "fastmri_equispaced")
+LINE_POWER = 2  # the density of `vd_lines` (docs/data.md: chosen on the real phantom)
 BISECTION_STEPS = 64  # sigpy's slope bisection, bounded: float bisection of [0, max(X, Y)] stalls well before
 Seed = int | tuple[int, ...]
 
@@ -92,6 +104,56 @@ def _low_frequencies(num_cols: int, center_fraction: float) -> tuple[int, int]:
     return num_low, (num_cols - num_low + 1) // 2
 
 
+def resolve_kind(kind: str, two_d: bool, readout: bool = False) -> str:
+    """The mask kind to draw for `kind` (masks.KINDS) on data that are 2D (`two_d`: the first
+    axis X is a readout) or 3D ((ky, kz) planes): auto is lines for 2D, poisson for 3D. MaskError
+    'kind: ...' for poisson on 2D data unless `readout` (readout undersampling asked for)."""
+    if kind not in KINDS:
+        raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
+    if kind == "auto":
+        return "lines" if two_d else "poisson"
+    if kind == "poisson" and two_d and not readout:
+        raise MaskError(
+            "kind: 'poisson' undersamples the readout of 2D data (whole readouts are what a 2D scan acquires); "
+            "use auto or lines (whole phase-encode lines), or allow readout undersampling"
+        )
+    return kind
+
+
+def vd_lines(
+    num_cols: int, accel: float, calib: int, seed: Seed, acquired: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Variable-density random phase-encode lines (see the module docstring): (num_cols,) bool.
+
+    Args:
+        num_cols: phase-encode lines of the grid; the centre line is num_cols // 2.
+        accel: acquired lines / sampled lines (the target count is rounded).
+        calib: central lines always sampled (placed as ESPIRiT's calibration region).
+        seed: the random seed (an integer or a tuple of integers).
+        acquired: [y0, y1) of the lines that were acquired (None: all); none outside is sampled.
+    """
+    y0, y1 = acquired or (0, num_cols)
+    lines = np.arange(num_cols)
+    inside = (lines >= y0) & (lines < y1)
+    target = round((y1 - y0) / accel)
+    mask = np.zeros(num_cols, bool)
+    start = num_cols // 2 - calib // 2
+    mask[max(start, 0) : start + calib] = True
+    mask &= inside
+    if mask.sum() > target:
+        raise MaskError(
+            f"accel: no line mask of acceleration {accel} ({target} of {y1 - y0} lines) holds the {calib} "
+            "central calibration lines (lower calib or accel)"
+        )
+    distance = np.abs(lines - num_cols // 2).astype(np.float64)
+    weight = (1 - distance / (distance[inside].max() + 1)) ** LINE_POWER * (inside & ~mask)
+    rest = target - int(mask.sum())
+    if rest > 0:
+        rng = np.random.RandomState(seed)
+        mask[rng.choice(num_cols, size=rest, replace=False, p=weight / weight.sum())] = True
+    return mask
+
+
 def fastmri_random_columns(num_cols: int, accel: float, center_fraction: float, seed: Seed) -> np.ndarray:
     """fastMRI's RandomMaskFunc: (num_cols,) bool. Outside the centre each column is kept with
     probability (num_cols / accel - num_low) / (num_cols - num_low)."""
@@ -121,47 +183,71 @@ def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: flo
 
 
 def make_mask(
-    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: Seed
+    kind: str,
+    shape: tuple[int, int],
+    accel: float,
+    calib: int,
+    center_fraction: float,
+    seed: Seed,
+    columns: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """An undersampling mask (X, Y) float32 in {0, 1}; MaskError (a ValueError) when impossible.
 
     Args:
-        kind: poisson, fastmri_random or fastmri_equispaced.
-        shape: (X, Y); fastMRI masks choose columns of Y (the phase-encode axis).
+        kind: lines, poisson, fastmri_random or fastmri_equispaced (not auto: `resolve_kind`).
+        shape: (X, Y); line and fastMRI masks choose columns of Y (the phase-encode axis).
         accel: target acceleration (> 1).
-        calib: side of the Poisson mask's fully sampled square (pixels, >= 0).
+        calib: side of the Poisson mask's fully sampled square, or central lines of a line mask
+            (pixels, >= 0).
         center_fraction: fraction of central columns of the fastMRI masks, in (0, 1).
         seed: the random seed (an integer or a tuple of integers).
+        columns: [y0, y1) of the acquired columns a line mask draws from (None: all).
 
     The last few masks are cached (one mask per volume is drawn once, not once per slice);
     each call returns its own copy.
     """
-    key = (kind, (shape[0], shape[1]), accel, calib, center_fraction, seed)
+    key = (kind, (shape[0], shape[1]), accel, calib, center_fraction, seed, columns)
     try:
         hash(key)
     except TypeError:  # a malformed value (e.g. a list): _make_mask names it
-        return _make_mask(kind, shape, accel, calib, center_fraction, seed)
+        return _make_mask(*key)
     return _cached_mask(*key).copy()
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_mask(
-    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: Seed
+    kind: str,
+    shape: tuple[int, int],
+    accel: float,
+    calib: int,
+    center_fraction: float,
+    seed: Seed,
+    columns: tuple[int, int] | None,
 ) -> np.ndarray:
-    return _make_mask(kind, shape, accel, calib, center_fraction, seed)
+    return _make_mask(kind, shape, accel, calib, center_fraction, seed, columns)
 
 
 def _make_mask(
-    kind: str, shape: tuple[int, int], accel: float, calib: int, center_fraction: float, seed: Seed
+    kind: str,
+    shape: tuple[int, int],
+    accel: float,
+    calib: int,
+    center_fraction: float,
+    seed: Seed,
+    columns: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """`make_mask` without the cache."""
-    if kind not in KINDS:
-        raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS)})")
+    if kind not in KINDS[1:]:
+        raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS[1:])})")
     if isinstance(accel, bool) or not isinstance(accel, (int, float)) or not accel > 1:
         raise MaskError(f"accel: {accel!r} must be a number > 1")
-    if kind == "poisson":
-        if isinstance(calib, bool) or not isinstance(calib, int) or not 0 <= calib <= min(shape):
-            raise MaskError(f"calib: {calib!r} must be an integer in [0, {min(shape)}]")
+    if kind in ("poisson", "lines"):
+        most = min(shape) if kind == "poisson" else shape[1]
+        if isinstance(calib, bool) or not isinstance(calib, int) or not 0 <= calib <= most:
+            raise MaskError(f"calib: {calib!r} must be an integer in [0, {most}]")
+        if kind == "lines":
+            lines = vd_lines(shape[1], float(accel), calib, seed, columns)
+            return np.broadcast_to(lines[None, :], shape).astype(np.float32)
         try:
             return poisson_mask((shape[0], shape[1]), float(accel), calib, _int_seed(seed))
         except ValueError:  # sigpy: "Cannot generate mask to satisfy accel=..."
@@ -175,7 +261,7 @@ def _make_mask(
         or not 0 < center_fraction < 1
     ):
         raise MaskError(f"center_fraction: {center_fraction!r} must be a number in (0, 1)")
-    columns = (fastmri_random_columns if kind == "fastmri_random" else fastmri_equispaced_columns)(
+    chosen = (fastmri_random_columns if kind == "fastmri_random" else fastmri_equispaced_columns)(
         shape[1], float(accel), float(center_fraction), seed
     )
-    return np.broadcast_to(columns[None, :], shape).astype(np.float32)
+    return np.broadcast_to(chosen[None, :], shape).astype(np.float32)

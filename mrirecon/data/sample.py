@@ -102,6 +102,7 @@ class SampleSource:
             "noise": self.noise,
         }
         self.attrs: dict[str, Any] = {"attribution": ATTRIBUTION, **settings}  # preprocess stores source_<key>
+        self.attrs["mask"] = "poisson"  # simulated Poisson-disc masks of (ky, kz) planes (3D knees)
 
     def __len__(self) -> int:
         return self.num_slices

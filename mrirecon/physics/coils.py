@@ -18,7 +18,8 @@ every pixel):
   (near-degenerate eigenvalues, a few per cent of the pixels) get the exact eigenvector. The
   result is within `tol` of an eigenpair everywhere, closer to the exact eigenvectors than
   sigpy's 100 power iterations (scripts/bench_preprocess.py --espirit measures both).
-Everything is batched torch, on the CPU or a GPU.
+Everything is batched torch, on the CPU or a GPU. The per-pixel Gram matrices (C^2 per pixel)
+are made GRAM_BYTES at a time, a chunk of rows each, so memory grows linearly with the coils.
 
 Coil compression (BART's `cc -S`): the left singular vectors of the calibration data (C x
 samples) give C orthonormal virtual coils ordered by energy; keeping the first N maps k-space
@@ -31,6 +32,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+GRAM_BYTES = 2**25  # per-pixel Gram matrices held at once by the eigensolver (32 MB)
 
 
 def calibration_region(ksp: torch.Tensor, width: int) -> torch.Tensor:
@@ -94,13 +97,27 @@ def _centred(n: int, step: int = 1, device: torch.device | None = None) -> torch
     return torch.arange(count, device=device, dtype=torch.float64) * step + (step - 1) / 2 - n // 2
 
 
+def _row_chunks(rows: int, cols: int, coils: int) -> list[slice]:
+    """Slices of `rows` whose per-pixel Gram matrices (cols x coils^2 complex64 per row) fit in
+    GRAM_BYTES: the eigensolver holds one chunk at a time, so its memory grows linearly with the
+    coils (the maps), not with their square."""
+    step = max(1, GRAM_BYTES // (cols * coils * coils * 8))
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
 def _coarse_start(coef: torch.Tensor, shape: tuple[int, int], step: int) -> torch.Tensor:
     """Exact top eigenvectors on a grid of every step-th pixel, interpolated (bilinear) to the
     full grid: (X * Y, C) complex64, unnormalised. Phases are aligned to the slice's dominant
     direction first (a smooth reference, unlike a single coil that may vanish)."""
     device = coef.device
-    gram = gram_on_grid(coef, shape, _centred(shape[0], step, device), _centred(shape[1], step, device))
-    vec = torch.linalg.eigh(gram)[1][..., -1]  # (nx, ny, C)
+    c = int(coef.shape[0])
+    rows, cols = _centred(shape[0], step, device), _centred(shape[1], step, device)
+    vec = torch.cat(
+        [
+            torch.linalg.eigh(gram_on_grid(coef, shape, rows[part], cols))[1][..., -1]
+            for part in _row_chunks(len(rows), len(cols), c)
+        ]
+    )  # (nx, ny, C)
     nx, ny, c = vec.shape
     flat = vec.reshape(-1, c)
     body = torch.linalg.eigh(flat.T @ flat.conj())[1][:, -1]
@@ -112,15 +129,9 @@ def _coarse_start(coef: torch.Tensor, shape: tuple[int, int], step: int) -> torc
     return torch.view_as_complex(full)
 
 
-def top_eigenvectors(
-    coef: torch.Tensor, shape: tuple[int, int], step: int = 4, iterations: int = 4, tol: float = 1e-3
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top eigenpair of G(r) at every pixel (see the module docstring): (vectors (X, Y, C)
-    complex64 of unit norm, eigenvalues (X, Y) float32)."""
-    c = int(coef.shape[0])
-    device = coef.device
-    gram = gram_on_grid(coef, shape, _centred(shape[0], 1, device), _centred(shape[1], 1, device)).reshape(-1, c, c)
-    x = _coarse_start(coef, shape, step).unsqueeze(-1)  # (P, C, 1)
+def _refine(gram: torch.Tensor, x: torch.Tensor, iterations: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Power iterations from x (P, C, 1) with the Gram matrices (P, C, C), exact eigenpairs
+    where the relative residual stays above `tol`: (vectors (P, C), eigenvalues (P,))."""
     for _ in range(iterations):  # eigenvalues are O(1): normalising at the end is enough
         x = torch.bmm(gram, x)
     x = x / torch.view_as_real(x).pow(2).sum((1, 2, 3), keepdim=True)[..., 0].sqrt().clamp_min(1e-30)
@@ -134,6 +145,24 @@ def top_eigenvectors(
         exact_values, exact_vectors = torch.linalg.eigh(gram[bad])
         vectors[bad] = exact_vectors[..., -1]
         values[bad] = exact_values[..., -1]
+    return vectors, values
+
+
+def top_eigenvectors(
+    coef: torch.Tensor, shape: tuple[int, int], step: int = 4, iterations: int = 4, tol: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top eigenpair of G(r) at every pixel (see the module docstring), made in chunks of rows
+    (`_row_chunks`): (vectors (X, Y, C) complex64 of unit norm, eigenvalues (X, Y) float32)."""
+    c = int(coef.shape[0])
+    device = coef.device
+    start = _coarse_start(coef, shape, step).unsqueeze(-1)  # (P, C, 1)
+    rows, cols = _centred(shape[0], 1, device), _centred(shape[1], 1, device)
+    vectors = torch.empty(shape[0] * shape[1], c, dtype=torch.complex64, device=device)
+    values = torch.empty(shape[0] * shape[1], dtype=torch.float32, device=device)
+    for part in _row_chunks(shape[0], shape[1], c):
+        pixels = slice(part.start * shape[1], part.stop * shape[1])
+        gram = gram_on_grid(coef, shape, rows[part], cols).reshape(-1, c, c)
+        vectors[pixels], values[pixels] = _refine(gram, start[pixels], iterations, tol)
     return vectors.reshape(*shape, c), values.reshape(shape)
 
 

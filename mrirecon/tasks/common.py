@@ -95,6 +95,9 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         raise UserError(f"data.undersampling.accel: {u.accel} must be > 1")
     if not isinstance(u.calib, int) or u.calib < 0:
         raise UserError(f"data.undersampling.calib: {u.calib} must be an integer >= 0")
+    readout = u.get("readout", False)
+    if not isinstance(readout, bool):
+        raise UserError(f"data.undersampling.readout: {readout!r} must be true or false")
     if u.seed is not None and (isinstance(u.seed, bool) or not isinstance(u.seed, int)):
         raise UserError(f"data.undersampling.seed: {u.seed!r} must be an integer or null (fastMRI's file-name seeds)")
     if not 0 < u.center_fraction < 1:
@@ -106,6 +109,7 @@ def read_options(cfg: DictConfig) -> ReadOptions:
         thresh=float(e.thresh),
         crop=float(e.crop),
         mask=str(cfg.data.mask),
+        readout=readout,
         accel=float(u.accel),
         calib=int(u.calib),
         center_fraction=float(u.center_fraction),

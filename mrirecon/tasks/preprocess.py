@@ -298,6 +298,15 @@ def check_variant(cfg: DictConfig, source: Any, variant: Variant) -> None:
         )
 
 
+def mask_error(exc: MaskError) -> str:
+    """A mask error in config keys: 'kind: ...' is data.mask's (with the key that allows readout
+    undersampling), the others data.undersampling.<parameter>'s."""
+    text = str(exc)
+    if text.startswith("kind:"):
+        return f"data.mask{text[len('kind') :]} (data.undersampling.readout=true)"
+    return f"data.undersampling.{text}"
+
+
 def slice_reader(
     cfg: DictConfig, source: Any, compression: CoilCompression | None, subjects: np.ndarray
 ) -> Callable[[int], Slice]:
@@ -308,7 +317,7 @@ def slice_reader(
         try:
             s = source.read(i)
         except MaskError as exc:  # a mask for fully sampled k-space: name the config key
-            raise UserError(f"data.undersampling.{exc}") from None
+            raise UserError(mask_error(exc)) from None
         if not np.any(s.maps):
             log.warning(
                 "%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
@@ -320,6 +329,14 @@ def slice_reader(
         return s if compression is None else compression.apply(s, int(subjects[i]))
 
     return read
+
+
+def mask_kind(source: Any) -> str:
+    """The kind of the slices' masks (the readers' `mask` attribute: drawn, 'acquired' or
+    'stored'), several joined by commas."""
+    parts = getattr(source, "sources", [source])
+    default = lambda p: "stored" if p.has_reference else "acquired"  # noqa: E731
+    return ",".join(sorted({str(p.attrs.get("mask", default(p))) for p in parts}))
 
 
 def attributes_of(
@@ -341,6 +358,7 @@ def attributes_of(
         "scale": variant.scale,
         "transpose": bool(cfg.data.transpose),
         "has_reference": bool(source.has_reference),
+        "mask": mask_kind(source),
         "noise": str(variant.noise),
         "noise_std_definition": NOISE_STD_SCANS if noise_scans else NOISE_STD,
         "prewhitened": int(prewhitened),

@@ -88,6 +88,7 @@ class RunFacts:
     prewhitened: bool
     coil_compression: str
     param_units: dict[str, str]  # Method.units: the unit of parameters named alike across methods
+    mask: str = ""  # the kind of the data's masks (preprocess's `mask` attribute; '' when not recorded)
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ def slice_facts(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
         "prewhitened": facts.prewhitened,
         "coil_compression": facts.coil_compression,
         "chosen": {key: chosen_summary(v) for key, v in table.chosen.items()},
+        "mask": facts.mask,
         "acceleration": {
             "mean": float(np.mean(table.acceleration)),
             "per_slice": table.acceleration,

@@ -126,6 +126,24 @@ def reconstruct_batch(method: Method, batch: Batch) -> tuple[torch.Tensor, Sense
     return x, op, noise, (time.perf_counter() - start) / len(batch.indices)
 
 
+def defined_metrics(recon: np.ndarray, reference: np.ndarray, index: int) -> dict[str, float]:
+    """The slice's metrics; a NaN metric is an error naming its cause, never a row: a reference
+    that is all zero or not finite (a file claiming a reference it does not hold), or a
+    reconstruction with non-finite pixels (the method diverged)."""
+    values = metrics.slice_metrics(recon, reference)
+    if not any(np.isnan(v) for v in values.values()):
+        return values
+    if not np.isfinite(reference).all() or not np.abs(reference).any():
+        raise UserError(
+            f"data.path: slice {index} has a reference image that is all zero or not finite, so its metrics are "
+            "undefined (remake the file with preprocess)"
+        )
+    raise UserError(
+        f"method: the reconstruction of slice {index} has non-finite pixels (the method diverged), so its metrics "
+        "are undefined"
+    )
+
+
 @torch.no_grad()
 def batch_records(
     method: Method, batch: Batch, position: int, subjects: np.ndarray | None, shape: tuple[int, int], reference: bool
@@ -146,7 +164,7 @@ def batch_records(
             subject=None if subjects is None else int(subjects[i]),
             recon=recon_np[k],
             reference=ref_np[k],
-            metrics=metrics.slice_metrics(recon_np[k], ref_np[k]) if reference else dict(nan),
+            metrics=defined_metrics(recon_np[k], ref_np[k], int(i)) if reference else dict(nan),
             seconds=seconds,
             consistency=float(consistency[k]),
             acceleration=float(acceleration[k]),
@@ -263,6 +281,7 @@ def facts_of(
         prewhitened=bool(int(data.attrs.get("prewhitened", 0))),
         coil_compression=str(data.attrs.get("coil_compression", "none")),
         param_units=dict(method.units),
+        mask=str(data.attrs.get("mask", "")),
     )
 
 
@@ -280,8 +299,21 @@ def check_data(
 
 
 def log_summary(summary: dict[str, Any], out: Path) -> None:
-    """One line with the run's means."""
+    """One line with the run's means (without a reference: its data consistency, no metrics)."""
     means = summary["mean"]
+    if not summary["has_reference"]:
+        log.info(
+            "%s on %s (%d slices): no reference image (raw undersampled data: no metrics), data consistency "
+            "%.4f, R %.2f  %.3f s/slice -> %s",
+            summary["method"],
+            summary["variant"],
+            summary["num_slices"],
+            summary["data_consistency"]["mean"],
+            summary["acceleration"]["mean"],
+            means["seconds"],
+            out,
+        )
+        return
     log.info(
         "%s on %s (%d slices): NRMSE %.4f  PSNR %.2f dB  SSIM %.4f  %.3f s/slice -> %s",
         summary["method"],

@@ -181,3 +181,15 @@ def test_random_masks_stay_in_the_acquired_columns(padded, tmp_path):
     blind = {k: v for k, v in batch.items() if k != "acquired"}
     drawn = [augment(blind, torch.Generator().manual_seed(s), random_masks=True)["mask"].numpy() for s in range(5)]
     assert any(d[:, :, padding].any() for d in drawn)  # the whole grid: padding gets sampled
+
+
+def test_default_mask_is_whole_lines_inside_the_acquired_columns(padded):
+    """fastMRI scans are 2D: the default mask (auto) samples whole phase-encode lines, the
+    central calib ones, round(acquired / accel) in all, none in the padding."""
+    path, _ = padded
+    source = open_source(str(path), ReadOptions(calib_width=12, accel=4.0, calib=6))
+    mask = source.read(0).mask
+    assert source.attrs["mask"] == "lines" and (mask == mask[:1]).all()
+    left, right = PAD
+    assert not mask[:, :left].any() and not mask[:, right:].any() and mask[0, 21:27].all()
+    assert mask[0].sum() == round((right - left) / 4)

@@ -378,7 +378,7 @@ def test_cfl_espirit_maps(tmp_path):
     """Without maps: ESPIRiT maps, and the reference is the SENSE combine with them (in-process)."""
     coils = phantom_coils(4, (32, 32), seed=3)
     write_cfl(tmp_path / "k", centred_fftn(coils, (-2, -1)).transpose(1, 2, 0)[:, :, None])
-    s = open_source(str(tmp_path / "k"), ReadOptions(calib_width=12, calib=8)).read(0)
+    s = open_source(str(tmp_path / "k"), ReadOptions(calib_width=12, calib=4)).read(0)
     assert close(s.img, sense(s.ksp, s.maps)) and close(s.ksp, centred_fftn(coils, (-2, -1)))
     power = (np.abs(s.maps) ** 2).sum(0)
     assert power.max() < 1.01 and (power > 0.9).mean() > 0.3
@@ -513,7 +513,8 @@ def test_bad_files_refused_by_the_cli(tmp_path: Path, case: str) -> None:
     "override, names",
     [
         ("data.mask=radial", ("data.mask", "radial", "fastmri_random")),
-        ("data.undersampling.accel=20", ("data.undersampling.accel", "Poisson", "16x16")),
+        ("data.undersampling.accel=20", ("data.undersampling.accel", "line mask", "12 central")),
+        ("data.mask=poisson", ("data.mask", "readout of 2D data", "data.undersampling.readout=true")),
     ],
 )
 def test_bad_mask_options_refused(tmp_path: Path, override: str, names: tuple[str, ...]) -> None:

@@ -57,8 +57,9 @@ class Readout:
 
 @dataclass
 class Scan2D:
-    """A 2D multi-slice scan: 4 coils, readout 48 (2x oversampled, recon 24), 20 phase encodes
-    (recon 16) whose limits centre is 12 (steps 2..21), 5 slices acquired interleaved
+    """A 2D multi-slice scan: 4 coils, readout 48 (2x oversampled, recon 24; a full echo stored
+    with discarded samples at both ends), 20 phase encodes (recon 16) whose limits centre is 12
+    (steps 2..21), 5 slices acquired interleaved
     (counters 0, 2, 4, 1, 3) at positions that order them 1, 3, 0, 4, 2 along the normal, odd
     lines reversed, lines 8..11 acquired twice (average counter 1), and 3 noise readouts of
     correlated noise at twice the imaging dwell time; every readout carries noise of the same
@@ -67,7 +68,7 @@ class Scan2D:
     coils: int = 4
     encoded: tuple[int, int] = (48, 20)
     recon: tuple[int, int] = (24, 16)
-    readout: Readout = field(default_factory=Readout)
+    readout: Readout = field(default_factory=lambda: Readout(samples=52, pre=2, post=2, centre=26))
     positions: tuple[int, ...] = (2, 0, 4, 1, 3)
     order: tuple[int, ...] = (1, 3, 0, 4, 2)
     repeated: tuple[int, ...] = (8, 9, 10, 11)

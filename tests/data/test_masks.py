@@ -210,3 +210,42 @@ def test_masks_are_cached_per_volume_and_returned_as_copies():
     first[:] = 0  # a caller's change does not reach the cache
     again = masks.make_mask("poisson", (64, 48), 4, 12, 0.08, FILE_SEED)
     assert again.sum() > 0 and masks._cached_mask.cache_info().hits >= 1
+
+
+def test_resolve_kind_follows_the_acquisition():
+    """auto: whole lines for 2D data, a Poisson disc for 3D (ky, kz) planes; poisson on 2D data
+    undersamples the readout: refused unless asked for; unknown kinds named."""
+    assert masks.resolve_kind("auto", two_d=True) == "lines" and masks.resolve_kind("auto", two_d=False) == "poisson"
+    assert masks.resolve_kind("poisson", two_d=False) == "poisson"
+    assert masks.resolve_kind("poisson", two_d=True, readout=True) == "poisson"
+    assert masks.resolve_kind("fastmri_random", two_d=True) == "fastmri_random"
+    with pytest.raises(masks.MaskError, match="^kind: 'poisson' undersamples the readout"):
+        masks.resolve_kind("poisson", two_d=True)
+    with pytest.raises(masks.MaskError, match="^kind: unknown mask 'radial'"):
+        masks.resolve_kind("radial", two_d=True)
+
+
+@pytest.mark.parametrize(("cols", "accel", "calib", "acquired"), [(256, 4, 24, None), (368, 6, 16, (20, 348))])
+def test_vd_lines(cols, accel, calib, acquired):
+    """Whole lines: the central calib lines, round(acquired / accel) in all, none outside the
+    acquired lines, denser near the centre, deterministic in the seed (tuple seeds too)."""
+    y0, y1 = acquired or (0, cols)
+    for seed in (0, 1, FILE_SEED):
+        lines = masks.vd_lines(cols, accel, calib, seed, acquired)
+        start = cols // 2 - calib // 2
+        assert lines[start : start + calib].all() and lines.sum() == round((y1 - y0) / accel)
+        assert not lines[:y0].any() and not lines[y1:].any()
+        assert np.array_equal(lines, masks.vd_lines(cols, accel, calib, seed, acquired))
+    many = np.mean([masks.vd_lines(cols, accel, calib, seed, acquired) for seed in range(40)], axis=0)
+    quarter = (y1 - y0) // 4
+    inner = many[cols // 2 + calib : cols // 2 + quarter].mean()
+    outer = many[y1 - quarter : y1].mean()
+    assert inner > 2 * outer > 0
+    mask = masks.make_mask("lines", (16, cols), accel, calib, 0.08, 3, acquired)
+    assert np.array_equal(mask, np.broadcast_to(masks.vd_lines(cols, accel, calib, 3, acquired), (16, cols)))
+    assert not np.array_equal(masks.vd_lines(cols, accel, calib, 0), masks.vd_lines(cols, accel, calib, 1))
+
+
+def test_vd_lines_refuses_a_centre_beyond_the_acceleration():
+    with pytest.raises(masks.MaskError, match="^accel: no line mask of acceleration 8"):
+        masks.make_mask("lines", (16, 64), 8, 12, 0.08, 0)

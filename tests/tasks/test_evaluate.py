@@ -48,7 +48,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproces
     base24 = np.round(30 + 3 * rng.random(24), 4)
     subjects = [k // 3 for k in range(24)]
     fake_run(runs / "e", "e", "noisy_offset", base24 + 0.5 + rng.normal(0, 0.2, 24), subjects=subjects)
-    fake_run(runs / "f", "b", "noisy_offset", base24, subjects=subjects, accel=4.0)
+    fake_run(runs / "f", "b", "noisy_offset", base24, subjects=subjects, accel=4.0, summary_extra={"mask": "lines"})
     few = [k // 4 for k in range(12)]
     fake_run(runs / "g", "g", "few", base24[:12] + 0.5, subjects=few)
     fake_run(runs / "h", "b", "few", base24[:12], subjects=few)
@@ -84,6 +84,7 @@ def test_known_answers(evaluated):
     assert rows[("few", "g")]["best"] == rows[("few", "b")]["best"] == "too few subjects"
     assert rows[("offset", "a")]["slices"] == "8" and rows[("offset", "a")]["subjects"] == ""
     assert rows[("noisy_offset", "e")]["subjects"] == "8" and float(rows[("noisy_offset", "b")]["R"]) == 4.0
+    assert rows[("noisy_offset", "b")]["mask"] == "lines" and rows[("offset", "a")]["mask"] == ""
     assert float(rows[("offset", "a")]["seconds_mean"]) == 0.25 and "seconds_std" not in rows[("offset", "a")]
     assert {r["level"] for r in rows.values()} == {"slice"} and {r["failed"] for r in rows.values()} == {"0"}
     comps = {(c["variant"], c["method"], c["reference"], c["metric"]): c for c in read_csv(out / "comparisons.csv")}
@@ -102,7 +103,12 @@ def test_known_answers(evaluated):
     assert float(comps[("offset", "a", "baseline", "psnr")]["mean_diff"]) == pytest.approx(0.5, abs=1e-3)
     assert comps[("offset", "a", "baseline", "nrmse")]["resolved"] == "true"
     table = (out / "results.md").read_text()
-    assert "| slices | subjects | failed | R |" in table and "Paired differences" in table and "tied" in table
+    assert (
+        "| slices | subjects | failed | R | mask |" in table
+        and "| 4.00 | lines |" in table
+        and "Paired differences" in table
+        and "tied" in table
+    )
     assert table.count("Level: slice") >= 5  # every table names its level
 
 
