@@ -13,42 +13,19 @@ import errno
 import functools
 import json
 import os
+import pickle
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import files_under
+from helpers import files_under, refused, run_main
 
 from mrirecon import __version__, cli, sweeps
 from mrirecon.errors import UserError
 
 THREADS = "hardware.threads=1"
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`mrirecon ARGS` in this process: (exit code, stdout, stderr)."""
-    argv = sys.argv
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exc:  # pragma: no cover - main returns its codes
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def refused(code: int, err: str, *names: str) -> str:
-    """Exit 2 and one `error:` line that names each of `names`; the line."""
-    lines = err.strip().splitlines()
-    assert code == 2, f"exit {code}: {err[-3000:]}"
-    assert len(lines) == 1 and lines[0].startswith("error:"), err[-3000:]
-    for name in names:
-        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- bad overrides
@@ -170,6 +147,26 @@ def test_argument_check_follows_kwargs_to_the_base_class() -> None:
         ValueError, match=r"^lamb: unknown key \(method cg_sense has: lam, max_iter, tol, search_steps, fallback\)"
     ):
         check_arguments(REGISTRY["cg_sense"], {"lamb": 1}, "method cg_sense")
+
+
+@pytest.mark.parametrize("flag", ["--experimental-rerun", "--experimental-rerun=", "--exp=", "--experimental-r"])
+def test_experimental_rerun_is_refused_before_hydra_unpickles_the_file(
+    flag: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Hydra's --experimental-rerun FILE (or an abbreviation argparse accepts) unpickles FILE:
+    a pickle runs code when loaded. Refused in one line; the pickle's code never runs."""
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (open, (str(tmp_path / "payload-ran"), "w"))
+
+    evil = tmp_path / "config.pickle"
+    evil.write_bytes(pickle.dumps(Payload()))
+    monkeypatch.chdir(tmp_path)
+    args = [f"{flag}{evil}"] if flag.endswith("=") else [flag, str(evil)]
+    code, _, err = run_main(capsys, "reconstruct", *args, THREADS)
+    refused(code, err, "--experimental-rerun", "unpickle")
+    assert not (tmp_path / "payload-ran").exists() and not (tmp_path / "outputs").exists()
 
 
 # ---------------------------------------------------------------------------- help and version

@@ -29,10 +29,12 @@ import h5py
 import numpy as np
 
 from mrirecon.data.completion import OneSubjectFile, ReadOptions, complete_slice
-from mrirecon.data.h5 import Slice, open_hdf5
+from mrirecon.data.h5 import Slice
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import center_crop, fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
+from mrirecon.memory import require
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,10 @@ class FastMRISource(OneSubjectFile):
         if self._ksp.dtype.kind != "c":
             raise UserError(f"{self.path}: key 'kspace' has dtype {self._ksp.dtype}, expected complex64")
         n, c, h, w = (int(v) for v in self._ksp.shape)
+        require(
+            2 * 8 * c * h * w,
+            f"{self.path}: key 'kspace' declares {n} slices of {c} coils x {h}x{w} (one slice's k-space and maps)",
+        )
         try:
             header = parse_header(f["ismrmrd_header"][()])
             left, right = header.padding(w)

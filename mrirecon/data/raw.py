@@ -17,8 +17,10 @@ import h5py
 import numpy as np
 
 from mrirecon.data.completion import espirit_maps
-from mrirecon.data.h5 import Slice, open_hdf5
+from mrirecon.data.h5 import Slice
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
+from mrirecon.memory import require
 
 
 class RawKspaceSource:
@@ -63,6 +65,10 @@ class RawKspaceSource:
         if self._ksp.dtype.kind != "c":
             raise UserError(f"{self.path}: k-space has dtype {self._ksp.dtype}, expected complex64 or complex128")
         n, c, x, y = self._ksp.shape
+        require(
+            2 * 8 * c * x * y,
+            f"{self.path}: k-space declares {n} slices of {c} coils x {x}x{y} (one slice's k-space and maps)",
+        )
         for key, arr in (("imgs", self._imgs), ("masks", self._masks)):
             if arr is not None and arr.shape != (n, x, y):
                 raise UserError(f"{self.path}: key '{key}' has shape {arr.shape}, expected {(n, x, y)} to match 'ksp'")

@@ -1,0 +1,129 @@
+"""Every malformed key or attribute of a processed file is one error line: a list of corruptions
+of a valid processed file (every attribute and per-slice key that train and reconstruct read),
+each run through `reconstruct` (and the ones train reads through `train`) in this process."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from helpers import refused, run_main
+
+THREADS = "hardware.threads=1"
+
+
+def attr(name: str, value: object) -> Callable[[h5py.File], None]:
+    return lambda f: f.attrs.__setitem__(name, value)
+
+
+def key(name: str, value: object) -> Callable[[h5py.File], None]:
+    def change(f: h5py.File) -> None:
+        if name in f:
+            del f[name]
+        f[name] = value
+
+    return change
+
+
+def link(name: str, target: object) -> Callable[[h5py.File], None]:
+    def change(f: h5py.File) -> None:
+        del f[name]
+        f[name] = target
+        if isinstance(target, h5py.SoftLink):
+            f[target.path.lstrip("/")] = h5py.SoftLink(f"/{name}")  # a loop
+
+    return change
+
+
+def group(name: str) -> Callable[[h5py.File], None]:
+    def change(f: h5py.File) -> None:
+        del f[name]
+        f.create_group(name)
+
+    return change
+
+
+N = 6  # slices of the tiny processed file
+CORRUPTIONS: dict[str, tuple[Callable[[h5py.File], None], tuple[str, ...]]] = {
+    # attributes (written by preprocess, read by train and reconstruct)
+    "source_cfl_axes_text": (attr("source_cfl_axes", "x,y"), ("'source_cfl_axes'", "'x,y'")),
+    "source_cfl_axes_same": (attr("source_cfl_axes", "0,0"), ("'source_cfl_axes'",)),
+    "source_cfl_axes_number": (attr("source_cfl_axes", 5), ("'source_cfl_axes'",)),
+    "bits_text": (attr("bits", "eight"), ("'bits'", "-1 (complex), 4 or 8")),
+    "bits_value": (attr("bits", 3), ("'bits'",)),
+    "prewhitened_text": (attr("prewhitened", "yes"), ("'prewhitened'",)),
+    "has_reference_text": (attr("has_reference", "false"), ("'has_reference'",)),
+    "transpose_number": (attr("transpose", 7), ("'transpose'",)),
+    "source_id_number": (attr("source_id", 5), ("'source_id'", "a string")),
+    "noise_definition_array": (attr("noise_std_definition", np.arange(3)), ("'noise_std_definition'",)),
+    "coil_compression_number": (attr("coil_compression", 1), ("'coil_compression'",)),
+    "recon_size_text": (attr("recon_size", np.array([b"a", b"b"])), ("'recon_size'",)),
+    "recon_size_zero": (attr("recon_size", np.array([0, 5])), ("'recon_size'",)),
+    "split_text": (attr("split_test", np.array([b"a"])), ("'split_test'",)),
+    "split_out_of_range": (attr("split_test", np.array([100])), ("'split_test'", "[0, 5]")),
+    # per-slice keys
+    "noise_std_short": (key("noise_std", np.ones(2, np.float32)), ("'noise_std'", "(2,)", f"({N},)")),
+    "noise_std_text": (key("noise_std", np.array([b"x"] * N)), ("'noise_std'",)),
+    "noise_std_group": (group("noise_std"), ("'noise_std'", "a group")),
+    "noise_std_negative": (key("noise_std", -np.ones(N, np.float32)), ("'noise_std'", ">= 0")),
+    "subject_text": (key("subject", np.array([b"a"] * N)), ("'subject'", "integers")),
+    "subject_short": (key("subject", np.arange(2)), ("'subject'",)),
+    "subject_float": (key("subject", np.arange(N) + 0.5), ("'subject'",)),
+    "acquired_columns": (key("acquired", np.zeros((N, 3), np.int64)), ("'acquired'",)),
+    "acquired_outside": (key("acquired", np.tile([0, 99, 0, 24], (N, 1))), ("'acquired'",)),
+    "rss_shape": (key("rss", np.ones((N, 4, 4), np.float32)), ("'rss'",)),
+    "masks_values": (key("masks", np.full((N, 32, 24), 0.5, np.float32)), ("'masks'", "0.5")),
+    "imgs_nan": (key("imgs", np.full((N, 32, 24), np.nan, np.complex64)), ("'imgs'", "non-finite")),
+    # links
+    "noise_std_dangling_external": (link("noise_std", h5py.ExternalLink("/gone.h5", "x")), ("'noise_std'",)),
+    "subject_soft_link_loop": (link("subject", h5py.SoftLink("/other")), ("subject", "soft link", "leads nowhere")),
+}
+TRAIN_READS = ("bits_text", "split_text", "subject_text", "noise_std_short", "source_id_number")
+
+
+def corrupted(source: Path, folder: Path, case: str) -> Path:
+    path = folder / f"{case}.h5"
+    shutil.copy(source, path)
+    with h5py.File(path, "a") as f:
+        CORRUPTIONS[case][0](f)
+    return path
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_every_malformed_key_or_attribute_is_one_error_line(
+    tiny_processed: Path, tmp_path: Path, case: str, capsys, monkeypatch
+) -> None:
+    path = corrupted(tiny_processed, tmp_path, case)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(
+        capsys, "reconstruct", "method=zero_filled", "data=full", f"data.path={path}", "output.cfl=true",
+        "figures=0", THREADS, "hydra.run.dir=run",
+    )  # fmt: skip
+    refused(code, err, str(path), *CORRUPTIONS[case][1])
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("case", TRAIN_READS)
+def test_train_refuses_the_malformed_file_too(tiny_processed: Path, tmp_path: Path, case: str, capsys, monkeypatch):
+    path = corrupted(tiny_processed, tmp_path, case)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(
+        capsys, "train", "method=dbp", "model=resnet", "data=full", f"data.path={path}", "train.epochs=1",
+        "model.channels=4", "model.num_blocks=1", THREADS, "hydra.run.dir=run",
+    )  # fmt: skip
+    refused(code, err, str(path), *CORRUPTIONS[case][1])
+
+
+def test_the_uncorrupted_file_reconstructs(tiny_processed: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The corruptions above are the only difference: the file itself is read."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(
+        capsys, "reconstruct", "method=zero_filled", "data=full", f"data.path={tiny_processed}", "output.cfl=true",
+        "figures=0", THREADS, "hydra.run.dir=run",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "run" / "metrics.csv").exists()
