@@ -206,7 +206,7 @@ def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
             kinds = {k: a.dtype.kind for k, a in arrays.items()}
             stored = np.asarray(arrays["slices"][()])
     except HDF5InputError as exc:
-        raise Damaged(f"recon.h5: {exc.reason}") from None
+        raise Damaged(f"recon.h5 is unreadable ({exc.reason})") from None
     except (OSError, KeyError) as exc:
         raise Damaged(f"recon.h5 is unreadable or incomplete ({str(exc).splitlines()[0]})") from None
     if shapes["recon"] != shapes["imgs"] or len(shapes["recon"]) != 3 or shapes["recon"][0] != len(slices):

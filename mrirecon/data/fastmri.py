@@ -134,6 +134,9 @@ class FastMRISource(OneSubjectFile):
         """Check the keys and read the geometry (shape, acquired region, recon size, mask, rss)."""
         if not isinstance(f.get("kspace"), h5py.Dataset):
             raise UserError(f"{self.path}: key 'kspace' is not an array (fastMRI: (slices, coils, H, W) complex)")
+        for key in ("ismrmrd_header", "mask", "reconstruction_rss"):
+            if key in f and not isinstance(f[key], h5py.Dataset):
+                raise UserError(f"{self.path}: key '{key}' is a group, expected an array")
         if "ismrmrd_header" not in f:
             raise UserError(
                 f"{self.path}: missing key 'ismrmrd_header' (fastMRI files carry the ISMRMRD XML "

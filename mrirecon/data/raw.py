@@ -57,6 +57,9 @@ class RawKspaceSource:
             f = open_hdf5(self.path)
             if "ksp" not in f:
                 raise UserError(f"{self.path}: missing key 'ksp' (raw k-space of shape (N, C, X, Y))")
+            for key in ("ksp", "imgs", "masks"):
+                if key in f and not isinstance(f[key], h5py.Dataset):
+                    raise UserError(f"{self.path}: key '{key}' is a group, expected an array")
             self._ksp = f["ksp"]
             self._imgs = f.get("imgs", None)
             self._masks = f.get("masks", None)
@@ -72,6 +75,8 @@ class RawKspaceSource:
         for key, arr in (("imgs", self._imgs), ("masks", self._masks)):
             if arr is not None and arr.shape != (n, x, y):
                 raise UserError(f"{self.path}: key '{key}' has shape {arr.shape}, expected {(n, x, y)} to match 'ksp'")
+            if arr is not None and arr.dtype.kind not in "cfiub":
+                raise UserError(f"{self.path}: key '{key}' has dtype {arr.dtype}, expected a numeric array")
         self.num_slices, self.num_coils = int(n), int(c)
         self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
         self.has_reference = self._imgs is not None

@@ -1,6 +1,7 @@
 """Every malformed key or attribute of a processed file is one error line: a list of corruptions
 of a valid processed file (every attribute and per-slice key that train and reconstruct read),
-each run through `reconstruct` (and the ones train reads through `train`) in this process."""
+each run through `reconstruct` (and the ones train reads through `train`) in this process; and
+keys of the wrong kind in the raw sources (fastMRI, raw k-space) that preprocess reads."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers import refused, run_main
+from formats_helpers import phantom_coils, write_fastmri
+from helpers import refused, run_main, tiny_arrays, write_h5
+
+from mrirecon.data.source import ReadOptions, open_source
+from mrirecon.errors import UserError
 
 THREADS = "hardware.threads=1"
 
@@ -41,7 +46,8 @@ def link(name: str, target: object) -> Callable[[h5py.File], None]:
 
 def group(name: str) -> Callable[[h5py.File], None]:
     def change(f: h5py.File) -> None:
-        del f[name]
+        if name in f:
+            del f[name]
         f.create_group(name)
 
     return change
@@ -127,3 +133,37 @@ def test_the_uncorrupted_file_reconstructs(tiny_processed: Path, tmp_path: Path,
     )  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+# ---------------------------------------------------------------------------- raw sources
+
+
+def _fastmri(tmp: Path) -> Path:
+    write_fastmri(tmp / "src.h5", np.stack([phantom_coils(2, (32, 32))]), (16, 16))
+    return tmp / "src.h5"
+
+
+def _raw(tmp: Path) -> Path:
+    a = tiny_arrays(n=2, coils=2, shape=(16, 16))
+    return write_h5(tmp / "src.h5", {"ksp": a["ksp"], "imgs": a["imgs"], "masks": a["masks"]})
+
+
+SOURCE_CORRUPTIONS = {
+    "fastmri_header_group": (_fastmri, group("ismrmrd_header"), ("'ismrmrd_header'", "a group")),
+    "fastmri_mask_group": (_fastmri, group("mask"), ("'mask'", "a group")),
+    "fastmri_rss_group": (_fastmri, group("reconstruction_rss"), ("'reconstruction_rss'", "a group")),
+    "raw_ksp_group": (_raw, group("ksp"), ("'ksp'", "a group")),
+    "raw_imgs_group": (_raw, group("imgs"), ("'imgs'", "a group")),
+    "raw_masks_text": (_raw, key("masks", np.full((2, 16, 16), b"a")), ("'masks'", "numeric")),
+}
+
+
+@pytest.mark.parametrize("case", list(SOURCE_CORRUPTIONS))
+def test_source_key_of_the_wrong_kind_is_refused_on_open(tmp_path: Path, case: str) -> None:
+    make, change, names = SOURCE_CORRUPTIONS[case]
+    path = make(tmp_path)
+    with h5py.File(path, "a") as f:
+        change(f)
+    with pytest.raises(UserError) as info:
+        open_source(str(path), ReadOptions()).close()
+    assert str(info.value).startswith(str(path)) and all(n in str(info.value) for n in names), info.value

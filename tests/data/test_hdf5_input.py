@@ -209,5 +209,5 @@ def test_evaluate_skips_a_recon_h5_with_data_outside_it(tmp_path: Path, kind: st
     make, words = KINDS[kind]
     with h5py.File(run / "recon.h5", "a") as f:
         _replace(f, "recon" if kind != "external_storage" else "slices", make(tmp_path))
-    with pytest.raises(Damaged, match=f"^recon.h5: HDF5 object '(recon|slices)' .*{words}"):
+    with pytest.raises(Damaged, match=rf"^recon.h5 is unreadable \(HDF5 object '(recon|slices)' .*{words}"):
         load(run, "slice")
