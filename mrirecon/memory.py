@@ -65,8 +65,10 @@ def available_bytes() -> int:
 
 
 def size_text(nbytes: float) -> str:
-    """A byte count for messages: '4.6 GB', '120 MB'."""
-    return f"{nbytes / 1e9:,.1f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:,.0f} MB"
+    """A byte count for messages: '4.6 GB', '120 MB', '361 kB'."""
+    if nbytes >= 1e9:
+        return f"{nbytes / 1e9:,.1f} GB"
+    return f"{nbytes / 1e6:,.0f} MB" if nbytes >= 1e6 else f"{nbytes / 1e3:,.0f} kB"
 
 
 def require(need: float, what: str) -> None:

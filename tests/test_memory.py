@@ -260,3 +260,31 @@ def test_every_family_is_sized_on_the_meta_device(method: str, model: str, avail
 
 def test_tiny_h5_still_reads_with_the_machine_memory(tmp_path: Path) -> None:
     DeepInPyFile(write_h5(tmp_path / "t.h5", tiny_arrays())).read(0)
+
+
+class _ReadsItsWeights:
+    """A family whose build reads a value of a large tensor (the meta device cannot: the dry
+    build leaves it to the real build, which runs under the same size guard)."""
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> torch.nn.Module:
+        layer = torch.nn.Linear(300, 300)  # 90,000 weights: made on the meta device in the dry build
+        if float(layer.weight.abs().sum()) < 0:
+            raise AssertionError
+        return layer
+
+
+def test_a_build_the_meta_device_cannot_run_falls_back_to_the_guarded_real_build(available) -> None:
+    from mrirecon.trainables.base import dry_build
+    from mrirecon.trainables.sizing import size_guard
+
+    dry_build(_ReadsItsWeights, {}, "x.pt")  # type: ignore[arg-type]
+    available(2 * 4 * 300 * 301 + 2)
+    with size_guard("checkpoint: x.pt"):
+        _ReadsItsWeights.from_checkpoint({})
+    available(2 * 4 * 300 * 300 - 2)
+    with pytest.raises(
+        UserError, match=r"^checkpoint: x.pt describes a network of more than 90,000 weights \(360 kB\)"
+    ):
+        with size_guard("checkpoint: x.pt"):
+            _ReadsItsWeights.from_checkpoint({})

@@ -177,14 +177,17 @@ def dry_build(family: type[Trainable], ckpt: dict[str, Any], path: str | Path) -
     nothing large allocated) under the size guard: a config that describes a network too large
     for the memory available, or whose weights do not fit it (a shape mismatch), is refused
     before the real build allocates anything. A build that needs real values of a large
-    tensor (an operation the meta device cannot run) is left to the real build, which runs
-    under the same guard."""
+    tensor (an operation the meta device cannot run, or `.item()` of a meta tensor) is left to
+    the real build, which runs under the same guard."""
     with size_guard(_described(path, ckpt)), warnings.catch_warnings(), LargeOnMeta():
         warnings.simplefilter("ignore")  # load_state_dict into meta tensors: 'a no-op'
         try:
             family.from_checkpoint(ckpt)
-        except NotImplementedError:
+        except NotImplementedError:  # an operation without a meta kernel
             return
+        except RuntimeError as exc:
+            if "meta" not in str(exc):  # e.g. weights that do not fit the config
+                raise
 
 
 def _described(path: str | Path, ckpt: dict[str, Any]) -> str:
