@@ -1,6 +1,7 @@
 """Every malformed checkpoint entry is one error line, and non-finite weights are refused: a list
-of corruptions of a valid checkpoint, each run through `reconstruct` in this process (the
-entries that only train.resume reads through load_checkpoint)."""
+of corruptions of a valid checkpoint, each given to what `reconstruct` does with `checkpoint=`
+(the reported ones through the CLI in this process), and the entries that train.resume reads
+through load_checkpoint."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 from helpers import refused, run_main
+from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.errors import UserError
 from mrirecon.io import load_checkpoint, save_checkpoint
@@ -119,10 +121,37 @@ def corrupted(valid: dict[str, Any], folder: Path, case: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def reconstruct_config() -> DictConfig:
+    """The config of `mrirecon reconstruct method=dbp data=full` (a checkpoint set per test)."""
+    from registered import composed
+
+    return OmegaConf.create(composed("reconstruct", "method=dbp", "data=full"))
+
+
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
-def test_every_malformed_checkpoint_entry_is_one_error_line(
+def test_every_malformed_checkpoint_entry_is_refused_before_use(
+    valid: dict[str, Any], reconstruct_config: DictConfig, tmp_path: Path, case: str
+) -> None:
+    """What reconstruct does with `checkpoint=`: load it, rebuild the method, record it."""
+    from mrirecon.tasks.reconstruct import method_of
+
+    path = corrupted(valid, tmp_path, case)
+    cfg = reconstruct_config.copy()
+    cfg.checkpoint = str(path)
+    with pytest.raises(UserError) as info:
+        method_of(cfg, torch.device("cpu"))
+    message = str(info.value)
+    assert message.startswith(f"checkpoint: {path}") and "\n" not in message
+    assert all(name in message for name in CORRUPTIONS[case][1]), message
+
+
+@pytest.mark.parametrize("case", ["augmentations_list", "weight_nan", "weight_shape"])
+def test_reconstruct_refuses_the_reported_checkpoints_in_one_line(
     valid: dict[str, Any], tiny_processed: Path, tmp_path: Path, case: str, capsys, monkeypatch
 ) -> None:
+    """The reported cases: `augmentations` as a list was a traceback; NaN weights reconstructed
+    with exit 0 (CG stopped on the NaN residual: the zero-filled image, recorded as dbp)."""
     path = corrupted(valid, tmp_path, case)
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(
@@ -135,7 +164,7 @@ def test_every_malformed_checkpoint_entry_is_one_error_line(
 
 def test_the_valid_checkpoint_reconstructs(
     valid: dict[str, Any], tiny_processed: Path, tmp_path: Path, capsys, monkeypatch
-):
+) -> None:
     """The corruptions above are the only difference: the checkpoint itself is used."""
     path = tmp_path / "valid.pt"
     save_checkpoint(path, valid)

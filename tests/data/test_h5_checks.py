@@ -1,7 +1,8 @@
 """Every malformed key or attribute of a processed file is one error line: a list of corruptions
 of a valid processed file (every attribute and per-slice key that train and reconstruct read),
-each run through `reconstruct` (and the ones train reads through `train`) in this process; and
-keys of the wrong kind in the raw sources (fastMRI, raw k-space) that preprocess reads."""
+each read as the tasks read it, and the reported ones through `reconstruct` and `train` in this
+process; and keys of the wrong kind in the raw sources (fastMRI, raw k-space) that preprocess
+reads."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from formats_helpers import phantom_coils, write_fastmri
 from helpers import refused, run_main, tiny_arrays, write_h5
 
+from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError
 
@@ -88,7 +90,13 @@ CORRUPTIONS: dict[str, tuple[Callable[[h5py.File], None], tuple[str, ...]]] = {
     "noise_std_dangling_external": (link("noise_std", h5py.ExternalLink("/gone.h5", "x")), ("'noise_std'",)),
     "subject_soft_link_loop": (link("subject", h5py.SoftLink("/other")), ("subject", "soft link", "leads nowhere")),
 }
-TRAIN_READS = ("bits_text", "split_text", "subject_text", "noise_std_short", "source_id_number")
+REPORTED = (
+    "source_cfl_axes_text",
+    "noise_std_short",
+    "subject_text",
+    "noise_std_dangling_external",
+    "subject_soft_link_loop",
+)
 
 
 def corrupted(source: Path, folder: Path, case: str) -> Path:
@@ -99,10 +107,37 @@ def corrupted(source: Path, folder: Path, case: str) -> Path:
     return path
 
 
+def read_as_the_tasks_do(path: Path) -> None:
+    """What train and reconstruct read of a processed file: open, splits, subjects, the BART
+    plane, every slice (with its noise std and acquired region)."""
+    with DeepInPyFile(path) as data:
+        data.split_indices("test")
+        data.subjects()
+        for i in range(len(data)):
+            data.read(i)
+        assert data.cfl_axes
+
+
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
-def test_every_malformed_key_or_attribute_is_one_error_line(
+def test_every_malformed_key_or_attribute_is_refused_by_the_reader(tiny_processed: Path, tmp_path: Path, case: str):
+    path = corrupted(tiny_processed, tmp_path, case)
+    with pytest.raises(UserError) as info:
+        read_as_the_tasks_do(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    assert all(name in message for name in CORRUPTIONS[case][1]), message
+
+
+def test_the_uncorrupted_file_reads(tiny_processed: Path) -> None:
+    """The corruptions above are the only difference: the file itself is read."""
+    read_as_the_tasks_do(tiny_processed)
+
+
+@pytest.mark.parametrize("case", REPORTED)
+def test_reconstruct_refuses_the_reported_malformed_files_in_one_line(
     tiny_processed: Path, tmp_path: Path, case: str, capsys, monkeypatch
 ) -> None:
+    """The reported tracebacks (exit 1), now one line and exit 2."""
     path = corrupted(tiny_processed, tmp_path, case)
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(
@@ -113,26 +148,17 @@ def test_every_malformed_key_or_attribute_is_one_error_line(
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
-@pytest.mark.parametrize("case", TRAIN_READS)
-def test_train_refuses_the_malformed_file_too(tiny_processed: Path, tmp_path: Path, case: str, capsys, monkeypatch):
-    path = corrupted(tiny_processed, tmp_path, case)
+def test_train_refuses_a_malformed_bits_attribute_in_one_line(
+    tiny_processed: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """train reads `bits` (int(): a traceback for 'eight' before)."""
+    path = corrupted(tiny_processed, tmp_path, "bits_text")
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(
         capsys, "train", "method=dbp", "model=resnet", "data=full", f"data.path={path}", "train.epochs=1",
         "model.channels=4", "model.num_blocks=1", THREADS, "hydra.run.dir=run",
     )  # fmt: skip
-    refused(code, err, str(path), *CORRUPTIONS[case][1])
-
-
-def test_the_uncorrupted_file_reconstructs(tiny_processed: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    """The corruptions above are the only difference: the file itself is read."""
-    monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(
-        capsys, "reconstruct", "method=zero_filled", "data=full", f"data.path={tiny_processed}", "output.cfl=true",
-        "figures=0", THREADS, "hydra.run.dir=run",
-    )  # fmt: skip
-    assert code == 0, err
-    assert (tmp_path / "run" / "metrics.csv").exists()
+    refused(code, err, str(path), *CORRUPTIONS["bits_text"][1])
 
 
 # ---------------------------------------------------------------------------- raw sources
