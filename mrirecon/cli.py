@@ -51,6 +51,16 @@ _FLAGS_WITH_VALUE = {
 }
 
 
+RERUN_FLAG = "--experimental-rerun"  # Hydra unpickles its FILE argument: code from a file would run
+
+
+def _names_rerun(arg: str) -> bool:
+    """Whether `arg` is Hydra's --experimental-rerun flag, whole or abbreviated as argparse allows
+    (`--exp FILE`, `--experimental-r=FILE`)."""
+    flag = arg.split("=", 1)[0]
+    return len(flag) > 2 and RERUN_FLAG.startswith(flag)
+
+
 def usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = ["usage: mrirecon <subcommand> [key=value ...] [-m] [hydra flags]", "", "subcommands:"]
@@ -246,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     subcommand, rest = args[0], args[1:]
     if subcommand not in SUBCOMMANDS:
         return fail(f"unknown subcommand '{subcommand}' (expected one of: {', '.join(SUBCOMMANDS)})")
+    if any(_names_rerun(arg) for arg in rest):
+        return fail(
+            f"{RERUN_FLAG} is refused: Hydra would unpickle FILE, and loading a pickle runs the code it holds; "
+            "rerun a job with the overrides in its .hydra/overrides.yaml instead"
+        )
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         plugin_conf_dirs()  # every plug-in named in MRIRECON_PLUGINS can be found

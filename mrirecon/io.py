@@ -216,6 +216,9 @@ def load_checkpoint(path: str | os.PathLike[str], key: str = "checkpoint", trust
         raise UserError(f"{key}: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{key}: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
+    from mrirecon.checkpoint_entries import check_entries
+
+    check_entries(state, path, key)  # each entry of the type mrirecon writes; finite weights
     return state
 
 

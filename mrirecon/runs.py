@@ -19,7 +19,9 @@ import h5py
 import numpy as np
 
 from mrirecon import metrics, provenance
+from mrirecon.data.hdf5_input import HDF5InputError, open_hdf5
 from mrirecon.errors import UserError
+from mrirecon.memory import require
 
 METRIC_COLUMNS = ("slice", "subject", "method", *metrics.NAMES, "seconds")
 VALUES = (*metrics.NAMES, "seconds", "R")  # per slice (or volume): the metrics, seconds, acceleration R
@@ -195,15 +197,29 @@ def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
     if not file.exists():
         return None
     try:
-        with h5py.File(file, "r") as h5:
-            shapes = {k: h5[k].shape for k in ("recon", "imgs", "slices")}
-            stored = h5["slices"][()]
+        with open_hdf5(file) as h5:
+            arrays = {k: h5.get(k) for k in ("recon", "imgs", "slices")}
+            missing = [k for k, a in arrays.items() if not isinstance(a, h5py.Dataset)]
+            if missing:
+                raise Damaged(f"recon.h5 is incomplete (no array '{missing[0]}')")
+            shapes = {k: a.shape for k, a in arrays.items()}
+            kinds = {k: a.dtype.kind for k, a in arrays.items()}
+            stored = np.asarray(arrays["slices"][()])
+    except HDF5InputError as exc:
+        raise Damaged(f"recon.h5 is unreadable ({exc.reason})") from None
     except (OSError, KeyError) as exc:
         raise Damaged(f"recon.h5 is unreadable or incomplete ({str(exc).splitlines()[0]})") from None
-    if shapes["recon"] != shapes["imgs"] or shapes["recon"][0] != len(slices) or len(shapes["recon"]) != 3:
+    if shapes["recon"] != shapes["imgs"] or len(shapes["recon"]) != 3 or shapes["recon"][0] != len(slices):
         raise Damaged(f"recon.h5: recon {shapes['recon']} and imgs {shapes['imgs']} do not hold {len(slices)} slices")
-    if sorted(stored.tolist()) != sorted(slices.tolist()):
+    if kinds["recon"] not in "cfiu" or kinds["imgs"] not in "cfiu" or kinds["slices"] not in "iu":
+        raise Damaged(f"recon.h5: recon, imgs and slices have dtypes {kinds}, expected images and slice indices")
+    if sorted(stored.reshape(-1).tolist()) != sorted(slices.tolist()):
         raise Damaged("recon.h5 holds other slices than metrics.csv")
+    _, x, y = shapes["recon"]
+    try:
+        require(2 * 8 * x * y, f"{file}: declares images of {x}x{y} (one slice's recon and reference)")
+    except UserError as exc:
+        raise Damaged(str(exc)) from None
     return file
 
 
@@ -256,7 +272,7 @@ def _to_volumes(run: Run) -> None:
         for name in ("seconds", "R"):
             values[name][j] = float(np.mean(run.values[name][m]))
     if has_reference and run.recon is not None:
-        with h5py.File(run.recon, "r") as h5:
+        with open_hdf5(run.recon) as h5:
             position = {int(s): k for k, s in enumerate(h5["slices"][()])}
             for j, m in enumerate(members):
                 rows = [position[int(s)] for s in run.slices[m]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_cli, tiny_arrays, write_h5
+from helpers import preprocess_tiny, run_cli, tiny_arrays, write_h5
 
 torch.set_num_threads(1)
 
@@ -41,3 +41,10 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_h5(tmp_path: Path) -> Path:
     """A valid 6-slice, 4-coil, 32x24 DeepInPy file (no splits stored)."""
     return write_h5(tmp_path / "tiny.h5", tiny_arrays())
+
+
+@pytest.fixture(scope="session")
+def tiny_processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny file preprocessed as variant `full` (in this process, once per session): a
+    processed file with every key and attribute preprocess writes. Tests copy it to change it."""
+    return preprocess_tiny(tmp_path_factory.mktemp("tiny_processed"))

@@ -1,8 +1,9 @@
-"""Test helpers: tiny DeepInPy files and running the CLI in a subprocess."""
+"""Test helpers: tiny DeepInPy files and running the CLI in a subprocess or in this process."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -128,20 +129,42 @@ def run_cli(
     )
 
 
-def run_main(capsys: Any, *args: str) -> tuple[int, str, str]:
-    """`mrirecon ARGS` in this process (no interpreter start, no torch import): (exit code,
-    stdout, stderr); `capsys` is pytest's fixture."""
+def main_in_process(*args: str) -> int:
+    """`mrirecon ARGS` in this process: its exit code. sys.argv and the logging handlers that
+    Hydra adds (on the streams of this call) are restored afterwards."""
     from mrirecon import cli
 
-    argv = sys.argv
+    argv, root = sys.argv, logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
-        code = cli.main(list(args))
+        return cli.main(list(args))
     except SystemExit as exc:  # pragma: no cover - main returns its codes
-        code = exc.code if isinstance(exc.code, int) else 1
+        return exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = argv
+        for handler in [h for h in root.handlers if h not in handlers]:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def run_main(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """`mrirecon ARGS` in this process (`capsys`: pytest's fixture): (exit code, stdout, stderr)."""
+    code = main_in_process(*args)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def preprocess_tiny(folder: Path) -> Path:
+    """The tiny file (`tiny_arrays`) preprocessed as variant `full` in this process: folder/p.h5."""
+    tiny = write_h5(folder / "tiny.h5", tiny_arrays())
+    out = folder / "p.h5"
+    code = main_in_process(
+        "preprocess", "data=full", f"data.source={tiny}", f"data.path={out}", "hardware.threads=1",
+        f"hydra.run.dir={folder / 'preprocess'}",
+    )  # fmt: skip
+    assert code == 0
+    return out
 
 
 def refused(code: int, err: str, *names: str) -> str:

@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import os
+import pickle
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -146,6 +147,26 @@ def test_argument_check_follows_kwargs_to_the_base_class() -> None:
         ValueError, match=r"^lamb: unknown key \(method cg_sense has: lam, max_iter, tol, search_steps, fallback\)"
     ):
         check_arguments(REGISTRY["cg_sense"], {"lamb": 1}, "method cg_sense")
+
+
+@pytest.mark.parametrize("flag", ["--experimental-rerun", "--experimental-rerun=", "--exp=", "--experimental-r"])
+def test_experimental_rerun_is_refused_before_hydra_unpickles_the_file(
+    flag: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Hydra's --experimental-rerun FILE (or an abbreviation argparse accepts) unpickles FILE:
+    a pickle runs code when loaded. Refused in one line; the pickle's code never runs."""
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (open, (str(tmp_path / "payload-ran"), "w"))
+
+    evil = tmp_path / "config.pickle"
+    evil.write_bytes(pickle.dumps(Payload()))
+    monkeypatch.chdir(tmp_path)
+    args = [f"{flag}{evil}"] if flag.endswith("=") else [flag, str(evil)]
+    code, _, err = run_main(capsys, "reconstruct", *args, THREADS)
+    refused(code, err, "--experimental-rerun", "unpickle")
+    assert not (tmp_path / "payload-ran").exists() and not (tmp_path / "outputs").exists()
 
 
 # ---------------------------------------------------------------------------- help and version

@@ -11,6 +11,7 @@ non-singleton dimensions in BART's order, and writes images back in the same pla
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from types import TracebackType
@@ -65,7 +66,7 @@ def read_cfl(path: str | os.PathLike[str]) -> np.ndarray:
     cfl = base.with_name(base.name + ".cfl")
     if not cfl.is_file():
         raise ValueError(f"{cfl}: not found (a BART array needs both .hdr and .cfl)")
-    expected = int(np.prod(dims)) * 8
+    expected = math.prod(dims) * 8  # Python integers: NumPy's int64 product wraps (2^32 x 2^32 -> 0)
     if cfl.stat().st_size != expected:
         raise ValueError(
             f"{cfl}: {cfl.stat().st_size} bytes, expected {expected} for dimensions {dims} (complex64; truncated?)"

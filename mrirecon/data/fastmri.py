@@ -29,10 +29,12 @@ import h5py
 import numpy as np
 
 from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, mask_label
-from mrirecon.data.h5 import Slice, open_hdf5
+from mrirecon.data.h5 import Slice
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import center_crop, fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
+from mrirecon.memory import require
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class FastMRISource(OneSubjectFile):
         """Check the keys and read the geometry (shape, acquired region, recon size, mask, rss)."""
         if not isinstance(f.get("kspace"), h5py.Dataset):
             raise UserError(f"{self.path}: key 'kspace' is not an array (fastMRI: (slices, coils, H, W) complex)")
+        for key in ("ismrmrd_header", "mask", "reconstruction_rss"):
+            if key in f and not isinstance(f[key], h5py.Dataset):
+                raise UserError(f"{self.path}: key '{key}' is a group, expected an array")
         if "ismrmrd_header" not in f:
             raise UserError(
                 f"{self.path}: missing key 'ismrmrd_header' (fastMRI files carry the ISMRMRD XML "
@@ -148,6 +153,10 @@ class FastMRISource(OneSubjectFile):
         if self._ksp.dtype.kind != "c":
             raise UserError(f"{self.path}: key 'kspace' has dtype {self._ksp.dtype}, expected complex64")
         n, c, h, w = (int(v) for v in self._ksp.shape)
+        require(
+            2 * 8 * c * h * w,
+            f"{self.path}: key 'kspace' declares {n} slices of {c} coils x {h}x{w} (one slice's k-space and maps)",
+        )
         try:
             header = parse_header(f["ismrmrd_header"][()])
             left, right = header.padding(w)

@@ -25,8 +25,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mrirecon.data.h5_checks import check_per_slice_keys, parse_cfl_axes, read_attributes
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
 from mrirecon.io import temporary_sibling, write_target
+from mrirecon.memory import require
 
 KEYS = ("imgs", "maps", "ksp", "masks")
 SPLITS = ("train", "val", "test")
@@ -67,14 +70,6 @@ def region_mask(acquired: tuple[int, int, int, int], shape: tuple[int, int]) -> 
     out = np.zeros(shape, np.float32)
     out[x0:x1, y0:y1] = 1
     return out
-
-
-def open_hdf5(path: Path) -> h5py.File:
-    """`path` opened read-only, or a UserError naming it when it is not a readable HDF5 file."""
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
 
 
 PRODUCER = "mrirecon_subcommand"  # the attribute naming the subcommand that wrote an HDF5 file
@@ -143,11 +138,22 @@ class DeepInPyFile:
                 raise UserError(f"{self.path}: key '{key}' has dtype {f[key].dtype}, expected a numeric array")
         self.num_slices, self.num_coils = int(n), int(c)
         self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
-        self.attrs: dict[str, Any] = dict(f.attrs)
+        self.attrs: dict[str, Any] = read_attributes(self.path, f)
+        check_per_slice_keys(self.path, f, self.num_slices, int(x), int(y))
+        self._check_memory()
         self.has_reference = bool(self.attrs.get("has_reference", True))
-        self.has_rss = "rss" in f and f["rss"].shape == (n, x, y)
+        self.has_rss = "rss" in f
         self.recon_size = self._recon_size()
+        self.cfl_axes = parse_cfl_axes(self.attrs.get("source_cfl_axes", "0,1"))  # checked by read_attributes
         self._acquired = self._acquired_regions(f)
+
+    def _check_memory(self) -> None:
+        """Refuse a file whose one slice (k-space and maps, complex64) and per-slice arrays do not
+        fit in the memory available (mrirecon/memory.py): its header can declare far more than
+        the file holds."""
+        n, c, (x, y) = self.num_slices, self.num_coils, self.shape
+        need = 2 * 8 * c * x * y + 64 * n
+        require(need, f"{self.path}: declares {n} slices of {c} coils x {x}x{y} (one slice's k-space and maps)")
 
     def _recon_size(self) -> tuple[int, int] | None:
         """The `recon_size` attribute (the image crop metrics use), checked; None when absent."""
@@ -155,7 +161,7 @@ class DeepInPyFile:
             return None
         size = np.asarray(self.attrs["recon_size"]).reshape(-1)
         stored = self.shape[::-1] if self.transpose else self.shape
-        if size.shape != (2,) or not all(1 <= int(v) <= n for v, n in zip(size, stored)):
+        if size.shape != (2,) or size.dtype.kind not in "iu" or not all(1 <= int(v) <= n for v, n in zip(size, stored)):
             raise UserError(
                 f"{self.path}: attribute 'recon_size' is {size.tolist()}, expected 2 integers within {list(stored)}"
             )
@@ -239,10 +245,7 @@ class DeepInPyFile:
         f = self._handle()
         if "subject" not in f:
             return None
-        subjects = np.asarray(f["subject"][()], dtype=np.int64).reshape(-1)
-        if subjects.shape != (self.num_slices,):
-            raise UserError(f"{self.path}: key 'subject' has {subjects.size} entries, expected {self.num_slices}")
-        return subjects
+        return np.asarray(f["subject"][()], dtype=np.int64).reshape(-1)  # (N,) integers: checked on open
 
     def read_image(self, i: int) -> np.ndarray:
         """The reference image of slice `i` only, (X, Y) complex64 (no k-space or maps read)."""

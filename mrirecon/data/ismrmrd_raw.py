@@ -49,7 +49,8 @@ import h5py
 import numpy as np
 
 from mrirecon.data.completion import MapEstimator, OneSubjectFile, ReadOptions, complete_slice, mask_label
-from mrirecon.data.h5 import Slice, open_hdf5
+from mrirecon.data.h5 import Slice
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.data.ismrmrd_scan import (
     CALIBRATION,
     IGNORED,
@@ -67,6 +68,7 @@ from mrirecon.data.ismrmrd_scan import (
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
+from mrirecon.memory import require
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ class IsmrmrdSource(OneSubjectFile):
             self.geometry = read_geometry(xml)
             if first is None:
                 raise ScanError("file has no acquisitions")
+            check_declared_size(self.path, self.geometry, int(first["active_channels"]))
             row_bytes = 8 * int(first["active_channels"]) * int(first["number_of_samples"]) + 512
             self._chunk = max(1, int(self.buffer_mb * 2**20 / 8 // row_bytes))
             self.layout = scan_rows(self.geometry, self._blocks, repetitions == "slices")
@@ -370,4 +373,14 @@ class IsmrmrdSource(OneSubjectFile):
         self._slab = None
 
 
-__all__ = ["Geometry", "IsmrmrdSource", "whitening_matrix"]
+def check_declared_size(path: Path, geometry: Geometry, coils: int) -> None:
+    """Refuse (UserError) a header whose encoded matrix makes one slice (its k-space and coil
+    maps, complex64, and the line counts) too large for the memory available (mrirecon/memory.py),
+    before the reader allocates it: a small file can declare any matrix."""
+    ex, ey, ez = geometry.encoded
+    plane = ex * ey if geometry.two_d else ey * ez
+    need = 2 * 8 * max(coils, 1) * plane + 8 * ey * ez
+    require(need, f"{path}: ISMRMRD header declares an encoded matrix {ex}x{ey}x{ez} of {coils} coils")
+
+
+__all__ = ["Geometry", "IsmrmrdSource", "check_declared_size", "whitening_matrix"]

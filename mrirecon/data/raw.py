@@ -17,8 +17,10 @@ import h5py
 import numpy as np
 
 from mrirecon.data.completion import espirit_maps
-from mrirecon.data.h5 import Slice, open_hdf5
+from mrirecon.data.h5 import Slice
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
+from mrirecon.memory import require
 
 
 class RawKspaceSource:
@@ -55,6 +57,9 @@ class RawKspaceSource:
             f = open_hdf5(self.path)
             if "ksp" not in f:
                 raise UserError(f"{self.path}: missing key 'ksp' (raw k-space of shape (N, C, X, Y))")
+            for key in ("ksp", "imgs", "masks"):
+                if key in f and not isinstance(f[key], h5py.Dataset):
+                    raise UserError(f"{self.path}: key '{key}' is a group, expected an array")
             self._ksp = f["ksp"]
             self._imgs = f.get("imgs", None)
             self._masks = f.get("masks", None)
@@ -63,9 +68,15 @@ class RawKspaceSource:
         if self._ksp.dtype.kind != "c":
             raise UserError(f"{self.path}: k-space has dtype {self._ksp.dtype}, expected complex64 or complex128")
         n, c, x, y = self._ksp.shape
+        require(
+            2 * 8 * c * x * y,
+            f"{self.path}: k-space declares {n} slices of {c} coils x {x}x{y} (one slice's k-space and maps)",
+        )
         for key, arr in (("imgs", self._imgs), ("masks", self._masks)):
             if arr is not None and arr.shape != (n, x, y):
                 raise UserError(f"{self.path}: key '{key}' has shape {arr.shape}, expected {(n, x, y)} to match 'ksp'")
+            if arr is not None and arr.dtype.kind not in "cfiub":
+                raise UserError(f"{self.path}: key '{key}' has dtype {arr.dtype}, expected a numeric array")
         self.num_slices, self.num_coils = int(n), int(c)
         self.shape = (int(y), int(x)) if transpose else (int(x), int(y))
         self.has_reference = self._imgs is not None

@@ -26,6 +26,7 @@ import numpy as np
 
 from mrirecon.data.completion import ReadOptions
 from mrirecon.data.h5 import Slice
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.data.splits import subjects_of
 from mrirecon.errors import UserError
 from mrirecon.registry import Registry
@@ -90,14 +91,11 @@ def _head(path: Path, size: int = 16) -> bytes:
 
 @functools.lru_cache(maxsize=32)
 def _hdf5_keys_cached(path: str, mtime: float) -> frozenset[str]:
-    try:
-        with h5py.File(path, "r") as f:
-            keys = set(f.keys())
-            if "dataset" in f and isinstance(f["dataset"], h5py.Group):
-                keys |= {f"dataset/{k}" for k in f["dataset"]}
-            return frozenset(keys)
-    except OSError as exc:
-        raise UserError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__}: truncated or corrupt?)") from None
+    with open_hdf5(path) as f:
+        keys = set(f.keys())
+        if "dataset" in f and isinstance(f["dataset"], h5py.Group):
+            keys |= {f"dataset/{k}" for k in f["dataset"]}
+        return frozenset(keys)
 
 
 def hdf5_keys(path: Path) -> frozenset[str] | None:

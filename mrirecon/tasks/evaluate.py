@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 from omegaconf import DictConfig, ListConfig
 from rich.console import Console
@@ -19,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mrirecon import report, results
+from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
 from mrirecon.figures import comparison_figure, heatmap_figure, summary_figure, sweep_figure, training_figure
 from mrirecon.io import staged_outputs, write_text
@@ -167,7 +167,7 @@ def _read_slice(path: Path | None, index: int) -> tuple[np.ndarray, np.ndarray]:
     if path is None:
         raise ValueError("path: a run without recon.h5 has no images to show")
     try:
-        with h5py.File(path, "r") as h5:
+        with open_hdf5(path) as h5:  # checked whole by runs.load
             k = int(np.flatnonzero(h5["slices"][()] == index)[0])
             return h5["imgs"][k], h5["recon"][k]
     except (OSError, KeyError, IndexError) as exc:

@@ -252,8 +252,7 @@ def split_of(cfg: DictConfig, data: DeepInPyFile) -> np.ndarray:
 
 def cfl_axes_of(data: DeepInPyFile) -> tuple[int, int]:
     """The BART dims of the image plane of the data's source (recon.cfl keeps them)."""
-    a, b = (int(v) for v in str(data.attrs.get("source_cfl_axes", "0,1")).split(","))
-    return a, b
+    return data.cfl_axes
 
 
 def facts_of(

@@ -10,6 +10,7 @@ The methods it serves name it by `checkpoint_kind`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods.base import Method
 from mrirecon.registry import Registry
+from mrirecon.trainables.sizing import LargeOnMeta, size_guard
 
 # checkpoints record this format; those without it predate the Trainable path
 FORMAT = 2
@@ -159,7 +161,37 @@ def rebuild(ckpt: dict[str, Any], path: str | Path, kind: str, method: str) -> T
             f"this version reads {FORMAT}): retrain it with 'mrirecon train {family.train_hint(method)}'"
         )
     try:
-        return family.from_checkpoint(ckpt)
-    except (KeyError, RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        dry_build(family, ckpt, path)
+        with size_guard(_described(path, ckpt)):
+            return family.from_checkpoint(ckpt)
+    except (KeyError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]  # load_state_dict: 2nd says why
+        first = " ".join(lines[:2])[:300] if lines else exc.__class__.__name__
         raise ValueError(f"{path} does not match its own config ({first})") from None
+    except ValueError as exc:  # the builders' checks of the stored config ('channels: ...')
+        raise ValueError(f"{path} holds a config that does not build ({exc})") from None
+
+
+def dry_build(family: type[Trainable], ckpt: dict[str, Any], path: str | Path) -> None:
+    """Build the checkpoint's network with its large tensors on the meta device (`LargeOnMeta`:
+    nothing large allocated) under the size guard: a config that describes a network too large
+    for the memory available, or whose weights do not fit it (a shape mismatch), is refused
+    before the real build allocates anything. A build that needs real values of a large
+    tensor (an operation the meta device cannot run, or `.item()` of a meta tensor) is left to
+    the real build, which runs under the same guard."""
+    with size_guard(_described(path, ckpt)), warnings.catch_warnings(), LargeOnMeta():
+        warnings.simplefilter("ignore")  # load_state_dict into meta tensors: 'a no-op'
+        try:
+            family.from_checkpoint(ckpt)
+        except NotImplementedError:  # an operation without a meta kernel
+            return
+        except RuntimeError as exc:
+            if "meta" not in str(exc):  # e.g. weights that do not fit the config
+                raise
+
+
+def _described(path: str | Path, ckpt: dict[str, Any]) -> str:
+    """The checkpoint and the scalar entries of its network's config, for a size refusal."""
+    config = ckpt.get("model_config") or ckpt.get("method_config") or {}
+    shown = ", ".join(f"{k}={v}" for k, v in config.items() if isinstance(v, (int, float, str)))[:120]
+    return f"checkpoint: {path}: its config ({shown})"
