@@ -13,7 +13,7 @@ import pytest
 from helpers import fake_run, image_run, tiny_arrays, write_h5
 from test_metrics import blob, fastmri_volume
 
-from mrirecon import metrics, provenance, results
+from mrirecon import metrics, provenance, report, results
 from mrirecon.runs import Damaged, discover, load
 
 PSNR = np.array([30.0, 31.0, 32.0, 33.0, 34.0, 35.0])
@@ -195,6 +195,9 @@ def test_reference_auto_is_fastmris_rss_where_the_run_has_it(tmp_path):
         load(plain, "volume", reference="rss")
     table = results.summarize([volume, load(plain, "volume")], "volume")
     assert len({results.group_of(r) for r in table}) == 2  # never compared across references
+    results.label_rows(table, [])
+    headings = sorted(heading.rsplit(" · ", 1)[1] for heading, _ in report.groups(table))
+    assert headings == ["reference rss", "reference sense"]  # the tables name it
 
 
 def test_volume_level_refuses_what_it_cannot_do(tmp_path):

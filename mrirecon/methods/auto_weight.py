@@ -30,13 +30,15 @@ inside the support), and every weight of all three loses on the brain's hold-out
 `auto_choice` therefore also runs the calibration check of `physics.model_error`; where it fires
 (rule 'model') the method adds a zero-filled anchor to its objective,
 
-    + (ANCHOR / 2) ||x - A^H y||^2,
+    + (a / 2) ||x - A^H y||^2,
 
-with the weight of one fully sampled measurement of every pixel (A^H A has eigenvalue 1 in the
-fully sampled directions): the data decide where they are well measured, the zero-filled image
-where the model would fill in from unmodelled signal. For cg_sense it makes the Tikhonov
-solution (A^H A + lam + ANCHOR)^-1 (1 + ANCHOR) A^H y (the ZF-centred Tikhonov); the weights
-stay those of the noise / residual rules. Measured in scripts/bench_auto.py (docs/noise.md).
+a = the method's `model_anchor` in the units of A^H A (1: one fully sampled measurement of every
+pixel), so that the data decide where they are well measured and the zero-filled image where the
+model would fill in from unmodelled signal; for cg_sense (a = 1) it makes the Tikhonov solution
+(A^H A + lam + a)^-1 (1 + a) A^H y (Tikhonov centred on the zero-filled image). The CS weights
+then follow MODEL_WEIGHT x the noise level of the sigma rules (the misfit is structured: a weight
+set for noise leaves it in). The constants (cg_sense a = 1, cs_wavelet a = 0.3, cs_tv a = 0, weight
+x4) were chosen on the model-error rows of scripts/bench_auto.py (docs/noise.md).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ PROBES = 2  # Hutchinson probes for tr H
 FALLBACK_RATIO = 1.1  # use sigma_res when it exceeds sigma by more than 10 %
 MIN_DOF_FRACTION = 0.05  # C M - tr H is floored at this fraction of C M (e.g. one coil: no dof left)
 NOISE, RESIDUAL, MODEL = "noise", "residual", "model"  # the rules, as summary.json names them
-ANCHOR = 1.0  # weight of the zero-filled anchor where the model-error check fires (units of A^H A)
+MODEL_WEIGHT = 4.0  # the CS weights' multiple of the sigma rules' noise level where the check fires
 
 
 def measured_samples(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
@@ -108,31 +110,38 @@ def effective_noise_std(
 @dataclass(frozen=True)
 class AutoChoice:
     """What lam=auto follows, per slice: the noise std sigma (B,), the rule (noise | residual |
-    model), the zero-filled anchor's weight (B,) (ANCHOR where the rule is model, else 0) and the
-    model-error ratio (B,) of the calibration check (NaN where unchecked)."""
+    model), whether the model-error check fired (B,) bool, the zero-filled anchor's weight (B,)
+    (the method's anchor where it fired, else 0) and the check's ratio (B,) (NaN where unchecked)."""
 
     sigma: torch.Tensor
     rules: list[str]
+    fires: torch.Tensor
     anchor: torch.Tensor
     model_error: torch.Tensor
 
 
 def auto_choice(
-    y: torch.Tensor, op: SenseOperator, sigma: torch.Tensor, aty: torch.Tensor | None = None, fallback: bool = True
+    y: torch.Tensor,
+    op: SenseOperator,
+    sigma: torch.Tensor,
+    aty: torch.Tensor | None = None,
+    fallback: bool = True,
+    anchor: float = 1.0,
 ) -> AutoChoice:
     """The noise std and rule of each slice (`effective_noise_std` when `fallback`, else sigma)
-    and, with `fallback`, the model-error check: where it fires the rule is 'model' and the anchor
-    ANCHOR (module docstring)."""
+    and, with `fallback`, the model-error check: where it fires the rule is 'model' and the
+    zero-filled anchor's weight `anchor` (module docstring)."""
     batch = y.shape[0]
     none = torch.zeros(batch, dtype=y.real.dtype, device=y.device)
     if not fallback:
-        return AutoChoice(sigma, [NOISE] * batch, none, torch.full((batch,), float("nan")))
+        unchecked = torch.full((batch,), float("nan"))
+        return AutoChoice(sigma, [NOISE] * batch, torch.zeros(batch, dtype=torch.bool), none, unchecked)
     check = model_error(y, op.maps, op.mask, sigma.detach().cpu())  # against the noise, not sigma_res
     sigma, rules = effective_noise_std(y, op, sigma, aty)
     fires = check.exceeds()
     rules = [MODEL if bool(f) else r for f, r in zip(fires, rules)]
-    anchor = torch.where(fires.to(y.device), torch.full_like(none, ANCHOR), none)
-    return AutoChoice(sigma, rules, anchor, check.ratio)
+    weights = torch.where(fires.to(y.device), torch.full_like(none, anchor), none)
+    return AutoChoice(sigma, rules, fires.to(y.device), weights, check.ratio)
 
 
 class Anchored:

@@ -45,7 +45,7 @@ class CGSense(Method):
     by the noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual');
     where the coil maps fail the calibration check of `physics.model_error` (rule 'model') the
     Tikhonov term is centred on the zero-filled image: (A^H A + lam + a)^-1 (1 + a) A^H y with
-    a = `auto_weight.ANCHOR` (model error: the fit would explain unmodelled signal with artefacts).
+    a = `model_anchor` (model error: the fit would explain unmodelled signal with artefacts).
 
     Args:
         lam: 'auto' or the Tikhonov weight (>= 0) in the units of A^H A (maps normalised to
@@ -58,6 +58,7 @@ class CGSense(Method):
     """
 
     units: ClassVar[dict[str, str]] = {"lam": "A^H A"}
+    model_anchor: ClassVar[float] = 1.0  # lam=auto's zero-filled anchor where the model-error check fires
 
     def __init__(
         self,
@@ -95,7 +96,7 @@ class CGSense(Method):
             lam = float(self.lam)
             self.chosen = {"lam": torch.full((y.shape[0],), lam)}
             return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
-        auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), aty, self.fallback)
+        auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), aty, self.fallback, self.model_anchor)
         lam = self.discrepancy_lam(y, op, aty, auto.sigma)
         self.chosen = {"lam": lam, "rule": auto.rules, "effective_noise_std": auto.sigma}
         if not bool((auto.anchor > 0).any()):

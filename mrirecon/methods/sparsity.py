@@ -11,8 +11,9 @@ for TV at every acceleration). Where the data cannot be fitted
 to sigma (model error, sigma underestimated or 0: noiseless simulations), sigma is replaced by the
 noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual'), so the
 weight never silently falls to 0; where the coil maps fail the calibration check of
-`physics.model_error` (rule 'model'), the objective also gets the zero-filled anchor
-(a / 2) ||x - A^H y||^2, a = `auto_weight.ANCHOR` (`auto_weight.Anchored`).
+`physics.model_error` (rule 'model'), the weight is `auto_weight.MODEL_WEIGHT` times larger and
+the objective gets the zero-filled anchor (a / 2) ||x - A^H y||^2, a = the method's
+`model_anchor` (`auto_weight.Anchored`; 0.3 for the wavelet, 0 for TV).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from mrirecon.methods.auto_weight import Anchored, auto_choice
+from mrirecon.methods.auto_weight import MODEL_WEIGHT, Anchored, auto_choice
 from mrirecon.methods.base import (
     AUTO,
     Method,
@@ -46,6 +47,7 @@ class SparsityMethod(Method):
     """A compressed-sensing method whose weight lam=auto is `kappa` * sigma."""
 
     kappa: ClassVar[float]  # lam=auto: weight = kappa * sigma
+    model_anchor: ClassVar[float]  # lam=auto's zero-filled anchor where the model-error check fires
     units: ClassVar[dict[str, str]] = {"lam": "x max|A^H y|"}  # lam relative to the data's scale
 
 
@@ -65,8 +67,8 @@ def weights(
     if lam != AUTO:
         method.chosen = {"lam": torch.full_like(scale, float(lam))}
         return float(lam) * scale, torch.zeros_like(scale)
-    auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), fallback=fallback)
-    w = method.kappa * auto.sigma
+    auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), fallback=fallback, anchor=method.model_anchor)
+    w = method.kappa * auto.sigma * torch.where(auto.fires, MODEL_WEIGHT, 1.0)
     method.chosen = {"lam": w / scale, "rule": auto.rules, "effective_noise_std": auto.sigma}
     return w, auto.anchor
 
@@ -95,6 +97,7 @@ class WaveletCS(SparsityMethod):
     """
 
     kappa = 0.3
+    model_anchor = 0.3
 
     def __init__(
         self,
@@ -170,6 +173,7 @@ class TotalVariationCS(SparsityMethod):
     """
 
     kappa = 0.2
+    model_anchor = 0.0
 
     def __init__(self, lam: str | float = AUTO, max_iter: int = 200, tol: float = 1e-5, fallback: bool = True) -> None:
         self.lam = auto_or_nonnegative("lam", lam)

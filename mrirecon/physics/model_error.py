@@ -36,7 +36,7 @@ import torch
 
 from mrirecon.physics.fft import fft2c, ifft2c
 
-RATIO_LIMIT = 5.0  # residual / its noise expectation above which the maps do not explain the data
+RATIO_LIMIT = 4.5  # residual / its noise expectation above which the maps do not explain the data
 FRACTION_LIMIT = 0.0025  # and residual energy / calibration energy above which it is not the check's own
 MIN_WIDTH = 16  # a calibration square narrower than this is not checked (NaN)
 BORDER = 2  # samples at the calibration square's edge left out of the residual

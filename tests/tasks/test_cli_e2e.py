@@ -62,10 +62,12 @@ def test_reconstruct_outputs(sweep):
     run = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["method"] == "cg_sense")
     with open(run / "metrics.csv", newline="") as fh:
         lines = fh.read().splitlines()
-    assert lines[0] == "slice,subject,method,nrmse,psnr,ssim,seconds"
+    assert lines[0] == "slice,subject,volume,method,nrmse,psnr,ssim,seconds"
     rows = list(csv.DictReader(lines))
     assert [int(r["slice"]) for r in rows] == [12, 13, 14] and {r["method"] for r in rows} == {"cg_sense"}
+    assert [r["volume"] for r in rows] == [r["subject"] for r in rows]  # the sample: a volume per knee
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["model_error"]["fires"] == [False] * 3  # the sample's maps explain its data
     assert summary["num_slices"] == 3 and "data_range" in summary["metric_convention"]
     assert summary["param_units"] == {"lam": "A^H A"}  # evaluate keeps its lam apart from the CS methods'
     assert summary["mean"]["nrmse"] == pytest.approx(np.mean([float(r["nrmse"]) for r in rows]), rel=1e-4)
