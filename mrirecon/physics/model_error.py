@@ -19,13 +19,13 @@ projection keeps one of the C dimensions per pixel there), so
 
 ratio is the misfit against the noise (what the noise-based weights of lam=auto assume away);
 fraction the misfit against the signal (the projection of band-limited calibration data leaves a
-little even for exact maps: ~0.1-0.25 % on the real scans, and ratio alone would grow with the SNR).
+little even for exact maps, and ratio alone would grow with the SNR, or be infinite for sigma 0).
 The check fires (`exceeds`) where both are large: ratio > RATIO_LIMIT and fraction >
 FRACTION_LIMIT. Measured on real acquired k-space (scripts/bench_auto.py, docs/noise.md): ratio
-3.0-3.4 and fraction 0.12-0.25 % with ESPIRiT maps on the 4-coil phantom and the 8-coil brain,
-1.1-1.4 on the simulated sample; 8.1-12.8 and 0.7-4.5 % where the maps' support is cut by 12
-pixels or by ESPIRiT with crop 0.995 or thresh 0.1-0.2, where every noise-based default lost to
-zero-filling.
+1.9-2.2 and fraction 0.04-0.07 % with ESPIRiT maps on the 4-coil phantom and the 8-coil brain,
+1.1-1.3 and at most 0.16 % on the simulated sample; 2.8-4.0 where mild cuts of the support left
+every default above zero-filling; 7.0-32.7 and 0.39-11.7 % where the maps' support is cut by 12
+pixels, by ESPIRiT with crop 0.995 or thresh 0.1-0.2, or over a fifth of the object.
 """
 
 from __future__ import annotations
