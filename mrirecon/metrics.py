@@ -7,7 +7,9 @@ max |x| of the reference.
 
 Per volume (fastMRI's `fastmri/evaluate.py`, so numbers sit beside published ones): the same over
 a volume's slices stacked (S, X, Y) with data_range = the *volume's* max |x|; NRMSE and PSNR over
-all its pixels, SSIM the mean over its slices.
+all its pixels, SSIM the mean over its slices. The reference is the SENSE image, or where the data
+carry it fastMRI's own target `reconstruction_rss` (`evaluate reference=`); `square_crop` is
+evaluate.py's crop of both images to the target's width (`evaluate crop=fastmri`).
 
 Undefined values are NaN, never an exception or a number over the survivors: a reference that is
 all zero (no scale to normalise by) or an image with a non-finite pixel (a diverging method) gives
@@ -89,6 +91,16 @@ def slice_metrics(recon: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     if m is None:
         return dict.fromkeys(NAMES, NAN)
     return {"nrmse": _nrmse(m[0], m[1]), "psnr": _psnr(*m), "ssim": _ssim(*m)}
+
+
+def square_crop(images: np.ndarray) -> np.ndarray:
+    """fastMRI evaluate.py's crop of a target and its reconstruction (..., h, w): the centred w x w
+    square (fastmri.data.transforms.center_crop, start (n - m) // 2); where h < w, which fastMRI
+    refuses, the centred h x h square."""
+    h, w = int(np.shape(images)[-2]), int(np.shape(images)[-1])
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return np.asarray(images)[..., top : top + side, left : left + side]
 
 
 def volume_metrics(recon: np.ndarray, reference: np.ndarray) -> dict[str, float]:

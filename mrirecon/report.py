@@ -62,6 +62,12 @@ def table_note(level: str) -> str:
     )
 
 
+REFERENCE_NOTE = (
+    "Reference (each group's heading names it): sense = the SENSE combination of the fully sampled k-space "
+    "(zero outside the coil maps' support); rss = fastMRI's reconstruction_rss of the source file, the target of "
+    "fastMRI's evaluate.py and of published numbers (evaluate reference=auto uses it where the data carry it); "
+    "fastMRI crop = both images cropped to the target's width, as fastMRI's evaluate.py does."
+)
 COMPARISON_NOTE = (
     "Paired differences (row minus reference) of each metric over the items both were run on: the mean over the "
     "units of each unit's mean difference, its 95 % interval (the differences that neither test rejects, within "
@@ -78,6 +84,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
     """The columns of results.csv."""
     return [
         "level",
+        "reference_image",
         "data",
         "data_id",
         "split",
@@ -106,6 +113,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
 
 COMPARISON_COLUMNS = [
     "level",
+    "reference_image",
     "data",
     "data_id",
     "split",
@@ -205,7 +213,8 @@ def groups(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any
     for members in by.values():
         r = members[0]
         content = f", content {r['data_id'][:8]}" if r["data_id"] else ""
-        out.append((f"{r['variant']} · split {r['split']} · data {r['data_label']} ({r['data']}{content})", members))
+        heading = f"{r['variant']} · split {r['split']} · data {r['data_label']} ({r['data']}{content})"
+        out.append((f"{heading} · reference {r['reference_image']}", members))
     return out
 
 
@@ -338,7 +347,8 @@ def meta(report: Report) -> str:
     return (
         f"Level: {report.level} ({CONVENTIONS[report.level]}). {len(report.table)} rows from {len(report.runs)} "
         f"reconstruct runs; a row is one data file (path and content), split, variant, method and parameters, "
-        f"checkpoint, seed, code version and metric convention.{pooled} Skipped: {len(report.skipped)}."
+        f"checkpoint, seed, code version and metric convention.{pooled} Skipped: {len(report.skipped)}. "
+        f"{REFERENCE_NOTE}"
     )
 
 

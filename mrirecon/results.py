@@ -28,7 +28,7 @@ HIGHER_IS_BETTER = {"nrmse": False, "psnr": True, "ssim": True}
 RANGES = {"nrmse": (0.0, math.inf), "psnr": (-math.inf, math.inf), "ssim": (-1.0, 1.0)}
 RANK_BY = "psnr"
 POOLABLE = ("seed",)
-GROUP = ("data", "data_id", "split", "variant")
+GROUP = ("data", "data_id", "split", "variant", "reference_image")  # reference_image: what the metrics compare with
 # A sweep axis or table column never mixes units: a run records the units of its method's
 # parameters in summary.json (`param_units`, from Method.units); runs written before that record
 # fall back to the units these methods had then.
@@ -93,7 +93,7 @@ def key_of(identity: dict[str, Any], pool: tuple[str, ...]) -> str:
 
 
 def group_of(row: dict[str, Any]) -> tuple[str, ...]:
-    """Rows compared with each other: same data file (and content), split and variant."""
+    """Rows compared with each other: same data file (and content), split, variant and reference image."""
     return tuple(str(row[k]) for k in GROUP)
 
 
@@ -129,7 +129,7 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
     row.update(
         runs=len(members),
         slices=slices,
-        subjects=len(items) if level == "volume" else ("" if units is None else len(set(units.values()))),
+        subjects=("" if level == "slice" else len(items)) if units is None else len(set(units.values())),
         unit="volumes" if level == "volume" else "slices" if units is None else "subjects",
         failed=failed if has_reference else "",
         R=float(np.nanmean(column["R"])) if np.isfinite(column["R"]).any() else np.nan,

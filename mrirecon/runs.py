@@ -23,8 +23,10 @@ from mrirecon.data.hdf5_input import HDF5InputError, open_hdf5
 from mrirecon.errors import UserError
 from mrirecon.memory import require
 
-METRIC_COLUMNS = ("slice", "subject", "method", *metrics.NAMES, "seconds")
+METRIC_COLUMNS = ("slice", "subject", "method", *metrics.NAMES, "seconds")  # and `volume` since it is recorded
 VALUES = (*metrics.NAMES, "seconds", "R")  # per slice (or volume): the metrics, seconds, acceleration R
+REFERENCES = ("auto", "rss", "sense")  # evaluate's `reference`: what the metrics compare with
+CROPS = ("fastmri",)  # evaluate's `crop` (null: none): fastMRI evaluate.py's square crop
 
 
 class Damaged(Exception):
@@ -43,10 +45,13 @@ class Skipped:
 class Run:
     """One reconstruct run: what it is (identity) and its values per item (slice or volume).
 
-    items: (n,) item ids (slice indices at level slice, subject ids at level volume); units:
+    items: (n,) item ids (slice indices at level slice, volume ids at level volume); units:
     (n,) the independent unit of each item (its subject) or None; values: {name: (n,)} for
-    VALUES; slices: the slice indices of the run, in metrics.csv order; per_slice: {name: (slices,)}
-    as in metrics.csv; recon: recon.h5 or None.
+    VALUES; slices: the slice indices of the run, in metrics.csv order; volumes: (slices,) the
+    source volume (file) of each slice (the subject where metrics.csv records no volume) or None;
+    per_slice: {name: (slices,)} as in metrics.csv; recon: recon.h5 or None; reference: the image
+    the values compare with ('sense', or 'rss': fastMRI's reconstruction_rss), with ', fastMRI
+    crop' where evaluate crops as fastMRI's evaluate.py does.
     """
 
     dir: Path
@@ -60,6 +65,8 @@ class Run:
     per_slice: dict[str, np.ndarray]
     recon: Path | None
     warnings: list[str] = field(default_factory=list)
+    volumes: np.ndarray | None = None
+    reference: str = "sense"
 
 
 # ------------------------------------------------------------------------------------------ discovery
@@ -109,8 +116,9 @@ def _kind(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def load(path: Path, level: str) -> Run:
-    """The reconstruct run in `path`, its items at `level` ('slice' or 'volume'); raises Damaged."""
+def load(path: Path, level: str, reference: str = "auto", crop: str | None = None) -> Run:
+    """The reconstruct run in `path`, its items at `level` ('slice' or 'volume'), its metrics
+    against `reference` (REFERENCES) with `crop` (None or 'fastmri'); raises Damaged."""
     summary = _summary(path)
     rows = _metric_rows(path)
     if summary.get("num_slices", len(rows)) != len(rows):
@@ -122,17 +130,63 @@ def load(path: Path, level: str) -> Run:
     if len(set(slices.tolist())) != len(slices):
         raise Damaged("metrics.csv lists a slice twice")
     subjects = _subjects(rows)
+    volumes = _volumes(rows, subjects)
     values = {name: np.array([_number(r, name, k, float) for k, r in enumerate(rows)]) for name in VALUES[:-1]}
     accel = (summary.get("acceleration") or {}).get("per_slice") or []
     values["R"] = np.array(accel, dtype=float) if len(accel) == len(rows) else np.full(len(rows), np.nan)
     recon = _recon_file(path, slices)
     run = Run(path, summary, identity(summary), slices, subjects, slices, subjects, values, dict(values), recon)
+    run.volumes = volumes
     warning = provenance.selection_warning(summary.get("checkpoint_info"), run.identity["split"])
     if warning:
         run.warnings.append(warning)
+    run.reference = _reference_of(run, reference) + (", fastMRI crop" if crop else "")
+    run.identity["reference_image"] = run.reference
     if level == "volume":
-        _to_volumes(run)
+        _to_volumes(run, crop)
+    elif run.reference != "sense":
+        _remeasure_slices(run, crop)
     return run
+
+
+def _reference_of(run: Run, reference: str) -> str:
+    """'rss' or 'sense': `reference`, with auto = rss where recon.h5 holds fastMRI's
+    reconstruction_rss (the run's data carry it), else sense."""
+    has_rss = False
+    if run.recon is not None:
+        with h5py.File(run.recon, "r") as h5:
+            has_rss = "rss" in h5 and h5["rss"].shape == h5["recon"].shape
+    if reference == "rss" and not has_rss:
+        raise Damaged(
+            "reference=rss: recon.h5 holds no rss (only runs on data preprocessed from fastMRI files with "
+            "reconstruction_rss have it; reference=auto uses sense there)"
+        )
+    return "rss" if reference == "rss" or (reference == "auto" and has_rss) else "sense"
+
+
+def _targets(run: Run, h5: h5py.File, rows: list[int], crop: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(|recon|, reference) of recon.h5's rows (S, X, Y), against the run's reference, cropped."""
+    recon = np.abs(np.stack([h5["recon"][i] for i in rows]))
+    key = "rss" if run.reference.startswith("rss") else "imgs"
+    target = np.abs(np.stack([h5[key][i] for i in rows]))
+    return (metrics.square_crop(recon), metrics.square_crop(target)) if crop else (recon, target)
+
+
+def _remeasure_slices(run: Run, crop: str | None) -> None:
+    """Per-slice metrics of recon.h5's images against the run's reference (rss, or a crop of
+    sense), in place of metrics.csv's."""
+    if not bool(run.summary.get("has_reference", True)):
+        return
+    if run.recon is None:
+        raise Damaged(f"reference {run.reference} is measured from recon.h5, and the run has none")
+    with h5py.File(run.recon, "r") as h5:
+        position = {int(s): k for k, s in enumerate(h5["slices"][()])}
+        _check_images(run, 0, h5["recon"][position[int(run.slices[0])]], h5["imgs"][position[int(run.slices[0])]])
+        for k, s in enumerate(run.slices):
+            recon, target = _targets(run, h5, [position[int(s)]], crop)
+            for name, value in metrics.slice_metrics(recon[0], target[0]).items():
+                run.values[name][k] = value
+    run.per_slice = dict(run.values)
 
 
 def _summary(path: Path) -> dict[str, Any]:
@@ -191,6 +245,18 @@ def _subjects(rows: list[dict[str, str]]) -> np.ndarray | None:
         raise Damaged("metrics.csv: the subject column is filled on some rows only or not a whole number") from None
 
 
+def _volumes(rows: list[dict[str, str]], subjects: np.ndarray | None) -> np.ndarray | None:
+    """The source volume of each slice row (metrics.csv's `volume`, else the subjects: runs
+    written before volumes were recorded)."""
+    given = [r.get("volume", "") for r in rows]
+    if not any(given):
+        return subjects
+    try:
+        return np.array([int(v) for v in given], dtype=np.int64)
+    except ValueError:
+        raise Damaged("metrics.csv: the volume column is filled on some rows only or not a whole number") from None
+
+
 def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
     """recon.h5 when present, checked: datasets recon, imgs and slices matching metrics.csv."""
     file = path / "recon.h5"
@@ -227,7 +293,8 @@ def identity(summary: dict[str, Any]) -> dict[str, Any]:
     """Everything that makes two runs differ, from a summary.json (empty strings where a run
     recorded before these fields has none): data (absolute path) and data_id (content id), split,
     variant, method, params (the method config), checkpoint, checkpoint_id, model_config (the
-    model config name of the checkpoint), seed, version, convention (the metric convention)."""
+    model config name of the checkpoint), seed, version, convention (the metric convention),
+    reference_image (the image evaluate measures against: sense until `load` resolves it)."""
     info = summary.get("checkpoint_info") or {}
     return {
         "data": str(summary.get("data_path", "")),
@@ -242,6 +309,7 @@ def identity(summary: dict[str, Any]) -> dict[str, Any]:
         "seed": _seed(summary),
         "version": str(summary.get("mrirecon_version", "")),
         "convention": str(summary.get("metric_convention", "")),
+        "reference_image": "sense",  # set by `load`: what evaluate measured against
     }
 
 
@@ -256,16 +324,17 @@ def _seed(summary: dict[str, Any]) -> str:
     return ""
 
 
-def _to_volumes(run: Run) -> None:
-    """Replace the run's per-slice items by per-volume ones (one volume per subject, slices in
-    index order), with metrics computed from recon.h5's images the fastMRI way."""
-    if run.subjects is None:
+def _to_volumes(run: Run, crop: str | None = None) -> None:
+    """Replace the run's per-slice items by per-volume ones (one per source volume, i.e. file,
+    slices in index order; its unit the volume's subject), with metrics computed from recon.h5's
+    images the fastMRI way, against the run's reference."""
+    if run.subjects is None or run.volumes is None:
         raise Damaged("level=volume: the data file records no subjects, so the run's volumes are unknown")
     has_reference = bool(run.summary.get("has_reference", True))
     if run.recon is None and has_reference:
         raise Damaged("level=volume computes per-volume metrics from recon.h5, and the run has none")
-    volumes = np.unique(run.subjects)
-    members = [np.flatnonzero(run.subjects == v) for v in volumes]
+    volumes = np.unique(run.volumes)
+    members = [np.flatnonzero(run.volumes == v) for v in volumes]
     members = [m[np.argsort(run.slices[m])] for m in members]
     values = {name: np.full(len(volumes), np.nan) for name in VALUES}
     for j, m in enumerate(members):
@@ -276,12 +345,12 @@ def _to_volumes(run: Run) -> None:
             position = {int(s): k for k, s in enumerate(h5["slices"][()])}
             for j, m in enumerate(members):
                 rows = [position[int(s)] for s in run.slices[m]]
-                recon, reference = np.stack([h5["recon"][i] for i in rows]), np.stack([h5["imgs"][i] for i in rows])
                 if j == 0:
-                    _check_images(run, m[0], recon[0], reference[0])
-                for name, value in metrics.volume_metrics(recon, reference).items():
+                    _check_images(run, m[0], h5["recon"][rows[0]], h5["imgs"][rows[0]])
+                for name, value in metrics.volume_metrics(*_targets(run, h5, rows, crop)).items():
                     values[name][j] = value
-    run.items, run.units, run.values = volumes, None, values
+    units = np.array([run.subjects[m[0]] for m in members], dtype=np.int64)
+    run.items, run.units, run.values = volumes, units, values
 
 
 def _check_images(run: Run, k: int, recon: np.ndarray, reference: np.ndarray) -> None:

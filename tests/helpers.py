@@ -238,16 +238,23 @@ def image_run(
     reference: np.ndarray,
     subjects: list[int] | None = None,
     summary_extra: dict[str, Any] | None = None,
+    volumes: list[int] | None = None,
+    rss: np.ndarray | None = None,
 ) -> Path:
     """A reconstruct run dir whose metrics.csv holds the metrics of its recon.h5 images (S, X, Y),
-    as reconstruct writes them."""
+    as reconstruct writes them (with `volumes`, a volume column; with `rss`, recon.h5's rss)."""
     from mrirecon import metrics
 
     path.mkdir(parents=True)
-    rows = ["slice,subject,method,nrmse,psnr,ssim,seconds"]
+    rows = [
+        "slice,subject,method,nrmse,psnr,ssim,seconds"
+        if volumes is None
+        else "slice,subject,volume,method,nrmse,psnr,ssim,seconds"
+    ]
     for s in range(len(recon)):
         m = metrics.slice_metrics(recon[s], reference[s])
         subject = "" if subjects is None else subjects[s]
+        subject = subject if volumes is None else f"{subject},{volumes[s]}"
         rows.append(f"{s},{subject},{method},{m['nrmse']:.6g},{m['psnr']:.6g},{m['ssim']:.6g},0.5")
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
     summary = {"method": method, "variant": "full", "split": "test", "data_path": "/data/v.h5", "data_id": "v1"}
@@ -259,6 +266,8 @@ def image_run(
             reference.astype(np.complex64),
             np.arange(len(recon)),
         )
+        if rss is not None:
+            h5["rss"] = rss.astype(np.float32)
     return path
 
 

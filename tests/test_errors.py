@@ -354,6 +354,8 @@ def test_evaluate_bad_runs(tmp_path: Path, case: str) -> None:
         ("level=subject", ("level", "subject", "slice, volume")),
         ("pool=method", ("pool", "method", "seed")),
         ("strict=maybe", ("strict", "maybe", "true or false")),
+        ("reference=target", ("reference", "target", "auto, rss, sense")),
+        ("crop=square", ("crop", "square", "fastmri")),
     ],
 )
 def test_evaluate_bad_option(tmp_path: Path, override: str, names: tuple[str, ...]) -> None:

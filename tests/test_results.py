@@ -13,7 +13,7 @@ import pytest
 from helpers import fake_run, image_run, tiny_arrays, write_h5
 from test_metrics import blob, fastmri_volume
 
-from mrirecon import provenance, results
+from mrirecon import metrics, provenance, report, results
 from mrirecon.runs import Damaged, discover, load
 
 PSNR = np.array([30.0, 31.0, 32.0, 33.0, 34.0, 35.0])
@@ -154,6 +154,50 @@ def test_volume_level_is_fastmri_per_volume(tmp_path):
     assert (row["level"], row["slices"], row["subjects"], row["unit"]) == ("volume", 5, 2, "volumes")
     slice_level = {r["method"]: r for r in table_of([a, b])}["cg_sense"]
     assert abs(slice_level["psnr_mean"] - row["psnr_mean"]) > 0.5  # per slice is another number
+
+
+def test_a_volume_is_a_file_and_the_patient_stays_the_unit(tmp_path):
+    """Two files of one patient are two volumes (fastMRI's per-file metrics) of one subject."""
+    rng = np.random.default_rng(5)
+    ref = np.stack([blob(peak=p) for p in (1.0, 2.0, 4.0, 1.5)])
+    recon = np.abs(ref + rng.normal(0, 0.05, ref.shape))
+    run = load(image_run(tmp_path / "a", "cg_sense", recon, ref, [3, 3, 3, 3], volumes=[0, 0, 1, 1]), "volume")
+    assert run.items.tolist() == [0, 1] and run.units.tolist() == [3, 3]
+    expected = [fastmri_volume(ref[:2], recon[:2]), fastmri_volume(ref[2:], recon[2:])]
+    assert run.values["psnr"] == pytest.approx([v["psnr"] for v in expected], rel=1e-6)
+    row = results.summarize([run], "volume")[0]
+    assert (row["subjects"], row["unit"]) == (1, "volumes")
+
+
+def test_reference_auto_is_fastmris_rss_where_the_run_has_it(tmp_path):
+    """reference=auto measures against recon.h5's rss (fastMRI's reconstruction_rss) where it is
+    there, at both levels; sense keeps metrics.csv's numbers; rss without it is refused."""
+    rng = np.random.default_rng(6)
+    sense = np.stack([blob(peak=p) for p in (1.0, 2.0, 3.0)])
+    sense[:, :3] = 0  # the SENSE reference is zero outside the maps' support
+    rss = np.abs(np.stack([blob(peak=p) for p in (1.0, 2.0, 3.0)]) + 0.02)
+    recon = np.abs(rss + rng.normal(0, 0.05, rss.shape))
+    path = image_run(tmp_path / "a", "cg_sense", recon, sense, [0, 0, 0], rss=rss)
+    volume = load(path, "volume")
+    assert volume.reference == "rss" and volume.identity["reference_image"] == "rss"
+    assert volume.values["ssim"][0] == pytest.approx(fastmri_volume(rss, recon)["ssim"], rel=1e-6)
+    by_slice = load(path, "slice")
+    assert by_slice.values["psnr"] == pytest.approx([metrics.psnr(recon[k], rss[k]) for k in range(3)], rel=1e-6)
+    as_recorded = load(path, "slice", reference="sense")
+    assert as_recorded.values["psnr"] == pytest.approx([metrics.psnr(recon[k], sense[k]) for k in range(3)], rel=1e-5)
+    cropped = load(path, "volume", crop="fastmri")  # 24 x 20: the centred 20 x 20 square
+    assert cropped.reference == "rss, fastMRI crop"
+    expected = fastmri_volume(rss[:, 2:22], recon[:, 2:22])
+    assert cropped.values["psnr"][0] == pytest.approx(expected["psnr"], rel=1e-6)
+    plain = image_run(tmp_path / "b", "cg_sense", recon, sense, [0, 0, 0])
+    assert load(plain, "volume").reference == "sense"
+    with pytest.raises(Damaged, match="reference=rss: recon.h5 holds no rss"):
+        load(plain, "volume", reference="rss")
+    table = results.summarize([volume, load(plain, "volume")], "volume")
+    assert len({results.group_of(r) for r in table}) == 2  # never compared across references
+    results.label_rows(table, [])
+    headings = sorted(heading.rsplit(" · ", 1)[1] for heading, _ in report.groups(table))
+    assert headings == ["reference rss", "reference sense"]  # the tables name it
 
 
 def test_volume_level_refuses_what_it_cannot_do(tmp_path):

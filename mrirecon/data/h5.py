@@ -8,7 +8,9 @@ Keys (N slices, C coils, X x Y pixels):
 Files written by mrirecon may add `rss` (N, X, Y) float32, a second reference (fastMRI's
 `reconstruction_rss`, zero outside the recon size), and always add three per-slice arrays, `noise_std`
 (N,) float32 (the estimated noise standard deviation per k-space sample), `subject` (N,) int64 (the
-subject of each slice) and `acquired` (N, 4) int64 (the acquired k-space region x0, x1, y0, y1,
+subject of each slice: the unit of splits and paired tests), `volume` (N,) int64 (the source volume,
+i.e. file, of each slice: the unit of per-volume metrics; two files of one patient are two volumes of
+one subject) and `acquired` (N, 4) int64 (the acquired k-space region x0, x1, y0, y1,
 half-open: outside it the grid is zero padding, e.g. fastMRI's padded phase-encode columns, never
 measured), and attributes (source, variant, splits, version, creation time, and `recon_size` (2,):
 the centre crop of the image that metrics use, fastMRI's reconSpace, when smaller than X x Y).
@@ -247,6 +249,17 @@ class DeepInPyFile:
             return None
         return np.asarray(f["subject"][()], dtype=np.int64).reshape(-1)  # (N,) integers: checked on open
 
+    def volumes(self) -> np.ndarray | None:
+        """The source volume (file) of every slice (N,) int64 (files made by mrirecon since volumes
+        were recorded), or None."""
+        f = self._handle()
+        if "volume" not in f:
+            return None
+        volumes = np.asarray(f["volume"][()], dtype=np.int64).reshape(-1)
+        if volumes.shape != (self.num_slices,):
+            raise UserError(f"{self.path}: key 'volume' has {volumes.size} entries, expected {self.num_slices}")
+        return volumes
+
     def read_image(self, i: int) -> np.ndarray:
         """The reference image of slice `i` only, (X, Y) complex64 (no k-space or maps read)."""
         if not 0 <= i < self.num_slices:
@@ -310,6 +323,7 @@ class DeepInPyWriter:
         attrs: file attributes (provenance); numpy arrays and scalars allowed.
         compression: h5py compression filter for the large arrays ("gzip", "lzf", a gzip level 0-9) or None.
         subjects: the subject of every slice (N,), stored as `subject`; None: one per slice.
+        volumes: the source volume of every slice (N,), stored as `volume`; None: the subjects.
         rss: also store the slices' second reference `rss` (N, X, Y) float32.
         recon_size: the image crop metrics use (attribute `recon_size`); None: the whole image.
     """
@@ -325,12 +339,14 @@ class DeepInPyWriter:
         subjects: np.ndarray | None = None,
         rss: bool = False,
         recon_size: tuple[int, int] | None = None,
+        volumes: np.ndarray | None = None,
     ) -> None:
         self.path = Path(path)
         self.n, self.c, self.shape = num_slices, num_coils, tuple(shape)
         self.attrs = attrs or {}
         self.compression = compression
         self.subjects = np.arange(num_slices) if subjects is None else np.asarray(subjects, dtype=np.int64)
+        self.volumes = self.subjects if volumes is None else np.asarray(volumes, dtype=np.int64)
         self.rss = rss
         if recon_size is not None:
             self.attrs = {**self.attrs, "recon_size": np.asarray(recon_size, dtype=np.int64)}
@@ -357,6 +373,7 @@ class DeepInPyWriter:
         self._file.create_dataset("noise_std", shape=(self.n,), dtype=np.float32)
         self._file.create_dataset("acquired", shape=(self.n, 4), dtype=np.int64)
         self._file["subject"] = self.subjects
+        self._file["volume"] = self.volumes
         for name, value in self.attrs.items():
             self._file.attrs[name] = "" if value is None else value
         return self

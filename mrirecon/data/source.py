@@ -299,6 +299,7 @@ class MultiSource:
         self.recon_size = first.recon_size
         self._starts = np.cumsum([0] + [len(s) for s in sources])
         self._subjects: np.ndarray | None = None
+        self._volumes: np.ndarray | None = None
         self.subject_rules: list[str] = []
         self.attrs: dict[str, Any] = {"files": json.dumps([str(s.path) for s in sources])}
 
@@ -323,23 +324,24 @@ class MultiSource:
         if self._subjects is not None:
             return self._subjects
         keys: list[tuple[Any, ...]] = []
+        volumes: list[tuple[Any, ...]] = []
         names: dict[tuple[Any, ...], str] = {}
         self.subject_rules = []
         for k, s in enumerate(self.sources):
             stem = Path(str(s.path)).stem
             patient = str(s.attrs.get("patient_id", "")).strip()
-            own: list[tuple[Any, ...]]
+            recorded, rule = s.subjects(), "recorded in the file"
+            if recorded is None:
+                recorded, rule = (
+                    self._unrecorded(s),
+                    ("one per file" if self.slices_per_subject is None else "slices_per_subject"),
+                )
+            own: list[tuple[Any, ...]] = [("file", k, int(v)) for v in np.asarray(recorded).reshape(-1)]
+            volumes += own
             if patient:
                 own, rule = [("patient", patient)] * len(s), "patient ID"
                 names[own[0]] = patient
             else:
-                recorded, rule = s.subjects(), "recorded in the file"
-                if recorded is None:
-                    recorded, rule = (
-                        self._unrecorded(s),
-                        ("one per file" if self.slices_per_subject is None else "slices_per_subject"),
-                    )
-                own = [("file", k, int(v)) for v in np.asarray(recorded).reshape(-1)]
                 several = len(set(own)) > 1
                 for key in own:
                     names.setdefault(key, f"{stem}#{key[2]}" if several else str(s.attrs.get("subject_id", stem)))
@@ -347,9 +349,19 @@ class MultiSource:
             self.subject_rules.append(rule)
         numbers: dict[tuple[Any, ...], int] = {}
         self._subjects = np.array([numbers.setdefault(key, len(numbers)) for key in keys], dtype=np.int64)
+        volume_numbers: dict[tuple[Any, ...], int] = {}
+        self._volumes = np.array([volume_numbers.setdefault(key, len(volume_numbers)) for key in volumes], np.int64)
         self.attrs["subject_ids"] = json.dumps([names[key] for key in numbers])
         self.attrs["subject_rules"] = json.dumps(self.subject_rules)
         return self._subjects
+
+    def volumes(self) -> np.ndarray:
+        """The source volume of every slice (N,) int64: each file's own subjects (recorded, blocks of
+        slices_per_subject, else the whole file), never joined across files, so two files of one
+        patient are two volumes of one subject (fastMRI's per-volume metrics are per file)."""
+        self.subjects()
+        assert self._volumes is not None
+        return self._volumes
 
     def _unrecorded(self, s: Source) -> np.ndarray:
         """Subjects of a file that records none: blocks of slices_per_subject, else one."""

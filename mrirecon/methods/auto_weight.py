@@ -22,12 +22,32 @@ model error or an underestimated sigma it is larger (the misfit acts as noise). 
 `effective_noise_std` keeps sigma (rule 'noise') unless sigma_res exceeds it by more than
 FALLBACK_RATIO, and then uses sigma_res (rule 'residual'); the discrepancy target is then
 reachable by construction (sigma_res sqrt(C M) > ||A x - y||).
+
+Model error is more than a larger noise: where the maps cannot explain the data (their support
+cuts the object, ESPIRiT with a high crop or threshold), every weight of cg_sense and cs_wavelet
+loses to zero-filling on the real phantom (the fit explains the unmodelled signal with artefacts
+inside the support), and every weight of all three loses on the brain's hold-out error.
+`auto_choice` therefore also runs the calibration check of `physics.model_error`; where it fires
+(rule 'model') the method adds a zero-filled anchor to its objective,
+
+    + (a / 2) ||x - A^H y||^2,
+
+a = the method's `model_anchor` in the units of A^H A (1: one fully sampled measurement of every
+pixel), so that the data decide where they are well measured and the zero-filled image where the
+model would fill in from unmodelled signal; for cg_sense (a = 1) it makes the Tikhonov solution
+(A^H A + lam + a)^-1 (1 + a) A^H y (Tikhonov centred on the zero-filled image). The CS weights
+then follow MODEL_WEIGHT x the noise level of the sigma rules (the misfit is structured: a weight
+set for noise leaves it in). The constants (cg_sense a = 1, cs_wavelet a = 0.3, cs_tv a = 0, weight
+x4) were chosen on the model-error rows of scripts/bench_auto.py (docs/noise.md).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from mrirecon.physics.model_error import model_error
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.solvers.cg import conjugate_gradient
 
@@ -36,7 +56,8 @@ FLOOR_ITERATIONS = 10  # its CG steps (sigma_res changes by < 2 % between 5 and 
 PROBES = 2  # Hutchinson probes for tr H
 FALLBACK_RATIO = 1.1  # use sigma_res when it exceeds sigma by more than 10 %
 MIN_DOF_FRACTION = 0.05  # C M - tr H is floored at this fraction of C M (e.g. one coil: no dof left)
-NOISE, RESIDUAL = "noise", "residual"  # the rules, as summary.json names them
+NOISE, RESIDUAL, MODEL = "noise", "residual", "model"  # the rules, as summary.json names them
+MODEL_WEIGHT = 4.0  # the CS weights' multiple of the sigma rules' noise level where the check fires
 
 
 def measured_samples(y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
@@ -84,3 +105,63 @@ def effective_noise_std(
     fallback = sigma_res > FALLBACK_RATIO * sigma
     rules = [RESIDUAL if bool(f) else NOISE for f in fallback]
     return torch.where(fallback, sigma_res, sigma), rules
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What lam=auto follows, per slice: the noise std sigma (B,), the rule (noise | residual |
+    model), whether the model-error check fired (B,) bool, the zero-filled anchor's weight (B,)
+    (the method's anchor where it fired, else 0) and the check's ratio (B,) (NaN where unchecked)."""
+
+    sigma: torch.Tensor
+    rules: list[str]
+    fires: torch.Tensor
+    anchor: torch.Tensor
+    model_error: torch.Tensor
+
+
+def auto_choice(
+    y: torch.Tensor,
+    op: SenseOperator,
+    sigma: torch.Tensor,
+    aty: torch.Tensor | None = None,
+    fallback: bool = True,
+    anchor: float = 1.0,
+) -> AutoChoice:
+    """The noise std and rule of each slice (`effective_noise_std` when `fallback`, else sigma)
+    and, with `fallback`, the model-error check: where it fires the rule is 'model' and the
+    zero-filled anchor's weight `anchor` (module docstring)."""
+    batch = y.shape[0]
+    none = torch.zeros(batch, dtype=y.real.dtype, device=y.device)
+    if not fallback:
+        unchecked = torch.full((batch,), float("nan"))
+        return AutoChoice(sigma, [NOISE] * batch, torch.zeros(batch, dtype=torch.bool), none, unchecked)
+    check = model_error(y, op.maps, op.mask, sigma.detach().cpu())  # against the noise, not sigma_res
+    sigma, rules = effective_noise_std(y, op, sigma, aty)
+    fires = check.exceeds()
+    rules = [MODEL if bool(f) else r for f, r in zip(fires, rules)]
+    weights = torch.where(fires.to(y.device), torch.full_like(none, anchor), none)
+    return AutoChoice(sigma, rules, fires.to(y.device), weights, check.ratio)
+
+
+class Anchored:
+    """The data term with the zero-filled anchor, ||A x - y||^2 + a ||x - A^H y||^2, as one
+    operator [A; sqrt(a) I] and data [y; sqrt(a) A^H y]: k-space (B, C, X, Y) with the anchor as
+    one more channel (B, C + 1, X, Y); a (B,) per slice (0: the plain data term)."""
+
+    def __init__(self, op: SenseOperator, anchor: torch.Tensor) -> None:
+        self.op, self.anchor = op, anchor
+        self._root = anchor.sqrt().reshape(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.op.forward(x), (self._root * x).unsqueeze(1)], dim=1)
+
+    def adjoint(self, u: torch.Tensor) -> torch.Tensor:
+        return self.op.adjoint(u[:, :-1]) + self._root * u[:, -1]
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op.normal(x) + self.anchor.reshape(-1, 1, 1) * x
+
+    def data(self, y: torch.Tensor, aty: torch.Tensor) -> torch.Tensor:
+        """[y; sqrt(a) A^H y] (B, C + 1, X, Y)."""
+        return torch.cat([y, (self._root * aty).unsqueeze(1)], dim=1)

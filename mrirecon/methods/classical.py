@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import torch
 
-from mrirecon.methods.auto_weight import NOISE, effective_noise_std, measured_samples
+from mrirecon.methods.auto_weight import auto_choice, measured_samples
 from mrirecon.methods.base import (
     AUTO,
     Method,
@@ -42,7 +42,10 @@ class CGSense(Method):
     whose solution leaves a residual ||A x - y|| equal to the noise, sigma * sqrt(C * M) (C
     coils, M measured locations), found by bisection of log10(lam) in [1e-4, 10]. Where the
     data cannot be fitted to sigma (model error, sigma underestimated or 0), sigma is replaced
-    by the noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual').
+    by the noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual');
+    where the coil maps fail the calibration check of `physics.model_error` (rule 'model') the
+    Tikhonov term is centred on the zero-filled image: (A^H A + lam + a)^-1 (1 + a) A^H y with
+    a = `model_anchor` (model error: the fit would explain unmodelled signal with artefacts).
 
     Args:
         lam: 'auto' or the Tikhonov weight (>= 0) in the units of A^H A (maps normalised to
@@ -50,11 +53,12 @@ class CGSense(Method):
         max_iter: CG iterations (>= 1).
         tol: stop when the relative residual falls under this.
         search_steps: bisection steps of lam=auto (each a warm-started CG of max_iter // 3).
-        fallback: lam=auto only: allow the 'residual' rule (false: always sigma, as the plain
-            discrepancy principle).
+        fallback: lam=auto only: allow the 'residual' and 'model' rules (false: always sigma,
+            as the plain discrepancy principle).
     """
 
     units: ClassVar[dict[str, str]] = {"lam": "A^H A"}
+    model_anchor: ClassVar[float] = 1.0  # lam=auto's zero-filled anchor where the model-error check fires
 
     def __init__(
         self,
@@ -88,13 +92,15 @@ class CGSense(Method):
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
         lam: torch.Tensor | float
-        if self.lam == AUTO:
-            sigma, rules = known_noise_std(noise_std, "lam=auto"), [NOISE] * y.shape[0]
-            if self.fallback:
-                sigma, rules = effective_noise_std(y, op, sigma, aty)
-            lam = self.discrepancy_lam(y, op, aty, sigma)
-            self.chosen = {"lam": lam, "rule": rules, "effective_noise_std": sigma}
-        else:
+        if self.lam != AUTO:
             lam = float(self.lam)
             self.chosen = {"lam": torch.full((y.shape[0],), lam)}
-        return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
+            return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
+        auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), aty, self.fallback, self.model_anchor)
+        lam = self.discrepancy_lam(y, op, aty, auto.sigma)
+        self.chosen = {"lam": lam, "rule": auto.rules, "effective_noise_std": auto.sigma}
+        if not bool((auto.anchor > 0).any()):
+            return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
+        a = auto.anchor
+        rhs = aty * (1 + a).reshape(-1, 1, 1)
+        return conjugate_gradient(op.normal, rhs, lam=lam + a, max_iter=self.max_iter, tol=self.tol)

@@ -10,7 +10,10 @@ Poisson-disc masks; the best weight lay at 0.28-0.4 sigma for the wavelet and 0.
 for TV at every acceleration). Where the data cannot be fitted
 to sigma (model error, sigma underestimated or 0: noiseless simulations), sigma is replaced by the
 noise level the residual implies (`auto_weight.effective_noise_std`, rule 'residual'), so the
-weight never silently falls to 0.
+weight never silently falls to 0; where the coil maps fail the calibration check of
+`physics.model_error` (rule 'model'), the weight is `auto_weight.MODEL_WEIGHT` times larger and
+the objective gets the zero-filled anchor (a / 2) ||x - A^H y||^2, a = the method's
+`model_anchor` (`auto_weight.Anchored`; 0.3 for the wavelet, 0 for TV).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from mrirecon.methods.auto_weight import NOISE, effective_noise_std
+from mrirecon.methods.auto_weight import MODEL_WEIGHT, Anchored, auto_choice
 from mrirecon.methods.base import (
     AUTO,
     Method,
@@ -44,6 +47,7 @@ class SparsityMethod(Method):
     """A compressed-sensing method whose weight lam=auto is `kappa` * sigma."""
 
     kappa: ClassVar[float]  # lam=auto: weight = kappa * sigma
+    model_anchor: ClassVar[float]  # lam=auto's zero-filled anchor where the model-error check fires
     units: ClassVar[dict[str, str]] = {"lam": "x max|A^H y|"}  # lam relative to the data's scale
 
 
@@ -54,20 +58,19 @@ def weights(
     op: SenseOperator,
     noise_std: torch.Tensor | None,
     fallback: bool = True,
-) -> torch.Tensor:
-    """The regularisation weight w (B,) of each slice for `lam` (auto or relative to max |A^H y|);
-    records lam relative to max |A^H y| in method.chosen, and for auto the rule that chose it and
-    the noise std it followed."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The regularisation weight w (B,) of each slice for `lam` (auto or relative to max |A^H y|)
+    and the zero-filled anchor's weight (B,) (0 unless lam=auto's rule is 'model'); records lam
+    relative to max |A^H y| in method.chosen, and for auto the rule that chose it and the noise
+    std it followed."""
     scale = data_scale(y, op)
     if lam != AUTO:
         method.chosen = {"lam": torch.full_like(scale, float(lam))}
-        return float(lam) * scale
-    sigma, rules = known_noise_std(noise_std, "lam=auto"), [NOISE] * y.shape[0]
-    if fallback:
-        sigma, rules = effective_noise_std(y, op, sigma)
-    w = method.kappa * sigma
-    method.chosen = {"lam": w / scale, "rule": rules, "effective_noise_std": sigma}
-    return w
+        return float(lam) * scale, torch.zeros_like(scale)
+    auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), fallback=fallback, anchor=method.model_anchor)
+    w = method.kappa * auto.sigma * torch.where(auto.fires, MODEL_WEIGHT, 1.0)
+    method.chosen = {"lam": w / scale, "rule": auto.rules, "effective_noise_std": auto.sigma}
+    return w, auto.anchor
 
 
 def auto_levels(shape: tuple[int, int]) -> int:
@@ -94,6 +97,7 @@ class WaveletCS(SparsityMethod):
     """
 
     kappa = 0.3
+    model_anchor = 0.3
 
     def __init__(
         self,
@@ -131,15 +135,20 @@ class WaveletCS(SparsityMethod):
     def objective(
         self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """0.5 ||A x - y||^2 + w ||W x||_1 per batch element, (B,)."""
-        w = weights(self, self.lam, y, op, noise_std, self.fallback)
+        """0.5 ||A x - y||^2 + w ||W x||_1 per batch element, (B,) (without the anchor)."""
+        w, _ = weights(self, self.lam, y, op, noise_std, self.fallback)
         sparsity, _ = self.sparsity((int(x.shape[-2]), int(x.shape[-1])))
         return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + w * sparsity.norm(x)
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
-        w = weights(self, self.lam, y, op, noise_std, self.fallback).reshape(-1, 1, 1)
-        step = 1.0 / lipschitz(op.normal, aty)
+        w, anchor = weights(self, self.lam, y, op, noise_std, self.fallback)
+        w = w.reshape(-1, 1, 1)
+        normal, rhs = op.normal, aty
+        if bool((anchor > 0).any()):
+            anchored = Anchored(op, anchor)
+            normal, rhs = anchored.normal, anchored.adjoint(anchored.data(y, aty))
+        step = 1.0 / lipschitz(normal, aty)
         sparsity, levels = self.sparsity((int(aty.shape[-2]), int(aty.shape[-1])))
         shifts = torch.Generator().manual_seed(0)
 
@@ -150,7 +159,7 @@ class WaveletCS(SparsityMethod):
             shrunk = sparsity.prox(torch.roll(v, (dx, dy), dims=(-2, -1)), w * t)
             return torch.roll(shrunk, (-dx, -dy), dims=(-2, -1))
 
-        return self.solver(lambda x: op.normal(x) - aty, prox, aty, step, self.max_iter, self.tol)
+        return self.solver(lambda x: normal(x) - rhs, prox, aty, step, self.max_iter, self.tol)
 
 
 @register("cs_tv")
@@ -164,6 +173,7 @@ class TotalVariationCS(SparsityMethod):
     """
 
     kappa = 0.2
+    model_anchor = 0.0
 
     def __init__(self, lam: str | float = AUTO, max_iter: int = 200, tol: float = 1e-5, fallback: bool = True) -> None:
         self.lam = auto_or_nonnegative("lam", lam)
@@ -173,11 +183,16 @@ class TotalVariationCS(SparsityMethod):
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
-        radius = weights(self, self.lam, y, op, noise_std, self.fallback).reshape(-1, 1, 1, 1)
-        norm_sq = lipschitz(op.normal, aty) + 8.0  # ||grad||^2 <= 8
+        w, anchor = weights(self, self.lam, y, op, noise_std, self.fallback)
+        radius = w.reshape(-1, 1, 1, 1)
+        data: SenseOperator | Anchored = op
+        if bool((anchor > 0).any()):
+            data = Anchored(op, anchor)
+            y = data.data(y, aty)
+        norm_sq = lipschitz(data.normal, aty) + 8.0  # ||grad||^2 <= 8
         return primal_dual(
-            op.forward,
-            op.adjoint,
+            data.forward,
+            data.adjoint,
             y,
             gradient,
             lambda q: -divergence(q),

@@ -157,3 +157,31 @@ def overwrite(cfg: DictConfig) -> bool:
 def plain(cfg: Any) -> Any:
     """A resolved plain-Python copy of a config node."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+MAPS_CHOICES = ("source", "espirit")  # data.maps: the source's coil maps, or ESPIRiT from the measured data
+
+
+def maps_option(cfg: DictConfig) -> str:
+    """`data.maps`, checked: source (the maps the source ships, or ESPIRiT where it has none) or espirit."""
+    value = str(cfg.data.get("maps", "source"))
+    if value not in MAPS_CHOICES:
+        raise UserError(f"data.maps: '{value}' is not one of {', '.join(MAPS_CHOICES)}")
+    return value
+
+
+def model_error_warning(ratios: list[float], fires: list[bool], where: str) -> str | None:
+    """The one warning line of the model-error check (physics/model_error.py) over the slices of
+    `where`, naming the remedy; None when it fires on no slice."""
+    from mrirecon.physics.model_error import RATIO_LIMIT
+
+    hit = [r for r, f in zip(ratios, fires) if f]
+    if not hit:
+        return None
+    return (
+        f"model error: on {len(hit)} of {len(ratios)} slices of {where} the coil maps do not explain the fully "
+        f"sampled calibration region (residual {min(hit):.1f}-{max(hit):.1f} x the noise, limit {RATIO_LIMIT:g}: "
+        "their support cuts the object, or they do not fit the data); re-estimate them from the data: preprocess "
+        "with data.maps=espirit where the source ships maps, or a lower data.espirit.crop / data.espirit.thresh for "
+        "ESPIRiT maps (lam=auto adds a zero-filled anchor on those slices: rule model)"
+    )

@@ -25,7 +25,7 @@ from mrirecon.io import staged_outputs, write_text
 from mrirecon.metrics import NAMES as METRICS
 from mrirecon.optuna_figures import optuna_figures
 from mrirecon.ownership import Outputs
-from mrirecon.runs import Damaged, Run, Skipped, discover, load, load_training
+from mrirecon.runs import CROPS, REFERENCES, Damaged, Run, Skipped, discover, load, load_training
 from mrirecon.tasks.common import run_dir
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,13 @@ class Options:
     strict: bool
     figure_slices: int
     baseline: str | None
+    reference: str = "auto"
+    crop: str | None = None
 
 
 def options(cfg: DictConfig) -> Options:
-    """The checked keys: runs (one path or a list), level, pool, strict, figure_slices, baseline."""
+    """The checked keys: runs (one path or a list), level, pool, strict, figure_slices, baseline,
+    reference, crop."""
     runs = cfg.get("runs")
     paths = [str(r) for r in (runs if isinstance(runs, (ListConfig, list, tuple)) else [runs] if runs else [])]
     if not paths or any(not p for p in paths):
@@ -70,7 +73,13 @@ def options(cfg: DictConfig) -> Options:
     if isinstance(slices, bool) or not isinstance(slices, int) or slices < 0:
         raise UserError(f"figure_slices: {slices!r} is not a whole number >= 0 (slices per comparison figure)")
     baseline = cfg.get("baseline")
-    return Options(paths, level, pool, strict, slices, None if baseline is None else str(baseline))
+    reference = str(cfg.get("reference", "auto"))
+    if reference not in REFERENCES:
+        raise UserError(f"reference: '{reference}' is not one of {', '.join(REFERENCES)}")
+    crop = cfg.get("crop")
+    if crop is not None and crop not in CROPS:
+        raise UserError(f"crop: {crop!r} is not null or one of {', '.join(CROPS)}")
+    return Options(paths, level, pool, strict, slices, None if baseline is None else str(baseline), reference, crop)
 
 
 def read(opts: Options) -> tuple[list[Run], list[tuple[str, np.ndarray, dict[str, np.ndarray]]], list[Skipped]]:
@@ -80,7 +89,7 @@ def read(opts: Options) -> tuple[list[Run], list[tuple[str, np.ndarray, dict[str
     loaded, curves = [], []
     for path in recon_dirs:
         try:
-            loaded.append(load(path, opts.level))
+            loaded.append(load(path, opts.level, opts.reference, opts.crop))
         except Damaged as exc:
             skipped.append(Skipped(path, str(exc)))
     for path in train_dirs:

@@ -17,6 +17,7 @@ from rich.progress import Progress
 
 from mrirecon import __version__, ownership
 from mrirecon.data.coil_compression import CoilCompression
+from mrirecon.data.completion import espirit_maps
 from mrirecon.data.h5 import PRODUCER, SPLITS, DeepInPyWriter, Slice, producer
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import MultiSource, source_files
@@ -25,8 +26,19 @@ from mrirecon.data.transforms import make_variant, resized_shape, with_noise
 from mrirecon.errors import UserError
 from mrirecon.io import make_parent, write_target
 from mrirecon.locks import file_lock, held, remove_temporaries
+from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import estimate_noise_std
-from mrirecon.tasks.common import open_source, overwrite, prewhiten_option, run_dir, source_spec, variant_of
+from mrirecon.tasks.common import (
+    maps_option,
+    model_error_warning,
+    open_source,
+    overwrite,
+    prewhiten_option,
+    read_options,
+    run_dir,
+    source_spec,
+    variant_of,
+)
 
 log = logging.getLogger(__name__)
 MIN_SIZE = 7  # the smallest image side metrics take (SSIM's 7x7 window)
@@ -41,6 +53,30 @@ NOISE_STD_SCANS = (
     "(Psi = L L^H), else sqrt(trace(Psi) / C); divided by sqrt of the mean repeat count of averaged lines. "
     "Regenerated k-space (quantised or resized variants): the simulated std"
 )
+
+
+MAPS_ESPIRIT = (
+    "espirit: re-estimated from each slice's measured k-space (its centred data.espirit.calib_width square) by "
+    "ESPIRiT with data.espirit.thresh and crop (data.maps=espirit)"
+)
+
+
+class ModelErrorLog:
+    """The model-error check (physics/model_error.py) of every slice written, for one warning."""
+
+    def __init__(self) -> None:
+        self.ratios: list[float] = []
+        self.fires: list[bool] = []
+
+    def check(self, s: Slice) -> Slice:
+        """Check slice s (its measured k-space, maps and noise std) and pass it on."""
+        measured = torch.from_numpy(s.ksp * s.mask)[None]
+        found = model_error(
+            measured, torch.from_numpy(s.maps)[None], torch.from_numpy(s.mask)[None], torch.tensor([s.noise_std or 0.0])
+        )
+        self.ratios.append(float(found.ratio[0]))
+        self.fires.append(bool(found.exceeds()[0]))
+        return s
 
 
 def noise_estimate(s: Slice) -> float:
@@ -121,6 +157,14 @@ def source_subjects(cfg: DictConfig, source: Any) -> np.ndarray:
             source.path,
         )
     return subjects
+
+
+def source_volumes(source: Any, subjects: np.ndarray) -> np.ndarray:
+    """The source volume of every slice: a file's own volumes when several files are read (two
+    files of one patient: two volumes of one subject), those a processed file records, else the
+    subjects. The unit of fastMRI's per-volume metrics (`evaluate level=volume`)."""
+    volumes = source.volumes() if callable(getattr(source, "volumes", None)) else None
+    return subjects if volumes is None else np.asarray(volumes, dtype=np.int64)
 
 
 def new_splits(cfg: DictConfig, subjects: np.ndarray) -> dict[str, np.ndarray]:
@@ -310,14 +354,21 @@ def mask_error(exc: MaskError) -> str:
 def slice_reader(
     cfg: DictConfig, source: Any, compression: CoilCompression | None, subjects: np.ndarray
 ) -> Callable[[int], Slice]:
-    """read(i): source slice i (coil-compressed when asked), with a mask error named by its
-    config key and a warning when its coil maps are all zero."""
+    """read(i): source slice i (its maps re-estimated by ESPIRiT from its measured k-space with
+    data.maps=espirit; coil-compressed when asked), with a mask error named by its config key and
+    a warning when its coil maps are all zero."""
+    reestimate = maps_option(cfg) == "espirit"
+    options = read_options(cfg) if reestimate else None
 
     def read(i: int) -> Slice:
         try:
             s = source.read(i)
         except MaskError as exc:  # a mask for fully sampled k-space: name the config key
             raise UserError(mask_error(exc)) from None
+        if options is not None:
+            measured = s.ksp * s.mask
+            maps = espirit_maps(measured, options.calib_width, options.thresh, options.crop, options.device)
+            s = dataclasses.replace(s, maps=maps)
         if not np.any(s.maps):
             log.warning(
                 "%s slice %d: the coil maps are all zero (ESPIRiT found no sensitivity: raise "
@@ -363,6 +414,7 @@ def attributes_of(
         "noise_std_definition": NOISE_STD_SCANS if noise_scans else NOISE_STD,
         "prewhitened": int(prewhitened),
         "coil_compression": "none",
+        "maps": MAPS_ESPIRIT if maps_option(cfg) == "espirit" else "source",
         "mrirecon_version": __version__,
         PRODUCER: "preprocess",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -416,13 +468,26 @@ def run(cfg: DictConfig) -> Path:
     first = variant.make(read(0), 0)
     attrs = attributes_of(cfg, source, files, variant, splits, noise_scans, prewhitened)
     writer = DeepInPyWriter(
-        out, len(source), num_coils, shape, attrs, h5_filter, subjects, rss=source.has_rss, recon_size=crop
+        out,
+        len(source),
+        num_coils,
+        shape,
+        attrs,
+        h5_filter,
+        subjects,
+        rss=source.has_rss,
+        recon_size=crop,
+        volumes=source_volumes(source, subjects),
     )
-    slices = (first if i == 0 else variant.make(read(i), i) for i in range(len(source)))
+    checked = ModelErrorLog()
+    slices = (checked.check(first if i == 0 else variant.make(read(i), i)) for i in range(len(source)))
     final_attrs = None if compression is None else lambda: compression.attrs(source.num_coils)
     label = f"preprocess {cfg.data.name}"
     stds = write_locked(cfg, out, files, lambda: write_slices(writer, slices, len(source), label, final_attrs))
     source.close()
+    warning = model_error_warning(checked.ratios, checked.fires, str(source.path))
+    if warning:
+        log.warning("%s", warning)
     log.info(
         "wrote %s: %d slices of %d subjects, %d coils, %dx%d, bits=%s scale=%s (train %d / val %d / test %d "
         "slices), estimated noise std %.3g (median)",

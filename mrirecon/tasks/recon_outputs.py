@@ -24,9 +24,10 @@ from mrirecon.data.cfl import CflImageWriter
 from mrirecon.data.h5 import PRODUCER
 from mrirecon.figures import reconstruction_figure
 from mrirecon.io import atomic_path
+from mrirecon.physics.model_error import FRACTION_LIMIT, RATIO_LIMIT
 
 log = logging.getLogger(__name__)
-CSV_HEADER = ("slice", "subject", "method", "nrmse", "psnr", "ssim", "seconds")
+CSV_HEADER = ("slice", "subject", "volume", "method", "nrmse", "psnr", "ssim", "seconds")
 # the run dir's files that a run writes (figures/ aside; recon.h5's attributes vouch for them in a
 # run dir of a reconstruct run from before the run dir's record, mrirecon/ownership.py)
 OUTPUTS = ("recon.h5", "metrics.csv", "summary.json", "recon.cfl", "recon.hdr")
@@ -41,6 +42,7 @@ class SliceRecord:
         position: its place in the run's outputs (row of recon.h5, image of recon.cfl), 0, 1, ...
         index: the slice's index in the data file.
         subject: the slice's subject (None: the file records none).
+        volume: the slice's source volume (file; None: the file records no subjects).
         recon: the reconstruction (X, Y) complex64, cropped to the run's image size.
         reference: the reference (X, Y) complex, cropped alike (the zero-filled image where the
             data have no reference).
@@ -50,6 +52,12 @@ class SliceRecord:
         acceleration: acquired k-space locations / measured locations of the slice's mask.
         noise_std: the noise std per k-space sample the slice was reconstructed with.
         chosen: the settings the method chose from this slice's data (e.g. lam: auto, its rule).
+        rss: fastMRI's reconstruction_rss (X, Y) float32 of the slice, cropped alike (None: the
+            file has none).
+        rss_metrics: {'nrmse', 'psnr', 'ssim'} of recon against rss (None without rss).
+        model_error: the calibration check's residual / noise (physics/model_error.py; NaN:
+            no fully sampled calibration square to check).
+        model_error_fires: whether the check fires (the maps do not explain the data).
     """
 
     position: int
@@ -63,6 +71,11 @@ class SliceRecord:
     acceleration: float
     noise_std: float
     chosen: dict[str, Chosen] = field(default_factory=dict)
+    volume: int | None = None
+    rss: np.ndarray | None = None
+    rss_metrics: dict[str, float] | None = None
+    model_error: float = float("nan")
+    model_error_fires: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,7 @@ class RunFacts:
     coil_compression: str
     param_units: dict[str, str]  # Method.units: the unit of parameters named alike across methods
     mask: str = ""  # the kind of the data's masks (preprocess's `mask` attribute; '' when not recorded)
+    has_rss: bool = False  # the data carry fastMRI's reconstruction_rss (recon.h5 stores it as `rss`)
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,8 @@ class OutputOptions:
 
 
 class ReconWriter:
-    """recon.h5 (datasets recon and imgs (N, X, Y) complex64 in record order, slices (N,), the
-    run's attributes) and, with `cfl_axes`, recon.cfl/.hdr (the recon images for BART), filled
+    """recon.h5 (datasets recon and imgs (N, X, Y) complex64 in record order, slices (N,), with
+    `rss` also rss (N, X, Y) float32 (fastMRI's reconstruction_rss), the run's attributes) and, with `cfl_axes`, recon.cfl/.hdr (the recon images for BART), filled
     record by record at temporary names and renamed on a clean exit; nothing is left on an
     exception."""
 
@@ -115,8 +129,10 @@ class ReconWriter:
         shape: tuple[int, int],
         attrs: dict[str, Any],
         cfl_axes: tuple[int, int] | None = None,
+        rss: bool = False,
     ) -> None:
         self.out, self.slices, self.shape, self.attrs, self.cfl_axes = out, slices, shape, attrs, cfl_axes
+        self.rss = rss
         self._stack = contextlib.ExitStack()
         self._datasets: dict[str, h5py.Dataset] = {}
         self._cfl: CflImageWriter | None = None
@@ -130,6 +146,8 @@ class ReconWriter:
                 self._cfl = stack.enter_context(CflImageWriter(self.out / "recon", n, self.shape, self.cfl_axes))
             for name in ("recon", "imgs"):
                 self._datasets[name] = h5.create_dataset(name, (n, *self.shape), np.complex64, chunks=(1, *self.shape))
+            if self.rss:
+                self._datasets["rss"] = h5.create_dataset("rss", (n, *self.shape), np.float32, chunks=(1, *self.shape))
             h5["slices"] = self.slices
             h5.attrs.update(self.attrs)
             self._stack = stack.pop_all()
@@ -139,6 +157,10 @@ class ReconWriter:
         """Store the record's images at its position."""
         self._datasets["recon"][record.position] = record.recon
         self._datasets["imgs"][record.position] = record.reference
+        if self.rss:
+            if record.rss is None:
+                raise ValueError(f"slice {record.index}: rss is not set")
+            self._datasets["rss"][record.position] = record.rss
         if self._cfl is not None:
             self._cfl.write(record.position, record.recon)
 
@@ -174,6 +196,7 @@ class MetricsWriter:
         return {
             "slice": record.index,
             "subject": subject,
+            "volume": "" if record.volume is None else record.volume,
             "method": self.method,
             **record.metrics,
             "seconds": record.seconds,
@@ -202,6 +225,9 @@ class SliceTable:
         self.noise_std: list[float] = []
         self.acceleration: list[float] = []
         self.chosen: dict[str, list[Chosen]] = {}
+        self.rss: dict[str, list[float]] = {k: [] for k in metrics.NAMES}
+        self.model_error: list[float] = []
+        self.model_error_fires: list[bool] = []
 
     def __len__(self) -> int:
         return len(self.consistency)
@@ -216,6 +242,10 @@ class SliceTable:
         self.acceleration.append(record.acceleration)
         for key, value in record.chosen.items():
             self.chosen.setdefault(key, []).append(value)
+        for key, value in (record.rss_metrics or {}).items():
+            self.rss[key].append(value)
+        self.model_error.append(record.model_error)
+        self.model_error_fires.append(record.model_error_fires)
         if len(self.shown) < self.keep:
             self.shown.append(record)
 
@@ -256,6 +286,13 @@ def slice_facts(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
         },
         "prewhitened": facts.prewhitened,
         "coil_compression": facts.coil_compression,
+        "model_error": {
+            "per_slice": table.model_error,
+            "fires": table.model_error_fires,
+            "definition": "the calibration check of the coil maps (physics/model_error.py): residual of the fully "
+            f"sampled calibration region under the maps / its noise expectation; fires above {RATIO_LIMIT:g} with "
+            f"more than {FRACTION_LIMIT:.2%} of the calibration energy; NaN: no calibration square to check",
+        },
         "chosen": {key: chosen_summary(v) for key, v in table.chosen.items()},
         "mask": facts.mask,
         "acceleration": {
@@ -265,6 +302,23 @@ def slice_facts(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
             "each slice's mask",
         },
     }
+
+
+def reference_record(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
+    """summary.json's `references`: the images the run was measured against (metrics.csv: the
+    SENSE reference; with the data's fastMRI reconstruction_rss also `rss`, in recon.h5, with its
+    mean metrics, what `evaluate reference=auto` uses)."""
+    out: dict[str, Any] = {
+        "sense": "metrics.csv and recon.h5 imgs: the SENSE combination of the fully sampled k-space (zero outside "
+        "the maps' support)"
+    }
+    if facts.has_rss and table.rss["psnr"]:
+        values = {k: np.array(v, dtype=np.float64) for k, v in table.rss.items()}
+        out["rss"] = {
+            "definition": "recon.h5 rss: the source's reconstruction_rss (fastMRI), metrics of |recon| against it",
+            "mean": {k: float(np.mean(v)) for k, v in values.items()},
+        }
+    return out
 
 
 def summary(facts: RunFacts, table: SliceTable, objective: str) -> dict[str, Any]:
@@ -297,6 +351,7 @@ def summary(facts: RunFacts, table: SliceTable, objective: str) -> dict[str, Any
             else "images on the whole k-space grid",
         },
         **slice_facts(table, facts),
+        "references": reference_record(table, facts),
     }
     result["objective"] = {"metric": objective, "value": result["mean"][objective]}
     return result
@@ -359,7 +414,7 @@ def write_run(
         summary_tmp = stack.enter_context(atomic_path(out / "summary.json"))
         csv_out = stack.enter_context(MetricsWriter(out / "metrics.csv", facts.method))
         cfl_axes = options.cfl_axes if options.cfl else None
-        recon_out = stack.enter_context(ReconWriter(out, slices, facts.shape, attrs, cfl_axes))
+        recon_out = stack.enter_context(ReconWriter(out, slices, facts.shape, attrs, cfl_axes, facts.has_rss))
         for record in with_progress(records, len(slices), f"{facts.method} on {facts.variant}"):
             recon_out.write(record)
             csv_out.write(record)

@@ -26,9 +26,10 @@ from mrirecon.errors import UserError, configured
 from mrirecon.io import load_checkpoint
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.ownership import Outputs
+from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.tasks.common import device_of, open_processed, overwrite, plain, run_dir
+from mrirecon.tasks.common import device_of, model_error_warning, open_processed, overwrite, plain, run_dir
 from mrirecon.tasks.recon_outputs import (
     OUTPUTS,
     Chosen,
@@ -41,6 +42,7 @@ from mrirecon.tasks.recon_outputs import (
 from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 log = logging.getLogger(__name__)
+Units = tuple[np.ndarray | None, np.ndarray | None]  # the subject and the volume of every slice of the file
 NOISE_ESTIMATED = "estimated from the measured data (physics/noise.py): the file stores none"
 
 
@@ -58,7 +60,9 @@ class ReconOptions:
 class Batch:
     """Slices read together: their indices (B,), reference (B, X, Y), measured k-space
     y = mask * ksp (B, C, X, Y), maps (B, C, X, Y), mask (B, X, Y), the stored noise std (B,)
-    (NaN where the file has none) and the acquired k-space locations (B,) (float64, on the CPU)."""
+    (NaN where the file has none), the acquired k-space locations (B,) (float64, on the CPU) and
+    the second reference `rss` (B, X, Y) float32 (fastMRI's reconstruction_rss; None where the
+    file has none)."""
 
     indices: np.ndarray
     reference: torch.Tensor
@@ -67,6 +71,7 @@ class Batch:
     mask: torch.Tensor
     noise_std: torch.Tensor
     acquired: torch.Tensor
+    rss: np.ndarray | None = None
 
 
 def options_of(cfg: DictConfig) -> ReconOptions:
@@ -93,7 +98,8 @@ def load_batch(data: DeepInPyFile, idx: np.ndarray, device: torch.device) -> Bat
     ref, ksp, maps, mask = stack("img"), stack("ksp"), stack("maps"), stack("mask")
     noise = torch.tensor([np.nan if s.noise_std is None else s.noise_std for s in slices], dtype=torch.float32)
     acquired = torch.tensor([region_size(data.acquired(int(i))) for i in idx], dtype=torch.float64)
-    return Batch(idx, ref, ksp * mask.unsqueeze(1), maps, mask, noise.to(device), acquired)
+    rss = np.stack([s.rss for s in slices]) if data.has_rss else None  # type: ignore[misc]
+    return Batch(idx, ref, ksp * mask.unsqueeze(1), maps, mask, noise.to(device), acquired, rss)
 
 
 def image_shape(data: DeepInPyFile) -> tuple[int, int]:
@@ -146,25 +152,35 @@ def defined_metrics(recon: np.ndarray, reference: np.ndarray, index: int) -> dic
 
 @torch.no_grad()
 def batch_records(
-    method: Method, batch: Batch, position: int, subjects: np.ndarray | None, shape: tuple[int, int], reference: bool
+    method: Method, batch: Batch, position: int, units: Units, shape: tuple[int, int], reference: bool
 ) -> list[SliceRecord]:
-    """The records of one batch: reconstruct it, measure it, crop its images to `shape`; without
-    a `reference` the zero-filled image stands in for it (and the metrics are NaN)."""
+    """The records of one batch: reconstruct it, measure it (against the SENSE reference and,
+    where the file has one, fastMRI's `rss`), crop its images to `shape`; without a `reference`
+    the zero-filled image stands in for it (and the metrics are NaN)."""
     x, op, noise, seconds = reconstruct_batch(method, batch)
+    check = model_error(batch.y, batch.maps, batch.mask, noise.cpu())
+    fires = check.exceeds()
     consistency = (op.forward(x) - batch.y).abs().flatten(1).norm(dim=1) / batch.y.abs().flatten(1).norm(dim=1)
     acceleration = batch.acquired / batch.mask.flatten(1).sum(1).cpu()
     ref = batch.reference if reference else op.adjoint(batch.y)
     recon_np = center_crop(x.cpu().numpy().astype(np.complex64), shape)
     ref_np = center_crop(ref.cpu().numpy(), shape)
+    rss = None if batch.rss is None or not reference else center_crop(batch.rss, shape)
     nan = dict.fromkeys(metrics.NAMES, float("nan"))
+    subjects, volumes = units
     return [
         SliceRecord(
             position=position + k,
             index=int(i),
             subject=None if subjects is None else int(subjects[i]),
+            volume=None if volumes is None else int(volumes[i]),
             recon=recon_np[k],
             reference=ref_np[k],
             metrics=defined_metrics(recon_np[k], ref_np[k], int(i)) if reference else dict(nan),
+            rss=None if rss is None else rss[k],
+            rss_metrics=None if rss is None else defined_metrics(recon_np[k], rss[k], int(i)),
+            model_error=float(check.ratio[k]),
+            model_error_fires=bool(fires[k]),
             seconds=seconds,
             consistency=float(consistency[k]),
             acceleration=float(acceleration[k]),
@@ -181,10 +197,12 @@ def reconstruct_slices(
     """Reconstruct the slices `indices` of `data`, `batch_size` at a time on `device`, and yield
     one record per slice, in order (images cropped to `image_shape(data)`)."""
     subjects = data.subjects()  # None: the file records no subjects (the column stays empty)
+    volumes = data.volumes()
+    units = (subjects, subjects if volumes is None else volumes)
     shape, reference = image_shape(data), has_reference(data)
     position = 0
     for idx in batches(indices, batch_size):
-        yield from batch_records(method, load_batch(data, idx, device), position, subjects, shape, reference)
+        yield from batch_records(method, load_batch(data, idx, device), position, units, shape, reference)
         position += len(idx)
 
 
@@ -274,6 +292,7 @@ def facts_of(
         overrides=list(HydraConfig.get().overrides.task),
         hardware=plain(cfg.hardware),
         has_reference=has_reference(data),
+        has_rss=bool(data.has_rss and has_reference(data)),
         shape=image_shape(data),
         cropped=bool(data.recon_size),
         noise_definition=str(data.attrs.get("noise_std_definition", NOISE_ESTIMATED)),
@@ -355,6 +374,10 @@ def run(cfg: DictConfig) -> float:
         summary = write_run(out, records, facts, indices, output)
     finally:
         data.close()
+    check = summary["model_error"]
+    warning = model_error_warning(check["per_slice"], check["fires"], f"{data.path} (data.split={cfg.data.split})")
+    if warning:
+        log.warning("%s", warning)
     outputs.commit(names)
     log_summary(summary, out)
     return float(summary["objective"]["value"])

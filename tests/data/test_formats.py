@@ -108,7 +108,8 @@ def reconstruct(cwd: Path, data: str, *extra: str, lam: float | None = None) -> 
     )
     assert res.returncode == 0, res.stderr
     run = cwd / name
-    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    lines = (run / "metrics.csv").read_text().splitlines()
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
     f = DeepInPyFile(cwd / data)
     crop = f.recon_size or f.shape
     top, left = (f.shape[0] - crop[0]) // 2, (f.shape[1] - crop[1]) // 2
@@ -125,7 +126,7 @@ def reconstruct(cwd: Path, data: str, *extra: str, lam: float | None = None) -> 
             continue
         assert np.array_equal(refs[k], ref)
         err = np.abs(recon[k]).astype(np.float64) - np.abs(ref)
-        nrmse, psnr = float(rows[k][3]), float(rows[k][4])
+        nrmse, psnr = float(rows[k]["nrmse"]), float(rows[k]["psnr"])
         assert nrmse == pytest.approx(np.linalg.norm(err) / np.linalg.norm(np.abs(ref)), rel=1e-4)
         assert psnr == pytest.approx(20 * np.log10(np.abs(ref).max() / np.sqrt(np.mean(err**2))), abs=1e-3)
     return json.loads((run / "summary.json").read_text())

@@ -62,10 +62,12 @@ def test_reconstruct_outputs(sweep):
     run = next(p.parent for p in sweep.glob("*/summary.json") if json.loads(p.read_text())["method"] == "cg_sense")
     with open(run / "metrics.csv", newline="") as fh:
         lines = fh.read().splitlines()
-    assert lines[0] == "slice,subject,method,nrmse,psnr,ssim,seconds"
+    assert lines[0] == "slice,subject,volume,method,nrmse,psnr,ssim,seconds"
     rows = list(csv.DictReader(lines))
     assert [int(r["slice"]) for r in rows] == [12, 13, 14] and {r["method"] for r in rows} == {"cg_sense"}
+    assert [r["volume"] for r in rows] == [r["subject"] for r in rows]  # the sample: a volume per knee
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["model_error"]["fires"] == [False] * 3  # the sample's maps explain its data
     assert summary["num_slices"] == 3 and "data_range" in summary["metric_convention"]
     assert summary["param_units"] == {"lam": "A^H A"}  # evaluate keeps its lam apart from the CS methods'
     assert summary["mean"]["nrmse"] == pytest.approx(np.mean([float(r["nrmse"]) for r in rows]), rel=1e-4)
@@ -308,3 +310,37 @@ def test_evaluate_never_pools_splits_or_files(sample_dir):
         ("8bit_quarter.h5", "test", "3", "2"),
         ("8bit_quarter.h5", "val", "2", "1"),
     ]
+
+
+@pytest.mark.slow
+def test_reconstruct_warns_of_model_error_and_records_it(tmp_path):
+    """The real phantom shipped with maps cut by 12 pixels: reconstruct prints one model-error
+    warning naming the remedy, records the check per slice in summary.json, and lam=auto took its
+    model rule; preprocessed with data.maps=espirit the same scan passes the check."""
+    from test_preprocess import phantom_with_cut_maps
+
+    source, _ = phantom_with_cut_maps(tmp_path)
+    for maps, name in (("source", "cut"), ("espirit", "remedy")):
+        steps = [
+            ("preprocess", "data=full", f"data.source={source}", f"data.maps={maps}", f"data.path={name}.h5"),
+            (
+                "reconstruct",
+                "method=cg_sense",
+                "data=full",
+                f"data.path={name}.h5",
+                "data.split=all",
+                f"hydra.run.dir={name}",
+            ),
+        ]
+        for step in steps:
+            res = run_cli(*step, cwd=tmp_path)
+            assert res.returncode == 0, res.stderr
+        warned = [line for line in (res.stdout + res.stderr).splitlines() if "model error" in line]
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        if name == "cut":
+            assert len(warned) == 1 and "data.maps=espirit" in warned[0], res.stdout
+            assert summary["model_error"]["fires"] == [True] and summary["model_error"]["per_slice"][0] > 4.5
+            assert summary["chosen"]["rule"]["counts"] == {"model": 1}
+        else:
+            assert not warned and summary["model_error"]["fires"] == [False]
+            assert summary["chosen"]["rule"]["counts"] != {"model": 1}

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from helpers import fake_run, run_cli
@@ -241,3 +242,55 @@ def test_reusing_an_evaluate_folder_leaves_no_stale_outputs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert not list((tmp_path / "out").glob("sweep_*.png")) and "sweep_" not in res.stderr
     assert [r["method"] for r in read_csv(tmp_path / "out" / "results.csv")] == ["zero_filled"]
+
+
+def fastmri_center_crop(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """fastMRI's fastmri.data.transforms.center_crop (facebookresearch/fastMRI, MIT License), copied."""
+    w_from = (data.shape[-2] - shape[0]) // 2
+    h_from = (data.shape[-1] - shape[1]) // 2
+    return data[..., w_from : w_from + shape[0], h_from : h_from + shape[1]]
+
+
+def test_volume_metrics_on_a_fastmri_file_are_fastmris(tmp_path):
+    """The real 4-coil phantom scan (its own thermal noise) laid out as a fastMRI file of two
+    slices with reconstruction_rss and a non-square recon size 256x200: preprocess, cg_sense,
+    then evaluate level=volume gives fastMRI evaluate.py's PSNR and SSIM of the same reconstruction
+    against reconstruction_rss (the file's own array, not mrirecon's copy): with crop=fastmri its
+    200x200 crop, without it the whole 256x200; reference=sense is another number."""
+    from formats_helpers import centred_ifftn, write_fastmri
+    from helpers import ASSETS
+    from test_metrics import fastmri_volume
+
+    full = np.load(ASSETS / "phantom_4coil_gre_256.npy")
+    coils = centred_ifftn(np.stack([full, np.swapaxes(full, -1, -2)]), (-2, -1)).astype(np.complex64)
+    source = tmp_path / "file_phantom.h5"
+    write_fastmri(source, coils, (256, 200))
+    steps = [
+        ("preprocess", "data=full", f"data.source={source}", "data.path=proc.h5", "data.mask=fastmri_random"),
+        ("reconstruct", "method=cg_sense", "data=full", "data.path=proc.h5", "data.split=all", "hydra.run.dir=rec"),
+        ("evaluate", "runs=rec", "level=volume", "figure_slices=0", "hydra.run.dir=whole"),
+        ("evaluate", "runs=rec", "level=volume", "crop=fastmri", "figure_slices=0", "hydra.run.dir=cropped"),
+        ("evaluate", "runs=rec", "level=volume", "reference=sense", "figure_slices=0", "hydra.run.dir=sense"),
+    ]
+    for step in steps:
+        res = run_cli(*step, cwd=tmp_path, timeout=300)
+        assert res.returncode == 0, res.stderr
+    with h5py.File(tmp_path / "rec" / "recon.h5", "r") as h5:
+        recon = np.abs(h5["recon"][()])[np.argsort(h5["slices"][()])]
+    with h5py.File(source, "r") as f:
+        target = f["reconstruction_rss"][()]
+    square = (target.shape[-1], target.shape[-1])  # fastMRI's evaluate.py
+    expected = {
+        "whole": fastmri_volume(target, recon),
+        "cropped": fastmri_volume(fastmri_center_crop(target, square), fastmri_center_crop(recon, square)),
+    }
+    for name, fastmri in expected.items():
+        row = read_csv(tmp_path / name / "results.csv")[0]
+        print(f"{name}: evaluate PSNR {row['psnr_mean']} SSIM {row['ssim_mean']}; fastMRI {fastmri}")
+        assert row["reference_image"] == ("rss" if name == "whole" else "rss, fastMRI crop")
+        assert abs(float(row["psnr_mean"]) - fastmri["psnr"]) < 0.05, (name, row["psnr_mean"], fastmri)
+        assert abs(float(row["ssim_mean"]) - fastmri["ssim"]) < 0.01, (name, row["ssim_mean"], fastmri)
+    sense = read_csv(tmp_path / "sense" / "results.csv")[0]
+    print(f"reference=sense: PSNR {sense['psnr_mean']} SSIM {sense['ssim_mean']}")
+    assert sense["reference_image"] == "sense"
+    assert abs(float(sense["ssim_mean"]) - expected["whole"]["ssim"]) > 0.01  # the reference matters

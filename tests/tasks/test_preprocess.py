@@ -64,8 +64,48 @@ def test_patient_ids_join_files_of_one_patient(tmp_path, caplog):
     ]
     f = run(tmp_path, f"data.source=[{','.join(map(str, paths))}]", "data.val_fraction=0.3", "data.test_fraction=0.3")
     assert f.subjects().tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 2, 2, 2]
+    assert f.volumes().tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]  # per-volume metrics: one per file
     assert f.attrs["source_subject_ids"] == '["P1", "P2", "P3"]'
     assert split_subjects(f) == [[0], [1], [2]]
+
+
+# ---------------------------------------------------------------------------- coil maps and model error
+
+
+def phantom_with_cut_maps(tmp_path):
+    """A DeepInPy file of the real 4-coil phantom scan (fully sampled, its own noise; Poisson R = 6)
+    shipping maps whose support is cut by 12 pixels: the SENSE model cannot explain its rim."""
+    import sigpy.mri
+    from helpers import ASSETS
+    from scipy import ndimage
+
+    from mrirecon.data.completion import espirit_maps, sense_combine
+
+    full = np.load(ASSETS / "phantom_4coil_gre_256.npy")
+    maps = espirit_maps(full, 24, 0.02, 0.95)
+    img = sense_combine(full, maps)
+    maps = maps * ndimage.binary_erosion(np.abs(maps).sum(0) > 0, iterations=12)
+    mask = (sigpy.mri.poisson(full.shape[1:], 6.0, calib=(24, 24), seed=2) != 0).astype(np.float32)
+    arrays = {"imgs": img[None], "maps": maps[None].astype(np.complex64), "ksp": full[None], "masks": mask[None]}
+    return write_h5(tmp_path / "phantom.h5", arrays), maps
+
+
+def test_model_error_warns_and_data_maps_espirit_is_the_remedy(tmp_path, caplog):
+    """Shipped maps that cut the object: one warning line naming the check and data.maps=espirit;
+    with data.maps=espirit the maps are re-estimated from the measured k-space and it is silent."""
+    source, cut = phantom_with_cut_maps(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        f = run(tmp_path, f"data.source={source}")
+    warnings = [r.getMessage() for r in caplog.records if "model error" in r.getMessage()]
+    assert len(warnings) == 1 and "1 of 1 slices" in warnings[0] and "data.maps=espirit" in warnings[0]
+    assert np.array_equal(f.read(0).maps, cut) and f.attrs["maps"] == "source"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        f = run(tmp_path, f"data.source={source}", "data.maps=espirit", "overwrite=true")
+    assert "model error" not in caplog.text
+    assert f.attrs["maps"].startswith("espirit") and (np.abs(f.read(0).maps).sum(0) > 0).sum() > (cut != 0).any(0).sum()
+    with pytest.raises(UserError, match=r"^data.maps: 'sense' is not one of source, espirit"):
+        run(tmp_path, f"data.source={source}", "data.maps=sense")
 
 
 # ---------------------------------------------------------------------------- splits and edge cases
