@@ -130,7 +130,7 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
         runs=len(members),
         slices=slices,
         subjects=("" if level == "slice" else len(items)) if units is None else len(set(units.values())),
-        unit="volumes" if level == "volume" else "slices" if units is None else "subjects",
+        unit="subjects" if units is not None else "volumes" if level == "volume" else "slices",
         failed=failed if has_reference else "",
         R=float(np.nanmean(column["R"])) if np.isfinite(column["R"]).any() else np.nan,
         mask=str(first.summary.get("mask", "")),
@@ -207,7 +207,7 @@ def compare(row: dict[str, Any], reference: dict[str, Any], metric: str) -> stat
     if row["unit_of"] is not None and reference["unit_of"] is not None:
         units = np.array([row["unit_of"][i] for i in common])
     lo, hi = RANGES.get(metric, stats.UNBOUNDED)
-    unit = row["unit"] if units is not None or row["unit"] != "subjects" else "slices"
+    unit = "subjects" if units is not None else "volumes" if row["level"] == "volume" else "slices"
     return stats.paired(a, b, units, unit, (lo - hi, hi - lo))
 
 

@@ -151,7 +151,7 @@ def test_volume_level_is_fastmri_per_volume(tmp_path):
     volumes = [fastmri_volume(ref[:3], recon[:3]), fastmri_volume(ref[3:], recon[3:])]
     for name in ("nrmse", "psnr", "ssim"):
         assert row[f"{name}_mean"] == pytest.approx(np.mean([v[name] for v in volumes]), rel=1e-5)
-    assert (row["level"], row["slices"], row["subjects"], row["unit"]) == ("volume", 5, 2, "volumes")
+    assert (row["level"], row["slices"], row["subjects"], row["unit"]) == ("volume", 5, 2, "subjects")
     slice_level = {r["method"]: r for r in table_of([a, b])}["cg_sense"]
     assert abs(slice_level["psnr_mean"] - row["psnr_mean"]) > 0.5  # per slice is another number
 
@@ -166,7 +166,7 @@ def test_a_volume_is_a_file_and_the_patient_stays_the_unit(tmp_path):
     expected = [fastmri_volume(ref[:2], recon[:2]), fastmri_volume(ref[2:], recon[2:])]
     assert run.values["psnr"] == pytest.approx([v["psnr"] for v in expected], rel=1e-6)
     row = results.summarize([run], "volume")[0]
-    assert (row["subjects"], row["unit"]) == (1, "volumes")
+    assert (row["subjects"], row["unit"]) == (1, "subjects")
 
 
 def test_reference_auto_is_fastmris_rss_where_the_run_has_it(tmp_path):
