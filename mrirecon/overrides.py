@@ -5,7 +5,8 @@ Checked: the override syntax (Hydra's parser, so sweeps such as `a,b`, `choice(a
 `glob(...)`, `range(...)` and `tag(log, interval(...))` pass), group options (every value of a
 sweep), that the first point of the sweep composes (an unknown key lists the keys that exist),
 the type of every value against the key's default (a key whose default is an integer takes
-integers; `hardware.threads` >= 1), and that the output folder can be written.
+integers; `hardware.threads` >= 1), that the subcommand reads the key (`check_read`: a
+preprocess key given to reconstruct is refused), and that the output folder can be written.
 """
 
 from __future__ import annotations
@@ -31,6 +32,23 @@ from mrirecon.registry import plugin_conf_dirs
 OTHER_TYPES = frozenset({"train.resume", "data.ismrmrd_buffer_mb"})
 MINIMUM = {"seed": 0, "hardware.threads": 1, "hardware.num_workers": 0, "figures": 0}
 MAX_COMPOSED = 64  # combinations of swept group options composed before a sweep starts
+# The data.* keys that the subcommands after preprocess read: the processed file (data.path, whose
+# default path follows data.name) and its variant (bits, scale: checked against the file), and
+# for reconstruct the split it reconstructs. Every other data.* key (source, coils, espirit,
+# undersampling, noise, ..., and a format's own +data.<key>) says how preprocess makes the file.
+PROCESSED_KEYS = ("path", "name", "bits", "scale")
+DATA_READ = {"train": PROCESSED_KEYS, "reconstruct": (*PROCESSED_KEYS, "split"), "evaluate": ()}
+# keys a subcommand does not read outside the data section, and why
+SPLIT = "data.split chooses the slices that reconstruct uses"
+UNREAD = {
+    "preprocess": {
+        "data.split": f"it writes every slice and the splits ({SPLIT}; preprocess sizes the splits by "
+        "data.val_fraction and data.test_fraction)",
+        "hardware.amp": "it runs no network",
+    },
+    "train": {"data.split": f"it trains on the train split of data.path and validates on its val split ({SPLIT})"},
+    "evaluate": {"hardware.amp": "it runs no network"},
+}
 
 
 class Problem(Exception):
@@ -314,6 +332,25 @@ def _check_value(key: str, expected: type | None, value: Any) -> None:
         raise Problem(f"{key}: {_shown(value)} must be {describe(expected)}{bound}")
 
 
+def check_read(subcommand: str, parsed: list[Override]) -> None:
+    """Refuse a key that `subcommand` never reads: a preprocess key (`DATA_READ`) given to train,
+    reconstruct or evaluate, and the keys of `UNREAD`."""
+    for override in parsed:
+        key = _key(override)
+        reason = UNREAD.get(subcommand, {}).get(key)
+        if reason:
+            raise Problem(f"{key}: not read by mrirecon {subcommand}: {reason}")
+        if subcommand not in DATA_READ or not key.startswith("data.") or override.is_hydra_override():
+            continue
+        if subcommand == "evaluate":
+            raise Problem(f"{key}: not read by mrirecon evaluate (it reads the run dirs of runs=..., not data.*)")
+        if key.split(".")[1] not in DATA_READ[subcommand]:
+            raise Problem(
+                f"{key}: a preprocess key (how 'mrirecon preprocess' makes the file); mrirecon {subcommand} "
+                f"reads the processed file data.path and takes only data.{', data.'.join(DATA_READ[subcommand])}"
+            )
+
+
 def unwritable(key: str, folder: Path) -> str | None:
     """Why `folder` cannot be created or written (None if it can): checked before Hydra
     creates it, so a read-only location gets one error line instead of a traceback."""
@@ -335,6 +372,7 @@ def check(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
         parsed = parse(overrides)
         check_groups(parsed, multirun)
         cfg = composed(subcommand, parsed, multirun)
+        check_read(subcommand, parsed)
         check_types(subcommand, parsed)
     except Problem as problem:
         return str(problem)

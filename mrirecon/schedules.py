@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -35,14 +34,14 @@ def step_schedule(optimizer: torch.optim.Optimizer, step_size: int, gamma: float
     return LambdaLR(optimizer, partial(_step, int(step_size), float(gamma)))
 
 
-def restore_position(scheduler: LambdaLR, optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """Put a schedule built from this run's config at the epoch of a saved scheduler state
-    (`state_dict()` of any torch scheduler) and set the optimizer's rates to the schedule's
-    closed-form rates there: the position comes from the checkpoint, the shape (initial rate,
-    epochs, step size, gamma) from the config."""
-    scheduler.last_epoch = int(saved["last_epoch"])
-    scheduler._step_count = int(saved.get("_step_count", scheduler.last_epoch + 1))
+def restore_position(scheduler: LambdaLR, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    """Put a schedule built from this run's config at `epoch` (the epochs done, e.g. a resumed
+    checkpoint's) and set the optimizer's rates to the schedule's closed-form rates there: the
+    position comes from the checkpoint, the shape (initial rate, epochs, step size, gamma) from
+    the config, whatever schedule or rate the checkpoint's run had."""
+    scheduler.last_epoch = int(epoch)
+    scheduler._step_count = int(epoch) + 1
     rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-    for group, rate in zip(optimizer.param_groups, rates):
-        group["lr"] = rate
+    for group, base, rate in zip(optimizer.param_groups, scheduler.base_lrs, rates):
+        group["initial_lr"], group["lr"] = base, rate
     scheduler._last_lr = rates

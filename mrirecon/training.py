@@ -130,6 +130,7 @@ class Trainer:
         self.state: dict[str, Any] = {
             "epoch": 0,
             "batch": 0,
+            "batch_size": settings.batch_size,  # of the batches counted by "batch"
             "step": 0,
             "best": math.inf,
             "best_by": trainable.select,  # the validation metric that chooses best.pt
@@ -175,23 +176,48 @@ class Trainer:
         return path
 
     def resume(self, path: Path) -> None:
-        """Restore model, optimizer, the schedule's position and the loop position from `path`
-        (no RNG state: every draw is a function of seed, rank and step). The schedule's shape
-        (epochs, step size, initial rate) comes from this run's config."""
+        """Restore model, optimizer state and the loop position from `path` (no RNG state: every
+        draw is a function of seed, rank and step). The rule for settings: this run's learning
+        rate and schedule (lr, step_lr, the flow's cosine over epochs) apply from the resumed
+        epoch on, whatever the checkpoint's run used; a batch size other than the checkpoint's is
+        refused when it stopped mid-epoch (the epoch's remaining slices are counted in its batches)."""
         ckpt = load_checkpoint(path, "train.resume", self.settings.trust_checkpoint)
+        self._check_batch_size(path, ckpt)
+        configured = [group.get("initial_lr", group["lr"]) for group in self.optimizer.param_groups]
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0]
             raise UserError(f"train.resume: {path} does not match this model ({first})") from None
-        if self.scheduler is not None and ckpt.get("scheduler") is not None:
-            if isinstance(self.scheduler, LambdaLR):
-                restore_position(self.scheduler, self.optimizer, ckpt["scheduler"])
-            else:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
         self._adopt_state(ckpt["state"])
-        log.info("resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["step"])
+        if isinstance(self.scheduler, LambdaLR):  # closed form: this run's schedule at the resumed epoch
+            restore_position(self.scheduler, self.optimizer, self.state["epoch"])
+        elif self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        elif self.scheduler is None:  # a constant rate: this run's
+            for group, rate in zip(self.optimizer.param_groups, configured):
+                group["lr"] = rate
+                group.pop("initial_lr", None)
+        log.info(
+            "resumed from %s at epoch %d, step %d (learning rate %.3g)",
+            path,
+            self.state["epoch"],
+            self.state["step"],
+            self.optimizer.param_groups[0]["lr"],
+        )
+
+    def _check_batch_size(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Refuse (UserError) another batch size than the checkpoint's when it stopped mid-epoch."""
+        saved, config = _section(ckpt, "state"), _section(ckpt, "config")
+        size, done = saved.get("batch_size", _section(config, "train").get("batch_size")), int(saved.get("batch") or 0)
+        if done and isinstance(size, int) and size != self.settings.batch_size:
+            epoch = int(saved.get("epoch", 0)) + 1
+            raise UserError(
+                f"train.batch_size: {self.settings.batch_size}, but {path} stopped in the middle of epoch {epoch} "
+                f"(after {done} of its batches of {size}): resume with train.batch_size={size}; a new batch size starts "
+                f"with an epoch (finish this one first with train.batch_size={size} train.epochs={epoch})"
+            )
 
     def _adopt_state(self, saved: dict[str, Any]) -> None:
         """The loop state of a checkpoint; its best score is kept only if it was chosen by this
@@ -199,6 +225,7 @@ class Trainer:
         select, rows = self.trainable.select, saved.get("history", [])
         chosen_by = saved.get("best_by", select if rows and all(select in r for r in rows) else None)
         self.state = {**self.state, **saved, "best_by": select, "world_size": ddp.world_size()}
+        self.state["batch_size"] = self.settings.batch_size
         if chosen_by != select and math.isfinite(saved.get("best", math.inf)):
             log.warning(
                 "best.pt was chosen by %s, this run chooses by %s: the next epoch starts over", chosen_by, select
@@ -371,6 +398,12 @@ class Trainer:
                 link_or_copy(last, self.ckpt_dir / "best.pt")
             ddp.barrier()
         self._emit("on_epoch_end", row, images)
+
+
+def _section(mapping: dict[str, Any], key: str) -> dict[str, Any]:
+    """mapping[key] when it is a dict, else {} (a checkpoint's optional sections)."""
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _length(dataset: Dataset[Any]) -> int:

@@ -16,6 +16,8 @@ warm-started solve).
 
 Usage: python scripts/bench_same_arch.py [--cases quarter,full] [--batch 2] [--repeats 5]
        [--threads 2] [--device cpu]
+A CPU without native bf16 (hardware.amp's slowdown there) is emulated by limiting oneDNN's
+instruction set: ONEDNN_MAX_CPU_ISA=AVX512_CORE (AVX-512 without BF16) or AVX2.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import h5py
 import numpy as np
 import torch
 
+from mrirecon.hardware import cpu_name, native_bf16
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
@@ -172,6 +175,8 @@ def main() -> None:
     device = torch.device(args.device)
     counter = Counter()
     print(f"device {device}, threads {args.threads}, DeepInPy DBP {DBP}, ResNet {NET}; median of {args.repeats}")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "not set")
+    print(f"CPU {cpu_name()}, native bf16: {native_bf16()} (ONEDNN_MAX_CPU_ISA {isa})")
     print(f"{'case':<8}{'B x C x X x Y':<16}{'code':<30}{'s/step':>10}{'speed-up':>10}{'CG':>8}")
     for case in args.cases.split(","):
         run_case(case, args, device, counter)

@@ -302,6 +302,12 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ("data.split=bogus", ("data.split", "bogus", "train, val, test or all")),
         ("data.bits=5", ("data.bits", "5", "4, 8 or null")),
         ("data.scale=0", ("data.scale", "(0, 1]")),
+        # keys reconstruct does not read, or that contradict the file (the old code: exit 0)
+        ("data.coils=abc", ("data.coils", "a preprocess key", "data.path")),
+        ("data.espirit.calib_width=12", ("data.espirit.calib_width", "a preprocess key")),
+        ("data.bits=4", ("data.bits", "p.h5", "complex images")),
+        ("data.scale=0.5", ("data.scale", "p.h5", "scale 1.0")),
+        ("hardware.amp=true", ("hardware.amp", "method=cg_sense", "no bf16 path")),
     ],
 )
 def test_reconstruct_bad_option(processed: Path, tmp_path: Path, override: str, names: tuple[str, ...]) -> None:

@@ -22,7 +22,7 @@ from mrirecon import distributed as ddp
 from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.errors import UserError
 from mrirecon.nets.flow import GlobalActNorm
-from mrirecon.schedules import cosine_schedule
+from mrirecon.schedules import cosine_schedule, step_schedule
 from mrirecon.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.trainables.unrolled import UnrolledTrainable
 from mrirecon.training import Settings, Trainer
@@ -51,7 +51,7 @@ def trainer(out: Path, trainable, epochs: int, scheduler=None, stop_at_step: int
     if stop_at_step is not None:  # what Ctrl-C does, after that step
         stop = next(h for h in hooks if isinstance(h, Interrupt))
         trainable.after_step = lambda step: stop.request() if step == stop_at_step else None
-    optimizer = torch.optim.Adam(trainable.module.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(trainable.module.parameters(), lr=kw.pop("lr", 1e-2))
     return Trainer(
         trainable=trainable,
         optimizer=optimizer,
@@ -60,7 +60,7 @@ def trainer(out: Path, trainable, epochs: int, scheduler=None, stop_at_step: int
         val_set=ListDataset(kw.pop("val", slices(2, seed=1))),
         out_dir=out,
         config={},
-        settings=Settings(epochs=epochs, batch_size=2, seed=3),
+        settings=Settings(epochs=epochs, batch_size=kw.pop("batch_size", 2), seed=3),
         device=torch.device("cpu"),
         callbacks=hooks,
     )
@@ -135,6 +135,42 @@ def test_resumed_cosine_schedule_follows_the_new_number_of_epochs(tmp_path):
     assert rates == pytest.approx(expected, rel=1e-12)
     assert longer.optimizer.param_groups[0]["lr"] == 0.0  # the end of the 4-epoch schedule
     assert cosine_schedule(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), 2).get_last_lr() == [1.0]
+
+
+def test_resume_applies_the_new_rate_and_schedule_from_the_resumed_epoch(tmp_path):
+    """The resume rule: this run's train.lr and train.step_lr apply from the resumed epoch on,
+    whether or not the checkpoint's run had a schedule (the old code kept the checkpoint's rate
+    when either run had none: epoch 2 trained at 1e-2 after lr=1e-3)."""
+    quiet = lambda: unsupervised_trainable(dropout=0.0, batch_norm=False)  # noqa: E731
+    trainer(tmp_path / "a", quiet(), epochs=1).fit()  # lr 1e-2, no schedule
+    resumed = trainer(tmp_path / "a", quiet(), epochs=2, lr=1e-3)
+    resumed.fit(resume_from=tmp_path / "a" / "checkpoints" / "last.pt")
+    assert [row["lr"] for row in resumed.state["history"]] == [1e-2, 1e-3]
+    halving = lambda optimizer: step_schedule(optimizer, 1, 0.5)  # noqa: E731
+    stepped = trainer(tmp_path / "a", quiet(), epochs=4, lr=1e-3, scheduler=halving)  # a schedule added
+    stepped.fit(resume_from=tmp_path / "a" / "checkpoints" / "last.pt")
+    assert [row["lr"] for row in stepped.state["history"]] == pytest.approx([1e-2, 1e-3, 2.5e-4, 1.25e-4])
+    constant = trainer(tmp_path / "a", quiet(), epochs=5, lr=3e-3)  # the schedule dropped
+    constant.fit(resume_from=tmp_path / "a" / "checkpoints" / "last.pt")
+    assert constant.state["history"][-1]["lr"] == 3e-3
+
+
+def test_resume_mid_epoch_refuses_another_batch_size(tmp_path):
+    """A checkpoint written mid-epoch counts that epoch's done slices in its batches: another
+    batch size is refused there (the old code skipped slices), and accepted at an epoch's start."""
+    quiet = lambda: unsupervised_trainable(dropout=0.0, batch_norm=False)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path, quiet(), epochs=2, stop_at_step=3).fit()  # epoch 2 after its first batch
+    last = tmp_path / "checkpoints" / "last.pt"
+    with pytest.raises(
+        UserError, match=r"train.batch_size: 3, .* \(after 1 of its batches of 2\): resume with train.batch_size=2"
+    ):
+        trainer(tmp_path, quiet(), epochs=2, batch_size=3).fit(resume_from=last)
+    finished = trainer(tmp_path, quiet(), epochs=2)
+    finished.fit(resume_from=last)
+    bigger = trainer(tmp_path, quiet(), epochs=3, batch_size=3)
+    bigger.fit(resume_from=last)  # written at the end of epoch 2: a new batch size starts with epoch 3
+    assert bigger.state["step"] == finished.state["step"] + 2 and bigger.state["batch_size"] == 3
 
 
 def test_refuses_data_parallel_batch_norm_when_a_rank_gets_no_item(tmp_path, monkeypatch):

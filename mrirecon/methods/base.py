@@ -35,6 +35,9 @@ class Method:
     # weighs A^H A in cg_sense, max|A^H y| in compressed sensing): recorded in summary.json so
     # that evaluate never puts two units on one sweep axis or table column
     units: ClassVar[dict[str, str]] = {}
+    # the config keys that a trained method (rebuilt from a checkpoint) takes anew at reconstruct
+    # time (e.g. iteration counts); the others are fixed by its weights and their training
+    inference_keys: ClassVar[tuple[str, ...]] = ()
 
     @property
     def chosen(self) -> dict[str, torch.Tensor | list[str]]:

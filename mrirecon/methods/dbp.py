@@ -35,6 +35,8 @@ class DeepBasisPursuit(Unrolled):
             a noise standard deviation per k-space sample in the data's units (>= 0).
     """
 
+    inference_keys = (*Unrolled.inference_keys, "num_admm", "stdev")
+
     def __init__(self, denoiser: nn.Module, num_admm: int = 2, stdev: str | float = AUTO, **kwargs: Any) -> None:
         super().__init__(denoiser, **kwargs)
         self.num_admm = check_positive_int("num_admm", num_admm)

@@ -9,7 +9,9 @@ k-space, and reconstructing c * y gives c * x_hat.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -40,6 +42,8 @@ class Unrolled(nn.Module, Method):
     """
 
     checkpoint_kind = "unrolled"
+    # the weights are shared by the unrolls, so their number may change after training
+    inference_keys: ClassVar[tuple[str, ...]] = ("num_unrolls", "cg_max_iter", "cg_eps")
     amp = False  # run the denoiser under bf16 autocast, CUDA or CPU (set from hardware.amp)
     checkpoint_unrolls = False  # recompute each unroll in the backward pass (set from train.checkpoint_unrolls)
 
@@ -82,10 +86,12 @@ class Unrolled(nn.Module, Method):
         the state between unrolls is kept for the backward pass, and the unroll's own
         intermediates (denoiser activations, CG iterates) are recomputed from it, so training
         memory grows with the state, not with everything an unroll computes. The gradients are
-        the same (the recomputation replays the same operations and random draws); batch-norm
-        running statistics would be updated twice, so leave it off with batch norm."""
+        the same (the recomputation replays the same operations and random draws), and the
+        recomputation leaves batch-norm running statistics as the forward pass left them (they
+        are updated once per unroll, as without checkpointing)."""
         if self.checkpoint_unrolls and torch.is_grad_enabled():
-            return checkpoint(body, *state, use_reentrant=False)
+            contexts = lambda: (contextlib.nullcontext(), kept_running_stats(self.denoiser))  # noqa: E731
+            return checkpoint(body, *state, use_reentrant=False, context_fn=contexts)
         return body(*state)
 
     def unroll(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None) -> torch.Tensor:
@@ -100,6 +106,23 @@ class Unrolled(nn.Module, Method):
 
     def forward(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         return self.reconstruct(y, op, noise_std)
+
+
+@contextlib.contextmanager
+def kept_running_stats(module: nn.Module) -> Iterator[None]:
+    """Restore the running statistics (running_mean, running_var, num_batches_tracked) of
+    every batch-norm layer of `module` on exit: a recomputation in the backward pass (activation
+    checkpointing) normalises with the batch's statistics as the forward pass did, but must not
+    count the batch a second time."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for name, value in buffers.items():
+                    getattr(m, name).copy_(value)
 
 
 def split_mask(

@@ -250,6 +250,10 @@ def coil_compression(cfg: DictConfig, source: Any, subjects: np.ndarray) -> Coil
     (a first pass over the source's k-space per subject), from the ESPIRiT calibration region."""
     coils = cfg.data.get("coils", None)
     if coils is None:
+        if str(cfg.data.get("coil_compression", "slice")) != "slice":
+            raise UserError(
+                f"data.coil_compression: {cfg.data.coil_compression} needs data.coils (null: no compression)"
+            )
         return None
     if isinstance(coils, bool) or not isinstance(coils, int) or not 1 <= coils <= source.num_coils:
         raise UserError(
@@ -293,7 +297,13 @@ class Variant:
 def variant_options(cfg: DictConfig) -> Variant:
     """data.bits, data.scale, data.noise and seed, checked."""
     bits, scale = variant_of(cfg)
-    return Variant(bits, scale, noise_level(cfg), int(cfg.seed))
+    noise = noise_level(cfg)
+    if noise != "source" and bits is None and scale == 1:
+        raise UserError(
+            f"data.noise: {noise}, but data={cfg.data.name} keeps the acquired k-space as it is (bits null, "
+            "scale 1): noise is regenerated only for quantised or resized variants"
+        )
+    return Variant(bits, scale, noise, int(cfg.seed))
 
 
 def check_output_path(cfg: DictConfig, out: Path, files: list[Path]) -> None:

@@ -39,6 +39,7 @@ from mrirecon.tasks.recon_outputs import (
     output_names,
     write_run,
 )
+from mrirecon.tasks.settings import check_amp, check_file_variant, command_line_keys
 from mrirecon.trainables import TRAINABLES, family_for, rebuild
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,7 @@ def check_data(
     cfg: DictConfig, method_config: dict[str, Any], trained: dict[str, Any], data: DeepInPyFile
 ) -> np.ndarray:
     """The slices to reconstruct, after the checks that the checkpoint may be run on them."""
+    check_file_variant(data, cfg.data.bits, float(cfg.data.scale))
     indices = split_of(cfg, data)
     check_training_subjects(cfg, trained, data, indices)
     selected = provenance.selection_warning(trained.get("record"), str(cfg.data.split))
@@ -416,8 +418,10 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     if kind is None:
         if checkpoint:
             raise UserError(f"checkpoint: method={name} is not a learned method and takes no checkpoint")
+        check_amp(bool(cfg.hardware.amp), device, (), f"method={name}")
         return configured("method", build_method, plain(cfg.method)), plain(cfg.method), {}
     family = TRAINABLES[kind]
+    check_amp(bool(cfg.hardware.amp), device, family.amp_devices, f"method={name}")
     if not checkpoint:
         raise UserError(
             f"method={name} needs checkpoint=PATH (train one with 'mrirecon train {family.train_hint(name)}')"
@@ -427,7 +431,12 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     configured("data", family.check_bits, cfg.data.bits)
     trained.module.to(device).eval()
     method, method_config = configured(
-        "method", trained.reconstructor, plain(cfg.method), cfg.data.bits, bool(cfg.hardware.amp)
+        "method",
+        trained.reconstructor,
+        plain(cfg.method),
+        cfg.data.bits,
+        bool(cfg.hardware.amp),
+        given=command_line_keys("method"),
     )
     state = ckpt["state"] if isinstance(ckpt.get("state"), dict) else {}
     chosen_by = str(state.get("best_by", family.select))  # recorded by the Trainer; older: the family's metric

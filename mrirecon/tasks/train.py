@@ -21,6 +21,13 @@ from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
+from mrirecon.tasks.settings import (
+    check_amp,
+    check_file_variant,
+    check_section_keys,
+    check_train_keys,
+    command_line_keys,
+)
 from mrirecon.tasks.train_common import (
     check_run_dir,
     clear_run_dir,
@@ -54,12 +61,17 @@ def _model_choice(cfg: DictConfig) -> str:
     return str(choices.get("model") or cfg.model.name)
 
 
-def _check_file_bits(data: DeepInPyFile, bits: int | None) -> None:
-    """Refuse a file whose stored bit depth is not `data.bits` (preprocess stores -1 for complex)."""
-    file_bits = data.attrs.get("bits")
-    if file_bits is not None and bits is not None and int(file_bits) != int(bits):
-        held = "complex images (bits null)" if int(file_bits) < 0 else f"{int(file_bits)}-bit images"
-        raise UserError(f"data.path: {data.path} holds {held}, but data.bits is {bits}")
+def check_settings(
+    cfg: DictConfig, family: type[Trainable], bits: int | None, given: Callable[[str], set[str]] = command_line_keys
+) -> None:
+    """Refuse `train.*`, `model.*` and `method.*` keys set on the command line (`given(section)`:
+    the keys of a section given there) that this family does not read."""
+    name = str(cfg.method.name)
+    what = f"method={name} (the {family.kind} family)"
+    check_train_keys(family.train_keys(plain(cfg.train), bits), given("train"), what)
+    check_section_keys("model", family.uses_model_group, given("model"), f"method={name} brings its own network")
+    alone = f"the {family.kind} family trains its network alone (method.* keys apply when reconstructing with it)"
+    check_section_keys("method", family.uses_method_config, given("method"), alone)
 
 
 def optimizer_of(cfg: DictConfig) -> tuple[Callable[..., torch.optim.Optimizer], float]:
@@ -141,15 +153,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     own config and entries, split indices, training subjects), tensorboard/ and metrics.csv
     (validation per epoch) into the run dir. Returns the final loop state."""
     family = _family(cfg)
-    bits, _ = variant_of(cfg)
+    bits, scale = variant_of(cfg)
     configured("data", family.check_bits, bits)
+    check_settings(cfg, family, bits)
     out, device = training_setup(cfg)
+    check_amp(bool(cfg.hardware.amp), device, family.amp_devices, f"method={cfg.method.name}")
     settings = settings_of(cfg)
     optimizer_class, lr = optimizer_of(cfg)
     resume = resume_path(cfg, out)
     check_run_dir(cfg, out, resume)
     data = open_processed(cfg)
-    _check_file_bits(data, bits)
+    check_file_variant(data, bits, scale)
     splits = stored_splits(data)
     train_idx, val_idx = splits["train"], splits["val"]
     trainable = trainable_of(cfg, family, data, bits, settings.seed, device)

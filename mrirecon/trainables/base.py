@@ -11,6 +11,7 @@ The methods it serves name it by `checkpoint_kind`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -37,6 +38,12 @@ class Trainable(Protocol):
     train_only: ClassVar[tuple[str, ...]]
     # model names (conf/model/*.yaml `name`) the family builds itself, not from mrirecon.nets
     own_models: ClassVar[tuple[str, ...]]
+    # whether its network comes from the model group (false: the method config holds it)
+    uses_model_group: ClassVar[bool]
+    # whether its training reads the method config (false: the method configs serve reconstruct only)
+    uses_method_config: ClassVar[bool]
+    # the devices on which its network runs under bf16 autocast with hardware.amp=true
+    amp_devices: ClassVar[tuple[str, ...]]
 
     @property
     def select(self) -> str:
@@ -64,6 +71,12 @@ class Trainable(Protocol):
     ) -> Trainable:
         """A fresh trainable from plain config sections, for images of `shape` and bit depth `bits`,
         `seed` seeding its validation (raises UserError naming the config key)."""
+
+    @classmethod
+    def train_keys(cls, train: dict[str, Any], bits: int | None) -> frozenset[str]:
+        """The `train.*` keys (besides the loop's: tasks/settings.LOOP_KEYS) this family reads
+        with the settings `train` on data of bit depth `bits`; the task refuses the others
+        when they are set on the command line."""
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -109,9 +122,14 @@ class Trainable(Protocol):
     def checkpoint_state(self) -> dict[str, Any]:
         """Entries stored in every checkpoint: kind, format and this trainable's resolved config."""
 
-    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+    def reconstructor(
+        self, method: dict[str, Any], data_bits: int | None, amp: bool, given: Collection[str] = ()
+    ) -> tuple[Method, dict[str, Any]]:
         """The reconstruction method `method` (plain config) using these weights, and the method
-        config to record in the run's summary."""
+        config to record in the run's summary. `given` names the keys of `method` set on the
+        command line (dotted): a family whose checkpoint holds the whole method applies those of
+        its `inference_keys` and refuses the others that contradict the checkpoint (ValueError
+        '<key>: ...'); a family whose checkpoint holds only a component applies every key."""
 
 
 T = TypeVar("T", bound="type[Trainable]")

@@ -5,6 +5,7 @@ is the whole method (its network's config inside the method's)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,14 +15,14 @@ from torch.utils.data import Dataset
 from mrirecon.data.augment import augment, augmentation_label, augmentations_for
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.errors import configured
+from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.base import data_scale
 from mrirecon.methods.direct import Direct
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.trainables.base import FORMAT, register_trainable
-from mrirecon.trainables.reconstructors import ReconstructorFamily
+from mrirecon.trainables.reconstructors import ReconstructorFamily, at_inference
 
 log = logging.getLogger(__name__)
 KIND = "direct"
@@ -50,6 +51,9 @@ class DirectTrainable(ReconstructorFamily):
     """
 
     kind: ClassVar[str] = KIND
+    uses_model_group: ClassVar[bool] = False  # the method config holds the network
+    uses_method_config: ClassVar[bool] = True
+    amp_devices: ClassVar[tuple[str, ...]] = ("cuda",)  # Direct.run_network
     module: Direct
 
     def __init__(
@@ -86,9 +90,16 @@ class DirectTrainable(ReconstructorFamily):
             method.get("name"),
             "net" if "net" in method else "*",
         )
+        if not bool(train.get("supervised", True)):
+            raise UserError(f"train.supervised: false, but method={method.get('name')} trains supervised only")
         built = configured("method", _build, method, shape)
         built.amp = bool(amp)
         return cls(built, method, shape, train.get("step_lr"), augmentations_for(train, bits))
+
+    @classmethod
+    def train_keys(cls, train: dict[str, Any], bits: int | None) -> frozenset[str]:
+        keys = {"supervised", "step_lr", "flip", "random_masks"}  # supervised: checked to be true
+        return frozenset(keys | ({"random_phase"} if bits is None else set()))
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -130,11 +141,19 @@ class DirectTrainable(ReconstructorFamily):
         }
 
     # -- reconstruction ------------------------------------------------------------------------
-    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+    def reconstructor(
+        self, method: dict[str, Any], data_bits: int | None, amp: bool, given: Collection[str] = ()
+    ) -> tuple[Method, dict[str, Any]]:
+        applied = at_inference(type(self.module), method, self.method_config, given)
+        if applied:  # a direct method whose inference_keys name some
+            rebuilt = _build({**self.method_config, **applied}, self.shape)
+            rebuilt.load_state_dict(self.module.state_dict())
+            self.module = rebuilt.to(next(self.module.parameters()).device).train(self.module.training)
         self.module.amp = bool(amp)
         fixed = {"fixed_shape": list(self.shape)} if self.module.fixed_shape else {}  # reconstruct checks it
         return self.module, {
             **self.method_config,
+            **applied,
             "trained_shape": list(self.shape),
             **fixed,
             **augmentation_label(self.augmentations),

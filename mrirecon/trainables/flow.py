@@ -5,12 +5,14 @@ validation in bits/dim; reconstruct uses it through method=flow_l1|flow_logprob|
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrirecon.data.augment import augmentation_label
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import Method, build_method
@@ -55,6 +57,9 @@ class FlowTrainable:
     select = "val_bpd"
     train_only: ClassVar[tuple[str, ...]] = (TRAIN_METHOD,)
     own_models: ClassVar[tuple[str, ...]] = ("flow",)  # nets.flow.build_flow
+    uses_model_group: ClassVar[bool] = True
+    uses_method_config: ClassVar[bool] = False  # it trains the prior; method.* apply at reconstruct
+    amp_devices: ClassVar[tuple[str, ...]] = ()  # the flow trains and samples in float32
 
     def __init__(
         self,
@@ -96,9 +101,15 @@ class FlowTrainable:
         return cls(
             flow,
             model,
-            cast(int, bits),
-            seed,  # check_bits refused None bool(train.get("flip", False)), float(train.get("sample_temperature", 0.7))
+            cast(int, bits),  # check_bits refused None
+            seed,
+            flip=bool(train.get("flip", False)),
+            sample_temperature=float(train.get("sample_temperature", 0.7)),
         )
+
+    @classmethod
+    def train_keys(cls, train: dict[str, Any], bits: int | None) -> frozenset[str]:
+        return frozenset({"flip", "sample_temperature"})  # its schedule: cosine over train.epochs
 
     @classmethod
     def check_bits(cls, bits: int | None) -> None:
@@ -112,7 +123,15 @@ class FlowTrainable:
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> FlowTrainable:
         flow = build_flow(ckpt["model_config"], tuple(ckpt["shape"]))
         flow.load_state_dict(ckpt["model"])
-        return cls(flow, ckpt["model_config"], ckpt["bits"])
+        used = ckpt.get("training")  # what trained it (checkpoints before it recorded none)
+        used = used if isinstance(used, dict) else {}
+        return cls(
+            flow,
+            ckpt["model_config"],
+            ckpt["bits"],
+            flip=bool(used.get("flip", False)),
+            sample_temperature=float(used.get("sample_temperature", 0.7)),
+        )
 
     @classmethod
     def accepts(cls, ckpt: dict[str, Any], method: str) -> bool:
@@ -168,10 +187,14 @@ class FlowTrainable:
             "bits": self.bits,
             "shape": list(self.module.shape),
             "model_config": self.model_config,
+            "training": {"flip": self.flip, "sample_temperature": self.temperature},
         }
 
     # -- reconstruction ------------------------------------------------------------------------
-    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+    def reconstructor(
+        self, method: dict[str, Any], data_bits: int | None, amp: bool, given: Collection[str] = ()
+    ) -> tuple[Method, dict[str, Any]]:
+        """Every key of `method` applies (the checkpoint holds the flow, not the method)."""
         if data_bits is not None and int(data_bits) != self.bits:
             log.warning(
                 "the flow was trained on %d-bit images, the data are %d-bit: the prior does not match the "
@@ -185,4 +208,5 @@ class FlowTrainable:
             "flow_bits": self.bits,
             "flow_shape": list(self.module.shape),
             "fixed_shape": list(self.module.shape[1:]),
+            **augmentation_label({"flip": self.flip}),
         }

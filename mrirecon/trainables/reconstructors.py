@@ -5,6 +5,7 @@ matching, schedule and hooks of a `ReconstructorFamily`."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,6 +14,7 @@ from torch import nn
 
 from mrirecon import metrics
 from mrirecon.data.transforms import center_crop
+from mrirecon.methods.base import Method
 from mrirecon.methods.unrolled import split_mask
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
@@ -79,6 +81,38 @@ def validation_images(module: nn.Module, batch: dict[str, torch.Tensor]) -> dict
         "val/reconstruction": np.abs(x[0]) / scale,
         "val/zero_filled": np.abs(zero_filled) / scale,
     }
+
+
+def _select(config: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted `key` of a nested config (None where absent)."""
+    node: Any = config
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def at_inference(
+    method_class: type[Method], requested: Mapping[str, Any], stored: Mapping[str, Any], given: Collection[str]
+) -> dict[str, Any]:
+    """The method keys set on the command line (`given`: dotted keys of the method config) that a
+    method rebuilt from a checkpoint takes anew: {key: its `requested` value} for the keys of
+    `method_class.inference_keys`. Any other given key is fixed by the weights or their training:
+    ValueError('<key>: ...', naming the checkpoint's value) when its requested value differs from
+    the `stored` one (the checkpoint's method config)."""
+    applied: dict[str, Any] = {}
+    for key in sorted(given):
+        top = key.split(".")[0]
+        if top == "train_defaults":
+            raise ValueError(f"{key}: read by mrirecon train only (the train.* defaults of this method)")
+        if top in method_class.inference_keys:
+            applied[top] = requested[top]
+        elif top != "name" and _select(requested, key) != _select(stored, key):
+            takes = ", ".join(method_class.inference_keys) or "none of its keys"
+            raise ValueError(
+                f"{key}: {_select(requested, key)!r}, but the checkpoint's weights were trained with "
+                f"{key}={_select(stored, key)!r} (a trained {method_class.name} takes at reconstruct time: {takes})"
+            )
+    return applied
 
 
 class ReconstructorFamily:

@@ -4,6 +4,7 @@ model=<resnet|unet>`; its checkpoint is the whole method (denoiser and learned w
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +23,7 @@ from mrirecon.trainables.reconstructors import (
     KSPACE_METRIC,
     VAL_HOLDOUT,
     ReconstructorFamily,
+    at_inference,
     kspace_validation,
     validation_metrics,
 )
@@ -50,6 +52,9 @@ class UnrolledTrainable(ReconstructorFamily):
     """
 
     kind: ClassVar[str] = KIND
+    uses_model_group: ClassVar[bool] = True
+    uses_method_config: ClassVar[bool] = True
+    amp_devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")  # Unrolled.denoise
     module: Unrolled
 
     def __init__(
@@ -121,6 +126,15 @@ class UnrolledTrainable(ReconstructorFamily):
         )
 
     @classmethod
+    def train_keys(cls, train: dict[str, Any], bits: int | None) -> frozenset[str]:
+        keys = {"supervised", "stdev", "step_lr", "checkpoint_unrolls", "flip", "random_masks"}
+        if not bool(train.get("supervised", True)):
+            keys |= {"holdout", "holdout_center"}  # the unsupervised loss's
+        if bits is None:
+            keys.add("random_phase")  # complex images only (augmentations_for)
+        return frozenset(keys)
+
+    @classmethod
     def check_bits(cls, bits: int | None) -> None:
         return None  # complex and magnitude variants alike
 
@@ -183,14 +197,29 @@ class UnrolledTrainable(ReconstructorFamily):
         }
 
     # -- reconstruction ------------------------------------------------------------------------
-    def reconstructor(self, method: dict[str, Any], data_bits: int | None, amp: bool) -> tuple[Method, dict[str, Any]]:
+    def reconstructor(
+        self, method: dict[str, Any], data_bits: int | None, amp: bool, given: Collection[str] = ()
+    ) -> tuple[Method, dict[str, Any]]:
+        applied = at_inference(type(self.module), method, self.method_config, given)
+        if applied:
+            self.module = self._rebuilt(applied)
         self.module.amp = bool(amp)
         return self.module, {
             **self.method_config,
+            **applied,
             "model": self.model_config["name"],
             "supervised": self.supervised,
             **augmentation_label(self.augmentations),
         }
+
+    def _rebuilt(self, settings: dict[str, Any]) -> Unrolled:
+        """The method rebuilt with `settings` (inference keys) around the same denoiser and
+        weights, on the same device and in the same mode."""
+        old = self.module
+        method = _unrolled(build_method({**self.method_config, **settings}, denoiser=old.denoiser))
+        method.load_state_dict(old.state_dict())
+        method.checkpoint_unrolls = old.checkpoint_unrolls
+        return method.to(old.l2lam_raw.device).train(old.training)
 
 
 def _check_measured_only(supervised: bool, random_masks: bool) -> None:

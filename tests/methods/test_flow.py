@@ -204,3 +204,25 @@ def test_size_mismatch_is_an_error():
 def test_a_weight_the_method_fixes_is_refused_by_name(name, fixed):
     with pytest.raises(ValueError, match=rf"^{fixed}: {name} fixes it at 0"):
         build_method({"name": name, fixed: 0.1}, flow=tiny_flow(), bits=4)
+
+
+@pytest.mark.parametrize("flip", [True, False])
+def test_the_flow_family_trains_with_the_flips_and_temperature_it_is_given_and_records_them(flip):
+    """train.flip and train.sample_temperature reach the flow's training (the old code dropped
+    both: no flips, whatever the config said); the checkpoint records what was used, and a
+    reconstruction's method config names the flips."""
+    from mrirecon.trainables.flow import FlowTrainable
+
+    train = {"flip": flip, "sample_temperature": 0.5}
+    trainable = FlowTrainable.from_config({}, TINY, train, shape=(16, 16), bits=4, seed=0, amp=False)
+    assert trainable.flip is flip and trainable.temperature == 0.5
+    x = torch.linspace(0, 1, 16).repeat(4, 1, 16, 1)  # left-right ramps: a flip changes each image
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    unflipped = bits_per_dim(trainable.module, dequantize(x, 4, g()), 4).mean().item()
+    assert (trainable.loss({"img": x}, g()).item() != unflipped) is flip
+    state = {**trainable.checkpoint_state(), "model": trainable.module.state_dict()}
+    assert state["training"] == {"flip": flip, "sample_temperature": 0.5}
+    rebuilt = FlowTrainable.from_checkpoint(state)
+    assert rebuilt.flip is flip and rebuilt.temperature == 0.5
+    _, recorded = rebuilt.reconstructor({"name": "flow_l1"}, 4, False)
+    assert recorded.get("augment") == ("flip" if flip else None)

@@ -115,6 +115,31 @@ def test_checkpoint_unrolls_gives_the_same_gradients(name):
         torch.testing.assert_close(g1[key], g0[key], rtol=1e-4, atol=1e-6 * float(g0[key].abs().max()), msg=key)
 
 
+@pytest.mark.parametrize("name", ["dbp", "modl"])
+def test_checkpoint_unrolls_counts_each_batch_once_in_batch_norm(name):
+    """With batch norm, the recomputation of a checkpointed unroll leaves the running statistics
+    as the forward pass left them: the same num_batches_tracked, mean and variance after a
+    training step as without checkpointing, and the same gradients (the old code counted every
+    batch twice: 6 instead of 3 after 3 unrolls)."""
+    batch = tiny_batch(shape=(24, 16))
+    after = {}
+    for checkpointed in (False, True):
+        torch.manual_seed(0)
+        net = build_net({"name": "resnet", "channels": 8, "num_blocks": 1, "batch_norm": True})
+        method = build_method({"name": name, "num_unrolls": 3, "cg_max_iter": 4}, denoiser=net)
+        method.checkpoint_unrolls = checkpointed
+        training_loss(method, batch, True, torch.Generator().manual_seed(0)).backward()
+        grads = {k: p.grad.clone() for k, p in method.named_parameters()}
+        after[checkpointed] = ({k: v.clone() for k, v in method.named_buffers()}, grads)
+    (plain, g0), (checkpointed, g1) = after[False], after[True]
+    counts = {k: int(v) for k, v in checkpointed.items() if k.endswith("num_batches_tracked")}
+    assert counts and set(counts.values()) == {3}
+    for key, value in plain.items():
+        torch.testing.assert_close(checkpointed[key], value, rtol=1e-5, atol=1e-7, msg=key)
+    for key, value in g0.items():
+        torch.testing.assert_close(g1[key], value, rtol=1e-4, atol=1e-6 * float(value.abs().max()), msg=key)
+
+
 def test_dbp_with_zero_eps_is_data_consistent():
     batch = tiny_batch()
     method = small("dbp", num_admm=40, cg_max_iter=60, cg_eps=1e-8, l2lam_init=10.0, stdev=0.0)

@@ -281,11 +281,15 @@ def test_evaluate_never_pools_splits_or_files(sample_dir):
             cwd=sample_dir,
         )
         assert res.returncode == 0, res.stderr
+    other = sample_dir / "runs" / "pool_other.h5"  # another file of the same variant: other data
+    other.write_bytes((sample_dir / "outputs" / "data" / "8bit_quarter.h5").read_bytes())
+    with h5py.File(other, "a") as f:
+        f.attrs["source_id"] = "another acquisition"
     res = run_cli(
         "reconstruct",
         "method=zero_filled",
         "data=8bit_quarter",
-        "data.path=outputs/data/4bit_quarter.h5",
+        f"data.path={other}",
         "figures=0",
         "hydra.run.dir=runs/pool/other_file",
         cwd=sample_dir,
@@ -306,9 +310,9 @@ def test_evaluate_never_pools_splits_or_files(sample_dir):
     with open(sample_dir / "runs" / "pool_eval" / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert sorted((Path(r["data"]).name, r["split"], r["slices"], r["runs"]) for r in rows) == [
-        ("4bit_quarter.h5", "test", "3", "1"),
         ("8bit_quarter.h5", "test", "3", "2"),
         ("8bit_quarter.h5", "val", "2", "1"),
+        ("pool_other.h5", "test", "3", "1"),
     ]
 
 

@@ -83,6 +83,31 @@ def test_reconstruct_from_checkpoint_without_repeating_overrides(trained, sample
     assert summary["method_config"]["num_unrolls"] == 2 and summary["num_slices"] == 3
 
 
+def test_reconstruct_applies_the_inference_keys_of_a_checkpoint_and_refuses_the_others(trained, sample_dir):
+    """method.num_unrolls and method.stdev change a trained DBP's reconstruction (shared weights)
+    and are recorded; a key its training fixed is refused naming the checkpoint's value (the old
+    code ignored both, while summary.json listed them)."""
+    best = f"{trained}/checkpoints/best.pt"
+    runs = {}
+    for name, extra in (("as_trained", []), ("changed", ["method.num_unrolls=1", "method.stdev=0"])):
+        res = run_cli(
+            "reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={best}", "figures=0", *extra,
+            f"hydra.run.dir=runs/inference_{name}", cwd=sample_dir,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        runs[name] = json.loads((sample_dir / "runs" / f"inference_{name}" / "summary.json").read_text())
+    assert runs["as_trained"]["method_config"]["num_unrolls"] == 2  # the checkpoint's own
+    assert runs["changed"]["method_config"]["num_unrolls"] == 1 and runs["changed"]["method_config"]["stdev"] == 0
+    assert runs["changed"]["mean"]["nrmse"] != runs["as_trained"]["mean"]["nrmse"]
+    res = run_cli(
+        "reconstruct", "method=dbp", "data=4bit_quarter", f"checkpoint={best}", "method.l2lam_init=0.5",
+        "hydra.run.dir=runs/inference_refused", cwd=sample_dir,
+    )  # fmt: skip
+    assert "method.l2lam_init: 0.5, but the checkpoint's weights were trained with l2lam_init=2.0" in one_error_line(
+        res
+    )
+
+
 def test_reconstruct_refuses_the_training_subjects(trained, sample_dir, tmp_path):
     best = f"{trained}/checkpoints/best.pt"
     for data, split in (("4bit_quarter", "train"), ("4bit_quarter", "all"), ("8bit_quarter", "train")):
@@ -202,6 +227,16 @@ def test_train_errors(sample_dir, tmp_path):
         (["model=foo"], "model"),
         (["method.num_unrolls=0"], "method.num_unrolls"),
         (["train.supervised=false", "train.random_masks=true"], "train.random_masks: unsupervised"),
+        # keys this run would not read (the old code: exit 0, ignored)
+        (["train.holdout=0.2"], "train.holdout: not read by method=dbp"),
+        (["train.sample_temperature=0.5"], "train.sample_temperature: not read by method=dbp"),
+        (["train.random_phase=true"], "train.random_phase: not read"),  # 4-bit images are real
+        (
+            ["method=unet_image", "model.channels=8"],
+            "model.channels: not read: method=unet_image brings its own network",
+        ),
+        (["method=unet_image", "train.supervised=false"], "train.supervised: false, but method=unet_image"),
+        (["data.coils=4"], "data.coils: a preprocess key"),
     ]
     for args, named in cases:
         res = run_cli("train", "data=4bit_quarter", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=sample_dir)
