@@ -17,13 +17,13 @@ import pytest
 import torch
 from ismrmrd_scans import Scan, phantom, write_scan
 
-from mrirecon import metrics
 from mrirecon.data.completion import MapEstimator, calibration_block, espirit_maps, sense_combine
 from mrirecon.data.formats.ismrmrd import IsmrmrdOptions
 from mrirecon.data.ismrmrd_scan import CALIBRATION, IGNORED, IMAGING, recon_rows, row_kinds
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError
+from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
