@@ -26,7 +26,7 @@ from mrirecon.cli.overrides import Problem, check, check_read, compose, group_op
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.tasks import preprocess, reconstruct, train
-from mrirecon.tasks.common import open_processed, read_options, source_spec, variant_of
+from mrirecon.tasks.common import maps_option, open_processed, read_options, source_spec, variant_of
 from mrirecon.tasks.settings import check_file_variant
 from mrirecon.tasks.train_common import resume_path, settings_of
 from mrirecon.training.trainables import family_for
@@ -64,6 +64,8 @@ OTHER: dict[str, Any] = {
     "data.coil_compression": "volume",
     "data.cfl_maps": "maps.cfl",
     "data.slices_per_subject": 3,
+    "data.maps": "espirit",
+    "data.ismrmrd_repetitions": "slices",
 }
 # Keys not walked, each with its reason.
 NOT_WALKED = {
@@ -277,7 +279,8 @@ class Coils:
 
 def preprocess_outcome(cfg: DictConfig, given: dict[str, set[str]]) -> Any:
     """What `mrirecon preprocess` makes from the data keys: the variant, the HDF5 filter, the
-    output path, the source, the read options, the splits and the coil compression."""
+    output path, the source, the read options, the coil maps' origin, the splits and the coil
+    compression."""
     refuse_unread("preprocess", given)
     subjects = np.arange(40)
     return (
@@ -286,6 +289,7 @@ def preprocess_outcome(cfg: DictConfig, given: dict[str, set[str]]) -> Any:
         str(cfg.data.path),
         source_spec(cfg),
         read_options(cfg),
+        maps_option(cfg),
         preprocess.new_splits(cfg, subjects),
         preprocess.coil_compression(cfg, Coils(), subjects),
     )
