@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from helpers import files_under, refused, run_main
 
+import mrirecon.cli.app as cli
 from mrirecon import __version__
 from mrirecon.cli import sweeps
-import mrirecon.cli.app as cli
 from mrirecon.errors import UserError
 
 THREADS = "hardware.threads=1"
