@@ -1,5 +1,5 @@
 """`python -m mrirecon` is the same as the `mrirecon` command (used by torchrun)."""
 
-from mrirecon.cli import main
+from mrirecon.cli.app import main
 
 raise SystemExit(main())

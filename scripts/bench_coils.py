@@ -29,11 +29,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from mrirecon import metrics
 from mrirecon.data.coil_compression import CoilCompression
 from mrirecon.data.completion import espirit_maps
 from mrirecon.data.h5 import Slice
 from mrirecon.data.sample import SampleSource
+from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.nets import build_net
 from mrirecon.physics.noise import estimate_noise_std, resolve_noise_std

@@ -29,9 +29,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from mrirecon import metrics
 from mrirecon.data.raw import RawKspaceSource
 from mrirecon.data.sample import SampleSource
+from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.sense import SenseOperator
 

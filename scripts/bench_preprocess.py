@@ -199,7 +199,7 @@ def run_espirit(num_slices: int, threads: int, repeats: int) -> None:
     import sigpy.mri
     import torch
 
-    from mrirecon import metrics
+    from mrirecon.evaluation import metrics
     from mrirecon.methods import build_method
     from mrirecon.physics.coils import espirit_maps
     from mrirecon.physics.noise import estimate_noise_std

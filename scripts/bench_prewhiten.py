@@ -34,11 +34,11 @@ import numpy as np
 import sigpy.mri
 import torch
 
-from mrirecon import metrics
 from mrirecon.data.completion import espirit_maps
 from mrirecon.data.ismrmrd_raw import whitening_matrix
 from mrirecon.data.sample import SampleSource
 from mrirecon.data.transforms import fft2c_numpy, ifft2c_numpy
+from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.noise import _radius, estimate_noise_std
 from mrirecon.physics.sense import SenseOperator

@@ -41,7 +41,7 @@ def recon_psnr(ksp: np.ndarray, mask: np.ndarray, maps: np.ndarray, reference: n
     """PSNR (dB) of `method` (at its defaults) from ksp * mask against |reference|."""
     import torch
 
-    from mrirecon import metrics
+    from mrirecon.evaluation import metrics
     from mrirecon.methods import build_method
     from mrirecon.physics.noise import estimate_noise_std
     from mrirecon.physics.sense import SenseOperator

@@ -36,8 +36,8 @@ import numpy as np
 import sigpy.mri
 import torch
 
-from mrirecon import metrics
 from mrirecon.data.raw import espirit_maps
+from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator

@@ -37,11 +37,11 @@ import h5py
 import numpy as np
 import torch
 
-from mrirecon.hardware import cpu_name, native_bf16
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.training.hardware import cpu_name, native_bf16
 
 CASES = {"quarter": "4bit_quarter", "full": "4bit_full"}  # processed variants of the sample
 DBP = {"num_unrolls": 4, "num_admm": 3, "cg_max_iter": 10, "cg_eps": 1e-4, "l2lam_init": 1e-3}

@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 import torch
 from omegaconf import OmegaConf
 
+from mrirecon.cli.overrides import config_file
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
-from mrirecon.overrides import config_file
 from mrirecon.physics.coils import espirit_maps
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator

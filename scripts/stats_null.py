@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from mrirecon import stats
+from mrirecon.evaluation import stats
 
 SUBJECTS = (4, 6, 8, 12, 20)
 POWER_AT = 1.0  # effect, in subject-effect sd

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mrirecon import distributed as ddp
+from mrirecon.training import distributed as ddp
 
 
 def _free_port() -> int:
@@ -101,8 +101,8 @@ def flow_run(rank: int, out_dir: Path) -> dict[str, Any]:
     from tiny_training import ListDataset
 
     from mrirecon.nets.flow import build_flow
-    from mrirecon.trainables.flow import FlowTrainable
-    from mrirecon.training import Settings, Trainer
+    from mrirecon.training.trainables.flow import FlowTrainable
+    from mrirecon.training.trainer import Settings, Trainer
 
     torch.manual_seed(5)
     config = {"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4, "batch_norm": True}
@@ -135,7 +135,7 @@ def unsupervised_run(
     from tiny_training import ListDataset, unsupervised_trainable
 
     import mrirecon.methods.unrolled as unrolled
-    from mrirecon.training import Settings, Trainer
+    from mrirecon.training.trainer import Settings, Trainer
 
     draws: dict[str, list[torch.Tensor]] = {"holdout": [], "noise": [], "dropout": []}
     split, noise = unrolled.split_mask, unrolled.complex_noise

@@ -132,7 +132,7 @@ def run_cli(
 def main_in_process(*args: str) -> int:
     """`mrirecon ARGS` in this process: its exit code. sys.argv and the logging handlers that
     Hydra adds (on the streams of this call) are restored afterwards."""
-    from mrirecon import cli
+    import mrirecon.cli.app as cli
 
     argv, root = sys.argv, logging.getLogger()
     handlers, level = list(root.handlers), root.level
@@ -243,7 +243,7 @@ def image_run(
 ) -> Path:
     """A reconstruct run dir whose metrics.csv holds the metrics of its recon.h5 images (S, X, Y),
     as reconstruct writes them (with `volumes`, a volume column; with `rss`, recon.h5's rss)."""
-    from mrirecon import metrics
+    from mrirecon.evaluation import metrics
 
     path.mkdir(parents=True)
     rows = [
@@ -302,7 +302,7 @@ def preprocess_in_process(tmp_path: Path, *overrides: str) -> DeepInPyFile:
     """`mrirecon preprocess data=full OVERRIDES` in-process (Hydra's compose API); the written file."""
     from hydra import compose, initialize_config_dir
 
-    from mrirecon.cli import config_dir
+    from mrirecon.cli.app import config_dir
     from mrirecon.tasks import preprocess
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

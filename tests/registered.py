@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from mrirecon.cli.overrides import compose, config_file, group_options
 from mrirecon.methods import REGISTRY, Method, build_method
-from mrirecon.overrides import compose, config_file, group_options
-from mrirecon.trainables import TRAINABLES, family_for
+from mrirecon.training.trainables import TRAINABLES, family_for
 
 # iteration counts and widths of a unit test (applied only to keys a config already has)
 SMALL = {

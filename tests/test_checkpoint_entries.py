@@ -16,7 +16,7 @@ from helpers import refused, run_main
 from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.errors import UserError
-from mrirecon.io import load_checkpoint, save_checkpoint
+from mrirecon.io.files import load_checkpoint, save_checkpoint
 
 THREADS = "hardware.threads=1"
 

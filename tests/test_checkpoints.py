@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from tiny_training import make_trainer
 
 from mrirecon.errors import UserError
-from mrirecon.io import load_checkpoint, save_checkpoint
+from mrirecon.io.files import load_checkpoint, save_checkpoint
 
 
 class Payload:

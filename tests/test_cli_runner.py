@@ -1,7 +1,7 @@
 """The experiment runner's command line: bad overrides, sweeps that survive a bad point, help,
 version, and OS errors around Hydra's own writes.
 
-Most cases run `mrirecon.cli.main` in this process (no interpreter start, no torch import per
+Most cases run `mrirecon.cli.app` in this process (no interpreter start, no torch import per
 case); the contract is that of test_errors.py: exactly one `error:` line on stderr naming the
 key, exit code 2, no run dir left behind.
 """
@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 from helpers import files_under, refused, run_main
 
-from mrirecon import __version__, cli, sweeps
+import mrirecon.cli.app as cli
+from mrirecon import __version__
+from mrirecon.cli import sweeps
 from mrirecon.errors import UserError
 
 THREADS = "hardware.threads=1"
@@ -91,7 +93,7 @@ def test_bad_override_is_one_line(case: str, tmp_path: Path, capsys, monkeypatch
     ids=["choice", "glob_range", "log_interval", "int_interval", "glob_data"],
 )
 def test_hydra_sweep_syntax_passes_the_pre_check(overrides: list[str]) -> None:
-    from mrirecon.overrides import check
+    from mrirecon.cli.overrides import check
 
     assert check("reconstruct", overrides, multirun=True) is None
 
@@ -211,7 +213,7 @@ def test_subcommand_help_shows_its_groups_and_key_descriptions(capsys, tmp_path:
 
 
 def test_comments_parser_reads_trailing_continued_and_block_comments(tmp_path: Path) -> None:
-    from mrirecon.helptext import comments
+    from mrirecon.cli.helptext import comments
 
     path = tmp_path / "x.yaml"
     path.write_text(
@@ -370,7 +372,7 @@ def test_unwritable_hydra_folder_in_the_run_dir(tmp_path: Path, capsys, monkeypa
 
 
 def test_sample_seed_follows_seed_unless_set() -> None:
-    from mrirecon.overrides import compose
+    from mrirecon.cli.overrides import compose
 
     assert compose("preprocess", ["seed=5"]).data.sample.seed == 5
     assert compose("preprocess", ["seed=5", "data.sample.seed=9"]).data.sample.seed == 9

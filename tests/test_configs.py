@@ -17,13 +17,13 @@ from omegaconf import OmegaConf
 from registered import family_of, learned_cases, model_name, tiny_method, train_targets, trainable
 from torch.utils.data import default_collate
 
-from mrirecon.cli import config_dir
+from mrirecon.cli.app import config_dir
+from mrirecon.cli.overrides import compose, config_dirs, group_options
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods import REGISTRY
 from mrirecon.nets import NETS
-from mrirecon.overrides import compose, config_dirs, group_options
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.trainables import TRAINABLES, family_for
+from mrirecon.training.trainables import TRAINABLES, family_for
 
 CONF = config_dir()
 PRIMARY = ("preprocess", "reconstruct", "train", "evaluate")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mrirecon import hardware
+from mrirecon.training import hardware
 
 
 def test_native_bf16_follows_the_cpu_flags(monkeypatch):

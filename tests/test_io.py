@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mrirecon.errors import UserError
-from mrirecon.io import atomic_path, staged_outputs, write_text
+from mrirecon.io.files import atomic_path, staged_outputs, write_text
 
 
 def test_atomic_write_has_the_umask_permissions(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> No
 
 
 def test_link_or_copy_keeps_its_content_when_the_source_is_rewritten(tmp_path):
-    from mrirecon.io import link_or_copy, write_text
+    from mrirecon.io.files import link_or_copy, write_text
 
     write_text(tmp_path / "last.pt", "epoch 3")
     link_or_copy(tmp_path / "last.pt", tmp_path / "best.pt")
@@ -47,7 +47,7 @@ def test_link_or_copy_keeps_its_content_when_the_source_is_rewritten(tmp_path):
 def test_link_or_copy_is_a_hard_link_where_the_file_system_allows(tmp_path):
     """best.pt is last.pt's file, not a second copy on disk (the link's name was taken by the
     temporary file, so os.link failed and it always copied)."""
-    from mrirecon.io import link_or_copy, write_text
+    from mrirecon.io.files import link_or_copy, write_text
 
     write_text(tmp_path / "last.pt", "weights")
     (tmp_path / "best.pt").write_text("an older best")
@@ -59,7 +59,7 @@ def test_link_or_copy_is_a_hard_link_where_the_file_system_allows(tmp_path):
 
 
 def test_link_or_copy_copies_when_linking_fails(tmp_path, monkeypatch):
-    from mrirecon import io
+    from mrirecon.io import files as io
 
     io.write_text(tmp_path / "last.pt", "weights")
 
@@ -86,7 +86,7 @@ def test_a_symlinked_destination_is_written_through(tmp_path):
 
 
 def test_temporary_names_are_marked_as_mrirecon_s(tmp_path):
-    from mrirecon.io import temporary_sibling, temporary_target
+    from mrirecon.io.files import temporary_sibling, temporary_target
 
     tmp = temporary_sibling(tmp_path / "recon.h5")
     assert tmp.name.startswith(".recon.h5.mrirecon-") and temporary_target(tmp.name) == "recon.h5"

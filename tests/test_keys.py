@@ -22,14 +22,14 @@ from helpers import tiny_arrays, write_h5
 from omegaconf import DictConfig, OmegaConf
 from registered import SMALL, family_of, model_name, models_for, small, train_targets
 
+from mrirecon.cli.overrides import Problem, check, check_read, compose, group_options, parse
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, build_method
-from mrirecon.overrides import Problem, check, check_read, compose, group_options, parse
 from mrirecon.tasks import preprocess, reconstruct, train
 from mrirecon.tasks.common import maps_option, open_processed, read_options, source_spec, variant_of
 from mrirecon.tasks.settings import check_file_variant
 from mrirecon.tasks.train_common import resume_path, settings_of
-from mrirecon.trainables import family_for
+from mrirecon.training.trainables import family_for
 
 REFUSED = (UserError, ValueError, Problem)
 # Other values for keys whose type gives none (a choice among names, null, 'auto'); a callable

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from mrirecon.errors import UserError
-from mrirecon.locks import Lock, file_lock, folder_lock, held, remove_run_dir_temporaries, remove_temporaries
+from mrirecon.io.locks import Lock, file_lock, folder_lock, held, remove_run_dir_temporaries, remove_temporaries
 
 HOLD = """
 import sys
 from pathlib import Path
-from mrirecon.locks import Lock
+from mrirecon.io.locks import Lock
 lock = Lock(Path(sys.argv[1]), "mrirecon train")
 lock.acquire("hydra.run.dir", sys.argv[1])
 print("held", flush=True)
@@ -56,7 +56,7 @@ def test_the_lock_goes_with_its_holder(tmp_path: Path) -> None:
     with held(path, "mrirecon evaluate", "hydra.run.dir", str(tmp_path)):
         assert '"command": "mrirecon evaluate"' in path.read_text() and f'"pid": {os.getpid()}' in path.read_text()
     assert not path.exists()
-    code = f"from mrirecon.locks import Lock; from pathlib import Path; import os; Lock(Path({str(path)!r}), 'x').acquire('k', 'w'); os._exit(9)"
+    code = f"from mrirecon.io.locks import Lock; from pathlib import Path; import os; Lock(Path({str(path)!r}), 'x').acquire('k', 'w'); os._exit(9)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 9 and path.exists()
     with held(path, "mrirecon evaluate", "hydra.run.dir", str(tmp_path)):
         pass

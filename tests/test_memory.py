@@ -1,5 +1,5 @@
 """Declared sizes are checked against the memory available before anything is allocated: the
-rule (mrirecon/memory.py: what one input makes mrirecon hold at once must fit in half of the
+rule (mrirecon/io/memory.py: what one input makes mrirecon hold at once must fit in half of the
 available memory) and every reader that allocates what a file declares (processed HDF5,
 ISMRMRD, fastMRI, raw k-space, recon.h5, a checkpoint's network). Each refusal is one line
 naming the file and its dimensions. The tests fake the available memory (`available`)."""
@@ -18,12 +18,12 @@ import torch
 from formats_helpers import fastmri_header, ismrmrd_header, write_acquisitions
 from helpers import ROOT, fake_run, refused, run_main, tiny_arrays, write_h5
 
-from mrirecon import memory
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError
-from mrirecon.io import save_checkpoint
-from mrirecon.runs import Damaged, load
+from mrirecon.evaluation.runs import Damaged, load
+from mrirecon.io import memory
+from mrirecon.io.files import save_checkpoint
 
 GB = 10**9
 THREADS = "hardware.threads=1"
@@ -31,7 +31,7 @@ THREADS = "hardware.threads=1"
 
 @pytest.fixture
 def available(monkeypatch: pytest.MonkeyPatch):
-    """Set the memory that mrirecon.memory reports as available (bytes)."""
+    """Set the memory that mrirecon.io.memory reports as available (bytes)."""
 
     def set_to(nbytes: float) -> None:
         monkeypatch.setattr(memory, "available_bytes", lambda: int(nbytes))
@@ -48,7 +48,7 @@ def test_available_memory_follows_the_address_space_limit() -> None:
     """Under `ulimit -v` (the limit that gave the reported MemoryError tracebacks) the address
     space left is what counts, not the machine's free memory."""
     limit = 3 * GB
-    code = "from mrirecon.memory import available_bytes; print(available_bytes())"
+    code = "from mrirecon.io.memory import available_bytes; print(available_bytes())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -242,8 +242,8 @@ def test_every_family_is_sized_on_the_meta_device(method: str, model: str, avail
     index tensors while they build) allocates no large tensor and counts every weight."""
     from registered import model_name, trainable
 
-    from mrirecon.trainables import family_for
-    from mrirecon.trainables.base import dry_build
+    from mrirecon.training.trainables import family_for
+    from mrirecon.training.trainables.base import dry_build
 
     family = family_for(method, model_name(model))
     fresh = trainable(method, model, (32, 32), keys={})  # the configs' full sizes
@@ -275,8 +275,8 @@ class _ReadsItsWeights:
 
 
 def test_a_build_the_meta_device_cannot_run_falls_back_to_the_guarded_real_build(available) -> None:
-    from mrirecon.trainables.base import dry_build
-    from mrirecon.trainables.sizing import size_guard
+    from mrirecon.training.trainables.base import dry_build
+    from mrirecon.training.trainables.sizing import size_guard
 
     dry_build(_ReadsItsWeights, {}, "x.pt")  # type: ignore[arg-type]
     available(2 * 4 * 300 * 301 + 2)

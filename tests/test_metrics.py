@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrirecon import metrics
+from mrirecon.evaluation import metrics
 
 
 def blob(shape: tuple[int, int] = (24, 20), peak: float = 2.0) -> np.ndarray:

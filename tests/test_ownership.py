@@ -1,7 +1,7 @@
 """Nothing the user has is lost: every subcommand replaces only the files it wrote itself (the run
 dir's record, the HDF5 producer attribute), a failed run leaves the folder as it was, a second
 process into the same place is refused naming the holder, a symbolic link is written through,
-and what a killed run left is removed by the next run (mrirecon/ownership.py, locks.py).
+and what a killed run left is removed by the next run (mrirecon/io/ownership.py, locks.py).
 
 The CLI runs in this process (tests/helpers.run_main): a tiny processed file, zero-filling."""
 
@@ -22,8 +22,8 @@ import pytest
 from helpers import fake_run, files_under, refused, run_cli, run_main, tiny_arrays, write_h5
 
 from mrirecon.data.h5 import producer
-from mrirecon.locks import folder_lock
-from mrirecon.ownership import RECORD, owner
+from mrirecon.io.locks import folder_lock
+from mrirecon.io.ownership import RECORD, owner
 
 FAST = ("hardware.threads=1",)
 RECON = ("reconstruct", "method=zero_filled", "data=full", "data.split=all", *FAST)
@@ -93,7 +93,7 @@ def test_a_new_run_dir_of_a_failed_run_is_removed_with_the_folders_made_for_it(t
 HOLD = """
 import sys
 from pathlib import Path
-from mrirecon.locks import Lock
+from mrirecon.io.locks import Lock
 lock = Lock(Path(sys.argv[1]), "mrirecon " + sys.argv[2])
 lock.acquire("hydra.run.dir", sys.argv[1])
 print("held", flush=True)

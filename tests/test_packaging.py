@@ -60,7 +60,7 @@ def test_wheel_holds_every_package_and_data_file(wheel):
 def test_config_found_in_built_wheel(wheel, tmp_path):
     """conf/ ships inside the wheel as mrirecon/conf and is used from there."""
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
-    code = "import mrirecon.cli as c; print(c.config_dir())"
+    code = "import mrirecon.cli.app as c; print(c.config_dir())"
     env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": ""}
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert found.stdout.strip() == str(tmp_path / "site" / "mrirecon" / "conf"), found.stderr
@@ -93,7 +93,7 @@ def test_installed_wheel_runs_the_main_job(wheel, tmp_path):
     assert res.returncode == 0, res.stderr
     work = tmp_path / "work"  # outside the checkout: nothing can come from it
     work.mkdir()
-    code = "import mrirecon, mrirecon.trainables; print(mrirecon.__file__)"
+    code = "import mrirecon, mrirecon.training.trainables; print(mrirecon.__file__)"
     where = subprocess.run([str(python), "-c", code], cwd=work, capture_output=True, text=True, env=env)
     assert where.stdout.strip().startswith(str(tmp_path / "venv")), where.stdout + where.stderr
     mrirecon = str(tmp_path / "venv" / "bin" / "mrirecon")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import one_error_line, run_cli
 
-from mrirecon.cli import main
+from mrirecon.cli.app import main
 from mrirecon.registry import PLUGINS_ENV, PluginError, Registry, plugin_conf_dirs
 
 TESTS = Path(__file__).parent
@@ -68,9 +68,9 @@ def plugin(tmp_path: Path) -> dict[str, str]:
 
 LISTING = """
 import contextlib, io, json
-from mrirecon.cli import main
+from mrirecon.cli.app import main
 from mrirecon.methods import REGISTRY
-from mrirecon.overrides import compose, group_options
+from mrirecon.cli.overrides import compose, group_options
 help = io.StringIO()
 with contextlib.redirect_stdout(help):
     main(["reconstruct", "--help"])

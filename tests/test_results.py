@@ -13,8 +13,9 @@ import pytest
 from helpers import fake_run, image_run, tiny_arrays, write_h5
 from test_metrics import blob, fastmri_volume
 
-from mrirecon import metrics, provenance, report, results
-from mrirecon.runs import Damaged, discover, load
+from mrirecon.evaluation import metrics, report, results
+from mrirecon.evaluation.runs import Damaged, discover, load
+from mrirecon.io import provenance
 
 PSNR = np.array([30.0, 31.0, 32.0, 33.0, 34.0, 35.0])
 

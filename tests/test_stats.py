@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from mrirecon import stats
+from mrirecon.evaluation import stats
 
 SIMS = 2000
 SLICES = 15  # per subject

@@ -18,14 +18,14 @@ from helpers import tiny_arrays
 from tiny_training import ListDataset, unsupervised_trainable
 from torch import nn
 
-from mrirecon import distributed as ddp
-from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.errors import UserError
 from mrirecon.nets.flow import GlobalActNorm
-from mrirecon.schedules import cosine_schedule, step_schedule
-from mrirecon.streams import DRAWS, GLOBAL, stream_seed
-from mrirecon.trainables.unrolled import UnrolledTrainable
-from mrirecon.training import Settings, Trainer
+from mrirecon.training import distributed as ddp
+from mrirecon.training.callbacks import Interrupt, standard_callbacks
+from mrirecon.training.schedules import cosine_schedule, step_schedule
+from mrirecon.training.streams import DRAWS, GLOBAL, stream_seed
+from mrirecon.training.trainables.unrolled import UnrolledTrainable
+from mrirecon.training.trainer import Settings, Trainer
 
 
 def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -122,7 +122,7 @@ def test_best_pt_is_chosen_by_the_trainables_metric_and_recorded(tmp_path):
 def test_resumed_cosine_schedule_follows_the_new_number_of_epochs(tmp_path):
     """The flow's cosine schedule: 2 epochs of 2, then resumed with 4 epochs, continues the
     4-epoch schedule (rates 1, 0.5, 0.5, 0.146 of the initial one), never rising again."""
-    from mrirecon.trainables.flow import FlowTrainable
+    from mrirecon.training.trainables.flow import FlowTrainable
 
     flow_trainable = FlowTrainable(None, {}, bits=4)
     schedule = lambda epochs: lambda opt: flow_trainable.scheduler(opt, epochs)  # noqa: E731
@@ -263,7 +263,7 @@ def test_two_ranks_train_one_flow(two_ranks):
 def test_sigterm_stops_training_cleanly_as_ctrl_c(tmp_path):
     """SIGTERM (a kill, a scheduler's time limit) mid-epoch: the step ends, last.pt is saved,
     KeyboardInterrupt as for Ctrl-C, no temporary file (SIGTERM ended the process on the spot)."""
-    from mrirecon import interrupts
+    from mrirecon.io import interrupts
 
     class Killed(Exception):
         pass

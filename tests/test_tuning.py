@@ -12,7 +12,7 @@ import torch
 import yaml
 from helpers import files_under, one_error_line, run_cli
 
-from mrirecon.optuna_figures import importances
+from mrirecon.evaluation.optuna_figures import importances
 
 pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -21,8 +21,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 def composed(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from mrirecon.cli import config_dir
-    from mrirecon.sweeper import register
+    from mrirecon.cli.app import config_dir
+    from mrirecon.cli.sweeper import register
 
     register()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
@@ -44,7 +44,7 @@ def test_optuna_sweeper_direction_follows_the_objective(objective, direction):
     [([], None), (["data.split=train"], None), (["data.split=test"], "test"), (["data.split=val,all"], "all")],
 )
 def test_optuna_sweep_is_refused_on_the_test_split(overrides, refused):
-    from mrirecon.sweeper import split_problem
+    from mrirecon.cli.sweeper import split_problem
 
     problem = split_problem(
         composed(*(o for o in overrides if "," not in o)), overrides

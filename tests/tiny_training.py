@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from helpers import tiny_arrays
 
-from mrirecon.callbacks import Interrupt, standard_callbacks
 from mrirecon.methods import build_method
 from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
-from mrirecon.trainables.unrolled import UnrolledTrainable
-from mrirecon.training import Settings, Trainer
+from mrirecon.training.callbacks import Interrupt, standard_callbacks
+from mrirecon.training.trainables.unrolled import UnrolledTrainable
+from mrirecon.training.trainer import Settings, Trainer
 
 
 def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> dict[str, torch.Tensor]:

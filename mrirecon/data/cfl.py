@@ -30,7 +30,7 @@ from mrirecon.data.completion import (
 from mrirecon.data.h5 import Slice
 from mrirecon.data.masks import volume_seed
 from mrirecon.errors import UserError
-from mrirecon.io import atomic_path, temporary_sibling, write_target
+from mrirecon.io.files import atomic_path, temporary_sibling, write_target
 
 SLICE_DIM = 13  # BART's SLICE_DIM
 BART_DIMS = 16

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mrirecon.io import write_text
+from mrirecon.io.files import write_text
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"

@@ -34,7 +34,7 @@ from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import center_crop, fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
-from mrirecon.memory import require
+from mrirecon.io.memory import require
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ import numpy as np
 from mrirecon.data.h5_checks import check_per_slice_keys, parse_cfl_axes, read_attributes
 from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
-from mrirecon.io import temporary_sibling, write_target
-from mrirecon.memory import require
+from mrirecon.io.files import temporary_sibling, write_target
+from mrirecon.io.memory import require
 
 KEYS = ("imgs", "maps", "ksp", "masks")
 SPLITS = ("train", "val", "test")
@@ -151,7 +151,7 @@ class DeepInPyFile:
 
     def _check_memory(self) -> None:
         """Refuse a file whose one slice (k-space and maps, complex64) and per-slice arrays do not
-        fit in the memory available (mrirecon/memory.py): its header can declare far more than
+        fit in the memory available (mrirecon/io/memory.py): its header can declare far more than
         the file holds."""
         n, c, (x, y) = self.num_slices, self.num_coils, self.shape
         need = 2 * 8 * c * x * y + 64 * n

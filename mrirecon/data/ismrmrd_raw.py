@@ -68,7 +68,7 @@ from mrirecon.data.ismrmrd_scan import (
 from mrirecon.data.masks import volume_seed
 from mrirecon.data.transforms import fft1c_numpy, ifft1c_numpy
 from mrirecon.errors import UserError
-from mrirecon.memory import require
+from mrirecon.io.memory import require
 
 log = logging.getLogger(__name__)
 
@@ -375,7 +375,7 @@ class IsmrmrdSource(OneSubjectFile):
 
 def check_declared_size(path: Path, geometry: Geometry, coils: int) -> None:
     """Refuse (UserError) a header whose encoded matrix makes one slice (its k-space and coil
-    maps, complex64, and the line counts) too large for the memory available (mrirecon/memory.py),
+    maps, complex64, and the line counts) too large for the memory available (mrirecon/io/memory.py),
     before the reader allocates it: a small file can declare any matrix."""
     ex, ey, ez = geometry.encoded
     plane = ex * ey if geometry.two_d else ey * ez

@@ -20,7 +20,7 @@ from mrirecon.data.completion import espirit_maps
 from mrirecon.data.h5 import Slice
 from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
-from mrirecon.memory import require
+from mrirecon.io.memory import require
 
 
 class RawKspaceSource:

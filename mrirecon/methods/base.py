@@ -28,7 +28,7 @@ class Method:
     """
 
     name: str = ""
-    # the trainable family (mrirecon.trainables, by its kind) whose checkpoint the method needs,
+    # the trainable family (mrirecon.training.trainables, by its kind) whose checkpoint the method needs,
     # or None (no checkpoint); set by the family's methods
     checkpoint_kind: str | None = None
     # the unit of a parameter whose quantity differs between methods of the same name (lam

@@ -1,5 +1,5 @@
 """Direct learned methods: one network maps the measured data to the image, trained supervised
-(the `direct` trainable family, mrirecon.trainables.direct). No data consistency is enforced.
+(the `direct` trainable family, mrirecon.training.trainables.direct). No data consistency is enforced.
 
 As for the unrolled methods, the network never sees the data's units: y is divided by
 s = max |A^H y| of its slice (measured data only), the network maps y / s, and its output is

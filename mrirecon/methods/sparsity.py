@@ -35,8 +35,8 @@ from mrirecon.methods.base import (
     known_noise_std,
     register,
 )
+from mrirecon.physics.regularizers import WaveletSparsity, divergence, gradient, project_isotropic
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.regularizers import WaveletSparsity, divergence, gradient, project_isotropic
 from mrirecon.solvers.fista import fista, lipschitz, pogm
 from mrirecon.solvers.primal_dual import primal_dual
 

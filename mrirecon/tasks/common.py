@@ -10,12 +10,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mrirecon import distributed as ddp
 from mrirecon.data import source as sources
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.masks import KINDS
 from mrirecon.data.source import ReadOptions, Source
 from mrirecon.errors import UserError, configured
+from mrirecon.training import distributed as ddp
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def open_processed(cfg: DictConfig) -> DeepInPyFile:
 
 def overwrite(cfg: DictConfig) -> bool:
     """`overwrite=true`: outputs may replace files that this subcommand did not write, or a finished
-    run (only the files it writes: mrirecon/ownership.py)."""
+    run (only the files it writes: mrirecon/io/ownership.py)."""
     return bool(cfg.get("overwrite", False))
 
 

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from mrirecon.data.download import MANIFEST, DownloadError, RemoteFile, fetch
 from mrirecon.errors import UserError
-from mrirecon.locks import folder_lock, held, remove_temporaries
+from mrirecon.io.locks import folder_lock, held, remove_temporaries
 
 log = logging.getLogger(__name__)
 

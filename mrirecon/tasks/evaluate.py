@@ -17,15 +17,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mrirecon import report, results
 from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
-from mrirecon.figures import comparison_figure, heatmap_figure, summary_figure, sweep_figure, training_figure
-from mrirecon.io import staged_outputs, write_text
-from mrirecon.metrics import NAMES as METRICS
-from mrirecon.optuna_figures import optuna_figures
-from mrirecon.ownership import Outputs
-from mrirecon.runs import CROPS, REFERENCES, Damaged, Run, Skipped, discover, load, load_training
+from mrirecon.evaluation import report, results
+from mrirecon.evaluation.figures import comparison_figure, heatmap_figure, summary_figure, sweep_figure, training_figure
+from mrirecon.evaluation.metrics import NAMES as METRICS
+from mrirecon.evaluation.optuna_figures import optuna_figures
+from mrirecon.evaluation.runs import CROPS, REFERENCES, Damaged, Run, Skipped, discover, load, load_training
+from mrirecon.io.files import staged_outputs, write_text
+from mrirecon.io.ownership import Outputs
 from mrirecon.tasks.common import run_dir
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from mrirecon import __version__, ownership
+from mrirecon import __version__
 from mrirecon.data.coil_compression import CoilCompression
 from mrirecon.data.completion import espirit_maps
 from mrirecon.data.h5 import PRODUCER, SPLITS, DeepInPyWriter, Slice, producer
@@ -24,8 +24,9 @@ from mrirecon.data.source import MultiSource, source_files
 from mrirecon.data.splits import check_fractions, check_splits, make_splits, split_counts, subjects_of
 from mrirecon.data.transforms import make_variant, resized_shape, with_noise
 from mrirecon.errors import UserError
-from mrirecon.io import make_parent, write_target
-from mrirecon.locks import file_lock, held, remove_temporaries
+from mrirecon.io import ownership
+from mrirecon.io.files import make_parent, write_target
+from mrirecon.io.locks import file_lock, held, remove_temporaries
 from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.tasks.common import (

@@ -19,17 +19,19 @@ import h5py
 import numpy as np
 from rich.progress import Progress
 
-from mrirecon import __version__, metrics, provenance
+from mrirecon import __version__
 from mrirecon.data.cfl import CflImageWriter
 from mrirecon.data.h5 import PRODUCER
-from mrirecon.figures import reconstruction_figure
-from mrirecon.io import atomic_path
+from mrirecon.evaluation import metrics
+from mrirecon.evaluation.figures import reconstruction_figure
+from mrirecon.io import provenance
+from mrirecon.io.files import atomic_path
 from mrirecon.physics.model_error import FRACTION_LIMIT, RATIO_LIMIT
 
 log = logging.getLogger(__name__)
 CSV_HEADER = ("slice", "subject", "volume", "method", "nrmse", "psnr", "ssim", "seconds")
 # the run dir's files that a run writes (figures/ aside; recon.h5's attributes vouch for them in a
-# run dir of a reconstruct run from before the run dir's record, mrirecon/ownership.py)
+# run dir of a reconstruct run from before the run dir's record, mrirecon/io/ownership.py)
 OUTPUTS = ("recon.h5", "metrics.csv", "summary.json", "recon.cfl", "recon.hdr")
 Chosen = float | str  # one slice's value of a setting chosen from the data (a number, or a rule's label)
 

@@ -19,13 +19,14 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mrirecon import metrics, provenance
 from mrirecon.data.h5 import DeepInPyFile, producer, region_size
 from mrirecon.data.transforms import center_crop
 from mrirecon.errors import UserError, configured
-from mrirecon.io import load_checkpoint
+from mrirecon.evaluation import metrics
+from mrirecon.io import provenance
+from mrirecon.io.files import load_checkpoint
+from mrirecon.io.ownership import Outputs
 from mrirecon.methods import REGISTRY, Method, build_method
-from mrirecon.ownership import Outputs
 from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
@@ -40,7 +41,7 @@ from mrirecon.tasks.recon_outputs import (
     write_run,
 )
 from mrirecon.tasks.settings import check_amp, check_file_variant, command_line_keys
-from mrirecon.trainables import TRAINABLES, family_for, rebuild
+from mrirecon.training.trainables import TRAINABLES, family_for, rebuild
 
 log = logging.getLogger(__name__)
 Units = tuple[np.ndarray | None, np.ndarray | None]  # the subject and the volume of every slice of the file

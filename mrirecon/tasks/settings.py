@@ -1,6 +1,6 @@
 """Every key a run accepts takes effect or is refused: the keys set on the command line, the
 `train.*` and `model.*` keys a trainable family reads, and `hardware.amp` where bf16 autocast
-runs fast (mrirecon/hardware.py). The checks run before anything is written."""
+runs fast (mrirecon/training/hardware.py). The checks run before anything is written."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
-from mrirecon.hardware import cpu_name, native_bf16
+from mrirecon.training.hardware import cpu_name, native_bf16
 
 log = logging.getLogger(__name__)
 
-# train.* keys of the training loop (mrirecon.training.Settings, the optimizer, resume): every
+# train.* keys of the training loop (mrirecon.training.trainer.Settings, the optimizer, resume): every
 # family reads them; the others are read by the families that name them (Trainable.train_keys)
 LOOP_KEYS = frozenset(
     {"epochs", "batch_size", "lr", "optimizer", "grad_clip", "max_minutes", "resume", "val_batch_size"}
@@ -30,7 +30,7 @@ AMP_SLOWDOWN = "2.3x (AVX-512 without BF16) to 31x (AVX2) slower"
 def command_line_keys(section: str) -> set[str]:
     """The keys under `section` set on this run's command line (Hydra's task overrides), dotted
     and relative to it ('train.step_lr.gamma=0.5' -> 'step_lr.gamma'); none outside a Hydra run."""
-    from mrirecon.overrides import parse
+    from mrirecon.cli.overrides import parse
 
     if not HydraConfig.initialized():
         return set()

@@ -1,4 +1,4 @@
-"""`mrirecon train`: fit any trainable family (mrirecon.trainables) on the train split of
+"""`mrirecon train`: fit any trainable family (mrirecon.training.trainables) on the train split of
 `data.path`, validating on the val split: `method=<dbp|modl> model=<resnet|unet>` (an unrolled
 method), `method=flow_prior model=<flow|flow_student>` (the flow prior; `model=flow` alone is an
 alias). One path for all: the family is chosen by the registry, trained by the one Trainer."""
@@ -15,8 +15,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mrirecon import distributed as ddp
-from mrirecon.callbacks import RecordOutputs, RunInfo, standard_callbacks
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY
@@ -36,9 +34,11 @@ from mrirecon.tasks.train_common import (
     settings_of,
     training_data,
 )
-from mrirecon.trainables import TRAINABLES, family_for
-from mrirecon.trainables.base import Trainable
-from mrirecon.training import Trainer
+from mrirecon.training import distributed as ddp
+from mrirecon.training.callbacks import RecordOutputs, RunInfo, standard_callbacks
+from mrirecon.training.trainables import TRAINABLES, family_for
+from mrirecon.training.trainables.base import Trainable
+from mrirecon.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}

@@ -12,9 +12,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
-from mrirecon.ownership import RECORD, Outputs, record
+from mrirecon.io.ownership import RECORD, Outputs, record
 from mrirecon.tasks.common import overwrite
-from mrirecon.training import Settings
+from mrirecon.training.trainer import Settings
 
 
 def positive(key: str, value: Any, integer: bool = False) -> Any:

@@ -20,7 +20,7 @@ from mrirecon.data.augment import (
 )
 from mrirecon.data.masks import make_mask, poisson_mask
 from mrirecon.physics.fft import fft2c, ifft2c
-from mrirecon.trainables.unrolled import UnrolledTrainable
+from mrirecon.training.trainables.unrolled import UnrolledTrainable
 
 CONF = ROOT / "conf"
 ALL = {"random_masks": True, "flip": True, "random_phase": True}
@@ -264,7 +264,7 @@ def test_train_yaml_has_the_keys(flag):
 
 
 def test_the_direct_family_augments_too():
-    from mrirecon.trainables.direct import DirectTrainable
+    from mrirecon.training.trainables.direct import DirectTrainable
 
     method = {"name": "unet_image", "net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}}
     trainable = DirectTrainable.from_config(

@@ -139,9 +139,9 @@ def test_training_validation_metrics_use_the_recon_size(padded, tmp_path):
     import torch
     from helpers import preprocess_in_process as run
 
-    from mrirecon import metrics
     from mrirecon.data.dataset import SliceDataset
-    from mrirecon.trainables.reconstructors import validation_metrics
+    from mrirecon.evaluation import metrics
+    from mrirecon.training.trainables.reconstructors import validation_metrics
 
     path, _ = padded
     options = ("data.espirit.calib_width=12", "data.mask=fastmri_random", "data.undersampling.accel=4")

@@ -17,7 +17,7 @@ from mrirecon.data.completion import ReadOptions
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.source import open_source
 from mrirecon.errors import UserError
-from mrirecon.runs import Damaged, load
+from mrirecon.evaluation.runs import Damaged, load
 
 THREADS = "hardware.threads=1"
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 from ismrmrd_scans import Scan, phantom, write_scan
 
-from mrirecon import metrics
 from mrirecon.data.completion import MapEstimator, calibration_block, espirit_maps, sense_combine
 from mrirecon.data.formats.ismrmrd import IsmrmrdOptions
 from mrirecon.data.ismrmrd_scan import CALIBRATION, IGNORED, IMAGING, recon_rows, row_kinds
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError
+from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.noise import estimate_noise_std
 from mrirecon.physics.sense import SenseOperator
@@ -265,7 +265,7 @@ def test_cli_provenance_and_table(tmp_path, truth):
     full = DeepInPyFile(tmp_path / "full_out.h5")
     assert full.attrs["mask"] == "lines" and (full.read(0).mask == full.read(0).mask[:1]).all()
     res = run_cli(
-        "reconstruct", "method=cg_sense", "data.path=full_out.h5", "data.split=all", "figures=0",
+        "reconstruct", "method=cg_sense", "data=full", "data.path=full_out.h5", "data.split=all", "figures=0",
         "hydra.run.dir=rec", cwd=tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -273,7 +273,13 @@ def test_cli_provenance_and_table(tmp_path, truth):
     assert summary["mask"] == "lines" and summary["acceleration"]["mean"] == pytest.approx(256 / round(256 / 6))
     assert np.isfinite(summary["mean"]["psnr"])
     res = run_cli(
-        "reconstruct", "method=zero_filled", "data.path=r2_out.h5", "data.split=all", "figures=0", cwd=tmp_path
+        "reconstruct",
+        "method=zero_filled",
+        "data=full",
+        "data.path=r2_out.h5",
+        "data.split=all",
+        "figures=0",
+        cwd=tmp_path,
     )
     assert res.returncode == 0 and "no reference image" in res.stdout + res.stderr
     assert not re.search(r"\bnan\b", (res.stdout + res.stderr).lower())

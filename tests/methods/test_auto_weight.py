@@ -108,8 +108,8 @@ def test_real_phantom_with_sigma_too_small_or_zero_beats_zero_filled(factor):
 
     import sigpy.mri
 
-    from mrirecon import metrics
     from mrirecon.data.completion import espirit_maps, sense_combine
+    from mrirecon.evaluation import metrics
     from mrirecon.physics.noise import estimate_noise_std
 
     full = np.load(ASSETS / "phantom_4coil_gre_256.npy")
@@ -172,7 +172,7 @@ def test_real_phantom_with_cut_maps_every_default_beats_zero_filled():
     (rule model, zero-filled anchor) and every classical default beats zero-filling in PSNR
     against the full scan's reference (before the check, cg_sense and cs_wavelet lost at every
     weight: docs/noise.md)."""
-    from mrirecon import metrics
+    from mrirecon.evaluation import metrics
 
     y, op, reference, sigma = real_phantom(cut=12)
     zero_filled = metrics.psnr(op.adjoint(y)[0].numpy(), reference)

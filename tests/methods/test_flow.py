@@ -211,7 +211,7 @@ def test_the_flow_family_trains_with_the_flips_and_temperature_it_is_given_and_r
     """train.flip and train.sample_temperature reach the flow's training (the old code dropped
     both: no flips, whatever the config said); the checkpoint records what was used, and a
     reconstruction's method config names the flips."""
-    from mrirecon.trainables.flow import FlowTrainable
+    from mrirecon.training.trainables.flow import FlowTrainable
 
     train = {"flip": flip, "sample_temperature": 0.5}
     trainable = FlowTrainable.from_config({}, TINY, train, shape=(16, 16), bits=4, seed=0, amp=False)

@@ -8,11 +8,10 @@ import torch
 from helpers import crandn, random_operator
 
 from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.evaluation.metrics import nrmse
 from mrirecon.methods import build_method
-from mrirecon.metrics import nrmse
 from mrirecon.physics.noise import resolve_noise_std
-from mrirecon.physics.sense import SenseOperator
-from mrirecon.regularizers import (
+from mrirecon.physics.regularizers import (
     WaveletSparsity,
     divergence,
     gradient,
@@ -20,6 +19,7 @@ from mrirecon.regularizers import (
     soft_threshold,
     total_variation,
 )
+from mrirecon.physics.sense import SenseOperator
 
 
 @pytest.mark.parametrize("shape", [(32, 24), (33, 25)])

@@ -17,8 +17,8 @@ from mrirecon.nets import build_net
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.trainables.reconstructors import KSPACE_METRIC, kspace_validation
-from mrirecon.trainables.unrolled import UnrolledTrainable
+from mrirecon.training.trainables.reconstructors import KSPACE_METRIC, kspace_validation
+from mrirecon.training.trainables.unrolled import UnrolledTrainable
 
 
 @pytest.mark.parametrize(

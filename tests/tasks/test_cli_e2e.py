@@ -14,7 +14,7 @@ from conftest import SAMPLE_VARIANTS
 from helpers import dft2c, run_cli, tiny_arrays, write_h5
 from hydra import compose, initialize_config_dir
 
-from mrirecon.cli import config_dir
+from mrirecon.cli.app import config_dir
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.sample import SampleSource
 from mrirecon.tasks import preprocess
@@ -143,7 +143,7 @@ def test_evaluate_tables_and_figure(sweep, sample_dir):
         volumes = {(r["variant"], r["method"]): r for r in csv.DictReader(fh)}
     for r in rows:
         v = volumes[(r["variant"], r["method"])]
-        assert v["level"] == "volume" and v["unit"] == "volumes" and v["subjects"] == "3"
+        assert v["level"] == "volume" and v["unit"] == "subjects" and v["subjects"] == "3"
         for name in ("nrmse_mean", "psnr_mean", "ssim_mean"):
             assert float(v[name]) == pytest.approx(float(r[name]), rel=1e-4), (r["variant"], r["method"], name)
     assert "Level: volume" in (sample_dir / "runs" / "eval_volume" / "results.md").read_text()

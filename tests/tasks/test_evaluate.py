@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from helpers import fake_run, run_cli
 
-from mrirecon.figures import axis_scale
+from mrirecon.evaluation.figures import axis_scale
 
 pytestmark = pytest.mark.slow  # evaluate runs, figures and a browser
 

@@ -15,10 +15,10 @@ from helpers import one_error_line, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from mrirecon.cli import config_dir
+from mrirecon.cli.app import config_dir
 from mrirecon.errors import UserError
 from mrirecon.tasks.reconstruct import check_trained_size, method_of
-from mrirecon.trainables import TRAINABLES, family_for, rebuild
+from mrirecon.training.trainables import TRAINABLES, family_for, rebuild
 
 TINY = ["model.levels=2", "model.steps=1", "model.hidden_channels=8", "model.bins=4", "train.batch_size=5"]
 FAST = ["method.iterations=3", "figures=0"]

@@ -256,7 +256,7 @@ def test_failed_resume_keeps_the_run(trained, sample_dir):
 
 
 def test_unrolled_rebuilds_from_its_checkpoint_alone(trained):
-    from mrirecon.trainables import rebuild
+    from mrirecon.training.trainables import rebuild
 
     best = trained / "checkpoints" / "best.pt"
     ckpt = torch.load(best, weights_only=False)

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import yaml
 
-from mrirecon.io import atomic_path
+from mrirecon.io.files import atomic_path
 
 RESULTS = "optimization_results.yaml"
 MAXIMISED = {"psnr": True, "ssim": True, "nrmse": False}

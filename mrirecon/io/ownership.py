@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mrirecon.errors import UserError
-from mrirecon.io import write_json
-from mrirecon.locks import LOCK
+from mrirecon.io.files import write_json
+from mrirecon.io.locks import LOCK
 
 log = logging.getLogger(__name__)
 RECORD = ".mrirecon.json"

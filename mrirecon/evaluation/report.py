@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon import stats
-from mrirecon.metrics import CONVENTION, VOLUME_CONVENTION
-from mrirecon.metrics import NAMES as METRICS
-from mrirecon.results import Column, cell, group_of
-from mrirecon.runs import Run, Skipped
+from mrirecon.evaluation import stats
+from mrirecon.evaluation.metrics import CONVENTION, VOLUME_CONVENTION
+from mrirecon.evaluation.metrics import NAMES as METRICS
+from mrirecon.evaluation.results import Column, cell, group_of
+from mrirecon.evaluation.runs import Run, Skipped
 
 HEADS = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM"}
 CONVENTIONS = {"slice": CONVENTION, "volume": VOLUME_CONVENTION}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mrirecon.errors import UserError
-from mrirecon.io import STAGE_PREFIX, temporary_target, write_target
+from mrirecon.io.files import STAGE_PREFIX, temporary_target, write_target
 
 if TYPE_CHECKING:
     from filelock import FileLock

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon import stats
-from mrirecon.metrics import NAMES as METRICS
-from mrirecon.runs import Run
+from mrirecon.evaluation import stats
+from mrirecon.evaluation.metrics import NAMES as METRICS
+from mrirecon.evaluation.runs import Run
 
 HIGHER_IS_BETTER = {"nrmse": False, "psnr": True, "ssim": True}
 # The values a metric can take: a mean's interval is clipped to this range, a paired difference's

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mrirecon.io import atomic_path
+from mrirecon.io.files import atomic_path
 
 
 def _save(fig: Figure, path: str | os.PathLike[str], tight: bool = True) -> None:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.methods.base import Method
 from mrirecon.registry import Registry
-from mrirecon.trainables.sizing import LargeOnMeta, size_guard
+from mrirecon.training.trainables.sizing import LargeOnMeta, size_guard
 
 # checkpoints record this format; those without it predate the Trainable path
 FORMAT = 2
@@ -133,7 +133,7 @@ class Trainable(Protocol):
 
 
 T = TypeVar("T", bound="type[Trainable]")
-TRAINABLES: Registry[type[Trainable]] = Registry("trainable family", "mrirecon.trainables")
+TRAINABLES: Registry[type[Trainable]] = Registry("trainable family", "mrirecon.training.trainables")
 
 
 def register_trainable(cls: T) -> T:

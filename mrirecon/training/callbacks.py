@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mrirecon import interrupts, ownership
-from mrirecon.io import write_json, write_text
+from mrirecon.io import interrupts, ownership
+from mrirecon.io.files import write_json, write_text
 
 log = logging.getLogger(__name__)
 Trainer = Any  # training.Trainer (not imported: it imports these hooks)
@@ -185,7 +185,7 @@ class RunInfo(Callback):
 
 
 class RecordOutputs(Callback):
-    """Record the files the run writes in its run dir's record (mrirecon/ownership.py), so that
+    """Record the files the run writes in its run dir's record (mrirecon/io/ownership.py), so that
     a later run knows them for train's own: training.json and this run's TensorBoard events when
     the fit starts, the checkpoints and metrics.csv after each epoch, all again when it ends (an
     interrupt saves last.pt; the events file grows until it is closed)."""

@@ -149,7 +149,7 @@ def check_plain(value: Any, where: str) -> None:
         return
     raise TypeError(
         f"{where} is a {type(value).__module__}.{type(value).__qualname__}: a checkpoint holds only tensors "
-        "and plain Python types (mrirecon/io.py)"
+        "and plain Python types (mrirecon/io/files.py)"
     )
 
 
@@ -216,7 +216,7 @@ def load_checkpoint(path: str | os.PathLike[str], key: str = "checkpoint", trust
         raise UserError(f"{key}: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{key}: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
-    from mrirecon.checkpoint_entries import check_entries
+    from mrirecon.io.checkpoint_entries import check_entries
 
     check_entries(state, path, key)  # each entry of the type mrirecon writes; finite weights
     return state

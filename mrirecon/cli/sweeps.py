@@ -4,11 +4,11 @@ In a sweep (`-m`) a failing point does not stop the others, whatever the launche
 joblib, submitit): its task writes its error line to `error.txt` in its run dir and returns None
 (not a number: an optimising sweeper counts the trial as failed). `Recorder`, a Hydra callback (conf/base.yaml),
 notes the run or sweep dir and, when the sweep ends, collects the `error.txt` files written
-during it; `mrirecon.cli` prints their summary and exits 2.
+during it; `mrirecon.cli.app` prints their summary and exits 2.
 
 Before Hydra writes anything, `Recorder` also takes the run dir's lock (a sweep: the sweep dir's;
-mrirecon/locks.py), so a second process into the same folder is refused before it touches it,
-and a snapshot of what the folder held (mrirecon/ownership.py), so that a run failing on bad
+mrirecon/io/locks.py), so a second process into the same folder is refused before it touches it,
+and a snapshot of what the folder held (mrirecon/io/ownership.py), so that a run failing on bad
 input leaves it as it was: `finish` releases the lock and undoes the failed run.
 """
 
@@ -24,9 +24,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mrirecon import ownership
-from mrirecon.io import write_text
-from mrirecon.locks import Lock, folder_lock
+from mrirecon.io import ownership
+from mrirecon.io.files import write_text
+from mrirecon.io.locks import Lock, folder_lock
 
 ERROR_FILE = "error.txt"
 INTERNAL = "internal error"  # first words of a point's error line when the failure was a bug

@@ -18,10 +18,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mrirecon import metrics, provenance
 from mrirecon.data.hdf5_input import HDF5InputError, open_hdf5
 from mrirecon.errors import UserError
-from mrirecon.memory import require
+from mrirecon.evaluation import metrics
+from mrirecon.io import provenance
+from mrirecon.io.memory import require
 
 METRIC_COLUMNS = ("slice", "subject", "method", *metrics.NAMES, "seconds")  # and `volume` since it is recorded
 VALUES = (*metrics.NAMES, "seconds", "R")  # per slice (or volume): the metrics, seconds, acceleration R
@@ -395,7 +396,7 @@ def _training_label(path: Path) -> str:
         return path.name
     from omegaconf import OmegaConf
 
-    from mrirecon.trainables import family_for  # torch and the nets: only for runs from before training.json
+    from mrirecon.training.trainables import family_for  # torch and the nets: only for runs from before training.json
 
     cfg = OmegaConf.load(config)
     model = str(OmegaConf.select(cfg, "model.name", default=""))

@@ -21,8 +21,8 @@ from mrirecon.methods.base import data_scale
 from mrirecon.methods.direct import Direct
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.trainables.base import FORMAT, register_trainable
-from mrirecon.trainables.reconstructors import ReconstructorFamily, at_inference
+from mrirecon.training.trainables.base import FORMAT, register_trainable
+from mrirecon.training.trainables.reconstructors import ReconstructorFamily, at_inference
 
 log = logging.getLogger(__name__)
 KIND = "direct"

@@ -3,6 +3,6 @@
 Every module of this package is imported when the registry is first read (mrirecon/registry.py),
 so a family is one module with `@register_trainable`."""
 
-from mrirecon.trainables.base import TRAINABLES, Trainable, family_for, rebuild, register_trainable
+from mrirecon.training.trainables.base import TRAINABLES, Trainable, family_for, rebuild, register_trainable
 
 __all__ = ["TRAINABLES", "Trainable", "family_for", "rebuild", "register_trainable"]

@@ -5,7 +5,7 @@ that describes a huge network (a 60 KB file with `channels=6000`) would allocate
 before the weights are found not to fit. `LargeOnMeta` makes every large tensor of a build on
 PyTorch's meta device (shapes only), and `size_guard` counts the bytes of every parameter and
 buffer registered, stopping the build with one error line once they pass the memory allowance
-(mrirecon/memory.py).
+(mrirecon/io/memory.py).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from mrirecon import memory
 from mrirecon.errors import UserError
+from mrirecon.io import memory
 
 LARGE = 2**16  # elements: a factory-made tensor at least this large goes to the meta device
 _FACTORIES = (torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn)
@@ -75,7 +75,7 @@ def size_guard(what: str) -> Iterator[None]:
         raise UserError(
             f"{what} describes a network of more than {registered[0]:,} weights ({memory.size_text(registered[1])}), "
             f"more than half of the {memory.size_text(allowance / memory.MARGIN)} of memory available "
-            "(mrirecon/memory.py)"
+            "(mrirecon/io/memory.py)"
         ) from None
     finally:
         for hook in hooks:

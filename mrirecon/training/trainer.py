@@ -3,11 +3,11 @@ atomic checkpoints (`last.pt` every epoch, `best.pt` by a validation metric), ex
 data-parallel training across torchrun processes (each rank takes its share of every global
 batch; gradients are all-reduced; batch norm uses the global batch; rank 0 validates and
 writes). Logging, metrics.csv, TensorBoard, the progress bar, the time budget and Ctrl-C are
-hooks (mrirecon.callbacks). It knows nothing about MRI or any model: the `Trainable` supplies
+hooks (mrirecon.training.callbacks). It knows nothing about MRI or any model: the `Trainable` supplies
 the loss and the validation.
 
 Randomness: every draw of a step comes from streams named by (seed, rank, step)
-(mrirecon.streams): the step's generator, handed to the loss (holdouts, noise, augmentations),
+(mrirecon.training.streams): the step's generator, handed to the loss (holdouts, noise, augmentations),
 and the global torch / numpy / random state, reseeded before each step (dropout). The data
 order is a function of (seed, epoch) and the DataLoader has its own generator. So a resumed run
 repeats every draw without saved RNG state, and ranks draw independently.
@@ -29,14 +29,14 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
-from mrirecon import distributed as ddp
-from mrirecon import streams
-from mrirecon.callbacks import BUDGET, INTERRUPT, Callback
 from mrirecon.errors import UserError
-from mrirecon.io import link_or_copy, load_checkpoint, save_checkpoint
-from mrirecon.locks import remove_temporaries
-from mrirecon.schedules import restore_position
-from mrirecon.trainables.base import Trainable
+from mrirecon.io.files import link_or_copy, load_checkpoint, save_checkpoint
+from mrirecon.io.locks import remove_temporaries
+from mrirecon.training import distributed as ddp
+from mrirecon.training import streams
+from mrirecon.training.callbacks import BUDGET, INTERRUPT, Callback
+from mrirecon.training.schedules import restore_position
+from mrirecon.training.trainables.base import Trainable
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Settings:
         num_workers: DataLoader worker processes.
         val_batch_size: slices per validation batch.
         trust_checkpoint: resume also from a checkpoint that only an unsafe pickle load reads
-            (mrirecon.io.load_checkpoint); only for files from a trusted source.
+            (mrirecon.io.files.load_checkpoint); only for files from a trusted source.
     """
 
     epochs: int

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mrirecon.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
+from mrirecon.cli.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
 
 WIDTH = 100
 HIDDEN = {"evaluate": ("seed", "data")}  # sections a subcommand composes (conf/base.yaml) but never reads
@@ -93,7 +93,7 @@ def _allowed(subcommand: str, group: str, options: list[str]) -> list[str]:
 
     if subcommand == "reconstruct":
         return [o for o in options if o in REGISTRY]
-    from mrirecon.trainables import family_for
+    from mrirecon.training.trainables import family_for
 
     models = group_options("model")
     aliases = {m for m in models if all(family_for(o, m) is not None for o in options)}  # model=flow

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrirecon import metrics
 from mrirecon.data.transforms import center_crop
+from mrirecon.evaluation import metrics
 from mrirecon.methods.base import Method
 from mrirecon.methods.unrolled import split_mask
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.schedules import step_schedule
-from mrirecon.streams import VALIDATION, generator
+from mrirecon.training.schedules import step_schedule
+from mrirecon.training.streams import VALIDATION, generator
 
 KSPACE_METRIC = "val_kspace_nmse"  # what chooses best.pt in unsupervised training
 VAL_HOLDOUT = 0.4  # held-out fraction of the unsupervised validation when training holds out none

@@ -18,8 +18,8 @@ from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.methods.unrolled import Unrolled, training_loss
 from mrirecon.nets import NETS, build_net
-from mrirecon.trainables.base import FORMAT, register_trainable
-from mrirecon.trainables.reconstructors import (
+from mrirecon.training.trainables.base import FORMAT, register_trainable
+from mrirecon.training.trainables.reconstructors import (
     KSPACE_METRIC,
     VAL_HOLDOUT,
     ReconstructorFamily,

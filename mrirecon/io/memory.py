@@ -78,5 +78,5 @@ def require(need: float, what: str) -> None:
     if need > MARGIN * available:
         raise UserError(
             f"{what}, which needs {size_text(need)} at once, more than half of the {size_text(available)} of "
-            "memory available (a damaged header, or a machine too small for this input: mrirecon/memory.py)"
+            "memory available (a damaged header, or a machine too small for this input: mrirecon/io/memory.py)"
         )

@@ -57,7 +57,7 @@ class Problem(Exception):
 
 def config_dir() -> Path:
     """conf/ inside an installed package (wheel), else the source checkout's top-level conf/."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the mrirecon package
     for candidate in (here / "conf", here.parent / "conf"):
         if (candidate / "reconstruct.yaml").is_file():
             return candidate
@@ -376,8 +376,8 @@ def check(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
         check_types(subcommand, parsed)
     except Problem as problem:
         return str(problem)
-    if multirun and "mrirecon.sweeper" in sys.modules:  # hydra/sweeper=optuna: choose on val only
-        refusal = sys.modules["mrirecon.sweeper"].split_problem(cfg, overrides)
+    if multirun and "mrirecon.cli.sweeper" in sys.modules:  # hydra/sweeper=optuna: choose on val only
+        refusal = sys.modules["mrirecon.cli.sweeper"].split_problem(cfg, overrides)
         if refusal:
             return str(refusal)
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"

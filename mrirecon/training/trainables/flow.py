@@ -17,8 +17,8 @@ from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import Method, build_method
 from mrirecon.nets.flow import ImageFlow, bits_per_dim, build_flow, dequantize, from_flow_space
-from mrirecon.schedules import cosine_schedule
-from mrirecon.trainables.base import FORMAT, register_trainable
+from mrirecon.training.schedules import cosine_schedule
+from mrirecon.training.trainables.base import FORMAT, register_trainable
 
 log = logging.getLogger(__name__)
 KIND = "flow"

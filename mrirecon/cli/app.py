@@ -1,13 +1,13 @@
 """`mrirecon <subcommand> [overrides...] [-m]`: dispatch to a Hydra task.
 
 Sets OMP_WAIT_POLICY=PASSIVE and the thread count from `hardware` before torch is imported,
-checks the overrides against the configs (mrirecon/overrides.py: one `error:` line and exit 2
+checks the overrides against the configs (mrirecon/cli/overrides.py: one `error:` line and exit 2
 when they cannot work), then hands over to Hydra, so `--cfg job`, `-m` and `hydra.run.dir=`
-work after the subcommand; `--help` is the subcommand's own (mrirecon/helptext.py). A
+work after the subcommand; `--help` is the subcommand's own (mrirecon/cli/helptext.py). A
 `UserError` raised by a task, or an OS error of Hydra's own writes, becomes one `error:` line
-and exit 2, and the run dir is left as it was (mrirecon/ownership.py: only what this run made is
-removed); in a sweep, a failed point is recorded and the others run (mrirecon/sweeps.py). A
-second process into a locked run dir is refused (mrirecon/locks.py). SIGTERM is handled as
+and exit 2, and the run dir is left as it was (mrirecon/io/ownership.py: only what this run made is
+removed); in a sweep, a failed point is recorded and the others run (mrirecon/cli/sweeps.py). A
+second process into a locked run dir is refused (mrirecon/io/locks.py). SIGTERM is handled as
 SIGINT: one `error: interrupted` line, exit code 128 + the signal, no temporary file left.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mrirecon import __version__
-from mrirecon.overrides import Problem, check, config_dir, one_line, use_plugin_configs
+from mrirecon.cli.overrides import Problem, check, config_dir, one_line, use_plugin_configs
 from mrirecon.registry import PluginError, plugin_conf_dirs
 
 SUBCOMMANDS = {
@@ -98,9 +98,9 @@ def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
     import importlib
     import traceback
 
-    from mrirecon import sweeps
+    from mrirecon.cli import sweeps
     from mrirecon.errors import UserError
-    from mrirecon.locks import remove_run_dir_temporaries
+    from mrirecon.io.locks import remove_run_dir_temporaries
 
     sweeps.clear_failure(run_dir)
     remove_run_dir_temporaries(run_dir)  # a killed run's: the run (sweep) dir's lock is ours
@@ -123,12 +123,12 @@ def _run_task(subcommand: str, cfg: Any, run_dir: Path, multirun: bool) -> Any:
 
 def _task(subcommand: str) -> Callable[[Any], Any]:
     def task(cfg: Any) -> Any:
-        threads = int(cfg.hardware.threads) if "hardware" in cfg else 2  # checked by mrirecon.overrides
+        threads = int(cfg.hardware.threads) if "hardware" in cfg else 2  # checked by mrirecon.cli.overrides
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from mrirecon import interrupts
+        from mrirecon.io import interrupts
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -139,8 +139,8 @@ def _task(subcommand: str) -> Callable[[Any], Any]:
             print(f"error: interrupted ({interrupts.name()})", file=sys.stderr)
             raise SystemExit(interrupts.exit_code()) from None
         finally:
-            if "mrirecon.distributed" in sys.modules:
-                sys.modules["mrirecon.distributed"].shutdown()
+            if "mrirecon.training.distributed" in sys.modules:
+                sys.modules["mrirecon.training.distributed"].shutdown()
             if os.environ.get("MRIRECON_RANK_DIR") == str(run_dir):  # see _torchrun_rank_overrides
                 shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -176,7 +176,7 @@ def _run_hydra(subcommand: str, rest: list[str], multirun: bool) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from mrirecon import sweeps
+    from mrirecon.cli import sweeps
 
     sweeps.reset()
     sys.argv = [f"mrirecon {subcommand}", *rest]
@@ -238,7 +238,7 @@ def _raised_in_task(exc: BaseException) -> bool:
 def _register_sweeper() -> None:
     """hydra/sweeper=optuna: mrirecon's val-split Optuna sweeper, when the `sweep` extra is installed."""
     try:
-        from mrirecon.sweeper import register
+        from mrirecon.cli.sweeper import register
     except ImportError:
         return
     register()
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     _register_sweeper()
     overrides, multirun = _overrides(rest)
     if "-h" in rest or "--help" in rest:
-        from mrirecon.helptext import subcommand_help
+        from mrirecon.cli.helptext import subcommand_help
 
         return _print_or_fail(lambda: subcommand_help(subcommand, SUBCOMMANDS[subcommand], overrides))
     if multirun and _SINGLE_MODE_FLAGS.intersection(rest):

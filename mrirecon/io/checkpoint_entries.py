@@ -1,6 +1,6 @@
 """The entries of an mrirecon checkpoint and their types, checked when it is loaded.
 
-What `train` writes (mrirecon/training.py `Trainer._checkpoint`, each family's
+What `train` writes (mrirecon/training/trainer.py `Trainer._checkpoint`, each family's
 `checkpoint_state`, the task's extra entries) is read back by `reconstruct` (rebuild from the
 checkpoint alone, provenance) and by `train.resume`. A file whose entry has another type (a
 list where a dict belongs, a string subject list, ...) or whose weights are not finite (a
