@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.cli.overrides import compose, config_file, group_options
 from mrirecon.methods import REGISTRY, Method, build_method
-from mrirecon.training.trainables import TRAINABLES, family_for
+from mrirecon.training.trainables import TRAINABLES, Family, family_for
 
 # iteration counts and widths of a unit test (applied only to keys a config already has)
 SMALL = {
@@ -41,8 +41,8 @@ SMALL = {
 
 
 def small(cfg: dict[str, Any], keys: dict[str, Any] | None = None) -> dict[str, Any]:
-    """cfg with the values of `keys` (default SMALL) for the keys it already has; a nested
-    section (a method's `net`) is made small too."""
+    """cfg with the values of `keys` (default SMALL) for the keys it already has (nested
+    sections too)."""
     keys = SMALL if keys is None else keys
     out = {k: (small(v, keys) if isinstance(v, dict) else keys.get(k, v)) for k, v in cfg.items()}
     out.pop("train_defaults", None)  # read by train.*, not an argument
@@ -60,22 +60,31 @@ def model_name(option: str) -> str:
     return str(OmegaConf.load(config_file("model", option)).name)
 
 
-def family_of(method: str) -> type | None:
+def family_of(method: str) -> Family | None:
     """The trainable family whose checkpoints `method` needs (None: a method without one)."""
     kind = REGISTRY[method].checkpoint_kind if method in REGISTRY else None
     return None if kind is None else TRAINABLES[kind]
 
 
-def models_for(method: str, family: type) -> list[str]:
-    """The model options `mrirecon train method=<method>` trains `family` with: the models the
-    family builds itself when it has any, else those it trains, or only the first when it trains
-    any model (it does not use the model group)."""
-    options = group_options("model")
-    fit = [d for d in options if family.trains(method, model_name(d))]
-    own = [d for d in fit if model_name(d) in family.own_models]
-    if own:
-        return own
-    return fit[:1] if len(fit) == len(options) else fit
+def reads_method(family: Family) -> bool:
+    """Whether the family's training reads the method config (the flow prior's does not)."""
+    return "method" in family.reads({"loss": composed("train")["train"]["loss"]}, 4)
+
+
+@functools.cache
+def default_model(method: str | None) -> str:
+    """The model option `mrirecon train [method=<method>]` composes without model= (a method's
+    config may choose its own network)."""
+    cfg = compose("train", [f"method={method}"] if method else [], hydra=True)
+    return str(cfg.hydra.runtime.choices["model"])
+
+
+def models_for(method: str, family: Family) -> list[str]:
+    """The model options `mrirecon train method=<method>` trains `family` with (for a family that
+    does not read the method config: with the default method), the method's own first."""
+    fit = [d for d in group_options("model") if family.trains(method, model_name(d))]
+    first = default_model(method if reads_method(family) else None)
+    return sorted(fit, key=lambda d: d != first)
 
 
 def learned_cases() -> list[tuple[str, str]]:
@@ -89,15 +98,28 @@ def learned_cases() -> list[tuple[str, str]]:
     return cases
 
 
-def train_targets() -> list[tuple[str, str]]:
-    """(method, model option) that `mrirecon train` takes, one per method a family trains (its
-    own training methods when it has them, else the methods it serves)."""
-    targets = []
+def train_targets() -> list[tuple[str | None, str]]:
+    """(method, model option) that `mrirecon train` takes, one per method a family serves with
+    its first model; a family that does not read the method config (the flow prior) once, with
+    method None (not given: `mrirecon train model=<option>`)."""
+    targets: list[tuple[str | None, str]] = []
     for kind, family in sorted(TRAINABLES.items()):
         served = sorted(m for m in REGISTRY if REGISTRY[m].checkpoint_kind == kind)
-        for method in family.train_only or served:
-            targets.append((method, models_for(method, family)[0]))
+        if reads_method(family):
+            targets += [(method, models_for(method, family)[0]) for method in served]
+        else:
+            targets.append((None, models_for(served[0], family)[0]))
     return targets
+
+
+def train_overrides(method: str | None, model: str, *more: str) -> list[str]:
+    """The command line of `mrirecon train` for a train target."""
+    return [*([f"method={method}"] if method else []), f"model={model}", *more]
+
+
+def trained_method(method: str | None) -> str:
+    """The method config a train target composes (the default's when not given)."""
+    return method or str(composed("train")["method"]["name"])
 
 
 def composed(primary: str, *overrides: str) -> dict[str, Any]:
@@ -110,11 +132,14 @@ def _composed(primary: str, *overrides: str) -> dict[str, Any]:
     return plain(compose(primary, list(overrides)))
 
 
-def trainable(method: str, model: str, shape: tuple[int, int], keys: dict[str, Any] | None = None) -> Any:
-    """A fresh trainable of the family that trains `method` with `model` (an option of the model
-    group), built from their train config, small (`keys`, default SMALL), for 4-bit images."""
-    cfg = composed("train", f"method={method}", f"model={model}")
-    family = family_for(method, model_name(model))
+def trainable(
+    method: str | None, model: str, shape: tuple[int, int], keys: dict[str, Any] | None = None, loss: str | None = None
+) -> Any:
+    """A fresh trainable of the family that trains `method` (None: the default) with `model` (an
+    option of the model group), built from their train config (its train.loss: `loss` when
+    given), small (`keys`, default SMALL), for 4-bit images."""
+    cfg = composed("train", *train_overrides(method, model, *([f"train.loss={loss}"] if loss else [])))
+    family = family_for(trained_method(method), model_name(model))
     assert family is not None, (method, model)
     return family.from_config(
         small(cfg["method"], keys), small(cfg["model"], keys), cfg["train"], shape=shape, bits=4, seed=0, amp=False
@@ -133,5 +158,5 @@ def tiny_method(
         return build_method(small(composed("reconstruct", f"method={name}")["method"], keys))
     model = model or models_for(name, family)[0]
     config = small(composed("train", f"method={name}", f"model={model}")["method"], keys)
-    method, _ = trainable(name, model, shape, keys).reconstructor(config, 4, False)
+    method, _ = trainable(name if reads_method(family) else None, model, shape, keys).reconstructor(config, 4, False)
     return method.eval() if isinstance(method, torch.nn.Module) else method

@@ -1,8 +1,9 @@
 """Every config file composes, and configs and registries agree: each method yaml names a
-registered method (and the other way round), every model yaml a network or a family's own
-model, every method builds from its own yaml and runs one forward pass on tiny data, and every
-trainable family takes a training step. The tests iterate the registries and the config folders
-(tests/registered.py), so a plug-in is tested without being named here (tests/test_plugins.py)."""
+registered method (and the other way round), every model yaml a registered network, every loss
+named by a config a registered loss, every method builds from its own yaml and runs one forward
+pass on tiny data, and every trainable family takes a training step with each loss it takes.
+The tests iterate the registries and the config folders (tests/registered.py), so a plug-in is
+tested without being named here (tests/test_plugins.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,23 @@ import pytest
 import torch
 from helpers import tiny_arrays
 from omegaconf import OmegaConf
-from registered import family_of, learned_cases, model_name, tiny_method, train_targets, trainable
-from torch.utils.data import default_collate
+from registered import (
+    family_of,
+    learned_cases,
+    model_name,
+    tiny_method,
+    train_targets,
+    trainable,
+    trained_method,
+)
 
 from mrirecon.cli.app import config_dir
 from mrirecon.cli.overrides import compose, config_dirs, group_options
+from mrirecon.data.batch import collate
+from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.errors import UserError
+from mrirecon.losses import LOSSES
 from mrirecon.methods import REGISTRY
 from mrirecon.nets import NETS
 from mrirecon.physics.sense import SenseOperator
@@ -30,16 +42,11 @@ PRIMARY = ("preprocess", "reconstruct", "train", "evaluate")
 SHAPE = (16, 16)
 
 
-def train_only() -> set[str]:
-    """The method configs that only `mrirecon train` takes (a family's own training: flow_prior)."""
-    return {m for family in TRAINABLES.values() for m in family.train_only}
-
-
-def registry_mismatch(folders: list[Path]) -> set[str]:
-    """Method names that have a yaml in a <folder>/method but no registered method, or the other
-    way round (the methods that only `train` knows, a trainable family's, count as registered)."""
-    yamls = {p.stem for folder in folders for p in (folder / "method").glob("*.yaml")}
-    return yamls ^ (set(REGISTRY) | train_only())
+def registry_mismatch(folders: list[Path], group: str = "method") -> set[str]:
+    """Names that have a yaml in a <folder>/<group> (method or model) but no registered method or
+    network, or the other way round."""
+    yamls = {OmegaConf.load(p).name for folder in folders for p in (folder / group).glob("*.yaml")}
+    return yamls ^ set(REGISTRY if group == "method" else NETS)
 
 
 def test_every_method_config_is_registered_and_every_registered_method_has_a_config():
@@ -57,10 +64,24 @@ def test_the_registry_check_fails_when_a_config_and_the_registry_disagree(tmp_pa
     assert registry_mismatch([tmp_path / "conf"]) == {"automap"}
 
 
-def test_every_model_config_names_a_known_net():
-    own = {m for family in TRAINABLES.values() for m in family.own_models}  # models a family builds itself: the flow
+def test_every_model_config_names_a_registered_net_and_every_net_has_a_config():
+    assert registry_mismatch(config_dirs(), "model") == set()
     for option in group_options("model"):
-        assert model_name(option) in set(NETS) | own, f"model/{option}.yaml names '{model_name(option)}'"
+        assert model_name(option) in NETS, f"model/{option}.yaml names '{model_name(option)}'"
+
+
+def test_the_model_check_fails_when_a_network_has_no_config(tmp_path):
+    shutil.copytree(CONF, tmp_path / "conf")
+    (tmp_path / "conf" / "model" / "automap.yaml").unlink()
+    assert registry_mismatch([tmp_path / "conf"], "model") == {"automap"}
+
+
+def test_every_loss_a_config_names_is_registered():
+    """train.loss of every method and model option (their train_defaults) names a registered loss."""
+    for group in ("method", "model"):
+        for option in group_options(group):
+            loss = compose("train", [f"{group}={option}"]).train.loss
+            assert loss in LOSSES, f"{group}/{option}.yaml: train.loss {loss}"
 
 
 @pytest.mark.parametrize("primary", PRIMARY)
@@ -103,29 +124,38 @@ def test_config_dir_is_the_shipped_conf():
 
 
 def test_the_train_targets_cover_every_trainable_family():
-    assert {family_for(m, model_name(d)).kind for m, d in train_targets()} == set(TRAINABLES)
+    assert {family_for(trained_method(m), model_name(d)).kind for m, d in train_targets()} == set(TRAINABLES)
 
 
-@pytest.mark.parametrize("method_name, model", train_targets())
-def test_every_trainable_takes_a_training_step_and_rebuilds_from_its_checkpoint(method_name, model, tiny_h5):
-    family = family_for(method_name, model_name(model))
+@pytest.mark.parametrize("method_name, model, loss", [(m, d, loss) for m, d in train_targets() for loss in LOSSES])
+def test_every_trainable_takes_a_training_step_with_each_loss_and_rebuilds_from_its_checkpoint(
+    method_name, model, loss, tiny_h5
+):
+    """Each family with each registered loss: a step that changes the weights, finite validation
+    with its metric, the same trainable from its checkpoint; or the loss refused by name (a
+    density loss for a reconstruction method, and the other way round)."""
+    family = family_for(trained_method(method_name), model_name(model))
     torch.manual_seed(0)
-    fresh = trainable(method_name, model, (32, 24))
+    try:
+        fresh = trainable(method_name, model, (32, 24), loss=loss)
+    except UserError as exc:
+        assert str(exc).startswith(f"train.loss: {loss} is no loss of a"), exc
+        return
     data = DeepInPyFile(tiny_h5)
-    batch = default_collate([fresh.dataset(data, np.arange(4), training=True)[k] for k in range(2)])
+    reference = LOSSES[loss].reference
+    training = SliceDataset(data, np.arange(4), reference=reference, measured_only=not reference)
+    batch = collate([training[k] for k in range(2)])
     before = {k: v.clone() for k, v in fresh.module.state_dict().items()}
     optimizer = torch.optim.Adam(fresh.module.parameters(), lr=1e-3)
-    loss = fresh.loss(batch, torch.Generator().manual_seed(0))
-    loss.backward()
+    value = fresh.loss(batch, torch.Generator().manual_seed(0))
+    value.backward()
     optimizer.step()
-    fresh.after_step(0)
-    assert torch.isfinite(loss) and any(not torch.equal(before[k], v) for k, v in fresh.module.state_dict().items())
+    assert torch.isfinite(value) and any(not torch.equal(before[k], v) for k, v in fresh.module.state_dict().items())
     with torch.no_grad():
-        val = fresh.validate(
-            default_collate([fresh.dataset(data, np.arange(4, 6), training=False)[k] for k in range(2)])
-        )
-    assert val and all(np.isfinite(v) for v in val.values()) and family.select in val
+        val = fresh.validate(collate([SliceDataset(data, np.arange(4, 6))[k] for k in range(2)]))
+    assert val and all(np.isfinite(v) for v in val.values()) and fresh.select in val
     ckpt = {**fresh.checkpoint_state(), "model": fresh.module.state_dict()}
     rebuilt = family.from_checkpoint(ckpt)
+    assert rebuilt.select == fresh.select and rebuilt.describe() == fresh.describe()
     for key, value in fresh.module.state_dict().items():
         assert torch.equal(rebuilt.module.state_dict()[key], value), key

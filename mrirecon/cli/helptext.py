@@ -86,7 +86,9 @@ def _first_sentence(text: str, limit: int = 80) -> str:
 
 def _allowed(subcommand: str, group: str, options: list[str]) -> list[str]:
     """The options of `group` that `subcommand` accepts: reconstruct takes the registered
-    methods (not flow_prior, which only train fits); train the methods a family trains."""
+    methods and no model (a checkpoint holds it); train the methods a family trains."""
+    if subcommand == "reconstruct" and group == "model":
+        return []
     if group != "method" or subcommand not in ("reconstruct", "train"):
         return options
     from mrirecon.methods import REGISTRY
@@ -113,6 +115,8 @@ def _groups(subcommand: str) -> list[str]:
 
 def _group_lines(subcommand: str, group: str, chosen: str) -> list[str]:
     options = _allowed(subcommand, group, group_options(group))
+    if not options:
+        return []
     width = max(len(o) for o in options) + 2
     lines = [f"  {group}=<option>"]
     for option in options:

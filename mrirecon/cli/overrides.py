@@ -47,6 +47,9 @@ UNREAD = {
         "hardware.amp": "it runs no network",
     },
     "train": {"data.split": f"it trains on the train split of data.path and validates on its val split ({SPLIT})"},
+    "reconstruct": {
+        "model": "a learned method's checkpoint holds its network (model= chooses the network that mrirecon train trains)"
+    },
     "evaluate": {"hardware.amp": "it runs no network"},
 }
 
@@ -334,10 +337,11 @@ def _check_value(key: str, expected: type | None, value: Any) -> None:
 
 def check_read(subcommand: str, parsed: list[Override]) -> None:
     """Refuse a key that `subcommand` never reads: a preprocess key (`DATA_READ`) given to train,
-    reconstruct or evaluate, and the keys of `UNREAD`."""
+    reconstruct or evaluate, and the keys of `UNREAD` (a section's: its keys too)."""
     for override in parsed:
         key = _key(override)
-        reason = UNREAD.get(subcommand, {}).get(key)
+        unread = UNREAD.get(subcommand, {})
+        reason = unread.get(key) or unread.get(key.partition(".")[0])
         if reason:
             raise Problem(f"{key}: not read by mrirecon {subcommand}: {reason}")
         if subcommand not in DATA_READ or not key.startswith("data.") or override.is_hydra_override():

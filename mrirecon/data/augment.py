@@ -1,10 +1,10 @@
 """Training augmentations that multiply a small data set: new random sampling masks, exact
-flips and random phase, applied to a training batch before the loss. With `measured_only`
+flips, random phase and extra k-space noise, applied to a training batch before the loss. With `measured_only`
 (unsupervised training) they touch measured k-space samples only.
 
 Torch only; no network knowledge. Every draw comes from the step's `torch.Generator` (CPU),
 so a step repeats exactly on resume, and every slice of the batch gets its own draws.
-`augment` is the entry point (used by the unrolled trainable; any trainable may call it).
+`augment` is the entry point (used by the trainable families; any trainable may call it).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mrirecon.data.batch import Batch, collate
 from mrirecon.data.masks import fastmri_random_columns, poisson_mask
 from mrirecon.physics.fft import fft2c, ifft2c
+from mrirecon.physics.noise import complex_noise
 
 log = logging.getLogger(__name__)
 _SEED_MAX = 2**31 - 1 - 5 * 10**6  # poisson_mask adds up to 4 * 10^6 to the seed on a retry
@@ -158,61 +160,65 @@ def flip_kspace(ksp: torch.Tensor, dim: int) -> torch.Tensor:
     return out * ramp.reshape([n if d == dim % ksp.ndim else 1 for d in range(ksp.ndim)])
 
 
-def _flip_slice(item: dict[str, torch.Tensor], dims: list[int]) -> dict[str, torch.Tensor]:
-    """One slice ('ksp' (C, X, Y), 'maps' (C, X, Y), 'mask' (X, Y), 'img' (X, Y) optional)
-    flipped along the image axes `dims`: images and maps by torch.flip, k-space and mask exactly
-    in k-space (`flip_kspace`, `reverse_frequencies`)."""
-    out = dict(item)
+def _flip_slice(item: Batch, dims: list[int]) -> Batch:
+    """A batch of one slice flipped along the image axes `dims`: images and maps by torch.flip,
+    k-space and mask exactly in k-space (`flip_kspace`, `reverse_frequencies`)."""
     for dim in dims:
-        out["ksp"] = flip_kspace(out["ksp"], dim)
-        out["mask"] = reverse_frequencies(out["mask"], dim)
-        out["maps"] = torch.flip(out["maps"], [dim])
-        if "img" in out:
-            out["img"] = torch.flip(out["img"], [dim])
-    return out
+        item = item.replace(
+            ksp=flip_kspace(item.ksp, dim),
+            mask=reverse_frequencies(item.mask, dim),
+            maps=torch.flip(item.maps, [dim]),
+            img=None if item.img is None else torch.flip(item.img, [dim]),
+        )
+    return item
 
 
-def _rotate_slice(item: dict[str, torch.Tensor], phase: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One slice's coil images and reference times exp(i phase) (radians, a scalar or (X, Y));
-    a scalar multiplies k-space directly (exact, sample by sample), a field goes through the
-    coil images (a convolution in k-space: fully sampled k-space only)."""
-    ksp = item["ksp"]
+def _rotate_slice(item: Batch, phase: torch.Tensor) -> Batch:
+    """A batch of one slice: its coil images and reference times exp(i phase) (radians, a scalar
+    or (X, Y)); a scalar multiplies k-space directly (exact, sample by sample), a field goes
+    through the coil images (a convolution in k-space: fully sampled k-space only)."""
+    ksp = item.ksp
     rot = torch.polar(torch.ones_like(phase), phase).to(device=ksp.device, dtype=ksp.dtype)
-    out = dict(item)
-    out["ksp"] = ksp * rot if phase.ndim == 0 else fft2c(ifft2c(ksp) * rot).to(ksp.dtype)
-    if "img" in item:
-        out["img"] = item["img"] * rot.to(item["img"].dtype)
-    return out
+    return item.replace(
+        ksp=ksp * rot if phase.ndim == 0 else fft2c(ifft2c(ksp) * rot).to(ksp.dtype),
+        img=None if item.img is None else item.img * rot.to(item.img.dtype),
+    )
 
 
 # -- the batch ------------------------------------------------------------------------------------
-PER_SLICE = ("ksp", "maps", "mask", "img")
-
-
-def measured(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def measured(batch: Batch) -> Batch:
     """The batch with its k-space zero wherever the mask is 0: what was measured, nothing else."""
-    ksp = batch["ksp"]
-    return {**batch, "ksp": torch.where(batch["mask"].unsqueeze(1) != 0, ksp, ksp.new_zeros(()))}
+    ksp = batch.ksp
+    return batch.replace(ksp=torch.where(batch.mask.unsqueeze(1) != 0, ksp, ksp.new_zeros(())))
+
+
+def add_noise(batch: Batch, stdev: float, generator: torch.Generator) -> Batch:
+    """The batch with complex Gaussian noise of std `stdev` (the file's k-space units) added to
+    its k-space and its noise std the total, sqrt(noise_std^2 + stdev^2) (NaN stays NaN:
+    estimated later); unchanged for stdev 0."""
+    if stdev <= 0:
+        return batch
+    ksp = batch.ksp + complex_noise(tuple(batch.ksp.shape), stdev, generator, batch.ksp.dtype).to(batch.ksp.device)
+    noise_std = batch.noise_std.to(ksp.real.dtype)
+    return batch.replace(ksp=ksp, noise_std=(noise_std**2 + stdev**2).sqrt())
 
 
 def augment(
-    batch: dict[str, torch.Tensor],
+    batch: Batch,
     generator: torch.Generator,
     *,
     random_masks: bool = False,
     flip: bool = False,
     random_phase: bool = False,
+    stdev: float = 0.0,
     measured_only: bool = False,
-) -> dict[str, torch.Tensor]:
-    """Augment one training batch; returns a new dict (the input tensors are not modified).
+) -> Batch:
+    """Augment one training batch; returns a new batch (the input tensors are not modified).
 
     Args:
-        batch: 'ksp' (B, C, X, Y) complex k-space (with the data's own noise), 'maps'
-            (B, C, X, Y) complex coil maps, 'mask' (B, X, Y) float in {0, 1}, optionally 'img'
-            (B, X, Y) complex reference (absent in unsupervised training), optionally 'acquired'
-            (B, 4) int, each slice's acquired region (x0, x1, y0, y1) where random masks are
-            drawn (fastMRI's zero padding stays unmeasured); other keys ('noise_std', 'index',
-            ...) pass through unchanged.
+        batch: the slices (its reference `img` may be absent: unsupervised training; its
+            `acquired` regions are where random masks are drawn, so fastMRI's zero padding stays
+            unmeasured); `noise_std`, `index`, `crop` pass through unchanged (but for `stdev`).
         generator: CPU generator; the only source of randomness (each slice draws its own).
         random_masks: a new random mask per slice with the slice's number of samples and
             calibration (`random_mask_like`); needs fully sampled k-space.
@@ -224,13 +230,14 @@ def augment(
             (`smooth_phase`, radians) on fully sampled k-space; a random constant phase with
             `measured_only` (a smooth field would mix unmeasured samples into measured ones).
             Maps unchanged, so ksp = fft2c(maps * img) still holds. Meaningful for complex data.
+        stdev: extra complex k-space noise of this std added last (`add_noise`; 0: none).
         measured_only: the k-space outside the mask is never read (unsupervised training): it
             is zeroed first, every augmentation maps measured samples to measured samples, and
             random_masks is refused (a new mask with the same number of samples needs samples
             that were not measured).
 
-    Order per slice: mask, flip, phase. Without measured_only and with no option set the batch
-    is returned as is.
+    Order per slice: mask, flip, phase; then the noise. Without measured_only and with no
+    option set the batch is returned as is.
     """
     if measured_only:
         if random_masks:
@@ -239,33 +246,28 @@ def augment(
                 "measured; with measured data only, the SSDU holdout draws a new subset of the mask instead"
             )
         batch = measured(batch)
-    if not (random_masks or flip or random_phase):
-        return batch
-    out = dict(batch)
     if random_masks:
-        out["mask"] = _random_masks(batch["mask"], generator, batch.get("acquired"))
-    if not (flip or random_phase):
-        return out
-    return _flip_and_rotate(out, generator, flip, random_phase, measured_only)
+        batch = batch.replace(mask=_random_masks(batch.mask, generator, batch.acquired))
+    if flip or random_phase:
+        batch = _flip_and_rotate(batch, generator, flip, random_phase, measured_only)
+    return add_noise(batch, stdev, generator)
 
 
-def _random_masks(mask: torch.Tensor, generator: torch.Generator, acquired: torch.Tensor | None) -> torch.Tensor:
+def _random_masks(mask: torch.Tensor, generator: torch.Generator, acquired: torch.Tensor) -> torch.Tensor:
     """A new random mask (B, X, Y) per slice like `mask`'s (`random_mask_like`), inside each
-    slice's acquired region (B, 4) when given, drawn slice by slice in a fixed order."""
+    slice's acquired region (B, 4), drawn slice by slice in a fixed order."""
     mask_np = mask.detach().cpu().numpy()
-    regions: list[tuple[int, int, int, int] | None] = [None] * mask.shape[0]
-    if acquired is not None:
-        regions = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in acquired.tolist()]
+    regions = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in acquired.tolist()]
     masks = [random_mask_like(mask_np[k], generator, regions[k]) for k in range(mask.shape[0])]
     return torch.from_numpy(np.stack(masks)).to(dtype=mask.dtype, device=mask.device)
 
 
 def _flip_and_rotate(
-    batch: dict[str, torch.Tensor], generator: torch.Generator, flip: bool, random_phase: bool, measured_only: bool
-) -> dict[str, torch.Tensor]:
+    batch: Batch, generator: torch.Generator, flip: bool, random_phase: bool, measured_only: bool
+) -> Batch:
     """`augment`'s flips and phases, slice by slice: the flips of all slices are drawn first,
     then their phases (a constant with `measured_only`, else a smooth field)."""
-    b, (x, y) = batch["ksp"].shape[0], batch["ksp"].shape[-2:]
+    b, (x, y) = batch.size, batch.ksp.shape[-2:]
     flips = (torch.rand(b, 2, generator=generator) < 0.5).tolist() if flip else [[False, False]] * b
     phases: list[torch.Tensor | None] = [None] * b
     if random_phase:
@@ -273,13 +275,12 @@ def _flip_and_rotate(
             _uniform(generator, -math.pi, math.pi)[0] if measured_only else smooth_phase((x, y), generator)
             for _ in range(b)
         ]
-    keys = [key for key in PER_SLICE if key in batch]
     slices = []
     for k in range(b):
-        item = _flip_slice({key: batch[key][k] for key in keys}, [d for d, on in zip((-1, -2), flips[k]) if on])
+        item = _flip_slice(batch.part(k, k + 1), [d for d, on in zip((-1, -2), flips[k]) if on])
         phase = phases[k]
         slices.append(item if phase is None else _rotate_slice(item, phase))
-    return {**batch, **{key: torch.stack([s[key] for s in slices]) for key in keys}}
+    return collate(slices)
 
 
 def augmentations_for(train: Mapping[str, Any], bits: int | None) -> dict[str, bool]:

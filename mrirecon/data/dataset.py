@@ -1,4 +1,5 @@
-"""A torch Dataset over the slices of a DeepInPy file (lazy: one slice read per item)."""
+"""A torch Dataset over the slices of a DeepInPy file (lazy: one slice read per item), its
+items batches of one slice (mrirecon.data.batch: `collate` joins them)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrirecon.data.batch import Batch
 from mrirecon.data.h5 import DeepInPyFile
 
 
-class SliceDataset(Dataset[dict[str, torch.Tensor]]):
-    """Items are dicts of tensors for one slice: 'ksp' (C, X, Y) complex64 fully sampled,
-    'maps' (C, X, Y) complex64, 'mask' (X, Y) float32, 'noise_std' () float32 (NaN when the
-    file stores none), 'index' (), 'img' (X, Y) complex64 only when `with_reference`
-    (unsupervised training never sees it), and 'crop' (2,) int64, the recon size validation
-    metrics crop images to, only when the file records one (fastMRI). With `measured_only`,
-    'ksp' is zero wherever the mask is 0 (unsupervised training: only what was measured leaves
-    the dataset).
+class SliceDataset(Dataset[Batch]):
+    """Item k: slice `indices[k]` as a `Batch` of one: k-space (fully sampled where the file has
+    it), maps, mask, noise std (NaN when the file stores none), index, acquired region; the
+    reference image when `reference`, fastMRI's rss image when `rss` (and the file has one), and
+    the recon size when the file records one (fastMRI). With `measured_only`, k-space is zero
+    wherever the mask is 0 (unsupervised training: only what was measured leaves the dataset).
 
     The file handle opens lazily in each DataLoader worker.
     """
@@ -27,30 +27,31 @@ class SliceDataset(Dataset[dict[str, torch.Tensor]]):
         self,
         data: DeepInPyFile,
         indices: Sequence[int] | np.ndarray,
-        with_reference: bool = True,
+        reference: bool = True,
         measured_only: bool = False,
+        rss: bool = False,
     ) -> None:
         self.data = data
         self.indices = np.asarray(indices, dtype=np.int64)
-        self.with_reference, self.measured_only = with_reference, measured_only
+        self.reference, self.measured_only, self.rss = reference, measured_only, rss
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> Batch:
         i = int(self.indices[k])
         s = self.data.read(i)
         ksp = np.where(s.mask[None] != 0, s.ksp, 0).astype(s.ksp.dtype) if self.measured_only else s.ksp
-        item = {
-            "ksp": torch.from_numpy(ksp),
-            "maps": torch.from_numpy(s.maps),
-            "mask": torch.from_numpy(s.mask),
-            "noise_std": torch.tensor(float("nan") if s.noise_std is None else s.noise_std, dtype=torch.float32),
-            "index": torch.tensor(i),
-            "acquired": torch.tensor(self.data.acquired(i)),  # where k-space was acquired (no padding)
-        }
-        if self.with_reference:
-            item["img"] = torch.from_numpy(s.img)
-        if self.data.recon_size is not None:
-            item["crop"] = torch.tensor(self.data.recon_size)
-        return item
+        one = lambda a: torch.from_numpy(a)[None]  # noqa: E731
+        recon_size = self.data.recon_size
+        return Batch(
+            ksp=one(ksp),
+            maps=one(s.maps),
+            mask=one(s.mask),
+            noise_std=torch.tensor([float("nan") if s.noise_std is None else s.noise_std], dtype=torch.float32),
+            index=torch.tensor([i]),
+            acquired=torch.tensor([self.data.acquired(i)]),
+            img=one(s.img) if self.reference else None,
+            crop=None if recon_size is None else torch.tensor([recon_size]),
+            rss=one(s.rss) if self.rss and s.rss is not None else None,
+        )

@@ -7,7 +7,8 @@ list where a dict belongs, a string subject list, ...) or whose weights are not 
 diverged or damaged run: NaN weights reconstruct nothing, and CG stops at once on a NaN
 residual, returning the zero-filled image) is refused here, with one error naming the entry,
 instead of a traceback, or a wrong result, where the entry is used. Entries that are absent
-are left to the reader (older checkpoints lack some).
+are left to the reader. `FORMAT` numbers the layout: a change of the entries a family writes
+bumps it, and a checkpoint of another format is refused when loaded (mrirecon/io/files.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from typing import Any
 import torch
 
 from mrirecon.errors import UserError
+
+# the layout of the checkpoints this version writes and reads (1: the run config only; 2: the
+# Trainable path's own entries; 3: losses apart (`loss`), every network in the model group)
+FORMAT = 3
 
 
 def _integer(v: Any) -> bool:
@@ -69,7 +74,8 @@ ENTRIES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "method_config": (_dict, "a mapping (the method config)"),
     "model_config": (lambda v: v is None or _dict(v), "a mapping (the model config)"),
     "model_config_name": (_text, "a string"),
-    "supervised": (lambda v: isinstance(v, bool), "true or false"),
+    "loss": (lambda v: _dict(v) and isinstance(v.get("loss"), str), "a mapping with the loss's name (loss)"),
+    "sample_temperature": (_number, "a number"),
     "augmentations": (_flags, "a mapping of augmentation names to true or false"),
     "shape": (_shape, "the image shape, a list of 2 or 3 integers >= 1"),
     "bits": (lambda v: _integer(v) and v in (4, 8), "4 or 8"),

@@ -8,10 +8,10 @@ is written through: the link stays and its target gets the new content (`write_t
 A checkpoint holds only tensors and plain Python types (dict, list, tuple, str, int, float, bool,
 None): configs as plain containers, RNG states as tensors or lists of ints, never a pickled
 object. `save_checkpoint` refuses anything else, so every checkpoint loads with
-`torch.load(..., weights_only=True)`, which cannot run code. Checkpoints of older versions
-(formats 1 and 2) hold one NumPy array (the legacy NumPy RNG key): the loader allows exactly the
-NumPy array types for it. Anything else needs `trust=True` (the CLI's `trust_checkpoint=true`),
-an unsafe pickle load to use only on files from a trusted source.
+`torch.load(..., weights_only=True)`, which cannot run code. Anything else needs `trust=True`
+(the CLI's `trust_checkpoint=true`), an unsafe pickle load to use only on files from a trusted
+source. A checkpoint of another layout than this version's (`checkpoint_entries.FORMAT`; older
+ones held NumPy's random state as an array) is one error line saying how to make a new one.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mrirecon.errors import UserError
+from mrirecon.io.checkpoint_entries import FORMAT, check_entries
+
+RETRAIN = "retrain it with 'mrirecon train'"
 
 TEMP_MARK = "mrirecon-"  # in every temporary name mrirecon makes
 STAGE_PREFIX = f".staged.{TEMP_MARK}"
@@ -153,31 +156,31 @@ def check_plain(value: Any, where: str) -> None:
     )
 
 
-def _numpy_array_globals() -> list[Any]:
-    """What unpickling a NumPy array needs (the legacy NumPy RNG state of format-1/2 checkpoints),
-    under NumPy 2's and NumPy 1's module names; it builds arrays of plain data only."""
-    import numpy as np
-
-    reconstruct = np.zeros(0).__reduce__()[0]  # the function NumPy pickles arrays with
-    names = [f"numpy.{core}.multiarray._reconstruct" for core in ("_core", "core")]
-    return [*((reconstruct, name) for name in names), np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+NUMPY_RNG = frozenset(
+    {"numpy.ndarray", "numpy.dtype", *(f"numpy.{c}.multiarray._reconstruct" for c in ("_core", "core"))}
+)
 
 
 def _refused_globals(path: Path) -> list[str]:
-    """The Python objects that the pickle in checkpoint `path` names beyond the safe set, sorted
-    (read without unpickling; empty when there are none or the file is not a zip checkpoint)."""
+    """The Python objects that the pickle in checkpoint `path` names, sorted (read without
+    unpickling; empty when there are none or the file is not a zip checkpoint)."""
     import torch
 
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:
         return []
-    allowed = {"numpy.ndarray", "numpy.dtype", *(f"numpy.{c}.multiarray._reconstruct" for c in ("_core", "core"))}
-    return sorted(n for n in names if n not in allowed and not n.startswith("numpy.dtypes."))
 
 
-def _torch_load(path: Path, key: str, trust: bool) -> Any:
-    """`torch.load` with weights_only=True (NumPy arrays allowed), or the unsafe load if `trust`."""
+def _older(path: Path, key: str, found: Any, retrain: str) -> UserError:
+    return UserError(
+        f"{key}: {path} was written by an older mrirecon (checkpoint format {found}; this version reads format "
+        f"{FORMAT}): {retrain}"
+    )
+
+
+def _torch_load(path: Path, key: str, trust: bool, retrain: str) -> Any:
+    """`torch.load` with weights_only=True, or the unsafe load if `trust`."""
     import pickle
     import warnings
 
@@ -186,14 +189,15 @@ def _torch_load(path: Path, key: str, trust: bool) -> Any:
     with warnings.catch_warnings():  # torch warns about pickle protocols: the error line says enough
         warnings.simplefilter("ignore")
         try:
-            with torch.serialization.safe_globals(_numpy_array_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             if trust:
                 return torch.load(path, map_location="cpu", weights_only=False)
             names = _refused_globals(path)
             if not names:
                 raise
+            if all(n in NUMPY_RNG or n.startswith("numpy.dtypes.") for n in names):  # formats 1-2's RNG state
+                raise _older(path, key, "1 or 2", retrain) from None
             shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
             raise UserError(
                 f"{key}: {path} holds Python objects that a safe load does not run ({shown}): load it only "
@@ -201,24 +205,27 @@ def _torch_load(path: Path, key: str, trust: bool) -> Any:
             ) from None
 
 
-def load_checkpoint(path: str | os.PathLike[str], key: str = "checkpoint", trust: bool = False) -> dict[str, Any]:
-    """Load a checkpoint written by `save_checkpoint` (or an older mrirecon), on the CPU, without
-    running code from the file; `trust=True` allows the unsafe pickle load as a fallback. Raises
-    a UserError naming the config `key` that gave the path."""
+def load_checkpoint(
+    path: str | os.PathLike[str], key: str = "checkpoint", trust: bool = False, retrain: str = RETRAIN
+) -> dict[str, Any]:
+    """Load a checkpoint written by `save_checkpoint`, on the CPU, without running code from the
+    file; `trust=True` allows the unsafe pickle load as a fallback. Raises a UserError naming the
+    config `key` that gave the path; for a checkpoint of another format than FORMAT, `retrain`
+    says how to make a new one."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{key}: {path} not found")
     try:
-        state = _torch_load(path, key, trust)
+        state = _torch_load(path, key, trust, retrain)
     except UserError:
         raise
     except Exception as exc:
         raise UserError(f"{key}: {path} is not a readable mrirecon checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{key}: {path} is not an mrirecon checkpoint (no 'model' and 'config' entries)")
-    from mrirecon.io.checkpoint_entries import check_entries
-
     check_entries(state, path, key)  # each entry of the type mrirecon writes; finite weights
+    if state.get("format") != FORMAT:
+        raise _older(path, key, state.get("format", 1), retrain)
     return state
 
 

@@ -1,5 +1,6 @@
 """Shared parts of the unrolled methods (DBP, MoDL): a denoiser on complex images, a learnable
-Tikhonov weight, the normalisation of the data by its own intensity scale, and the training loss.
+Tikhonov weight and the normalisation of the data by its own intensity scale (their training
+losses are in mrirecon.losses).
 
 The network never sees the data's units: y is divided by s = max |A^H y| of its slice (measured
 data only, never the reference), the unrolled iterations run on y / s, and the result is
@@ -25,7 +26,6 @@ from mrirecon.methods.base import (
     from_channels,
     to_channels,
 )
-from mrirecon.physics.noise import complex_noise, resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 
 
@@ -123,68 +123,3 @@ def kept_running_stats(module: nn.Module) -> Iterator[None]:
             for m, buffers in zip(norms, saved):
                 for name, value in buffers.items():
                     getattr(m, name).copy_(value)
-
-
-def split_mask(
-    mask: torch.Tensor, holdout: float, generator: torch.Generator, keep_center: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split each sampling mask (B, X, Y) into disjoint (input, loss) masks, with a random
-    `holdout` fraction of the measured samples in the loss mask (self-supervised data
-    splitting, SSDU, Yaman et al. 2020). Samples in the central `keep_center` fraction of
-    each k-space dimension always stay in the input, as the centre is always measured."""
-    draw = torch.rand(mask.shape, generator=generator).to(mask.device)
-    held = draw < holdout
-    if keep_center > 0:
-        x, y = mask.shape[-2:]
-        hx, hy = max(1, round(x * keep_center / 2)), max(1, round(y * keep_center / 2))
-        held[..., x // 2 - hx : x // 2 + hx, y // 2 - hy : y // 2 + hy] = False
-    loss_mask = mask * held.to(mask.dtype)
-    return mask - loss_mask, loss_mask
-
-
-def training_loss(
-    method: Unrolled,
-    batch: dict[str, torch.Tensor],
-    supervised: bool,
-    generator: torch.Generator,
-    stdev: float = 0.0,
-    holdout: float = 0.0,
-    keep_center: float = 0.0,
-) -> torch.Tensor:
-    """The training objective of an unrolled method on one batch (mean over the batch), each
-    slice's term divided by s^2 (s = max |A^H y| of its network input), so slices of any
-    intensity units weigh alike.
-
-    supervised: sum |x_hat - x|^2 in image space against batch['img'].
-    unsupervised: sum |A x_hat - y|^2 on measured k-space only; batch['img'] is never read.
-    With holdout > 0 the network sees only part of the measured samples and the loss uses
-    the held-out rest (self-supervised data splitting); with 0 it is DeepInPy's loss on all
-    measured samples.
-
-    Args:
-        batch: 'ksp' (B, C, X, Y) fully sampled (with the data's own noise), 'maps'
-            (B, C, X, Y), 'mask' (B, X, Y), 'noise_std' (B,) (NaN: estimated from the network's input) and, for
-            supervised training, 'img' (B, X, Y).
-        generator: CPU generator for the noise and the split (seeded per step).
-        stdev: extra complex k-space noise added before masking (augmentation); the method
-            is told the total noise std, sqrt(noise_std^2 + stdev^2).
-        holdout: fraction of measured samples held out for the unsupervised loss.
-        keep_center: central fraction of k-space (per dimension) never held out.
-    """
-    ksp, maps, mask = batch["ksp"], batch["maps"], batch["mask"]
-    noise_std = batch["noise_std"].to(ksp.real.dtype)
-    if stdev > 0:
-        ksp = ksp + complex_noise(tuple(ksp.shape), stdev, generator, ksp.dtype).to(ksp.device)
-        noise_std = (noise_std**2 + stdev**2).sqrt()
-    input_mask, loss_mask = (
-        split_mask(mask, holdout, generator, keep_center) if not supervised and holdout > 0 else (mask, mask)
-    )
-    y_in, op_in = ksp * input_mask.unsqueeze(1), SenseOperator(maps, input_mask)
-    weight = data_scale(y_in, op_in).pow(-2)
-    x_hat = method(y_in, op_in, resolve_noise_std(y_in, input_mask, noise_std))
-    if supervised:
-        error = (x_hat - batch["img"]).abs().pow(2).flatten(1).sum(1)
-    else:
-        residual = SenseOperator(maps, loss_mask).forward(x_hat) - ksp * loss_mask.unsqueeze(1)
-        error = residual.abs().pow(2).flatten(1).sum(1)
-    return (weight * error).mean()

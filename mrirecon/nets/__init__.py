@@ -1,9 +1,12 @@
-"""Networks: image-to-image networks on real tensors (complex images as 2 channels).
+"""Networks: image-to-image networks on real tensors (complex images as 2 channels), and density
+models over images (`DensityModel`: the flow prior).
 
 They know nothing about k-space or physics. A network is one module in this package (or in an
 external plug-in, mrirecon/registry.py) with its class decorated by `@register_net("<name>")`,
 plus its config `conf/model/<name>.yaml`; `build_net` maps the `model` config group's `name` to
-the class, the other keys being its keyword arguments.
+the class, the other keys being its keyword arguments. A network made for one image size (its
+constructor takes `shape`: AUTOMAP's dense layers, a flow) gets the size from the code that
+builds it (`fixed_size`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import torch
 from torch import nn
 
-from mrirecon.arguments import check_arguments
+from mrirecon.arguments import check_arguments, parameters
 from mrirecon.registry import Registry
 
 N = TypeVar("N", bound=type[nn.Module])
-NETS: Registry[type[nn.Module]] = Registry("denoiser", "mrirecon.nets")
+NETS: Registry[type[nn.Module]] = Registry("network", "mrirecon.nets")
+
+
+class DensityModel(nn.Module):
+    """Base of the networks that model a density over images (B, C, H, W), not an image-to-image
+    map: images -> latents and back, and their log density."""
+
+    dim: int  # C * H * W
+
+    def log_prob(self, v: torch.Tensor) -> torch.Tensor:
+        """Log density (nats) of images v (B, C, H, W) -> (B,)."""
+        raise NotImplementedError
 
 
 def register_net(name: str) -> Callable[[N], N]:
@@ -30,13 +45,32 @@ def register_net(name: str) -> Callable[[N], N]:
     return add
 
 
-def build_net(cfg: Mapping[str, Any]) -> nn.Module:
-    """Instantiate the network named by cfg['name'] with the remaining keys as arguments."""
-    params = dict(cfg)
-    name = params.pop("name", None)
+def _lookup(name: object) -> type[nn.Module]:
     try:
-        cls = NETS.lookup(name)
+        return NETS.lookup(name)
     except ValueError as exc:
         raise ValueError(f"name: {exc}") from None
-    check_arguments(cls, params, f"network {name}")
-    return cls(**params)
+
+
+def fixed_size(name: object) -> bool:
+    """Whether the network `name` is made for one image size (its constructor takes `shape`)."""
+    return "shape" in parameters(_lookup(name))
+
+
+def is_density(name: object) -> bool:
+    """Whether the network `name` is a density model (`DensityModel`), not an image-to-image map."""
+    return name in NETS and issubclass(NETS[str(name)], DensityModel)
+
+
+def build_net(cfg: Mapping[str, Any], shape: tuple[int, ...] | None = None) -> nn.Module:
+    """Instantiate the network named by cfg['name'] with the remaining keys as arguments; one made
+    for one image size (`fixed_size`) gets `shape` (its own convention: (X, Y) for AUTOMAP,
+    (C, H, W) for a flow), which must then be given (ValueError otherwise)."""
+    params = dict(cfg)
+    name = params.pop("name", None)
+    cls = _lookup(name)
+    sized = fixed_size(name)
+    if sized and shape is None:
+        raise ValueError(f"shape: network {name} is made for one image size, and none was given")
+    check_arguments(cls, params, f"network {name}", ("shape",) if sized else ())
+    return cls(**params, **({"shape": tuple(shape)} if sized and shape is not None else {}))

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -23,7 +22,7 @@ from nflows.nn.nets import ConvResidualNet
 from nflows.utils import create_mid_split_binary_mask
 from torch import nn
 
-from mrirecon.arguments import check_arguments
+from mrirecon.nets import DensityModel, register_net
 
 # nflows 0.14's LU layers call the deprecated torch.triangular_solve; the result is correct.
 warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
@@ -128,11 +127,13 @@ def _multiscale(
     return multiscale
 
 
-class ImageFlow(nn.Module):
+@register_net("flow")
+class ImageFlow(DensityModel):
     """Neural spline flow over images of a fixed size.
 
     Args:
-        shape: image shape (C, H, W); H and W divisible by 2**levels.
+        shape: image shape (C, H, W); H and W divisible by 2**levels (given by the code that
+            builds it, from the data).
         levels: multi-scale levels (each starts with a squeeze).
         steps: ActNorm + 1x1 conv + spline coupling steps per level.
         hidden_channels: channels of the conditioner nets.
@@ -196,16 +197,6 @@ class ImageFlow(nn.Module):
         return self.decode(z)[0]
 
 
-def build_flow(cfg: Mapping[str, Any], shape: tuple[int, int, int]) -> ImageFlow:
-    """The flow described by the `model` config (name 'flow') for images of `shape` (C, H, W)."""
-    params = dict(cfg)
-    name = params.pop("name", None)
-    if name != "flow":
-        raise ValueError(f"name: '{name}' is not a flow (expected flow)")
-    check_arguments(ImageFlow, params, "the flow", ("shape",))
-    return ImageFlow(shape, **params)
-
-
 # -- images in [0, 1] with 2**bits levels <-> the flow's centred space ----------------------------
 def to_flow_space(x: torch.Tensor, bits: int) -> torch.Tensor:
     """Images x in [0, 1] on the levels k / (2**bits - 1) -> v = (k + 1/2) / 2**bits - 1/2,
@@ -218,18 +209,3 @@ def from_flow_space(v: torch.Tensor, bits: int) -> torch.Tensor:
     """The inverse of `to_flow_space`: flow-space v -> intensities x (about [0, 1])."""
     levels = 2**bits
     return ((v + 0.5) * levels - 0.5) / (levels - 1)
-
-
-def dequantize(x: torch.Tensor, bits: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniform dequantisation: x in [0, 1] -> level k = round(x (2**bits - 1)) -> v = (k + u) /
-    2**bits - 1/2 with u ~ U[0, 1) (drawn on the CPU from `generator`). Shape kept."""
-    levels = 2**bits
-    k = torch.round(x * (levels - 1)).clamp_(0, levels - 1)
-    u = torch.rand(k.shape, generator=generator, dtype=k.dtype).to(k.device)
-    return (k + u) / levels - 0.5
-
-
-def bits_per_dim(flow: ImageFlow, v: torch.Tensor, bits: int) -> torch.Tensor:
-    """Discrete negative log-likelihood in bits per dimension of dequantised images v (B, C, H, W)
-    -> (B,): -log2 p(v) / D + bits (the density of v lives on bins of width 2**-bits)."""
-    return -flow.log_prob(v) / (flow.dim * math.log(2)) + bits

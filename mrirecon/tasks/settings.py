@@ -1,6 +1,6 @@
 """Every key a run accepts takes effect or is refused: the keys set on the command line, the
-`train.*` and `model.*` keys a trainable family reads, and `hardware.amp` where bf16 autocast
-runs fast (mrirecon/training/hardware.py). The checks run before anything is written."""
+`train.*`, `model.*` and `method.*` keys a trainable family reads, and `hardware.amp` where bf16
+autocast runs fast (mrirecon/training/hardware.py). The checks run before anything is written."""
 
 from __future__ import annotations
 
@@ -16,10 +16,22 @@ from mrirecon.training.hardware import cpu_name, native_bf16
 
 log = logging.getLogger(__name__)
 
-# train.* keys of the training loop (mrirecon.training.trainer.Settings, the optimizer, resume): every
-# family reads them; the others are read by the families that name them (Trainable.train_keys)
+# train.* keys of the training loop (mrirecon.training.trainer.Settings, the optimizer and its
+# schedule, resume): every family reads them; the others are read by the families that name them
+# (Family.reads)
 LOOP_KEYS = frozenset(
-    {"epochs", "batch_size", "lr", "optimizer", "grad_clip", "max_minutes", "resume", "val_batch_size"}
+    {
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "step_lr",
+        "cosine_lr",
+        "grad_clip",
+        "max_minutes",
+        "resume",
+        "val_batch_size",
+    }
 )
 # hardware.amp on a CPU without native bf16: a DBP training step in bf16 against float32 on the
 # same CPU with oneDNN limited to AVX-512 without BF16, and to AVX2 (scripts/bench_same_arch.py,
@@ -27,16 +39,26 @@ LOOP_KEYS = frozenset(
 AMP_SLOWDOWN = "2.3x (AVX-512 without BF16) to 31x (AVX2) slower"
 
 
-def command_line_keys(section: str) -> set[str]:
-    """The keys under `section` set on this run's command line (Hydra's task overrides), dotted
-    and relative to it ('train.step_lr.gamma=0.5' -> 'step_lr.gamma'); none outside a Hydra run."""
-    from mrirecon.cli.overrides import parse
+def _command_line() -> set[str]:
+    """The keys and groups of this run's command line (Hydra's task overrides, checked by the CLI
+    before the run); none outside a Hydra run."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if not HydraConfig.initialized():
         return set()
+    return {o.key_or_group for o in OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))}
+
+
+def command_line_keys(section: str) -> set[str]:
+    """The keys under `section` set on this run's command line, dotted and relative to it
+    ('train.step_lr.gamma=0.5' -> 'step_lr.gamma')."""
     prefix = f"{section}."
-    keys = {o.key_or_group for o in parse(list(HydraConfig.get().overrides.task))}
-    return {k[len(prefix) :] for k in keys if k.startswith(prefix)}
+    return {k[len(prefix) :] for k in _command_line() if k.startswith(prefix)}
+
+
+def command_line_groups() -> set[str]:
+    """The config groups (and top-level keys) given on this run's command line ('method=modl' -> 'method')."""
+    return {k for k in _command_line() if "." not in k}
 
 
 def check_train_keys(train_keys: Collection[str], given: Collection[str], what: str) -> None:

@@ -1,7 +1,9 @@
 """`mrirecon train`: fit any trainable family (mrirecon.training.trainables) on the train split of
-`data.path`, validating on the val split: `method=<dbp|modl> model=<resnet|unet>` (an unrolled
-method), `method=flow_prior model=<flow|flow_student>` (the flow prior; `model=flow` alone is an
-alias). One path for all: the family is chosen by the registry, trained by the one Trainer."""
+`data.path`, validating on the val split: `method=<dbp|modl> model=<resnet|unet|...>` (an
+unrolled method), `method=<unet_image|automap>` (a direct method, its network chosen by its
+config), `model=<flow|flow_student>` (the flow prior), each with the loss of `train.loss`
+(mrirecon.losses). One path for all: the family is chosen by the registry from the method and
+the network, trained by the one Trainer."""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError, configured
+from mrirecon.losses.base import lookup
 from mrirecon.methods import REGISTRY
 from mrirecon.tasks.common import open_processed, plain, training_setup, variant_of
 from mrirecon.tasks.settings import (
@@ -24,6 +28,7 @@ from mrirecon.tasks.settings import (
     check_file_variant,
     check_section_keys,
     check_train_keys,
+    command_line_groups,
     command_line_keys,
 )
 from mrirecon.tasks.train_common import (
@@ -36,15 +41,15 @@ from mrirecon.tasks.train_common import (
 )
 from mrirecon.training import distributed as ddp
 from mrirecon.training.callbacks import RecordOutputs, RunInfo, standard_callbacks
-from mrirecon.training.trainables import TRAINABLES, family_for
-from mrirecon.training.trainables.base import Trainable
+from mrirecon.training.schedules import schedule
+from mrirecon.training.trainables import TRAINABLES, Family, Trainable, family_for
 from mrirecon.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 
 
-def _family(cfg: DictConfig) -> type[Trainable]:
+def _family(cfg: DictConfig) -> Family:
     """The trainable family of `method` and `model`, or a UserError naming what can be trained."""
     name, model = str(cfg.method.name), str(cfg.model.name)
     family = family_for(name, model)
@@ -62,16 +67,28 @@ def _model_choice(cfg: DictConfig) -> str:
 
 
 def check_settings(
-    cfg: DictConfig, family: type[Trainable], bits: int | None, given: Callable[[str], set[str]] = command_line_keys
+    cfg: DictConfig,
+    family: Family,
+    bits: int | None,
+    given: Callable[[str], set[str]] = command_line_keys,
+    groups: Callable[[], set[str]] = command_line_groups,
 ) -> None:
     """Refuse `train.*`, `model.*` and `method.*` keys set on the command line (`given(section)`:
-    the keys of a section given there) that this family does not read."""
+    the keys of a section given there), and a `method=` choice (`groups()`: the groups chosen
+    there), that this family does not read."""
     name = str(cfg.method.name)
-    what = f"method={name} (the {family.kind} family)"
-    check_train_keys(family.train_keys(plain(cfg.train), bits), given("train"), what)
-    check_section_keys("model", family.uses_model_group, given("model"), f"method={name} brings its own network")
+    reads = configured("train", family.reads, plain(cfg.train), bits)
+    what = f"method={name} (the {family.kind} family)" if "method" in reads else f"the {family.kind} family"
+    check_train_keys({k[len("train.") :] for k in reads if k.startswith("train.")}, given("train"), what)
+    check_section_keys("model", "model" in reads, given("model"), f"the {family.kind} family builds no network")
     alone = f"the {family.kind} family trains its network alone (method.* keys apply when reconstructing with it)"
-    check_section_keys("method", family.uses_method_config, given("method"), alone)
+    check_section_keys("method", "method" in reads, given("method"), alone)
+    if "method" not in reads and "method" in groups():
+        served = " | ".join(sorted(m for m, c in REGISTRY.items() if c.checkpoint_kind == family.kind))
+        raise UserError(
+            f"method={name}: not read: model={cfg.model.name} trains the {family.kind} prior alone "
+            f"(train it with 'mrirecon train {family.train_hint(name)}', reconstruct with method={served} checkpoint=...)"
+        )
 
 
 def optimizer_of(cfg: DictConfig) -> tuple[Callable[..., torch.optim.Optimizer], float]:
@@ -99,7 +116,7 @@ def stored_splits(data: DeepInPyFile) -> dict[str, Any]:
 
 
 def trainable_of(
-    cfg: DictConfig, family: type[Trainable], data: DeepInPyFile, bits: int | None, seed: int, device: torch.device
+    cfg: DictConfig, family: Family, data: DeepInPyFile, bits: int | None, seed: int, device: torch.device
 ) -> Any:
     """The family's trainable built from method, model and train (initial weights from `seed`), on `device`."""
     torch.manual_seed(seed)  # the same initial weights for the same seed
@@ -120,15 +137,28 @@ def trainable_of(
 
 
 def callbacks_of(
-    out: Path, trainable: Any, family: type[Trainable], max_minutes: float | None, parameters: int
+    out: Path, trainable: Trainable, family: Family, max_minutes: float | None, parameters: int
 ) -> list[Any]:
     """The standard callbacks and, on the main process, training.json (what this run trains,
     for evaluate's training curves) and the record of the files the run writes."""
-    hooks = standard_callbacks(ddp.is_main(), max_minutes, trainable.scalars)
+    hooks = standard_callbacks(ddp.is_main(), max_minutes)
     if ddp.is_main():
         info = {"trains": trainable.describe(), "kind": family.kind, "parameters": parameters}
         hooks += [RunInfo(out / "training.json", info), RecordOutputs(out)]  # last: records what the others wrote
     return hooks
+
+
+def datasets(cfg: DictConfig, data: DeepInPyFile, train_idx: Any, val_idx: Any) -> tuple[SliceDataset, SliceDataset]:
+    """The training and validation slices: a loss that reads no reference (self-supervised)
+    gets measured k-space only and no reference image; validation reads everything."""
+    reference = configured("train", lookup, cfg.train.loss).reference
+    return SliceDataset(data, train_idx, reference=reference, measured_only=not reference), SliceDataset(data, val_idx)
+
+
+def scheduler_of(cfg: DictConfig, optimizer: torch.optim.Optimizer, epochs: int) -> Any:
+    """The learning-rate schedule of train.cosine_lr and train.step_lr (None: constant; both
+    checked by settings_of)."""
+    return configured("train", schedule, optimizer, epochs, plain(cfg.train.step_lr), bool(cfg.train.cosine_lr))
 
 
 def log_outcome(state: dict[str, Any], select: str, out: Path) -> None:
@@ -169,12 +199,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     trainable = trainable_of(cfg, family, data, bits, settings.seed, device)
     optimizer = optimizer_class(trainable.module.parameters(), lr=lr)
     parameters = sum(p.numel() for p in trainable.module.parameters())
+    train_set, val_set = datasets(cfg, data, train_idx, val_idx)
     trainer = Trainer(
         trainable=trainable,
         optimizer=optimizer,
-        scheduler=trainable.scheduler(optimizer, settings.epochs),
-        train_set=trainable.dataset(data, train_idx, training=True),
-        val_set=trainable.dataset(data, val_idx, training=False),
+        scheduler=scheduler_of(cfg, optimizer, settings.epochs),
+        train_set=train_set,
+        val_set=val_set,
         out_dir=out,
         config=plain(cfg),
         settings=settings,

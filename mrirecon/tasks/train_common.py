@@ -46,6 +46,10 @@ def settings_of(cfg: DictConfig) -> Settings:
     """Loop settings from `train` and `hardware`, validated."""
     t = cfg.train
     check_step_lr(t.step_lr)
+    if not isinstance(t.cosine_lr, bool):
+        raise UserError(f"train.cosine_lr: {t.cosine_lr!r} must be true or false")
+    if t.cosine_lr and t.step_lr is not None:
+        raise UserError("train.cosine_lr: true, and train.step_lr is set too: choose one schedule")
     if t.max_minutes is not None:
         positive("train.max_minutes", t.max_minutes)
     if t.grad_clip is not None:

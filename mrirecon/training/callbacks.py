@@ -65,11 +65,16 @@ class MetricsLog(Callback):
         )
 
 
-class TensorBoard(Callback):
-    """Per-step loss and scalars, per-epoch validation metrics, LR and images under tensorboard/."""
+def scalar_parameters(model: Any) -> dict[str, float]:
+    """{'train/<name>': value} of every one-element parameter of `model` (learned weights such as
+    an unrolled method's l2lam_raw or a direct method's residual gate)."""
+    return {f"train/{name}": float(p.detach()) for name, p in model.named_parameters() if p.numel() == 1}
 
-    def __init__(self, scalars: Any = None) -> None:
-        self.scalars = scalars or (dict)
+
+class TensorBoard(Callback):
+    """Per-step loss and scalar parameters, per-epoch validation metrics, LR and images under tensorboard/."""
+
+    def __init__(self) -> None:
         self.writer: Any = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -80,7 +85,7 @@ class TensorBoard(Callback):
     def on_step(self, trainer: Trainer, loss: float) -> None:
         step = trainer.state["step"]
         self.writer.add_scalar("train/loss", loss, step)
-        for name, value in self.scalars().items():
+        for name, value in scalar_parameters(trainer.model).items():
             self.writer.add_scalar(name, value, step)
 
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any], images: dict[str, np.ndarray]) -> None:
@@ -213,12 +218,12 @@ class RecordOutputs(Callback):
         self._record()
 
 
-def standard_callbacks(main: bool, max_minutes: float | None, scalars: Any = None) -> list[Callback]:
+def standard_callbacks(main: bool, max_minutes: float | None) -> list[Callback]:
     """The hooks of `mrirecon train`: Ctrl-C and the time budget on every rank; progress,
     TensorBoard and metrics.csv / logging on rank 0 (`main`) only."""
     hooks: list[Callback] = [Interrupt(), ProgressBar(enabled=main)]
     if max_minutes is not None:
         hooks.append(TimeBudget(max_minutes))
     if main:
-        hooks += [TensorBoard(scalars), MetricsLog()]
+        hooks += [TensorBoard(), MetricsLog()]
     return hooks

@@ -6,7 +6,9 @@ MRI or models."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -32,6 +34,23 @@ def step_schedule(optimizer: torch.optim.Optimizer, step_size: int, gamma: float
     if step_size < 1:
         raise ValueError(f"step_size: {step_size} must be >= 1")
     return LambdaLR(optimizer, partial(_step, int(step_size), float(gamma)))
+
+
+def schedule(
+    optimizer: torch.optim.Optimizer, epochs: int, step_lr: Mapping[str, Any] | None, cosine_lr: bool
+) -> LambdaLR | None:
+    """The schedule of a run: cosine annealing over `epochs` (`cosine_lr`), the initial rate times
+    gamma every step_size epochs (`step_lr`: {step_size, gamma}), or None (a constant rate);
+    ValueError naming cosine_lr when both are asked for."""
+    if cosine_lr and step_lr:
+        raise ValueError(
+            "cosine_lr: true, and step_lr is set too: choose one schedule (step_lr=null or cosine_lr=false)"
+        )
+    if cosine_lr:
+        return cosine_schedule(optimizer, epochs)
+    if step_lr:
+        return step_schedule(optimizer, int(step_lr["step_size"]), float(step_lr["gamma"]))
+    return None
 
 
 def restore_position(scheduler: LambdaLR, optimizer: torch.optim.Optimizer, epoch: int) -> None:

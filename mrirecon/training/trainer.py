@@ -4,7 +4,8 @@ data-parallel training across torchrun processes (each rank takes its share of e
 batch; gradients are all-reduced; batch norm uses the global batch; rank 0 validates and
 writes). Logging, metrics.csv, TensorBoard, the progress bar, the time budget and Ctrl-C are
 hooks (mrirecon.training.callbacks). It knows nothing about MRI or any model: the `Trainable` supplies
-the loss and the validation.
+the loss and the validation. Batches are `mrirecon.data.batch.Batch`es (`collate` joins the
+datasets' items).
 
 Randomness: every draw of a step comes from streams named by (seed, rank, step)
 (mrirecon.training.streams): the step's generator, handed to the loss (holdouts, noise, augmentations),
@@ -29,7 +30,9 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
+from mrirecon.data.batch import Batch, collate
 from mrirecon.errors import UserError
+from mrirecon.io.checkpoint_entries import FORMAT
 from mrirecon.io.files import link_or_copy, load_checkpoint, save_checkpoint
 from mrirecon.io.locks import remove_temporaries
 from mrirecon.training import distributed as ddp
@@ -39,6 +42,7 @@ from mrirecon.training.schedules import restore_position
 from mrirecon.training.trainables.base import Trainable
 
 log = logging.getLogger(__name__)
+RESTART = "start the run anew (without train.resume, or with overwrite=true in its run dir)"
 
 
 @dataclass
@@ -82,18 +86,14 @@ def seed_globals(seed: int) -> None:
     random.seed(seed)
 
 
-def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 class Trainer:
     """Fit `trainable` by minimising its loss over `train_set`, validating on `val_set` each epoch.
 
     Args:
-        trainable: the family being trained (its `module` is optimised and checkpointed, its
-            `checkpoint_state()` stored in every checkpoint).
+        trainable: what is trained (its `module` is optimised and checkpointed, its
+            `checkpoint_state()` stored in every checkpoint, with the checkpoint FORMAT).
         optimizer, scheduler: torch optimizer and optional epoch-wise LR scheduler.
-        train_set, val_set: items (dicts of tensors), batched by the default collate.
+        train_set, val_set: items (batches of one slice), joined by `collate`.
         out_dir: run dir: checkpoints/ go here (and what the hooks write).
         config: the resolved run config, stored in every checkpoint.
         settings: loop settings.
@@ -108,8 +108,8 @@ class Trainer:
         trainable: Trainable,
         optimizer: torch.optim.Optimizer,
         scheduler: Any = None,
-        train_set: Dataset[dict[str, torch.Tensor]],
-        val_set: Dataset[dict[str, torch.Tensor]],
+        train_set: Dataset[Batch],
+        val_set: Dataset[Batch],
         out_dir: Path,
         config: dict[str, Any],
         settings: Settings,
@@ -163,6 +163,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "state": dict(self.state),
             "config": self.config,
+            "format": FORMAT,
             **self.trainable.checkpoint_state(),
             **self.extra,
         }
@@ -181,7 +182,7 @@ class Trainer:
         rate and schedule (lr, step_lr, the flow's cosine over epochs) apply from the resumed
         epoch on, whatever the checkpoint's run used; a batch size other than the checkpoint's is
         refused when it stopped mid-epoch (the epoch's remaining slices are counted in its batches)."""
-        ckpt = load_checkpoint(path, "train.resume", self.settings.trust_checkpoint)
+        ckpt = load_checkpoint(path, "train.resume", self.settings.trust_checkpoint, RESTART)
         self._check_batch_size(path, ckpt)
         configured = [group.get("initial_lr", group["lr"]) for group in self.optimizer.param_groups]
         try:
@@ -299,7 +300,7 @@ class Trainer:
             self._emit("on_fit_end")
         return self.state
 
-    def _local_batches(self, batches: list[list[int]]) -> Iterator[tuple[dict[str, torch.Tensor] | None, float]]:
+    def _local_batches(self, batches: list[list[int]]) -> Iterator[tuple[Batch | None, float]]:
         """(batch on device or None, this rank's share of the global batch) for each global
         batch; a rank whose share is empty (a short last batch) gets None."""
         mine = [ddp.shard(b) for b in batches]
@@ -308,14 +309,15 @@ class Trainer:
             DataLoader(
                 self.train_set,
                 batch_sampler=[m for m in mine if m],
+                collate_fn=collate,
                 num_workers=self.settings.num_workers,
                 generator=streams.generator(self.settings.seed, streams.LOADER, *position),
             )
         )
         for items, global_items in zip(mine, batches):
-            yield (_to(next(loader), self.device) if items else None), len(items) / len(global_items)
+            yield (next(loader).to(self.device) if items else None), len(items) / len(global_items)
 
-    def _step(self, batch: dict[str, torch.Tensor] | None, share: float = 1.0) -> float:
+    def _step(self, batch: Batch | None, share: float = 1.0) -> float:
         """One optimisation step on this rank's `batch` (None: nothing to contribute), which
         holds `share` of the global batch's items. Returns the global batch's mean loss."""
         step, seed, rank = self.state["step"], self.settings.seed, ddp.rank()
@@ -341,7 +343,6 @@ class Trainer:
         if self.settings.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), float(self.settings.grad_clip))
         self.optimizer.step()
-        self.trainable.after_step(step)
         self.state["step"] += 1
         self.state["batch"] += 1
         self.state["loss_sum"] += value
@@ -353,9 +354,9 @@ class Trainer:
         first validation batch."""
         sums: dict[str, float] = {}
         count, images = 0, {}
-        for batch in DataLoader(self.val_set, batch_size=self.settings.val_batch_size):
-            batch = _to(batch, self.device)
-            n = len(next(iter(batch.values())))
+        for batch in DataLoader(self.val_set, batch_size=self.settings.val_batch_size, collate_fn=collate):
+            batch = batch.to(self.device)
+            n = batch.size
             for name, value in self.trainable.validate(batch).items():
                 sums[name] = sums.get(name, 0.0) + n * value
             if not count:
