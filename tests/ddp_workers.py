@@ -82,8 +82,8 @@ def layers_and_runs(
     rank: int,
     x: torch.Tensor,
     split: int,
-    items: list[dict[str, torch.Tensor]],
-    val_items: list[dict[str, torch.Tensor]],
+    items: list[Any],
+    val_items: list[Any],
     out: Path,
 ) -> dict[str, Any]:
     """`batch_norm_and_actnorm`, `unsupervised_run` twice (a rerun in the same processes) and
@@ -98,23 +98,24 @@ def layers_and_runs(
 def flow_run(rank: int, out_dir: Path) -> dict[str, Any]:
     """One epoch of a tiny flow prior (conditioners with batch norm and dropout 0.5; flips and
     dequantisation noise) on 2 ranks: returns the weights (ActNorm included)."""
-    from tiny_training import ListDataset
+    from tiny_training import ListDataset, image_items
 
-    from mrirecon.nets.flow import build_flow
+    from mrirecon.nets import build_net
+    from mrirecon.training.schedules import cosine_schedule
     from mrirecon.training.trainables.flow import FlowTrainable
     from mrirecon.training.trainer import Settings, Trainer
 
     torch.manual_seed(5)
     config = {"name": "flow", "levels": 2, "steps": 1, "hidden_channels": 4, "bins": 4, "batch_norm": True}
-    flow = build_flow({**config, "dropout": 0.5}, (1, 8, 8))
-    images = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)).mul(15).round().div(15)
-    items = [{"img": images[i], "index": torch.tensor(i)} for i in range(6)]
-    trainable = FlowTrainable(flow, config, bits=4, seed=3, flip=True)
+    flow = build_net({**config, "dropout": 0.5}, (1, 8, 8))
+    images = torch.rand(6, 8, 8, generator=torch.Generator().manual_seed(0)).mul(15).round().div(15)
+    items = image_items(images)
+    trainable = FlowTrainable(flow, config, 4, {"loss": "bits_per_dim"}, seed=3, flip=True)
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
     trainer = Trainer(
         trainable=trainable,
         optimizer=optimizer,
-        scheduler=trainable.scheduler(optimizer, 1),
+        scheduler=cosine_schedule(optimizer, 1),
         train_set=ListDataset(items),
         val_set=ListDataset(items[:2]),
         out_dir=out_dir,
@@ -126,19 +127,18 @@ def flow_run(rank: int, out_dir: Path) -> dict[str, Any]:
     return {"weights": {k: v.clone() for k, v in flow.state_dict().items()}}
 
 
-def unsupervised_run(
-    rank: int, items: list[dict[str, torch.Tensor]], val_items: list[dict[str, torch.Tensor]], out_dir: Path
-) -> dict[str, Any]:
+def unsupervised_run(rank: int, items: list[Any], val_items: list[Any], out_dir: Path) -> dict[str, Any]:
     """Two epochs of unsupervised DBP (ResNet with batch norm and dropout 0.5; holdout, noise,
     flip, random phase) with the Trainer on 2 ranks; records the holdout, noise and dropout
     draws of the first step and returns them with the final weights."""
     from tiny_training import ListDataset, unsupervised_trainable
 
-    import mrirecon.methods.unrolled as unrolled
+    import mrirecon.data.augment as augment
+    import mrirecon.losses.ssdu as ssdu
     from mrirecon.training.trainer import Settings, Trainer
 
     draws: dict[str, list[torch.Tensor]] = {"holdout": [], "noise": [], "dropout": []}
-    split, noise = unrolled.split_mask, unrolled.complex_noise
+    split, noise = ssdu.split_mask, augment.complex_noise
 
     def recording_split(*args: Any, **kwargs: Any) -> Any:
         result = split(*args, **kwargs)
@@ -150,7 +150,7 @@ def unsupervised_run(
         draws["noise"].append(result.clone())
         return result
 
-    unrolled.split_mask, unrolled.complex_noise = recording_split, recording_noise
+    ssdu.split_mask, augment.complex_noise = recording_split, recording_noise
     trainable = unsupervised_trainable()  # the same initial weights on every rank
 
     def dropped(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -173,7 +173,7 @@ def unsupervised_run(
     try:
         trainer.fit()
     finally:
-        unrolled.split_mask, unrolled.complex_noise = split, noise
+        ssdu.split_mask, augment.complex_noise = split, noise
     first = {key: value[0] for key, value in draws.items()}
     return {
         "draws": first,

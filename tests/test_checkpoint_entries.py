@@ -16,6 +16,7 @@ from helpers import refused, run_main
 from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.errors import UserError
+from mrirecon.io.checkpoint_entries import FORMAT
 from mrirecon.io.files import load_checkpoint, save_checkpoint
 
 THREADS = "hardware.threads=1"
@@ -37,6 +38,7 @@ def valid() -> dict[str, Any]:
         "scheduler": None,
         "state": state,
         "config": {"seed": 723},
+        "format": FORMAT,
         **fresh.checkpoint_state(),
         "splits": {"train": [0, 1, 2, 3], "val": [4], "test": [5]},
         "data_path": "/data/p.h5",
@@ -80,9 +82,13 @@ CORRUPTIONS: dict[str, tuple[Callable[[dict[str, Any]], None], tuple[str, ...]]]
     "augmentations_text": (entry("augmentations", {"flip": "yes"}), ("entry 'augmentations'",)),
     "method_config_list": (entry("method_config", ["dbp"]), ("entry 'method_config'",)),
     "model_config_text": (entry("model_config", "resnet"), ("entry 'model_config'",)),
-    "supervised_text": (entry("supervised", "yes"), ("entry 'supervised'", "true or false")),
+    "loss_text": (entry("loss", "sse"), ("entry 'loss'", "the loss's name")),
+    "loss_unknown": (entry("loss", {"loss": "nope"}), ("does not build", "loss: unknown loss 'nope'")),
+    "loss_value_bad": (entry("loss", {"loss": "ssdu", "holdout": 2}), ("does not build", "holdout")),
+    "sample_temperature_text": (entry("sample_temperature", "warm"), ("entry 'sample_temperature'",)),
     "kind_number": (entry("kind", 3), ("entry 'kind'",)),
     "format_text": (entry("format", "2"), ("entry 'format'",)),
+    "format_older": (entry("format", 2), ("older mrirecon", "format 2", "mrirecon train method=dbp")),
     "method_number": (entry("method", 5), ("entry 'method'",)),
     "config_text": (entry("config", "x"), ("entry 'config'",)),
     "optimizer_list": (entry("optimizer", []), ("entry 'optimizer'",)),
@@ -134,7 +140,7 @@ def test_every_malformed_checkpoint_entry_is_refused_before_use(
     valid: dict[str, Any], reconstruct_config: DictConfig, tmp_path: Path, case: str
 ) -> None:
     """What reconstruct does with `checkpoint=`: load it, rebuild the method, record it."""
-    from mrirecon.tasks.reconstruct import method_of
+    from mrirecon.tasks.recon_method import method_of
 
     path = corrupted(valid, tmp_path, case)
     cfg = reconstruct_config.copy()

@@ -1,6 +1,7 @@
 """Checkpoints are safe to load: they hold only tensors and plain Python types, load with
-`torch.load(..., weights_only=True)`, older ones (formats 1 and 2, with NumPy's RNG state as an
-array) still load and resume, and a checkpoint that would run code on load is refused unread."""
+`torch.load(..., weights_only=True)`, a checkpoint that would run code on load is refused unread,
+and one of an older format (1 and 2, some with NumPy's RNG state as an array) is one error line
+saying how to make a new one."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from omegaconf import OmegaConf
 from tiny_training import make_trainer
 
 from mrirecon.errors import UserError
+from mrirecon.io.checkpoint_entries import FORMAT
 from mrirecon.io.files import load_checkpoint, save_checkpoint
 
 
@@ -84,19 +86,26 @@ def test_saving_a_python_object_fails_before_writing(tmp_path):
 
 
 @pytest.mark.parametrize("numpy_1_names", [False, True])
-def test_format_2_checkpoint_loads_safely_and_resumes_to_the_same_weights(interrupted, tmp_path, numpy_1_names):
-    old = as_format_2(torch.load(interrupted, weights_only=True), tmp_path / "old.pt", numpy_1_names)
-    with pytest.raises(Exception, match="Weights only load failed"):
-        torch.load(old, weights_only=True)  # it needs the NumPy array types that load_checkpoint allows
-    assert isinstance(load_checkpoint(old)["rng"]["numpy"][1], np.ndarray)
-    runs = {}
-    for name, path in (("new", interrupted), ("old", old)):
-        trainer = make_trainer(tmp_path / name, epochs=3)
-        trainer.fit(resume_from=path)
-        runs[name] = (trainer.model.state_dict(), trainer.state["history"])
-    for name, value in runs["new"][0].items():
-        assert torch.equal(runs["old"][0][name], value), name
-    assert runs["old"][1] == runs["new"][1]
+def test_an_older_checkpoint_is_one_error_line_naming_the_way_to_a_new_one(interrupted, tmp_path, numpy_1_names):
+    """Formats 1 and 2 with NumPy's RNG state (refused before unpickling, where a safe load saw
+    objects), format 2 without it and format 1 (no format entry): each is one line saying the
+    format and how to make a new one, for reconstruct and for train.resume (the old code loaded
+    them through shims: format 1's upgrade(), NumPy array types allowed)."""
+    current = torch.load(interrupted, weights_only=True)
+    assert current["format"] == FORMAT
+    numpy_rng = as_format_2({**current, "format": 2}, tmp_path / "rng.pt", numpy_1_names)
+    two, one = tmp_path / "two.pt", tmp_path / "one.pt"
+    torch.save({**current, "format": 2}, two)
+    torch.save({k: v for k, v in current.items() if k != "format"}, one)
+    for path, found in ((numpy_rng, "1 or 2"), (two, "2"), (one, "1")):
+        with pytest.raises(UserError) as refused:
+            load_checkpoint(path, "checkpoint", retrain="retrain it with 'mrirecon train method=dbp'")
+        assert str(refused.value) == (
+            f"checkpoint: {path} was written by an older mrirecon (checkpoint format {found}; this version reads "
+            f"format {FORMAT}): retrain it with 'mrirecon train method=dbp'"
+        )
+        with pytest.raises(UserError, match=r"^train.resume: .* older mrirecon .*: start the run anew"):
+            make_trainer(tmp_path / "resumed", epochs=3).fit(resume_from=path)
 
 
 def test_malicious_checkpoint_is_refused_unread(tmp_path):
@@ -112,10 +121,10 @@ def test_malicious_checkpoint_is_refused_unread(tmp_path):
 
 
 def test_trust_checkpoint_loads_objects_beyond_the_safe_set(tmp_path):
-    """An older or third-party checkpoint with a Python object (here an OmegaConf config) loads
-    only with trust=True (the CLI's trust_checkpoint=true)."""
+    """A third-party checkpoint with a Python object (here an OmegaConf config) loads only with
+    trust=True (the CLI's trust_checkpoint=true)."""
     path = tmp_path / "objects.pt"
-    torch.save({"model": {}, "config": OmegaConf.create({"seed": 3})}, path)
+    torch.save({"model": {}, "config": OmegaConf.create({"seed": 3}), "format": FORMAT}, path)
     with pytest.raises(UserError, match=r"\(.*omegaconf\..*\): .*trust_checkpoint=true$"):
         load_checkpoint(path)
     assert load_checkpoint(path, trust=True)["config"].seed == 3

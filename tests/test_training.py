@@ -15,42 +15,43 @@ import pytest
 import torch
 from ddp_workers import layers_and_runs, spawn
 from helpers import tiny_arrays
-from tiny_training import ListDataset, unsupervised_trainable
+from tiny_training import ListDataset, StopAt, unsupervised_trainable
 from torch import nn
 
+from mrirecon.data.batch import Batch
+from mrirecon.data.h5 import whole_grid
 from mrirecon.errors import UserError
 from mrirecon.nets.flow import GlobalActNorm
 from mrirecon.training import distributed as ddp
-from mrirecon.training.callbacks import Interrupt, standard_callbacks
-from mrirecon.training.schedules import cosine_schedule, step_schedule
+from mrirecon.training.callbacks import Callback, Interrupt, standard_callbacks
+from mrirecon.training.schedules import cosine_schedule, schedule, step_schedule
 from mrirecon.training.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.training.trainables.unrolled import UnrolledTrainable
 from mrirecon.training.trainer import Settings, Trainer
 
 
-def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[Batch]:
     """Dataset items as SliceDataset makes them (complex64 k-space with noise std, index)."""
     a = tiny_arrays(n=n, coils=3, shape=shape, seed=seed)
-    items = []
-    for i in range(n):
-        item = {
-            "ksp": torch.from_numpy(a["ksp"][i]),
-            "maps": torch.from_numpy(a["maps"][i]),
-            "mask": torch.from_numpy(a["masks"][i]),
-            "noise_std": torch.tensor(0.01),
-            "index": torch.tensor(i),
-        }
-        if reference:
-            item["img"] = torch.from_numpy(a["imgs"][i])
-        items.append(item)
-    return items
+    one = lambda key, i: torch.from_numpy(a[key][i : i + 1])  # noqa: E731
+    return [
+        Batch(
+            ksp=one("ksp", i),
+            maps=one("maps", i),
+            mask=one("masks", i),
+            noise_std=torch.tensor([0.01]),
+            index=torch.tensor([i]),
+            acquired=torch.tensor([whole_grid(shape)]),
+            img=one("imgs", i) if reference else None,
+        )
+        for i in range(n)
+    ]
 
 
 def trainer(out: Path, trainable, epochs: int, scheduler=None, stop_at_step: int | None = None, **kw) -> Trainer:
     hooks = standard_callbacks(True, None)
     if stop_at_step is not None:  # what Ctrl-C does, after that step
-        stop = next(h for h in hooks if isinstance(h, Interrupt))
-        trainable.after_step = lambda step: stop.request() if step == stop_at_step else None
+        hooks.insert(0, StopAt(next(h for h in hooks if isinstance(h, Interrupt)), stop_at_step))
     optimizer = torch.optim.Adam(trainable.module.parameters(), lr=kw.pop("lr", 1e-2))
     return Trainer(
         trainable=trainable,
@@ -108,7 +109,8 @@ def test_best_pt_is_chosen_by_the_trainables_metric_and_recorded(tmp_path):
             return {"val_nrmse": 1.0 / epoch, "val_kspace_nmse": float(epoch)}
 
     base = unsupervised_trainable(dropout=0.0, batch_norm=False)
-    trainable = Rising(base.module, base.method_config, base.model_config, supervised=False, holdout=0.4)
+    ssdu = {"loss": "ssdu", "holdout": 0.4, "holdout_center": 0.0}
+    trainable = Rising(base.module, base.method_config, base.model_config, ssdu, (16, 12))
     assert trainable.select == "val_kspace_nmse"
     trainer(tmp_path, trainable, epochs=3).fit()
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)
@@ -116,19 +118,16 @@ def test_best_pt_is_chosen_by_the_trainables_metric_and_recorded(tmp_path):
     with open(tmp_path / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["best_by"] for r in rows] == ["val_kspace_nmse"] * 3
-    assert UnrolledTrainable(base.module, {}, {}, supervised=True).select == "val_nrmse"
+    assert UnrolledTrainable(base.module, {}, {}, {"loss": "sse"}, (16, 12)).select == "val_nrmse"
 
 
 def test_resumed_cosine_schedule_follows_the_new_number_of_epochs(tmp_path):
-    """The flow's cosine schedule: 2 epochs of 2, then resumed with 4 epochs, continues the
-    4-epoch schedule (rates 1, 0.5, 0.5, 0.146 of the initial one), never rising again."""
-    from mrirecon.training.trainables.flow import FlowTrainable
-
-    flow_trainable = FlowTrainable(None, {}, bits=4)
-    schedule = lambda epochs: lambda opt: flow_trainable.scheduler(opt, epochs)  # noqa: E731
+    """train.cosine_lr's schedule (the flow's default): 2 epochs of 2, then resumed with 4 epochs,
+    continues the 4-epoch schedule (rates 1, 0.5, 0.5, 0.146 of the initial one), never rising again."""
+    cosine = lambda epochs: lambda opt: schedule(opt, epochs, None, True)  # noqa: E731
     quiet = unsupervised_trainable(dropout=0.0, batch_norm=False)
-    trainer(tmp_path, quiet, epochs=2, scheduler=schedule(2)).fit()
-    longer = trainer(tmp_path, unsupervised_trainable(dropout=0.0, batch_norm=False), 4, scheduler=schedule(4))
+    trainer(tmp_path, quiet, epochs=2, scheduler=cosine(2)).fit()
+    longer = trainer(tmp_path, unsupervised_trainable(dropout=0.0, batch_norm=False), 4, scheduler=cosine(4))
     longer.fit(resume_from=tmp_path / "checkpoints" / "last.pt")
     rates = [row["lr"] / 1e-2 for row in longer.state["history"]]
     expected = [1.0, 0.5, 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
@@ -193,7 +192,7 @@ def two_ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
     x = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 + 1
     one = slices(1, reference=False)[0]
-    items = [dict(one, index=torch.tensor(i)) for i in range(4)]  # batches of 2: one item per rank
+    items = [one.replace(index=torch.tensor([i])) for i in range(4)]  # batches of 2: one item per rank
     return spawn(layers_and_runs, out / "results", x, 3, items, slices(2, seed=1), out)
 
 
@@ -271,10 +270,15 @@ def test_sigterm_stops_training_cleanly_as_ctrl_c(tmp_path):
     def unhandled(signum, frame):
         raise Killed("SIGTERM was not handled by the training loop")
 
+    class Kill(Callback):
+        def on_step(self, trainer: Trainer, loss: float) -> None:
+            if trainer.state["step"] == 4:  # after step 3
+                os.kill(os.getpid(), signal.SIGTERM)
+
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
         run = trainer(tmp_path, unsupervised_trainable(), epochs=3)
-        run.trainable.after_step = lambda step: os.kill(os.getpid(), signal.SIGTERM) if step == 3 else None
+        run.callbacks.insert(0, Kill())
         interrupts.RECEIVED.clear()
         with pytest.raises(KeyboardInterrupt):
             run.fit()

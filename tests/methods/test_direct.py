@@ -14,8 +14,9 @@ from helpers import one_error_line, run_cli
 from tiny_training import tiny_batch
 from torch import nn
 
+from mrirecon.losses.pixelwise import L1Loss, MSELoss
 from mrirecon.methods import build_method
-from mrirecon.methods.base import data_scale
+from mrirecon.nets import build_net
 from mrirecon.nets.automap import Automap, automap_weights, training_bytes
 from mrirecon.nets.fastmri_unet import FastMRIUNet
 from mrirecon.physics.sense import SenseOperator
@@ -58,56 +59,63 @@ def test_automap_counts_its_weights_and_refuses_sizes_that_do_not_fit():
         match=r"shape: AUTOMAP for 320x256 images has 20,13\d,\d{3},\d{3} weights and "
         r"needs 322\.\d GB to train, more than the 1\.0 GB allowed",
     ):
-        build_method({"name": "automap", "memory_limit_gb": 1}, shape=(320, 256))  # refused before allocating
+        build_net({"name": "automap", "memory_limit_gb": 1}, shape=(320, 256))  # refused before allocating
     with pytest.raises(ValueError, match="more than the"):
-        build_method({"name": "automap"}, shape=(2000, 2000))  # more than any machine's memory
+        build_net({"name": "automap"}, shape=(2000, 2000))  # more than any machine's memory
+    with pytest.raises(ValueError, match="^shape: network automap is made for one image size, and none was given"):
+        build_net({"name": "automap"})
 
 
 def test_unet_image_input_options_and_errors():
-    net = {"name": "fastmri_unet", "chans": 4, "num_pools": 2}
+    net = build_net({"name": "fastmri_unet", "chans": 4, "num_pools": 2})
     with pytest.raises(ValueError, match="input: 'cs_tv' must be 'zero_filled' or 'cg_sense'"):
-        build_method({"name": "unet_image", "net": net, "input": "cs_tv"})
-    with pytest.raises(ValueError, match="net.name: unknown denoiser 'vit'"):
-        build_method({"name": "unet_image", "net": {"name": "vit"}})
-    with pytest.raises(ValueError, match="loss: 'l3'"):
-        build_method({"name": "unet_image", "net": net, "loss": "l3"})
+        build_method({"name": "unet_image", "input": "cs_tv"}, net=net)
+    with pytest.raises(ValueError, match="^name: unknown network 'vit'"):
+        build_net({"name": "vit"})
+    with pytest.raises(ValueError, match=r"^loss: unknown key \(method unet_image has: input, residual\)"):
+        build_method({"name": "unet_image", "loss": "l1"}, net=net)  # a training setting: train.loss
+
+
+def direct(name: str, shape: tuple[int, int], channels: int, **cfg) -> nn.Module:
+    """unet_image with a small fastMRI U-Net, or automap with a small AUTOMAP network."""
+    if name == "unet_image":
+        net = build_net({"name": "fastmri_unet", "chans": channels, "num_pools": 2})
+    else:
+        net = build_net({"name": "automap", "conv_channels": channels}, shape)
+    return build_method({"name": name, **cfg}, net=net)
 
 
 @pytest.mark.parametrize("name", ["unet_image", "automap"])
 def test_training_beats_the_zero_filled_image_on_the_slices_it_saw(name):
     torch.manual_seed(0)
     shape = (16, 12)
-    cfg = (
-        {"name": name, "net": {"name": "fastmri_unet", "chans": 8, "num_pools": 2}}
-        if name == "unet_image"
-        else {"name": name, "conv_channels": 8}
-    )
-    method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
+    method = direct(name, shape, 8)
     batch = tiny_batch(2, shape, seed=1)
-    op = SenseOperator(batch["maps"], batch["mask"])
-    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    op = SenseOperator(batch.maps, batch.mask)
+    y = batch.y
+    loss = L1Loss() if name == "unet_image" else MSELoss()  # their papers'
     opt = torch.optim.RMSprop(method.parameters(), lr=1e-3 if name == "unet_image" else 1e-4)
     for _ in range(150):
         opt.zero_grad()
-        loss = method.training_error(method(y, op), batch["img"], data_scale(y, op)).mean()
-        loss.backward()
+        loss(method, batch, torch.Generator()).backward()
         opt.step()
     with torch.no_grad():
-        error = (method(y, op) - batch["img"]).norm()
-    assert error < 0.5 * (op.adjoint(y) - batch["img"]).norm(), name
+        error = (method(y, op) - batch.img).norm()
+    assert error < 0.5 * (op.adjoint(y) - batch.img).norm(), name
 
 
 def test_unet_image_trains_resumes_and_reconstructs_from_its_checkpoint(sample_dir: Path):
-    tiny = ["method=unet_image", "data=8bit_quarter", "method.net.chans=4", "method.net.num_pools=2"]
+    tiny = ["method=unet_image", "data=8bit_quarter", "model.chans=4", "model.num_pools=2"]
     res = run_cli("train", *tiny, "train.epochs=2", "hydra.run.dir=runs/unet_image", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     run = sample_dir / "runs" / "unet_image"
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    assert ckpt["kind"] == "direct" and ckpt["method"] == "unet_image" and ckpt["method_config"]["net"]["chans"] == 4
+    assert ckpt["kind"] == "direct" and ckpt["method"] == "unet_image" and ckpt["model_config"]["chans"] == 4
+    assert ckpt["model_config"]["name"] == "fastmri_unet" and ckpt["loss"] == {"loss": "l1"}  # the method's defaults
     assert "train_defaults" not in ckpt["method_config"] and isinstance(ckpt["optimizer"]["state"], dict)
     assert ckpt["config"]["train"]["optimizer"] == "rmsprop"  # fastMRI's, from the method's train_defaults
     info = json.loads((run / "training.json").read_text())
-    assert info["kind"] == "direct" and info["trains"].startswith("unet_image + fastmri_unet (supervised, l1 loss")
+    assert info["kind"] == "direct" and info["trains"].startswith("unet_image + fastmri_unet (loss l1")
     res = run_cli("train", *tiny, "train.epochs=3", "train.resume=true", f"hydra.run.dir={run}", cwd=sample_dir)
     assert res.returncode == 0, res.stderr
     with open(run / "metrics.csv", newline="") as fh:
@@ -122,7 +130,8 @@ def test_unet_image_trains_resumes_and_reconstructs_from_its_checkpoint(sample_d
     )
     assert res.returncode == 0, res.stderr
     summary = json.loads((sample_dir / "runs" / "rec_unet_image" / "summary.json").read_text())
-    assert summary["method_config"]["net"]["num_pools"] == 2 and summary["num_slices"] == 3
+    assert summary["method_config"]["model"] == "fastmri_unet" and summary["method_config"]["loss"] == "l1"
+    assert summary["num_slices"] == 3
     res = run_cli(
         "reconstruct",
         "method=automap",
@@ -139,12 +148,12 @@ def test_automap_too_large_for_its_memory_limit_is_one_error_line(sample_dir: Pa
         "train",
         "method=automap",
         "data=8bit_quarter",
-        "method.memory_limit_gb=0.5",
+        "model.memory_limit_gb=0.5",
         "hydra.run.dir=runs/automap_big",
         cwd=sample_dir,
     )
     line = one_error_line(res)
-    assert line.startswith("error: method.shape: AUTOMAP for 80x64 images has 78,763,842 weights"), line
+    assert line.startswith("error: model.shape: AUTOMAP for 80x64 images has 78,763,842 weights"), line
     assert "1.3 GB to train" in line and "0.5 GB allowed" in line
 
 
@@ -152,14 +161,10 @@ def test_automap_too_large_for_its_memory_limit_is_one_error_line(sample_dir: Pa
 def test_residual_starts_from_the_classical_image(name):
     torch.manual_seed(0)
     shape = (16, 12)
-    cfg = {"name": name, "residual": True}
-    cfg.update(
-        {"net": {"name": "fastmri_unet", "chans": 4, "num_pools": 2}} if name == "unet_image" else {"conv_channels": 4}
-    )
-    method = build_method(cfg, **({"shape": shape} if name == "automap" else {}))
+    method = direct(name, shape, 4, residual=True)
     batch = tiny_batch(2, shape, seed=1)
-    op = SenseOperator(batch["maps"], batch["mask"])
-    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    op = SenseOperator(batch.maps, batch.mask)
+    y = batch.y
     assert torch.allclose(method(y, op), op.adjoint(y), atol=1e-6)  # zero_filled is the input of both
     with pytest.raises(ValueError, match="residual: 'yes' must be true or false"):
-        build_method({**cfg, "residual": "yes"}, **({"shape": shape} if name == "automap" else {}))
+        direct(name, shape, 4, residual="yes")

@@ -1,4 +1,5 @@
-"""Denoisers, unrolled methods (DBP, MoDL), their training loss and the shared trainer."""
+"""Denoisers, unrolled methods (DBP, MoDL), their gradients through a training loss, the unrolled
+family's self-supervised path and the shared trainer."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import math
 import pytest
 import torch
 from helpers import gradients_match_finite_differences
-from tiny_training import make_trainer, small, tiny_batch
+from tiny_training import as_double, make_trainer, small, tiny_batch, training_loss
 from torch import nn
 from torch.autograd.gradcheck import GradcheckError
 
+from mrirecon.data.batch import Batch
 from mrirecon.methods import build_method
-from mrirecon.methods.unrolled import split_mask, training_loss
 from mrirecon.nets import build_net
 from mrirecon.nets.resnet import ResNet
 from mrirecon.nets.unet import UNet
@@ -40,11 +41,9 @@ def test_denoiser_at_full_size():
     assert UNet(base_channels=4).eval()(torch.randn(1, 2, 320, 256)).shape == (1, 2, 320, 256)
 
 
-def double_batch(n: int = 2, shape=(8, 6), seed: int = 0) -> dict[str, torch.Tensor]:
+def double_batch(n: int = 2, shape=(8, 6), seed: int = 0) -> Batch:
     """tiny_batch in float64 / complex128, for finite differences."""
-    return {
-        k: v.to(torch.complex128 if v.is_complex() else torch.float64) for k, v in tiny_batch(n, shape, seed).items()
-    }
+    return as_double(tiny_batch(n, shape, seed))
 
 
 @pytest.mark.parametrize("name", ["dbp", "modl"])
@@ -143,8 +142,8 @@ def test_checkpoint_unrolls_counts_each_batch_once_in_batch_norm(name):
 def test_dbp_with_zero_eps_is_data_consistent():
     batch = tiny_batch()
     method = small("dbp", num_admm=40, cg_max_iter=60, cg_eps=1e-8, l2lam_init=10.0, stdev=0.0)
-    op = SenseOperator(batch["maps"], batch["mask"])
-    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    op = SenseOperator(batch.maps, batch.mask)
+    y = batch.y
     with torch.no_grad():
         x = method(y, op)
         untrained_denoised = method.denoise(op.adjoint(y))
@@ -191,13 +190,13 @@ def test_dbp_admm_converges_to_the_exact_projection_onto_the_noise_ball():
     stdev = 0.02
     method = small("dbp", num_unrolls=1, num_admm=400, cg_max_iter=100, cg_eps=1e-12, l2lam_init=1.0, stdev=stdev)
     method = method.double()
-    op = SenseOperator(batch["maps"], batch["mask"])
-    y = batch["ksp"] * batch["mask"].unsqueeze(1)
+    op = SenseOperator(batch.maps, batch.mask)
+    y = batch.y
     noise = torch.full((1,), stdev, dtype=torch.float64)
     with torch.no_grad():
         x = method.unroll(y, op, noise)  # on y as given (reconstruct would divide it by its scale first)
         r = method.denoise(op.adjoint(y))
-    eps = float((4 * batch["mask"].sum()).sqrt() * stdev)
+    eps = float((4 * batch.mask.sum()).sqrt() * stdev)
     a = dense_forward(op, (6, 4))
     measured = y[0].reshape(-1)
     assert float((a @ r[0].reshape(-1) - measured).norm()) > 2 * eps  # the constraint is active
@@ -207,16 +206,18 @@ def test_dbp_admm_converges_to_the_exact_projection_onto_the_noise_ball():
     assert float((op.forward(x) - y).norm()) == pytest.approx(eps, rel=1e-5)
 
 
-def unsupervised(**train) -> UnrolledTrainable:
-    """Unsupervised DBP, ResNet with batch norm and dropout 0.5, holdout, noise, flips, random phase."""
+def unsupervised() -> UnrolledTrainable:
+    """Self-supervised DBP (loss ssdu), ResNet with batch norm and dropout 0.5, holdout, noise,
+    flips, random phase."""
     torch.manual_seed(0)
     model = {"name": "resnet", "channels": 4, "num_blocks": 1, "batch_norm": True, "dropout": 0.5}
     method = {"name": "dbp", "num_unrolls": 2, "num_admm": 2, "cg_max_iter": 4}
-    settings = dict(supervised=False, stdev=0.01, holdout=0.4, holdout_center=0.1, flip=True, random_phase=True)
-    return UnrolledTrainable(build_method(method, denoiser=build_net(model)), method, model, **{**settings, **train})
+    loss = {"loss": "ssdu", "holdout": 0.4, "holdout_center": 0.1}
+    built = build_method(method, denoiser=build_net(model))
+    return UnrolledTrainable(built, method, model, loss, (32, 24), {"flip": True, "random_phase": True}, stdev=0.01)
 
 
-def loss_and_gradients(trainable: UnrolledTrainable, batch: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def loss_and_gradients(trainable: UnrolledTrainable, batch: Batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
     torch.manual_seed(7)  # the dropout masks
     trainable.module.zero_grad(set_to_none=True)
     loss = trainable.loss(batch, torch.Generator().manual_seed(1))
@@ -228,37 +229,27 @@ def test_unsupervised_loss_and_gradients_never_read_unmeasured_kspace():
     """Through the whole `loss` path (random phase, flips, training noise, SSDU holdout, DBP
     with batch norm and dropout): k-space changed where the mask is 0 leaves the loss and every
     gradient bit for bit the same; a change of one measured sample does not."""
-    batch = tiny_batch(n=3)
-    del batch["img"]  # unsupervised training never has it: reading it would raise
-    mask = batch["mask"].unsqueeze(1).expand_as(batch["ksp"])
-    junk = 100 * torch.randn(batch["ksp"].shape, dtype=batch["ksp"].dtype, generator=torch.Generator().manual_seed(3))
-    changed = {**batch, "ksp": torch.where(mask != 0, batch["ksp"], junk)}
+    batch = tiny_batch(n=3).replace(img=None)  # self-supervised training never has it: reading it would raise
+    mask = batch.mask.unsqueeze(1).expand_as(batch.ksp)
+    junk = 100 * torch.randn(batch.ksp.shape, dtype=batch.ksp.dtype, generator=torch.Generator().manual_seed(3))
+    changed = batch.replace(ksp=torch.where(mask != 0, batch.ksp, junk))
     trainable = unsupervised()
     loss, grads = loss_and_gradients(trainable, batch)
     loss2, grads2 = loss_and_gradients(trainable, changed)
     assert torch.isfinite(loss) and torch.equal(loss, loss2)
     assert len(grads) > 4 and all(torch.equal(g, h) for g, h in zip(grads, grads2))
-    one = batch["ksp"].clone()
+    one = batch.ksp.clone()
     one[mask != 0] = one[mask != 0] * 1.001  # measured samples do matter
-    assert not torch.equal(loss_and_gradients(trainable, {**batch, "ksp": one})[0], loss)
+    assert not torch.equal(loss_and_gradients(trainable, batch.replace(ksp=one))[0], loss)
 
 
-def test_unsupervised_training_refuses_new_masks_and_reads_only_measured_data(tiny_h5):
-    from mrirecon.data.dataset import SliceDataset
-    from mrirecon.data.h5 import DeepInPyFile
+def test_self_supervised_training_refuses_new_masks():
     from mrirecon.errors import UserError
 
-    trainable = unsupervised()
     method = {"name": "dbp", "num_unrolls": 1}
-    train = {"supervised": False, "stdev": 0.0, "holdout": 0.4, "holdout_center": 0.1, "random_masks": True}
-    with pytest.raises(UserError, match="^train.random_masks: unsupervised training"):
+    train = {"loss": "ssdu", "stdev": 0.0, "holdout": 0.4, "holdout_center": 0.1, "random_masks": True}
+    with pytest.raises(UserError, match="^train.random_masks: loss ssdu reads measured samples only"):
         UnrolledTrainable.from_config(method, {"name": "resnet"}, train, shape=(32, 24), bits=None, seed=0, amp=False)
-    item = trainable.dataset(DeepInPyFile(tiny_h5), [1, 2], training=True)[0]
-    assert "img" not in item and torch.equal(item["ksp"], item["ksp"] * item["mask"])
-    assert bool((item["ksp"] != 0).any())
-    full = SliceDataset(DeepInPyFile(tiny_h5), [1, 2])[0]  # validation: full k-space and the reference
-    assert "img" in trainable.dataset(DeepInPyFile(tiny_h5), [1, 2], training=False)[0]
-    assert torch.equal(item["ksp"], full["ksp"] * full["mask"])
 
 
 def test_kspace_validation_is_the_error_on_held_out_measured_samples():
@@ -266,32 +257,21 @@ def test_kspace_validation_is_the_error_on_held_out_measured_samples():
     1 for a reconstruction of zeros, about 0 for the true image of noiseless data; it reads
     neither the reference nor unmeasured k-space, and a slice's held-out samples depend on its
     index only (not on the batch it is in)."""
-    batch = {**double_batch(n=3, shape=(16, 12)), "index": torch.tensor([4, 7, 9])}
-    truth = lambda y, op, noise: batch["img"]  # noqa: E731
-    zeros = lambda y, op, noise: torch.zeros_like(batch["img"])  # noqa: E731
+    batch = double_batch(n=3, shape=(16, 12)).replace(index=torch.tensor([4, 7, 9]))
+    truth = lambda y, op, noise: batch.img  # noqa: E731
+    zeros = lambda y, op, noise: torch.zeros_like(batch.img)  # noqa: E731
     assert kspace_validation(zeros, batch, 0.4, 0.1, seed=3)[KSPACE_METRIC] == pytest.approx(1.0, abs=1e-12)
     assert kspace_validation(truth, batch, 0.4, 0.1, seed=3)[KSPACE_METRIC] < 1e-12  # float32 data
     method = small("modl").double().eval()
     with torch.no_grad():
         whole = kspace_validation(method, batch, 0.4, 0.1, seed=3)[KSPACE_METRIC]
-        other = {**batch, "img": torch.zeros_like(batch["img"])}
-        mask = batch["mask"].unsqueeze(1) != 0
-        other["ksp"] = torch.where(mask, batch["ksp"], torch.full_like(batch["ksp"], 50))
+        mask = batch.mask.unsqueeze(1) != 0
+        other = batch.replace(img=None, ksp=torch.where(mask, batch.ksp, torch.full_like(batch.ksp, 50)))
         assert kspace_validation(method, other, 0.4, 0.1, seed=3)[KSPACE_METRIC] == whole
-        parts = [kspace_validation(method, {k: v[i : i + 1] for k, v in batch.items()}, 0.4, 0.1, 3) for i in range(3)]
+        parts = [kspace_validation(method, batch.part(i, i + 1), 0.4, 0.1, 3) for i in range(3)]
         assert whole == pytest.approx(sum(p[KSPACE_METRIC] for p in parts) / 3, rel=1e-12)
         assert kspace_validation(method, batch, 0.4, 0.1, seed=4)[KSPACE_METRIC] != whole
     assert 0 < whole < 1  # better than nothing, not perfect
-
-
-def test_holdout_splits_measured_samples():
-    mask = tiny_batch()["mask"]
-    inp, held = split_mask(mask, 0.4, torch.Generator().manual_seed(0))
-    assert torch.equal(inp + held, mask) and float((inp * held).sum()) == 0
-    assert 0.3 < float(held.sum() / mask.sum()) < 0.5
-    inp, held = split_mask(mask, 0.9, torch.Generator().manual_seed(0), keep_center=0.25)
-    assert torch.equal(inp + held, mask)
-    assert float(held[:, 12:20, 9:15].sum()) == 0 and float(held.sum()) > 0  # centre 8x6 of 32x24 kept
 
 
 @pytest.mark.parametrize("supervised", [True, False])
@@ -348,20 +328,6 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
 
 
-def test_dataset_loads_lazily_in_worker_processes(tiny_h5):
-    from mrirecon.data.dataset import SliceDataset
-    from mrirecon.data.h5 import DeepInPyFile
-
-    data = DeepInPyFile(tiny_h5)
-    supervised = SliceDataset(data, [1, 3, 5], with_reference=True)
-    unsupervised = SliceDataset(data, [1, 3, 5], with_reference=False)
-    assert "img" in supervised[0] and "img" not in unsupervised[0]
-    loader = torch.utils.data.DataLoader(supervised, batch_size=2, num_workers=2)
-    batches = list(loader)
-    assert [b["index"].tolist() for b in batches] == [[1, 3], [5]]
-    assert batches[0]["ksp"].shape == (2, 4, 32, 24) and batches[0]["ksp"].dtype == torch.complex64
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("amp", [False, True])
@@ -373,7 +339,7 @@ def test_training_step_on_cuda(amp):
         torch.manual_seed(0)
         method = small("dbp", cg_eps=0.0).to(device)
         method.amp = amp
-        batch = {k: v.to(device) for k, v in tiny_batch().items()}
+        batch = tiny_batch().to(device)
         loss = training_loss(method, batch, False, torch.Generator().manual_seed(0), stdev=0.01, holdout=0.4)
         loss.backward()
         steps.append((loss.detach().cpu(), [p.grad.cpu() for p in method.parameters()]))

@@ -185,11 +185,11 @@ class ReconstructorFamily:
         return f"method={method}"
 
     @classmethod
-    def build(cls, method: dict[str, Any], model: dict[str, Any], shape: tuple[int, int]) -> Any:
-        """The method of `method` around the network of `model` (made for `shape` when it is
-        of a fixed size); UserError naming the config key."""
-        net = configured("model", build_net, model, tuple(shape))
-        built = configured("method", build_method, method, **{cls.component: net})
+    def build(cls, method: dict[str, Any], model: dict[str, Any], shape: tuple[int, int], net: Any = None) -> Any:
+        """The method of `method` around `net`, by default the network of `model` (made for
+        `shape` when it is of a fixed size); ValueError naming the key."""
+        net = build_net(model, tuple(shape)) if net is None else net
+        built = build_method(method, **{cls.component: net})
         if not isinstance(built, cls.method_class):
             raise TypeError(f"{type(built).__name__} is not a {cls.kind} method")
         return built
@@ -212,7 +212,8 @@ class ReconstructorFamily:
         objective = configured("train", build_loss, loss_config, ReconstructionLoss, "reconstruction method")
         augmentations = augmentations_for(train, bits)
         configured("train", _check_measured_only, objective, augmentations["random_masks"])
-        built = cls.build(method, model, shape)
+        net = configured("model", build_net, model, tuple(shape))
+        built = configured("method", cls.build, method, model, shape, net)
         built.amp = bool(amp)
         trainable = cls(built, method, model, loss_config, shape, augmentations, float(train["stdev"]), seed)
         trainable.configure(train)
