@@ -22,8 +22,9 @@ import torch
 import yaml
 from bench_memory import fresh_process_peak_mb
 
+from mrirecon.losses.bits_per_dim import bits_per_dim, dequantize
 from mrirecon.methods import build_method
-from mrirecon.nets.flow import bits_per_dim, build_flow, dequantize
+from mrirecon.nets import DensityModel, build_net
 from mrirecon.physics.sense import SenseOperator
 
 SHAPE = (1, 80, 64)
@@ -42,7 +43,8 @@ def make_step(kind: str, batch: int, model: str, device: torch.device):
     """A closure running one training step or one inverse-problem iteration."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    flow = build_flow(model_config(model), SHAPE).to(device)
+    flow = build_net(model_config(model), SHAPE).to(device)
+    assert isinstance(flow, DensityModel)
     images = torch.rand(batch, *SHAPE, generator=g).mul(15).round().div(15).to(device)
     with torch.no_grad():
         flow.log_prob(dequantize(images, 4, g))  # ActNorm initialisation

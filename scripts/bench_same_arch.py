@@ -37,8 +37,10 @@ import h5py
 import numpy as np
 import torch
 
+from mrirecon.data.batch import Batch
+from mrirecon.data.h5 import whole_grid
+from mrirecon.losses.supervised import SquaredErrorLoss
 from mrirecon.methods import build_method
-from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.training.hardware import cpu_name, native_bf16
@@ -91,8 +93,11 @@ def mrirecon_step(batches: list[dict[str, torch.Tensor]], device: torch.device, 
         data = batches[state["k"] % len(batches)]
         state["k"] += 1
         opt.zero_grad()
-        batch = {**data, "noise_std": torch.zeros(data["img"].shape[0], device=device)}
-        training_loss(method, batch, True, torch.Generator().manual_seed(0)).backward()
+        b = data["img"].shape[0]
+        acquired = torch.tensor([whole_grid(data["img"].shape)] * b, device=device)
+        noise_std, index = torch.zeros(b, device=device), torch.arange(b, device=device)
+        batch = Batch(data["ksp"], data["maps"], data["mask"], noise_std, index, acquired, img=data["img"])
+        SquaredErrorLoss()(method, batch, torch.Generator().manual_seed(0)).backward()
         opt.step()
 
     return step

@@ -136,9 +136,7 @@ def main() -> None:
         ]
         if case.startswith("flow"):
             if not args.flow_checkpoint:
-                sys.exit(
-                    "error: --flow-checkpoint: flow_combined needs a trained flow (mrirecon train method=flow_prior model=flow)"
-                )
+                sys.exit("error: --flow-checkpoint: flow_combined needs a trained flow (mrirecon train model=flow)")
             common.append(f"checkpoint={args.flow_checkpoint}")
         grid = dense_grid(case, common, out)
         best = max(grid.values())

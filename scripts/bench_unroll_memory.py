@@ -32,8 +32,10 @@ def measure(method: str, unrolls: int, checkpointed: bool, shape: tuple[int, int
     """In this process: build the problem, run a warm-up step and `steps` timed steps."""
     import torch
 
+    from mrirecon.data.batch import Batch
+    from mrirecon.data.h5 import whole_grid
+    from mrirecon.losses.supervised import SquaredErrorLoss
     from mrirecon.methods import build_method
-    from mrirecon.methods.unrolled import training_loss
     from mrirecon.nets import build_net
     from mrirecon.physics.fft import fft2c
 
@@ -47,8 +49,8 @@ def measure(method: str, unrolls: int, checkpointed: bool, shape: tuple[int, int
     img = torch.randn(1, *shape, dtype=torch.complex64, generator=g)
     ksp = fft2c(maps * img[:, None])
     mask = (torch.rand(1, *shape, generator=g) < 0.2).float()
-    batch = {"img": img, "ksp": ksp, "maps": maps, "mask": mask, "noise_std": torch.zeros(1)}
-    batch = {k: v.to(dev) for k, v in batch.items()}
+    acquired = torch.tensor([whole_grid(shape)])
+    batch = Batch(ksp, maps, mask, torch.zeros(1), torch.arange(1), acquired, img=img).to(dev)
     config = {"name": method, "num_unrolls": unrolls, "cg_max_iter": 10, "cg_eps": 0.0}
     torch.manual_seed(0)
     model = build_method(config, denoiser=build_net({"name": "resnet"})).to(dev)
@@ -59,7 +61,7 @@ def measure(method: str, unrolls: int, checkpointed: bool, shape: tuple[int, int
     def step() -> float:
         start = time.perf_counter()
         opt.zero_grad()
-        training_loss(model, batch, True, torch.Generator().manual_seed(0)).backward()
+        SquaredErrorLoss()(model, batch, torch.Generator().manual_seed(0)).backward()
         opt.step()
         if dev.type == "cuda":
             torch.cuda.synchronize()

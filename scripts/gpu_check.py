@@ -43,8 +43,10 @@ import torch
 from omegaconf import OmegaConf
 
 from mrirecon.cli.overrides import config_file
+from mrirecon.data.batch import Batch
+from mrirecon.data.h5 import whole_grid
+from mrirecon.losses.supervised import SquaredErrorLoss
 from mrirecon.methods import build_method
-from mrirecon.methods.unrolled import training_loss
 from mrirecon.nets import build_net
 from mrirecon.physics.coils import espirit_maps
 from mrirecon.physics.noise import resolve_noise_std
@@ -102,9 +104,9 @@ def config(group: str, option: str) -> dict[str, Any]:
     return cfg
 
 
-def problem(size: Size, device: torch.device) -> dict[str, torch.Tensor]:
+def problem(size: Size, device: torch.device) -> Batch:
     """A batch of multi-coil data: smooth coil maps, a random mask at about R=4 with a fully
-    sampled centre, a random image; the training batch layout of `training_loss`."""
+    sampled centre, a random image (the noise std unknown: estimated from the measured samples)."""
     g = torch.Generator().manual_seed(0)
     b, c, (x, y) = size.batch, size.coils, size.shape
     u = torch.linspace(-1, 1, x)[:, None]
@@ -119,8 +121,8 @@ def problem(size: Size, device: torch.device) -> dict[str, torch.Tensor]:
     img = torch.randn(b, x, y, dtype=torch.complex64, generator=g)
     maps = maps.expand(b, c, x, y).contiguous()
     ksp = SenseOperator(maps, torch.ones(b, x, y)).forward(img)
-    batch = {"img": img, "ksp": ksp, "maps": maps, "mask": mask, "noise_std": torch.full((b,), float("nan"))}
-    return {k: t.to(device) for k, t in batch.items()}
+    noise_std, acquired = torch.full((b,), float("nan")), torch.tensor([whole_grid((x, y))] * b)
+    return Batch(ksp, maps, mask, noise_std, torch.arange(b), acquired, img=img).to(device)
 
 
 def sync(device: torch.device) -> None:
@@ -155,7 +157,7 @@ def training_step(method_name: str, model: str, amp: bool, size: Size, device: t
 
     def step() -> None:
         opt.zero_grad()
-        training_loss(method, batch, True, torch.Generator().manual_seed(0)).backward()
+        SquaredErrorLoss()(method, batch, torch.Generator().manual_seed(0)).backward()
         opt.step()
 
     seconds, peak = timed(step, size, device)
@@ -165,8 +167,8 @@ def training_step(method_name: str, model: str, amp: bool, size: Size, device: t
 def cg_iterations(size: Size, device: torch.device) -> Row:
     """10 iterations of CG on (A^H A + 0.01 I) x = A^H y (no early stop)."""
     batch = problem(size, device)
-    op = SenseOperator(batch["maps"], batch["mask"])
-    rhs = op.adjoint(batch["ksp"] * batch["mask"][:, None])
+    op = SenseOperator(batch.maps, batch.mask)
+    rhs = op.adjoint(batch.ksp * batch.mask[:, None])
     seconds, peak = timed(lambda: conjugate_gradient(op.normal, rhs, lam=0.01, max_iter=10, tol=0.0), size, device)
     return Row("", seconds=f"{seconds:.4f}", rate=f"{10 * size.batch / seconds:.0f} slice-iterations/s", peak=peak)
 
@@ -175,9 +177,9 @@ def cs_wavelet(size: Size, device: torch.device) -> Row:
     """cs_wavelet at its config's defaults (lam auto, 100 FISTA iterations, cycle spinning)."""
     method = build_method(config("method", "cs_wavelet"))
     batch = problem(size, device)
-    op = SenseOperator(batch["maps"], batch["mask"])
-    y = batch["ksp"] * batch["mask"][:, None]
-    sigma = resolve_noise_std(y, batch["mask"])
+    op = SenseOperator(batch.maps, batch.mask)
+    y = batch.ksp * batch.mask[:, None]
+    sigma = resolve_noise_std(y, batch.mask)
     seconds, peak = timed(lambda: method.reconstruct(y, op, sigma), size, device)
     return Row(
         "", seconds=f"{seconds / size.batch:.3f} per slice", rate=f"{size.batch / seconds:.2f} slices/s", peak=peak
@@ -186,7 +188,7 @@ def cs_wavelet(size: Size, device: torch.device) -> Row:
 
 def coil_maps(size: Size, device: torch.device) -> Row:
     """ESPIRiT maps from fully sampled k-space (preprocess's estimator, its default settings)."""
-    ksp = problem(size, device)["ksp"]
+    ksp = problem(size, device).ksp
     seconds, peak = timed(lambda: espirit_maps(ksp), size, device)
     return Row(
         "", seconds=f"{seconds / size.batch:.3f} per slice", rate=f"{size.batch / seconds:.1f} slices/s", peak=peak
@@ -259,7 +261,7 @@ class Smoke:
     def direct(self) -> Row:
         run = self.folder / "train_unet_image"
         hardware = ["hardware=gpu", *self.gpu]
-        train = ["train", "method=unet_image", *hardware, *self.common, "train.epochs=1", "method.net.chans=8"]
+        train = ["train", "method=unet_image", *hardware, *self.common, "train.epochs=1", "model.chans=8"]
         seconds = mrirecon_cli([*train, f"hydra.run.dir={run}"], self.log)
         recon = ["reconstruct", "method=unet_image", *hardware, *self.common, f"checkpoint={run}/checkpoints/best.pt"]
         seconds += mrirecon_cli([*recon, "figures=0", f"hydra.run.dir={self.folder / 'recon_unet_image'}"], self.log)

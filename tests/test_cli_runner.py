@@ -205,7 +205,8 @@ def test_subcommand_help_shows_its_groups_and_key_descriptions(capsys, tmp_path:
 
     code, out, _ = run_main(capsys, "train", "--help")
     train_methods = out.split("method=<option>")[1].split("model=<option>")[0]
-    assert "flow_prior" in train_methods and "dbp" in train_methods and "cg_sense" not in train_methods
+    assert "dbp" in train_methods and "unet_image" in train_methods and "cg_sense" not in train_methods
+    assert "flow_l1" not in train_methods  # model=flow trains the flow prior, with no method
 
     code, out, _ = run_main(capsys, "reconstruct", "method=cs_wavelet", "--help")
     assert "method.solver=fista\n      fista | pogm" in out  # the chosen option's keys

@@ -253,10 +253,9 @@ def test_preprocess_disk_full(tmp_path: Path) -> None:
         (("reconstruct", "method=foo"), ("method=foo", "cg_sense")),
         (("foo",), ("'foo'", "preprocess", "reconstruct")),
         (("reconstruct", "nosuchkey=1"), ("nosuchkey",)),
-        (
-            ("reconstruct", "method=flow_prior"),
-            ("method=flow_prior", "trained, not reconstructed", "method=flow_combined | flow_l1 | flow_logprob"),
-        ),
+        (("reconstruct", "method=flow_prior"), ("method=flow_prior", "flow_l1")),
+        (("reconstruct", "method=dbp", "model=unet"), ("model: not read by mrirecon reconstruct", "holds its network")),
+        (("train", "method=cs_tv", "model=flow"), ("method=cs_tv: not read", "model=flow", "method=flow_combined")),
         (("train", "train.optimizer=sgd"), ("train.optimizer", "'sgd'", "adam, rmsprop")),
     ],
     ids=[
@@ -264,7 +263,9 @@ def test_preprocess_disk_full(tmp_path: Path) -> None:
         "unknown_method",
         "unknown_subcommand",
         "unknown_key",
-        "train_only_method",
+        "no_flow_prior_method",
+        "reconstruct_model",
+        "method_with_flow",
         "unknown_optimizer",
     ],
 )

@@ -20,7 +20,16 @@ import pytest
 import torch
 from helpers import tiny_arrays, write_h5
 from omegaconf import DictConfig, OmegaConf
-from registered import SMALL, family_of, model_name, models_for, small, train_targets
+from registered import (
+    SMALL,
+    family_of,
+    model_name,
+    models_for,
+    small,
+    train_overrides,
+    train_targets,
+    trained_method,
+)
 
 from mrirecon.cli.overrides import Problem, check, check_read, compose, group_options, parse
 from mrirecon.errors import UserError, configured
@@ -45,8 +54,10 @@ OTHER: dict[str, Any] = {
     "method.solver": "pogm",
     "method.wavelet": "haar",
     "method.input": "cg_sense",
-    "method.loss": lambda v: "mse" if v == "l1" else "l1",
-    "method.memory_limit_gb": 1e-6,  # a training-memory bound: this one refuses any size, naming the key
+    "method.loss": lambda v: "mse" if v == "l1" else "l1",  # method.train_defaults.loss
+    "train.loss": lambda v: "l1" if v == "mse" else "mse",
+    "model.loss": lambda v: "sse",  # model.train_defaults.loss (the flow's bits_per_dim)
+    "model.memory_limit_gb": 1e-6,  # a training-memory bound: this one refuses any size, naming the key
     "method.z_init": "zeros",
     "method.z_norm": "l2",
     "method.train_defaults.optimizer": lambda v: "adam" if v == "rmsprop" else "rmsprop",
@@ -67,11 +78,9 @@ OTHER: dict[str, Any] = {
     "data.maps": "espirit",
     "data.ismrmrd_repetitions": "slices",
 }
-# Keys not walked, each with its reason.
-NOT_WALKED = {
-    # a network is chosen whole (method.net={name: unet, ...}: its keys differ); its keys are walked
-    "method.net.name",
-}
+# Keys not walked, each with its reason (none today: a network is chosen by the model group, whose
+# `name` is the group option).
+NOT_WALKED: set[str] = set()
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -167,22 +176,23 @@ def train_outcome(cfg: DictConfig, given: dict[str, set[str]], resume: Path) -> 
     key checks, loop settings, optimizer, resume checkpoint, trainable and schedule."""
     family = train._family(cfg)
     bits, _ = variant_of(cfg)
-    train.check_settings(cfg, family, bits, given=lambda section: given.get(section, set()))
+    train.check_settings(cfg, family, bits, given=lambda section: given.get(section, set()), groups=set)
     settings = settings_of(cfg)
     optimizer_class, lr = train.optimizer_of(cfg)
     shape = (64, 64) if family.kind == "flow" else (16, 16)  # a flow of levels + 1 still fits
     trainable = train.trainable_of(cfg, family, Shape(shape), bits, settings.seed, torch.device("cpu"))
     optimizer = optimizer_class(trainable.module.parameters(), lr=lr)
-    scheduler = trainable.scheduler(optimizer, settings.epochs)
+    scheduler = train.scheduler_of(cfg, optimizer, settings.epochs)
     rates = None if scheduler is None else [f(e) for f in scheduler.lr_lambdas for e in range(8)]
     other_state = {k: v for k, v in vars(trainable).items() if k != "module"}
     return settings, optimizer_class, lr, resume_path(cfg, resume.parent), other_state, trainable.module, rates
 
 
-def train_config(method: str, model: str) -> DictConfig:
-    """The train config of `method` and `model`, its networks and iterations made small (SMALL)."""
-    variant = "4bit_quarter" if family_for(method, model_name(model)).kind == "flow" else "quarter"
-    cfg = compose("train", [f"method={method}", f"model={model}", f"data={variant}"])
+def train_config(method: str | None, model: str) -> DictConfig:
+    """The train config of `method` (None: not given) and `model`, its networks and iterations
+    made small (SMALL)."""
+    variant = "4bit_quarter" if family_for(trained_method(method), model_name(model)).kind == "flow" else "quarter"
+    cfg = compose("train", train_overrides(method, model, f"data={variant}"))
     for section in ("method", "model"):
         for key, value in leaves(OmegaConf.to_container(cfg[section])):
             if key.split(".")[-1] in SMALL and "train_defaults" not in key:
@@ -191,13 +201,13 @@ def train_config(method: str, model: str) -> DictConfig:
 
 
 @functools.cache
-def model_targets() -> list[tuple[str, str]]:
+def model_targets() -> list[tuple[str | None, str]]:
     """(method, model option) for every model option, with a method whose family builds it."""
     targets = []
     for option in group_options("model"):
         for method, model in train_targets():
-            family = family_for(method, model_name(model))
-            if family.uses_model_group and option in models_for(method, family):
+            family = family_for(trained_method(method), model_name(model))
+            if option in models_for(trained_method(method), family):
                 targets.append((method, option))
                 break
     return targets
@@ -220,11 +230,16 @@ def test_every_model_key_changes_the_network_or_is_refused(method, model, tmp_pa
     walk(train_config(method, model), ("model",), lambda c, g: train_outcome(c, g, tmp_path / "none.pt"))
 
 
-def test_direct_methods_refuse_model_keys():
-    """A direct method brings its own network: a model.* key is refused, not ignored."""
-    cfg = train_config("unet_image", "resnet")
-    with pytest.raises(UserError, match=r"model.channels: not read: method=unet_image brings its own network"):
-        train.check_settings(cfg, train._family(cfg), None, given=lambda s: {"channels"} if s == "model" else set())
+def test_the_flow_prior_refuses_method_keys_and_a_method_choice():
+    """The flow prior trains alone: a method.* key, or a method= given with model=flow, is
+    refused, not ignored (the old code trained the flow and logged that method=... did not apply)."""
+    cfg = train_config(None, "flow")
+    family = train._family(cfg)
+    with pytest.raises(UserError, match=r"^method.lam: not read: the flow family trains its network alone"):
+        train.check_settings(cfg, family, 4, given=lambda s: {"lam"} if s == "method" else set(), groups=set)
+    with pytest.raises(UserError, match=r"^method=dbp: not read: model=flow trains the flow prior alone .*flow_l1"):
+        train.check_settings(cfg, family, 4, given=lambda s: set(), groups=lambda: {"method"})
+    train.check_settings(cfg, family, 4, given=lambda s: set(), groups=lambda: {"model", "data"})
 
 
 # -- reconstruct: method.* of every method config, learned ones rebuilt from a checkpoint --------------------
@@ -250,7 +265,7 @@ def checkpoint_of(name: str) -> dict[str, Any] | None:
     family = family_of(name)
     if family is None:
         return None
-    targets = [(m, d) for m, d in train_targets() if family_for(m, model_name(d)) is family]
+    targets = [(m, d) for m, d in train_targets() if family_for(trained_method(m), model_name(d)) is family]
     method, model = next(((m, d) for m, d in targets if m == name), targets[0])
     cfg = OmegaConf.to_container(train_config(method, model), resolve=True)
     torch.manual_seed(0)

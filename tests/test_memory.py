@@ -23,6 +23,7 @@ from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError
 from mrirecon.evaluation.runs import Damaged, load
 from mrirecon.io import memory
+from mrirecon.io.checkpoint_entries import FORMAT
 from mrirecon.io.files import save_checkpoint
 
 GB = 10**9
@@ -194,7 +195,7 @@ def dbp_checkpoint(path: Path, **model: int) -> Path:
     from registered import trainable
 
     fresh = trainable("dbp", "resnet", (32, 24))
-    state = {**fresh.checkpoint_state(), "model": fresh.module.state_dict(), "config": {}}
+    state = {**fresh.checkpoint_state(), "model": fresh.module.state_dict(), "config": {}, "format": FORMAT}
     state["model_config"] = {**state["model_config"], **model}
     save_checkpoint(path, state)
     return path
@@ -236,16 +237,16 @@ def test_checkpoint_whose_weights_do_not_fit_its_config_is_refused_before_it_is_
     assert _peak_rss() - before < 500e6
 
 
-@pytest.mark.parametrize("method, model", [("dbp", "resnet"), ("flow_prior", "flow"), ("unet_image", "fastmri_unet")])
-def test_every_family_is_sized_on_the_meta_device(method: str, model: str, available) -> None:
+@pytest.mark.parametrize("method, model", [("dbp", "resnet"), (None, "flow"), ("unet_image", "fastmri_unet")])
+def test_every_family_is_sized_on_the_meta_device(method: str | None, model: str, available) -> None:
     """The dry build of each family's network (the flow's nflows couplings compute with small
     index tensors while they build) allocates no large tensor and counts every weight."""
-    from registered import model_name, trainable
+    from registered import model_name, trainable, trained_method
 
     from mrirecon.training.trainables import family_for
     from mrirecon.training.trainables.base import dry_build
 
-    family = family_for(method, model_name(model))
+    family = family_for(trained_method(method), model_name(model))
     fresh = trainable(method, model, (32, 32), keys={})  # the configs' full sizes
     state = {**fresh.checkpoint_state(), "model": fresh.module.state_dict()}
     tensors = [*fresh.module.parameters(), *fresh.module.buffers()]

@@ -30,12 +30,12 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_mid_epoch_then_resume_gives_the_uninterrupted_weights(sample_dir: Path) -> None:
-    """With every random draw on: dropout 0.5, batch norm, unsupervised holdout, training
+    """With every random draw on: dropout 0.5, batch norm, SSDU holdout (train.loss=ssdu), training
     noise, flips and random phase (complex data)."""
     draws = [
         "model.dropout=0.5",
         "model.batch_norm=true",
-        "train.supervised=false",
+        "train.loss=ssdu",
         "train.flip=true",
         "train.stdev=0.01",
     ]

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mrirecon.cli.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
 
 WIDTH = 100
-HIDDEN = {"evaluate": ("seed", "data")}  # sections a subcommand composes (conf/base.yaml) but never reads
+# sections a subcommand composes (conf/base.yaml; a learned method's network) but never reads
+HIDDEN = {"evaluate": ("seed", "data"), "reconstruct": ("model",)}
 SWEEPS = (
     "Sweeps (-m): key=a,b | key=choice(a,b) | key=range(1,4) | group=glob(cs_*); every point runs even if "
     "another fails (its error.txt, a summary at the end, exit 2). hydra/launcher=joblib (parallel), "
@@ -115,8 +116,6 @@ def _groups(subcommand: str) -> list[str]:
 
 def _group_lines(subcommand: str, group: str, chosen: str) -> list[str]:
     options = _allowed(subcommand, group, group_options(group))
-    if not options:
-        return []
     width = max(len(o) for o in options) + 2
     lines = [f"  {group}=<option>"]
     for option in options:
@@ -191,7 +190,7 @@ def subcommand_help(subcommand: str, summary: str, overrides: list[str]) -> str:
     except (HydraException, OmegaConfBaseException) as exc:
         raise Problem(f"invalid override: {' '.join(str(exc).split())}") from None
     choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items()}
-    groups = _groups(subcommand)
+    groups = [g for g in _groups(subcommand) if _allowed(subcommand, g, group_options(g))]
     cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
     lines = [f"usage: mrirecon {subcommand} [key=value ...] [-m] [hydra flags]", f"  {summary}", ""]
     if groups:

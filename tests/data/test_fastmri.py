@@ -136,9 +136,9 @@ def test_encoding_limits_outside_the_kspace_are_refused(tmp_path):
 def test_training_validation_metrics_use_the_recon_size(padded, tmp_path):
     """A processed fastMRI file's SliceDataset items carry its recon size, and the validation
     metrics of training crop to it, as reconstruct does (here: zero-filled against the reference)."""
-    import torch
     from helpers import preprocess_in_process as run
 
+    from mrirecon.data.batch import collate
     from mrirecon.data.dataset import SliceDataset
     from mrirecon.evaluation import metrics
     from mrirecon.training.trainables.reconstructors import validation_metrics
@@ -146,8 +146,8 @@ def test_training_validation_metrics_use_the_recon_size(padded, tmp_path):
     path, _ = padded
     options = ("data.espirit.calib_width=12", "data.mask=fastmri_random", "data.undersampling.accel=4")
     data = run(tmp_path, f"data.source={path}", *options)  # preprocess in-process
-    batch = torch.utils.data.default_collate([SliceDataset(data, [0, 1])[k] for k in range(2)])
-    assert batch["crop"].tolist() == [[32, 32], [32, 32]]
+    batch = collate([SliceDataset(data, [0, 1])[k] for k in range(2)])
+    assert batch.crop.tolist() == [[32, 32], [32, 32]]
     scores = validation_metrics(lambda y, op, noise: op.adjoint(y), batch)
     expected = []
     for i in (0, 1):
@@ -164,22 +164,24 @@ def test_random_masks_stay_in_the_acquired_columns(padded, tmp_path):
     from helpers import preprocess_in_process as run
 
     from mrirecon.data.augment import augment
+    from mrirecon.data.batch import collate
     from mrirecon.data.dataset import SliceDataset
+    from mrirecon.data.h5 import whole_grid
 
     path, _ = padded
     options = ("data.espirit.calib_width=12", "data.mask=fastmri_random", "data.undersampling.accel=4")
     data = run(tmp_path, f"data.source={path}", *options)
-    batch = torch.utils.data.default_collate([SliceDataset(data, [0, 1, 2])[k] for k in range(3)])
+    batch = collate([SliceDataset(data, [0, 1, 2])[k] for k in range(3)])
     _, _, y0, y1 = data.acquired(0)
     assert (y0, y1) != (0, data.shape[1])  # the file has padding columns
     padding = np.ones(data.shape[1], dtype=bool)
     padding[y0:y1] = False
     for seed in range(5):
-        new = augment(batch, torch.Generator().manual_seed(seed), random_masks=True)["mask"].numpy()
+        new = augment(batch, torch.Generator().manual_seed(seed), random_masks=True).mask.numpy()
         assert not new[:, :, padding].any()
-        assert (new[:, 0].sum(-1) == batch["mask"][:, 0].sum(-1).numpy()).all()
-    blind = {k: v for k, v in batch.items() if k != "acquired"}
-    drawn = [augment(blind, torch.Generator().manual_seed(s), random_masks=True)["mask"].numpy() for s in range(5)]
+        assert (new[:, 0].sum(-1) == batch.mask[:, 0].sum(-1).numpy()).all()
+    blind = batch.replace(acquired=torch.tensor([whole_grid(data.shape)] * 3))
+    drawn = [augment(blind, torch.Generator().manual_seed(s), random_masks=True).mask.numpy() for s in range(5)]
     assert any(d[:, :, padding].any() for d in drawn)  # the whole grid: padding gets sampled
 
 

@@ -1,5 +1,5 @@
-"""End to end: `mrirecon train method=flow_prior model=flow` (and its alias `model=flow`), reconstruct with the flow methods, a lam x beta
-sweep and its evaluate table, at tiny size on the embedded sample; bad input."""
+"""End to end: `mrirecon train model=flow`, reconstruct with the flow methods, a lam x beta sweep
+and its evaluate table, at tiny size on the embedded sample; bad input."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from mrirecon.cli.app import config_dir
 from mrirecon.errors import UserError
-from mrirecon.tasks.reconstruct import check_trained_size, method_of
+from mrirecon.io.checkpoint_entries import FORMAT
+from mrirecon.tasks.recon_method import method_of
+from mrirecon.tasks.reconstruct import check_trained_size
 from mrirecon.training.trainables import TRAINABLES, family_for, rebuild
 
 TINY = ["model.levels=2", "model.steps=1", "model.hidden_channels=8", "model.bins=4", "train.batch_size=5"]
@@ -28,7 +30,6 @@ FAST = ["method.iterations=3", "figures=0"]
 def flow_run(sample_dir: Path) -> Path:
     res = run_cli(
         "train",
-        "method=flow_prior",
         "model=flow",
         "data=4bit_quarter",
         *TINY,
@@ -47,6 +48,7 @@ def test_train_flow_outputs_and_no_leakage(flow_run, sample_dir):
     assert list((flow_run / "tensorboard").glob("events.out.tfevents.*"))
     ckpt = torch.load(flow_run / "checkpoints" / "best.pt", weights_only=False)
     assert ckpt["kind"] == "flow" and ckpt["bits"] == 4 and ckpt["shape"] == [1, 80, 64]
+    assert ckpt["loss"] == {"loss": "bits_per_dim"} and ckpt["augmentations"] == {"flip": True}
     assert ckpt["config"]["model"]["levels"] == 2 and ckpt["config"]["train"]["lr"] > 0
     with h5py.File(sample_dir / "outputs" / "data" / "4bit_quarter.h5", "r") as f:
         stored = {s: f.attrs[f"split_{s}"].tolist() for s in ("train", "val", "test")}
@@ -56,7 +58,7 @@ def test_train_flow_outputs_and_no_leakage(flow_run, sample_dir):
     assert ckpt["state"]["step"] == 2 * -(-len(stored["train"]) // 5)
 
 
-def test_resume_flow(flow_run, sample_dir):  # with the alias model=flow
+def test_resume_flow(flow_run, sample_dir):
     res = run_cli(
         "train",
         "model=flow",
@@ -147,11 +149,12 @@ def _compose(overrides: list[str], name: str = "reconstruct"):
 
 
 def test_train_config_and_errors():
-    cfg = _compose(["model=flow"], "train")  # the alias: model=flow trains the flow prior
+    cfg = _compose(["model=flow"], "train")  # model=flow trains the flow prior
     assert cfg.model.name == "flow" and cfg.train.batch_size == 8 and cfg.train.epochs == 500 and cfg.train.flip
+    assert cfg.train.loss == "bits_per_dim" and cfg.train.cosine_lr  # the flow's training defaults
     assert _compose(["model=flow", "train.epochs=3"], "train").train.epochs == 3  # the command line wins
     assert family_for(str(cfg.method.name), str(cfg.model.name)) is TRAINABLES["flow"]
-    cfg = _compose(["method=flow_prior", "model=flow_student"], "train")
+    cfg = _compose(["model=flow_student"], "train")
     assert (
         cfg.model.levels == 4
         and cfg.train.lr == 1.5e-3
@@ -179,7 +182,7 @@ def test_flow_rebuilds_from_its_checkpoint_alone(flow_run):
 def test_bad_input_names_the_key(flow_run, tmp_path):
     best = str(flow_run / "checkpoints" / "best.pt")
     dbp = tmp_path / "dbp.pt"
-    torch.save({"kind": "unrolled", "method": "dbp", "model": {}, "config": {}}, dbp)
+    torch.save({"kind": "unrolled", "method": "dbp", "model": {}, "config": {}, "format": FORMAT}, dbp)
     cases = [
         (["method=flow_l1", f"checkpoint={dbp}"], "holds a 'dbp' model"),
         (["method=dbp", f"checkpoint={best}"], "holds a 'flow' model"),

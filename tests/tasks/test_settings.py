@@ -47,8 +47,9 @@ def test_train_and_section_keys_a_family_does_not_read_are_refused():
     check_train_keys({"flip"}, {"flip", "lr"}, "the flow family")  # a loop key and its own
     with pytest.raises(UserError, match=r"train.holdout: not read by the unrolled family \(its own .*: flip, stdev\)"):
         check_train_keys({"stdev", "flip"}, {"holdout"}, "the unrolled family")
-    with pytest.raises(UserError, match=r"train.step_lr.gamma: not read"):
-        check_train_keys({"flip"}, {"step_lr.gamma"}, "the flow family")
+    with pytest.raises(UserError, match=r"train.holdout_center: not read"):
+        check_train_keys({"flip"}, {"holdout_center"}, "the flow family")
+    check_train_keys(set(), {"step_lr.gamma", "cosine_lr"}, "the flow family")  # the loop's schedule
     check_section_keys("model", True, {"channels"}, "")
     with pytest.raises(UserError, match="model.channels: not read: it brings its own"):
         check_section_keys("model", False, {"channels"}, "it brings its own")

@@ -179,7 +179,7 @@ def test_unsupervised_modl_unet_trains_and_selects_without_the_reference(sample_
         "model=unet",
         "model.base_channels=4",
         "data=quarter",
-        "train.supervised=false",
+        "train.loss=ssdu",
         "train.flip=true",
         "train.epochs=3",
         "method.num_unrolls=2",
@@ -190,7 +190,7 @@ def test_unsupervised_modl_unet_trains_and_selects_without_the_reference(sample_
     )
     assert res.returncode == 0, res.stderr
     run = sample_dir / "runs" / "train_unsup"
-    assert "unsupervised, holdout 0.4, augmented: flip, random_phase" in res.stdout + res.stderr
+    assert "loss ssdu: holdout 0.4, holdout_center 0.1; augmented: flip, random_phase" in res.stdout + res.stderr
     with open(run / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["best_by"] for r in rows} == {"val_kspace_nmse"} and all(float(r["val_nrmse"]) > 0 for r in rows)
@@ -226,16 +226,18 @@ def test_train_errors(sample_dir, tmp_path):
         (["train.lr=-1"], "train.lr"),
         (["model=foo"], "model"),
         (["method.num_unrolls=0"], "method.num_unrolls"),
-        (["train.supervised=false", "train.random_masks=true"], "train.random_masks: unsupervised"),
+        (["train.loss=ssdu", "train.random_masks=true"], "train.random_masks: loss ssdu reads measured samples"),
+        (["train.loss=bits_per_dim"], "train.loss: bits_per_dim is no loss of a reconstruction method"),
+        (["train.loss=l2"], "train.loss: unknown loss 'l2'"),
+        (["train.supervised=false"], "train.supervised: unknown key"),  # replaced by train.loss=ssdu
+        (["train.cosine_lr=true", "train.step_lr={step_size:2,gamma:0.5}"], "train.cosine_lr: true, and"),
         # keys this run would not read (the old code: exit 0, ignored)
         (["train.holdout=0.2"], "train.holdout: not read by method=dbp"),
         (["train.sample_temperature=0.5"], "train.sample_temperature: not read by method=dbp"),
         (["train.random_phase=true"], "train.random_phase: not read"),  # 4-bit images are real
-        (
-            ["method=unet_image", "model.channels=8"],
-            "model.channels: not read: method=unet_image brings its own network",
-        ),
-        (["method=unet_image", "train.supervised=false"], "train.supervised: false, but method=unet_image"),
+        (["method=unet_image", "model.channels=8"], "model.channels: unknown key (model fastmri_unet has: chans"),
+        (["method=unet_image", "method.net.chans=8"], "method.net.chans: unknown key"),  # now model.chans
+        (["model=flow", "method.lam=1"], "method.lam: not read: the flow family trains its network alone"),
         (["data.coils=4"], "data.coils: a preprocess key"),
     ]
     for args, named in cases:
@@ -266,29 +268,25 @@ def test_unrolled_rebuilds_from_its_checkpoint_alone(trained):
         assert torch.equal(model.state_dict()[name], value), name
 
 
-def test_checkpoint_from_before_the_trainable_format(trained, sample_dir, tmp_path):
-    """A format-1 checkpoint (no format, method_config, model_config, supervised: only the run
-    config; NumPy's RNG state as an array) still reconstructs, through the safe loader, to the
-    same numbers; one without even the config is refused."""
+def test_checkpoint_from_an_older_format_is_one_error_line_naming_the_retrain_command(trained, sample_dir, tmp_path):
+    """A format-1 checkpoint (no format, method_config, model_config: only the run config; NumPy's
+    RNG state as an array) and a format-2 one are refused in one line that names the command
+    making a new one (the old code read them through upgrade() and the NumPy allowance); one
+    without even the config is no mrirecon checkpoint."""
     ckpt = torch.load(trained / "checkpoints" / "best.pt", weights_only=False)
-    old = tmp_path / "old.pt"
-    legacy = {k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "supervised")}
+    legacy = {k: v for k, v in ckpt.items() if k not in ("format", "method_config", "model_config", "loss")}
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": None, "cuda": None}
-    torch.save({**legacy, "rng": rng}, old)
-    runs = {}
-    for name, path in (("new", trained / "checkpoints" / "best.pt"), ("old", old)):
-        res = run_cli(
-            "reconstruct",
-            "method=dbp",
-            "data=4bit_quarter",
-            f"checkpoint={path}",
-            "figures=0",
-            f"hydra.run.dir={tmp_path / name}",
-            cwd=sample_dir,
+    torch.save({**legacy, "rng": rng}, tmp_path / "one.pt")
+    torch.save({**ckpt, "format": 2, "supervised": True}, tmp_path / "two.pt")
+    for name, found in (("one", "1 or 2"), ("two", "2")):
+        path = tmp_path / f"{name}.pt"
+        args = ("method=dbp", "data=4bit_quarter", f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'run'}")
+        line = one_error_line(run_cli("reconstruct", *args, cwd=sample_dir))
+        assert line == (
+            f"error: checkpoint: {path} was written by an older mrirecon (checkpoint format {found}; this version "
+            "reads format 3): retrain it with 'mrirecon train method=dbp'"
         )
-        assert res.returncode == 0, res.stderr
-        runs[name] = [line.split(",")[:6] for line in (tmp_path / name / "metrics.csv").read_text().splitlines()]
-    assert runs["old"] == runs["new"]  # slice, subject, method, nrmse, psnr, ssim (not the seconds)
+        assert not (tmp_path / "run").exists()
     bare = tmp_path / "bare.pt"
     torch.save({k: v for k, v in ckpt.items() if k not in ("format", "config")}, bare)
     res = run_cli(
