@@ -104,6 +104,35 @@ def test_training_beats_the_zero_filled_image_on_the_slices_it_saw(name):
     assert error < 0.5 * (op.adjoint(y) - batch.img).norm(), name
 
 
+def test_a_direct_method_trains_self_supervised_with_loss_ssdu():
+    """Losses are chosen by train.loss, apart from the method: unet_image with SSDU's split loss
+    trains on measured k-space alone (a batch without reference; the old code refused
+    train.supervised=false for a direct method), its loss falls, and best.pt is chosen by the
+    held-out k-space error."""
+    from registered import trainable
+
+    torch.manual_seed(0)
+    fresh = trainable("unet_image", "fastmri_unet", (32, 24), keys={"chans": 4, "num_pools": 2}, loss="ssdu")
+    assert fresh.select == "val_kspace_nmse" and fresh.loss_config == {
+        "loss": "ssdu",
+        "holdout": 0.4,
+        "holdout_center": 0.1,
+    }
+    batch = tiny_batch(n=1).replace(img=None)  # reading the reference would raise
+    opt = torch.optim.Adam(fresh.module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = fresh.loss(batch, torch.Generator().manual_seed(0))  # the same split every step
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.85 * losses[0], losses  # the gate starts at 0: 110 -> 86 in 30 steps
+    with torch.no_grad():  # as the Trainer validates
+        found = fresh.validate(tiny_batch(n=2))
+    assert set(found) == {"val_nrmse", "val_psnr", "val_ssim", "val_kspace_nmse"}
+
+
 def test_unet_image_trains_resumes_and_reconstructs_from_its_checkpoint(sample_dir: Path):
     tiny = ["method=unet_image", "data=8bit_quarter", "model.chans=4", "model.num_pools=2"]
     res = run_cli("train", *tiny, "train.epochs=2", "hydra.run.dir=runs/unet_image", cwd=sample_dir)

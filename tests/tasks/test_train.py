@@ -237,7 +237,10 @@ def test_train_errors(sample_dir, tmp_path):
         (["train.random_phase=true"], "train.random_phase: not read"),  # 4-bit images are real
         (["method=unet_image", "model.channels=8"], "model.channels: unknown key (model fastmri_unet has: chans"),
         (["method=unet_image", "method.net.chans=8"], "method.net.chans: unknown key"),  # now model.chans
-        (["model=flow", "method.lam=1"], "method.lam: not read: the flow family trains its network alone"),
+        (
+            ["model=flow", "method.num_unrolls=3"],
+            "method.num_unrolls: not read: the flow family trains its network alone",
+        ),
         (["data.coils=4"], "data.coils: a preprocess key"),
     ]
     for args, named in cases:
