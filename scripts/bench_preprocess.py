@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # for
 import numpy as np
 from bench_memory import vm_kb
 
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.data.h5 import DeepInPyWriter
-from mrirecon.data.sample import SampleSource
 
 FULL_SET = 4480  # the Stanford knee set: 4,480 slices
 VARIANTS = ("full", "8bit_full", "4bit_full", "quarter", "8bit_quarter", "4bit_quarter")

@@ -75,7 +75,7 @@ def mri_like(
     (E|n|^2 = noise^2). Returns imgs, maps, ksp (noisy, fully sampled) and masks."""
     import cv2
 
-    from mrirecon.data.sample import knee_magnitudes
+    from mrirecon.data.formats.sample import knee_magnitudes
 
     rng = np.random.default_rng(seed)
     x, y = shape

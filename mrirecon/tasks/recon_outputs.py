@@ -20,7 +20,7 @@ import numpy as np
 from rich.progress import Progress
 
 from mrirecon import __version__
-from mrirecon.data.cfl import CflImageWriter
+from mrirecon.data.formats.cfl import CflImageWriter
 from mrirecon.data.h5 import PRODUCER
 from mrirecon.evaluation import metrics
 from mrirecon.evaluation.figures import reconstruction_figure

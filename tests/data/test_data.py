@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import dft2c, tiny_arrays, write_h5
 
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.data.h5 import DeepInPyFile, DeepInPyWriter, Slice
-from mrirecon.data.sample import SampleSource
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
 from mrirecon.data.transforms import make_variant, quantize, resize_maps, resized_shape, with_noise
 from mrirecon.errors import UserError
