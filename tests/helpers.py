@@ -220,6 +220,12 @@ def fake_run(
         "data_path": f"outputs/data/{variant}.h5",
         "method_config": {"name": method, **(params or {})},
         "acceleration": {"mean": accel, "per_slice": [accel] * len(slices)},
+        "seed": 723,
+        "param_units": {"lam": "A^H A"}
+        if method == "cg_sense"
+        else {"lam": "x max|A^H y|"}
+        if method.startswith("cs_")
+        else {},
         **(summary_extra or {}),
     }
     (path / "summary.json").write_text(json.dumps(summary))
@@ -258,7 +264,7 @@ def image_run(
         rows.append(f"{s},{subject},{method},{m['nrmse']:.6g},{m['psnr']:.6g},{m['ssim']:.6g},0.5")
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
     summary = {"method": method, "variant": "full", "split": "test", "data_path": "/data/v.h5", "data_id": "v1"}
-    summary.update(num_slices=len(recon), method_config={"name": method}, **(summary_extra or {}))
+    summary.update(num_slices=len(recon), method_config={"name": method}, seed=723, param_units={}, **(summary_extra or {}))
     (path / "summary.json").write_text(json.dumps(summary))
     with h5py.File(path / "recon.h5", "w") as h5:
         h5["recon"], h5["imgs"], h5["slices"] = (

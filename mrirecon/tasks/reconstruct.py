@@ -19,7 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mrirecon.data.h5 import DeepInPyFile, producer, region_size
+from mrirecon.data.h5 import DeepInPyFile, region_size
 from mrirecon.data.transforms import center_crop
 from mrirecon.errors import UserError, configured
 from mrirecon.evaluation import metrics
@@ -32,7 +32,6 @@ from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, model_error_warning, open_processed, overwrite, plain, run_dir
 from mrirecon.tasks.recon_outputs import (
-    OUTPUTS,
     Chosen,
     OutputOptions,
     RunFacts,
@@ -387,13 +386,8 @@ def run(cfg: DictConfig) -> float:
 
 
 def outputs_of(cfg: DictConfig, out: Path) -> Outputs:
-    """The run dir's files as reconstruct owns them (ownership.Outputs); in a run dir from before
-    records existed, a recon.h5 of reconstruct vouches for the files next to it (not figures/)."""
-
-    def legacy(name: str) -> bool:
-        return name in OUTPUTS and producer(out / "recon.h5") == "reconstruct"
-
-    return Outputs(out, "reconstruct", replace=overwrite(cfg), legacy=legacy)
+    """The run dir's files as reconstruct owns them (ownership.Outputs)."""
+    return Outputs(out, "reconstruct", replace=overwrite(cfg))
 
 
 def trained_on(ckpt: dict[str, Any]) -> dict[str, Any]:

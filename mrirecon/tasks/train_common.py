@@ -86,13 +86,8 @@ EVENTS = "tensorboard/events.out.tfevents."  # TensorBoard's files start so
 
 
 def outputs_of(cfg: DictConfig, out: Path) -> Outputs:
-    """The run dir's files as train owns them (ownership.Outputs); in a run dir from before
-    records existed, training.json vouches for the training run's files."""
-
-    def legacy(name: str) -> bool:
-        return (out / "training.json").is_file() and (name in OUTPUTS or name.startswith(EVENTS))
-
-    return Outputs(out, "train", replace=overwrite(cfg), legacy=legacy)
+    """The run dir's files as train owns them (ownership.Outputs)."""
+    return Outputs(out, "train", replace=overwrite(cfg))
 
 
 def _earlier_run(outputs: Outputs) -> list[str]:
