@@ -264,7 +264,9 @@ def image_run(
         rows.append(f"{s},{subject},{method},{m['nrmse']:.6g},{m['psnr']:.6g},{m['ssim']:.6g},0.5")
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
     summary = {"method": method, "variant": "full", "split": "test", "data_path": "/data/v.h5", "data_id": "v1"}
-    summary.update(num_slices=len(recon), method_config={"name": method}, seed=723, param_units={}, **(summary_extra or {}))
+    summary.update(
+        num_slices=len(recon), method_config={"name": method}, seed=723, param_units={}, **(summary_extra or {})
+    )
     (path / "summary.json").write_text(json.dumps(summary))
     with h5py.File(path / "recon.h5", "w") as h5:
         h5["recon"], h5["imgs"], h5["slices"] = (

@@ -196,7 +196,7 @@ def test_subcommand_help_shows_its_groups_and_key_descriptions(capsys, tmp_path:
     # a key's description comes from the comment after it in conf/method/cg_sense.yaml
     assert "method.lam=auto\n      auto: discrepancy principle per slice" in out
     # and from the comment lines above it in conf/base.yaml
-    assert "data.path=outputs/data/4bit_full.h5\n      Processed file that `reconstruct`" in out
+    assert "data.path=outputs/data/4bit_full.h5\n      the processed file (made by `mrirecon preprocess" in out
 
     code, out, _ = run_main(capsys, "evaluate", "--help")
     assert code == 0

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mrirecon.cli.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
 
 WIDTH = 100
-HIDDEN = {"evaluate": ("seed", "data")}  # sections a subcommand composes (conf/base.yaml) but never reads
+HIDDEN = {"evaluate": ("seed",)}  # sections a subcommand composes (conf/base.yaml) but never reads
 SWEEPS = (
     "Sweeps (-m): key=a,b | key=choice(a,b) | key=range(1,4) | group=glob(cs_*); every point runs even if "
     "another fails (its error.txt, a summary at the end, exit 2). hydra/launcher=joblib (parallel), "

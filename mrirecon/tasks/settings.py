@@ -30,12 +30,13 @@ AMP_SLOWDOWN = "2.3x (AVX-512 without BF16) to 31x (AVX2) slower"
 def command_line_keys(section: str) -> set[str]:
     """The keys under `section` set on this run's command line (Hydra's task overrides), dotted
     and relative to it ('train.step_lr.gamma=0.5' -> 'step_lr.gamma'); none outside a Hydra run."""
-    from mrirecon.cli.overrides import parse
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     if not HydraConfig.initialized():
         return set()
     prefix = f"{section}."
-    keys = {o.key_or_group for o in parse(list(HydraConfig.get().overrides.task))}
+    overrides = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
+    keys = {o.key_or_group for o in overrides}
     return {k[len(prefix) :] for k in keys if k.startswith(prefix)}
 
 
