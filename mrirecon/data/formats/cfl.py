@@ -8,7 +8,7 @@ multi-coil k-space in any plane of (x, y, z) whose third dimension is 1: (x, y, 
 e.g. the ESPIRiT tutorial's `full.cfl`, 1 x 230 x 180 x 8), as slices (coils, a, b) of the two
 non-singleton dimensions in BART's order, and writes images back in the same plane.
 
-Own setting: `data.cfl_maps` (conf/base.yaml), BART coil maps to use instead of ESPIRiT.
+Own setting: `data.cfl_maps` (conf/preprocess.yaml), BART coil maps to use instead of ESPIRiT.
 """
 
 from __future__ import annotations

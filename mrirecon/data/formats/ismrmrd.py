@@ -35,7 +35,7 @@ eighth of it, with the file reopened every few chunks (HDF5's caches of variable
 grow over repeated passes of one handle), so memory does not grow with the file. Calibration
 lines are kept in a second buffer of those lines only.
 
-Own settings (conf/base.yaml): `data.ismrmrd_buffer_mb`, the memory for the slab of slices the
+Own settings (conf/preprocess.yaml): `data.ismrmrd_buffer_mb`, the memory for the slab of slices the
 reader makes at once; `data.ismrmrd_repetitions`, average the repetitions of a line or keep each
 repetition as its own slices.
 """

@@ -8,7 +8,7 @@ Everything is a deterministic function of the seed. It offers the reading interf
 `DeepInPyFile` (len, read, shape, splits, subjects).
 
 A named source (`data.source=sample`, the default), not a file; its own settings are
-`data.sample.*` (conf/base.yaml).
+`data.sample.*` (conf/preprocess.yaml).
 """
 
 from __future__ import annotations
