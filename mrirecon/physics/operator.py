@@ -117,11 +117,11 @@ class Gram(LinearOperator):
     def __init__(self, op: LinearOperator) -> None:
         self.op = op
 
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.forward(y)  # self-adjoint
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op.normal(x)
-
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return self.op.normal(y)
 
 
 class Composition(LinearOperator):

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from mrirecon.physics.operator import LinearOperator
 
@@ -50,14 +51,8 @@ def least_squares_gradient(op: LinearOperator, y: torch.Tensor) -> Callable[[tor
 
 
 def fista(
-    op: LinearOperator,
-    y: torch.Tensor,
-    prox: Prox,
-    x0: torch.Tensor,
-    step: torch.Tensor,
-    max_iter: int = 100,
-    tol: float = 0.0,
-) -> torch.Tensor:
+    op: LinearOperator, y: Tensor, prox: Prox, x0: Tensor, step: Tensor, max_iter: int = 100, tol: float = 0.0
+) -> Tensor:
     """FISTA (Beck & Teboulle 2009) for min_x 0.5 ||A x - y||^2 + g(x), prox the prox of g, from
     x0 (B, ...) with per-element steps `step` (B,) <= 1/L."""
     grad = least_squares_gradient(op, y)
@@ -77,14 +72,8 @@ def fista(
 
 
 def pogm(
-    op: LinearOperator,
-    y: torch.Tensor,
-    prox: Prox,
-    x0: torch.Tensor,
-    step: torch.Tensor,
-    max_iter: int = 100,
-    tol: float = 0.0,
-) -> torch.Tensor:
+    op: LinearOperator, y: Tensor, prox: Prox, x0: Tensor, step: Tensor, max_iter: int = 100, tol: float = 0.0
+) -> Tensor:
     """Proximal optimised gradient method (Taylor et al. 2017; Kim & Fessler 2018), about
     twice as fast as FISTA in the worst case; the problem and arguments of `fista`."""
     grad = least_squares_gradient(op, y)
