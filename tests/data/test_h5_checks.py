@@ -115,7 +115,7 @@ def read_as_the_tasks_do(path: Path) -> None:
         data.subjects()
         for i in range(len(data)):
             data.read(i)
-        assert data.cfl_axes
+        assert data.header.cfl_axes
 
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
