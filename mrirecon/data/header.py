@@ -178,7 +178,7 @@ def _compression_attributes(c: Compression | None) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- parsing
 
-# the attributes every file of preprocess carries (beside its split_* and source_* ones)
+# the attributes every file of preprocess carries (and source_<key> ones, which depend on the source)
 PROCESSED = (
     "source", "source_id", "variant", "bits", "scale", "noise", "transpose", "has_reference", "mask", "maps",
     "noise_std_definition", "prewhitened", "coil_compression", "mrirecon_version", "created",
