@@ -25,7 +25,7 @@ from registered import SMALL, family_of, model_name, models_for, small, train_ta
 from mrirecon.cli.overrides import Problem, check, check_read, compose, group_options, parse
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, build_method
-from mrirecon.tasks import preprocess, reconstruct, train
+from mrirecon.tasks import preprocess, preprocess_subjects, reconstruct, train
 from mrirecon.tasks.common import maps_option, open_processed, read_options, source_spec, variant_of
 from mrirecon.tasks.settings import check_file_variant
 from mrirecon.tasks.train_common import resume_path, settings_of
@@ -290,7 +290,7 @@ def preprocess_outcome(cfg: DictConfig, given: dict[str, set[str]]) -> Any:
         source_spec(cfg),
         read_options(cfg),
         maps_option(cfg),
-        preprocess.new_splits(cfg, subjects),
+        preprocess_subjects.new_splits(cfg, subjects),
         preprocess.coil_compression(cfg, Coils(), subjects),
     )
 

@@ -51,6 +51,6 @@ class SliceDataset(Dataset[dict[str, torch.Tensor]]):
         }
         if self.with_reference:
             item["img"] = torch.from_numpy(s.img)
-        if self.data.recon_size is not None:
-            item["crop"] = torch.tensor(self.data.recon_size)
+        if self.data.header.recon_size is not None:
+            item["crop"] = torch.tensor(self.data.header.recon_size)
         return item

@@ -21,7 +21,7 @@ from rich.progress import Progress
 
 from mrirecon import __version__
 from mrirecon.data.formats.cfl import CflImageWriter
-from mrirecon.data.h5 import PRODUCER
+from mrirecon.data.header import PRODUCER
 from mrirecon.evaluation import metrics
 from mrirecon.evaluation.figures import reconstruction_figure
 from mrirecon.io import provenance

@@ -106,12 +106,12 @@ def load_batch(data: DeepInPyFile, idx: np.ndarray, device: torch.device) -> Bat
 def image_shape(data: DeepInPyFile) -> tuple[int, int]:
     """The size of the images in every output: the file's recon size (fastMRI's reconSpace, e.g.
     320x320) where it records one, as fastMRI crops, else its k-space grid."""
-    return data.recon_size or data.shape
+    return data.header.recon_size or data.shape
 
 
 def has_reference(data: DeepInPyFile) -> bool:
     """Whether the file holds reference images (raw undersampled data does not)."""
-    return bool(data.attrs.get("has_reference", True))
+    return data.header.has_reference
 
 
 def per_slice(chosen: dict[str, torch.Tensor | list[str]], k: int) -> dict[str, Chosen]:
@@ -213,7 +213,7 @@ def check_training_subjects(cfg: DictConfig, trained: dict[str, Any], data: Deep
     differs so that the check cannot be made."""
     if "train_subjects" not in trained:
         return
-    here = str(data.attrs.get("source_id", data.attrs.get("source", "")))
+    here = data.header.source_id or ""
     if here != trained["source_id"]:
         log.warning(
             "checkpoint %s was trained on %s (source %s); %s comes from source %s: cannot check that no "
@@ -271,7 +271,7 @@ def split_of(cfg: DictConfig, data: DeepInPyFile) -> np.ndarray:
 
 def cfl_axes_of(data: DeepInPyFile) -> tuple[int, int]:
     """The BART dims of the image plane of the data's source (recon.cfl keeps them)."""
-    return data.cfl_axes
+    return data.header.cfl_axes
 
 
 def facts_of(
@@ -279,6 +279,8 @@ def facts_of(
 ) -> RunFacts:
     """What the outputs record about the run besides its slices."""
     checkpoint = cfg.get("checkpoint")
+    header = data.header
+    compression = header.coil_compression
     return RunFacts(
         method=method.name,
         variant=str(cfg.data.name),
@@ -293,14 +295,14 @@ def facts_of(
         overrides=list(HydraConfig.get().overrides.task),
         hardware=plain(cfg.hardware),
         has_reference=has_reference(data),
-        has_rss=bool(data.has_rss and has_reference(data)),
+        has_rss=header.has_rss and header.has_reference,
         shape=image_shape(data),
-        cropped=bool(data.recon_size),
-        noise_definition=str(data.attrs.get("noise_std_definition", NOISE_ESTIMATED)),
-        prewhitened=bool(int(data.attrs.get("prewhitened", 0))),
-        coil_compression=str(data.attrs.get("coil_compression", "none")),
+        cropped=header.recon_size is not None,
+        noise_definition=header.noise_std_definition or NOISE_ESTIMATED,
+        prewhitened=header.prewhitened,
+        coil_compression="none" if compression is None else compression.description,
         param_units=dict(method.units),
-        mask=str(data.attrs.get("mask", "")),
+        mask=header.mask or "",
     )
 
 

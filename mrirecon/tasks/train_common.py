@@ -136,6 +136,6 @@ def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:
     subjects = np.arange(data.num_slices) if subjects is None else subjects
     return {
         "data_path": str(data.path.resolve()),
-        "source_id": str(data.attrs.get("source_id", data.attrs.get("source", ""))),
+        "source_id": data.header.source_id or "",
         "train_subjects": sorted(set(subjects[train_idx].tolist())),
     }
