@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.arguments import accepts, describe
 from mrirecon.registry import plugin_conf_dirs
+from mrirecon.studies import references as _references  # registers ${stage:...} and ${best:...} (conf/study)
 
 # keys whose values may be of another type than their default (the task checks them): a flag or a
 # checkpoint path; an integer or a fraction of a MB
