@@ -24,9 +24,9 @@ from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, O
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
+import mrirecon.studies.references  # noqa: F401  (registers ${stage:...} and ${best:...}, which conf/study uses)
 from mrirecon.arguments import accepts, describe
 from mrirecon.registry import plugin_conf_dirs
-from mrirecon.studies import references as _references  # registers ${stage:...} and ${best:...} (conf/study)
 
 # keys whose values may be of another type than their default (the task checks them): a flag or a
 # checkpoint path; an integer or a fraction of a MB

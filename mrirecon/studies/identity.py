@@ -12,6 +12,7 @@ threads skips every stage.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
@@ -53,24 +54,33 @@ def keys(overrides: list[str]) -> set[str]:
 
 def composed(run: str, overrides: list[str], key: str) -> dict[str, Any]:
     """The resolved job config of `mrirecon <run>` with `overrides` (one point), without the keys
-    of `HOW`; UserError naming `key` when it does not compose."""
+    of `HOW`; UserError naming `key` when it does not compose. Composed once per process (the
+    configs do not change while it runs)."""
+    try:
+        return dict(json.loads(_composed(run, tuple(overrides))))
+    except UserError as exc:
+        raise UserError(f"{key}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _composed(run: str, overrides: tuple[str, ...]) -> str:
     from hydra import compose
     from omegaconf import open_dict
 
     try:
-        cfg = compose(config_name=run, overrides=overrides)
+        cfg = compose(config_name=run, overrides=list(overrides))
         with open_dict(cfg):
             for section in UNREAD.get(run, ()):
                 cfg.pop(section, None)
         plain = OmegaConf.to_container(cfg, resolve=True)
     except Exception as exc:  # Hydra's and OmegaConf's errors: the overrides do not compose
-        raise UserError(f"{key}: {_line(exc)}") from None
+        raise UserError(_line(exc)) from None
     assert isinstance(plain, dict)
     hardware = plain.get("hardware")
     if isinstance(hardware, dict):
         for name in HOW:
             hardware.pop(name, None)
-    return plain
+    return json.dumps(plain, sort_keys=True, default=str)
 
 
 def _line(exc: BaseException) -> str:

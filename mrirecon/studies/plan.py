@@ -18,6 +18,8 @@ from mrirecon.studies.references import Context, Placeholders, using
 SUBCOMMANDS = ("preprocess", "train", "reconstruct", "evaluate")
 SPEC_KEYS = ("run", "overrides", "each")
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+WHOLE_REF = re.compile(r"^\$\{(?P<path>[A-Za-z_][\w.]*)\}$")
+WHOLE_KNOB = re.compile(r"^(?P<key>[^=]+)=\$\{(?P<path>[A-Za-z_][\w.]*)\}$")
 # keys the study sets itself: where each stage writes
 PLACED = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.job.chdir")
 
@@ -46,20 +48,53 @@ def one_line(exc: BaseException) -> str:
 
 def overrides(cfg: DictConfig, name: str, context: Context) -> list[str]:
     """The overrides of stage `name` with `${stage:...}`, `${best:...}` and the study's own
-    interpolations (`${study.<knob>}`) resolved through `context`."""
+        interpolations (`${study.<knob>}`) resolved through `context`. An override whose whole value
+        is one knob (`train.max_minutes=${study.minutes}`) takes the knob's value as override text
+        (null, true, [a,b]), not Python's (None, True). An entry that is a list, or one knob holding a
+    list (`${study.common}`: overrides several stages share), is spliced in."""
     node = cfg.study.stages[name].get("overrides")
     if node is None:
         return []
+    raw = OmegaConf.to_container(node, resolve=False)
     try:
         with using(context):
             values = OmegaConf.to_container(node, resolve=True)
+            return _texts(cfg, raw, values)
     except OmegaConfBaseException as exc:
         cause = exc.__cause__
         if isinstance(cause, UserError):
             raise cause from None
         raise UserError(f"study.stages.{name}.overrides: {one_line(cause or exc)}") from None
-    assert isinstance(values, list)
-    return [str(v) for v in values]
+
+
+def _texts(cfg: DictConfig, raw: Any, value: Any) -> list[str]:
+    """The override texts of a resolved entry `value` (`raw`: the same unresolved): a list, or a
+    knob holding one, gives its entries."""
+    if isinstance(value, list):
+        whole = WHOLE_REF.match(raw) if isinstance(raw, str) else None
+        if whole is not None:  # ${study.common}: its own entries, unresolved
+            raw = OmegaConf.to_container(OmegaConf.select(cfg, whole["path"]), resolve=False)
+        assert isinstance(raw, list)
+        return [text for r, v in zip(raw, value) for text in _texts(cfg, r, v)]
+    return [_knob(cfg, str(raw)) or str(value)]
+
+
+def _knob(cfg: DictConfig, text: str) -> str | None:
+    """`key=<the value as override text>` when `text` is `key=${a.plain.path}`, else None."""
+    match = WHOLE_KNOB.match(text)
+    if match is None:
+        return None
+    value = OmegaConf.select(cfg, match["path"], throw_on_missing=True)
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    return f"{match['key']}={value_text(value)}"
+
+
+def value_text(value: Any) -> str:
+    """A config value as override text (null, true, 0.3, [a,b]; a string as it is)."""
+    if isinstance(value, str):
+        return value
+    return OmegaConf.to_yaml(OmegaConf.create({"v": value})).split(":", 1)[1].strip()
 
 
 def _spec(name: str, spec: Any) -> tuple[str, str | None]:
@@ -74,7 +109,9 @@ def _spec(name: str, spec: Any) -> tuple[str, str | None]:
         raise UserError(f"{key}.{unknown[0]}: unknown key (a stage has: {', '.join(SPEC_KEYS)})")
     run = spec.get("run")
     if run not in SUBCOMMANDS:
-        raise UserError(f"{key}.run: {run!r} is not a subcommand a study runs (expected one of: {', '.join(SUBCOMMANDS)})")
+        raise UserError(
+            f"{key}.run: {run!r} is not a subcommand a study runs (expected one of: {', '.join(SUBCOMMANDS)})"
+        )
     listed = spec.get("overrides")
     if listed is not None and not isinstance(listed, ListConfig):
         raise UserError(f"{key}.overrides: expected a list of key=value overrides, as on the command line")
@@ -119,9 +156,7 @@ def _check_needs(stage: Stage, by_name: dict[str, Stage]) -> None:
     for need in stage.needs:
         if need not in by_name:
             where = "each" if need == stage.each else "overrides"
-            raise UserError(
-                f"{stage.key}.{where}: no stage named '{need}' (the stages: {', '.join(by_name)})"
-            )
+            raise UserError(f"{stage.key}.{where}: no stage named '{need}' (the stages: {', '.join(by_name)})")
     if stage.each is not None and by_name[stage.each].run != "train":
         raise UserError(f"{stage.key}.each: '{stage.each}' is a {by_name[stage.each].run} stage, not a train stage")
 

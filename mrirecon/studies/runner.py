@@ -14,16 +14,16 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from mrirecon.errors import UserError
 from mrirecon.studies import identity, launch, records
-from mrirecon.studies.plan import Stage, overrides
-from mrirecon.studies.records import Done, Point
+from mrirecon.studies.plan import Stage, overrides, value_text
+from mrirecon.studies.records import Done
 from mrirecon.studies.references import Placeholders, placeholder
 
 log = logging.getLogger("mrirecon.study")
@@ -107,13 +107,6 @@ def _score(run_dir: Path) -> float | None:
     if not math.isfinite(value):
         return None
     return -value if objective.get("metric") == "nrmse" else value
-
-
-def value_text(value: Any) -> str:
-    """A config value as override text (null, true, 0.3, [a,b], a string as it is)."""
-    if isinstance(value, str):
-        return value
-    return OmegaConf.to_yaml(OmegaConf.create({"v": value})).split(":", 1)[1].strip()
 
 
 def _merged(own: list[str], carried: list[str], forwarded: list[str]) -> list[str]:
@@ -215,3 +208,17 @@ def run_stage(setting: Setting, stage: Stage, done: dict[str, Done]) -> Done:
     files = records.outputs(stage.run, folder, result.points)
     records.write(result, digest, upstream, files)
     return result
+
+
+def run_all(setting: Setting, stages: list[Stage], report: Callable[[list[Done], list[str]], None]) -> list[Done]:
+    """Run (or skip) `stages` in order; after each, `report(done so far, names not run yet)`.
+    StageFailed propagates, after the report."""
+    done: dict[str, Done] = {}
+    for i, stage in enumerate(stages):
+        try:
+            done[stage.name] = run_stage(setting, stage, done)
+        except StageFailed:
+            report(list(done.values()), [s.name for s in stages[i:]])
+            raise
+        report(list(done.values()), [s.name for s in stages[i + 1 :]])
+    return list(done.values())

@@ -15,9 +15,8 @@ from omegaconf import DictConfig
 
 from mrirecon.errors import UserError
 from mrirecon.studies import identity, plan, summary
-from mrirecon.studies.records import Done
 from mrirecon.studies.references import Placeholders, placeholder
-from mrirecon.studies.runner import OWN, Setting, StageFailed, run_stage
+from mrirecon.studies.runner import OWN, Setting, StageFailed, run_all
 
 log = logging.getLogger("mrirecon.study")
 FORWARDED = ("seed", "hardware", "hydra/launcher")  # command-line keys (and their sub-keys) every stage gets
@@ -41,7 +40,9 @@ def check_dataset(cfg: DictConfig, given: list[str]) -> None:
     extra = [t for t in given if t.startswith("dataset.") and not t.startswith("dataset.dir=")]
     if extra:
         key = extra[0].partition("=")[0]
-        raise UserError(f"{key}: not read by mrirecon study (it reads dataset.dir, where mrirecon download put the files)")
+        raise UserError(
+            f"{key}: not read by mrirecon study (it reads dataset.dir, where mrirecon download put the files)"
+        )
     folder = Path(str(cfg.dataset.dir))
     if not folder.is_dir():
         raise UserError(
@@ -73,17 +74,15 @@ def run(cfg: DictConfig) -> None:
     stages = plan.stages(cfg)
     check_composes(setting, stages)
     outputs = summary.claim(setting.folder, bool(cfg.get("overwrite", False)))
-    done: dict[str, Done] = {}
-    for i, stage in enumerate(stages):
-        try:
-            done[stage.name] = run_stage(setting, stage, done)
-        except StageFailed as exc:
-            summary.write(outputs, name, list(done.values()), [s.name for s in stages[i:]])
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(exc.code) from None
-        summary.write(outputs, name, list(done.values()), [s.name for s in stages[i + 1 :]])
-    ran = [d.name for d in done.values() if not d.skipped]
-    log.info("study %s: %d stage(s) ran (%s), %d skipped", name, len(ran), ", ".join(ran) or "none", len(done) - len(ran))
-    for table in summary.results(list(done.values())):
+    try:
+        done = run_all(setting, stages, lambda d, pending: summary.write(outputs, name, d, pending))
+    except StageFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.code) from None
+    ran = [d.name for d in done if not d.skipped]
+    log.info(
+        "study %s: %d stage(s) ran (%s), %d skipped", name, len(ran), ", ".join(ran) or "none", len(done) - len(ran)
+    )
+    for table in summary.results(done):
         log.info("table: %s", table)
     log.info("stages and run dirs: %s", setting.folder / "study.md")
