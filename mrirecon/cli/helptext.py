@@ -23,6 +23,11 @@ SWEEPS = (
     "submitit_local or slurm (conf/hydra/launcher/slurm.yaml) place the points."
 )
 
+TAILS = {
+    "study": "A study runs the sweeps its stages declare (no -m), each stage's with the launcher given here "
+    "(hydra/launcher=joblib, slurm); stages, references and the skip rule: docs/studies.md."
+}
+
 
 @dataclass
 class Comments:
@@ -150,7 +155,7 @@ def _shown(value: Any) -> str:
 def _key_lines(subcommand: str, cfg: DictConfig, groups: list[str], choices: dict[str, str]) -> list[str]:
     described = comments(config_dir() / "base.yaml").keys
     described.update(comments(config_dir() / f"{subcommand}.yaml").keys)
-    for group in groups:
+    for group in (g for g in groups if choices.get(g) not in (None, "None")):  # a group chosen (dataset: null)
         described.update(comments(config_file(group, choices[group]), group).keys)
     hidden = HIDDEN.get(subcommand, ())
     lines: list[str] = []
@@ -197,6 +202,6 @@ def subcommand_help(subcommand: str, summary: str, overrides: list[str]) -> str:
         lines.append("")
     lines.append("Keys (key=value; the current values):")
     lines += _key_lines(subcommand, cfg, groups, choices)
-    lines += ["", *textwrap.wrap(SWEEPS, WIDTH)]
+    lines += ["", *textwrap.wrap(TAILS.get(subcommand, SWEEPS), WIDTH)]
     lines.append("Hydra's own flags: --hydra-help; the composed config: --cfg job.")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, O
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
+import mrirecon.studies.references  # noqa: F401  (registers ${stage:...} and ${best:...}, which conf/study uses)
 from mrirecon.arguments import accepts, describe
 from mrirecon.registry import plugin_conf_dirs
 

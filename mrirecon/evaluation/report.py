@@ -96,6 +96,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
         "version",
         "label",
         "runs",
+        "run_dirs",
         "slices",
         "subjects",
         "unit",

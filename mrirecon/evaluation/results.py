@@ -119,6 +119,7 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
     failed = int(np.sum(~np.isfinite(np.stack([column[m] for m in METRICS])).all(axis=0))) if has_reference else 0
     row.update(
         runs=len(members),
+        run_dirs="; ".join(str(r.dir) for r in members),
         slices=slices,
         subjects=("" if level == "slice" else len(items)) if units is None else len(set(units.values())),
         unit="subjects" if units is not None else "volumes" if level == "volume" else "slices",
