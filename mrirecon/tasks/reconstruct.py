@@ -31,14 +31,8 @@ from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.tasks.common import device_of, model_error_warning, open_processed, overwrite, plain, run_dir
-from mrirecon.tasks.recon_outputs import (
-    Chosen,
-    OutputOptions,
-    RunFacts,
-    SliceRecord,
-    output_names,
-    write_run,
-)
+from mrirecon.tasks.recon_outputs import OutputOptions, output_names, write_run
+from mrirecon.tasks.recon_summary import Chosen, RunFacts, SliceRecord
 from mrirecon.tasks.settings import check_amp, check_file_variant, command_line_keys
 from mrirecon.training.trainables import TRAINABLES, family_for, rebuild
 

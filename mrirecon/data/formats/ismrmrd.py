@@ -19,13 +19,7 @@ Coil maps (`completion.MapEstimator`): from the imaging k-space, or from the cal
 when its fully sampled centre is larger: integrated calibration lines fill the imaging k-space's
 missing lines; a separate reference scan is used alone.
 
-Noise: noise-only readouts (ACQ_IS_NOISE_MEASUREMENT) give the coil noise covariance Psi per
-sample (scaled to the imaging dwell time). With `prewhiten` auto or true, k-space is prewhitened
-with W = L^-1 (Psi = L L^H, Cholesky, as BART's `whiten` and mrpro), so the noise is white with
-sigma = 1 per sample and coil (in the whitened data's units); without prewhitening sigma is the
-root mean square of the coils' noise standard deviations. Either way the slice's `noise_std`
-comes from the noise scans (divided by sqrt of the average repeat count of averaged lines);
-files without noise scans leave it to preprocess's estimate from the k-space periphery.
+Noise: from the noise-only readouts, with prewhitening (`ismrmrd_header`'s docstring).
 
 The subject is subjectInformation/patientID, else the file stem.
 

@@ -3,6 +3,14 @@ the flags (the `ismrmrd` package's numbers), the geometry (`read_geometry`: enco
 matrices, encoding limits, 2D multi-slice or 3D, the calibration mode), where a readout's samples
 go (`place_readouts`), the declared size checked against memory, and the noise whitening matrix.
 The conventions are listed in `ismrmrd_rows`.
+
+Noise: noise-only readouts (ACQ_IS_NOISE_MEASUREMENT) give the coil noise covariance Psi per
+sample (scaled to the imaging dwell time). With `prewhiten` auto or true, k-space is prewhitened
+with W = L^-1 (Psi = L L^H, Cholesky, as BART's `whiten` and mrpro), so the noise is white with
+sigma = 1 per sample and coil (in the whitened data's units); without prewhitening sigma is the
+root mean square of the coils' noise standard deviations. Either way the slice's `noise_std`
+comes from the noise scans (divided by sqrt of the average repeat count of averaged lines);
+files without noise scans leave it to preprocess's estimate from the k-space periphery.
 """
 
 from __future__ import annotations
