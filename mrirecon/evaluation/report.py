@@ -78,16 +78,14 @@ COMPARISON_NOTE = (
 
 
 # ------------------------------------------------------------------------------------------ CSV
+# the columns that say which table a row belongs to (results.csv and comparisons.csv)
+IDENTITY_COLUMNS = ["level", "reference_image", "data", "data_id", "split", "variant", "method"]
+
+
 def result_columns(columns: Sequence[Column]) -> list[str]:
     """The columns of results.csv."""
     return [
-        "level",
-        "reference_image",
-        "data",
-        "data_id",
-        "split",
-        "variant",
-        "method",
+        *IDENTITY_COLUMNS,
         *(c.title for c in columns),
         "checkpoint",
         "checkpoint_id",
@@ -111,13 +109,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
 
 
 COMPARISON_COLUMNS = [
-    "level",
-    "reference_image",
-    "data",
-    "data_id",
-    "split",
-    "variant",
-    "method",
+    *IDENTITY_COLUMNS,
     "label",
     "reference",
     "reference_label",
