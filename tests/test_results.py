@@ -92,7 +92,7 @@ def test_subject_level_decision_in_the_table(tmp_path):
     ("damage", "reason"),
     [
         ("truncated", "last line is incomplete"),
-        ("short_row", "line 4 has 4 of 7 fields"),
+        ("short_row", "line 4 has 4 of 8 fields"),
         ("empty", "metrics.csv is empty"),
         ("header_only", "no slice rows"),
         ("bad_json", "not valid JSON"),

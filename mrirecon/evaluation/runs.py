@@ -130,8 +130,8 @@ def load(path: Path, level: str, reference: str = "auto", crop: str | None = Non
     slices = np.array([_number(r, "slice", k, int) for k, r in enumerate(rows)], dtype=np.int64)
     if len(set(slices.tolist())) != len(slices):
         raise Damaged("metrics.csv lists a slice twice")
-    subjects = _subjects(rows)
-    volumes = _volumes(rows, subjects)
+    subjects = _int_column(rows, "subject")
+    volumes = _int_column(rows, "volume")
     values = {name: np.array([_number(r, name, k, float) for k, r in enumerate(rows)]) for name in VALUES[:-1]}
     accel = (summary.get("acceleration") or {}).get("per_slice") or []
     values["R"] = np.array(accel, dtype=float) if len(accel) == len(rows) else np.full(len(rows), np.nan)
@@ -241,26 +241,16 @@ def _number(row: dict[str, str], key: str, k: int, kind: type) -> Any:
         raise Damaged(f"metrics.csv line {k + 2}: {key} '{row[key]}' is not a number") from None
 
 
-def _subjects(rows: list[dict[str, str]]) -> np.ndarray | None:
-    given = [r["subject"] for r in rows]
+def _int_column(rows: list[dict[str, str]], key: str) -> np.ndarray | None:
+    """metrics.csv's whole-number column `key` (subject, volume) of each slice row; None when
+    it is empty on every row (the data record none)."""
+    given = [r.get(key, "") for r in rows]
     if not any(given):
         return None
     try:
         return np.array([int(s) for s in given], dtype=np.int64)
     except ValueError:
-        raise Damaged("metrics.csv: the subject column is filled on some rows only or not a whole number") from None
-
-
-def _volumes(rows: list[dict[str, str]], subjects: np.ndarray | None) -> np.ndarray | None:
-    """The source volume of each slice row (metrics.csv's `volume`, else the subjects: runs
-    written before volumes were recorded)."""
-    given = [r.get("volume", "") for r in rows]
-    if not any(given):
-        return subjects
-    try:
-        return np.array([int(v) for v in given], dtype=np.int64)
-    except ValueError:
-        raise Damaged("metrics.csv: the volume column is filled on some rows only or not a whole number") from None
+        raise Damaged(f"metrics.csv: the {key} column is filled on some rows only or not a whole number") from None
 
 
 def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
