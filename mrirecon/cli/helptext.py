@@ -16,6 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mrirecon.cli.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
 
 WIDTH = 100
+NO_MULTIRUN = ("study",)  # subcommands that refuse -m (a study runs the sweeps its stages declare)
 HIDDEN = {"evaluate": ("seed",)}  # sections a subcommand composes (conf/base.yaml) but never reads
 SWEEPS = (
     "Sweeps (-m): key=a,b | key=choice(a,b) | key=range(1,4) | group=glob(cs_*); every point runs even if "
@@ -194,7 +195,8 @@ def subcommand_help(subcommand: str, summary: str, overrides: list[str]) -> str:
     choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items()}
     groups = _groups(subcommand)
     cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-    lines = [f"usage: mrirecon {subcommand} [key=value ...] [-m] [hydra flags]", f"  {summary}", ""]
+    sweep = "" if subcommand in NO_MULTIRUN else " [-m]"
+    lines = [f"usage: mrirecon {subcommand} [key=value ...]{sweep} [hydra flags]", f"  {summary}", ""]
     if groups:
         lines.append("Config groups (group=option; * the current choice):")
         for group in groups:
