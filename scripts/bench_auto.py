@@ -54,7 +54,7 @@ import torch
 from scipy import ndimage
 
 from mrirecon.data.completion import espirit_maps, ifft2c_numpy
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.methods.auto_weight import residual_noise_std

@@ -29,7 +29,7 @@ GCV_LAMS = 10 ** np.arange(-4.0, 1.01, 0.5)
 def residual_sum(op: SenseOperator, y: torch.Tensor, lam: float, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
     """RSS (B,) of the Tikhonov fit at lam and A^H y."""
     aty = op.adjoint(y)
-    x = conjugate_gradient(op.normal, aty, lam=lam, max_iter=iters, tol=0.0)
+    x = conjugate_gradient(op.gram, aty, lam=lam, max_iter=iters, tol=0.0)
     return (op.forward(x) - y).abs().pow(2).flatten(1).sum(1), aty
 
 

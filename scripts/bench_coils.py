@@ -31,8 +31,8 @@ import torch
 
 from mrirecon.data.coil_compression import CoilCompression
 from mrirecon.data.completion import espirit_maps
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.data.h5 import Slice
-from mrirecon.data.sample import SampleSource
 from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.nets import build_net

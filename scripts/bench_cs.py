@@ -29,8 +29,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import torch
 
-from mrirecon.data.raw import RawKspaceSource
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.raw import RawKspaceSource
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.sense import SenseOperator

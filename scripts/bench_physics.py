@@ -85,8 +85,8 @@ def main() -> None:
         cases = {
             "forward + adjoint": (lambda: ref.adjoint(ref.forward(x)), lambda: ours.adjoint(ours.forward(x))),
             "CG, 10 iterations": (
-                lambda: conjugate_gradient(ref.normal, b, lam=1e-3, max_iter=10, tol=0.0),
-                lambda: conjugate_gradient(ours.normal, b, lam=1e-3, max_iter=10, tol=0.0),
+                lambda: conjugate_gradient(ref.gram, b, lam=1e-3, max_iter=10, tol=0.0),
+                lambda: conjugate_gradient(ours.gram, b, lam=1e-3, max_iter=10, tol=0.0),
             ),
         }
         coils = maps * x.unsqueeze(1)

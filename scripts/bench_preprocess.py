@@ -53,8 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # for
 import numpy as np
 from bench_memory import vm_kb
 
-from mrirecon.data.h5 import DeepInPyWriter
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.sample import SampleSource
+from mrirecon.data.h5_writer import DeepInPyWriter
+from mrirecon.data.header import Header
 
 FULL_SET = 4480  # the Stanford knee set: 4,480 slices
 VARIANTS = ("full", "8bit_full", "4bit_full", "quarter", "8bit_quarter", "4bit_quarter")
@@ -63,7 +64,7 @@ VARIANTS = ("full", "8bit_full", "4bit_full", "quarter", "8bit_quarter", "4bit_q
 def make_input(path: Path, num_slices: int, slices: list) -> float:
     """Write `num_slices` slices (the given ones, repeated) to `path`; returns the size in GB."""
     first = slices[0]
-    with DeepInPyWriter(path, num_slices, first.maps.shape[0], first.img.shape, {"source": "bench_preprocess"}) as w:
+    with DeepInPyWriter(path, num_slices, first.maps.shape[0], first.img.shape, Header(source="bench_preprocess")) as w:
         for i in range(num_slices):
             w.write(i, slices[i % len(slices)])
     return path.stat().st_size / 1e9

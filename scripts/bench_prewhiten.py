@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Prewhitening with a noise scan's coil covariance against no prewhitening: PSNR on k-space with
 correlated coil noise (the path `preprocess data.prewhiten=auto|false` takes for ISMRMRD files
-with noise scans: data/ismrmrd_raw.py).
+with noise scans: data/formats/ismrmrd.py).
 
 Arms: "white" = k-space prewhitened with W = L^-1 (Psi = L L^H, Psi from the noise scan), ESPIRiT
 maps from the whitened data, sigma = 1; "plain" = k-space as acquired, maps from it, sigma
@@ -35,8 +35,8 @@ import sigpy.mri
 import torch
 
 from mrirecon.data.completion import espirit_maps
-from mrirecon.data.ismrmrd_raw import whitening_matrix
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.ismrmrd_header import whitening_matrix
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.data.transforms import fft2c_numpy, ifft2c_numpy
 from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method

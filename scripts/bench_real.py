@@ -36,7 +36,7 @@ import numpy as np
 import sigpy.mri
 import torch
 
-from mrirecon.data.raw import espirit_maps
+from mrirecon.data.formats.raw import espirit_maps
 from mrirecon.evaluation import metrics
 from mrirecon.methods import build_method
 from mrirecon.physics.noise import estimate_noise_std

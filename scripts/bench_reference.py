@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from mrirecon.physics.operator import LinearOperator
 
-class ReferenceSense:
+
+class ReferenceSense(LinearOperator):
     """Textbook SENSE: explicit ifftshift -> fft2 -> fftshift around every transform,
     multiply-then-sum coil combination. Same interface as mrirecon's SenseOperator."""
 
@@ -25,7 +27,4 @@ class ReferenceSense:
         )
         return (self.maps.conj() * im).sum(dim=1)
 
-    def normal(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adjoint(self.forward(x))
-
-    __call__ = forward
+    # normal: the base class's A^H (A x), nothing fused

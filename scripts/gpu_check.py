@@ -169,7 +169,7 @@ def cg_iterations(size: Size, device: torch.device) -> Row:
     batch = problem(size, device)
     op = SenseOperator(batch.maps, batch.mask)
     rhs = op.adjoint(batch.ksp * batch.mask[:, None])
-    seconds, peak = timed(lambda: conjugate_gradient(op.normal, rhs, lam=0.01, max_iter=10, tol=0.0), size, device)
+    seconds, peak = timed(lambda: conjugate_gradient(op.gram, rhs, lam=0.01, max_iter=10, tol=0.0), size, device)
     return Row("", seconds=f"{seconds:.4f}", rate=f"{10 * size.batch / seconds:.0f} slice-iterations/s", peak=peak)
 
 

@@ -75,7 +75,7 @@ def mri_like(
     (E|n|^2 = noise^2). Returns imgs, maps, ksp (noisy, fully sampled) and masks."""
     import cv2
 
-    from mrirecon.data.sample import knee_magnitudes
+    from mrirecon.data.formats.sample import knee_magnitudes
 
     rng = np.random.default_rng(seed)
     x, y = shape
@@ -207,9 +207,9 @@ def fake_run(
     path.mkdir(parents=True)
     slices = list(range(len(psnr)))
     nrmse, ssim = 10 ** (-psnr / 20), 1 - 10 ** (-psnr / 10)
-    rows = ["slice,subject,method,nrmse,psnr,ssim,seconds"]
+    rows = ["slice,subject,volume,method,nrmse,psnr,ssim,seconds"]  # one volume per subject
     rows += [
-        f"{s},{'' if subjects is None else subjects[k]},{method},{nrmse[k]:.6g},{psnr[k]:.6g},{ssim[k]:.6g},0.25"
+        f"{s},{',' if subjects is None else f'{subjects[k]},{subjects[k]}'},{method},{nrmse[k]:.6g},{psnr[k]:.6g},{ssim[k]:.6g},0.25"
         for k, s in enumerate(slices)
     ]
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
@@ -220,6 +220,12 @@ def fake_run(
         "data_path": f"outputs/data/{variant}.h5",
         "method_config": {"name": method, **(params or {})},
         "acceleration": {"mean": accel, "per_slice": [accel] * len(slices)},
+        "seed": 723,
+        "param_units": {"lam": "A^H A"}
+        if method == "cg_sense"
+        else {"lam": "x max|A^H y|"}
+        if method.startswith("cs_")
+        else {},
         **(summary_extra or {}),
     }
     (path / "summary.json").write_text(json.dumps(summary))
@@ -242,23 +248,21 @@ def image_run(
     rss: np.ndarray | None = None,
 ) -> Path:
     """A reconstruct run dir whose metrics.csv holds the metrics of its recon.h5 images (S, X, Y),
-    as reconstruct writes them (with `volumes`, a volume column; with `rss`, recon.h5's rss)."""
+    as reconstruct writes them (`volumes`: each slice's volume, by default its subject; with `rss`, recon.h5's rss)."""
     from mrirecon.evaluation import metrics
 
     path.mkdir(parents=True)
-    rows = [
-        "slice,subject,method,nrmse,psnr,ssim,seconds"
-        if volumes is None
-        else "slice,subject,volume,method,nrmse,psnr,ssim,seconds"
-    ]
+    volumes = subjects if volumes is None else volumes  # one volume per subject, unless given
+    rows = ["slice,subject,volume,method,nrmse,psnr,ssim,seconds"]
     for s in range(len(recon)):
         m = metrics.slice_metrics(recon[s], reference[s])
-        subject = "" if subjects is None else subjects[s]
-        subject = subject if volumes is None else f"{subject},{volumes[s]}"
+        subject = "," if subjects is None else f"{subjects[s]},{volumes[s] if volumes is not None else ''}"
         rows.append(f"{s},{subject},{method},{m['nrmse']:.6g},{m['psnr']:.6g},{m['ssim']:.6g},0.5")
     (path / "metrics.csv").write_text("\n".join(rows) + "\n")
     summary = {"method": method, "variant": "full", "split": "test", "data_path": "/data/v.h5", "data_id": "v1"}
-    summary.update(num_slices=len(recon), method_config={"name": method}, **(summary_extra or {}))
+    summary.update(
+        num_slices=len(recon), method_config={"name": method}, seed=723, param_units={}, **(summary_extra or {})
+    )
     (path / "summary.json").write_text(json.dumps(summary))
     with h5py.File(path / "recon.h5", "w") as h5:
         h5["recon"], h5["imgs"], h5["slices"] = (

@@ -186,6 +186,14 @@ def test_version(flag: str, capsys) -> None:
     assert code == 0 and out.strip() == f"mrirecon {__version__}" and not err
 
 
+def test_study_help_offers_no_multirun(capsys, tmp_path: Path, monkeypatch) -> None:
+    """A study refuses -m (its stages declare their sweeps), so its usage line does not offer it."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(capsys, "study", "--help")
+    assert code == 0 and out.startswith("usage: mrirecon study [key=value ...] [hydra flags]\n")
+    assert run_main(capsys, "train", "--help")[1].startswith("usage: mrirecon train [key=value ...] [-m] [hydra flags]")
+
+
 def test_subcommand_help_shows_its_groups_and_key_descriptions(capsys, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_main(capsys, "reconstruct", "--help")
@@ -196,7 +204,7 @@ def test_subcommand_help_shows_its_groups_and_key_descriptions(capsys, tmp_path:
     # a key's description comes from the comment after it in conf/method/cg_sense.yaml
     assert "method.lam=auto\n      auto: discrepancy principle per slice" in out
     # and from the comment lines above it in conf/base.yaml
-    assert "data.path=outputs/data/4bit_full.h5\n      Processed file that `reconstruct`" in out
+    assert "data.path=outputs/data/4bit_full.h5\n      the processed file (made by `mrirecon preprocess" in out
 
     code, out, _ = run_main(capsys, "evaluate", "--help")
     assert code == 0

@@ -38,7 +38,7 @@ from mrirecon.physics.sense import SenseOperator
 from mrirecon.training.trainables import TRAINABLES, family_for
 
 CONF = config_dir()
-PRIMARY = ("preprocess", "reconstruct", "train", "evaluate")
+PRIMARY = ("preprocess", "reconstruct", "train", "evaluate", "study")
 SHAPE = (16, 16)
 
 
@@ -100,6 +100,30 @@ def test_every_primary_config_composes_with_every_group_option(primary):
             assert resolved["seed"] == cfg.seed
             if group == "data":
                 assert cfg.data.name == value
+
+
+@pytest.mark.parametrize("name", group_options("study"))
+def test_every_study_plans_and_the_first_point_of_each_stage_composes(name):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from mrirecon.studies import plan
+    from mrirecon.studies.runner import Setting
+    from mrirecon.tasks.study import check_composes
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("study", [f"study={name}"])
+        stages = plan.stages(cfg)
+        check_composes(Setting(cfg, Path("outputs/study") / name, []), stages)  # a misspelt key: UserError
+    evaluated = {n for s in stages if s.run == "evaluate" for n in s.needs}
+    assert stages[-1].run == "evaluate" and all(s.name in evaluated for s in stages if s.run == "reconstruct")
+
+
+@pytest.mark.parametrize("name", group_options("study"))
+def test_every_knob_of_a_study_is_read_by_one_of_its_stages(name):
+    text = (CONF / "study" / f"{name}.yaml").read_text()
+    knobs = [str(k) for k in OmegaConf.load(CONF / "study" / f"{name}.yaml") if k != "stages"]
+    assert knobs and all(f"${{study.{k}}}" in text for k in knobs), name
 
 
 def tiny_problem() -> tuple[torch.Tensor, SenseOperator]:

@@ -152,12 +152,14 @@ def test_preprocess_bad_variant(tiny_h5: Path, tmp_path: Path, override: str, na
 
 
 def test_preprocess_refuses_stored_splits_that_cut_a_subject(tmp_path: Path) -> None:
-    from mrirecon.data.h5 import DeepInPyWriter, Slice
+    from mrirecon.data.h5 import Slice
+    from mrirecon.data.h5_writer import DeepInPyWriter
+    from mrirecon.data.header import Header
 
     arrays = tiny_arrays()
     source = tmp_path / "made_by_mrirecon.h5"  # a processed file used as a source: it records subjects
-    attrs = {"split_train": [0, 1, 2], "split_val": [3], "split_test": [4, 5]}
-    with DeepInPyWriter(source, 6, 4, (32, 24), attrs, subjects=np.array([0, 0, 1, 1, 2, 2])) as w:
+    header = Header(splits={"train": (0, 1, 2), "val": (3,), "test": (4, 5)})
+    with DeepInPyWriter(source, 6, 4, (32, 24), header, subjects=np.array([0, 0, 1, 1, 2, 2])) as w:
         for i in range(6):
             w.write(i, Slice(arrays["imgs"][i], arrays["maps"][i], arrays["ksp"][i], arrays["masks"][i], 0.0))
     before = snapshot(tmp_path)

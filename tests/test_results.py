@@ -49,6 +49,11 @@ def test_checkpoints_and_seeds_make_four_labelled_rows_and_pool_on_request(tmp_p
     pooled = table_of(dirs, pool=("seed",))
     assert len(pooled) == 2 and {r["seed"] for r in pooled} == {"1, 2"} and {r["runs"] for r in pooled} == {2}
     assert all("seeds 1, 2" in r["label"] for r in pooled)
+    for row in pooled:  # results.csv names the run dir of every run a row pools
+        assert sorted(row["run_dirs"].split("; ")) == sorted(
+            str(d) for d in dirs if ("run2" in row["label"]) == (d.name[1] == "1")
+        )
+    assert "run_dirs" in report.result_columns([])
     mean = next(r for r in pooled if "run2" in r["label"])["psnr_mean"]
     assert mean == pytest.approx(np.mean(PSNR) + 1 + 1.5)  # per slice, the mean over the seeds
 
@@ -87,7 +92,7 @@ def test_subject_level_decision_in_the_table(tmp_path):
     ("damage", "reason"),
     [
         ("truncated", "last line is incomplete"),
-        ("short_row", "line 4 has 4 of 7 fields"),
+        ("short_row", "line 4 has 4 of 8 fields"),
         ("empty", "metrics.csv is empty"),
         ("header_only", "no slice rows"),
         ("bad_json", "not valid JSON"),

@@ -31,6 +31,8 @@ SUBCOMMANDS = {
     "reconstruct": "reconstruct a split with one method; write metrics.csv, summary.json, recon.h5, figures",
     "evaluate": "compare runs: results.csv, comparisons.csv (paired statistics), plots, report.html",
     "download": "fetch a public raw data set (dataset=stanford_knees) into dataset.dir, resumable and checked",
+    "study": "run a whole study (conf/study/<name>.yaml: preprocess, train, reconstruct, evaluate stages) in order, "
+    "skipping stages done earlier for the same config",
 }
 EXIT_USAGE = 2
 _HELP_FLAGS = {"--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
@@ -272,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         from mrirecon.cli.helptext import subcommand_help
 
         return _print_or_fail(lambda: subcommand_help(subcommand, SUBCOMMANDS[subcommand], overrides))
+    if multirun and subcommand == "study":
+        return fail("-m: a study runs its stages itself, with the sweeps its stages declare (drop -m)")
     if multirun and _SINGLE_MODE_FLAGS.intersection(rest):
         flag = sorted(_SINGLE_MODE_FLAGS.intersection(rest))[0]
         return fail(f"{flag} cannot be combined with -m/--multirun (it shows one config: drop -m and the sweeps)")

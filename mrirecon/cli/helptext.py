@@ -16,13 +16,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mrirecon.cli.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
 
 WIDTH = 100
-# sections a subcommand composes (conf/base.yaml; a learned method's network) but never reads
-HIDDEN = {"evaluate": ("seed", "data"), "reconstruct": ("model",)}
+NO_MULTIRUN = ("study",)  # subcommands that refuse -m (a study runs the sweeps its stages declare)
+# sections a subcommand composes but never reads (conf/base.yaml; a learned method's network)
+HIDDEN = {"evaluate": ("seed",), "reconstruct": ("model",)}
 SWEEPS = (
     "Sweeps (-m): key=a,b | key=choice(a,b) | key=range(1,4) | group=glob(cs_*); every point runs even if "
     "another fails (its error.txt, a summary at the end, exit 2). hydra/launcher=joblib (parallel), "
     "submitit_local or slurm (conf/hydra/launcher/slurm.yaml) place the points."
 )
+
+TAILS = {
+    "study": "A study runs the sweeps its stages declare (no -m), each stage's with the launcher given here "
+    "(hydra/launcher=joblib, slurm); stages, references and the skip rule: docs/studies.md."
+}
 
 
 @dataclass
@@ -153,7 +159,7 @@ def _shown(value: Any) -> str:
 def _key_lines(subcommand: str, cfg: DictConfig, groups: list[str], choices: dict[str, str]) -> list[str]:
     described = comments(config_dir() / "base.yaml").keys
     described.update(comments(config_dir() / f"{subcommand}.yaml").keys)
-    for group in groups:
+    for group in (g for g in groups if choices.get(g) not in (None, "None")):  # a group chosen (dataset: null)
         described.update(comments(config_file(group, choices[group]), group).keys)
     hidden = HIDDEN.get(subcommand, ())
     lines: list[str] = []
@@ -192,7 +198,8 @@ def subcommand_help(subcommand: str, summary: str, overrides: list[str]) -> str:
     choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items()}
     groups = [g for g in _groups(subcommand) if _allowed(subcommand, g, group_options(g))]
     cfg = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
-    lines = [f"usage: mrirecon {subcommand} [key=value ...] [-m] [hydra flags]", f"  {summary}", ""]
+    sweep = "" if subcommand in NO_MULTIRUN else " [-m]"
+    lines = [f"usage: mrirecon {subcommand} [key=value ...]{sweep} [hydra flags]", f"  {summary}", ""]
     if groups:
         lines.append("Config groups (group=option; * the current choice):")
         for group in groups:
@@ -200,6 +207,6 @@ def subcommand_help(subcommand: str, summary: str, overrides: list[str]) -> str:
         lines.append("")
     lines.append("Keys (key=value; the current values):")
     lines += _key_lines(subcommand, cfg, groups, choices)
-    lines += ["", *textwrap.wrap(SWEEPS, WIDTH)]
+    lines += ["", *textwrap.wrap(TAILS.get(subcommand, SWEEPS), WIDTH)]
     lines.append("Hydra's own flags: --hydra-help; the composed config: --cfg job.")
     return "\n".join(lines)

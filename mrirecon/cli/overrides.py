@@ -24,6 +24,7 @@ from hydra.core.override_parser.types import ChoiceSweep, Glob, IntervalSweep, O
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 from omegaconf import DictConfig, OmegaConf
 
+import mrirecon.studies.references  # noqa: F401  (registers ${stage:...} and ${best:...}, which conf/study uses)
 from mrirecon.arguments import accepts, describe
 from mrirecon.registry import plugin_conf_dirs
 
@@ -348,11 +349,21 @@ def check_read(subcommand: str, parsed: list[Override]) -> None:
             continue
         if subcommand == "evaluate":
             raise Problem(f"{key}: not read by mrirecon evaluate (it reads the run dirs of runs=..., not data.*)")
-        if key.split(".")[1] not in DATA_READ[subcommand]:
+        if key.split(".")[1] not in DATA_READ[subcommand] and (override.is_add() or _preprocess_key(key)):
             raise Problem(
                 f"{key}: a preprocess key (how 'mrirecon preprocess' makes the file); mrirecon {subcommand} "
                 f"reads the processed file data.path and takes only data.{', data.'.join(DATA_READ[subcommand])}"
             )
+
+
+def _preprocess_key(key: str) -> bool:
+    """Whether `key` is one of preprocess's data keys (conf/preprocess.yaml: how a file is made)."""
+    node: Any = compose("preprocess", [])
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def unwritable(key: str, folder: Path) -> str | None:
@@ -375,8 +386,8 @@ def check(subcommand: str, overrides: list[str], multirun: bool) -> str | None:
     try:
         parsed = parse(overrides)
         check_groups(parsed, multirun)
-        cfg = composed(subcommand, parsed, multirun)
         check_read(subcommand, parsed)
+        cfg = composed(subcommand, parsed, multirun)
         check_types(subcommand, parsed)
     except Problem as problem:
         return str(problem)

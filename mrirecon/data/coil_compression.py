@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mrirecon.data.h5 import Slice
+from mrirecon.data.header import Compression
 from mrirecon.physics.coils import calibration_region, coil_gram, compress, compression_from_gram
 
 MODES = ("slice", "volume")
@@ -73,14 +74,14 @@ class CoilCompression:
         maps = compress(torch.from_numpy(np.ascontiguousarray(s.maps)), matrix).numpy()
         return dataclasses.replace(s, ksp=ksp.astype(np.complex64), maps=maps.astype(np.complex64))
 
-    def attrs(self, source_coils: int) -> dict[str, str | int | float]:
-        """Provenance for the processed file."""
-        return {
-            "coil_compression": (
+    def record(self, source_coils: int) -> Compression:
+        """What the processed file's header records of the compression (after every slice)."""
+        return Compression(
+            description=(
                 f"SVD (BART cc -S) per {self.mode} from the {self.calib_width}x{self.calib_width} calibration "
                 f"region: {source_coils} -> {self.coils} virtual coils"
             ),
-            "coils_acquired": source_coils,
-            "coil_compression_energy_min": min(self.energy) if self.energy else float("nan"),
-            "coil_compression_energy_mean": float(np.mean(self.energy)) if self.energy else float("nan"),
-        }
+            coils_acquired=source_coils,
+            energy_min=min(self.energy) if self.energy else float("nan"),
+            energy_mean=float(np.mean(self.energy)) if self.energy else float("nan"),
+        )

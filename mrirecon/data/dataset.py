@@ -43,7 +43,7 @@ class SliceDataset(Dataset[Batch]):
         s = self.data.read(i)
         ksp = np.where(s.mask[None] != 0, s.ksp, 0).astype(s.ksp.dtype) if self.measured_only else s.ksp
         one = lambda a: torch.from_numpy(a)[None]  # noqa: E731
-        recon_size = self.data.recon_size
+        recon_size = self.data.header.recon_size
         return Batch(
             ksp=one(ksp),
             maps=one(s.maps),

@@ -182,6 +182,10 @@ def fastmri_equispaced_columns(num_cols: int, accel: float, center_fraction: flo
     return mask
 
 
+# make_mask's arguments in order (kind, shape, accel, calib, center_fraction, seed, columns)
+MaskKey = tuple[str, tuple[int, int], float, int, float, Seed, tuple[int, int] | None]
+
+
 def make_mask(
     kind: str,
     shape: tuple[int, int],
@@ -206,37 +210,22 @@ def make_mask(
     The last few masks are cached (one mask per volume is drawn once, not once per slice);
     each call returns its own copy.
     """
-    key = (kind, (shape[0], shape[1]), accel, calib, center_fraction, seed, columns)
+    key: MaskKey = (kind, (shape[0], shape[1]), accel, calib, center_fraction, seed, columns)
     try:
         hash(key)
     except TypeError:  # a malformed value (e.g. a list): _make_mask names it
-        return _make_mask(*key)
-    return _cached_mask(*key).copy()
+        return _make_mask(key)
+    return _cached_mask(key).copy()
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_mask(
-    kind: str,
-    shape: tuple[int, int],
-    accel: float,
-    calib: int,
-    center_fraction: float,
-    seed: Seed,
-    columns: tuple[int, int] | None,
-) -> np.ndarray:
-    return _make_mask(kind, shape, accel, calib, center_fraction, seed, columns)
+def _cached_mask(key: MaskKey) -> np.ndarray:
+    return _make_mask(key)
 
 
-def _make_mask(
-    kind: str,
-    shape: tuple[int, int],
-    accel: float,
-    calib: int,
-    center_fraction: float,
-    seed: Seed,
-    columns: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """`make_mask` without the cache."""
+def _make_mask(key: MaskKey) -> np.ndarray:
+    """`make_mask` without the cache (its arguments in order)."""
+    kind, shape, accel, calib, center_fraction, seed, columns = key
     if kind not in KINDS[1:]:
         raise MaskError(f"kind: unknown mask '{kind}' (expected {', '.join(KINDS[1:])})")
     if isinstance(accel, bool) or not isinstance(accel, (int, float)) or not accel > 1:

@@ -125,7 +125,7 @@ class Format:
     order of `priority` (lower first: a specific layout before a generic one that would also
     match); a named source (`named`, e.g. the embedded sample) by `data.source=<name>`. A format
     with settings of its own reads them from the `data` config section in `options` (its keys,
-    documented in conf/base.yaml or given with +data.<key>=...), and finds them again in `open`
+    documented in conf/preprocess.yaml or given with +data.<key>=...), and finds them again in `open`
     with `options.of(<its options class>)`.
     """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrirecon.data.h5 import SPLITS
+from mrirecon.data.header import SPLITS
 
 
 def subjects_of(num_slices: int, slices_per_subject: int | None) -> np.ndarray:

@@ -30,13 +30,7 @@ RANK_BY = "psnr"
 POOLABLE = ("seed",)
 GROUP = ("data", "data_id", "split", "variant", "reference_image")  # reference_image: what the metrics compare with
 # A sweep axis or table column never mixes units: a run records the units of its method's
-# parameters in summary.json (`param_units`, from Method.units); runs written before that record
-# fall back to the units these methods had then.
-LEGACY_UNITS = {
-    "cg_sense": {"lam": "A^H A"},
-    "cs_wavelet": {"lam": "x max|A^H y|"},
-    "cs_tv": {"lam": "x max|A^H y|"},
-}
+# parameters in summary.json (`param_units`, from Method.units).
 UNIT_NAMES = {"slice": "slices", "volume": "volumes"}
 
 
@@ -53,10 +47,7 @@ class Column:
 
 def unit_of(run: Run, param: str) -> str:
     """The unit of `param` in `run` ('' when its method declares none)."""
-    units = run.summary.get("param_units")
-    if not isinstance(units, dict):
-        units = LEGACY_UNITS.get(run.identity["method"], {})
-    return str(units.get(param, ""))
+    return str(run.summary["param_units"].get(param, ""))
 
 
 def param_columns(runs: list[Run]) -> list[Column]:
@@ -128,6 +119,7 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
     failed = int(np.sum(~np.isfinite(np.stack([column[m] for m in METRICS])).all(axis=0))) if has_reference else 0
     row.update(
         runs=len(members),
+        run_dirs="; ".join(str(r.dir) for r in members),
         slices=slices,
         subjects=("" if level == "slice" else len(items)) if units is None else len(set(units.values())),
         unit="subjects" if units is not None else "volumes" if level == "volume" else "slices",

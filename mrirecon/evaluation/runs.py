@@ -130,8 +130,8 @@ def load(path: Path, level: str, reference: str = "auto", crop: str | None = Non
     slices = np.array([_number(r, "slice", k, int) for k, r in enumerate(rows)], dtype=np.int64)
     if len(set(slices.tolist())) != len(slices):
         raise Damaged("metrics.csv lists a slice twice")
-    subjects = _subjects(rows)
-    volumes = _volumes(rows, subjects)
+    subjects = _int_column(rows, "subject")
+    volumes = _int_column(rows, "volume")
     values = {name: np.array([_number(r, name, k, float) for k, r in enumerate(rows)]) for name in VALUES[:-1]}
     accel = (summary.get("acceleration") or {}).get("per_slice") or []
     values["R"] = np.array(accel, dtype=float) if len(accel) == len(rows) else np.full(len(rows), np.nan)
@@ -190,6 +190,9 @@ def _remeasure_slices(run: Run, crop: str | None) -> None:
     run.per_slice = dict(run.values)
 
 
+SUMMARY_KEYS = ("method", "variant", "seed", "param_units")  # what evaluate needs of a summary.json
+
+
 def _summary(path: Path) -> dict[str, Any]:
     try:
         summary = json.loads((path / "summary.json").read_text())
@@ -197,9 +200,11 @@ def _summary(path: Path) -> dict[str, Any]:
         raise Damaged(f"summary.json is unreadable ({exc.strerror or exc})") from None
     except ValueError as exc:
         raise Damaged(f"summary.json is not valid JSON ({exc})") from None
-    missing = [k for k in ("method", "variant") if not isinstance(summary, dict) or k not in summary]
+    missing = [k for k in SUMMARY_KEYS if not isinstance(summary, dict) or k not in summary]
     if missing:
-        raise Damaged(f"summary.json has no {' or '.join(missing)}")
+        raise Damaged(f"summary.json has no {' or '.join(missing)} (a run of an older mrirecon: reconstruct it again)")
+    if not isinstance(summary["param_units"], dict):
+        raise Damaged("summary.json: param_units is not a mapping of parameter to unit")
     return summary
 
 
@@ -236,26 +241,16 @@ def _number(row: dict[str, str], key: str, k: int, kind: type) -> Any:
         raise Damaged(f"metrics.csv line {k + 2}: {key} '{row[key]}' is not a number") from None
 
 
-def _subjects(rows: list[dict[str, str]]) -> np.ndarray | None:
-    given = [r["subject"] for r in rows]
+def _int_column(rows: list[dict[str, str]], key: str) -> np.ndarray | None:
+    """metrics.csv's whole-number column `key` (subject, volume) of each slice row; None when
+    it is empty on every row (the data record none)."""
+    given = [r.get(key, "") for r in rows]
     if not any(given):
         return None
     try:
         return np.array([int(s) for s in given], dtype=np.int64)
     except ValueError:
-        raise Damaged("metrics.csv: the subject column is filled on some rows only or not a whole number") from None
-
-
-def _volumes(rows: list[dict[str, str]], subjects: np.ndarray | None) -> np.ndarray | None:
-    """The source volume of each slice row (metrics.csv's `volume`, else the subjects: runs
-    written before volumes were recorded)."""
-    given = [r.get("volume", "") for r in rows]
-    if not any(given):
-        return subjects
-    try:
-        return np.array([int(v) for v in given], dtype=np.int64)
-    except ValueError:
-        raise Damaged("metrics.csv: the volume column is filled on some rows only or not a whole number") from None
+        raise Damaged(f"metrics.csv: the {key} column is filled on some rows only or not a whole number") from None
 
 
 def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
@@ -307,22 +302,11 @@ def identity(summary: dict[str, Any]) -> dict[str, Any]:
         "checkpoint": str(info.get("path") or summary.get("checkpoint") or ""),
         "checkpoint_id": str(info.get("id", "")),
         "model_config": str(info.get("model_config_name", "")),
-        "seed": _seed(summary),
+        "seed": str(summary["seed"]),
         "version": str(summary.get("mrirecon_version", "")),
         "convention": str(summary.get("metric_convention", "")),
         "reference_image": "sense",  # set by `load`: what evaluate measured against
     }
-
-
-def _seed(summary: dict[str, Any]) -> str:
-    """The run's seed: recorded, else from a `seed=` override, else '' (a run from before seeds
-    were recorded that used the default)."""
-    if "seed" in summary:
-        return str(summary["seed"])
-    for override in summary.get("overrides") or []:
-        if str(override).startswith("seed="):
-            return str(override).split("=", 1)[1]
-    return ""
 
 
 def _to_volumes(run: Run, crop: str | None = None) -> None:
@@ -385,21 +369,10 @@ def load_training(path: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
 
 
 def _training_label(path: Path) -> str:
-    """What a train run trained: its training.json, else (older runs) its Hydra config."""
-    described, config = path / "training.json", path / ".hydra" / "config.yaml"
-    if described.is_file():
-        try:
-            return str(json.loads(described.read_text())["trains"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise Damaged(f"training.json is unreadable ({exc})") from None
-    if not config.is_file():
-        return path.name
-    from omegaconf import OmegaConf
-
-    from mrirecon.training.trainables import family_for  # torch and the nets: only for runs from before training.json
-
-    cfg = OmegaConf.load(config)
-    model = str(OmegaConf.select(cfg, "model.name", default=""))
-    method = str(OmegaConf.select(cfg, "method.name", default=""))
-    family = family_for(method, model)
-    return f"{getattr(family, 'kind', 'unknown')} family: method={method} model={model}"
+    """What a train run trained, from its training.json."""
+    try:
+        return str(json.loads((path / "training.json").read_text())["trains"])
+    except FileNotFoundError:
+        raise Damaged("no training.json (a run of an older mrirecon, or not a training run)") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise Damaged(f"training.json is unreadable ({exc})") from None

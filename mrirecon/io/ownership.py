@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,20 +86,15 @@ def _listing(names: list[str]) -> str:
 class Outputs:
     """The files subcommand `by` writes into `folder` (the run dir, named by config `key`).
 
-    `replace` (overwrite=true) lets them replace files that are not its own; `legacy(name)`
-    vouches for a file of a folder without a record (written by mrirecon before records
-    existed, e.g. a recon.h5 whose attributes say reconstruct wrote it)."""
+    `replace` (overwrite=true) lets them replace files that are not its own."""
 
     folder: Path
     by: str
     replace: bool = False
-    legacy: Callable[[str], bool] = field(default=lambda name: False)
     key: str = "hydra.run.dir"
 
     def owns(self, name: str) -> bool:
         """Whether `folder / name` is this subcommand's own output."""
-        if not (self.folder / RECORD).exists():
-            return self.legacy(name)
         return owner(self.folder, name) == self.by
 
     def foreign(self, names: Iterable[str]) -> list[str]:

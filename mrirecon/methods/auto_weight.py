@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from mrirecon.physics.model_error import model_error
+from mrirecon.physics.operator import LinearOperator
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.solvers.cg import conjugate_gradient
 
@@ -79,7 +80,7 @@ def hat_trace(
     total = torch.zeros(like.shape[0], dtype=like.real.dtype, device=like.device)
     for k in range(PROBES):
         z = rademacher(tuple(like.shape[1:]), seed=k).to(like.device, like.dtype).expand_as(like)
-        u = conjugate_gradient(op.normal, op.normal(z), lam=lam, max_iter=iterations, tol=0.0)
+        u = conjugate_gradient(op.gram, op.normal(z), lam=lam, max_iter=iterations, tol=0.0)
         total = total + (z.conj() * u).real.flatten(1).sum(1)
     return total / PROBES
 
@@ -88,7 +89,7 @@ def residual_noise_std(y: torch.Tensor, op: SenseOperator, aty: torch.Tensor | N
     """sigma_res (B,): the noise std per k-space sample implied by the residual of an almost
     unregularised fit of y (B, C, X, Y) (module docstring); aty = A^H y if already computed."""
     aty = op.adjoint(y) if aty is None else aty
-    x = conjugate_gradient(op.normal, aty, lam=LAM_FLOOR, max_iter=FLOOR_ITERATIONS, tol=0.0)
+    x = conjugate_gradient(op.gram, aty, lam=LAM_FLOOR, max_iter=FLOOR_ITERATIONS, tol=0.0)
     rss = (op.forward(x) - y).abs().pow(2).flatten(1).sum(1)
     samples = measured_samples(y, op).to(rss.dtype)
     dof = (samples - hat_trace(op, aty)).clamp_min(MIN_DOF_FRACTION * samples).clamp_min(1.0)
@@ -144,7 +145,7 @@ def auto_choice(
     return AutoChoice(sigma, rules, fires.to(y.device), weights, check.ratio)
 
 
-class Anchored:
+class Anchored(LinearOperator):
     """The data term with the zero-filled anchor, ||A x - y||^2 + a ||x - A^H y||^2, as one
     operator [A; sqrt(a) I] and data [y; sqrt(a) A^H y]: k-space (B, C, X, Y) with the anchor as
     one more channel (B, C + 1, X, Y); a (B,) per slice (0: the plain data term)."""

@@ -84,7 +84,7 @@ class CGSense(Method):
         x = None
         for _ in range(self.search_steps):
             mid = (low + high) / 2
-            x = conjugate_gradient(op.normal, aty, x0=x, lam=10**mid, max_iter=max(1, self.max_iter // 3), tol=self.tol)
+            x = conjugate_gradient(op.gram, aty, x0=x, lam=10**mid, max_iter=max(1, self.max_iter // 3), tol=self.tol)
             too_smooth = residual_norm(op, x, y) > target
             high, low = torch.where(too_smooth, mid, high), torch.where(too_smooth, low, mid)
         return 10 ** ((low + high) / 2)
@@ -95,12 +95,12 @@ class CGSense(Method):
         if self.lam != AUTO:
             lam = float(self.lam)
             self.chosen = {"lam": torch.full((y.shape[0],), lam)}
-            return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
+            return conjugate_gradient(op.gram, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
         auto = auto_choice(y, op, known_noise_std(noise_std, "lam=auto"), aty, self.fallback, self.model_anchor)
         lam = self.discrepancy_lam(y, op, aty, auto.sigma)
         self.chosen = {"lam": lam, "rule": auto.rules, "effective_noise_std": auto.sigma}
         if not bool((auto.anchor > 0).any()):
-            return conjugate_gradient(op.normal, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
+            return conjugate_gradient(op.gram, aty, lam=lam, max_iter=self.max_iter, tol=self.tol)
         a = auto.anchor
         rhs = aty * (1 + a).reshape(-1, 1, 1)
-        return conjugate_gradient(op.normal, rhs, lam=lam + a, max_iter=self.max_iter, tol=self.tol)
+        return conjugate_gradient(op.gram, rhs, lam=lam + a, max_iter=self.max_iter, tol=self.tol)

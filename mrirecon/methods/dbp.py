@@ -12,13 +12,7 @@ from mrirecon.methods.base import AUTO, auto_or_nonnegative, check_positive_int,
 from mrirecon.methods.unrolled import Unrolled
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.solvers.cg import conjugate_gradient
-
-
-def project_ball(v: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-    """Project each batch element of v (B, ...) onto the l2 ball of radius (B,) about 0."""
-    norm = v.abs().pow(2).flatten(1).sum(1).sqrt()
-    scale = torch.where(norm > radius, radius / norm.clamp_min(1e-30), torch.ones_like(norm))
-    return v * scale.reshape((-1,) + (1,) * (v.ndim - 1))
+from mrirecon.solvers.prox import project_ball
 
 
 @register("dbp")
@@ -57,7 +51,7 @@ class DeepBasisPursuit(Unrolled):
             r = self.denoise(x)
             for _ in range(self.num_admm):
                 rhs = op.adjoint(z - u) + r / lam
-                x = conjugate_gradient(op.normal, rhs, x0=x, lam=1 / lam, max_iter=self.cg_max_iter, tol=self.cg_eps)
+                x = conjugate_gradient(op.gram, rhs, x0=x, lam=1 / lam, max_iter=self.cg_max_iter, tol=self.cg_eps)
                 ax = op.forward(x)
                 z = y + project_ball(ax + u - y, eps)
                 u = u + ax - z

@@ -21,7 +21,7 @@ class MoDL(Unrolled):
         def body(x: torch.Tensor) -> tuple[torch.Tensor]:
             r = self.denoise(x)
             return (
-                conjugate_gradient(op.normal, aty + lam * r, x0=x, lam=lam, max_iter=self.cg_max_iter, tol=self.cg_eps),
+                conjugate_gradient(op.gram, aty + lam * r, x0=x, lam=lam, max_iter=self.cg_max_iter, tol=self.cg_eps),
             )
 
         x = aty

@@ -35,10 +35,13 @@ from mrirecon.methods.base import (
     known_noise_std,
     register,
 )
-from mrirecon.physics.regularizers import WaveletSparsity, divergence, gradient, project_isotropic
+from mrirecon.physics.finite_differences import NORM_SQUARED_BOUND, FiniteDifferences
+from mrirecon.physics.operator import LinearOperator
 from mrirecon.physics.sense import SenseOperator
+from mrirecon.physics.wavelet import Wavelet, check_wavelet
 from mrirecon.solvers.fista import fista, lipschitz, pogm
 from mrirecon.solvers.primal_dual import primal_dual
+from mrirecon.solvers.prox import project_isotropic, wavelet_shrinkage
 
 SOLVERS = {"fista": fista, "pogm": pogm}
 
@@ -120,46 +123,38 @@ class WaveletCS(SparsityMethod):
         self.cycle_spin, self.wavelet = bool(cycle_spin), wavelet
         self.levels = levels if levels == AUTO else check_positive_int("levels", levels)
         try:
-            WaveletSparsity(wavelet, 1)
+            check_wavelet(wavelet)
         except ValueError as exc:
             raise ValueError(f"wavelet: {exc}") from None
-        self._transforms: dict[int, WaveletSparsity] = {}
+        self._transforms: dict[tuple[int, int, int], Wavelet] = {}
 
-    def sparsity(self, shape: tuple[int, int]) -> tuple[WaveletSparsity, int]:
-        """The wavelet transform for images of `shape` and its number of levels."""
+    def transform(self, shape: tuple[int, int]) -> tuple[Wavelet, int]:
+        """The wavelet transform W for images of `shape` and its number of levels."""
         levels = auto_levels(shape) if isinstance(self.levels, str) else self.levels  # str: AUTO
-        if levels not in self._transforms:  # ptwt caches its matrices per image size inside
-            self._transforms[levels] = WaveletSparsity(self.wavelet, levels)
-        return self._transforms[levels], levels
-
-    def objective(
-        self, x: torch.Tensor, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """0.5 ||A x - y||^2 + w ||W x||_1 per batch element, (B,) (without the anchor)."""
-        w, _ = weights(self, self.lam, y, op, noise_std, self.fallback)
-        sparsity, _ = self.sparsity((int(x.shape[-2]), int(x.shape[-1])))
-        return 0.5 * (op.forward(x) - y).abs().pow(2).flatten(1).sum(1) + w * sparsity.norm(x)
+        if (*shape, levels) not in self._transforms:
+            self._transforms[(*shape, levels)] = Wavelet(shape, self.wavelet, levels)
+        return self._transforms[(*shape, levels)], levels
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         aty = op.adjoint(y)
         w, anchor = weights(self, self.lam, y, op, noise_std, self.fallback)
         w = w.reshape(-1, 1, 1)
-        normal, rhs = op.normal, aty
+        data: LinearOperator = op
         if bool((anchor > 0).any()):
             anchored = Anchored(op, anchor)
-            normal, rhs = anchored.normal, anchored.adjoint(anchored.data(y, aty))
-        step = 1.0 / lipschitz(normal, aty)
-        sparsity, levels = self.sparsity((int(aty.shape[-2]), int(aty.shape[-1])))
+            data, y = anchored, anchored.data(y, aty)
+        step = 1.0 / lipschitz(data, aty)
+        wavelet, levels = self.transform((int(aty.shape[-2]), int(aty.shape[-1])))
         shifts = torch.Generator().manual_seed(0)
 
         def prox(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if not self.cycle_spin:
-                return sparsity.prox(v, w * t)
+                return wavelet_shrinkage(wavelet, v, w * t)
             dx, dy = torch.randint(0, 2**levels, (2,), generator=shifts).tolist()
-            shrunk = sparsity.prox(torch.roll(v, (dx, dy), dims=(-2, -1)), w * t)
+            shrunk = wavelet_shrinkage(wavelet, torch.roll(v, (dx, dy), dims=(-2, -1)), w * t)
             return torch.roll(shrunk, (-dx, -dy), dims=(-2, -1))
 
-        return self.solver(lambda x: normal(x) - rhs, prox, aty, step, self.max_iter, self.tol)
+        return self.solver(data, y, prox, aty, step, self.max_iter, self.tol)
 
 
 @register("cs_tv")
@@ -185,20 +180,10 @@ class TotalVariationCS(SparsityMethod):
         aty = op.adjoint(y)
         w, anchor = weights(self, self.lam, y, op, noise_std, self.fallback)
         radius = w.reshape(-1, 1, 1, 1)
-        data: SenseOperator | Anchored = op
+        data: LinearOperator = op
         if bool((anchor > 0).any()):
-            data = Anchored(op, anchor)
-            y = data.data(y, aty)
-        norm_sq = lipschitz(data.normal, aty) + 8.0  # ||grad||^2 <= 8
-        return primal_dual(
-            data.forward,
-            data.adjoint,
-            y,
-            gradient,
-            lambda q: -divergence(q),
-            lambda q: project_isotropic(q, radius),
-            aty,
-            norm_sq,
-            self.max_iter,
-            self.tol,
-        )
+            anchored = Anchored(op, anchor)
+            data, y = anchored, anchored.data(y, aty)
+        norm_sq = lipschitz(data, aty) + NORM_SQUARED_BOUND
+        dual_prox = lambda q: project_isotropic(q, radius)  # noqa: E731
+        return primal_dual(data, y, FiniteDifferences(), dual_prox, aty, norm_sq, self.max_iter, self.tol)

@@ -2,12 +2,15 @@
 
 Convention (docs/data.md): ``fft2c(x) = fftshift(fft2(ifftshift(x), norm="ortho"))``.
 For even sizes the shifts equal a checkerboard modulation, which `SenseOperator` folds into
-the coil maps and the mask so that the hot loop runs plain FFTs.
+the coil maps and the mask so that the hot loop runs plain FFTs. `FFT` is the transform as a
+`LinearOperator` (unitary: its adjoint is the inverse).
 """
 
 from __future__ import annotations
 
 import torch
+
+from mrirecon.physics.operator import LinearOperator
 
 _DIMS = (-2, -1)
 
@@ -24,6 +27,19 @@ def ifft2c(k: torch.Tensor) -> torch.Tensor:
     k = torch.fft.ifftshift(k, dim=_DIMS)
     k = torch.fft.ifft2(k, norm="ortho")
     return torch.fft.fftshift(k, dim=_DIMS)
+
+
+class FFT(LinearOperator):
+    """F = fft2c over the last two axes of any (..., X, Y) complex tensor; F^H = ifft2c, F^H F = I."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return ifft2c(y)
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def checkerboard(shape: tuple[int, int], device: torch.device | str | None = None) -> torch.Tensor:

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from mrirecon.physics.fft import fft2c, ifft2c
+from mrirecon.physics.fft import FFT
+from mrirecon.physics.sense import CoilMaps
 
 RATIO_LIMIT = 4.5  # residual / its noise expectation above which the maps do not explain the data
 FRACTION_LIMIT = 0.0025  # and residual energy / calibration energy above which it is not the check's own
@@ -85,9 +86,8 @@ def _one_slice(y: torch.Tensor, maps: torch.Tensor, width: int, sigma: float) ->
     norm = maps.abs().pow(2).sum(0).sqrt()
     unit = torch.where(norm > 0, maps / norm.clamp_min(1e-30), torch.zeros_like(maps))
     calib = y * box
-    coil_images = ifft2c(calib)
-    combined = (unit.conj() * coil_images).sum(0)
-    residual = (calib - fft2c(unit * combined)) * inner
+    through_maps = FFT() @ CoilMaps(unit[None])  # image -> k-space of its coils, F S
+    residual = (calib - through_maps.forward(through_maps.adjoint(calib[None]))[0]) * inner
     energy = float(residual.abs().pow(2).sum())
     total = float((calib * inner).abs().pow(2).sum())
     support = float((norm > 0).float().mean())

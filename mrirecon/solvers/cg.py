@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-Operator = Callable[[torch.Tensor], torch.Tensor]
+from mrirecon.physics.operator import LinearOperator
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -22,7 +20,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def conjugate_gradient(
-    normal_op: Operator,
+    operator: LinearOperator,
     rhs: torch.Tensor,
     x0: torch.Tensor | None = None,
     lam: float | torch.Tensor = 0.0,
@@ -36,7 +34,7 @@ def conjugate_gradient(
     converged elements are frozen while the rest go on.
 
     Args:
-        normal_op: x (B, ...) -> N x (B, ...), e.g. `SenseOperator.normal`.
+        operator: N, x (B, ...) -> N x (B, ...), e.g. the Gram operator `op.gram` = A^H A.
         rhs: right-hand side b, (B, ...) complex.
         x0: warm start, (B, ...); zeros when None.
         lam: Tikhonov weight, a float or a tensor broadcastable to (B,) (may be learnable).
@@ -53,7 +51,7 @@ def conjugate_gradient(
     lam_b = lam_t.reshape(-1).reshape(view) if lam_t.ndim else lam_t
 
     def system(v: torch.Tensor) -> torch.Tensor:
-        return normal_op(v) + lam_b * v
+        return operator(v) + lam_b * v
 
     if x0 is None:
         x = torch.zeros_like(rhs)

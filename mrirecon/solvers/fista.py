@@ -1,6 +1,7 @@
-"""Accelerated proximal gradient methods for min_x f(x) + g(x), batched over images.
+"""Accelerated proximal gradient methods for min_x 0.5 ||A x - y||^2 + g(x), batched over images.
 
-f is smooth with an L-Lipschitz gradient, g has a cheap proximal operator. Every batch element
+A is a `LinearOperator` (the gradient of the data term, A^H A x - A^H y, uses its fused normal),
+g has a cheap proximal operator (`solvers.prox`); the step is at most 1/L, L = ||A||^2. Every batch element
 has its own step size and stops on its own: after `max_iter` iterations, or once its relative
 change ||x_k - x_{k-1}|| / ||x_k|| falls under `tol` (it is then frozen while the others go on).
 So each element's result is what it would be alone in its batch.
@@ -12,8 +13,11 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
-Grad = Callable[[torch.Tensor], torch.Tensor]
+from mrirecon.physics.operator import LinearOperator
+
+SAFETY = 1.02  # `lipschitz` inflates the power-iteration estimate (from below) by this
 # (v, step) -> prox_{step * g}(v); step is a (B, 1, ..., 1) tensor broadcastable against v
 Prox = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -28,20 +32,11 @@ def relative_change(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return (new - old).abs().flatten(1).norm(dim=1) / new.abs().flatten(1).norm(dim=1)
 
 
-def lipschitz(normal_op: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor, iters: int = 20) -> torch.Tensor:
-    """Largest eigenvalue (B,) of a Hermitian PSD operator for each batch element (power
-    iteration from the same seeded start vector for every element), slightly inflated so that
-    a step of 1/L is safe."""
-    g = torch.Generator().manual_seed(0)
-    start = torch.randn(like.shape[1:], dtype=like.dtype, generator=g).to(like.device)
-    v = start.expand_as(like).clone()
-    value = torch.ones(like.shape[0], device=like.device, dtype=like.real.dtype)
-    for _ in range(iters):
-        v = v / batch_view(v.abs().flatten(1).norm(dim=1).clamp_min(1e-30), v)
-        w = normal_op(v)
-        value = (v.conj() * w).real.flatten(1).sum(1)
-        v = w
-    return value * 1.02
+def lipschitz(op: LinearOperator, like: torch.Tensor, iters: int = 20) -> torch.Tensor:
+    """The Lipschitz constant (B,) of the gradient of 0.5 ||A x - y||^2 for each batch element:
+    ||A||^2 by power iteration (`LinearOperator.norm_squared`; `like` (B, ...) an input), times
+    SAFETY so that a step of 1/L is safe."""
+    return op.norm_squared(like, iters) * SAFETY
 
 
 def _freeze(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -49,10 +44,18 @@ def _freeze(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch
     return torch.where(batch_view(active, new), new, old)
 
 
+def least_squares_gradient(op: LinearOperator, y: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> A^H A x - A^H y, the gradient of 0.5 ||A x - y||^2 (A^H y computed once)."""
+    rhs = op.adjoint(y)
+    return lambda x: op.normal(x) - rhs
+
+
 def fista(
-    grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter: int = 100, tol: float = 0.0
-) -> torch.Tensor:
-    """FISTA (Beck & Teboulle 2009) with per-element steps `step` (B,) <= 1/L."""
+    op: LinearOperator, y: Tensor, prox: Prox, x0: Tensor, step: Tensor, max_iter: int = 100, tol: float = 0.0
+) -> Tensor:
+    """FISTA (Beck & Teboulle 2009) for min_x 0.5 ||A x - y||^2 + g(x), prox the prox of g, from
+    x0 (B, ...) with per-element steps `step` (B,) <= 1/L."""
+    grad = least_squares_gradient(op, y)
     step = batch_view(step, x0)
     x, z, t = x0, x0, 1.0
     active = torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device)
@@ -69,10 +72,11 @@ def fista(
 
 
 def pogm(
-    grad: Grad, prox: Prox, x0: torch.Tensor, step: torch.Tensor, max_iter: int = 100, tol: float = 0.0
-) -> torch.Tensor:
+    op: LinearOperator, y: Tensor, prox: Prox, x0: Tensor, step: Tensor, max_iter: int = 100, tol: float = 0.0
+) -> Tensor:
     """Proximal optimised gradient method (Taylor et al. 2017; Kim & Fessler 2018), about
-    twice as fast as FISTA in the worst case; per-element steps `step` (B,) <= 1/L."""
+    twice as fast as FISTA in the worst case; the problem and arguments of `fista`."""
+    grad = least_squares_gradient(op, y)
     step = batch_view(step, x0)
     x = w = z = x0
     theta = 1.0

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from mrirecon.data.hdf5_input import open_hdf5
 from mrirecon.errors import UserError
-from mrirecon.evaluation import report, results
+from mrirecon.evaluation import report, report_html, results
 from mrirecon.evaluation.figures import comparison_figure, heatmap_figure, summary_figure, sweep_figure, training_figure
 from mrirecon.evaluation.metrics import NAMES as METRICS
 from mrirecon.evaluation.optuna_figures import optuna_figures
@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
             names = "; ".join(label for label, _, _ in curves)
             caption = f"per epoch, from the metrics.csv of {names} (TensorBoard is the live view)"
             doc.figures.append(("Training curves", caption, stage / "training_curves.png"))
-        write_text(stage / "report.html", report.html_report(doc))
+        write_text(stage / "report.html", report_html.html_report(doc))
         written = sorted(p.name for p in stage.iterdir())
     _print_tables(doc)
     log.info("results in %s: %s", out, ", ".join(written))

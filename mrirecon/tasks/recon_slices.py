@@ -18,7 +18,7 @@ from mrirecon.methods import Method
 from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
-from mrirecon.tasks.recon_outputs import Chosen, SliceRecord
+from mrirecon.tasks.recon_summary import Chosen, SliceRecord
 
 Units = tuple[np.ndarray | None, np.ndarray | None]  # the subject and the volume of every slice of the file
 

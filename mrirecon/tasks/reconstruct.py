@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mrirecon.data.dataset import SliceDataset
-from mrirecon.data.h5 import DeepInPyFile, producer
+from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
 from mrirecon.evaluation import metrics
 from mrirecon.io import provenance
@@ -26,8 +26,9 @@ from mrirecon.io.ownership import Outputs
 from mrirecon.methods import Method
 from mrirecon.tasks.common import device_of, model_error_warning, open_processed, overwrite, plain, run_dir
 from mrirecon.tasks.recon_method import method_of
-from mrirecon.tasks.recon_outputs import OUTPUTS, OutputOptions, RunFacts, output_names, write_run
+from mrirecon.tasks.recon_outputs import OutputOptions, output_names, write_run
 from mrirecon.tasks.recon_slices import Units, reconstruct_slices
+from mrirecon.tasks.recon_summary import RunFacts
 from mrirecon.tasks.settings import check_file_variant
 
 log = logging.getLogger(__name__)
@@ -59,12 +60,12 @@ def options_of(cfg: DictConfig) -> ReconOptions:
 def image_shape(data: DeepInPyFile) -> tuple[int, int]:
     """The size of the images in every output: the file's recon size (fastMRI's reconSpace, e.g.
     320x320) where it records one, as fastMRI crops, else its k-space grid."""
-    return data.recon_size or data.shape
+    return data.header.recon_size or data.shape
 
 
 def has_reference(data: DeepInPyFile) -> bool:
     """Whether the file holds reference images (raw undersampled data does not)."""
-    return bool(data.attrs.get("has_reference", True))
+    return data.header.has_reference
 
 
 def units_of(data: DeepInPyFile) -> Units:
@@ -81,7 +82,7 @@ def check_training_subjects(cfg: DictConfig, trained: dict[str, Any], data: Deep
     differs so that the check cannot be made."""
     if "train_subjects" not in trained:
         return
-    here = str(data.attrs.get("source_id", data.attrs.get("source", "")))
+    here = data.header.source_id or ""
     if here != trained["source_id"]:
         log.warning(
             "checkpoint %s was trained on %s (source %s); %s comes from source %s: cannot check that no "
@@ -139,7 +140,7 @@ def split_of(cfg: DictConfig, data: DeepInPyFile) -> np.ndarray:
 
 def cfl_axes_of(data: DeepInPyFile) -> tuple[int, int]:
     """The BART dims of the image plane of the data's source (recon.cfl keeps them)."""
-    return data.cfl_axes
+    return data.header.cfl_axes
 
 
 def facts_of(
@@ -147,6 +148,8 @@ def facts_of(
 ) -> RunFacts:
     """What the outputs record about the run besides its slices."""
     checkpoint = cfg.get("checkpoint")
+    header = data.header
+    compression = header.coil_compression
     return RunFacts(
         method=method.name,
         variant=str(cfg.data.name),
@@ -161,14 +164,14 @@ def facts_of(
         overrides=list(HydraConfig.get().overrides.task),
         hardware=plain(cfg.hardware),
         has_reference=has_reference(data),
-        has_rss=bool(data.has_rss and has_reference(data)),
+        has_rss=header.has_rss and header.has_reference,
         shape=image_shape(data),
-        cropped=bool(data.recon_size),
-        noise_definition=str(data.attrs.get("noise_std_definition", NOISE_ESTIMATED)),
-        prewhitened=bool(int(data.attrs.get("prewhitened", 0))),
-        coil_compression=str(data.attrs.get("coil_compression", "none")),
+        cropped=header.recon_size is not None,
+        noise_definition=header.noise_std_definition or NOISE_ESTIMATED,
+        prewhitened=header.prewhitened,
+        coil_compression="none" if compression is None else compression.description,
         param_units=dict(method.units),
-        mask=str(data.attrs.get("mask", "")),
+        mask=header.mask or "",
     )
 
 
@@ -240,7 +243,7 @@ def run(cfg: DictConfig) -> float:
         facts = facts_of(cfg, method, method_config, trained, data)
         output = replace(options.output, cfl_axes=cfl_axes_of(data))
         torch.manual_seed(options.seed)
-        dataset = SliceDataset(data, indices, rss=data.has_rss)
+        dataset = SliceDataset(data, indices, rss=data.header.has_rss)
         records = reconstruct_slices(
             method, dataset, options.batch_size, device, units_of(data), image_shape(data), has_reference(data)
         )
@@ -257,10 +260,5 @@ def run(cfg: DictConfig) -> float:
 
 
 def outputs_of(cfg: DictConfig, out: Path) -> Outputs:
-    """The run dir's files as reconstruct owns them (ownership.Outputs); in a run dir from before
-    records existed, a recon.h5 of reconstruct vouches for the files next to it (not figures/)."""
-
-    def legacy(name: str) -> bool:
-        return name in OUTPUTS and producer(out / "recon.h5") == "reconstruct"
-
-    return Outputs(out, "reconstruct", replace=overwrite(cfg), legacy=legacy)
+    """The run dir's files as reconstruct owns them (ownership.Outputs)."""
+    return Outputs(out, "reconstruct", replace=overwrite(cfg))

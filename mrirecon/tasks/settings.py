@@ -105,14 +105,16 @@ def check_amp(amp: bool, device: torch.device, devices: Collection[str], what: s
 
 
 def check_file_variant(data: DeepInPyFile, bits: int | None, scale: float) -> None:
-    """Refuse a processed file whose recorded variant is not data.bits and data.scale (preprocess
-    records bits -1 for complex images); a file that records none is not checked."""
-    file_bits, file_scale = data.attrs.get("bits"), data.attrs.get("scale")
-    if file_bits is not None and int(file_bits) != (-1 if bits is None else int(bits)):
-        held = "complex images (bits null)" if int(file_bits) < 0 else f"{int(file_bits)}-bit images"
+    """Refuse a processed file whose recorded variant is not data.bits and data.scale; a file
+    that records none is not checked."""
+    variant = data.header.variant
+    if variant is None:
+        return
+    if variant.bits != bits:
+        held = "complex images (bits null)" if variant.bits is None else f"{variant.bits}-bit images"
         raise UserError(f"data.bits: {bits}, but {data.path} holds {held} (data.path and data=<variant> disagree)")
-    if file_scale is not None and abs(float(file_scale) - float(scale)) > 1e-9:
+    if abs(variant.scale - float(scale)) > 1e-9:
         raise UserError(
-            f"data.scale: {scale}, but {data.path} holds images of scale {float(file_scale)} "
+            f"data.scale: {scale}, but {data.path} holds images of scale {variant.scale} "
             "(data.path and data=<variant> disagree)"
         )

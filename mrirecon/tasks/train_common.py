@@ -90,13 +90,8 @@ EVENTS = "tensorboard/events.out.tfevents."  # TensorBoard's files start so
 
 
 def outputs_of(cfg: DictConfig, out: Path) -> Outputs:
-    """The run dir's files as train owns them (ownership.Outputs); in a run dir from before
-    records existed, training.json vouches for the training run's files."""
-
-    def legacy(name: str) -> bool:
-        return (out / "training.json").is_file() and (name in OUTPUTS or name.startswith(EVENTS))
-
-    return Outputs(out, "train", replace=overwrite(cfg), legacy=legacy)
+    """The run dir's files as train owns them (ownership.Outputs)."""
+    return Outputs(out, "train", replace=overwrite(cfg))
 
 
 def _earlier_run(outputs: Outputs) -> list[str]:
@@ -145,6 +140,6 @@ def training_data(data: DeepInPyFile, train_idx: np.ndarray) -> dict[str, Any]:
     subjects = np.arange(data.num_slices) if subjects is None else subjects
     return {
         "data_path": str(data.path.resolve()),
-        "source_id": str(data.attrs.get("source_id", data.attrs.get("source", ""))),
+        "source_id": data.header.source_id or "",
         "train_subjects": sorted(set(subjects[train_idx].tolist())),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import refused, run_main
 
-from mrirecon.data.cfl import read_cfl
+from mrirecon.data.formats.cfl import read_cfl
 
 
 def header(path: Path, dims: list[int], cfl_bytes: int) -> Path:

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from helpers import dft2c, tiny_arrays, write_h5
 
-from mrirecon.data.h5 import DeepInPyFile, DeepInPyWriter, Slice
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.sample import SampleSource
+from mrirecon.data.h5 import DeepInPyFile, Slice
+from mrirecon.data.h5_writer import DeepInPyWriter
+from mrirecon.data.header import Header, Variant
 from mrirecon.data.splits import check_splits, make_splits, subjects_of
 from mrirecon.data.transforms import make_variant, quantize, resize_maps, resized_shape, with_noise
 from mrirecon.errors import UserError
@@ -39,11 +41,13 @@ def test_writer_round_trip_and_attributes(tmp_path):
     arrays = tiny_arrays(n=3)
     out = tmp_path / "w.h5"
     subjects = np.array([7, 7, 9])
-    with DeepInPyWriter(out, 3, 4, (32, 24), {"variant": "x", "split_test": np.array([2])}, subjects=subjects) as w:
+    header = Header(variant=Variant(None, 1.0, name="x"), splits={"train": (0, 1), "val": (), "test": (2,)})
+    with DeepInPyWriter(out, 3, 4, (32, 24), header, subjects=subjects) as w:
         for i in range(3):
             w.write(i, Slice(arrays["imgs"][i], arrays["maps"][i], arrays["ksp"][i], arrays["masks"][i], 0.5 * i))
     f = DeepInPyFile(out)
-    assert f.attrs["variant"] == "x" and np.array_equal(f.read(1).ksp, arrays["ksp"][1])
+    assert f.header == header and np.array_equal(f.read(1).ksp, arrays["ksp"][1])
+    assert f.attrs["variant"] == "x" and f.attrs["bits"] == -1 and f.split_indices("test").tolist() == [2]
     assert f.read(2).noise_std == 1.0 and f.subjects().tolist() == [7, 7, 9]
     assert list(tmp_path.iterdir()) == [out]
 

@@ -22,7 +22,7 @@ from mrirecon.data import masks
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.data.transforms import make_variant
 from mrirecon.errors import UserError
-from mrirecon.tasks.preprocess import noise_estimate
+from mrirecon.tasks.preprocess_slices import noise_estimate
 
 PAD = (4, 44)  # acquired columns of 48 (fastMRI knees: [16, 350) of 368 in the same proportion)
 RECON = (32, 32)

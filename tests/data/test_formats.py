@@ -27,7 +27,7 @@ from formats_helpers import (
 from helpers import ASSETS, run_cli, tiny_arrays, write_h5
 from test_errors import assert_refused, cli, snapshot
 
-from mrirecon.data.cfl import read_cfl, write_cfl
+from mrirecon.data.formats.cfl import read_cfl, write_cfl
 from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.data.source import FORMATS, ReadOptions, detect, open_source
 from mrirecon.errors import UserError

@@ -1,5 +1,6 @@
 """Every malformed key or attribute of a processed file is one error line: a list of corruptions
-of a valid processed file (every attribute and per-slice key that train and reconstruct read),
+of a valid processed file (every attribute its typed header parses, data/header.py, and every
+per-slice key; missing ones too, since a file of preprocess carries them all),
 each read as the tasks read it, and the reported ones through `reconstruct` and `train` in this
 process; and keys of the wrong kind in the raw sources (fastMRI, raw k-space) that preprocess
 reads."""
@@ -46,6 +47,18 @@ def link(name: str, target: object) -> Callable[[h5py.File], None]:
     return change
 
 
+def without(name: str) -> Callable[[h5py.File], None]:
+    """Remove the attribute or, when there is none of that name, the key `name`."""
+
+    def change(f: h5py.File) -> None:
+        if name in f.attrs:
+            del f.attrs[name]
+        else:
+            del f[name]
+
+    return change
+
+
 def group(name: str) -> Callable[[h5py.File], None]:
     def change(f: h5py.File) -> None:
         if name in f:
@@ -73,6 +86,12 @@ CORRUPTIONS: dict[str, tuple[Callable[[h5py.File], None], tuple[str, ...]]] = {
     "recon_size_zero": (attr("recon_size", np.array([0, 5])), ("'recon_size'",)),
     "split_text": (attr("split_test", np.array([b"a"])), ("'split_test'",)),
     "split_out_of_range": (attr("split_test", np.array([100])), ("'split_test'", "[0, 5]")),
+    "scale_text": (attr("scale", "quarter"), ("'scale'", "(0, 1]")),
+    "mask_number": (attr("mask", 3), ("'mask'", "a string")),
+    "maps_number": (attr("maps", 1), ("'maps'", "a string")),
+    "producer_number": (attr("mrirecon_subcommand", 1), ("'mrirecon_subcommand'", "a string")),
+    "source_id_missing": (without("source_id"), ("'source_id'", "missing", "preprocess")),
+    "split_val_missing": (without("split_val"), ("'split_val'", "missing")),
     # per-slice keys
     "noise_std_short": (key("noise_std", np.ones(2, np.float32)), ("'noise_std'", "(2,)", f"({N},)")),
     "noise_std_text": (key("noise_std", np.array([b"x"] * N)), ("'noise_std'",)),
@@ -81,6 +100,8 @@ CORRUPTIONS: dict[str, tuple[Callable[[h5py.File], None], tuple[str, ...]]] = {
     "subject_text": (key("subject", np.array([b"a"] * N)), ("'subject'", "integers")),
     "subject_short": (key("subject", np.arange(2)), ("'subject'",)),
     "subject_float": (key("subject", np.arange(N) + 0.5), ("'subject'",)),
+    "volume_short": (key("volume", np.arange(2)), ("'volume'", f"({N},)")),
+    "volume_missing": (without("volume"), ("'volume'", "missing")),
     "acquired_columns": (key("acquired", np.zeros((N, 3), np.int64)), ("'acquired'",)),
     "acquired_outside": (key("acquired", np.tile([0, 99, 0, 24], (N, 1))), ("'acquired'",)),
     "rss_shape": (key("rss", np.ones((N, 4, 4), np.float32)), ("'rss'",)),
@@ -115,7 +136,7 @@ def read_as_the_tasks_do(path: Path) -> None:
         data.subjects()
         for i in range(len(data)):
             data.read(i)
-        assert data.cfl_axes
+        assert data.header.cfl_axes
 
 
 @pytest.mark.parametrize("case", list(CORRUPTIONS))

@@ -17,10 +17,9 @@ import pytest
 from formats_helpers import centred_fftn, centred_ifftn, ismrmrd_header, phantom_coils, write_acquisitions
 from helpers import run_cli
 
-from mrirecon.data.formats.ismrmrd import IsmrmrdOptions
+from mrirecon.data.formats.ismrmrd import IsmrmrdOptions, IsmrmrdSource
+from mrirecon.data.formats.ismrmrd_header import place_readouts
 from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.data.ismrmrd_raw import IsmrmrdSource
-from mrirecon.data.ismrmrd_scan import place_readouts
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError
 

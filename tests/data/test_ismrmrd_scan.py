@@ -19,7 +19,9 @@ from ismrmrd_scans import Scan, phantom, write_scan
 
 from mrirecon.data.completion import MapEstimator, calibration_block, espirit_maps, sense_combine
 from mrirecon.data.formats.ismrmrd import IsmrmrdOptions
-from mrirecon.data.ismrmrd_scan import CALIBRATION, IGNORED, IMAGING, recon_rows, row_kinds
+from mrirecon.data.formats.ismrmrd_header import IGNORED
+from mrirecon.data.formats.ismrmrd_rows import CALIBRATION, IMAGING, row_kinds
+from mrirecon.data.formats.ismrmrd_sampling import recon_rows
 from mrirecon.data.masks import MaskError
 from mrirecon.data.source import ReadOptions, open_source
 from mrirecon.errors import UserError

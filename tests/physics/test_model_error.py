@@ -12,7 +12,7 @@ from helpers import ASSETS
 from scipy import ndimage
 
 from mrirecon.data.completion import espirit_maps
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.physics.model_error import MIN_WIDTH, calibration_width, model_error
 from mrirecon.physics.noise import estimate_noise_std
 

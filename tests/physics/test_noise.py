@@ -8,7 +8,7 @@ import sigpy.mri
 import torch
 from helpers import ASSETS
 
-from mrirecon.data.sample import SampleSource
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.physics.noise import complex_noise, estimate_noise_std
 
 DATA = ASSETS

@@ -7,8 +7,8 @@ import pytest
 import torch
 from helpers import centred_dft_matrix, crandn, dft2c, random_operator
 
-from mrirecon.physics.fft import fft2c, ifft2c
-from mrirecon.physics.sense import SenseOperator
+from mrirecon.physics.fft import FFT, fft2c, ifft2c
+from mrirecon.physics.sense import CoilMaps, Mask, SenseOperator
 
 SHAPES = [(32, 24), (33, 25), (16, 15), (80, 64)]  # even sizes fold the shifts, odd ones do not
 
@@ -76,6 +76,18 @@ def test_sense_matches_explicit_definition(shape):
     expected_adj = (np.conj(s) * (fx.conj().T @ (m * y.numpy()) @ fy.conj())).sum(1)  # F^H along each axis
     assert rel(op.adjoint(y), torch.from_numpy(expected_adj)) < 1e-5
     assert rel(op.maps, maps) < 1e-6
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shared_mask", [False, True])
+def test_sense_equals_mask_fft_coil_maps(shape, shared_mask):
+    """The fused operator (shifts folded into maps and mask for even sizes) is M @ F @ S."""
+    op, maps, mask = random_operator(2, 3, shape, shared_mask)
+    composed = Mask(mask[0] if shared_mask else mask) @ FFT() @ CoilMaps(maps)
+    x, y = crandn(2, *shape, seed=3), crandn(2, 3, *shape, seed=4)
+    assert rel(op.forward(x), composed.forward(x)) < 1e-6
+    assert rel(op.adjoint(y), composed.adjoint(y)) < 1e-6
+    assert rel(op.normal(x), composed.normal(x)) < 1e-6
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -36,7 +36,7 @@ def system():
 def test_cg_matches_linalg_solve(system, lam):
     op, rhs = system
     n = rhs[0].numel()
-    x = conjugate_gradient(op.normal, rhs, lam=lam, max_iter=200, tol=1e-7)
+    x = conjugate_gradient(op.gram, rhs, lam=lam, max_iter=200, tol=1e-7)
     for b in range(2):
         matrix = dense_normal(op, rhs, b) + lam * torch.eye(n, dtype=torch.complex128)
         expected = torch.linalg.solve(matrix, rhs[b].reshape(-1).to(torch.complex128))
@@ -46,17 +46,17 @@ def test_cg_matches_linalg_solve(system, lam):
 
 def test_cg_warm_start_at_solution_does_nothing(system):
     op, rhs = system
-    x = conjugate_gradient(op.normal, rhs, lam=0.5, max_iter=200, tol=1e-7)
-    again = conjugate_gradient(op.normal, rhs, x0=x, lam=0.5, max_iter=1, tol=1e-3)
+    x = conjugate_gradient(op.gram, rhs, lam=0.5, max_iter=200, tol=1e-7)
+    again = conjugate_gradient(op.gram, rhs, x0=x, lam=0.5, max_iter=1, tol=1e-3)
     assert torch.allclose(again, x, atol=1e-6)
 
 
 def test_cg_respects_max_iter_and_reduces_residual(system):
     op, rhs = system
     residual = lambda x: float((op.normal(x) + 0.1 * x - rhs).abs().norm())  # noqa: E731
-    r0 = conjugate_gradient(op.normal, rhs, lam=0.1, max_iter=0)
+    r0 = conjugate_gradient(op.gram, rhs, lam=0.1, max_iter=0)
     assert torch.equal(r0, torch.zeros_like(rhs))
-    r1, r5 = (conjugate_gradient(op.normal, rhs, lam=0.1, max_iter=k, tol=0.0) for k in (1, 5))
+    r1, r5 = (conjugate_gradient(op.gram, rhs, lam=0.1, max_iter=k, tol=0.0) for k in (1, 5))
     assert residual(r5) < residual(r1) < float(rhs.abs().norm())
 
 
@@ -71,7 +71,7 @@ def test_cg_per_batch_lambda_and_implicit_gradient(system):
     L = ||x||^2 for each slice's own lam."""
     op, rhs = double_system(system)
     lam = torch.tensor([0.1, 10.0], dtype=torch.float64, requires_grad=True)
-    x = conjugate_gradient(op.normal, rhs, lam=lam, max_iter=200, tol=1e-12)
+    x = conjugate_gradient(op.gram, rhs, lam=lam, max_iter=200, tol=1e-12)
     # large lambda shrinks the solution towards rhs / lam
     assert torch.allclose(x[1], rhs[1] / 10.0, atol=0.05 * float(rhs[1].abs().max()))
     x.abs().pow(2).sum().backward()
@@ -92,7 +92,7 @@ def test_cg_gradients_match_finite_differences(system):
     lam = torch.tensor([0.3, 2.0], dtype=torch.float64)
     inputs = tuple(t.clone().requires_grad_(True) for t in (rhs, x0, lam))
     assert torch.autograd.gradcheck(
-        lambda b, start, weight: conjugate_gradient(op.normal, b, x0=start, lam=weight, max_iter=4, tol=0.0),
+        lambda b, start, weight: conjugate_gradient(op.gram, b, x0=start, lam=weight, max_iter=4, tol=0.0),
         inputs,
         fast_mode=True,
     )
@@ -100,11 +100,11 @@ def test_cg_gradients_match_finite_differences(system):
 
 def test_cg_zero_rhs_stays_zero(system):
     op, rhs = system
-    x = conjugate_gradient(op.normal, torch.zeros_like(rhs), lam=0.1, max_iter=10)
+    x = conjugate_gradient(op.gram, torch.zeros_like(rhs), lam=0.1, max_iter=10)
     assert torch.equal(x, torch.zeros_like(rhs))
 
 
 def test_cg_rejects_negative_iterations(system):
     op, rhs = system
     with pytest.raises(ValueError):
-        conjugate_gradient(op.normal, rhs, max_iter=-1)
+        conjugate_gradient(op.gram, rhs, max_iter=-1)

@@ -15,8 +15,8 @@ from helpers import dft2c, run_cli, tiny_arrays, write_h5
 from hydra import compose, initialize_config_dir
 
 from mrirecon.cli.app import config_dir
+from mrirecon.data.formats.sample import SampleSource
 from mrirecon.data.h5 import DeepInPyFile
-from mrirecon.data.sample import SampleSource
 from mrirecon.tasks import preprocess
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -174,8 +175,9 @@ def test_report_in_a_headless_browser(evaluated, tmp_path):
     assert blue.sum() > 200
 
 
-def fake_train_run(path: Path) -> Path:
-    """A train run dir: .hydra/config.yaml and a metrics.csv of 10 epochs."""
+def fake_train_run(path: Path, trains: str | None = "dbp + unet (supervised, sse loss)") -> Path:
+    """A train run dir: .hydra/config.yaml, a metrics.csv of 10 epochs and training.json saying
+    what it `trains` (None: none)."""
     (path / ".hydra").mkdir(parents=True)
     (path / ".hydra" / "config.yaml").write_text(
         "method:\n  name: dbp\nmodel:\n  name: unet\ntrain:\n  supervised: true\n"
@@ -183,20 +185,23 @@ def fake_train_run(path: Path) -> Path:
     lines = ["epoch,step,train_loss,val_nrmse,val_psnr,val_ssim,lr"]
     lines += [f"{e},{3 * e},{1 / e:.4g},{0.3 / e:.4g},{25 + e:.4g},{0.5 + e / 40:.4g},0.001" for e in range(1, 11)]
     (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    if trains is not None:
+        (path / "training.json").write_text(json.dumps({"trains": trains}))
     return path
 
 
 def test_training_curves_of_a_train_run(tmp_path):
-    fake_train_run(tmp_path / "train" / "run1")  # from before training.json: labelled from its config
-    described = fake_train_run(tmp_path / "train" / "run2")
-    (described / "training.json").write_text('{"trains": "unet_image + fastmri_unet (supervised, l1 loss)"}')
+    fake_train_run(tmp_path / "train" / "run1")
+    fake_train_run(tmp_path / "train" / "run2", "unet_image + fastmri_unet (supervised, l1 loss)")
+    fake_train_run(tmp_path / "train" / "run3", None)  # not a run of this mrirecon: listed as skipped
     res = run_cli("evaluate", f"runs={tmp_path / 'train'}", "hydra.run.dir=out", cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "out"
     assert (out / "training_curves.png").stat().st_size > 10_000 and not (out / "results.csv").exists()
     page = (out / "report.html").read_text()
     assert "0 reconstruct runs, 2 train runs" in page
-    assert "Training curves" in page and "unrolled family: method=dbp model=unet (train/run1)" in page
+    assert "Training curves" in page and "dbp + unet (supervised, sse loss) (train/run1)" in page
+    assert f"{tmp_path / 'train' / 'run3'}: no training.json" in page
     assert "unet_image + fastmri_unet (supervised, l1 loss) (train/run2)" in page and page.count("data:image/png") == 1
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from helpers import TESTS, preprocess_in_process, tiny_arrays, write_h5
 
-from mrirecon.data.h5 import SPLITS, DeepInPyFile
+from mrirecon.data.h5 import DeepInPyFile
+from mrirecon.data.header import SPLITS
 from mrirecon.data.splits import check_splits, make_splits
 from mrirecon.errors import UserError
 

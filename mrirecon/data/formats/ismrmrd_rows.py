@@ -1,4 +1,4 @@
-"""What an ISMRMRD raw file holds, from its headers: geometry, where every readout goes, noise.
+"""What every readout of an ISMRMRD raw file is and where it goes: one pass over the acquisition headers.
 
 `read_geometry` parses the XML header (encoded and recon matrices, encoding limits, 2D
 multi-slice or 3D, the parallel-imaging calibration mode); `scan_rows` reads every acquisition
@@ -41,159 +41,23 @@ numbers are the `ismrmrd` package's):
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import ismrmrd
 import numpy as np
 
-IGNORED = (  # mrpro's DEFAULT_IGNORE_FLAGS less noise and calibration, which are used
-    "ACQ_IS_NAVIGATION_DATA",
-    "ACQ_IS_PHASECORR_DATA",
-    "ACQ_IS_HPFEEDBACK_DATA",
-    "ACQ_IS_RTFEEDBACK_DATA",
-    "ACQ_IS_DUMMYSCAN_DATA",
-    "ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA",
-    "ACQ_IS_PHASE_STABILIZATION_REFERENCE",
-    "ACQ_IS_PHASE_STABILIZATION",
+from mrirecon.data.formats.ismrmrd_header import (
+    COUNTED,
+    IGNORED,
+    SEPARATE_MODES,
+    Geometry,
+    ScanError,
+    bit,
+    readout_range,
 )
-COUNTED = (  # flags whose rows the provenance counts
-    "ACQ_IS_NOISE_MEASUREMENT",
-    "ACQ_IS_PARALLEL_CALIBRATION",
-    "ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING",
-    "ACQ_IS_REVERSE",
-    *IGNORED,
-)
+
 IMAGING, CALIBRATION = 1, 2  # bits of RowLayout.kind
-SEPARATE_MODES = ("separate", "external")
-
-
-class ScanError(ValueError):
-    """A file whose headers cannot be read as a Cartesian acquisition; the message says why."""
-
-
-def bit(flag: int | str) -> np.uint64:
-    """The bit of an ISMRMRD flag (its number, or its name in the `ismrmrd` package)."""
-    number = int(getattr(ismrmrd, flag)) if isinstance(flag, str) else flag
-    return np.uint64(1) << np.uint64(number - 1)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """From the XML header: encoded (x, y, z) and recon (x, y, z) matrix sizes, the encoding
-    limits' centres of (ky, kz), the patient ID, the limits' (minimum, maximum) of (ky, kz)
-    steps (None where absent) and the parallel-imaging calibration mode (None: not stated)."""
-
-    encoded: tuple[int, int, int]
-    recon: tuple[int, int, int]
-    centre: tuple[int, int]
-    patient: str | None
-    limits: tuple[tuple[int, int] | None, tuple[int, int] | None] = (None, None)
-    calibration_mode: str | None = None
-
-    @property
-    def two_d(self) -> bool:
-        return self.encoded[2] == 1
-
-
-def read_geometry(xml: bytes | str) -> Geometry:
-    """Parse the ISMRMRD XML header; raises ScanError for a non-Cartesian or unreadable one."""
-    import ismrmrd.xsd
-
-    try:
-        header = ismrmrd.xsd.CreateFromDocument(xml)
-        enc = header.encoding[0]
-        e, r = enc.encodedSpace.matrixSize, enc.reconSpace.matrixSize
-    except Exception as exc:
-        text = str(exc).splitlines()[0][:120] if str(exc) else ""
-        raise ScanError(f"header in 'dataset/xml' does not parse ({exc.__class__.__name__}: {text})") from None
-    trajectory = getattr(enc.trajectory, "value", str(enc.trajectory))
-    if trajectory != "cartesian":
-        raise ScanError(
-            f"trajectory is '{trajectory}': only Cartesian acquisitions are read (non-Cartesian data needs "
-            "gridding, e.g. with BART or sigpy)"
-        )
-    encoded = (int(e.x), int(e.y), max(int(e.z), 1))
-    limits = enc.encodingLimits
-    centre: list[int] = []
-    bounds: list[tuple[int, int] | None] = []
-    for name, size in (("kspace_encoding_step_1", encoded[1]), ("kspace_encoding_step_2", encoded[2])):
-        lim = getattr(limits, name, None) if limits is not None else None
-        centre.append(size // 2 if lim is None or lim.center is None else int(lim.center))
-        has_bounds = lim is not None and lim.minimum is not None and lim.maximum is not None
-        bounds.append((int(lim.minimum), int(lim.maximum)) if has_bounds else None)  # type: ignore[union-attr]
-    recon = tuple(min(max(int(a), 1), b) for a, b in zip((r.x, r.y, r.z), encoded))
-    subject = header.subjectInformation.patientID if header.subjectInformation is not None else None
-    mode = getattr(getattr(enc.parallelImaging, "calibrationMode", None), "value", None)
-    return Geometry(
-        encoded,
-        recon,  # type: ignore[arg-type]
-        (centre[0], centre[1]),
-        str(subject) if subject else None,
-        (bounds[0], bounds[1]),
-        None if mode is None else str(mode),
-    )
-
-
-def place_readouts(
-    samples: np.ndarray, reverse: np.ndarray, discard: tuple[int, int], center_sample: int, size: int
-) -> np.ndarray:
-    """Readouts on the encoded readout grid (see the module docstring).
-
-    Args:
-        samples: stored samples (n, C, N) complex, in acquisition (time) order.
-        reverse: (n,) bool, ACQ_IS_REVERSE of each readout.
-        discard: (discard_pre, discard_post) stored samples to drop.
-        center_sample: the k = 0 sample in k-space order (0: not set).
-        size: encoded readout size X.
-
-    Returns:
-        (n, C, X) complex64, zeros where nothing was acquired.
-    """
-    n, c, count = samples.shape
-    pre, post = discard
-    kept = count - pre - post
-    first_forward, first_reversed = readout_offsets(count, discard, center_sample, size)
-    out = np.zeros((n, c, size), np.complex64)
-    fwd = ~reverse
-    out[fwd, :, first_forward : first_forward + kept] = samples[fwd][..., pre : count - post]
-    if reverse.any():  # k-space order: flip, then the discarded time-order ends swap sides
-        flipped = samples[reverse][..., ::-1]
-        out[reverse, :, first_reversed : first_reversed + kept] = flipped[..., post : count - pre]
-    return out
-
-
-def readout_offsets(count: int, discard: tuple[int, int], center_sample: int, size: int) -> tuple[int, int]:
-    """Where the first kept sample of a forward and of a reversed readout lands on the encoded
-    grid of `size`; raises ScanError when the kept samples do not fit."""
-    pre, post = discard
-    kept = count - pre - post
-    if kept < 1 or kept > size:
-        raise ScanError(f"readouts keep {kept} of {count} samples (discard_pre {pre}, post {post}) for x = {size}")
-    if kept == size or center_sample == 0:
-        first = (size - kept) // 2
-        return first, first
-    forward, backward = size // 2 - center_sample + pre, size // 2 - center_sample + post
-    for first in (forward, backward):
-        if not 0 <= first <= size - kept:
-            raise ScanError(
-                f"center_sample {center_sample} places readouts of {kept} kept samples (discard_pre {pre}, "
-                f"post {post}) outside the encoded x = {size}"
-            )
-    return forward, backward
-
-
-def readout_range(
-    count: int, discard: tuple[int, int], center_sample: int, size: int, forward: bool, reversed_: bool
-) -> tuple[int, int]:
-    """[first, stop) of the encoded readout positions that the forward and/or reversed readouts
-    acquire (`readout_offsets`): the whole grid unless an echo is partial."""
-    kept = count - sum(discard)
-    first_forward, first_reversed = readout_offsets(count, discard, center_sample, size)
-    firsts = [f for f, used in ((first_forward, forward), (first_reversed, reversed_)) if used] or [first_forward]
-    return min(firsts), max(firsts) + kept
 
 
 @dataclass
@@ -475,29 +339,6 @@ def scan_rows(
     )  # fmt: skip
 
 
-def line_region(geometry: Geometry, counts: np.ndarray) -> tuple[int, int, int, int]:
-    """[y0, y1) x [z0, z1) of the (ky, kz) grid that was acquired: the header's encoding limits
-    (minimum, maximum) placed on the grid as the lines are, else the sampled lines' extent."""
-    _, ey, ez = geometry.encoded
-    sampled = (counts > 0).any(0).reshape(ey, ez)
-    out: list[int] = []
-    for axis, (size, centre, bounds) in enumerate(zip((ey, ez), geometry.centre, geometry.limits)):
-        hit = np.flatnonzero(sampled.any(1 - axis))
-        if bounds is not None and bounds[1] >= bounds[0]:
-            first, last = bounds[0] - centre + size // 2, bounds[1] - centre + size // 2
-            if len(hit):  # a file whose lines lie outside its own limits: the lines win
-                first, last = min(first, int(hit[0])), max(last, int(hit[-1]))
-        else:
-            first, last = (int(hit[0]), int(hit[-1])) if len(hit) else (0, size - 1)
-        out += [max(first, 0), min(last + 1, size)]
-    return out[0], out[1], out[2], out[3]
-
-
-def covariance_json(cov: np.ndarray) -> str:
-    """A covariance matrix as JSON: rows of [real, imag] pairs (provenance)."""
-    return json.dumps([[[float(v.real), float(v.imag)] for v in row] for row in cov])
-
-
 def provenance(geometry: Geometry, layout: RowLayout) -> dict[str, Any]:
     """Attributes describing the acquisition for the processed file: matrices, noise scans,
     repeated lines, the rows of every flag (`readouts`, JSON) and the calibration mode."""
@@ -517,68 +358,3 @@ def provenance(geometry: Geometry, layout: RowLayout) -> dict[str, Any]:
         "calibration": mode + (f" ({known})" if known else ""),
         **({"slice_order": json.dumps(layout.slice_order)} if geometry.two_d else {}),
     }
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """The output slices of a file: `shape` (X, Y) of every slice, whether the encoded grid is
-    cropped to it in image space (`crop`: a fully sampled slice, to reconSpace), the `acquired`
-    region (x0, x1, y0, y1) on it, `readout_rows` [x0, x1) of a 2D slice's readout that the
-    echo covers, `has_reference` (the data determine the image: every line inside the limits,
-    symmetric limits, a full echo), `recon_size` (the reconSpace crop of an uncropped grid, or
-    None) and what was never acquired: `missing_samples` of the encoded readout (partial echo),
-    `missing_lines` of the grid outside the limits (partial Fourier or padding)."""
-
-    shape: tuple[int, int]
-    crop: bool
-    acquired: tuple[int, int, int, int]
-    readout_rows: tuple[int, int]
-    has_reference: bool
-    recon_size: tuple[int, int] | None
-    missing_samples: int
-    missing_lines: int
-
-
-def recon_rows(first: int, stop: int, encoded: int, recon: int) -> tuple[int, int]:
-    """[x0, x1) of a readout cropped from `encoded` to `recon` samples in image space (oversampling
-    removed) whose k positions lie inside the acquired encoded samples [first, stop): sample j of
-    the recon grid sits at k = (j - recon // 2) * encoded / recon encoded samples from the centre."""
-    scale = recon / encoded
-    x0 = math.ceil(recon // 2 + (first - encoded // 2) * scale - 1e-9)
-    x1 = math.floor(recon // 2 + (stop - 1 - encoded // 2) * scale + 1e-9) + 1
-    return max(x0, 0), min(x1, recon)
-
-
-def _symmetric(first: int, stop: int, size: int) -> bool:
-    """Whether [first, stop) of a centred axis of `size` reaches as far on both sides of k = 0."""
-    return abs((size // 2 - first) - (stop - 1 - size // 2)) <= 1
-
-
-def sampling(geometry: Geometry, layout: RowLayout) -> Sampling:
-    """The output slices (see `Sampling`) from the geometry and the row layout."""
-    ex, ey, ez = geometry.encoded
-    rx, ry, rz = geometry.recon
-    y0, y1, z0, z1 = line_region(geometry, layout.counts)
-    first, stop = layout.readout_range(ex)
-    inside = layout.counts.reshape(-1, ey, ez)[:, y0:y1, z0:z1]
-    rows = recon_rows(first, stop, ex, rx) if geometry.two_d else (0, rx)
-    full_echo = (first, stop) == (0, ex) or (geometry.two_d and rows == (0, rx))
-    reference = bool((inside > 0).all()) and _symmetric(y0, y1, ey) and _symmetric(z0, z1, ez) and full_echo
-    if geometry.two_d:
-        grid, recon, region = (rx, ey), (rx, ry), (rows[0], rows[1], y0, y1)
-        whole = (y0, y1) == (0, ey)
-    else:
-        grid, recon, region = (ey, ez), (ry, rz), (y0, y1, z0, z1)
-        whole = region == (0, ey, 0, ez)
-    crop = reference and whole
-    shape = recon if crop else grid
-    return Sampling(
-        shape=shape,
-        crop=crop,
-        acquired=(0, shape[0], 0, shape[1]) if crop else region,
-        readout_rows=rows,
-        has_reference=reference,
-        recon_size=None if crop or recon == grid else recon,
-        missing_samples=ex - (stop - first),
-        missing_lines=ey * ez - (y1 - y0) * (z1 - z0),
-    )
