@@ -25,7 +25,7 @@ from mrirecon.training.callbacks import Interrupt, standard_callbacks
 from mrirecon.training.schedules import cosine_schedule, step_schedule
 from mrirecon.training.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.training.trainables.unrolled import UnrolledTrainable
-from mrirecon.training.trainer import Settings, Trainer
+from mrirecon.training.trainer import Settings, Trainer, train_loader
 
 
 def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -284,3 +284,44 @@ def test_sigterm_stops_training_cleanly_as_ctrl_c(tmp_path):
     assert interrupts.name() == "SIGTERM" and interrupts.exit_code() == 143
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert saved["step"] == 4 and not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+class WorkerRecording(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
+    """Items that say which DataLoader worker read them (-1: the main process)."""
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        info = torch.utils.data.get_worker_info()
+        return {"index": torch.tensor(k), "worker": torch.tensor(-1 if info is None else info.id)}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_loader_reads_in_its_workers_the_given_batches(workers):
+    """hardware.num_workers (Settings.num_workers) takes effect: the items are read in that many
+    worker processes, in the given batches; memory is pinned only for a CUDA device."""
+    batches = [[4, 0], [5], [1, 3], [2]]
+    loader = train_loader(WorkerRecording(), batches, workers, 3, (0, 0, 0), torch.device("cpu"))
+    read = list(loader)
+    assert [b["index"].tolist() for b in read] == batches
+    assert {w for b in read for w in b["worker"].tolist()} == ({0, 1} if workers else {-1})
+    assert not loader.pin_memory
+    assert train_loader(WorkerRecording(), batches, workers, 3, (0, 0, 0), torch.device("cuda")).pin_memory
+
+
+def test_training_is_the_same_for_any_number_of_loader_workers(tmp_path):
+    """Batches, holdouts, noise, flips, random phase and dropout do not depend on the loader's
+    workers: 0, 1 and 2 workers train the same weights and metrics.csv, bit for bit."""
+    runs = []
+    for workers in (0, 1, 2):
+        run = trainer(tmp_path / str(workers), unsupervised_trainable(), epochs=2)
+        run.settings.num_workers = workers
+        run.fit()
+        runs.append(run)
+    first = runs[0]
+    assert first.state["step"] == 6
+    for run in runs[1:]:
+        for (name, a), b in zip(first.model.state_dict().items(), run.model.state_dict().values()):
+            assert torch.equal(a, b), name
+        assert (run.out_dir / "metrics.csv").read_text() == (first.out_dir / "metrics.csv").read_text()

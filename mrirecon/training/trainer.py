@@ -75,6 +75,29 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def train_loader(
+    dataset: Dataset[dict[str, torch.Tensor]],
+    batches: list[list[int]],
+    num_workers: int,
+    seed: int,
+    position: tuple[int, ...],
+    device: torch.device,
+) -> DataLoader[dict[str, torch.Tensor]]:
+    """The DataLoader of training: exactly `batches` (lists of item indices) in order, read by
+    `num_workers` worker processes (0: in this process), each a batch at a time, two batches
+    ahead per worker; its generator is the stream (seed, LOADER, *position), e.g. (rank,
+    epoch, batch). Items are fetched by index and augmented later (from the step's own stream),
+    so the batches and every draw are the same for any number of workers. Batches for a CUDA
+    `device` come in pinned memory (their copy to the GPU overlaps the step)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=streams.generator(seed, streams.LOADER, *position),
+    )
+
+
 def seed_globals(seed: int) -> None:
     """Seed torch (every device), numpy's and Python's global generators from one 64-bit seed."""
     torch.manual_seed(seed)
@@ -305,11 +328,13 @@ class Trainer:
         mine = [ddp.shard(b) for b in batches]
         position = (ddp.rank(), self.state["epoch"], self.state["batch"])
         loader = iter(
-            DataLoader(
+            train_loader(
                 self.train_set,
-                batch_sampler=[m for m in mine if m],
-                num_workers=self.settings.num_workers,
-                generator=streams.generator(self.settings.seed, streams.LOADER, *position),
+                [m for m in mine if m],
+                self.settings.num_workers,
+                self.settings.seed,
+                position,
+                self.device,
             )
         )
         for items, global_items in zip(mine, batches):
