@@ -6,7 +6,7 @@ Makes a full-scale processed file from the embedded sample (`mrirecon preprocess
 train data=full` builds with the defaults (dbp, ResNet k3, batch size 2, supervised, the default
 augmentation random_phase): the training split's dataset and the trainable. Then, in one run:
 
-- read: the training DataLoader (`trainer.train_loader`, as the Trainer builds it) alone, with
+- read: the training DataLoader (`training/loader.py`, as the Trainer builds it) alone, with
   0, 1 and 2 worker processes, batches moved to the device: slices/s after the first batch
   (steady state), and the time to the first batch (worker start-up, opening the file; the
   Trainer makes a new loader each epoch);
@@ -48,7 +48,7 @@ from mrirecon.data.augment import augment
 from mrirecon.tasks.common import open_processed, variant_of
 from mrirecon.tasks.train import _family, optimizer_of, stored_splits, trainable_of
 from mrirecon.tasks.train_common import settings_of
-from mrirecon.training.trainer import train_loader
+from mrirecon.training.loader import train_loader
 
 VARIANT = "full"
 

@@ -22,10 +22,11 @@ from mrirecon.errors import UserError
 from mrirecon.nets.flow import GlobalActNorm
 from mrirecon.training import distributed as ddp
 from mrirecon.training.callbacks import Interrupt, standard_callbacks
+from mrirecon.training.loader import train_loader
 from mrirecon.training.schedules import cosine_schedule, step_schedule
 from mrirecon.training.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.training.trainables.unrolled import UnrolledTrainable
-from mrirecon.training.trainer import Settings, Trainer, train_loader
+from mrirecon.training.trainer import Settings, Trainer
 
 
 def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[dict[str, torch.Tensor]]:

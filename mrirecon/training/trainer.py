@@ -35,6 +35,7 @@ from mrirecon.io.locks import remove_temporaries
 from mrirecon.training import distributed as ddp
 from mrirecon.training import streams
 from mrirecon.training.callbacks import BUDGET, INTERRUPT, Callback
+from mrirecon.training.loader import train_loader
 from mrirecon.training.schedules import restore_position
 from mrirecon.training.trainables.base import Trainable
 
@@ -73,29 +74,6 @@ def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def train_loader(
-    dataset: Dataset[dict[str, torch.Tensor]],
-    batches: list[list[int]],
-    num_workers: int,
-    seed: int,
-    position: tuple[int, ...],
-    device: torch.device,
-) -> DataLoader[dict[str, torch.Tensor]]:
-    """The DataLoader of training: exactly `batches` (lists of item indices) in order, read by
-    `num_workers` worker processes (0: in this process), each a batch at a time, two batches
-    ahead per worker; its generator is the stream (seed, LOADER, *position), e.g. (rank,
-    epoch, batch). Items are fetched by index and augmented later (from the step's own stream),
-    so the batches and every draw are the same for any number of workers. Batches for a CUDA
-    `device` come in pinned memory (their copy to the GPU overlaps the step)."""
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        generator=streams.generator(seed, streams.LOADER, *position),
-    )
 
 
 def seed_globals(seed: int) -> None:
@@ -325,17 +303,10 @@ class Trainer:
     def _local_batches(self, batches: list[list[int]]) -> Iterator[tuple[dict[str, torch.Tensor] | None, float]]:
         """(batch on device or None, this rank's share of the global batch) for each global
         batch; a rank whose share is empty (a short last batch) gets None."""
-        mine = [ddp.shard(b) for b in batches]
+        mine, s = [ddp.shard(b) for b in batches], self.settings
         position = (ddp.rank(), self.state["epoch"], self.state["batch"])
         loader = iter(
-            train_loader(
-                self.train_set,
-                [m for m in mine if m],
-                self.settings.num_workers,
-                self.settings.seed,
-                position,
-                self.device,
-            )
+            train_loader(self.train_set, [m for m in mine if m], s.num_workers, s.seed, position, self.device)
         )
         for items, global_items in zip(mine, batches):
             yield (_to(next(loader), self.device) if items else None), len(items) / len(global_items)
