@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 import torch
 from omegaconf import OmegaConf
 
-from mrirecon.cli.overrides import config_file
+from mrirecon.cli.configs import config_file
 from mrirecon.data.batch import Batch
 from mrirecon.data.h5 import whole_grid
 from mrirecon.losses.supervised import SquaredErrorLoss

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mrirecon.cli.overrides import compose, config_file, group_options
+from mrirecon.cli.configs import config_file, group_options
+from mrirecon.cli.overrides import compose
 from mrirecon.methods import REGISTRY, Method, build_method
 from mrirecon.training.trainables import TRAINABLES, Family, family_for
 

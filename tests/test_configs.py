@@ -26,7 +26,8 @@ from registered import (
 )
 
 from mrirecon.cli.app import config_dir
-from mrirecon.cli.overrides import compose, config_dirs, group_options
+from mrirecon.cli.configs import config_dirs, group_options
+from mrirecon.cli.overrides import compose
 from mrirecon.data.batch import collate
 from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.h5 import DeepInPyFile

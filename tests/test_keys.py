@@ -31,7 +31,8 @@ from registered import (
     trained_method,
 )
 
-from mrirecon.cli.overrides import Problem, check, check_read, compose, group_options, parse
+from mrirecon.cli.configs import group_options
+from mrirecon.cli.overrides import Problem, check, check_read, compose, parse
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, build_method
 from mrirecon.tasks import preprocess, preprocess_subjects, reconstruct, train

@@ -70,7 +70,8 @@ LISTING = """
 import contextlib, io, json
 from mrirecon.cli.app import main
 from mrirecon.methods import REGISTRY
-from mrirecon.cli.overrides import compose, group_options
+from mrirecon.cli.overrides import compose
+from mrirecon.cli.configs import group_options
 help = io.StringIO()
 with contextlib.redirect_stdout(help):
     main(["reconstruct", "--help"])

@@ -24,6 +24,7 @@ from mrirecon.errors import UserError
 from mrirecon.nets.flow import GlobalActNorm
 from mrirecon.training import distributed as ddp
 from mrirecon.training.callbacks import Callback, Interrupt, standard_callbacks
+from mrirecon.training.loader import train_loader
 from mrirecon.training.schedules import cosine_schedule, schedule, step_schedule
 from mrirecon.training.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.training.trainables.unrolled import UnrolledTrainable
@@ -288,3 +289,64 @@ def test_sigterm_stops_training_cleanly_as_ctrl_c(tmp_path):
     assert interrupts.name() == "SIGTERM" and interrupts.exit_code() == 143
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["state"]
     assert saved["step"] == 4 and not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+
+
+class WorkerRecording(torch.utils.data.Dataset[Batch]):
+    """Batches of one (tiny) slice whose noise_std says which DataLoader worker read them (-1:
+    the main process)."""
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, k: int) -> Batch:
+        info = torch.utils.data.get_worker_info()
+        one = torch.zeros(1, 1, 2, 2, dtype=torch.complex64)
+        return Batch(
+            ksp=one,
+            maps=one,
+            mask=torch.ones(1, 2, 2),
+            noise_std=torch.tensor([-1.0 if info is None else float(info.id)]),
+            index=torch.tensor([k]),
+            acquired=torch.tensor([[0, 2, 0, 2]]),
+        )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_loader_reads_in_its_workers_the_given_batches(workers):
+    """hardware.num_workers (Settings.num_workers) takes effect: the items are read in that many
+    worker processes, in the given batches, joined into Batches; memory is pinned only for a
+    CUDA device."""
+    batches = [[4, 0], [5], [1, 3], [2]]
+    loader = train_loader(WorkerRecording(), batches, workers, 3, (0, 0, 0), torch.device("cpu"))
+    read = list(loader)
+    assert all(isinstance(b, Batch) for b in read)
+    assert [b.index.tolist() for b in read] == batches
+    assert {int(w) for b in read for w in b.noise_std.tolist()} == ({0, 1} if workers else {-1})
+    assert not loader.pin_memory
+    assert train_loader(WorkerRecording(), batches, workers, 3, (0, 0, 0), torch.device("cuda")).pin_memory
+
+
+@pytest.mark.cuda
+def test_train_loader_pins_batches_for_a_gpu():
+    """On a CUDA device the loader's Batches arrive in page-locked memory (Batch.pin_memory)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    read = list(train_loader(WorkerRecording(), [[0, 1]], 0, 3, (0, 0, 0), torch.device("cuda")))
+    assert read[0].ksp.is_pinned() and read[0].index.is_pinned()
+
+
+def test_training_is_the_same_for_any_number_of_loader_workers(tmp_path):
+    """Batches, holdouts, noise, flips, random phase and dropout do not depend on the loader's
+    workers: 0, 1 and 2 workers train the same weights and metrics.csv, bit for bit."""
+    runs = []
+    for workers in (0, 1, 2):
+        run = trainer(tmp_path / str(workers), unsupervised_trainable(), epochs=2)
+        run.settings.num_workers = workers
+        run.fit()
+        runs.append(run)
+    first = runs[0]
+    assert first.state["step"] == 6
+    for run in runs[1:]:
+        for (name, a), b in zip(first.model.state_dict().items(), run.model.state_dict().values()):
+            assert torch.equal(a, b), name
+        assert (run.out_dir / "metrics.csv").read_text() == (first.out_dir / "metrics.csv").read_text()

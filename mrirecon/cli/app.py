@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from mrirecon import __version__
-from mrirecon.cli.overrides import Problem, check, config_dir, one_line, use_plugin_configs
+from mrirecon.cli.configs import config_dir, use_plugin_configs
+from mrirecon.cli.overrides import Problem, check, one_line
 from mrirecon.registry import PluginError, plugin_conf_dirs
 
 SUBCOMMANDS = {

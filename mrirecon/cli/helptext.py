@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mrirecon.cli.overrides import Problem, compose, config_dir, config_file, first_point, group_options, parse
+from mrirecon.cli.configs import config_dir, config_file, group_options
+from mrirecon.cli.overrides import Problem, compose, first_point, parse
 
 WIDTH = 100
 NO_MULTIRUN = ("study",)  # subcommands that refuse -m (a study runs the sweeps its stages declare)

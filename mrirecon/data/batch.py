@@ -85,6 +85,15 @@ class Batch:
             moved[f.name] = None if value is None else value.to(device, non_blocking=True)
         return Batch(**moved)
 
+    def pin_memory(self) -> Batch:
+        """Every tensor in page-locked memory (a DataLoader with pin_memory=True calls this), so
+        that its copy to a GPU overlaps the computation."""
+        pinned: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            pinned[f.name] = None if value is None else value.pin_memory()
+        return Batch(**pinned)
+
 
 def _sliced(value: torch.Tensor | None, start: int, stop: int) -> torch.Tensor | None:
     return None if value is None else value[start:stop]

@@ -8,6 +8,8 @@ hashes the whole key: nearby keys give unrelated streams. Knows nothing about MR
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 
@@ -33,3 +35,10 @@ def stream_seed(seed: int, purpose: int, *keys: int) -> int:
 def generator(seed: int, purpose: int, *keys: int) -> torch.Generator:
     """A CPU torch.Generator on the stream (seed, purpose, *keys)."""
     return torch.Generator().manual_seed(stream_seed(seed, purpose, *keys))
+
+
+def seed_globals(seed: int) -> None:
+    """Seed torch (every device), numpy's and Python's global generators from one 64-bit seed."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from mrirecon.io.locks import remove_temporaries
 from mrirecon.training import distributed as ddp
 from mrirecon.training import streams
 from mrirecon.training.callbacks import BUDGET, INTERRUPT, Callback
+from mrirecon.training.loader import epoch_batches, train_loader
 from mrirecon.training.schedules import restore_position
 from mrirecon.training.trainables.base import Trainable
 
@@ -70,20 +70,6 @@ class Settings:
     num_workers: int = 0
     val_batch_size: int = 4
     trust_checkpoint: bool = False
-
-
-def _epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The shuffled batches of one epoch: a function of (seed, epoch) only, so resume repeats them."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=g).tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def seed_globals(seed: int) -> None:
-    """Seed torch (every device), numpy's and Python's global generators from one 64-bit seed."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 class Trainer:
@@ -270,7 +256,7 @@ class Trainer:
             while self.state["epoch"] < s.epochs:
                 epoch = self.state["epoch"]
                 self._emit("on_epoch_start")
-                batches = _epoch_batches(_length(self.train_set), s.batch_size, s.seed, epoch)[self.state["batch"] :]
+                batches = epoch_batches(_length(self.train_set), s.batch_size, s.seed, epoch)[self.state["batch"] :]
                 for batch, share in self._local_batches(batches):
                     loss = self._step(batch, share)
                     self._emit("on_step", loss)
@@ -303,16 +289,10 @@ class Trainer:
     def _local_batches(self, batches: list[list[int]]) -> Iterator[tuple[Batch | None, float]]:
         """(batch on device or None, this rank's share of the global batch) for each global
         batch; a rank whose share is empty (a short last batch) gets None."""
-        mine = [ddp.shard(b) for b in batches]
+        mine, s = [ddp.shard(b) for b in batches], self.settings
         position = (ddp.rank(), self.state["epoch"], self.state["batch"])
         loader = iter(
-            DataLoader(
-                self.train_set,
-                batch_sampler=[m for m in mine if m],
-                collate_fn=collate,
-                num_workers=self.settings.num_workers,
-                generator=streams.generator(self.settings.seed, streams.LOADER, *position),
-            )
+            train_loader(self.train_set, [m for m in mine if m], s.num_workers, s.seed, position, self.device)
         )
         for items, global_items in zip(mine, batches):
             yield (next(loader).to(self.device) if items else None), len(items) / len(global_items)
@@ -323,7 +303,7 @@ class Trainer:
         step, seed, rank = self.state["step"], self.settings.seed, ddp.rank()
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        seed_globals(streams.stream_seed(seed, streams.GLOBAL, rank, step))  # dropout and other global draws
+        streams.seed_globals(streams.stream_seed(seed, streams.GLOBAL, rank, step))  # dropout and other global draws
         local = 0.0
         if batch is not None:
             loss = self.trainable.loss(batch, streams.generator(seed, streams.DRAWS, rank, step))

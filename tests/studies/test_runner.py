@@ -13,7 +13,7 @@ import pytest
 from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
-from mrirecon.cli.overrides import config_dir
+from mrirecon.cli.configs import config_dir
 from mrirecon.errors import UserError
 from mrirecon.studies import identity, launch, plan, records, runner
 
