@@ -30,15 +30,27 @@ With `--espirit` it times ESPIRiT alone, mrirecon's torch implementation against
 EspiritCalib, on N of the sample's slices (8 x 320x256) and the real brain, and reports how
 far the maps are apart and the cg_sense PSNR with either set of maps.
 
+With `--shards 4` it measures sharded preprocessing (docs/data.md): 4 raw 2D multi-slice ISMRMRD
+files of --slices slices each (the sample's k-space, 8 coils x 320x256; ESPIRiT maps, reference and
+a line mask per file) preprocessed as `-m data.shards=4 data.shard=0,1,2,3 hydra/launcher=joblib`
+with hydra.launcher.n_jobs=1 and then 2 (hardware.threads=1 each), and as one file of the 4 raw
+files. It reports the wall times and their ratio, the peak RSS of every process of the run (the
+largest: one worker's, or the main process's where joblib runs the shards in it), the load
+average before each run (the machine may be shared), and whether `reconstruct data.split=all
+method=cg_sense` on the folder gives the same metrics.csv as on the single file (every column
+but the timing).
+
 Usage: python scripts/bench_preprocess.py [--slices 320] [--variants full,4bit_quarter,...]
        [--dir /tmp/...] [--threads 2] [--compression gzip] [--formats ismrmrd,fastmri,ismrmrd2d]
        python scripts/bench_preprocess.py --espirit [--slices 8] [--threads 2] [--repeats 2]
        python scripts/bench_preprocess.py --coils 8,16,32 [--threads 2]
+       python scripts/bench_preprocess.py --shards 4 [--slices 6] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -191,6 +203,78 @@ FORMAT_INPUTS = {
 }
 
 
+def tree_peak_kb(pid: int) -> dict[int, int]:
+    """VmHWM (KiB) of process `pid` and of all its descendants now (pid: peak)."""
+    peaks, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        peak = vm_kb("VmHWM", p)
+        if peak is not None:
+            peaks[p] = peak
+        for task in Path(f"/proc/{p}/task").glob("*/children") if Path(f"/proc/{p}").exists() else []:
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return peaks
+
+
+def mrirecon(args: list[str], cwd: Path) -> tuple[float, float, int]:
+    """`mrirecon ARGS` in a fresh process: (wall seconds, the largest peak RSS in MB among the
+    process and its descendants, how many processes were seen)."""
+    start = time.perf_counter()
+    peaks: dict[int, int] = {}
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mrirecon", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err
+        )
+        while proc.poll() is None:
+            for pid, peak in tree_peak_kb(proc.pid).items():
+                peaks[pid] = max(peak, peaks.get(pid, 0))
+            time.sleep(0.05)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"mrirecon {' '.join(args)} failed: {err.read().strip()[-2000:]}")
+    return seconds, max(peaks.values(), default=0) / 1024, len(peaks)
+
+
+def metrics_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(fh)]
+
+
+def run_shards(work: Path, shards: int, slices: int, workers: int) -> None:
+    """Sharded preprocess of `shards` raw files with 1 and `workers` joblib workers, and the
+    single file of the same raw files; reconstruct on both, compared."""
+    raw = work / "raw"
+    raw.mkdir()
+    gb = sum(make_ismrmrd_2d(raw / f"scan{k}.h5", slices) for k in range(shards))
+    common = ["data=full", "data.source=raw", "hardware.threads=1", "data.ismrmrd_buffer_mb=64"]
+    print(
+        f"{shards} raw ISMRMRD 2D files x {slices} slices (8 coils x 320x256), {gb:.2f} GB; variant full; "
+        f"{os.cpu_count()} CPUs; hardware.threads=1"
+    )
+    print(f"{'run':<34}{'load avg':>9}{'seconds':>9}{'peak RSS MB':>13}{'processes':>11}")
+    times = {}
+    for n in (1, workers):
+        load = os.getloadavg()[0]
+        args = ["preprocess", "-m", *common, f"data.path=ds{n}", f"data.shards={shards}",
+                f"data.shard={','.join(map(str, range(shards)))}", "hydra/launcher=joblib",
+                f"hydra.launcher.n_jobs={n}", f"hydra.sweep.dir=sweep{n}"]  # fmt: skip
+        times[n], peak, procs = mrirecon(args, work)
+        print(f"{f'sharded, {n} joblib worker(s)':<34}{load:>9.2f}{times[n]:>9.1f}{peak:>13.0f}{procs:>11}", flush=True)
+    load = os.getloadavg()[0]
+    seconds, peak, procs = mrirecon(["preprocess", *common, "data.path=one.h5", "hydra.run.dir=one"], work)
+    print(f"{'one file (no shards)':<34}{load:>9.2f}{seconds:>9.1f}{peak:>13.0f}{procs:>11}")
+    print(f"\nspeed-up {workers} workers / 1: {times[1] / times[workers]:.2f}x")
+    for name in (f"ds{workers}", "one.h5"):
+        mrirecon(["reconstruct", "data=full", f"data.path={name}", "data.split=all", "method=cg_sense",
+                  f"hydra.run.dir=rec_{name}", "hardware.threads=2"], work)  # fmt: skip
+    same = metrics_rows(work / f"rec_ds{workers}" / "metrics.csv") == metrics_rows(work / "rec_one.h5" / "metrics.csv")
+    print(f"reconstruct cg_sense, every slice: metrics.csv of the folder {'==' if same else '!='} the single file's")
+
+
 def run_espirit(num_slices: int, threads: int, repeats: int) -> None:
     """ESPIRiT maps of mrirecon (torch, batched) against sigpy's EspiritCalib on the embedded
     sample's fully sampled 8 x 320x256 k-space, and on the real 8-coil brain: time, map
@@ -312,6 +396,8 @@ def main() -> None:
     parser.add_argument("--espirit", action="store_true", help="ESPIRiT maps: mrirecon's torch against sigpy")
     parser.add_argument("--coils", default=None, help="e.g. 8,16,32: peak memory of one slice per coil count")
     parser.add_argument("--repeats", type=int, default=2, help="--espirit: timing repeats (minimum)")
+    parser.add_argument("--shards", type=int, default=None, help="e.g. 4: sharded preprocess of that many raw files")
+    parser.add_argument("--workers", type=int, default=2, help="--shards: joblib workers, against 1")
     args = parser.parse_args()
     if args.espirit:
         run_espirit(args.slices, args.threads, args.repeats)
@@ -319,6 +405,9 @@ def main() -> None:
     work = Path(args.dir or tempfile.mkdtemp(prefix="bench_preprocess_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        if args.shards:
+            run_shards(work, args.shards, args.slices, args.workers)
+            return
         if args.coils:
             run_coils(work, [int(c) for c in args.coils.split(",")], args.threads)
             return

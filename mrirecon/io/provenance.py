@@ -31,9 +31,12 @@ def _attr(value: Any) -> Any:
 def content_id(path: str | os.PathLike[str]) -> str:
     """A content id of a data file: a hash of its size and, for HDF5, its root attributes (source,
     variant, split indices, version, creation time) and every dataset's name, shape and dtype. The
-    same for a copy of the file; different for another preprocess run. Falls back to size and
+    same for a copy of the file; different for another preprocess run (a dataset folder: a hash
+    of its index, which records its parts' sizes and times). Falls back to size and
     modification time for a file h5py cannot read."""
     path = Path(path)
+    if (path / "index.json").is_file():  # a dataset folder (data/shards.py): its index lists its parts' stamps
+        return _digest(["folder", (path / "index.json").read_text()])
     stat = path.stat()
     try:
         with h5py.File(path, "r") as h5:

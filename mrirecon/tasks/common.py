@@ -136,15 +136,20 @@ def open_source(cfg: DictConfig) -> Source:
 
 
 def open_processed(cfg: DictConfig) -> DeepInPyFile:
-    """The processed file `data.path`, with a hint when it has not been made yet; the `data`
-    options are checked first, as in preprocess (a bad data.bits or data.scale is an error in
-    every subcommand, not only where it is used)."""
+    """The processed file `data.path` (a dataset folder of a sharded preprocess: its parts as one
+    dataset, data/shards.py), with a hint when it has not been made yet; the `data` options are
+    checked first, as in preprocess (a bad data.bits or data.scale is an error in every
+    subcommand, not only where it is used)."""
     variant_of(cfg)
     path = Path(str(cfg.data.path))
     if not path.exists():
         raise UserError(
             f"data.path: {path} not found (make it with 'mrirecon preprocess data={cfg.data.name}' or set data.path)"
         )
+    if path.is_dir():
+        from mrirecon.data.shards import DatasetFolder
+
+        return DatasetFolder(path)
     return DeepInPyFile(path)
 
 

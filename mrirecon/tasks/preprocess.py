@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -141,17 +142,17 @@ def header_of(
     splits: dict[str, np.ndarray],
     prewhitening: tuple[bool, bool],
     recon_size: tuple[int, int] | None,
+    spec: str,
 ) -> Header:
-    """The written file's header: its source and the source's provenance, variant, splits, noise
+    """The written file's header: its source (data.source as text: `spec`) and the source's provenance, variant, splits, noise
     definition (`prewhitening`: the noise std comes from noise scans, the data were prewhitened),
     maps, mask and mrirecon's provenance; the coil compression is added after the last slice."""
-    spec = source_spec(cfg)
     noise_scans, prewhitened = prewhitening
     return Header(
         producer="preprocess",
         version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        source=spec if isinstance(spec, str) else ",".join(spec),
+        source=spec,
         source_id=",".join(str(Path(p).resolve()) for p in files) if files else str(spec),
         source_attrs={k: v for k, v in source.attrs.items() if isinstance(v, (str, int, float))},
         variant=Variant(variant.bits, variant.scale, name=str(cfg.data.name), noise=str(variant.noise)),
@@ -168,26 +169,48 @@ def header_of(
 
 
 def run(cfg: DictConfig) -> Path:
-    """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale).
+    """Write `data.path`: every slice of `data.source` as variant (data.bits, data.scale); with
+    data.shards, a dataset folder of one processed file per raw file (preprocess_shards.py).
 
     Memory holds one slice at a time. Splits are made of whole subjects (or kept from the
     source, checked); every slice's noise is estimated and stored. Returns the written path.
     """
+    if cfg.data.get("shards") is not None or cfg.data.get("shard") is not None:
+        from mrirecon.tasks.preprocess_shards import run_shards  # it writes each part with write_processed
+
+        return run_shards(cfg)
     variant = variant_options(cfg)
-    h5_filter = compression_of(cfg)
+    compression_of(cfg)  # checked before the source is opened
     out = Path(str(cfg.data.path))
     files = source_files(source_spec(cfg))  # none for a named source (the sample)
     check_output_path(cfg, out, files)
-    source = open_source(cfg)
+    spec = source_spec(cfg)
+    return write_processed(
+        cfg, open_source(cfg), out, files, variant, spec if isinstance(spec, str) else ",".join(spec)
+    )
+
+
+def write_processed(
+    cfg: DictConfig,
+    source: Any,
+    out: Path,
+    files: list[Path],
+    variant: VariantMaker,
+    spec: str,
+    splitter: Callable[[Any, np.ndarray], dict[str, np.ndarray]] | None = None,
+) -> Path:
+    """Write the processed file `out` from `source` (data.source `spec`, its `files`), closing
+    the source; `splitter(source, subjects)` makes the splits (default: preprocess_subjects)."""
+    h5_filter = compression_of(cfg)
     check_variant(cfg, source, variant)
     shape, crop = output_geometry(cfg, source, variant.scale)
-    subjects, splits = subjects_and_splits(cfg, source)
+    subjects, splits = subjects_and_splits(cfg, source, splitter)
     prewhitening = check_prewhitening(cfg, source)
     compression = coil_compression(cfg, source, subjects)
     num_coils = source.num_coils if compression is None else compression.coils
     read = slice_reader(cfg, source, compression, subjects)
     first = variant.make(read(0), 0)
-    header = header_of(cfg, source, files, variant, splits, prewhitening, crop)
+    header = header_of(cfg, source, files, variant, splits, prewhitening, crop, spec)
     volumes = source_volumes(source, subjects)
     writer = DeepInPyWriter(out, len(source), num_coils, shape, header, h5_filter, subjects, volumes)
     checked = ModelErrorLog()

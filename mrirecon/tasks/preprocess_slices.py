@@ -91,16 +91,19 @@ def process(source_slice: Slice, bits: int | None, scale: float, noise: str | fl
 class VariantMaker:
     """What each source slice becomes: data.bits, data.scale and data.noise (checked), with the
     run's seed for the noise of slice i (a generator per slice: the result does not depend on
-    which slices are processed before it)."""
+    which slices are processed before it); `stream`: more numbers of the generator's seed (a
+    sharded preprocess: the raw file's, so a file's noise does not depend on the other files)."""
 
     bits: int | None
     scale: float
     noise: str | float
     seed: int
+    stream: tuple[int, ...] = ()
 
     def make(self, source_slice: Slice, i: int) -> Slice:
         """Slice i of the variant (`process`)."""
-        return process(source_slice, self.bits, self.scale, self.noise, np.random.default_rng((self.seed, i)))
+        rng = np.random.default_rng((self.seed, *self.stream, i))
+        return process(source_slice, self.bits, self.scale, self.noise, rng)
 
 
 def variant_options(cfg: DictConfig) -> VariantMaker:

@@ -4,6 +4,7 @@ by a split; a volume: the unit of per-volume metrics) and the train / val / test
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -92,10 +93,15 @@ def new_splits(cfg: DictConfig, subjects: np.ndarray) -> dict[str, np.ndarray]:
     return splits
 
 
-def subjects_and_splits(cfg: DictConfig, source: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def subjects_and_splits(
+    cfg: DictConfig, source: Any, splitter: Callable[[Any, np.ndarray], dict[str, np.ndarray]] | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The subject of every slice (`source_subjects`) and the train/val/test splits, which never
-    cut a subject: splits stored in the source (checked), else made from whole subjects."""
+    cut a subject: `splitter(source, subjects)` when given (a sharded preprocess: by a hash of
+    the subject ids), else splits stored in the source (checked), else made from whole subjects."""
     subjects = source_subjects(cfg, source)
+    if splitter is not None:
+        return subjects, splitter(source, subjects)
     splits = source.splits()
     if splits is None:
         return subjects, new_splits(cfg, subjects)
