@@ -63,6 +63,16 @@ class Method:
         """
         raise NotImplementedError
 
+    def reconstruct_with_std(
+        self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x_hat, std): the reconstruction (B, X, Y) complex as `reconstruct` gives it, and for a
+        method that draws several images from a posterior the per-pixel standard deviation of its
+        samples about x_hat (their mean), (B, X, Y) real, sqrt(mean_k |x_k - x_hat|^2); None for a
+        method that gives one image. Sampling methods override this (and `reconstruct` returns
+        its first element); reconstruct writes the std beside the image."""
+        return self.reconstruct(y, op, noise_std), None
+
 
 def known_noise_std(noise_std: torch.Tensor | None, needed_by: str) -> torch.Tensor:
     """noise_std (B,) itself; a ValueError naming `needed_by` (the setting that uses it) when None."""
