@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.evaluation import stats
+from mrirecon.evaluation import budgets, stats
 from mrirecon.evaluation.metrics import CONVENTION, VOLUME_CONVENTION
 from mrirecon.evaluation.metrics import NAMES as METRICS
 from mrirecon.evaluation.results import Column, cell, group_of
@@ -90,6 +90,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
         "checkpoint",
         "checkpoint_id",
         "model_config",
+        *budgets.COLUMNS,
         "seed",
         "version",
         "label",
@@ -215,7 +216,9 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     extra = any(" · " in r["label"] for r in rows)
     unit = "volumes" if report.level == "volume" else "subjects"
     head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R", "mask"]
-    head += [*HEADS.values(), "PSNR 95 % CI", "s/slice", "best"]
+    head += [*HEADS.values(), "PSNR 95 % CI", "s/slice"]
+    trained = any(budgets.text(r) for r in rows)
+    head += ["training", "best"] if trained else ["best"]
     warned = any(r["warning"] for r in rows)
     head += ["warning"] if warned else []
     lines = []
@@ -224,6 +227,7 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
         cells += [r["label"].split(" · ", 1)[1] if " · " in r["label"] else ""] if extra else []
         cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"]), r["mask"]]
         cells += [*(_mean_std(r, m) for m in METRICS), _interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
+        cells += [budgets.text(r)] if trained else []
         cells += [r["best"], *([r["warning"]] if warned else [])]
         lines.append([(text, head[k] == "best" and text == "*") for k, text in enumerate(cells)])
     return head, lines
