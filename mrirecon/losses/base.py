@@ -63,13 +63,7 @@ LOSSES: Registry[type[Loss]] = Registry("loss", "mrirecon.losses")
 
 def register_loss(name: str) -> Callable[[L], L]:
     """Class decorator: make a loss available as `train.loss=<name>`."""
-
-    def add(cls: L) -> L:
-        LOSSES.add(name, cls)
-        cls.name = name
-        return cls
-
-    return add
+    return LOSSES.register(name, set_name=True)
 
 
 def loss_keys(name: str, components: tuple[str, ...] = ()) -> frozenset[str]:

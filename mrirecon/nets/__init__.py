@@ -37,12 +37,7 @@ class DensityModel(nn.Module):
 
 def register_net(name: str) -> Callable[[N], N]:
     """Class decorator: make a network available as `model=<name>` (its config's `name`)."""
-
-    def add(cls: N) -> N:
-        NETS.add(name, cls)
-        return cls
-
-    return add
+    return NETS.register(name)
 
 
 def _lookup(name: object) -> type[nn.Module]:
