@@ -1,5 +1,6 @@
 """Networks: image-to-image networks on real tensors (complex images as 2 channels), and density
-models over images (`DensityModel`: the flow prior).
+models over images (`DensityModel`: the flow prior), and sets of networks that one method composes
+(`NetworkSet`: E2E-VarNet's).
 
 They know nothing about k-space or physics. A network is one module in this package (or in an
 external plug-in, mrirecon/registry.py) with its class decorated by `@register_net("<name>")`,
@@ -35,6 +36,11 @@ class DensityModel(nn.Module):
         raise NotImplementedError
 
 
+class NetworkSet(nn.Module):
+    """Base of a set of networks that one method composes (E2E-VarNet's cascades and coil-map
+    network), not an image-to-image map: only the family built for it trains it."""
+
+
 def register_net(name: str) -> Callable[[N], N]:
     """Class decorator: make a network available as `model=<name>` (its config's `name`)."""
     return NETS.register(name)
@@ -55,6 +61,12 @@ def fixed_size(name: object) -> bool:
 def is_density(name: object) -> bool:
     """Whether the network `name` is a density model (`DensityModel`), not an image-to-image map."""
     return name in NETS and issubclass(NETS[str(name)], DensityModel)
+
+
+def is_image_map(name: object) -> bool:
+    """Whether the network `name` maps images to images (neither a density model nor a
+    `NetworkSet`): what the unrolled and direct methods take."""
+    return name in NETS and not issubclass(NETS[str(name)], (DensityModel, NetworkSet))
 
 
 def build_net(cfg: Mapping[str, Any], shape: tuple[int, ...] | None = None) -> nn.Module:
