@@ -4,6 +4,7 @@ and std side by side (docs/statistics.md, "Uncertainty")."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def uncertainty_figures(table: list[dict[str, Any]], stage: Path) -> list[tuple[
             for name in ("std_spearman", "std_coverage")
             if name in run.per_slice
         )
-        label = f"{row['label']}\n{row['variant']} · slice {index}" + (f"\n{measures}" if measures else "")
+        title = "\n".join(line for part in row["label"].split(" · ") for line in textwrap.wrap(part, 30))
+        label = f"{title}\n{row['variant']} · slice {index}" + (f"\n{measures}" if measures else "")
         panels.append((label, *read_std_slice(run.recon, index)))
     path = stage / NAME
     uncertainty_figure(panels, path)
