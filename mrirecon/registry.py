@@ -18,10 +18,11 @@ import os
 import pkgutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 PLUGINS_ENV = "MRIRECON_PLUGINS"
 T = TypeVar("T")
+S = TypeVar("S")  # a decorated object (a subclass of the registry's entries keeps its own type)
 
 _imported: set[str] = set()  # plug-in modules imported so far (by name)
 
@@ -91,11 +92,14 @@ class Registry(Mapping[str, T]):
         self._entries: dict[str, T] = {}
         self._discovered = False
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: register the decorated object under `name`."""
+    def register(self, name: str, set_name: bool = False) -> Callable[[S], S]:
+        """Decorator: register the decorated object under `name` (with `set_name`, also set its
+        `name` attribute to it: the name a config selects it by)."""
 
-        def add(obj: T) -> T:
-            self.add(name, obj)
+        def add(obj: S) -> S:
+            self.add(name, cast(T, obj))
+            if set_name:
+                setattr(obj, "name", name)  # noqa: B010  (S is any class: no attribute to type)
             return obj
 
         return add

@@ -38,6 +38,9 @@ SMALL = {
     "steps": 1,
     "hidden_channels": 4,
     "bins": 4,
+    "num_cascades": 1,
+    "sens_chans": 4,
+    "sens_pools": 2,
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 from helpers import fake_run, image_run, tiny_arrays, write_h5
 from test_metrics import blob, fastmri_volume
 
-from mrirecon.evaluation import metrics, report, results
+from mrirecon.evaluation import budgets, metrics, report, results
 from mrirecon.evaluation.runs import Damaged, discover, load
 from mrirecon.io import provenance
 
@@ -408,3 +408,68 @@ def test_a_sampling_row_gets_its_uncertainty_means_over_units_and_other_rows_non
         h5["std"] = np.zeros((2, 2), np.float32)
     with pytest.raises(Damaged, match="recon.h5: std"):
         load(sampled, "slice")
+
+
+def budget(epochs: int, seconds: float | None, device: str = "cpu", processes: int = 1) -> dict:
+    """A reconstruct run's checkpoint_info budget (io.provenance.training_budget's fields)."""
+    return {
+        "parameters": 123_456,
+        "epochs": epochs,
+        "steps": 10 * epochs,
+        "seconds": seconds,
+        "device": device,
+        "processes": processes,
+        "threads": 1,
+    }
+
+
+def learned_run(path: Path, method: str, run_budget: dict, psnr: np.ndarray = PSNR) -> Path:
+    extra = checkpoint(f"/t/{method}/checkpoints/best.pt")
+    extra["checkpoint_info"]["budget"] = run_budget
+    return fake_run(path, method, "4bit_quarter", psnr, summary_extra=extra)
+
+
+def test_learned_rows_show_their_training_budget_and_unequal_budgets_are_warned(tmp_path):
+    """Each learned row carries its checkpoint's parameters, epochs, training seconds and device
+    (results.csv and the markdown's training column); learned rows of one table trained with other
+    epochs, times (beyond 10 %) or devices are warned; classical rows carry none and no warning."""
+    equal = [
+        learned_run(tmp_path / "a", "dbp", budget(20, 600.0)),
+        learned_run(tmp_path / "b", "modl", budget(20, 640.0)),
+        fake_run(tmp_path / "c", "cs_wavelet", "4bit_quarter", PSNR - 1),
+    ]
+    table = table_of(equal)
+    dbp = next(r for r in table if r["method"] == "dbp")
+    assert (dbp["parameters"], dbp["epochs"], dbp["train_seconds"], dbp["train_device"]) == (123_456, 20, 600.0, "cpu")
+    assert not any(r["warning"] for r in table)
+    cs = next(r for r in table if r["method"] == "cs_wavelet")
+    assert all(cs[c] == "" for c in budgets.COLUMNS) and budgets.text(cs) == ""
+    assert budgets.text(dbp) == "20 ep, 10.0 min, cpu, 0.123 M params"
+    assert set(budgets.COLUMNS) <= set(report.result_columns([]))
+    for changed, why in (
+        (budget(40, 600.0), "epochs 20, 40"),
+        (budget(20, 900.0), "training 10.0-15.0 min"),
+        (budget(20, None), "a training time not recorded"),
+        (budget(20, 600.0, "cuda", 2), "devices cpu, cuda x2"),
+    ):
+        other = learned_run(tmp_path / f"m{len(why)}{changed['epochs']}", "modl", changed)
+        rows = table_of([equal[0], other, equal[2]])
+        warned = {r["method"]: r["warning"] for r in rows}
+        assert why in warned["dbp"] and why in warned["modl"] and warned["cs_wavelet"] == "", why
+
+
+def test_training_budget_of_a_checkpoint():
+    ckpt = {
+        "state": {"epoch": 7, "step": 35, "seconds": 12.5, "world_size": 2},
+        "config": {"hardware": {"device": "cuda", "threads": 4}},
+    }
+    assert provenance.training_budget(ckpt, 99) == {
+        "parameters": 99,
+        "epochs": 7,
+        "steps": 35,
+        "seconds": 12.5,
+        "device": "cuda",
+        "processes": 2,
+        "threads": 4,
+    }
+    assert provenance.training_budget({"state": {"epoch": 1}}, 5)["seconds"] is None  # not recorded: unknown

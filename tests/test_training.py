@@ -26,9 +26,10 @@ from mrirecon.training import distributed as ddp
 from mrirecon.training.callbacks import Callback, Interrupt, standard_callbacks
 from mrirecon.training.loader import train_loader
 from mrirecon.training.schedules import cosine_schedule, schedule, step_schedule
+from mrirecon.training.settings import Settings
 from mrirecon.training.streams import DRAWS, GLOBAL, stream_seed
 from mrirecon.training.trainables.unrolled import UnrolledTrainable
-from mrirecon.training.trainer import Settings, Trainer
+from mrirecon.training.trainer import Trainer
 
 
 def slices(n: int, shape=(16, 12), reference: bool = True, seed: int = 0) -> list[Batch]:
@@ -85,6 +86,28 @@ def test_resume_with_dropout_batch_norm_and_random_draws_is_exact(tmp_path):
     assert any("running_var" in name for name in full.model.state_dict())
     rows = (tmp_path / "cut" / "metrics.csv").read_text()
     assert rows == (tmp_path / "full" / "metrics.csv").read_text() and rows.count("\n") == 4
+
+
+def test_checkpoints_count_the_training_seconds_across_resumes(tmp_path, monkeypatch):
+    """state["seconds"] is the wall-clock time of training, counted at every checkpoint and added
+    up over a resume; a resumed checkpoint that did not count it makes it unknown (None), never 0."""
+    clock = iter(range(0, 1000, 10))  # every reading of the clock 10 s after the last
+    monkeypatch.setattr("mrirecon.training.trainer.time.monotonic", lambda: float(next(clock)))
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "cut", unsupervised_trainable(), epochs=3, stop_at_step=4).fit()
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    first = torch.load(last, weights_only=False)["state"]["seconds"]
+    assert first > 0 and first % 10 == 0
+    resumed = trainer(tmp_path / "cut", unsupervised_trainable(), epochs=3)
+    resumed.fit(resume_from=last)
+    assert resumed.state["seconds"] > first
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["state"]["seconds"] == resumed.state["seconds"]
+    del ckpt["state"]["seconds"]  # a checkpoint that did not count its time
+    torch.save(ckpt, tmp_path / "old.pt")
+    again = trainer(tmp_path / "again", unsupervised_trainable(), epochs=4)
+    again.fit(resume_from=tmp_path / "old.pt")
+    assert again.state["seconds"] is None
 
 
 def test_dropout_and_draws_change_with_the_step_and_the_seed(tmp_path):

@@ -17,8 +17,9 @@ from mrirecon.methods import build_method
 from mrirecon.nets import build_net
 from mrirecon.physics.fft import fft2c
 from mrirecon.training.callbacks import Callback, Interrupt, standard_callbacks
+from mrirecon.training.settings import Settings
 from mrirecon.training.trainables.unrolled import UnrolledTrainable
-from mrirecon.training.trainer import Settings, Trainer
+from mrirecon.training.trainer import Trainer
 
 
 def tiny_batch(n: int = 2, shape=(32, 24), seed: int = 0) -> Batch:

@@ -157,13 +157,7 @@ FORMATS: Registry[type[Format]] = Registry("data format", "mrirecon.data.formats
 
 def register_format(name: str) -> Callable[[F], F]:
     """Class decorator: make a format (or with `named`, the source `data.source=<name>`) readable."""
-
-    def add(cls: F) -> F:
-        FORMATS.add(name, cls)
-        cls.name = name
-        return cls
-
-    return add
+    return FORMATS.register(name, set_name=True)
 
 
 def file_keys(path: Path) -> frozenset[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.evaluation import stats, uncertainty
+from mrirecon.evaluation import budgets, stats, uncertainty
 from mrirecon.evaluation.metrics import CONVENTION, VOLUME_CONVENTION
 from mrirecon.evaluation.metrics import NAMES as METRICS
 from mrirecon.evaluation.results import Column, cell, group_of
@@ -98,6 +98,7 @@ def result_columns(columns: Sequence[Column], has_std: bool = False) -> list[str
         "checkpoint",
         "checkpoint_id",
         "model_config",
+        *budgets.COLUMNS,
         "seed",
         "version",
         "label",
@@ -225,7 +226,9 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     unit = "volumes" if report.level == "volume" else "subjects"
     head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R", "mask"]
     has_std = any(r.get("has_std") for r in rows)
-    head += [*HEADS.values(), *(UNCERTAINTY_HEADS.values() if has_std else ()), "PSNR 95 % CI", "s/slice", "best"]
+    head += [*HEADS.values(), *(UNCERTAINTY_HEADS.values() if has_std else ()), "PSNR 95 % CI", "s/slice"]
+    trained = any(budgets.text(r) for r in rows)
+    head += ["training", "best"] if trained else ["best"]
     warned = any(r["warning"] for r in rows)
     head += ["warning"] if warned else []
     lines = []
@@ -236,6 +239,7 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
         cells += [_mean_std(r, m) for m in METRICS]
         cells += [_mean_std(r, m) if r.get("has_std") else "" for m in (uncertainty.NAMES if has_std else ())]
         cells += [_interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
+        cells += [budgets.text(r)] if trained else []
         cells += [r["best"], *([r["warning"]] if warned else [])]
         lines.append([(text, head[k] == "best" and text == "*") for k, text in enumerate(cells)])
     return head, lines

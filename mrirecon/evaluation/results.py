@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.evaluation import stats, uncertainty
+from mrirecon.evaluation import budgets, stats, uncertainty
 from mrirecon.evaluation.metrics import NAMES as METRICS
 from mrirecon.evaluation.runs import Run
 
@@ -128,6 +128,7 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
         R=float(np.nanmean(column["R"])) if np.isfinite(column["R"]).any() else np.nan,
         mask=str(first.summary.get("mask", "")),
         seconds_mean=float(np.mean(column["seconds"])),
+        **budgets.of(first),
     )
     for name in METRICS:
         values = column[name]
@@ -169,6 +170,7 @@ def summarize(runs: list[Run], level: str = "slice", pool: tuple[str, ...] = ())
     table = [_row(members, level, pool) for members in rows.values()]
     table.sort(key=lambda r: (group_of(r), -np.nan_to_num(r[f"{RANK_BY}_mean"], nan=-np.inf)))
     _warn_selection_on_test(table)
+    budgets.warn_unequal(table, group_of)
     return table
 
 

@@ -58,6 +58,25 @@ def data_record(path: str | os.PathLike[str]) -> dict[str, str]:
     return {"data_path": str(resolved), "data_id": content_id(resolved)}
 
 
+def training_budget(ckpt: dict[str, Any], parameters: int) -> dict[str, Any]:
+    """What training a checkpoint cost: its network's `parameters`, the epochs and optimiser
+    steps it saw, the training wall-clock seconds (resumes added; None when not recorded), and
+    where it ran (device, processes, threads per process) from its config."""
+    state = ckpt.get("state", {}) if isinstance(ckpt.get("state"), dict) else {}
+    config = ckpt.get("config", {}) if isinstance(ckpt.get("config"), dict) else {}
+    hardware: dict[str, Any] = config["hardware"] if isinstance(config.get("hardware"), dict) else {}
+    seconds = state.get("seconds")
+    return {
+        "parameters": int(parameters),
+        "epochs": state.get("epoch"),
+        "steps": state.get("step"),
+        "seconds": float(seconds) if isinstance(seconds, (int, float)) else None,
+        "device": str(hardware.get("device", "")),
+        "processes": int(state.get("world_size") or 1),
+        "threads": hardware.get("threads"),
+    }
+
+
 def checkpoint_record(path: str | os.PathLike[str], ckpt: dict[str, Any], select: str) -> dict[str, Any]:
     """What a loaded checkpoint is: its absolute path, a content id (its config, loop position and
     file size: best.pt changes while a training runs), the model config it was trained with

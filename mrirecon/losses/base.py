@@ -4,7 +4,8 @@ share: running the method on the measured samples of a mask.
 A loss is called as loss(model, batch, generator) -> the scalar to minimise (a mean over the
 batch's slices); `generator` (the step's own stream) is the source of its random draws. A
 `ReconstructionLoss` trains a reconstruction method, model(y, op, noise_std) -> x (B, X, Y); a
-`DensityLoss` a density model over images (a normalizing flow). `reference` says whether it
+`DensityLoss` a density model over images (a normalizing flow); a `ScoreLoss` a noise-conditioned
+denoiser (the diffusion prior). `reference` says whether it
 reads the batch's reference image (false: measured k-space only, self-supervised).
 """
 
@@ -42,6 +43,10 @@ class DensityLoss(Loss):
     """A loss of a density model over images (log_prob of (B, C, H, W))."""
 
 
+class ScoreLoss(Loss):
+    """A loss of a noise-conditioned denoiser model(v, sigma) (nets.ScoreModel)."""
+
+
 def reconstruct(model: nn.Module, batch: Batch, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, SenseOperator]:
     """The method's reconstruction from the samples of `mask` (B, X, Y) of the batch's k-space:
     (x_hat (B, X, Y), y = ksp * mask, the SENSE operator of `mask`); the noise std is the
@@ -63,13 +68,7 @@ LOSSES: Registry[type[Loss]] = Registry("loss", "mrirecon.losses")
 
 def register_loss(name: str) -> Callable[[L], L]:
     """Class decorator: make a loss available as `train.loss=<name>`."""
-
-    def add(cls: L) -> L:
-        LOSSES.add(name, cls)
-        cls.name = name
-        return cls
-
-    return add
+    return LOSSES.register(name, set_name=True)
 
 
 def loss_keys(name: str, components: tuple[str, ...] = ()) -> frozenset[str]:

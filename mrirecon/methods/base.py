@@ -116,13 +116,7 @@ REGISTRY: Registry[type[Method]] = Registry("method", "mrirecon.methods")
 
 def register(name: str) -> Callable[[M], M]:
     """Class decorator: make a method available as `method=<name>`."""
-
-    def add(cls: M) -> M:
-        REGISTRY.add(name, cls)
-        cls.name = name
-        return cls
-
-    return add
+    return REGISTRY.register(name, set_name=True)
 
 
 def build_method(cfg: Mapping[str, Any], **components: Any) -> Method:

@@ -1,5 +1,6 @@
-"""Networks: image-to-image networks on real tensors (complex images as 2 channels), and density
-models over images (`DensityModel`: the flow prior).
+"""Networks: image-to-image networks on real tensors (complex images as 2 channels), density
+models over images (`DensityModel`: the flow prior), noise-conditioned denoisers (`ScoreModel`:
+the diffusion prior), and sets of networks that one method composes (`NetworkSet`: E2E-VarNet's).
 
 They know nothing about k-space or physics. A network is one module in this package (or in an
 external plug-in, mrirecon/registry.py) with its class decorated by `@register_net("<name>")`,
@@ -35,14 +36,27 @@ class DensityModel(nn.Module):
         raise NotImplementedError
 
 
+class NetworkSet(nn.Module):
+    """Base of a set of networks that one method composes (E2E-VarNet's cascades and coil-map
+    network), not an image-to-image map: only the family built for it trains it."""
+
+
+class ScoreModel(nn.Module):
+    """Base of the noise-conditioned denoisers D(v, sigma) ~ E[v | v + sigma n] (a score model:
+    the score of the noised image density is (D(v, sigma) - v) / sigma^2), over complex images as
+    2 channels (B, 2, H, W) and noise levels sigma (B,), trained on [sigma_min, sigma_max]."""
+
+    sigma_min: float
+    sigma_max: float
+
+    def forward(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Denoised images (B, 2, H, W) of noisy images v (B, 2, H, W) at noise levels sigma (B,)."""
+        raise NotImplementedError
+
+
 def register_net(name: str) -> Callable[[N], N]:
     """Class decorator: make a network available as `model=<name>` (its config's `name`)."""
-
-    def add(cls: N) -> N:
-        NETS.add(name, cls)
-        return cls
-
-    return add
+    return NETS.register(name)
 
 
 def _lookup(name: object) -> type[nn.Module]:
@@ -60,6 +74,23 @@ def fixed_size(name: object) -> bool:
 def is_density(name: object) -> bool:
     """Whether the network `name` is a density model (`DensityModel`), not an image-to-image map."""
     return name in NETS and issubclass(NETS[str(name)], DensityModel)
+
+
+def is_image_map(name: object) -> bool:
+    """Whether the network `name` maps images to images (neither a density model, a score
+    model nor a `NetworkSet`): what the unrolled and direct methods take."""
+    return name in NETS and not issubclass(NETS[str(name)], (DensityModel, ScoreModel, NetworkSet))
+
+
+def is_score(name: object) -> bool:
+    """Whether the network `name` is a noise-conditioned denoiser (`ScoreModel`)."""
+    return name in NETS and issubclass(NETS[str(name)], ScoreModel)
+
+
+def is_prior(name: object) -> bool:
+    """Whether the network `name` models images alone (a density or score model), not a map
+    that an unrolled or direct method runs."""
+    return is_density(name) or is_score(name)
 
 
 def build_net(cfg: Mapping[str, Any], shape: tuple[int, ...] | None = None) -> nn.Module:

@@ -20,7 +20,7 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 
 @register_net("unet")
 class UNet(nn.Module):
-    """U-Net denoiser, (B, in_channels, H, W) -> (B, in_channels, H, W) for any H and W.
+    """U-Net denoiser, (B, in_channels, H, W) -> (B, out_channels, H, W) for any H and W.
 
     Inputs whose sides are not divisible by 2^(depth-1) are zero-padded and cropped back, so
     80x64, 320x256 and odd sizes such as 230x180 all work.
@@ -30,18 +30,31 @@ class UNet(nn.Module):
         base_channels: channels of the first level, doubled at each level down (student: 32).
         depth: number of levels (student: 3 or 4).
         residual: add the input to the output (learn the correction).
+        out_channels: output channels (default in_channels; another number only without
+            `residual`: the noise-conditioned denoiser of nets/diffusion.py takes a noise-level
+            channel more than it gives).
     """
 
-    def __init__(self, in_channels: int = 2, base_channels: int = 32, depth: int = 3, residual: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 2,
+        base_channels: int = 32,
+        depth: int = 3,
+        residual: bool = True,
+        out_channels: int | None = None,
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth: {depth!r} must be an integer >= 1")
+        out_channels = in_channels if out_channels is None else out_channels
+        if residual and out_channels != in_channels:
+            raise ValueError(f"out_channels: {out_channels} differs from in_channels {in_channels}, so no residual")
         chans = [base_channels * 2**i for i in range(depth)]
         self.down = nn.ModuleList([_double_conv(in_channels, chans[0])])
         self.down.extend(_double_conv(chans[i - 1], chans[i]) for i in range(1, depth))
         self.up_proj = nn.ModuleList(nn.Conv2d(chans[i], chans[i - 1], 1) for i in range(depth - 1, 0, -1))
         self.up_conv = nn.ModuleList(_double_conv(2 * chans[i - 1], chans[i - 1]) for i in range(depth - 1, 0, -1))
-        self.out = nn.Conv2d(chans[0], in_channels, 1)
+        self.out = nn.Conv2d(chans[0], out_channels, 1)
         self.depth, self.residual = depth, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

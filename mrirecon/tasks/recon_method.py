@@ -58,4 +58,5 @@ def method_of(cfg: DictConfig, device: torch.device) -> tuple[Method, dict[str, 
     state = ckpt["state"] if isinstance(ckpt.get("state"), dict) else {}
     chosen_by = str(state.get("best_by", trained.select))  # recorded by the Trainer
     record = provenance.checkpoint_record(str(checkpoint), ckpt, chosen_by)
+    record["budget"] = provenance.training_budget(ckpt, sum(p.numel() for p in trained.module.parameters()))
     return method, method_config, {**trained_on(ckpt), "record": record}

@@ -16,7 +16,7 @@ from mrirecon.training.hardware import cpu_name, native_bf16
 
 log = logging.getLogger(__name__)
 
-# train.* keys of the training loop (mrirecon.training.trainer.Settings, the optimizer and its
+# train.* keys of the training loop (mrirecon.training.settings.Settings, the optimizer and its
 # schedule, resume): every family reads them; the others are read by the families that name them
 # (Family.reads)
 LOOP_KEYS = frozenset(

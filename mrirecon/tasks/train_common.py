@@ -14,7 +14,7 @@ from mrirecon.data.h5 import DeepInPyFile
 from mrirecon.errors import UserError
 from mrirecon.io.ownership import RECORD, Outputs, record
 from mrirecon.tasks.common import overwrite
-from mrirecon.training.trainer import Settings
+from mrirecon.training.settings import Settings
 
 
 def positive(key: str, value: Any, integer: bool = False) -> Any:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator, Sized
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -39,37 +39,11 @@ from mrirecon.training import streams
 from mrirecon.training.callbacks import BUDGET, INTERRUPT, Callback
 from mrirecon.training.loader import epoch_batches, train_loader
 from mrirecon.training.schedules import restore_position
+from mrirecon.training.settings import Settings
 from mrirecon.training.trainables.base import Trainable
 
 log = logging.getLogger(__name__)
 RESTART = "start the run anew (without train.resume, or with overwrite=true in its run dir)"
-
-
-@dataclass
-class Settings:
-    """Loop settings.
-
-    Args:
-        epochs: passes over the training set.
-        batch_size: slices per step.
-        seed: seeds the data order (per epoch) and every random stream (with rank and step).
-        grad_clip: clip the gradient norm to this (None: off).
-        max_minutes: stop cleanly, with a checkpoint, after this many minutes (None: no limit;
-            enforced by the callbacks.TimeBudget hook).
-        num_workers: DataLoader worker processes.
-        val_batch_size: slices per validation batch.
-        trust_checkpoint: resume also from a checkpoint that only an unsafe pickle load reads
-            (mrirecon.io.files.load_checkpoint); only for files from a trusted source.
-    """
-
-    epochs: int
-    batch_size: int
-    seed: int = 723
-    grad_clip: float | None = None
-    max_minutes: float | None = None
-    num_workers: int = 0
-    val_batch_size: int = 4
-    trust_checkpoint: bool = False
 
 
 class Trainer:
@@ -122,9 +96,13 @@ class Trainer:
             "best_by": trainable.select,  # the validation metric that chooses best.pt
             "world_size": ddp.world_size(),
             "history": [],
+            # training wall-clock seconds of the runs that made this state (resumes added; None
+            # when a run it resumed did not record them)
+            "seconds": 0.0,
             "loss_sum": 0.0,
             "loss_count": 0,
         }
+        self._clock = time.monotonic()  # of the last count of state["seconds"]
 
     def _check_shares(self) -> None:
         """Refuse (UserError) a data-parallel run in which some rank would get no item of a batch
@@ -154,8 +132,16 @@ class Trainer:
             **self.extra,
         }
 
+    def _count_seconds(self) -> None:
+        """Add the wall-clock time since the last count (or the fit's start) to state["seconds"]."""
+        now = time.monotonic()
+        if self.state["seconds"] is not None:
+            self.state["seconds"] += now - self._clock
+        self._clock = now
+
     def save(self, name: str) -> Path:
         """Write checkpoints/<name> (rank 0 only; every rank waits for it)."""
+        self._count_seconds()
         path = self.ckpt_dir / name
         if ddp.is_main():
             save_checkpoint(path, self._checkpoint())
@@ -212,6 +198,7 @@ class Trainer:
         select, rows = self.trainable.select, saved.get("history", [])
         chosen_by = saved.get("best_by", select if rows and all(select in r for r in rows) else None)
         self.state = {**self.state, **saved, "best_by": select, "world_size": ddp.world_size()}
+        self.state["seconds"] = saved.get("seconds")  # None: the resumed run did not count its time
         self.state["batch_size"] = self.settings.batch_size
         if chosen_by != select and math.isfinite(saved.get("best", math.inf)):
             log.warning(
@@ -251,6 +238,7 @@ class Trainer:
             if ddp.is_main():
                 remove_temporaries(self.ckpt_dir)
         s = self.settings
+        self._clock = time.monotonic()
         self._emit("on_fit_start")
         try:
             while self.state["epoch"] < s.epochs:

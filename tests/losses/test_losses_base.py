@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from mrirecon.losses import LOSSES, DensityLoss, ReconstructionLoss, build_loss, loss_keys, loss_settings
+from mrirecon.losses import LOSSES, DensityLoss, ReconstructionLoss, ScoreLoss, build_loss, loss_keys, loss_settings
 from mrirecon.losses.ssdu import SplitLoss
 
 
 def test_the_registry_holds_each_loss_module():
-    assert {"sse", "ssdu", "l1", "mse", "bits_per_dim"} <= set(LOSSES)
-    assert all(issubclass(c, (ReconstructionLoss, DensityLoss)) for c in LOSSES.values())
+    assert {"sse", "ssdu", "l1", "mse", "bits_per_dim", "denoising_score"} <= set(LOSSES)
+    assert all(issubclass(c, (ReconstructionLoss, DensityLoss, ScoreLoss)) for c in LOSSES.values())
     assert [n for n, c in LOSSES.items() if not c.reference] == ["ssdu"]
 
 

@@ -330,6 +330,11 @@ def test_evaluate_keeps_checkpoints_and_seeds_apart(trained, sample_dir):
             rows = list(csv.DictReader(fh))
         assert len(rows) == rows_expected and len({r["label"] for r in rows}) == rows_expected
         assert {Path(r["checkpoint"]).name for r in rows} == {"best.pt", "last.pt"}
+        # each row's training budget, from its checkpoint (parameters, epochs, seconds, device)
+        assert all(int(r["parameters"]) > 0 and int(r["epochs"]) >= 1 and float(r["train_seconds"]) > 0 for r in rows)
+        assert {r["train_device"] for r in rows} == {"cpu"} and "s/slice | training |" in (
+            out / "results.md"
+        ).read_text()
         page = (out / "report.html").read_text()
         for row in rows:
             assert row["label"] in page

@@ -21,7 +21,7 @@ from mrirecon.evaluation import metrics
 from mrirecon.losses import ReconstructionLoss, build_loss, loss_keys, loss_settings
 from mrirecon.losses.ssdu import SplitLoss, split_mask
 from mrirecon.methods import REGISTRY, Method, build_method
-from mrirecon.nets import NETS, build_net, fixed_size, is_density
+from mrirecon.nets import build_net, fixed_size, is_image_map
 from mrirecon.physics.noise import resolve_noise_std
 from mrirecon.physics.sense import SenseOperator
 from mrirecon.training.streams import VALIDATION, generator
@@ -167,7 +167,7 @@ class ReconstructorFamily:
     @classmethod
     def trains(cls, method: str, model: str) -> bool:
         served = method in REGISTRY and REGISTRY[method].checkpoint_kind == cls.kind
-        return served and model in NETS and not is_density(model)
+        return served and is_image_map(model)
 
     @classmethod
     def reads(cls, train: dict[str, Any], bits: int | None) -> frozenset[str]:
