@@ -363,6 +363,53 @@ def test_row_means_weight_subjects_equally_and_intervals_stay_in_range(tmp_path)
     assert results.stats.mean_test(ssim)[2] > 1 and row["ssim_high"] == 1.0 and row["ssim_low"] < row["ssim_mean"]
 
 
+def with_std(path: Path, spearman: list[float], coverage: list[float]) -> Path:
+    """Add a sampling method's std measures to a run dir made by image_run: metrics.csv's columns
+    and recon.h5's std."""
+    lines = (path / "metrics.csv").read_text().splitlines()
+    lines = [lines[0] + ",std_spearman,std_coverage"] + [
+        f"{line},{s:g},{c:g}" for line, s, c in zip(lines[1:], spearman, coverage)
+    ]
+    (path / "metrics.csv").write_text("\n".join(lines) + "\n")
+    with h5py.File(path / "recon.h5", "a") as h5:
+        h5["std"] = np.abs(h5["recon"][()] - h5["imgs"][()]).astype(np.float32)
+    return path
+
+
+def test_a_sampling_row_gets_its_uncertainty_means_over_units_and_other_rows_none(tmp_path):
+    """Rows of a method with a std get std_spearman / std_coverage means over the subjects (at
+    level volume: of each volume's slice mean) and results.csv their columns, empty for the
+    other rows; without any such row results.csv keeps its columns; a bad std is a damaged run."""
+    subjects = [0, 0, 1, 1, 2, 2]
+    spearman, coverage = [0.1, 0.3, 0.5, 0.5, 0.2, 0.8], [0.9, 1.0, 0.8, 0.6, 0.7, 0.7]
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.5, 1.0, (6, 16, 16))
+    plain = image_run(
+        tmp_path / "plain", "cg_sense", reference + 0.1 * rng.random(reference.shape), reference, subjects
+    )
+    recon = reference + 0.1 * rng.random(reference.shape)
+    sampled = with_std(image_run(tmp_path / "s", "flow_l1", recon, reference, subjects), spearman, coverage)
+    before = report.results_csv(report.Report("t", "slice", table_of([plain]), [], [], [], []))
+    assert before.splitlines()[0] == ",".join(report.result_columns([]))
+    assert "std_spearman" not in before
+    for level in ("slice", "volume"):
+        table = table_of([plain, sampled], level)
+        row = next(r for r in table if r["method"] == "flow_l1")
+        assert row["std_spearman_mean"] == pytest.approx(np.mean([0.2, 0.5, 0.5]))  # per subject, then mean
+        assert row["std_coverage_mean"] == pytest.approx(np.mean([0.95, 0.7, 0.7]))
+        assert not next(r for r in table if r["method"] == "cg_sense")["has_std"]
+    text = report.results_csv(report.Report("t", "slice", table, [], [], [], []))
+    head, *rows = [line.split(",") for line in text.splitlines()]
+    assert head == report.result_columns([], has_std=True) and "std_coverage_high" in head
+    cells = {r[head.index("method")]: r[head.index("std_spearman_mean")] for r in rows}
+    assert cells["cg_sense"] == "" and float(cells["flow_l1"]) == pytest.approx(0.4)
+    with h5py.File(sampled / "recon.h5", "a") as h5:
+        del h5["std"]
+        h5["std"] = np.zeros((2, 2), np.float32)
+    with pytest.raises(Damaged, match="recon.h5: std"):
+        load(sampled, "slice")
+
+
 def budget(epochs: int, seconds: float | None, device: str = "cpu", processes: int = 1) -> dict:
     """A reconstruct run's checkpoint_info budget (io.provenance.training_budget's fields)."""
     return {

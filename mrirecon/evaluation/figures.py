@@ -33,16 +33,21 @@ def reconstruction_figure(
     path: str | os.PathLike[str],
     error_gain: float = 5.0,
     reference_label: str = "reference",
+    std: np.ndarray | None = None,
 ) -> None:
-    """Reference | reconstruction | difference (x error_gain) of one slice, magnitudes (X, Y)."""
+    """Reference | reconstruction | difference (x error_gain) of one slice, magnitudes (X, Y),
+    and with `std` (X, Y) (a sampling method's per-pixel std; recon its samples' mean) | std x
+    error_gain on the difference's grey scale."""
     ref, rec = np.abs(reference), np.abs(recon)
     vmax = float(ref.max()) or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.6))
     panels = [
         (ref, reference_label),
-        (rec, "reconstruction"),
+        (rec, "reconstruction" if std is None else "reconstruction (mean of samples)"),
         (np.abs(rec - ref) * error_gain, f"|difference| x{error_gain:g}"),
     ]
+    if std is not None:
+        panels.append((np.asarray(std) * error_gain, f"std of samples x{error_gain:g}"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.6 if std is None else 3.9))
     for ax, (img, label) in zip(axes, panels):
         ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
         ax.set_title(label, fontsize=9)
@@ -86,6 +91,30 @@ def comparison_figure(
                 bottom[c].imshow(np.abs(np.abs(img) - np.abs(ref)) * error_gain, cmap="gray", vmin=0, vmax=vmax)
     for ax in axes.flat:
         _bare(ax)
+    _save(fig, path, tight=False)
+
+
+def uncertainty_figure(
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: str | os.PathLike[str], gain: float = 5.0
+) -> None:
+    """One row per (label, reference, recon, std) (X, Y) of a sampling method's slice: reference |
+    mean of the samples | | |mean| - |reference| | x gain | std x gain, all on the reference's grey
+    scale, so that where the std is bright the error should be."""
+    fig, axes = plt.subplots(len(rows), 4, figsize=(9.2, 2.6 * len(rows) + 0.4), squeeze=False, layout="constrained")
+    for r, (label, reference, recon, std) in enumerate(rows):
+        ref, rec = np.abs(reference), np.abs(recon)
+        vmax = float(ref.max()) or 1.0
+        panels = [
+            (ref, "reference"),
+            (rec, "mean of samples"),
+            (np.abs(rec - ref) * gain, f"|error| x{gain:g}"),
+            (np.asarray(std) * gain, f"std x{gain:g}"),
+        ]
+        for ax, (img, title) in zip(axes[r], panels):
+            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+            ax.set_title(title, fontsize=7)
+            _bare(ax)
+        axes[r][0].set_ylabel(label, fontsize=7)
     _save(fig, path, tight=False)
 
 

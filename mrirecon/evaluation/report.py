@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.evaluation import budgets, stats
+from mrirecon.evaluation import budgets, stats, uncertainty
 from mrirecon.evaluation.metrics import CONVENTION, VOLUME_CONVENTION
 from mrirecon.evaluation.metrics import NAMES as METRICS
 from mrirecon.evaluation.results import Column, cell, group_of
 from mrirecon.evaluation.runs import Run, Skipped
 
 HEADS = {"nrmse": "NRMSE", "psnr": "PSNR (dB)", "ssim": "SSIM"}
+UNCERTAINTY_HEADS = {"std_spearman": "std-error Spearman", "std_coverage": "coverage (2 std)"}
 CONVENTIONS = {"slice": CONVENTION, "volume": VOLUME_CONVENTION}
 
 
@@ -76,14 +77,21 @@ COMPARISON_NOTE = (
     f"units the smallest p is 2/2^n: 'too few' below {stats.MIN_UNITS} units, whatever the data."
 )
 
+UNCERTAINTY_NOTE = (
+    "Uncertainty (rows of methods that sample a posterior and write the mean of their samples with their per-pixel "
+    "std; blank for the others), per slice, and per volume the mean of its slices', then averaged like the metrics: "
+    f"{uncertainty.DEFINITION}."
+)
+
 
 # ------------------------------------------------------------------------------------------ CSV
 # the columns that say which table a row belongs to (results.csv and comparisons.csv)
 IDENTITY_COLUMNS = ["level", "reference_image", "data", "data_id", "split", "variant", "method"]
 
 
-def result_columns(columns: Sequence[Column]) -> list[str]:
-    """The columns of results.csv."""
+def result_columns(columns: Sequence[Column], has_std: bool = False) -> list[str]:
+    """The columns of results.csv; `has_std` (some row is a sampling method's): also the
+    uncertainty measures' mean, std and interval, after the metrics' (empty for other rows)."""
     return [
         *IDENTITY_COLUMNS,
         *(c.title for c in columns),
@@ -103,6 +111,7 @@ def result_columns(columns: Sequence[Column]) -> list[str]:
         "R",
         "mask",
         *(f"{m}_{a}" for m in METRICS for a in ("mean", "std", "low", "high")),
+        *(f"{m}_{a}" for m in (uncertainty.NAMES if has_std else ()) for a in ("mean", "std", "low", "high")),
         "seconds_mean",
         "best",
         "warning",
@@ -146,7 +155,7 @@ def csv_text(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
 
 def results_csv(report: Report) -> str:
     rows = [{**r, **{c.title: cell(r, c) for c in report.columns}} for r in report.table]
-    return csv_text(result_columns(report.columns), rows)
+    return csv_text(result_columns(report.columns, any(r.get("has_std") for r in report.table)), rows)
 
 
 def comparisons_csv(report: Report) -> str:
@@ -178,7 +187,7 @@ def fmt(key: str, value: Any) -> str:
             return ""
         if key.startswith("psnr"):
             return f"{value:.2f}"
-        if key.startswith(METRICS):
+        if key.startswith((*METRICS, *uncertainty.NAMES)):
             return f"{value:.4f}"
         if key == "R":
             return f"{value:.2f}"
@@ -216,7 +225,8 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
     extra = any(" · " in r["label"] for r in rows)
     unit = "volumes" if report.level == "volume" else "subjects"
     head = ["method", *(c.title for c in columns), *(["run"] if extra else []), "slices", unit, "failed", "R", "mask"]
-    head += [*HEADS.values(), "PSNR 95 % CI", "s/slice"]
+    has_std = any(r.get("has_std") for r in rows)
+    head += [*HEADS.values(), *(UNCERTAINTY_HEADS.values() if has_std else ()), "PSNR 95 % CI", "s/slice"]
     trained = any(budgets.text(r) for r in rows)
     head += ["training", "best"] if trained else ["best"]
     warned = any(r["warning"] for r in rows)
@@ -226,7 +236,9 @@ def group_table(report: Report, rows: list[dict[str, Any]]) -> tuple[list[str], 
         cells = [r["method"], *(fmt("param", cell(r, c)) for c in columns)]
         cells += [r["label"].split(" · ", 1)[1] if " · " in r["label"] else ""] if extra else []
         cells += [fmt("", r["slices"]), fmt("", r["subjects"]), fmt("", r["failed"]), fmt("R", r["R"]), r["mask"]]
-        cells += [*(_mean_std(r, m) for m in METRICS), _interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
+        cells += [_mean_std(r, m) for m in METRICS]
+        cells += [_mean_std(r, m) if r.get("has_std") else "" for m in (uncertainty.NAMES if has_std else ())]
+        cells += [_interval(r, "psnr"), fmt("seconds", r["seconds_mean"])]
         cells += [budgets.text(r)] if trained else []
         cells += [r["best"], *([r["warning"]] if warned else [])]
         lines.append([(text, head[k] == "best" and text == "*") for k, text in enumerate(cells)])
@@ -359,6 +371,7 @@ def markdown(report: Report) -> str:
         for caption, head, lines in comparison_tables(comps.get(group_of(rows[0]), [])):
             md += [f"{caption}:", "", *_md_table(head, lines), ""]
     md += [table_note(report.level), "", COMPARISON_NOTE, ""]
+    md += [UNCERTAINTY_NOTE, ""] if any(r.get("has_std") for r in report.table) else []
     if report.skipped:
         md += ["## Skipped", "", *(f"- {s.path}: {s.reason}" for s in report.skipped), ""]
     md += ["## Runs", "", *(f"- {line}" for line in runs_list(report)), ""]

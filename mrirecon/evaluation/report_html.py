@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mrirecon.evaluation.report import (
     COMPARISON_NOTE,
+    UNCERTAINTY_NOTE,
     Report,
     comparison_tables,
     comparisons_by_group,
@@ -101,6 +102,8 @@ def html_report(report: Report) -> str:
             parts += [f"<p class='note'>{e(caption)}:</p>", _html_table(head, lines)]
     if report.table:
         parts += [f"<p class='note'>{e(table_note(report.level))}</p>", f"<p class='note'>{e(COMPARISON_NOTE)}</p>"]
+    if any(r.get("has_std") for r in report.table):
+        parts.append(f"<p class='note'>{e(UNCERTAINTY_NOTE)}</p>")
     parts += _figures(report.figures)
     if report.runs:
         parts += [f"<h2>Runs ({len(report.runs)})</h2>", _list(runs_list(report), "runs")]

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.evaluation import budgets, stats
+from mrirecon.evaluation import budgets, stats, uncertainty
 from mrirecon.evaluation.metrics import NAMES as METRICS
 from mrirecon.evaluation.runs import Run
 
@@ -113,7 +113,8 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
         row["seed"] = ", ".join(sorted({r.identity["seed"] for r in members}, key=lambda s: (len(s), s)))
     items, units, slices = _pooled(members)
     order = sorted(items)
-    column = {name: np.array([items[i].get(name, np.nan) for i in order]) for name in (*METRICS, "seconds", "R")}
+    names = (*METRICS, "seconds", "R", *(n for n in uncertainty.NAMES if n in first.values))
+    column = {name: np.array([items[i].get(name, np.nan) for i in order]) for name in names}
     labels = None if units is None else np.array([units[i] for i in order])
     has_reference = bool(first.summary.get("has_reference", True))
     failed = int(np.sum(~np.isfinite(np.stack([column[m] for m in METRICS])).all(axis=0))) if has_reference else 0
@@ -138,11 +139,24 @@ def _row(members: list[Run], level: str, pool: tuple[str, ...]) -> dict[str, Any
         )
         std = float(np.std(values, ddof=1)) if failed == 0 and len(values) > 1 else np.nan
         row.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_low": low, f"{name}_high": high})
+    _uncertainty(row, column, labels)
     row["best"] = "no reference" if not has_reference else f"failed ({failed})" if failed else ""
     row["warnings"] = list(dict.fromkeys(w for r in members for w in r.warnings))
     row["warning"] = " | ".join(row["warnings"])
     row["items"], row["unit_of"], row["members"] = items, units, members
     return row
+
+
+def _uncertainty(row: dict[str, Any], column: dict[str, np.ndarray], labels: np.ndarray | None) -> None:
+    """A sampling method's row: per uncertainty measure (std_spearman, std_coverage) the mean,
+    sample std and interval over the units as for the metrics (NaN when any item's is NaN, e.g. a
+    constant std); `has_std`. Rows of other methods get has_std False and no such keys."""
+    row["has_std"] = all(name in column for name in uncertainty.NAMES)
+    for name in uncertainty.NAMES if row["has_std"] else ():
+        values = column[name]
+        mean, low, high = stats.mean_interval(values, labels, bounds=uncertainty.RANGES[name])
+        std = float(np.std(values, ddof=1)) if np.isfinite(mean) and len(values) > 1 else np.nan
+        row.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_low": low, f"{name}_high": high})
 
 
 def summarize(runs: list[Run], level: str = "slice", pool: tuple[str, ...] = ()) -> list[dict[str, Any]]:

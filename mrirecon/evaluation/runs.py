@@ -20,12 +20,14 @@ import numpy as np
 
 from mrirecon.data.hdf5_input import HDF5InputError, open_hdf5
 from mrirecon.errors import UserError
-from mrirecon.evaluation import metrics
+from mrirecon.evaluation import metrics, uncertainty
 from mrirecon.io import provenance
 from mrirecon.io.memory import require
 
 METRIC_COLUMNS = ("slice", "subject", "method", *metrics.NAMES, "seconds")  # and `volume` since it is recorded
 VALUES = (*metrics.NAMES, "seconds", "R")  # per slice (or volume): the metrics, seconds, acceleration R
+# and, where metrics.csv has their columns (a sampling method), uncertainty.NAMES: per slice from
+# metrics.csv (against the SENSE reference, whatever `reference`), per volume the mean of its slices'
 REFERENCES = ("auto", "rss", "sense")  # evaluate's `reference`: what the metrics compare with
 CROPS = ("fastmri",)  # evaluate's `crop` (null: none): fastMRI evaluate.py's square crop
 
@@ -135,6 +137,8 @@ def load(path: Path, level: str, reference: str = "auto", crop: str | None = Non
     values = {name: np.array([_number(r, name, k, float) for k, r in enumerate(rows)]) for name in VALUES[:-1]}
     accel = (summary.get("acceleration") or {}).get("per_slice") or []
     values["R"] = np.array(accel, dtype=float) if len(accel) == len(rows) else np.full(len(rows), np.nan)
+    if all(name in rows[0] for name in uncertainty.NAMES):  # a sampling method's std, measured per slice
+        values.update({n: np.array([_number(r, n, k, float) for k, r in enumerate(rows)]) for n in uncertainty.NAMES})
     recon = _recon_file(path, slices)
     run = Run(path, summary, identity(summary), slices, subjects, slices, subjects, values, dict(values), recon)
     run.volumes = volumes
@@ -267,6 +271,9 @@ def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
             shapes = {k: a.shape for k, a in arrays.items()}
             kinds = {k: a.dtype.kind for k, a in arrays.items()}
             stored = np.asarray(arrays["slices"][()])
+            std = h5.get("std")  # a sampling method's per-pixel std
+            std_shape = None if std is None else (std.shape if isinstance(std, h5py.Dataset) else ())
+            std_kind = "" if std is None else str(getattr(std, "dtype", np.dtype("O")).kind)
     except HDF5InputError as exc:
         raise Damaged(f"recon.h5 is unreadable ({exc.reason})") from None
     except (OSError, KeyError) as exc:
@@ -275,6 +282,8 @@ def _recon_file(path: Path, slices: np.ndarray) -> Path | None:
         raise Damaged(f"recon.h5: recon {shapes['recon']} and imgs {shapes['imgs']} do not hold {len(slices)} slices")
     if kinds["recon"] not in "cfiu" or kinds["imgs"] not in "cfiu" or kinds["slices"] not in "iu":
         raise Damaged(f"recon.h5: recon, imgs and slices have dtypes {kinds}, expected images and slice indices")
+    if std_shape is not None and (std_shape != shapes["recon"] or std_kind not in "fiu"):
+        raise Damaged(f"recon.h5: std {std_shape} is not a real array of recon's shape {shapes['recon']}")
     if sorted(stored.reshape(-1).tolist()) != sorted(slices.tolist()):
         raise Damaged("recon.h5 holds other slices than metrics.csv")
     _, x, y = shapes["recon"]
@@ -322,9 +331,10 @@ def _to_volumes(run: Run, crop: str | None = None) -> None:
     members = [np.flatnonzero(run.volumes == v) for v in volumes]
     members = [m[np.argsort(run.slices[m])] for m in members]
     values = {name: np.full(len(volumes), np.nan) for name in VALUES}
+    averaged = ("seconds", "R", *(n for n in uncertainty.NAMES if n in run.values))  # as SSIM: the slices' mean
     for j, m in enumerate(members):
-        for name in ("seconds", "R"):
-            values[name][j] = float(np.mean(run.values[name][m]))
+        for name in averaged:
+            values.setdefault(name, np.full(len(volumes), np.nan))[j] = float(np.mean(run.values[name][m]))
     if has_reference and run.recon is not None:
         with open_hdf5(run.recon) as h5:
             position = {int(s): k for k, s in enumerate(h5["slices"][()])}

@@ -48,6 +48,9 @@ class FlowPrior(Method):
         z_init: zeros | random (z ~ N(0, I), one seeded draw) | forward (the flow's forward
             map of the zero-filled magnitude, clipped to [0, 1]).
         z_norm: l1 | l2.
+        samples: restarts (>= 1). K > 1 (needs z_init=random): K solves from the seeded latents
+            z ~ N(0, I) of seeds 0..K-1 (restart 0 is samples=1's start); the reconstruction is
+            their mean and `reconstruct_with_std` also gives their per-pixel std about it.
     """
 
     checkpoint_kind = "flow"
@@ -62,6 +65,7 @@ class FlowPrior(Method):
         iterations: int = 100,
         z_init: str = "forward",
         z_norm: str = "l1",
+        samples: int = 1,
     ) -> None:
         self.flow = flow.eval().requires_grad_(False)
         self.bits = int(bits)
@@ -76,6 +80,12 @@ class FlowPrior(Method):
         if z_norm not in Z_NORMS:
             raise ValueError(f"z_norm: unknown '{z_norm}' (expected one of {', '.join(Z_NORMS)})")
         self.z_init, self.z_norm = z_init, z_norm
+        self.samples = check_positive_int("samples", samples)
+        if self.samples > 1 and z_init != "random":
+            raise ValueError(
+                f"samples: {samples} restarts start from random latents, and z_init is '{z_init}' "
+                "(set z_init=random, or samples=1)"
+            )
 
     def image(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """z (B, D) -> real image x (B, X, Y) in the data's intensity range, and -log p(x) (B,)
@@ -98,13 +108,13 @@ class FlowPrior(Method):
             loss = loss + self.beta * neg_log_p
         return loss, x
 
-    def initial_z(self, y: torch.Tensor, op: SenseOperator) -> torch.Tensor:
-        """The starting latents (B, D) per `z_init`."""
+    def initial_z(self, y: torch.Tensor, op: SenseOperator, restart: int = 0) -> torch.Tensor:
+        """The starting latents (B, D) per `z_init` (random: the draw of seed `restart`)."""
         batch, device = y.shape[0], y.device
         if self.z_init == "zeros":
             return torch.zeros(batch, self.flow.dim, device=device)
         if self.z_init == "random":  # one seeded draw for every slice: results do not depend on the batch
-            draw = torch.randn(self.flow.dim, generator=torch.Generator().manual_seed(0))
+            draw = torch.randn(self.flow.dim, generator=torch.Generator().manual_seed(restart))
             return draw.expand(batch, -1).to(device)
         magnitude = op.adjoint(y).abs().clamp(0, 1)
         z, _ = self.flow.encode(to_flow_space(magnitude, self.bits)[:, None])
@@ -112,20 +122,34 @@ class FlowPrior(Method):
 
     def reconstruct(self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None) -> torch.Tensor:
         """y (B, C, X, Y) -> x_hat (B, X, Y) complex (real-valued): the iterate with the lowest
-        objective of each slice."""
+        objective of each slice (samples > 1: the mean over the restarts of theirs)."""
+        return self.reconstruct_with_std(y, op, noise_std)[0]
+
+    def reconstruct_with_std(
+        self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(x_hat, std): with samples = K > 1 the mean (B, X, Y) of the K restarts' images and
+        their per-pixel std about it sqrt(mean_k |x_k - x_hat|^2) (B, X, Y); with K = 1 the one
+        image and None."""
         shape = tuple(y.shape[-2:])
         if (1, *shape) != tuple(self.flow.shape):
             _c, h, w = self.flow.shape
             raise ValueError(f"y: the flow was trained on {h}x{w} images, the data are {shape[0]}x{shape[1]}")
         scale = data_scale(y, op)
         sigma = known_noise_std(noise_std, self.name) / scale
-        x = self.solve(y / scale.reshape(-1, 1, 1, 1).to(y.dtype), op, sigma)
-        return x * scale.reshape(-1, 1, 1).to(x.dtype)
+        normalised = y / scale.reshape(-1, 1, 1, 1).to(y.dtype)
+        draws = torch.stack([self.solve(normalised, op, sigma, k) for k in range(self.samples)])
+        draws = draws * scale.reshape(1, -1, 1, 1).to(draws.dtype)
+        if self.samples == 1:
+            return draws[0], None
+        mean = draws.mean(0)
+        return mean, (draws - mean).abs().pow(2).mean(0).sqrt()
 
-    def solve(self, y: torch.Tensor, op: SenseOperator, sigma: torch.Tensor) -> torch.Tensor:
-        """The optimisation over z for normalised data y with noise std sigma (B,)."""
+    def solve(self, y: torch.Tensor, op: SenseOperator, sigma: torch.Tensor, restart: int = 0) -> torch.Tensor:
+        """The optimisation over z for normalised data y with noise std sigma (B,), from the
+        start of `restart`."""
         with torch.enable_grad():
-            z = self.initial_z(y, op).detach().clone().requires_grad_(True)
+            z = self.initial_z(y, op, restart).detach().clone().requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=self.lr)
             best_loss = torch.full((y.shape[0],), float("inf"), device=y.device)
             best_z = z.detach().clone()

@@ -27,10 +27,19 @@ from mrirecon.evaluation.runs import CROPS, REFERENCES, Damaged, Run, Skipped, d
 from mrirecon.io.files import staged_outputs, write_text
 from mrirecon.io.ownership import Outputs
 from mrirecon.tasks.common import run_dir
+from mrirecon.tasks.evaluate_uncertainty import uncertainty_figures
 
 log = logging.getLogger(__name__)
 # the names evaluate always writes (and comparison_*, sweep_*, optuna_* figures named by the runs)
-FIXED = ("results.csv", "comparisons.csv", "results.md", "report.html", "summary.png", "training_curves.png")
+FIXED = (
+    "results.csv",
+    "comparisons.csv",
+    "results.md",
+    "report.html",
+    "summary.png",
+    "training_curves.png",
+    "uncertainty.png",
+)
 LEVELS = ("slice", "volume")
 MAX_FIGURE_COLUMNS = 8  # reconstructions per comparison figure (the best rows by mean PSNR)
 
@@ -136,6 +145,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
         if table:
             doc.summary_figure = _summary_plot(doc, stage / "summary.png")
             doc.figures += _comparisons(table, opts.figure_slices, stage)
+            doc.figures += uncertainty_figures(table, stage)
             doc.figures += _sweep_plots(table, columns, stage)
             doc.figures += optuna_figures([Path(p) for p in opts.paths], stage)
             write_text(stage / "results.csv", report.results_csv(doc))

@@ -22,12 +22,15 @@ from rich.progress import Progress
 from mrirecon import __version__
 from mrirecon.data.formats.cfl import CflImageWriter
 from mrirecon.data.header import PRODUCER
+from mrirecon.evaluation import uncertainty
 from mrirecon.evaluation.figures import reconstruction_figure
 from mrirecon.io.files import atomic_path
 from mrirecon.tasks.recon_summary import RunFacts, SliceRecord, SliceTable, summary
 
 log = logging.getLogger(__name__)
 CSV_HEADER = ("slice", "subject", "volume", "method", "nrmse", "psnr", "ssim", "seconds")
+# and, for a method that gives a per-pixel std, its measures (evaluation/uncertainty.py)
+STD_COLUMNS = uncertainty.NAMES
 # the run dir's files that a run writes (figures/ aside; recon.h5's attributes vouch for them in a
 # run dir of a reconstruct run from before the run dir's record, mrirecon/io/ownership.py)
 OUTPUTS = ("recon.h5", "metrics.csv", "summary.json", "recon.cfl", "recon.hdr")
@@ -46,7 +49,9 @@ class OutputOptions:
 
 class ReconWriter:
     """recon.h5 (datasets recon and imgs (N, X, Y) complex64 in record order, slices (N,), with
-    `rss` also rss (N, X, Y) float32 (fastMRI's reconstruction_rss), the run's attributes) and, with `cfl_axes`, recon.cfl/.hdr (the recon images for BART), filled
+    `rss` also rss (N, X, Y) float32 (fastMRI's reconstruction_rss), for records that carry a
+    std (a sampling method) also std (N, X, Y) float32, the run's attributes) and, with
+    `cfl_axes`, recon.cfl/.hdr (the recon images for BART), filled
     record by record at temporary names and renamed on a clean exit; nothing is left on an
     exception."""
 
@@ -64,6 +69,7 @@ class ReconWriter:
         self._stack = contextlib.ExitStack()
         self._datasets: dict[str, h5py.Dataset] = {}
         self._cfl: CflImageWriter | None = None
+        self._h5: h5py.File | None = None
 
     def __enter__(self) -> ReconWriter:
         with contextlib.ExitStack() as stack:
@@ -78,6 +84,7 @@ class ReconWriter:
                 self._datasets["rss"] = h5.create_dataset("rss", (n, *self.shape), np.float32, chunks=(1, *self.shape))
             h5["slices"] = self.slices
             h5.attrs.update(self.attrs)
+            self._h5 = h5
             self._stack = stack.pop_all()
         return self
 
@@ -89,8 +96,23 @@ class ReconWriter:
             if record.rss is None:
                 raise ValueError(f"slice {record.index}: rss is not set")
             self._datasets["rss"][record.position] = record.rss
+        if record.std is not None or "std" in self._datasets:
+            self._write_std(record)
         if self._cfl is not None:
             self._cfl.write(record.position, record.recon)
+
+    def _write_std(self, record: SliceRecord) -> None:
+        """Store the record's std (the dataset made at the first record: a method gives one for
+        every slice or for none)."""
+        if record.std is None or ("std" not in self._datasets and record.position != 0):
+            raise ValueError(f"slice {record.index}: a std is given for some slices only")
+        if "std" not in self._datasets:
+            assert self._h5 is not None, "ReconWriter.write outside its with block"
+            n = len(self.slices)
+            self._datasets["std"] = self._h5.create_dataset(
+                "std", (n, *self.shape), np.float32, chunks=(1, *self.shape)
+            )
+        self._datasets["std"][record.position] = record.std
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -99,9 +121,9 @@ class ReconWriter:
 
 
 class MetricsWriter:
-    """metrics.csv: the header CSV_HEADER and one row per record (floats with 6 significant
-    digits, the subject empty where the file records none), written at a temporary name and
-    renamed on a clean exit."""
+    """metrics.csv: the header CSV_HEADER (and STD_COLUMNS when the records carry a std's
+    measures) and one row per record (floats with 6 significant digits, the subject empty where
+    the file records none), written at a temporary name and renamed on a clean exit."""
 
     def __init__(self, path: Path, method: str) -> None:
         self.path, self.method = path, method
@@ -113,8 +135,6 @@ class MetricsWriter:
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(self.path))
             self._file = stack.enter_context(tmp.open("w"))
-            self._csv = csv.DictWriter(self._file, fieldnames=CSV_HEADER, lineterminator="\n")
-            self._csv.writeheader()
             self._stack = stack.pop_all()
         return self
 
@@ -128,16 +148,24 @@ class MetricsWriter:
             "method": self.method,
             **record.metrics,
             "seconds": record.seconds,
+            **(record.uncertainty or {}),
         }
 
     def write(self, record: SliceRecord) -> None:
-        """Append the record's row."""
-        assert self._csv is not None, "MetricsWriter.write outside its with block"
+        """Append the record's row (the header before the first: with STD_COLUMNS when it carries
+        a std's measures)."""
+        assert self._file is not None, "MetricsWriter.write outside its with block"
+        if self._csv is None:
+            columns = (*CSV_HEADER, *(STD_COLUMNS if record.uncertainty is not None else ()))
+            self._csv = csv.DictWriter(self._file, fieldnames=columns, lineterminator="\n")
+            self._csv.writeheader()
         self._csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in self.row(record).items()})
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if exc_type is None and self._csv is None and self._file is not None:  # no records: the header alone
+            csv.DictWriter(self._file, fieldnames=CSV_HEADER, lineterminator="\n").writeheader()
         self._stack.__exit__(exc_type, exc, tb)
 
 
@@ -154,7 +182,8 @@ def figure_name(index: int) -> str:
 
 
 def write_figures(folder: Path, records: Iterable[SliceRecord], facts: RunFacts) -> None:
-    """folder/slice_NNNN.png for each record: reference (or zero-filled) | recon | difference."""
+    """folder/slice_NNNN.png for each record: reference (or zero-filled) | recon | difference,
+    and | std for a sampling method (with its Spearman and coverage in the title)."""
     for r in records:
         name = f"{facts.method} on {facts.variant}, slice {r.index}"
         m = r.metrics
@@ -163,8 +192,11 @@ def write_figures(folder: Path, records: Iterable[SliceRecord], facts: RunFacts)
             title = f"{name} (no reference: left panel is zero-filled)"
         folder.mkdir(exist_ok=True)
         reference_label = "reference" if facts.has_reference else "zero-filled"
+        u = r.uncertainty or {}
+        if u:
+            title += f"\nstd vs |error|: Spearman {u['std_spearman']:.3f}, coverage (2 std) {u['std_coverage']:.3f}"
         reconstruction_figure(
-            r.reference, r.recon, title, folder / figure_name(r.index), reference_label=reference_label
+            r.reference, r.recon, title, folder / figure_name(r.index), reference_label=reference_label, std=r.std
         )
 
 

@@ -14,6 +14,7 @@ from mrirecon.data.dataset import SliceDataset
 from mrirecon.data.transforms import center_crop
 from mrirecon.errors import UserError
 from mrirecon.evaluation import metrics
+from mrirecon.evaluation.uncertainty import uncertainty_metrics
 from mrirecon.methods import Method
 from mrirecon.physics.model_error import model_error
 from mrirecon.physics.noise import resolve_noise_std
@@ -34,18 +35,21 @@ def per_slice(chosen: dict[str, torch.Tensor | list[str]], k: int) -> dict[str, 
 
 
 @torch.no_grad()
-def reconstruct_batch(method: Method, batch: Batch) -> tuple[torch.Tensor, SenseOperator, torch.Tensor, float]:
-    """x_hat (B, X, Y) of the batch, its operator, the noise std (B,) it was reconstructed with
+def reconstruct_batch(
+    method: Method, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor | None, SenseOperator, torch.Tensor, float]:
+    """x_hat (B, X, Y) of the batch, the per-pixel std (B, X, Y) of a sampling method's samples
+    (None for a method of one image), its operator, the noise std (B,) it was reconstructed with
     (resolved here, once: stored, else estimated) and the seconds per slice (noise resolution
     and reconstruction, after a CUDA synchronisation)."""
     start = time.perf_counter()
     op = SenseOperator(batch.maps, batch.mask)
     y = batch.y
     noise = resolve_noise_std(y, batch.mask, batch.noise_std)
-    x = method.reconstruct(y, op, noise)
+    x, std = method.reconstruct_with_std(y, op, noise)
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
-    return x, op, noise, (time.perf_counter() - start) / batch.size
+    return x, std, op, noise, (time.perf_counter() - start) / batch.size
 
 
 def defined_metrics(recon: np.ndarray, reference: np.ndarray, index: int) -> dict[str, float]:
@@ -73,7 +77,7 @@ def batch_records(
     """The records of one batch: reconstruct it, measure it (against the SENSE reference and,
     where the file has one, fastMRI's `rss`), crop its images to `shape`; without a `reference`
     the zero-filled image stands in for it (and the metrics are NaN)."""
-    x, op, noise, seconds = reconstruct_batch(method, batch)
+    x, std, op, noise, seconds = reconstruct_batch(method, batch)
     y = batch.y
     check = model_error(y, batch.maps, batch.mask, noise.cpu())
     fires = check.exceeds()
@@ -83,6 +87,7 @@ def batch_records(
     recon_np = center_crop(x.cpu().numpy().astype(np.complex64), shape)
     ref_np = center_crop(ref.cpu().numpy(), shape)
     rss = None if batch.rss is None or not reference else center_crop(batch.rss.cpu().numpy(), shape)
+    std_np = None if std is None else center_crop(std.detach().cpu().numpy().astype(np.float32), shape)
     nan = dict.fromkeys(metrics.NAMES, float("nan"))
     subjects, volumes = units
     return [
@@ -103,6 +108,10 @@ def batch_records(
             acceleration=float(acceleration[k]),
             noise_std=float(noise[k]),
             chosen=per_slice(method.chosen, k),
+            std=None if std_np is None else std_np[k],
+            uncertainty=None
+            if std_np is None or not reference
+            else uncertainty_metrics(recon_np[k], ref_np[k], std_np[k]),
         )
         for k, i in enumerate(batch.index.tolist())
     ]

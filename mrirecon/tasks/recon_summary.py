@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mrirecon import __version__
-from mrirecon.evaluation import metrics
+from mrirecon.evaluation import metrics, uncertainty
 from mrirecon.io import provenance
 from mrirecon.physics.model_error import FRACTION_LIMIT, RATIO_LIMIT
 
@@ -41,6 +41,10 @@ class SliceRecord:
         model_error: the calibration check's residual / noise (physics/model_error.py; NaN:
             no fully sampled calibration square to check).
         model_error_fires: whether the check fires (the maps do not explain the data).
+        std: the per-pixel std (X, Y) float32 of a sampling method's samples about recon,
+            cropped alike (None: a method of one image).
+        uncertainty: {'std_spearman', 'std_coverage'} of std against the error
+            (evaluation/uncertainty.py; None without std or without a reference).
     """
 
     position: int
@@ -59,6 +63,8 @@ class SliceRecord:
     rss_metrics: dict[str, float] | None = None
     model_error: float = float("nan")
     model_error_fires: bool = False
+    std: np.ndarray | None = None
+    uncertainty: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class SliceTable:
         self.rss: dict[str, list[float]] = {k: [] for k in metrics.NAMES}
         self.model_error: list[float] = []
         self.model_error_fires: list[bool] = []
+        self.uncertainty: dict[str, list[float]] = {}  # per slice, for a method that gives a std
 
     def __len__(self) -> int:
         return len(self.consistency)
@@ -121,6 +128,8 @@ class SliceTable:
             self.rss[key].append(value)
         self.model_error.append(record.model_error)
         self.model_error_fires.append(record.model_error_fires)
+        for key, value in (record.uncertainty or {}).items():
+            self.uncertainty.setdefault(key, []).append(value)
         if len(self.shown) < self.keep:
             self.shown.append(record)
 
@@ -179,6 +188,22 @@ def slice_facts(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
     }
 
 
+def uncertainty_record(table: SliceTable) -> dict[str, Any]:
+    """summary.json's `uncertainty` (only for a method that gives a per-pixel std): per measure
+    the mean over the slices (NaN when any slice's is NaN), its per-slice values and the
+    definitions; empty otherwise."""
+    if not table.uncertainty:
+        return {}
+    values = {k: np.array(v, dtype=np.float64) for k, v in table.uncertainty.items()}
+    return {
+        "uncertainty": {
+            "mean": {k: float(np.mean(v)) for k, v in values.items()},
+            "per_slice": table.uncertainty,
+            "definition": uncertainty.DEFINITION,
+        }
+    }
+
+
 def reference_record(table: SliceTable, facts: RunFacts) -> dict[str, Any]:
     """summary.json's `references`: the images the run was measured against (metrics.csv: the
     SENSE reference; with the data's fastMRI reconstruction_rss also `rss`, in recon.h5, with its
@@ -227,6 +252,7 @@ def summary(facts: RunFacts, table: SliceTable, objective: str) -> dict[str, Any
         },
         **slice_facts(table, facts),
         "references": reference_record(table, facts),
+        **uncertainty_record(table),
     }
     result["objective"] = {"metric": objective, "value": result["mean"][objective]}
     return result

@@ -173,6 +173,37 @@ def test_bad_method_settings(key, value):
         build_method({"name": "flow_logprob", "beta": -1.0}, flow=tiny_flow(), bits=4)
 
 
+def test_restarts_give_their_mean_and_std_reproducibly_and_one_sample_gives_todays_image():
+    """samples=K (z_init=random): the mean of K solves from the seeded draws 0..K-1 and their
+    per-pixel std; the same again on a second call and per slice whatever the batch; samples=1
+    is the one image of the start of seed 0, without a std; samples > 1 refuses another z_init."""
+    img, y, op = _problem()
+    flow = trained_tiny_flow(img[:, None], steps=10)
+    cfg = {"name": "flow_l1", "lam": 1e-2, "lr": 0.05, "iterations": 5, "z_init": "random"}
+    sigma = torch.full((2,), 0.05)
+    one = build_method(cfg, flow=flow, bits=4)
+    many = build_method({**cfg, "samples": 3}, flow=flow, bits=4)
+    single, none = one.reconstruct_with_std(y, op, sigma)
+    assert none is None and torch.equal(single, one.reconstruct(y, op, sigma))
+    mean, std = many.reconstruct_with_std(y, op, sigma)
+    assert std is not None and std.shape == img.shape and not std.is_complex() and (std > 0).any()
+    scale = data_scale(y, op)
+    y_n = y / scale.reshape(-1, 1, 1, 1)
+    draws = torch.stack([many.solve(y_n, op, sigma / scale, k) for k in range(3)]) * scale.reshape(1, -1, 1, 1)
+    assert torch.allclose(draws[0], single) and torch.allclose(mean, draws.mean(0))
+    assert torch.allclose(std, (draws - mean).abs().pow(2).mean(0).sqrt())
+    again, std_again = many.reconstruct_with_std(y, op, sigma)
+    assert torch.equal(again, mean) and torch.equal(std_again, std)
+    a = tiny_arrays(n=2, coils=4, shape=(16, 16), seed=3)  # _problem's arrays: slice 1 alone
+    second = SenseOperator(torch.from_numpy(a["maps"][1:]), torch.from_numpy(a["masks"][1:]))
+    alone, std_alone = many.reconstruct_with_std(y[1:], second, sigma[1:])
+    assert torch.allclose(alone, mean[1:], atol=1e-5) and torch.allclose(std_alone, std[1:], atol=1e-5)
+    with pytest.raises(ValueError, match=r"^samples: 3 restarts start from random latents, and z_init is 'forward'"):
+        build_method({**cfg, "samples": 3, "z_init": "forward"}, flow=flow, bits=4)
+    with pytest.raises(ValueError, match=r"^samples: "):
+        build_method({**cfg, "samples": 0}, flow=flow, bits=4)
+
+
 def test_size_mismatch_is_an_error():
     _img, y, op = _problem(n=1, shape=(32, 24))
     solver = build_method({"name": "flow_l1"}, flow=tiny_flow(), bits=4)
