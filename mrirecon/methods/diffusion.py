@@ -118,12 +118,15 @@ class DiffusionPosterior(Method):
     def reconstruct_with_std(
         self, y: torch.Tensor, op: SenseOperator, noise_std: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """y (B, C, X, Y) -> (mean (B, X, Y) complex, std (B, X, Y) real) of `samples` posterior samples."""
+        """y (B, C, X, Y) -> (mean (B, X, Y) complex, std (B, X, Y) real) of `samples` posterior
+        samples; one sample has no spread to report (std None, not zeros)."""
         scale = data_scale(y, op)
         variance = self.data_variance(noise_std, scale)
         with torch.no_grad():
             x = self.sample(y / scale.reshape(-1, 1, 1, 1).to(y.dtype), op, variance)
         mean = x.mean(0)
+        if self.samples == 1:
+            return mean * scale.reshape(-1, 1, 1).to(mean.dtype), None
         std = (x - mean).abs().pow(2).mean(0).sqrt()
         return mean * scale.reshape(-1, 1, 1).to(mean.dtype), std * scale.reshape(-1, 1, 1).to(std.dtype)
 

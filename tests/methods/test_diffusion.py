@@ -59,7 +59,7 @@ def test_the_sampler_gives_samples_and_the_mean_and_std_are_theirs():
     assert (std > 0).all()
     assert torch.equal(m.reconstruct(y, op, noise), mean)
     one = method(samples=1).reconstruct_with_std(y, op, noise)[1]
-    assert one is not None and torch.equal(one, torch.zeros_like(one))
+    assert one is None  # one sample: no spread to report (reconstruct writes no std, no measures)
 
 
 def test_sampling_is_reproducible_and_the_seed_changes_the_draws():
