@@ -431,8 +431,9 @@ def learned_run(path: Path, method: str, run_budget: dict, psnr: np.ndarray = PS
 
 def test_learned_rows_show_their_training_budget_and_unequal_budgets_are_warned(tmp_path):
     """Each learned row carries its checkpoint's parameters, epochs, training seconds and device
-    (results.csv and the markdown's training column); learned rows of one table trained with other
-    epochs, times (beyond 10 %) or devices are warned; classical rows carry none and no warning."""
+    (results.csv and the markdown's training column); learned rows of one table trained for neither
+    the same epochs nor the same time (within 10 %), or on other devices, are warned; classical rows
+    carry none and no warning."""
     equal = [
         learned_run(tmp_path / "a", "dbp", budget(20, 600.0)),
         learned_run(tmp_path / "b", "modl", budget(20, 640.0)),
@@ -447,15 +448,18 @@ def test_learned_rows_show_their_training_budget_and_unequal_budgets_are_warned(
     assert budgets.text(dbp) == "20 ep, 10.0 min, cpu, 0.123 M params"
     assert set(budgets.COLUMNS) <= set(report.result_columns([]))
     for changed, why in (
-        (budget(40, 600.0), "epochs 20, 40"),
-        (budget(20, 900.0), "training 10.0-15.0 min"),
-        (budget(20, None), "a training time not recorded"),
+        (budget(40, 900.0), "epochs 20, 40; training 10.0-15.0 min"),
+        (budget(40, None), "epochs 20, 40; a training time not recorded"),
         (budget(20, 600.0, "cuda", 2), "devices cpu, cuda x2"),
     ):
         other = learned_run(tmp_path / f"m{len(why)}{changed['epochs']}", "modl", changed)
         rows = table_of([equal[0], other, equal[2]])
         warned = {r["method"]: r["warning"] for r in rows}
         assert why in warned["dbp"] and why in warned["modl"] and warned["cs_wavelet"] == "", why
+    # the same epochs in other times, or the same time in other epochs (a time budget): one budget
+    for same, name in ((budget(20, 900.0), "same_epochs"), (budget(40, 620.0), "same_time")):
+        rows = table_of([equal[0], learned_run(tmp_path / name, "modl", same), equal[2]])
+        assert not any(r["warning"] for r in rows), name
 
 
 def test_training_budget_of_a_checkpoint():

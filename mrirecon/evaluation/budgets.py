@@ -1,7 +1,8 @@
 """Training budgets in evaluate's tables: for each learned row, what training its checkpoint
 cost (parameters, epochs, training seconds, device: recorded by reconstruct from the checkpoint,
 mrirecon.io.provenance.training_budget), and a warning on the learned rows of a table whose
-budgets differ, so that a comparison of methods is not read as one of training budgets."""
+budgets differ (neither the same epochs nor the same training time, or another device), so that
+a comparison of methods is not read as one of training budgets."""
 
 from __future__ import annotations
 
@@ -44,21 +45,23 @@ def text(row: dict[str, Any]) -> str:
 
 
 def unequal(rows: list[dict[str, Any]]) -> str | None:
-    """Why the budgets of these learned rows differ (epochs, training time beyond
-    SECONDS_TOLERANCE or an unknown one, device), or None when they match or fewer than two rows
-    have one."""
+    """Why the budgets of these learned rows differ, or None when they match (or fewer than two
+    rows have one). Budgets match on one device when the rows trained for the same epochs or for
+    the same time (within SECONDS_TOLERANCE): a time budget gives each family its own epochs."""
     learned = [r for r in rows if r.get("parameters", "") != ""]
     if len(learned) < 2:
         return None
     reasons = []
     epochs = sorted({r["epochs"] for r in learned}, key=str)
-    if len(epochs) > 1:
-        reasons.append(f"epochs {', '.join(map(str, epochs))}")
     seconds = [r["train_seconds"] for r in learned]
-    if "" in seconds:
-        reasons.append("a training time not recorded")
-    elif max(seconds) > SECONDS_TOLERANCE * min(seconds):
-        reasons.append(f"training {min(seconds) / 60:.1f}-{max(seconds) / 60:.1f} min")
+    same_time = "" not in seconds and max(seconds) <= SECONDS_TOLERANCE * min(seconds)
+    if len(epochs) > 1 and not same_time:
+        times = (
+            "a training time not recorded"
+            if "" in seconds
+            else f"training {min(seconds) / 60:.1f}-{max(seconds) / 60:.1f} min"
+        )
+        reasons.append(f"epochs {', '.join(map(str, epochs))}; {times}")
     devices = sorted({str(r["train_device"]) for r in learned})
     if len(devices) > 1:
         reasons.append(f"devices {', '.join(devices)}")
