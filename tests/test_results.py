@@ -446,9 +446,10 @@ def test_learned_rows_show_their_training_budget_and_unequal_budgets_are_warned(
     cs = next(r for r in table if r["method"] == "cs_wavelet")
     assert all(cs[c] == "" for c in budgets.COLUMNS) and budgets.text(cs) == ""
     assert budgets.text(dbp) == "20 ep, 10.0 min, cpu, 0.123 M params"
+    assert budgets.duration(42.4) == "42 s" and budgets.duration(900.0) == "15.0 min"
     assert set(budgets.COLUMNS) <= set(report.result_columns([]))
     for changed, why in (
-        (budget(40, 900.0), "epochs 20, 40; training 10.0-15.0 min"),
+        (budget(40, 900.0), "epochs 20, 40; training 10.0 min to 15.0 min"),
         (budget(40, None), "epochs 20, 40; a training time not recorded"),
         (budget(20, 600.0, "cuda", 2), "devices cpu, cuda x2"),
     ):

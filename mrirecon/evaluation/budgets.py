@@ -33,12 +33,17 @@ def of(run: Run) -> dict[str, Any]:
     }
 
 
+def duration(seconds: float) -> str:
+    """'42 s' under two minutes, else '15.0 min'."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def text(row: dict[str, Any]) -> str:
     """The markdown cell of a row's budget: '46 ep, 15.0 min, cpu, 0.68 M params' ('' without one)."""
     if row.get("parameters", "") == "":
         return ""
     parts = [f"{row['epochs']} ep" if row["epochs"] != "" else "? ep"]
-    parts.append(f"{row['train_seconds'] / 60:.1f} min" if row["train_seconds"] != "" else "? min")
+    parts.append(duration(row["train_seconds"]) if row["train_seconds"] != "" else "? s")
     parts.append(str(row["train_device"] or "?"))
     parts.append(f"{int(row['parameters']) / 1e6:.3g} M params")
     return ", ".join(parts)
@@ -59,7 +64,7 @@ def unequal(rows: list[dict[str, Any]]) -> str | None:
         times = (
             "a training time not recorded"
             if "" in seconds
-            else f"training {min(seconds) / 60:.1f}-{max(seconds) / 60:.1f} min"
+            else f"training {duration(min(seconds))} to {duration(max(seconds))}"
         )
         reasons.append(f"epochs {', '.join(map(str, epochs))}; {times}")
     devices = sorted({str(r["train_device"]) for r in learned})
