@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli, run_main
 
+from mrirecon.cli.configs import group_options
 from mrirecon.io.locks import Lock, folder_lock
 
 FOLDER = Path("outputs/study/quick")
@@ -25,7 +26,7 @@ def here(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["study=nope"], "error: unknown study=nope (expected one of: augment, flow, learned, quick, seed, unrolled)"),
+        (["study=nope"], f"error: unknown study=nope (expected one of: {', '.join(group_options('study'))})"),
         (["-m", "study=quick"], "error: -m: a study runs its stages itself"),
         (
             ["study.stages.evaluate.overrides=['runs=${stage:nope}']"],
