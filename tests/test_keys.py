@@ -35,7 +35,7 @@ from mrirecon.cli.configs import group_options
 from mrirecon.cli.overrides import Problem, check, check_read, compose, parse
 from mrirecon.errors import UserError, configured
 from mrirecon.methods import REGISTRY, build_method
-from mrirecon.tasks import preprocess, preprocess_shards, preprocess_subjects, reconstruct, train
+from mrirecon.tasks import preprocess, preprocess_file, preprocess_shards, preprocess_subjects, reconstruct, train
 from mrirecon.tasks.common import maps_option, open_processed, read_options, source_spec, variant_of
 from mrirecon.tasks.settings import check_file_variant
 from mrirecon.tasks.train_common import resume_path, settings_of
@@ -309,7 +309,7 @@ def preprocess_outcome(cfg: DictConfig, given: dict[str, set[str]]) -> Any:
         read_options(cfg),
         maps_option(cfg),
         preprocess_subjects.new_splits(cfg, subjects),
-        preprocess.coil_compression(cfg, Coils(), subjects),
+        preprocess_file.coil_compression(cfg, Coils(), subjects),
         None if cfg.data.shards is None and cfg.data.shard is None else preprocess_shards.shard_options(cfg),
     )
 

@@ -45,7 +45,7 @@ from mrirecon.errors import UserError
 from mrirecon.io import ownership
 from mrirecon.io.locks import Lock, file_lock
 from mrirecon.tasks.common import overwrite, plain, read_options, run_dir, source_spec
-from mrirecon.tasks.preprocess import write_processed
+from mrirecon.tasks.preprocess_file import write_processed
 from mrirecon.tasks.preprocess_output import check_output_path, compression_of
 from mrirecon.tasks.preprocess_slices import VariantMaker, variant_options
 
